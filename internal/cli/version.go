@@ -1,0 +1,23 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/haven-ha/haven/internal/version"
+)
+
+func init() {
+	Register(&Command{
+		Path:  "version",
+		Short: "print the version of this haven binary",
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return Usagef("takes no arguments")
+			}
+			fmt.Fprintf(env.Stdout, "haven %s (%s, %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return nil
+		},
+	})
+}

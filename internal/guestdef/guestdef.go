@@ -1,0 +1,49 @@
+// Package guestdef owns the hypervisor-level definition of a guest, stored
+// once for the whole cluster: vCPUs, memory, disks, network, boot. Drivers turn
+// it into a libvirt domain or a QEMU command line; importers read it from
+// libvirt XML and Xen configs.
+package guestdef
+
+// Definition is what a hypervisor needs to run a guest.
+type Definition struct {
+	Name   string `json:"name"`
+	VCPUs  int    `json:"vcpus"`
+	Memory int64  `json:"memory"` // bytes
+	Disks  []Disk `json:"disks,omitempty"`
+	NICs   []NIC  `json:"nics,omitempty"`
+	Boot   Boot   `json:"boot"`
+	// SerialLog, when set, is a file the guest's first serial port is written
+	// to (test guests print their counter there).
+	SerialLog string `json:"serial_log,omitempty"`
+	// RawXML, when set, is a libvirt domain XML used as the base by the
+	// libvirt driver; the fields above still name the guest and its size.
+	RawXML string `json:"raw_xml,omitempty"`
+}
+
+// Disk is one block device of a guest.
+type Disk struct {
+	// Pool and Volume name a volume on a storage pool; Path is the file or
+	// block device itself. Exactly one of Path and Pool+Volume is set in a
+	// stored definition; drivers receive a resolved Path.
+	Pool     string `json:"pool,omitempty"`
+	Volume   string `json:"volume,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Format   string `json:"format,omitempty"` // raw | qcow2
+	Bus      string `json:"bus,omitempty"`    // virtio (default) | ide | scsi
+	ReadOnly bool   `json:"readonly,omitempty"`
+}
+
+// NIC is one network interface of a guest.
+type NIC struct {
+	Bridge string `json:"bridge,omitempty"` // host bridge to attach to
+	User   bool   `json:"user,omitempty"`   // QEMU user networking (tests)
+	MAC    string `json:"mac,omitempty"`
+	Model  string `json:"model,omitempty"` // virtio (default)
+}
+
+// Boot says how the guest boots: from its first disk, or from a kernel.
+type Boot struct {
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+}
