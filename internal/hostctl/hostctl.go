@@ -1,0 +1,446 @@
+// Package hostctl owns what one host's agent does to its guests: it carries
+// out the manager's orders (start, stop, kill, receive a migration, migrate
+// away) through a hypervisor.Driver and reports every guest's state back. It
+// keeps no cluster state of its own: the manager decides, hostctl executes and
+// tells the truth about what the hypervisor did.
+//
+// Orders for one guest run one at a time, in arrival order; orders for
+// different guests run in parallel. An order is identified by its ID and is
+// carried out at most once, so a replayed watch after an agent restart does
+// not start a guest twice.
+package hostctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hypervisor"
+)
+
+// Op is what an order asks for.
+type Op string
+
+const (
+	OpStart   Op = "start"   // boot the guest here
+	OpStop    Op = "stop"    // graceful stop, forced after StopTimeout
+	OpKill    Op = "kill"    // force off at once (losing the cluster, fencing ourselves)
+	OpReceive Op = "receive" // get ready for an incoming live migration
+	OpMigrate Op = "migrate" // live-migrate to Target
+)
+
+// Order is one instruction from the manager to this host about one guest.
+type Order struct {
+	ID          string                     `json:"id"`
+	Guest       string                     `json:"guest"`
+	Op          Op                         `json:"op"`
+	Def         guestdef.Definition        `json:"def"`
+	Target      hypervisor.MigrationTarget `json:"target,omitempty"`
+	StopTimeout time.Duration              `json:"stop_timeout,omitempty"`
+}
+
+// GuestState is a guest's state on this host as reported to the manager.
+type GuestState string
+
+const (
+	Running  GuestState = "running"
+	Starting GuestState = "starting"
+	Stopping GuestState = "stopping"
+	Stopped  GuestState = "stopped"  // not running here (cleanly)
+	Crashed  GuestState = "crashed"  // died unexpectedly
+	Paused   GuestState = "paused"   // e.g. I/O error
+	Incoming GuestState = "incoming" // ready to receive a live migration
+	Leaving  GuestState = "leaving"  // migrating away; still running here
+)
+
+// Result is the outcome of the last order for a guest.
+type Result string
+
+const (
+	ResultPending Result = "pending"
+	ResultOK      Result = "ok"
+	ResultFailed  Result = "failed"
+)
+
+// Report is one guest's state on this host. The agent stores it under its
+// lease; the manager reads it.
+type Report struct {
+	Guest   string                     `json:"guest"`
+	State   GuestState                 `json:"state"`
+	Reason  string                     `json:"reason,omitempty"`
+	OrderID string                     `json:"order_id,omitempty"` // last order seen
+	Op      Op                         `json:"op,omitempty"`
+	Result  Result                     `json:"result,omitempty"`
+	Error   string                     `json:"error,omitempty"`
+	Target  hypervisor.MigrationTarget `json:"target,omitempty"` // for a ready OpReceive
+	// Progress of an outgoing migration, in bytes.
+	Total     int64     `json:"total,omitempty"`
+	Remaining int64     `json:"remaining,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// Publisher receives every new report. Remove is called when a guest no
+// longer exists here and no order about it is pending.
+type Publisher interface {
+	Publish(Report)
+	Remove(guest string)
+}
+
+// Config wires a Controller.
+type Config struct {
+	Driver    hypervisor.Driver
+	Publisher Publisher
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// CallTimeout bounds every driver call but migrations and stops.
+	CallTimeout time.Duration
+	// MigrateTimeout bounds a live migration.
+	MigrateTimeout time.Duration
+}
+
+// Controller carries out orders on one host.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	guests map[string]*guest // guarded by mu
+	done   map[string]bool   // order IDs already carried out; guarded by mu
+	wg     sync.WaitGroup
+}
+
+type guest struct {
+	queue  []Order // guarded by Controller.mu
+	busy   bool    // a worker runs this guest's queue; guarded by Controller.mu
+	report Report  // last report; guarded by Controller.mu
+	// expectStop is set while an order of ours stops or moves the guest, so
+	// the driver's stop event is not taken for a crash; guarded by Controller.mu.
+	expectStop bool
+}
+
+// New returns a Controller. Call Adopt, then Run.
+func New(cfg Config) *Controller {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.MigrateTimeout == 0 {
+		cfg.MigrateTimeout = 5 * time.Minute
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Controller{cfg: cfg, log: log, guests: map[string]*guest{}, done: map[string]bool{}}
+}
+
+// Adopt reports every guest the hypervisor already runs here, so a restarted
+// agent takes them over instead of starting them again.
+func (c *Controller) Adopt(ctx context.Context) ([]Report, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	list, err := c.cfg.Driver.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("adopt running guests: list %s guests: %w", c.cfg.Driver.Name(), err)
+	}
+	var out []Report
+	for _, st := range list {
+		r := Report{Guest: st.Name, State: fromHypervisor(st.State), Reason: "adopted", At: c.cfg.Now()}
+		c.set(r)
+		out = append(out, r)
+		c.log.Info("adopted running guest", "guest", st.Name, "state", st.State)
+	}
+	return out, nil
+}
+
+// Run consumes the driver's lifecycle events until ctx ends, then waits for
+// running orders to finish.
+func (c *Controller) Run(ctx context.Context) {
+	defer c.wg.Wait()
+	events := c.cfg.Driver.Events()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			c.onEvent(ev)
+		}
+	}
+}
+
+// Submit queues an order. An order whose ID was already carried out or queued
+// is ignored.
+func (c *Controller) Submit(ctx context.Context, o Order) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done[o.ID] {
+		return
+	}
+	c.done[o.ID] = true
+	g := c.guestLocked(o.Guest)
+	g.queue = append(g.queue, o)
+	if g.busy {
+		return
+	}
+	g.busy = true
+	c.wg.Add(1)
+	go c.work(ctx, o.Guest)
+}
+
+// Reports returns the last report of every guest known here.
+func (c *Controller) Reports() []Report {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Report, 0, len(c.guests))
+	for _, g := range c.guests {
+		if g.report.Guest != "" {
+			out = append(out, g.report)
+		}
+	}
+	return out
+}
+
+// KillAll forces every guest here off, for self-fencing when the host has
+// lost the cluster. It returns the first error and goes on with the others.
+func (c *Controller) KillAll(ctx context.Context) error {
+	c.mu.Lock()
+	names := make([]string, 0, len(c.guests))
+	for name, g := range c.guests {
+		if g.report.State != Stopped && g.report.State != Crashed {
+			names = append(names, name)
+			g.expectStop = true
+		}
+	}
+	c.mu.Unlock()
+	var first error
+	for _, name := range names {
+		kctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		err := c.cfg.Driver.Kill(kctx, name)
+		cancel()
+		if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+			c.log.Error("self-fence: kill guest", "guest", name, "err", err)
+			if first == nil {
+				first = fmt.Errorf("kill guest %q: %w", name, err)
+			}
+			continue
+		}
+		c.set(Report{Guest: name, State: Stopped, Reason: "self-fence", At: c.cfg.Now()})
+	}
+	return first
+}
+
+func (c *Controller) guestLocked(name string) *guest {
+	g := c.guests[name]
+	if g == nil {
+		g = &guest{}
+		c.guests[name] = g
+	}
+	return g
+}
+
+func (c *Controller) work(ctx context.Context, name string) {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		g := c.guests[name]
+		if len(g.queue) == 0 {
+			g.busy = false
+			c.mu.Unlock()
+			return
+		}
+		o := g.queue[0]
+		g.queue = g.queue[1:]
+		c.mu.Unlock()
+		c.execute(ctx, o)
+	}
+}
+
+func (c *Controller) execute(ctx context.Context, o Order) {
+	log := c.log.With("guest", o.Guest, "op", string(o.Op), "order", o.ID)
+	base := Report{Guest: o.Guest, OrderID: o.ID, Op: o.Op, Result: ResultPending}
+	pending := func(st GuestState) {
+		r := base
+		r.State, r.At = st, c.cfg.Now()
+		c.set(r)
+	}
+	finish := func(st GuestState, err error, target hypervisor.MigrationTarget) {
+		r := base
+		r.State, r.At, r.Target = st, c.cfg.Now(), target
+		r.Result = ResultOK
+		if err != nil {
+			r.Result, r.Error = ResultFailed, err.Error()
+			log.Warn("order failed", "err", err)
+		} else {
+			log.Info("order done", "state", st)
+		}
+		c.set(r)
+	}
+	call := func(d time.Duration) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(ctx, d)
+	}
+
+	switch o.Op {
+	case OpStart:
+		pending(Starting)
+		cctx, cancel := call(c.cfg.CallTimeout)
+		err := c.cfg.Driver.Start(cctx, o.Def)
+		cancel()
+		if errors.Is(err, hypervisor.ErrAlreadyRunning) {
+			err = nil
+		}
+		if err != nil {
+			finish(Stopped, fmt.Errorf("start guest %q: %w", o.Guest, err), hypervisor.MigrationTarget{})
+			return
+		}
+		finish(Running, nil, hypervisor.MigrationTarget{})
+	case OpStop, OpKill:
+		c.expectStop(o.Guest, true)
+		pending(Stopping)
+		var err error
+		if o.Op == OpStop {
+			timeout := o.StopTimeout
+			if timeout == 0 {
+				timeout = 30 * time.Second
+			}
+			cctx, cancel := call(timeout + c.cfg.CallTimeout)
+			err = c.cfg.Driver.Stop(cctx, o.Guest, timeout)
+			cancel()
+		} else {
+			cctx, cancel := call(c.cfg.CallTimeout)
+			err = c.cfg.Driver.Kill(cctx, o.Guest)
+			cancel()
+		}
+		if errors.Is(err, hypervisor.ErrNotFound) {
+			err = nil
+		}
+		if err != nil {
+			c.expectStop(o.Guest, false)
+			finish(c.probe(ctx, o.Guest), fmt.Errorf("%s guest %q: %w", o.Op, o.Guest, err), hypervisor.MigrationTarget{})
+			return
+		}
+		finish(Stopped, nil, hypervisor.MigrationTarget{})
+	case OpReceive:
+		cctx, cancel := call(c.cfg.CallTimeout)
+		target, err := c.cfg.Driver.PrepareIncoming(cctx, o.Def)
+		cancel()
+		if err != nil {
+			finish(Stopped, fmt.Errorf("prepare incoming migration of guest %q: %w", o.Guest, err), hypervisor.MigrationTarget{})
+			return
+		}
+		finish(Incoming, nil, target)
+	case OpMigrate:
+		c.expectStop(o.Guest, true)
+		pending(Leaving)
+		cctx, cancel := call(c.cfg.MigrateTimeout)
+		err := c.cfg.Driver.Migrate(cctx, o.Guest, o.Target, func(p hypervisor.Progress) {
+			r := base
+			r.State, r.At, r.Total, r.Remaining = Leaving, c.cfg.Now(), p.Total, p.Remaining
+			c.set(r)
+		})
+		cancel()
+		if err != nil {
+			c.expectStop(o.Guest, false)
+			finish(c.probe(ctx, o.Guest), fmt.Errorf("migrate guest %q to %q: %w", o.Guest, o.Target.Node, err), hypervisor.MigrationTarget{})
+			return
+		}
+		finish(Stopped, nil, hypervisor.MigrationTarget{})
+	default:
+		finish(c.probe(ctx, o.Guest), fmt.Errorf("unknown order op %q for guest %q", o.Op, o.Guest), hypervisor.MigrationTarget{})
+	}
+}
+
+// probe asks the hypervisor what state a guest is in after a failed order.
+func (c *Controller) probe(ctx context.Context, name string) GuestState {
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	st, err := c.cfg.Driver.Status(cctx, name)
+	if errors.Is(err, hypervisor.ErrNotFound) {
+		return Stopped
+	}
+	if err != nil {
+		// Unknown: say it still runs, the safe answer (never start a copy
+		// elsewhere on a guess).
+		return Running
+	}
+	return fromHypervisor(st.State)
+}
+
+func (c *Controller) expectStop(name string, v bool) {
+	c.mu.Lock()
+	c.guestLocked(name).expectStop = v
+	c.mu.Unlock()
+}
+
+func (c *Controller) onEvent(ev hypervisor.Event) {
+	c.mu.Lock()
+	g := c.guestLocked(ev.Guest)
+	r := g.report
+	r.Guest, r.At, r.Reason = ev.Guest, ev.At, ev.Reason
+	if r.At.IsZero() {
+		r.At = c.cfg.Now()
+	}
+	switch ev.Kind {
+	case hypervisor.EventCrashed:
+		if g.expectStop {
+			c.mu.Unlock()
+			return // our own stop or kill; the order's result reports it
+		}
+		r.State = Crashed
+	case hypervisor.EventStopped:
+		if g.expectStop {
+			c.mu.Unlock()
+			return
+		}
+		// A stop we did not order: the guest shut itself down, or died.
+		r.State = Crashed
+		if r.Reason == "" {
+			r.Reason = "stopped from inside the guest"
+		}
+	case hypervisor.EventPaused:
+		r.State = Paused
+	case hypervisor.EventStarted, hypervisor.EventResumed:
+		r.State = Running
+	case hypervisor.EventMigrated:
+		c.mu.Unlock()
+		return // the migrate order reports it
+	default:
+		c.mu.Unlock()
+		return
+	}
+	g.report = r
+	c.mu.Unlock()
+	c.log.Info("guest event", "guest", ev.Guest, "kind", string(ev.Kind), "reason", ev.Reason)
+	c.cfg.Publisher.Publish(r)
+}
+
+func (c *Controller) set(r Report) {
+	c.mu.Lock()
+	g := c.guestLocked(r.Guest)
+	if r.State == Running || r.State == Incoming || r.State == Starting {
+		g.expectStop = false
+	}
+	g.report = r
+	c.mu.Unlock()
+	c.cfg.Publisher.Publish(r)
+}
+
+func fromHypervisor(s hypervisor.State) GuestState {
+	switch s {
+	case hypervisor.Running:
+		return Running
+	case hypervisor.Paused:
+		return Paused
+	case hypervisor.Incoming:
+		return Incoming
+	case hypervisor.Crashed:
+		return Crashed
+	default:
+		return Stopped
+	}
+}

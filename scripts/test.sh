@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages, Go modules, the test guest)
+# and runs every test: vet, gofmt, the race-enabled unit and integration
+# suites, and the simulator's scenario files. Used as-is by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOFLAGS=${GOFLAGS:--mod=mod}
+
+bash scripts/deps.sh
+bash scripts/build-test-guest.sh >/dev/null
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== go build"
+go build -o bin/haven ./cmd/haven
+echo "== haven sim run (shared scenarios)"
+if [ -d ../shared/scenarios ]; then ./bin/haven sim run ../shared/scenarios >/tmp/haven-sim-shared.log || { tail -50 /tmp/haven-sim-shared.log; exit 1; }; tail -1 /tmp/haven-sim-shared.log; fi
+echo "== go test -race"
+go test -race -timeout 20m -p 2 ./... 2>&1 | tee /tmp/haven-test.log
