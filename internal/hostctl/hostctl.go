@@ -380,8 +380,8 @@ func (c *Controller) expectStop(name string, v bool) {
 func (c *Controller) onEvent(ev hypervisor.Event) {
 	c.mu.Lock()
 	g := c.guestLocked(ev.Guest)
-	r := g.report
-	r.Guest, r.At, r.Reason = ev.Guest, ev.At, ev.Reason
+	// An event is not the result of an order: the report carries no order.
+	r := Report{Guest: ev.Guest, At: ev.At, Reason: ev.Reason}
 	if r.At.IsZero() {
 		r.At = c.cfg.Now()
 	}

@@ -1,0 +1,372 @@
+// Package control is the manager's I/O shell in the daemon: it runs on the
+// elected agent, feeds the pure manager core (package manager) with what the
+// store says (leases, agents' guest reports, operator commands) and carries
+// out the core's actions: orders to agents, fence operations, persisting the
+// manager state. Every write goes through Writer, which the daemon guards
+// with the election (a deposed manager cannot write).
+//
+// The core decides; this package only translates. A live migration, one
+// action for the core, is two orders here: the target gets "receive" and,
+// once it reports ready, the source gets "migrate" to the address it gave.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/manager"
+)
+
+// Writer is every write the manager makes. The daemon's implementation makes
+// each one conditional on still holding the election.
+type Writer interface {
+	// PutOrder gives node an order about one guest (replacing the previous
+	// order about that guest on that node).
+	PutOrder(ctx context.Context, node string, o hostctl.Order) error
+	// SaveState persists the manager core's state.
+	SaveState(ctx context.Context, state []byte) error
+	// ShutdownReady tells a node shutting down gracefully that it is empty.
+	ShutdownReady(ctx context.Context, node string) error
+	// CommandDone records the outcome of an operator command.
+	CommandDone(ctx context.Context, id string, err error) error
+}
+
+// Fencer powers a failed node off through its fence devices.
+type Fencer interface {
+	Fence(ctx context.Context, node string) error
+}
+
+// Definitions looks up a guest's hypervisor definition (with disk paths
+// resolved for the node it is to run on).
+type Definitions interface {
+	Definition(guest, node string) (guestdef.Definition, error)
+}
+
+// Input is one thing the store watchers learned. Exactly one field is set.
+type Input struct {
+	NodeUp   *manager.NodeReport
+	NodeDown string
+	NodeLeft string
+	Shutdown *manager.NodeShutdown
+	// Report is an agent's report about a guest on Node.
+	Report *NodeReport
+	// Command is an operator command to apply, with its ID for CommandDone.
+	Command   *manager.Command
+	CommandID string
+	// Spec is a change of configuration applied outside Step (a guest or
+	// domain created or deleted, a node registered).
+	Spec func(*manager.State) error
+}
+
+// NodeReport is a hostctl report and the node it came from.
+type NodeReport struct {
+	Node   string
+	Report hostctl.Report
+}
+
+// Config wires a Shell.
+type Config struct {
+	State  *manager.State
+	Writer Writer
+	Fencer Fencer
+	Defs   Definitions
+	Logger *slog.Logger
+	Now    func() time.Time
+	// OnStep, when set, sees every action the core produced (for the event
+	// stream and tests).
+	OnStep func(now time.Time, acts []manager.Action)
+}
+
+// Shell runs the manager core against the real world.
+type Shell struct {
+	cfg    Config
+	log    *slog.Logger
+	fences chan manager.FenceResult
+	// migrations in flight by core op id; only the Run goroutine touches it.
+	migrations map[uint64]*migration
+}
+
+type migration struct {
+	guest, src, dst string
+	target          string // the receiver's migration URI, once ready
+	sent            bool
+}
+
+// New returns a Shell.
+func New(cfg Config) *Shell {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Shell{cfg: cfg, log: log.With("component", "manager"), fences: make(chan manager.FenceResult, 16), migrations: map[uint64]*migration{}}
+}
+
+// Run steps the core with sync first, then with every input, fence result
+// and timer, until ctx ends or a write fails (a write fails when leadership
+// is lost: the caller then stops being the manager).
+func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input) error {
+	if err := s.step(ctx, sync); err != nil {
+		return err
+	}
+	tick := s.cfg.State.Config.Timings.Tick
+	if tick <= 0 {
+		tick = 5 * time.Second
+	}
+	timer := time.NewTimer(s.nextWake(tick))
+	defer timer.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case in, ok := <-inputs:
+			if !ok {
+				return fmt.Errorf("manager inputs closed")
+			}
+			err = s.input(ctx, in)
+		case fr := <-s.fences:
+			err = s.step(ctx, fr)
+		case <-timer.C:
+			err = s.step(ctx, manager.Tick{})
+		}
+		if err != nil {
+			return err
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(s.nextWake(tick))
+	}
+}
+
+func (s *Shell) nextWake(tick time.Duration) time.Duration {
+	if t, ok := s.cfg.State.NextTimer(); ok {
+		if d := t.Sub(s.cfg.Now()); d < tick {
+			return max(d, time.Millisecond)
+		}
+	}
+	return tick
+}
+
+func (s *Shell) input(ctx context.Context, in Input) error {
+	switch {
+	case in.NodeUp != nil:
+		return s.step(ctx, manager.NodeUp{NodeReport: *in.NodeUp})
+	case in.NodeDown != "":
+		return s.step(ctx, manager.NodeDown{Node: in.NodeDown})
+	case in.NodeLeft != "":
+		return s.step(ctx, manager.NodeLeft{Node: in.NodeLeft})
+	case in.Shutdown != nil:
+		return s.step(ctx, *in.Shutdown)
+	case in.Report != nil:
+		return s.report(ctx, in.Report.Node, in.Report.Report)
+	case in.Command != nil:
+		acts := s.cfg.State.Step(s.cfg.Now(), *in.Command)
+		var rejected error
+		for _, a := range acts {
+			if a.Kind == manager.ActReject {
+				rejected = a.Err
+				if rejected == nil {
+					rejected = fmt.Errorf("%s", a.Msg)
+				}
+			}
+		}
+		if err := s.execute(ctx, acts); err != nil {
+			return err
+		}
+		if in.CommandID != "" {
+			return s.cfg.Writer.CommandDone(ctx, in.CommandID, rejected)
+		}
+		return nil
+	case in.Spec != nil:
+		if err := in.Spec(s.cfg.State); err != nil {
+			s.log.Warn("configuration change refused", "err", err)
+			return nil
+		}
+		return s.step(ctx, manager.Tick{})
+	}
+	return nil
+}
+
+// report turns an agent's guest report into core events.
+func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error {
+	op, phase := parseOrderID(r.OrderID)
+	if m, ok := s.migrations[op]; ok && op != 0 {
+		return s.migrationReport(ctx, op, m, node, phase, r)
+	}
+	if r.State == hostctl.Crashed && r.OrderID == "" {
+		// hostctl reports events (not order results) without an order.
+		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node})
+	}
+	if op == 0 || r.Result == hostctl.ResultPending || r.Result == "" {
+		return nil
+	}
+	var kind manager.ResultKind
+	ok := r.Result == hostctl.ResultOK
+	switch r.Op {
+	case hostctl.OpStart:
+		kind = pick(ok, manager.ResultStarted, manager.ResultStartFailed)
+	case hostctl.OpStop, hostctl.OpKill:
+		kind = pick(ok, manager.ResultStopped, manager.ResultStopFailed)
+	default:
+		return nil
+	}
+	return s.step(ctx, manager.GuestResult{Guest: r.Guest, Node: node, Op: op, Result: kind, Err: r.Error})
+}
+
+func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, node, phase string, r hostctl.Report) error {
+	if r.Result == hostctl.ResultPending {
+		return nil
+	}
+	fail := func(why string) error {
+		delete(s.migrations, op)
+		// Make sure no half-received copy is left waiting on the target.
+		if err := s.cfg.Writer.PutOrder(ctx, m.dst, hostctl.Order{ID: orderID(op, "clean"), Guest: m.guest, Op: hostctl.OpKill}); err != nil {
+			return err
+		}
+		return s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrateFailed, Err: why})
+	}
+	switch {
+	case phase == "recv" && node == m.dst:
+		if r.Result != hostctl.ResultOK || r.Target.URI == "" {
+			return fail("target " + m.dst + " could not prepare: " + r.Error)
+		}
+		if m.sent {
+			return nil
+		}
+		m.target, m.sent = r.Target.URI, true
+		def, err := s.cfg.Defs.Definition(m.guest, m.dst)
+		if err != nil {
+			return fail(err.Error())
+		}
+		return s.cfg.Writer.PutOrder(ctx, m.src, hostctl.Order{ID: orderID(op, "send"), Guest: m.guest, Op: hostctl.OpMigrate, Def: def, Target: r.Target})
+	case phase == "send" && node == m.src:
+		if r.Result != hostctl.ResultOK {
+			return fail(r.Error)
+		}
+		delete(s.migrations, op)
+		return s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrated})
+	}
+	return nil
+}
+
+func (s *Shell) step(ctx context.Context, ev manager.Event) error {
+	return s.execute(ctx, s.cfg.State.Step(s.cfg.Now(), ev))
+}
+
+// execute carries out the core's actions in order. The core puts
+// ActPersist last; the state is saved before any order it implies can be
+// acted on by an agent that then reports back... so orders are written after
+// the state: the shell saves first, then sends.
+func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
+	if s.cfg.OnStep != nil {
+		s.cfg.OnStep(s.cfg.Now(), acts)
+	}
+	data, err := json.Marshal(s.cfg.State)
+	if err != nil {
+		panic(fmt.Sprintf("control: manager state does not marshal: %v", err))
+	}
+	if err := s.cfg.Writer.SaveState(ctx, data); err != nil {
+		return fmt.Errorf("persist manager state: %w", err)
+	}
+	stopTimeout := s.cfg.State.Config.Timings.StopTimeout
+	for _, a := range acts {
+		switch a.Kind {
+		case manager.ActLog:
+			s.log.Info(a.Msg)
+		case manager.ActReject:
+			s.log.Info("command rejected", "reason", a.Msg)
+		case manager.ActPersist:
+			// Saved above, before any order went out.
+		case manager.ActStart:
+			def, err := s.cfg.Defs.Definition(a.Guest, a.Node)
+			if err != nil {
+				s.log.Error("start guest: no definition", "guest", a.Guest, "node", a.Node, "err", err)
+				if err := s.step(ctx, manager.GuestResult{Guest: a.Guest, Node: a.Node, Op: a.Op, Result: manager.ResultStartFailed, Err: err.Error()}); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := s.cfg.Writer.PutOrder(ctx, a.Node, hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStart, Def: def}); err != nil {
+				return fmt.Errorf("order start of guest %q on node %q: %w", a.Guest, a.Node, err)
+			}
+		case manager.ActStop:
+			o := hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStop, StopTimeout: stopTimeout}
+			if a.Force {
+				o.Op = hostctl.OpKill
+			}
+			if err := s.cfg.Writer.PutOrder(ctx, a.Node, o); err != nil {
+				return fmt.Errorf("order stop of guest %q on node %q: %w", a.Guest, a.Node, err)
+			}
+		case manager.ActMigrate:
+			def, err := s.cfg.Defs.Definition(a.Guest, a.Target)
+			if err != nil {
+				if err := s.step(ctx, manager.GuestResult{Guest: a.Guest, Node: a.Node, Op: a.Op, Result: manager.ResultMigrateFailed, Err: err.Error()}); err != nil {
+					return err
+				}
+				continue
+			}
+			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target}
+			if err := s.cfg.Writer.PutOrder(ctx, a.Target, hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}); err != nil {
+				return fmt.Errorf("order receive of guest %q on node %q: %w", a.Guest, a.Target, err)
+			}
+		case manager.ActFence:
+			node, attempt := a.Node, a.Op
+			go func() {
+				err := s.cfg.Fencer.Fence(ctx, node)
+				res := manager.FenceResult{Node: node, Attempt: attempt, OK: err == nil}
+				if err != nil {
+					res.Err = err.Error()
+				}
+				select {
+				case s.fences <- res:
+				case <-ctx.Done():
+				}
+			}()
+		case manager.ActShutdownReady:
+			if err := s.cfg.Writer.ShutdownReady(ctx, a.Node); err != nil {
+				return fmt.Errorf("tell node %q its shutdown may proceed: %w", a.Node, err)
+			}
+		}
+	}
+	return nil
+}
+
+func pick(ok bool, yes, no manager.ResultKind) manager.ResultKind {
+	if ok {
+		return yes
+	}
+	return no
+}
+
+// orderID encodes the core's op id and a migration phase in an order ID.
+func orderID(op uint64, phase string) string {
+	id := strconv.FormatUint(op, 10)
+	if phase != "" {
+		id += "-" + phase
+	}
+	return id
+}
+
+// parseOrderID is the inverse of orderID; 0 when the ID is not ours.
+func parseOrderID(id string) (uint64, string) {
+	num, phase, _ := strings.Cut(id, "-")
+	op, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return 0, ""
+	}
+	return op, phase
+}

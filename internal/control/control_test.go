@@ -1,0 +1,158 @@
+package control
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// memWriter records the manager's writes, as the store would hold them.
+type memWriter struct {
+	mu       sync.Mutex
+	orders   map[string]hostctl.Order // node/guest -> last order
+	log      []string
+	saves    int
+	done     map[string]error
+	newOrder chan struct{}
+}
+
+func newMemWriter() *memWriter {
+	return &memWriter{orders: map[string]hostctl.Order{}, done: map[string]error{}, newOrder: make(chan struct{}, 64)}
+}
+
+func (w *memWriter) PutOrder(ctx context.Context, node string, o hostctl.Order) error {
+	w.mu.Lock()
+	w.orders[node+"/"+o.Guest] = o
+	w.log = append(w.log, node+" "+string(o.Op)+" "+o.Guest+" "+o.ID)
+	w.mu.Unlock()
+	w.newOrder <- struct{}{}
+	return nil
+}
+func (w *memWriter) SaveState(ctx context.Context, b []byte) error {
+	w.mu.Lock()
+	w.saves++
+	w.mu.Unlock()
+	return nil
+}
+func (w *memWriter) ShutdownReady(ctx context.Context, node string) error { return nil }
+func (w *memWriter) CommandDone(ctx context.Context, id string, err error) error {
+	w.mu.Lock()
+	w.done[id] = err
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *memWriter) order(node, guest string) hostctl.Order {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.orders[node+"/"+guest]
+}
+
+type defs struct{}
+
+func (defs) Definition(guest, node string) (guestdef.Definition, error) {
+	return guestdef.Definition{Name: guest, VCPUs: 1, Memory: model.GiB}, nil
+}
+
+type noFence struct{}
+
+func (noFence) Fence(ctx context.Context, node string) error { return nil }
+
+func TestStartAndMigrateThroughOrders(t *testing.T) {
+	st := manager.New(manager.Config{})
+	for _, n := range []string{"n1", "n2"} {
+		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, false); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan Input)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- sh.Run(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1"}, {Name: "n2"}}}, in)
+	}()
+	defer func() { cancel(); <-errc }()
+
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for !cond() {
+			select {
+			case <-w.newOrder:
+			case <-deadline:
+				t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
+			}
+		}
+	}
+	wait("start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
+	start := w.order("n1", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+
+	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
+	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
+	recv := w.order("n2", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Incoming, OrderID: recv.ID, Op: hostctl.OpReceive, Result: hostctl.ResultOK, Target: hypervisor.MigrationTarget{Node: "n2", URI: "tcp:10.0.0.2:49152"}}}}
+	wait("migrate order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpMigrate })
+	mig := w.order("n1", "vm1")
+	if mig.Target.URI != "tcp:10.0.0.2:49152" {
+		t.Fatalf("migrate order target = %+v, want the receiver's address", mig.Target)
+	}
+	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Stopped, OrderID: mig.ID, Op: hostctl.OpMigrate, Result: hostctl.ResultOK}}}
+	// A no-op input makes sure the report above was stepped.
+	in <- Input{Spec: func(*manager.State) error { return nil }}
+	g := st.Guest("vm1")
+	if g.Node != "n2" || g.State != manager.GuestStarted || g.Op != nil {
+		t.Fatalf("after the migration: node %q state %q op %+v, want started on n2", g.Node, g.State, g.Op)
+	}
+	if err, ok := w.done["c1"]; !ok || err != nil {
+		t.Fatalf("command c1 done = %v, %v; want accepted", err, ok)
+	}
+}
+
+func TestCrashReportRestartsGuest(t *testing.T) {
+	st := manager.New(manager.Config{})
+	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
+		t.Fatal(err)
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, true); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock})
+	ctx := context.Background()
+	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Crashed, Reason: "qemu exited"}); err != nil {
+		t.Fatal(err)
+	}
+	// The restart comes after the restart delay.
+	mu.Lock()
+	now = now.Add(st.Config.Timings.RestartDelay)
+	mu.Unlock()
+	if err := sh.step(ctx, manager.Tick{}); err != nil {
+		t.Fatal(err)
+	}
+	if o := w.order("n1", "vm1"); o.Op != hostctl.OpStart {
+		t.Fatalf("after a crash: order %+v, want a restart on n1 (orders %v)", o, w.log)
+	}
+}
