@@ -1,0 +1,208 @@
+package libvirt
+
+import (
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"strings"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+)
+
+// uuidNamespace seeds the name-derived UUIDs of guests Haven defines, so the
+// same guest has the same libvirt UUID on every host (libvirt refuses to
+// redefine a name with another UUID, and migration keeps the UUID).
+const uuidNamespace = "haven-ha guest "
+
+// GuestUUID returns the libvirt UUID Haven gives a guest named name when its
+// definition carries none: a name-based (version 5 style) UUID.
+func GuestUUID(name string) string {
+	sum := sha1.Sum([]byte(uuidNamespace + name))
+	b := sum[:16]
+	b[6] = (b[6] & 0x0f) | 0x50 // version 5
+	b[8] = (b[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// DomainXML turns def into a libvirt domain XML document. domainType is the
+// libvirt domain type to run under ("kvm" or "qemu"); uuid, when not empty,
+// overrides the UUID (used to keep the UUID of an existing definition).
+//
+// When def.RawXML is set it is the base: its devices and tuning are kept, and
+// def's name, size, boot, disks, NICs and serial log are applied on top when
+// set. The domain type is always domainType, because a "kvm" domain cannot
+// start on a host without working KVM.
+func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error) {
+	if def.Name == "" {
+		return "", errors.New("build domain XML: the guest definition has no name")
+	}
+	if domainType == "" {
+		domainType = "qemu"
+	}
+	dom := &libvirtxml.Domain{}
+	if strings.TrimSpace(def.RawXML) != "" {
+		if err := dom.Unmarshal(def.RawXML); err != nil {
+			return "", fmt.Errorf("build domain XML for guest %q: parse its raw libvirt XML: %w", def.Name, err)
+		}
+	}
+	dom.Type = domainType
+	dom.Name = def.Name
+	switch {
+	case uuid != "":
+		dom.UUID = uuid
+	case dom.UUID == "":
+		dom.UUID = GuestUUID(def.Name)
+	}
+	if def.Memory > 0 {
+		kib := uint(def.Memory / 1024)
+		dom.Memory = &libvirtxml.DomainMemory{Value: kib, Unit: "KiB"}
+		dom.CurrentMemory = nil
+	}
+	if dom.Memory == nil {
+		return "", fmt.Errorf("build domain XML for guest %q: no memory size: set the definition's memory", def.Name)
+	}
+	if def.VCPUs > 0 {
+		dom.VCPU = &libvirtxml.DomainVCPU{Value: uint(def.VCPUs)}
+	}
+	if dom.VCPU == nil {
+		dom.VCPU = &libvirtxml.DomainVCPU{Value: 1}
+	}
+	if dom.OS == nil {
+		dom.OS = &libvirtxml.DomainOS{}
+	}
+	if dom.OS.Type == nil {
+		dom.OS.Type = &libvirtxml.DomainOSType{Type: "hvm"}
+	}
+	if def.Boot.Kernel != "" {
+		dom.OS.Kernel = def.Boot.Kernel
+		dom.OS.Initrd = def.Boot.Initrd
+		dom.OS.Cmdline = def.Boot.Cmdline
+	}
+	if dom.Features == nil {
+		// ACPI, so that a graceful stop (the power button) reaches the guest.
+		dom.Features = &libvirtxml.DomainFeatureList{
+			ACPI: &libvirtxml.DomainFeature{},
+			APIC: &libvirtxml.DomainFeatureAPIC{},
+		}
+	}
+	if dom.OnPoweroff == "" {
+		dom.OnPoweroff = "destroy"
+	}
+	if dom.OnReboot == "" {
+		dom.OnReboot = "restart"
+	}
+	if dom.OnCrash == "" {
+		dom.OnCrash = "destroy"
+	}
+	if dom.Devices == nil {
+		dom.Devices = &libvirtxml.DomainDeviceList{}
+	}
+	dev := dom.Devices
+	if len(def.Disks) > 0 {
+		dev.Disks = nil
+		for i, d := range def.Disks {
+			disk, err := diskXML(i, d)
+			if err != nil {
+				return "", fmt.Errorf("build domain XML for guest %q: %w", def.Name, err)
+			}
+			dev.Disks = append(dev.Disks, disk)
+		}
+	}
+	if len(def.NICs) > 0 {
+		dev.Interfaces = nil
+		for i, n := range def.NICs {
+			nic, err := nicXML(n)
+			if err != nil {
+				return "", fmt.Errorf("build domain XML for guest %q: NIC %d: %w", def.Name, i, err)
+			}
+			dev.Interfaces = append(dev.Interfaces, nic)
+		}
+	}
+	if def.SerialLog != "" {
+		port := uint(0)
+		src := &libvirtxml.DomainChardevSource{
+			// append: a migration's destination opens the same path; it must
+			// not cut what the source wrote.
+			File: &libvirtxml.DomainChardevSourceFile{Path: def.SerialLog, Append: "on"},
+		}
+		dev.Serials = []libvirtxml.DomainSerial{{
+			Source: src,
+			Target: &libvirtxml.DomainSerialTarget{Port: &port},
+		}}
+		dev.Consoles = nil
+	}
+	if def.RawXML == "" {
+		// A lean machine: no balloon, no USB; fewer devices boot faster.
+		dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}
+		zero := uint(0)
+		dev.Controllers = append(dev.Controllers, libvirtxml.DomainController{Type: "usb", Index: &zero, Model: "none"})
+	}
+	out, err := dom.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("build domain XML for guest %q: %w", def.Name, err)
+	}
+	return out, nil
+}
+
+func diskXML(i int, d guestdef.Disk) (libvirtxml.DomainDisk, error) {
+	if d.Path == "" {
+		return libvirtxml.DomainDisk{}, fmt.Errorf("disk %d has no resolved path (pool %q volume %q): resolve storage before starting", i, d.Pool, d.Volume)
+	}
+	if i > 25 {
+		return libvirtxml.DomainDisk{}, fmt.Errorf("disk %d: at most 26 disks are supported", i)
+	}
+	bus := d.Bus
+	if bus == "" {
+		bus = "virtio"
+	}
+	prefix := "vd"
+	switch bus {
+	case "virtio":
+	case "ide":
+		prefix = "hd"
+	case "scsi", "sata":
+		prefix = "sd"
+	default:
+		return libvirtxml.DomainDisk{}, fmt.Errorf("disk %d: unknown bus %q (want virtio, ide, scsi or sata)", i, bus)
+	}
+	format := d.Format
+	if format == "" {
+		format = "raw"
+	}
+	disk := libvirtxml.DomainDisk{
+		Device: "disk",
+		Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: format, Cache: "none"},
+		Target: &libvirtxml.DomainDiskTarget{Dev: prefix + string(rune('a'+i)), Bus: bus},
+	}
+	if strings.HasPrefix(d.Path, "/dev/") {
+		disk.Source = &libvirtxml.DomainDiskSource{Block: &libvirtxml.DomainDiskSourceBlock{Dev: d.Path}}
+	} else {
+		disk.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: d.Path}}
+	}
+	if d.ReadOnly {
+		disk.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
+	}
+	return disk, nil
+}
+
+func nicXML(n guestdef.NIC) (libvirtxml.DomainInterface, error) {
+	model := n.Model
+	if model == "" {
+		model = "virtio"
+	}
+	nic := libvirtxml.DomainInterface{Model: &libvirtxml.DomainInterfaceModel{Type: model}}
+	switch {
+	case n.Bridge != "":
+		nic.Source = &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: n.Bridge}}
+	case n.User:
+		nic.Source = &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}}
+	default:
+		return nic, errors.New("neither a bridge nor user networking is set")
+	}
+	if n.MAC != "" {
+		nic.MAC = &libvirtxml.DomainInterfaceMAC{Address: n.MAC}
+	}
+	return nic, nil
+}

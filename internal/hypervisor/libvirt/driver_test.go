@@ -1,0 +1,154 @@
+package libvirt_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt"
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirttest"
+	"github.com/haven-ha/haven/internal/testguest"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("HAVEN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newDriver(t testing.TB, h *libvirttest.Host, node string) *libvirt.Driver {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := libvirt.New(ctx, libvirt.Config{
+		Socket:       h.Socket,
+		QEMUPIDDir:   h.QEMUPIDDir,
+		MigrationURI: h.URI,
+		Node:         node,
+		CallTimeout:  20 * time.Second,
+		ReconnectMin: 50 * time.Millisecond,
+		ReconnectMax: 500 * time.Millisecond,
+		Logger:       testLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, h.LibvirtdLog())
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// guestDef is the test guest named name with its serial log in dir.
+func guestDef(t testing.TB, name string) guestdef.Definition {
+	files := testguest.Build(t)
+	return testguest.Definition(name, files, filepath.Join(t.TempDir(), name+".serial"), "")
+}
+
+func waitCount(t testing.TB, def guestdef.Definition, d time.Duration, cond func(testguest.Serial) bool) testguest.Serial {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	s, err := testguest.WaitSerial(ctx, def.SerialLog, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitEvent returns the first event for guest of kind, failing on timeout.
+func waitEvent(t testing.TB, d hypervisor.Driver, guest string, kind hypervisor.EventKind, within time.Duration) hypervisor.Event {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		select {
+		case ev := <-d.Events():
+			t.Logf("event: %+v", ev)
+			if ev.Guest == guest && ev.Kind == kind {
+				return ev
+			}
+		case <-timer.C:
+			t.Fatalf("no %s event for guest %q within %s", kind, guest, within)
+		}
+	}
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestLifecycle boots the test guest, sees its counter, kills its qemu and
+// gets a crash event, then starts it again and stops it gracefully.
+func TestLifecycle(t *testing.T) {
+	h := libvirttest.Start(t)
+	d := newDriver(t, h, "n1")
+	if d.DomainType() != "qemu" {
+		t.Logf("domain type %s", d.DomainType())
+	}
+	def := guestDef(t, "lt1")
+
+	if _, err := d.Status(ctxT(t, 10*time.Second), def.Name); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Fatalf("Status before start: err = %v, want ErrNotFound", err)
+	}
+	if err := d.Start(ctxT(t, 30*time.Second), def); err != nil {
+		t.Fatalf("%v\n%s", err, h.LibvirtdLog())
+	}
+	waitEvent(t, d, def.Name, hypervisor.EventStarted, 10*time.Second)
+	if err := d.Start(ctxT(t, 30*time.Second), def); !errors.Is(err, hypervisor.ErrAlreadyRunning) {
+		t.Fatalf("second Start: err = %v, want ErrAlreadyRunning", err)
+	}
+	s := waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Count >= 2 })
+	t.Logf("serial: %+v", s)
+
+	st, err := d.Status(ctxT(t, 10*time.Second), def.Name)
+	if err != nil || st.State != hypervisor.Running || st.PID == 0 {
+		t.Fatalf("Status = %+v, %v; want running with a pid", st, err)
+	}
+	list, err := d.List(ctxT(t, 10*time.Second))
+	if err != nil || len(list) != 1 || list[0].Name != def.Name {
+		t.Fatalf("List = %+v, %v; want just %s", list, err, def.Name)
+	}
+
+	// Kill qemu behind libvirt's back: a crash event.
+	killed := time.Now()
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitEvent(t, d, def.Name, hypervisor.EventCrashed, 20*time.Second)
+	t.Logf("crash-to-event latency: %s (reason %q)", ev.At.Sub(killed), ev.Reason)
+	st, err = d.Status(ctxT(t, 10*time.Second), def.Name)
+	if err != nil || st.State != hypervisor.Shutoff {
+		t.Fatalf("Status after kill = %+v, %v; want shutoff", st, err)
+	}
+
+	// Start again (the definition is kept, with its UUID), then a graceful
+	// stop: the test guest powers off on the ACPI button.
+	if err := d.Start(ctxT(t, 30*time.Second), def); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Boots >= 2 && s.Count >= 1 })
+	begin := time.Now()
+	if err := d.Stop(ctxT(t, 60*time.Second), def.Name, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ev = waitEvent(t, d, def.Name, hypervisor.EventStopped, 10*time.Second)
+	t.Logf("graceful stop took %s (reason %q)", time.Since(begin), ev.Reason)
+	if s, _ := testguest.ReadSerial(def.SerialLog); !s.PoweredOff && ev.Reason != "destroyed" {
+		t.Errorf("stop: guest did not report the power button and was not destroyed: %+v, %+v", s, ev)
+	}
+	if err := d.Stop(ctxT(t, 10*time.Second), def.Name, time.Second); err != nil {
+		t.Errorf("Stop of a stopped guest: %v", err)
+	}
+	if err := d.Kill(ctxT(t, 10*time.Second), "no-such-guest"); err != nil {
+		t.Errorf("Kill of an unknown guest: %v", err)
+	}
+}
