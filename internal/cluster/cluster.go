@@ -1,0 +1,423 @@
+// Package cluster owns the records that describe and drive the cluster in the
+// store, beyond membership (package store): guests (policy + hypervisor
+// definition), failover domains, fence configuration, storage pools, cluster
+// policy, operator commands, the manager's orders to agents and the agents'
+// guest reports, the manager's saved state, graceful-shutdown handshakes and
+// the event log. The API writes specs and commands through it, the manager's
+// shell reads them, the agents read orders and write reports.
+//
+// Key layout (all under store.Prefix):
+//
+//	policy                     Policy
+//	guests/<name>              Guest (spec + definition)
+//	domains/<name>             model.Domain
+//	fence/config               fence.Config (secrets included; never served as is)
+//	pools/<name>               storage pool record
+//	commands/<id>              Command (operator command; result filled in by the manager)
+//	orders/<node>/<guest>      hostctl.Order (manager-guarded)
+//	reports/<node>/<guest>     hostctl.Report (under the node's lease)
+//	manager/state              manager.State JSON (manager-guarded)
+//	shutdown/<node>            Shutdown (a node going down gracefully; under its lease)
+//	shutdown-ready/<node>      written by the manager when the node is empty
+//	events/<seq>               Event (the event and audit log)
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// Keys and prefixes.
+const (
+	KeyPolicy           = store.Prefix + "policy"
+	PrefixGuests        = store.Prefix + "guests/"
+	PrefixDomains       = store.Prefix + "domains/"
+	KeyFenceConfig      = store.Prefix + "fence/config"
+	PrefixPools         = store.Prefix + "pools/"
+	PrefixCommands      = store.Prefix + "commands/"
+	PrefixOrders        = store.Prefix + "orders/"
+	PrefixReports       = store.Prefix + "reports/"
+	KeyManagerState     = store.Prefix + "manager/state"
+	PrefixShutdown      = store.Prefix + "shutdown/"
+	PrefixShutdownReady = store.Prefix + "shutdown-ready/"
+	PrefixEvents        = store.Prefix + "events/"
+)
+
+// KeyGuest is a guest's record.
+func KeyGuest(name string) string { return PrefixGuests + name }
+
+// KeyDomain is a domain's record.
+func KeyDomain(name string) string { return PrefixDomains + name }
+
+// KeyOrder is the manager's current order to node about guest.
+func KeyOrder(node, guest string) string { return PrefixOrders + node + "/" + guest }
+
+// KeyReport is node's report about guest.
+func KeyReport(node, guest string) string { return PrefixReports + node + "/" + guest }
+
+// KeyCommand is an operator command.
+func KeyCommand(id string) string { return PrefixCommands + id }
+
+// Errors the API maps to status codes.
+var (
+	ErrNotFound = store.ErrNotFound
+	ErrExists   = errors.New("already exists")
+	ErrConflict = errors.New("changed concurrently")
+	ErrInUse    = errors.New("in use")
+)
+
+// Policy is the cluster-wide behaviour the manager runs with.
+type Policy struct {
+	Fencing        model.FencingMode    `json:"fencing"`
+	ShutdownPolicy model.ShutdownPolicy `json:"shutdown_policy"`
+}
+
+// DefaultPolicy is agent fencing and migrate on shutdown.
+func DefaultPolicy() Policy {
+	return Policy{Fencing: model.FencingAgent, ShutdownPolicy: model.ShutdownMigrate}
+}
+
+// Guest is a guest under cluster control: the manager's policy and the
+// hypervisor definition, stored once for the whole cluster.
+type Guest struct {
+	Spec    model.GuestSpec     `json:"spec"`
+	Def     guestdef.Definition `json:"def"`
+	Created time.Time           `json:"created"`
+	Updated time.Time           `json:"updated"`
+	// Rev is the store revision the record was read at; send it back on an
+	// update to detect concurrent changes (0: unconditional).
+	Rev int64 `json:"rev,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ValidName reports whether s may name a guest, domain or pool.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// FieldError is a validation failure of one field.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, a ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// CheckSpec validates a guest's policy on its own (references to domains and
+// nodes are checked against the store by the callers that write).
+func CheckSpec(s model.GuestSpec) error {
+	switch {
+	case !ValidName(s.Name):
+		return fieldErr("name", "%q is not a valid name: use letters, digits, '.', '_' or '-', at most 63, starting with a letter or digit", s.Name)
+	case s.Memory < 16*model.MiB:
+		return fieldErr("memory", "%d bytes is too small: give at least 16MiB", s.Memory)
+	case s.CPUs < 1 || s.CPUs > 1024:
+		return fieldErr("cpus", "%d is out of range 1..1024", s.CPUs)
+	case s.MaxRestarts < 0 || s.MaxRestarts > 1000:
+		return fieldErr("max_restarts", "%d is out of range 0..1000", s.MaxRestarts)
+	case s.MaxRelocations < 0 || s.MaxRelocations > 1000:
+		return fieldErr("max_relocations", "%d is out of range 0..1000", s.MaxRelocations)
+	case s.RestartWindow < 0:
+		return fieldErr("restart_window", "must not be negative")
+	case s.Domain != "" && !ValidName(s.Domain):
+		return fieldErr("domain", "%q is not a valid domain name", s.Domain)
+	}
+	switch s.State {
+	case model.DesiredStarted, model.DesiredStopped, model.DesiredDisabled:
+	default:
+		return fieldErr("state", "%q is not one of started, stopped, disabled", s.State)
+	}
+	switch s.Recovery {
+	case model.RecoveryRestart, model.RecoveryRelocate, model.RecoveryDisable:
+	default:
+		return fieldErr("recovery", "%q is not one of restart, relocate, disable", s.Recovery)
+	}
+	return nil
+}
+
+// CheckDomain validates a domain on its own.
+func CheckDomain(d model.Domain) error {
+	if !ValidName(d.Name) {
+		return fieldErr("name", "%q is not a valid name", d.Name)
+	}
+	if len(d.Members) == 0 {
+		return fieldErr("members", "a domain needs at least one member")
+	}
+	seen := map[string]bool{}
+	for i, m := range d.Members {
+		if m.Node == "" {
+			return fieldErr(fmt.Sprintf("members[%d].node", i), "missing")
+		}
+		if seen[m.Node] {
+			return fieldErr(fmt.Sprintf("members[%d].node", i), "%q is listed twice", m.Node)
+		}
+		seen[m.Node] = true
+	}
+	return nil
+}
+
+// Store reads and writes the cluster records.
+type Store struct {
+	st  *store.Store
+	cli *clientv3.Client
+}
+
+// New wraps a connected store.
+func New(st *store.Store) *Store { return &Store{st: st, cli: st.Client()} }
+
+// Raw is the underlying store.
+func (s *Store) Raw() *store.Store { return s.st }
+
+func getJSON(ctx context.Context, cli *clientv3.Client, key string, v any) (int64, error) {
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, ErrNotFound
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
+func list[T any](ctx context.Context, cli *clientv3.Client, prefix string) ([]T, []int64, error) {
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := make([]T, 0, len(resp.Kvs))
+	revs := make([]int64, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, v)
+		revs = append(revs, kv.ModRevision)
+	}
+	return out, revs, nil
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("cluster: encode %T: %v", v, err))
+	}
+	return string(b)
+}
+
+// Policy reads the cluster policy (the default when never set).
+func (s *Store) Policy(ctx context.Context) (Policy, error) {
+	var p Policy
+	_, err := getJSON(ctx, s.cli, KeyPolicy, &p)
+	if errors.Is(err, ErrNotFound) {
+		return DefaultPolicy(), nil
+	}
+	return p, err
+}
+
+// SetPolicy writes the cluster policy.
+func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
+	switch p.Fencing {
+	case model.FencingAgent, model.FencingWatchdog:
+	default:
+		return fieldErr("fencing", "%q is not one of agent, watchdog", p.Fencing)
+	}
+	switch p.ShutdownPolicy {
+	case model.ShutdownMigrate, model.ShutdownStop, model.ShutdownFreeze:
+	default:
+		return fieldErr("shutdown_policy", "%q is not one of migrate, stop, freeze", p.ShutdownPolicy)
+	}
+	_, err := s.cli.Put(ctx, KeyPolicy, mustJSON(p))
+	return err
+}
+
+// Guest reads one guest.
+func (s *Store) Guest(ctx context.Context, name string) (Guest, error) {
+	var g Guest
+	rev, err := getJSON(ctx, s.cli, KeyGuest(name), &g)
+	if errors.Is(err, ErrNotFound) {
+		return g, fmt.Errorf("guest %q: %w", name, ErrNotFound)
+	}
+	g.Rev = rev
+	return g, err
+}
+
+// Guests lists every guest by name.
+func (s *Store) Guests(ctx context.Context) ([]Guest, error) {
+	gs, revs, err := list[Guest](ctx, s.cli, PrefixGuests)
+	for i := range gs {
+		gs[i].Rev = revs[i]
+	}
+	return gs, err
+}
+
+// CreateGuest stores a new guest; ErrExists if the name is taken. The
+// domain it names must exist.
+func (s *Store) CreateGuest(ctx context.Context, g Guest, now time.Time) error {
+	if err := CheckSpec(g.Spec); err != nil {
+		return err
+	}
+	g.Def.Name = g.Spec.Name
+	g.Created, g.Updated, g.Rev = now, now, 0
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(KeyGuest(g.Spec.Name)), "=", 0)}
+	if g.Spec.Domain != "" {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(KeyDomain(g.Spec.Domain)), ">", 0))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(KeyGuest(g.Spec.Name), mustJSON(g))).Commit()
+	if err != nil {
+		return fmt.Errorf("create guest %q: %w", g.Spec.Name, err)
+	}
+	if !resp.Succeeded {
+		if _, err := s.Guest(ctx, g.Spec.Name); err == nil {
+			return fmt.Errorf("create guest %q: %w", g.Spec.Name, ErrExists)
+		}
+		return fieldErr("domain", "no failover domain named %q: create it first", g.Spec.Domain)
+	}
+	return nil
+}
+
+// UpdateGuest replaces a guest's record. With g.Rev set, it fails with
+// ErrConflict when the record changed since it was read.
+func (s *Store) UpdateGuest(ctx context.Context, g Guest, now time.Time) error {
+	if err := CheckSpec(g.Spec); err != nil {
+		return err
+	}
+	key := KeyGuest(g.Spec.Name)
+	old, err := s.Guest(ctx, g.Spec.Name)
+	if err != nil {
+		return err
+	}
+	g.Def.Name = g.Spec.Name
+	g.Created, g.Updated = old.Created, now
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
+	if g.Rev != 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", g.Rev))
+	}
+	if g.Spec.Domain != "" {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(KeyDomain(g.Spec.Domain)), ">", 0))
+	}
+	rev := g.Rev
+	g.Rev = 0
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, mustJSON(g))).Commit()
+	if err != nil {
+		return fmt.Errorf("update guest %q: %w", g.Spec.Name, err)
+	}
+	if !resp.Succeeded {
+		if rev != 0 {
+			if cur, err := s.Guest(ctx, g.Spec.Name); err == nil && cur.Rev != rev {
+				return fmt.Errorf("update guest %q: %w: read it again and retry", g.Spec.Name, ErrConflict)
+			}
+		}
+		return fieldErr("domain", "no failover domain named %q", g.Spec.Domain)
+	}
+	return nil
+}
+
+// DeleteGuest removes a guest's record; ErrNotFound if absent. The caller
+// checks that it no longer runs.
+func (s *Store) DeleteGuest(ctx context.Context, name string) error {
+	resp, err := s.cli.Delete(ctx, KeyGuest(name))
+	if err != nil {
+		return fmt.Errorf("delete guest %q: %w", name, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("guest %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// Domain reads one domain.
+func (s *Store) Domain(ctx context.Context, name string) (model.Domain, error) {
+	var d model.Domain
+	_, err := getJSON(ctx, s.cli, KeyDomain(name), &d)
+	if errors.Is(err, ErrNotFound) {
+		return d, fmt.Errorf("domain %q: %w", name, ErrNotFound)
+	}
+	return d, err
+}
+
+// Domains lists every domain by name.
+func (s *Store) Domains(ctx context.Context) ([]model.Domain, error) {
+	ds, _, err := list[model.Domain](ctx, s.cli, PrefixDomains)
+	return ds, err
+}
+
+// PutDomain creates (create=true, ErrExists if taken) or replaces
+// (ErrNotFound if absent) a domain. Members must be registered nodes.
+func (s *Store) PutDomain(ctx context.Context, d model.Domain, create bool) error {
+	if err := CheckDomain(d); err != nil {
+		return err
+	}
+	key := KeyDomain(d.Name)
+	var cmps []clientv3.Cmp
+	if create {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), ">", 0))
+	}
+	for _, m := range d.Members {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(store.KeyNodeReg(m.Node)), ">", 0))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, mustJSON(d))).Commit()
+	if err != nil {
+		return fmt.Errorf("write domain %q: %w", d.Name, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	_, err = s.Domain(ctx, d.Name)
+	switch {
+	case create && err == nil:
+		return fmt.Errorf("create domain %q: %w", d.Name, ErrExists)
+	case !create && errors.Is(err, ErrNotFound):
+		return err
+	}
+	for i, m := range d.Members {
+		if _, err := s.st.Node(ctx, m.Node); err != nil {
+			return fieldErr(fmt.Sprintf("members[%d].node", i), "no host named %q in this cluster", m.Node)
+		}
+	}
+	return fmt.Errorf("write domain %q: %w", d.Name, ErrConflict)
+}
+
+// DeleteDomain removes a domain no guest uses.
+func (s *Store) DeleteDomain(ctx context.Context, name string) error {
+	guests, err := s.Guests(ctx)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, g := range guests {
+		if g.Spec.Domain == name {
+			users = append(users, g.Spec.Name)
+		}
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("delete domain %q: %w by guests %s: move them to another domain first", name, ErrInUse, strings.Join(users, ", "))
+	}
+	resp, err := s.cli.Delete(ctx, KeyDomain(name))
+	if err != nil {
+		return fmt.Errorf("delete domain %q: %w", name, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("domain %q: %w", name, ErrNotFound)
+	}
+	return nil
+}

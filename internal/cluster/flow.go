@@ -1,0 +1,298 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// Command is an operator command queued for the manager, and its outcome.
+type Command struct {
+	ID      string          `json:"id"`
+	Command manager.Command `json:"command"`
+	Who     string          `json:"who,omitempty"`
+	At      time.Time       `json:"at"`
+	Done    bool            `json:"done"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// NewID returns a random identifier for a command.
+func NewID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// QueueCommand stores a command for the manager and returns it with its ID.
+func (s *Store) QueueCommand(ctx context.Context, c manager.Command, who string, now time.Time) (Command, error) {
+	rec := Command{ID: NewID(), Command: c, Who: who, At: now}
+	if _, err := s.cli.Put(ctx, KeyCommand(rec.ID), mustJSON(rec)); err != nil {
+		return rec, fmt.Errorf("queue command %q: %w", c, err)
+	}
+	return rec, nil
+}
+
+// WaitCommand waits until the manager has handled command id, or ctx ends.
+func (s *Store) WaitCommand(ctx context.Context, id string) (Command, error) {
+	key := KeyCommand(id)
+	for {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return Command{}, fmt.Errorf("read command %s: %w", id, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Command{}, fmt.Errorf("command %s: %w", id, ErrNotFound)
+		}
+		var c Command
+		if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
+			return c, fmt.Errorf("decode command %s: %w", id, err)
+		}
+		if c.Done {
+			return c, nil
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		wch := s.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1))
+		select {
+		case <-wch:
+		case <-ctx.Done():
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return c, fmt.Errorf("waiting for the manager to handle %q: %w", c.Command, ctx.Err())
+		}
+	}
+}
+
+// PendingCommands lists commands the manager has not handled yet, oldest
+// first.
+func (s *Store) PendingCommands(ctx context.Context) ([]Command, int64, error) {
+	resp, err := s.cli.Get(ctx, PrefixCommands, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list commands: %w", err)
+	}
+	var out []Command
+	for _, kv := range resp.Kvs {
+		var c Command
+		if json.Unmarshal(kv.Value, &c) == nil && !c.Done {
+			out = append(out, c)
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// ManagerWriter is the manager's guarded writes (control.Writer).
+type ManagerWriter struct {
+	L   *store.Leadership
+	Cli *clientv3.Client
+	// CommandTTL keeps handled commands this long for their callers.
+	CommandTTL time.Duration
+}
+
+// PutOrder writes an order for node.
+func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Order) error {
+	_, err := w.L.Do(ctx, clientv3.OpPut(KeyOrder(node, o.Guest), mustJSON(o)))
+	return err
+}
+
+// SaveState saves the manager core's state.
+func (w *ManagerWriter) SaveState(ctx context.Context, state []byte) error {
+	_, err := w.L.Do(ctx, clientv3.OpPut(KeyManagerState, string(state)))
+	return err
+}
+
+// ShutdownReady tells node its graceful shutdown may proceed.
+func (w *ManagerWriter) ShutdownReady(ctx context.Context, node string) error {
+	_, err := w.L.Do(ctx, clientv3.OpPut(PrefixShutdownReady+node, time.Now().UTC().Format(time.RFC3339Nano)))
+	return err
+}
+
+// CommandDone records a command's outcome; the record expires later.
+func (w *ManagerWriter) CommandDone(ctx context.Context, id string, cmdErr error) error {
+	resp, err := w.Cli.Get(ctx, KeyCommand(id))
+	if err != nil {
+		return fmt.Errorf("read command %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	var c Command
+	if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
+		return fmt.Errorf("decode command %s: %w", id, err)
+	}
+	c.Done = true
+	if cmdErr != nil {
+		c.Error = cmdErr.Error()
+	}
+	ttl := w.CommandTTL
+	if ttl == 0 {
+		ttl = 10 * time.Minute
+	}
+	lease, err := w.Cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return fmt.Errorf("grant lease for command %s: %w", id, err)
+	}
+	_, err = w.L.Do(ctx, clientv3.OpPut(KeyCommand(id), mustJSON(c), clientv3.WithLease(lease.ID)))
+	return err
+}
+
+// ManagerState reads the saved manager state (ErrNotFound before the first
+// manager saved one).
+func (s *Store) ManagerState(ctx context.Context) (*manager.State, error) {
+	resp, err := s.cli.Get(ctx, KeyManagerState)
+	if err != nil {
+		return nil, fmt.Errorf("read manager state: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, ErrNotFound
+	}
+	return manager.Restore(resp.Kvs[0].Value)
+}
+
+// Orders lists the current orders for node.
+func (s *Store) Orders(ctx context.Context, node string) ([]hostctl.Order, int64, error) {
+	resp, err := s.cli.Get(ctx, PrefixOrders+node+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list orders for node %q: %w", node, err)
+	}
+	var out []hostctl.Order
+	for _, kv := range resp.Kvs {
+		var o hostctl.Order
+		if err := json.Unmarshal(kv.Value, &o); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, o)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Reports lists every agent's guest reports, by node.
+func (s *Store) Reports(ctx context.Context) (map[string][]hostctl.Report, int64, error) {
+	resp, err := s.cli.Get(ctx, PrefixReports, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list guest reports: %w", err)
+	}
+	out := map[string][]hostctl.Report{}
+	for _, kv := range resp.Kvs {
+		node, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), PrefixReports), "/")
+		if !ok {
+			continue
+		}
+		var r hostctl.Report
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out[node] = append(out[node], r)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// ReportFromKey splits a report key into node and guest.
+func ReportFromKey(key string) (node, guest string, ok bool) {
+	return strings.Cut(strings.TrimPrefix(key, PrefixReports), "/")
+}
+
+// FenceConfig reads the fence configuration (empty when never set).
+func (s *Store) FenceConfig(ctx context.Context) (fence.Config, error) {
+	var c fence.Config
+	_, err := getJSON(ctx, s.cli, KeyFenceConfig, &c)
+	if errors.Is(err, ErrNotFound) {
+		return fence.Config{}, nil
+	}
+	return c, err
+}
+
+// SetFenceConfig writes the fence configuration after checking it.
+func (s *Store) SetFenceConfig(ctx context.Context, c fence.Config) error {
+	if err := c.Check(); err != nil {
+		return err
+	}
+	_, err := s.cli.Put(ctx, KeyFenceConfig, mustJSON(c))
+	return err
+}
+
+// Event is one line of the cluster's event and audit log.
+type Event struct {
+	Seq   string    `json:"seq"`
+	At    time.Time `json:"at"`
+	Kind  string    `json:"kind"` // manager, node, guest, fence, operator
+	Node  string    `json:"node,omitempty"`
+	Guest string    `json:"guest,omitempty"`
+	Who   string    `json:"who,omitempty"` // the operator, for operator actions
+	Msg   string    `json:"msg"`
+}
+
+// AddEvent appends to the event log.
+func (s *Store) AddEvent(ctx context.Context, e Event) error {
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
+	_, err := s.cli.Put(ctx, PrefixEvents+e.Seq, mustJSON(e))
+	return err
+}
+
+// Events returns the last n events, oldest first.
+func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
+	resp, err := s.cli.Get(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(n)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read events: %w", err)
+	}
+	out := make([]Event, 0, len(resp.Kvs))
+	for i := len(resp.Kvs) - 1; i >= 0; i-- {
+		var e Event
+		if json.Unmarshal(resp.Kvs[i].Value, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// WatchEvents delivers events appended after rev until ctx ends.
+func (s *Store) WatchEvents(ctx context.Context, rev int64) <-chan Event {
+	out := make(chan Event, 64)
+	go func() {
+		defer close(out)
+		for wr := range s.cli.Watch(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypePut || ev.IsModify() {
+					continue
+				}
+				var e Event
+				if json.Unmarshal(ev.Kv.Value, &e) != nil {
+					continue
+				}
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// TrimEvents deletes all but the newest keep events.
+func (s *Store) TrimEvents(ctx context.Context, keep int) error {
+	resp, err := s.cli.Get(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(keep)+1))
+	if err != nil || len(resp.Kvs) <= keep {
+		return err
+	}
+	oldest := string(resp.Kvs[keep].Key)
+	_, err = s.cli.Delete(ctx, PrefixEvents, clientv3.WithRange(oldest+"\x00"))
+	return err
+}
