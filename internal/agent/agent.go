@@ -1,0 +1,578 @@
+// Package agent owns the per-host daemon behind `haven agent`: its data dir
+// (locked, so one agent per dir), creating a cluster (--init) or joining one
+// (--join, with a token and a CSR), the embedded store member or the
+// external store connection, the host's liveness lease, the manager
+// election and the API server. Other components plug in with Register (or
+// Agent.OnManager): code that runs while this agent is the manager, and
+// setup code that registers API endpoints.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/version"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Defaults.
+const (
+	DefaultClusterName  = "haven"
+	DefaultStoreMembers = 3
+	DefaultAPIPort      = 7400
+	DefaultPeerPort     = 7401 // the store client port is the peer port + 1
+)
+
+// Config configures an agent. Zero values take the documented defaults.
+type Config struct {
+	Node    string
+	DataDir string
+	// Listen is the API address, host:port (HTTPS).
+	Listen string
+	// PeerListen is the store peer address, host:port. A store member also
+	// serves store clients on StoreClientListen, by default the same host
+	// with the port after PeerListen's.
+	PeerListen        string
+	StoreClientListen string
+
+	// Init creates a new cluster named ClusterName with StoreMembers (3 or
+	// 5) voting store members.
+	Init         bool
+	ClusterName  string
+	StoreMembers int
+	// JoinAddr (https://host:port of any agent) and JoinToken join an
+	// existing cluster.
+	JoinAddr  string
+	JoinToken string
+	// Dev marks a single-host development cluster (see `haven agent --dev`).
+	Dev bool
+
+	// StoreEndpoints use an external etcd instead of the embedded one,
+	// with optional TLS files.
+	StoreEndpoints []string
+	StoreCA        string
+	StoreCert      string
+	StoreKey       string
+
+	// LeaseTTL is how long after its last keepalive a host counts as down
+	// (default 5 s); KeepAlive is the renewal interval (default 1 s).
+	LeaseTTL  time.Duration
+	KeepAlive time.Duration
+	// StoreTickMs and StoreElectionMs tune the embedded etcd (defaults
+	// 100 and 1000).
+	StoreTickMs, StoreElectionMs uint
+
+	// Hypervisor names the driver reported in the node facts.
+	Hypervisor string
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// LeaderFunc runs while this agent is the manager. ctx is cancelled when
+// leadership is lost (or the agent stops); every write the manager makes
+// must go through l (l.Do / l.DoIf) so a deposed manager cannot write.
+// Returning an error resigns leadership (another agent, or this one again,
+// takes over); returning nil keeps the office until it is lost.
+type LeaderFunc func(ctx context.Context, l *store.Leadership) error
+
+// Plugin is a component that runs inside every agent.
+type Plugin struct {
+	Name string
+	// Setup runs once the store is connected and before the API serves:
+	// register API endpoints and status hooks here (a.API()).
+	Setup func(ctx context.Context, a *Agent) error
+	// WhileManager runs each time this agent becomes the manager.
+	WhileManager LeaderFunc
+}
+
+var (
+	pluginsMu sync.Mutex
+	plugins   []Plugin
+)
+
+// Register adds a plugin to every agent started afterwards in this
+// process. Call it from an init function.
+func Register(p Plugin) {
+	pluginsMu.Lock()
+	defer pluginsMu.Unlock()
+	plugins = append(plugins, p)
+}
+
+// Agent is one host's daemon.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	dir      *dataDir
+	state    persisted
+	st       *store.Store
+	embedded *embed.Etcd
+	srv      *api.Server
+	live     *store.Liveness
+	ln       net.Listener
+
+	caPEM, certPEM, keyPEM []byte
+
+	plugins []Plugin
+
+	// Set by init: tokens to show the operator.
+	adminToken string
+	joinToken  string
+
+	mu     sync.Mutex // guards leader
+	leader *store.Leadership
+
+	stopElection context.CancelFunc
+
+	ready chan struct{}
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$`)
+
+// ValidNodeName reports whether name can name a node: 1 to 63 lower-case
+// letters, digits, '-', '_' or '.', starting and ending with a letter or
+// digit.
+func ValidNodeName(name string) bool { return nodeNameRE.MatchString(name) }
+
+// New checks cfg and fills in defaults. Nothing is touched until Start.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ClusterName == "" {
+		cfg.ClusterName = DefaultClusterName
+	}
+	if cfg.StoreMembers == 0 {
+		cfg.StoreMembers = DefaultStoreMembers
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = store.DefaultLeaseTTL
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = store.DefaultKeepAlive
+	}
+	if cfg.Hypervisor == "" {
+		cfg.Hypervisor = "qemu"
+	}
+	switch {
+	case !ValidNodeName(cfg.Node):
+		return nil, fmt.Errorf("node name %q is not valid: use 1 to 63 lower-case letters, digits, '-', '_' or '.'", cfg.Node)
+	case cfg.DataDir == "":
+		return nil, errors.New("no data dir: pass --data-dir")
+	case cfg.Init && cfg.JoinAddr != "":
+		return nil, errors.New("--init and --join exclude each other: create a cluster or join one")
+	case cfg.JoinAddr != "" && cfg.JoinToken == "":
+		return nil, errors.New("--join needs --token: create a join token on the cluster with `haven token create --role join`")
+	case cfg.StoreMembers != 1 && cfg.StoreMembers != 3 && cfg.StoreMembers != 5:
+		return nil, fmt.Errorf("store members %d: use 3 or 5 (1 for a single-host cluster)", cfg.StoreMembers)
+	case cfg.LeaseTTL < store.MinLeaseTTL:
+		return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v", cfg.LeaseTTL, store.MinLeaseTTL)
+	case cfg.KeepAlive >= cfg.LeaseTTL:
+		return nil, fmt.Errorf("keepalive interval %v must be shorter than the lease TTL %v", cfg.KeepAlive, cfg.LeaseTTL)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("--listen %q: want HOST:PORT: %w", cfg.Listen, err)
+	}
+	if len(cfg.StoreEndpoints) == 0 {
+		host, port, err := net.SplitHostPort(cfg.PeerListen)
+		if err != nil {
+			return nil, fmt.Errorf("--peer-listen %q: want HOST:PORT: %w", cfg.PeerListen, err)
+		}
+		if cfg.StoreClientListen == "" {
+			p, _ := strconv.Atoi(port)
+			cfg.StoreClientListen = net.JoinHostPort(host, strconv.Itoa(p+1))
+		}
+	}
+	pluginsMu.Lock()
+	ps := append([]Plugin(nil), plugins...)
+	pluginsMu.Unlock()
+	return &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), now: cfg.Now, plugins: ps, ready: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// OnManager adds a LeaderFunc for this agent only (call before Start).
+func (a *Agent) OnManager(name string, fn LeaderFunc) {
+	a.plugins = append(a.plugins, Plugin{Name: name, WhileManager: fn})
+}
+
+// Node is this agent's node name.
+func (a *Agent) Node() string { return a.cfg.Node }
+
+// Config is the agent's configuration with defaults filled in.
+func (a *Agent) Config() Config { return a.cfg }
+
+// DataDir is the agent's data directory.
+func (a *Agent) DataDir() string { return a.cfg.DataDir }
+
+// Store is the cluster store (valid after Start).
+func (a *Agent) Store() *store.Store { return a.st }
+
+// API is the API server (valid after Start; plugins get it in Setup).
+func (a *Agent) API() *api.Server { return a.srv }
+
+// Liveness is this host's lease holder (valid after Start).
+func (a *Agent) Liveness() *store.Liveness { return a.live }
+
+// Leadership is the current manager term of this agent, or nil.
+func (a *Agent) Leadership() *store.Leadership {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leader
+}
+
+// IsManager reports whether this agent holds the manager office now.
+func (a *Agent) IsManager() bool {
+	l := a.Leadership()
+	return l != nil && l.Context().Err() == nil
+}
+
+// APIURL is the https URL of this agent's API.
+func (a *Agent) APIURL() string { return "https://" + a.cfg.Listen }
+
+// Ready is closed once the agent serves its API and holds its lease.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// AdminToken is the admin token created by --init or for this host (empty
+// otherwise).
+func (a *Agent) AdminToken() string { return a.adminToken }
+
+// JoinToken is the join token created by --init (empty otherwise).
+func (a *Agent) JoinToken() string { return a.joinToken }
+
+// TLSFiles are the paths of the cluster CA, node certificate and key.
+func (a *Agent) TLSFiles() (ca, cert, key string) {
+	return a.dir.file(dirPKI, "ca.crt"), a.dir.file(dirPKI, "node.crt"), a.dir.file(dirPKI, "node.key")
+}
+
+// Start brings the agent up: locks the data dir, creates or joins the
+// cluster (or restarts as the same host), connects the store, serves the
+// API, takes its lease and enters the manager election. On error nothing
+// is left behind by a first init or join.
+func (a *Agent) Start(ctx context.Context) (err error) {
+	dir, err := openDataDir(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	a.dir = dir
+	p, existing, err := dir.load()
+	if err != nil {
+		dir.unlock()
+		return err
+	}
+	fresh := !existing
+	if fresh && !dir.empty() {
+		dir.unlock()
+		return fmt.Errorf("data dir %s is not empty but holds no haven node; use an empty or new --data-dir", a.cfg.DataDir)
+	}
+	defer func() {
+		if err != nil {
+			a.teardown()
+			if fresh {
+				dir.discard()
+			} else {
+				dir.unlock()
+			}
+		}
+	}()
+	// Bind the API first: a taken port fails before anything is created.
+	a.ln, err = net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", a.cfg.Listen, err)
+	}
+	switch {
+	case existing:
+		err = a.restart(ctx, p)
+	case a.cfg.Init:
+		err = a.bootstrap(ctx)
+	case a.cfg.JoinAddr != "":
+		err = a.join(ctx)
+	default:
+		err = fmt.Errorf("data dir %s holds no cluster: pass --init to create one, or --join URL --token TOKEN to join one", a.cfg.DataDir)
+	}
+	if err != nil {
+		return err
+	}
+	return a.serve(ctx)
+}
+
+// restart brings back the host described by the data dir.
+func (a *Agent) restart(ctx context.Context, p persisted) error {
+	if p.Node != a.cfg.Node {
+		return fmt.Errorf("data dir %s belongs to node %q, not %q: pass --node %s or use another --data-dir", a.cfg.DataDir, p.Node, a.cfg.Node, p.Node)
+	}
+	if a.cfg.JoinToken != "" {
+		if tok, err := pki.ParseToken(a.cfg.JoinToken); err == nil && tok.Join && len(p.CAFingerprint) >= len(tok.CAPin) && p.CAFingerprint[:len(tok.CAPin)] != tok.CAPin {
+			return fmt.Errorf("data dir %s belongs to another cluster (%q, id %s) than the join token's; use another --data-dir to join", a.cfg.DataDir, p.Cluster, p.ClusterID)
+		}
+	}
+	if a.cfg.Init && p.Cluster != a.cfg.ClusterName && a.cfg.ClusterName != DefaultClusterName {
+		return fmt.Errorf("data dir %s already holds cluster %q; use another --data-dir to create %q", a.cfg.DataDir, p.Cluster, a.cfg.ClusterName)
+	}
+	a.state = p
+	if err := a.loadPKI(); err != nil {
+		return err
+	}
+	a.log.Info("restarting as existing node", "op", "start", "cluster", p.Cluster, "store_member", p.StoreMember)
+	if p.External {
+		return a.connectExternal(ctx)
+	}
+	if p.StoreMember {
+		if err := a.startMember(ctx, "", true); err != nil {
+			return err
+		}
+	}
+	eps := p.StoreEndpoints
+	if p.StoreMember {
+		eps = append([]string{p.ClientURL}, without(eps, p.ClientURL)...)
+	}
+	return a.connect(ctx, eps)
+}
+
+func (a *Agent) loadPKI() error {
+	ca, cert, key := a.TLSFiles()
+	var err error
+	if a.caPEM, err = os.ReadFile(ca); err != nil {
+		return fmt.Errorf("read cluster CA: %w", err)
+	}
+	if a.certPEM, err = os.ReadFile(cert); err != nil {
+		return fmt.Errorf("read node certificate: %w", err)
+	}
+	if a.keyPEM, err = os.ReadFile(key); err != nil {
+		return fmt.Errorf("read node key: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) savePKI() error {
+	ca, cert, key := a.TLSFiles()
+	if err := writeFileAtomic(ca, a.caPEM, 0o644); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(cert, a.certPEM, 0o644); err != nil {
+		return err
+	}
+	return writeFileAtomic(key, a.keyPEM, 0o600)
+}
+
+// startMember starts the embedded store member.
+func (a *Agent) startMember(ctx context.Context, initialCluster string, existing bool) error {
+	ca, cert, key := a.TLSFiles()
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	e, err := store.StartEmbedded(sctx, store.EmbeddedConfig{
+		Name: a.cfg.Node, Dir: a.dir.file(dirStore),
+		PeerURL: a.peerURL(), ClientURL: a.clientURL(),
+		InitialCluster: initialCluster, Existing: existing,
+		CAFile: ca, CertFile: cert, KeyFile: key,
+		TickMs: a.cfg.StoreTickMs, ElectionMs: a.cfg.StoreElectionMs,
+		Logger: a.log,
+	})
+	if err != nil {
+		return err
+	}
+	a.embedded = e
+	return nil
+}
+
+func (a *Agent) peerURL() string   { return "https://" + a.cfg.PeerListen }
+func (a *Agent) clientURL() string { return "https://" + a.cfg.StoreClientListen }
+
+// connect opens the store client over mutual TLS from the cluster CA.
+func (a *Agent) connect(ctx context.Context, endpoints []string) error {
+	tlsCfg, err := pki.ClientTLS(a.caPEM, a.certPEM, a.keyPEM)
+	if err != nil {
+		return err
+	}
+	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: endpoints, TLS: tlsCfg, AutoSync: true}, a.embedded, a.log)
+	if err != nil {
+		return err
+	}
+	a.st = st
+	return nil
+}
+
+// connectExternal opens the external etcd with the --store-* settings.
+func (a *Agent) connectExternal(ctx context.Context) error {
+	if len(a.cfg.StoreEndpoints) == 0 {
+		return fmt.Errorf("this host uses an external store: pass --store-endpoints (and --store-ca, --store-cert, --store-key if it uses TLS)")
+	}
+	tlsCfg, err := externalTLS(a.cfg.StoreCA, a.cfg.StoreCert, a.cfg.StoreKey)
+	if err != nil {
+		return err
+	}
+	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: a.cfg.StoreEndpoints, TLS: tlsCfg}, nil, a.log)
+	if err != nil {
+		return err
+	}
+	a.st = st
+	return nil
+}
+
+// serve registers plugins, serves the API, takes the lease and starts the
+// election loop.
+func (a *Agent) serve(ctx context.Context) error {
+	a.srv = api.New(api.Config{Store: a.st, Node: a.cfg.Node, Logger: a.log, Now: a.now})
+	a.registerJoin()
+	for _, p := range a.plugins {
+		if p.Setup != nil {
+			if err := p.Setup(ctx, a); err != nil {
+				return fmt.Errorf("set up %s: %w", p.Name, err)
+			}
+		}
+	}
+	tlsCfg, err := pki.ServerTLS(a.caPEM, a.certPEM, a.keyPEM, false)
+	if err != nil {
+		return err
+	}
+	ln := a.ln
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.srv.Serve(ln, tlsCfg); err != nil {
+			a.log.Error("API server stopped", "op", "api", "err", err)
+		}
+	}()
+	facts := model.NodeFacts{
+		Name: a.cfg.Node, Memory: hostMemory(), CPUs: hostCPUs(), Hypervisor: a.cfg.Hypervisor,
+		AgentVersion: version.Version, BootID: bootID(), APIAddr: a.APIURL(),
+		StoreMember: a.state.StoreMember, Since: a.now().UTC(),
+	}
+	if a.state.StoreMember {
+		facts.PeerAddr = a.peerURL()
+	}
+	a.live, err = a.st.StartLiveness(ctx, facts, a.cfg.LeaseTTL, a.cfg.KeepAlive)
+	if err != nil {
+		return err
+	}
+	local := api.Local{APIURL: a.APIURL(), CAFile: a.dir.file(dirPKI, "ca.crt"), Cluster: a.state.Cluster, Node: a.cfg.Node}
+	if _, err := os.Stat(a.dir.file(fileAdminToken)); err == nil {
+		local.TokenFile = a.dir.file(fileAdminToken)
+	}
+	if err := writeLocal(a.dir.path, local); err != nil {
+		return err
+	}
+	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopElection = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.electionLoop(ectx)
+	}()
+	close(a.ready)
+	a.log.Info("agent ready", "op", "start", "cluster", a.state.Cluster, "api", a.APIURL(), "store_member", a.state.StoreMember)
+	return nil
+}
+
+// Run starts the agent and blocks until ctx ends, then stops it.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.Stop(sctx)
+	return nil
+}
+
+// Stop leaves the office if held, revokes the lease (the host shows down
+// at once), stops the API and the store member.
+func (a *Agent) Stop(ctx context.Context) {
+	if a.stopElection != nil {
+		a.stopElection()
+	}
+	if a.live != nil {
+		a.live.Stop(ctx)
+	}
+	if a.srv != nil {
+		_ = a.srv.Shutdown(ctx)
+	}
+	a.wg.Wait()
+	a.teardown()
+	if a.dir != nil {
+		a.dir.unlock()
+	}
+	a.log.Info("agent stopped", "op", "stop")
+}
+
+// teardown closes what Start opened.
+func (a *Agent) teardown() {
+	if a.st != nil {
+		a.st.Close()
+		a.st = nil
+		a.embedded = nil
+	}
+	if a.embedded != nil {
+		a.embedded.Close()
+		a.embedded = nil
+	}
+	if a.ln != nil {
+		a.ln.Close()
+	}
+}
+
+func without(ss []string, x string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != x {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// hostsOf lists the hosts of addresses for a certificate.
+func hostsOf(addrs ...string) []string {
+	var hs []string
+	seen := map[string]bool{}
+	add := func(h string) {
+		if h != "" && !seen[h] {
+			seen[h] = true
+			hs = append(hs, h)
+		}
+	}
+	for _, a := range addrs {
+		if a == "" {
+			continue
+		}
+		if u, err := url.Parse(a); err == nil && u.Host != "" {
+			a = u.Host
+		}
+		h, _, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			ifaddrs, _ := net.InterfaceAddrs()
+			for _, ia := range ifaddrs {
+				if n, ok := ia.(*net.IPNet); ok {
+					add(n.IP.String())
+				}
+			}
+			continue
+		}
+		add(h)
+	}
+	add("localhost")
+	add("127.0.0.1")
+	return hs
+}

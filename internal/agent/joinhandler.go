@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+func (a *Agent) registerJoin() {
+	a.srv.HandleFunc("POST", "/api/v1/join", api.RolePublic, a.handleJoin)
+}
+
+// handleJoin admits a new host: checks its join token, signs its CSR,
+// registers its name and, while the store has fewer voting members than
+// wanted, adds it as a store learner.
+func (a *Agent) handleJoin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rec, err := a.srv.Authenticate(ctx, api.BearerToken(r))
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if rec.Role != store.RoleJoin {
+		api.WriteError(w, api.Errorf(http.StatusForbidden, "", "token %s is not a join token", rec.ID))
+		return
+	}
+	var req api.JoinRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	resp, err := a.admit(ctx, req)
+	if err != nil {
+		a.log.Warn("join refused", "op", "join", "joining", req.Node, "err", err)
+		api.WriteError(w, err)
+		return
+	}
+	a.log.Info("host joined", "op", "join", "joining", req.Node, "store_member", resp.Member)
+	api.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (a *Agent) admit(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
+	if !ValidNodeName(req.Node) {
+		return nil, api.Errorf(http.StatusBadRequest, "node", "node name %q is not valid: use 1 to 63 lower-case letters, digits, '-', '_' or '.'", req.Node)
+	}
+	if !validURL(req.APIAddr) {
+		return nil, api.Errorf(http.StatusBadRequest, "api_addr", "api_addr %q is not an https://host:port URL", req.APIAddr)
+	}
+	cc, err := a.st.ClusterConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cc.External && !req.External {
+		return nil, api.Errorf(http.StatusBadRequest, "external", "cluster %q uses an external etcd: give the joining agent --store-endpoints (and --store-ca, --store-cert, --store-key)", cc.Name)
+	}
+	if !cc.External && req.External {
+		return nil, api.Errorf(http.StatusBadRequest, "external", "cluster %q uses its embedded store: do not pass --store-endpoints when joining", cc.Name)
+	}
+	if _, err := a.st.Node(ctx, req.Node); err == nil {
+		return nil, api.Errorf(http.StatusConflict, "node", "node name %q is in use in cluster %q: pick another --node, or remove the old one with `haven node remove %s`", req.Node, cc.Name, req.Node)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	caPEM, caKey, err := a.st.CA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := pki.LoadCA(caPEM, caKey)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := ca.SignCSR([]byte(req.CSR), req.Node, a.now())
+	if err != nil {
+		return nil, api.Errorf(http.StatusBadRequest, "csr", "%v", err)
+	}
+	cert, _ := pki.ParseCert(certPEM)
+	resp := &api.JoinResponse{Cluster: cc.Name, ClusterID: cc.ID, CACert: string(caPEM), Cert: string(certPEM), External: cc.External, StoreMembers: cc.StoreMembers}
+	now := a.now().UTC()
+	nrec := store.NodeRecord{Name: req.Node, APIAddr: req.APIAddr, CertSerial: cert.SerialNumber.Text(16), Registered: now}
+
+	if !cc.External {
+		members, err := a.st.Members(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range members {
+			if m.Learner {
+				return nil, api.Errorf(http.StatusServiceUnavailable, "", "another host is joining the store; retry in a few seconds")
+			}
+			if len(m.ClientURLs) > 0 {
+				resp.StoreEndpoints = append(resp.StoreEndpoints, m.ClientURLs...)
+			}
+		}
+		if len(members) < cc.StoreMembers {
+			if !validURL(req.PeerAddr) || !validURL(req.ClientAddr) {
+				return nil, api.Errorf(http.StatusBadRequest, "peer_addr", "a store member needs https peer_addr and client_addr URLs")
+			}
+			id, all, err := a.st.AddLearner(ctx, req.PeerAddr)
+			if err != nil {
+				return nil, api.Errorf(http.StatusServiceUnavailable, "", "add %q to the store: %v; retry", req.Node, err)
+			}
+			var parts []string
+			for _, m := range all {
+				name := m.Name
+				if m.ID == id {
+					name = req.Node
+				}
+				if name == "" {
+					continue // another member that has not started yet
+				}
+				for _, u := range m.PeerURLs {
+					parts = append(parts, name+"="+u)
+				}
+			}
+			resp.Member, resp.MemberID, resp.InitialCluster = true, id, strings.Join(parts, ",")
+			nrec.StoreMember, nrec.MemberID, nrec.PeerAddr, nrec.ClientAddr = true, id, req.PeerAddr, req.ClientAddr
+		}
+	}
+	if err := a.st.RegisterNode(ctx, nrec); err != nil {
+		if resp.Member {
+			_ = a.st.RemoveMember(context.WithoutCancel(ctx), resp.MemberID)
+		}
+		if errors.Is(err, store.ErrExists) {
+			return nil, api.Errorf(http.StatusConflict, "node", "node name %q is in use; pick another --node", req.Node)
+		}
+		return nil, fmt.Errorf("register node %q: %w", req.Node, err)
+	}
+	return resp, nil
+}
+
+func validURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.Port() != ""
+}

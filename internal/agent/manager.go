@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// electionLoop campaigns for the manager office and, each time it is won,
+// runs the WhileManager functions until the office is lost.
+func (a *Agent) electionLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		l, err := a.st.Campaign(ctx, a.cfg.Node, a.cfg.LeaseTTL)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("manager election failed; retrying", "op", "election", "err", err)
+				sleepCtx(ctx, time.Second)
+			}
+			continue
+		}
+		a.mu.Lock()
+		a.leader = l
+		a.mu.Unlock()
+		a.log.Info("became manager", "op", "election", "term", l.Rev())
+		failed := a.term(ctx, l)
+		a.mu.Lock()
+		a.leader = nil
+		a.mu.Unlock()
+		if failed {
+			sleepCtx(ctx, time.Second)
+		}
+	}
+}
+
+// term runs one manager term; it reports whether a manager function failed.
+func (a *Agent) term(ctx context.Context, l *store.Leadership) (failed bool) {
+	info := store.ManagerInfo{Node: a.cfg.Node, Since: a.now().UTC(), Rev: l.Rev()}
+	b, _ := json.Marshal(info)
+	if _, err := l.Do(ctx, clientv3.OpPut(store.KeyManagerInfo, string(b))); err != nil {
+		a.log.Warn("record manager info", "op", "election", "err", err)
+	}
+	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}}
+	for _, p := range a.plugins {
+		if p.WhileManager != nil {
+			fns = append(fns, p)
+		}
+	}
+	errc := make(chan error, len(fns))
+	for _, p := range fns {
+		go func() {
+			err := p.WhileManager(l.Context(), l)
+			if err != nil && l.Context().Err() == nil {
+				a.log.Error("manager function failed; resigning", "op", "manager", "plugin", p.Name, "err", err)
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+	}
+	results := 0
+wait:
+	for {
+		select {
+		case <-l.Done():
+			a.log.Warn("lost the manager office", "op", "election", "term", l.Rev())
+			break wait
+		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = l.Resign(rctx)
+			cancel()
+			a.log.Info("resigned as manager", "op", "election")
+			break wait
+		case err := <-errc:
+			results++
+			if err != nil {
+				failed = true
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_ = l.Resign(rctx)
+				cancel()
+				break wait
+			}
+		}
+	}
+	l.Close()
+	for ; results < len(fns); results++ {
+		<-errc
+	}
+	return failed
+}
+
+// trackNodes is the manager duty of this package: it keeps
+// /haven/nodes/state/<node> (online or offline, since when) in line with
+// the liveness keys.
+func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
+	st := a.st
+	for ctx.Err() == nil {
+		live, rev, err := st.LiveNodes(ctx)
+		if err != nil {
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		regs, err := st.Nodes(ctx)
+		if err != nil {
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		states, err := st.NodeStates(ctx)
+		if err != nil {
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		for _, r := range regs {
+			_, on := live[r.Name]
+			if s, ok := states[r.Name]; !ok || s.Online != on {
+				if err := a.setNodeState(ctx, l, r.Name, on); err != nil {
+					return nil
+				}
+			}
+		}
+		for ev := range st.WatchLive(ctx, rev) {
+			if ev.Resync {
+				break
+			}
+			on := ev.Facts != nil
+			if ev.Facts != nil {
+				if s, ok := states[ev.Node]; ok && s.Online {
+					continue // facts update only
+				}
+			}
+			if err := a.setNodeState(ctx, l, ev.Node, on); err != nil {
+				return nil
+			}
+			states[ev.Node] = store.NodeState{Online: on}
+			if on {
+				a.log.Info("node up", "op", "liveness", "peer", ev.Node)
+			} else {
+				a.log.Warn("node down", "op", "liveness", "peer", ev.Node)
+			}
+		}
+	}
+	return nil
+}
+
+func (a *Agent) setNodeState(ctx context.Context, l *store.Leadership, node string, online bool) error {
+	b, _ := json.Marshal(store.NodeState{Online: online, Since: a.now().UTC()})
+	// Only for registered nodes: a removed node must not reappear.
+	_, err := l.DoIf(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(store.KeyNodeReg(node)), ">", 0)}, clientv3.OpPut(store.KeyNodeState(node), string(b)))
+	if errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,300 @@
+// Package api owns Haven's HTTPS API: the server every agent runs, token
+// authentication with roles, the router other components register their
+// endpoints on (Server.Handle), JSON conventions for bodies and errors, and
+// the cluster endpoints /api/v1/status, /api/v1/nodes and /api/v1/tokens.
+// Its Go client is package api/client.
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// Role is the authority an endpoint requires.
+type Role = store.Role
+
+// Roles. RolePublic endpoints need no token (they authenticate on their
+// own, like /api/v1/join).
+const (
+	RolePublic   Role = ""
+	RoleViewer        = store.RoleViewer
+	RoleOperator      = store.RoleOperator
+	RoleAdmin         = store.RoleAdmin
+)
+
+// MaxBodyBytes bounds request bodies read with DecodeJSON.
+const MaxBodyBytes = 1 << 20
+
+// Error is the JSON error body {"error": ..., "field": ...} with its HTTP
+// status.
+type Error struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Message + " (field " + e.Field + ")"
+	}
+	return e.Message
+}
+
+// Errorf makes an Error.
+func Errorf(status int, field, format string, a ...any) *Error {
+	return &Error{Status: status, Field: field, Message: fmt.Sprintf(format, a...)}
+}
+
+// StatusHook adds to the status answer (for example guest counts).
+type StatusHook func(ctx context.Context, st *Status) error
+
+// Config configures a Server.
+type Config struct {
+	Store  *store.Store
+	Node   string // this agent's node name
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Server is the API server of one agent.
+type Server struct {
+	cfg Config
+	mux *http.ServeMux
+	log *slog.Logger
+	now func() time.Time
+
+	mu    sync.Mutex // guards hooks and srv
+	hooks []StatusHook
+	srv   *http.Server
+}
+
+// New makes a Server with the cluster endpoints registered.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, now: cfg.Now}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.registerCluster()
+	return s
+}
+
+// Store is the store the server reads.
+func (s *Server) Store() *store.Store { return s.cfg.Store }
+
+// Handle registers h for method and pattern (net/http ServeMux syntax, such
+// as "/api/v1/guests/{name}"), requiring a token of at least role unless
+// role is RolePublic. The caller's token is available to h through Caller.
+func (s *Server) Handle(method, pattern string, role Role, h http.Handler) {
+	s.mux.Handle(method+" "+pattern, s.auth(role, h))
+}
+
+// HandleFunc is Handle for a function.
+func (s *Server) HandleFunc(method, pattern string, role Role, h func(http.ResponseWriter, *http.Request)) {
+	s.Handle(method, pattern, role, http.HandlerFunc(h))
+}
+
+// AddStatusHook adds a hook run on every status request.
+func (s *Server) AddStatusHook(h StatusHook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hooks = append(s.hooks, h)
+}
+
+// Handler is the whole API as an http.Handler.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := s.now()
+		rw := &statusWriter{ResponseWriter: w, code: 200}
+		// Unknown paths answer JSON too.
+		if _, pattern := s.mux.Handler(r); pattern == "" {
+			WriteError(w, Errorf(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path))
+			return
+		}
+		s.mux.ServeHTTP(rw, r)
+		s.log.Debug("api request", "op", "api", "method", r.Method, "path", r.URL.Path, "code", rw.code, "took", s.now().Sub(start))
+	})
+}
+
+// Serve serves the API with TLS on l until Shutdown.
+func (s *Server) Serve(l net.Listener, tlsCfg *tls.Config) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	err := srv.Serve(tls.NewListener(l, tlsCfg))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops the server.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return srv.Shutdown(ctx)
+}
+
+type callerKey struct{}
+
+// Caller is the token record of the request's caller (nil on public
+// endpoints).
+func Caller(r *http.Request) *store.TokenRecord {
+	t, _ := r.Context().Value(callerKey{}).(*store.TokenRecord)
+	return t
+}
+
+// BearerToken extracts the token of an Authorization: Bearer header.
+func BearerToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+// Authenticate checks a bearer token against the store. It returns a 401
+// Error for a missing, unknown, wrong or expired token.
+func (s *Server) Authenticate(ctx context.Context, raw string) (*store.TokenRecord, error) {
+	if raw == "" {
+		return nil, Errorf(http.StatusUnauthorized, "", "no API token: pass --token or set HAVEN_TOKEN")
+	}
+	tok, err := pki.ParseToken(raw)
+	if err != nil {
+		return nil, Errorf(http.StatusUnauthorized, "", "malformed API token")
+	}
+	rec, err := s.cfg.Store.Token(ctx, tok.ID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !pki.SecretMatches(tok.Secret, rec.Hash)) {
+		return nil, Errorf(http.StatusUnauthorized, "", "unknown or revoked token")
+	}
+	if err != nil {
+		return nil, Errorf(http.StatusServiceUnavailable, "", "check token: store unavailable: %v", err)
+	}
+	if !rec.Expires.IsZero() && !s.now().Before(rec.Expires) {
+		return nil, Errorf(http.StatusUnauthorized, "", "token %s expired at %s; ask an admin for a new one", rec.ID, rec.Expires.Format(time.RFC3339))
+	}
+	return &rec, nil
+}
+
+func (s *Server) auth(role Role, h http.Handler) http.Handler {
+	if role == RolePublic {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec, err := s.Authenticate(r.Context(), BearerToken(r))
+		if err != nil {
+			WriteError(w, err)
+			return
+		}
+		if rec.Role.Rank() < role.Rank() {
+			WriteError(w, Errorf(http.StatusForbidden, "", "token %s has role %q; this needs %q", rec.ID, displayRole(rec.Role), role))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, rec)))
+	})
+}
+
+func displayRole(r Role) string {
+	if r == "" {
+		return "none"
+	}
+	return string(r)
+}
+
+// WriteJSON writes v as JSON with the status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError writes err as a JSON error. An *Error keeps its status; store
+// sentinels map to 404 (ErrNotFound), 409 (ErrExists, ErrConflict) and 503
+// (ErrNotLeader); anything else is a 500.
+func WriteError(w http.ResponseWriter, err error) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, store.ErrNotFound):
+		e = &Error{Status: http.StatusNotFound, Message: err.Error()}
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
+		e = &Error{Status: http.StatusConflict, Message: err.Error()}
+	case errors.Is(err, store.ErrNotLeader):
+		e = &Error{Status: http.StatusServiceUnavailable, Message: err.Error()}
+	default:
+		e = &Error{Status: http.StatusInternalServerError, Message: err.Error()}
+	}
+	WriteJSON(w, e.Status, e)
+}
+
+// DecodeJSON reads a JSON body of at most MaxBodyBytes into v, rejecting
+// unknown fields. Errors are 400 or 413 Errors ready for WriteError.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return Errorf(http.StatusRequestEntityTooLarge, "", "request body larger than %d bytes", MaxBodyBytes)
+		case errors.As(err, &ute):
+			return Errorf(http.StatusBadRequest, ute.Field, "bad JSON: %s must be %s", ute.Field, ute.Type)
+		case errors.Is(err, io.EOF):
+			return Errorf(http.StatusBadRequest, "", "empty request body; send a JSON object")
+		default:
+			return Errorf(http.StatusBadRequest, "", "bad JSON body: %v", err)
+		}
+	}
+	if dec.More() {
+		return Errorf(http.StatusBadRequest, "", "bad JSON body: more than one value")
+	}
+	return nil
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+
+	"github.com/haven-ha/haven/internal/model"
+)
+
+func init() {
+	Register(&Command{
+		Path:  "node list",
+		Args:  "[-o table|json]",
+		Short: "list the cluster's hosts with their facts",
+		Run:   runNodeList,
+	})
+	Register(&Command{
+		Path:  "node remove",
+		Args:  "NAME",
+		Short: "forget an offline host (registration and store membership)",
+		Run:   runNodeRemove,
+	})
+}
+
+func runNodeList(ctx context.Context, env *Env, args []string) error {
+	fs := flag.NewFlagSet("node list", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var cf clientFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return Usagef("%v", err)
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ns, err := c.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, ns)
+	}
+	tw := newTable(env.Stdout, "NAME", "STATE", "SINCE", "STORE", "MEMORY", "CPUS", "HYPERVISOR", "VERSION", "API")
+	for _, n := range ns {
+		state, mem, cpus, hv, ver := "offline", "", "", "", ""
+		if n.Online {
+			state = "online"
+		}
+		if f := n.Facts; f != nil {
+			mem = fmt.Sprintf("%.1f GiB", float64(f.Memory)/float64(model.GiB))
+			cpus, hv, ver = strconv.Itoa(f.CPUs), f.Hypervisor, f.AgentVersion
+		}
+		storeRole := "client"
+		if n.StoreMember {
+			storeRole = "member"
+		}
+		tw.row(n.Name, state, fmtTime(n.Since), storeRole, mem, cpus, hv, ver, n.APIAddr)
+	}
+	return tw.flush()
+}
+
+func runNodeRemove(ctx context.Context, env *Env, args []string) error {
+	fs := flag.NewFlagSet("node remove", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var cf clientFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return Usagef("%v", err)
+	}
+	if fs.NArg() != 1 {
+		return Usagef("give one node name")
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.RemoveNode(ctx, fs.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "node %q removed\n", fs.Arg(0))
+	return nil
+}

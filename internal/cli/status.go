@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func init() {
+	Register(&Command{
+		Path:  "status",
+		Args:  "[--server URL --token T --ca FILE] [-o table|json]",
+		Short: "show the cluster: manager, quorum, hosts online or offline",
+		Run:   runStatus,
+	})
+}
+
+func runStatus(ctx context.Context, env *Env, args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var cf clientFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return Usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, st)
+	}
+	mgr := st.Manager
+	if mgr == "" {
+		mgr = "(none)"
+	} else if !st.ManagerSince.IsZero() {
+		mgr += " since " + fmtTime(st.ManagerSince)
+	}
+	q := "OK"
+	if !st.Quorum.OK {
+		q = "LOST"
+	}
+	storeKind := "embedded"
+	if st.Store.External {
+		storeKind = "external"
+	}
+	fmt.Fprintf(env.Stdout, "Cluster %s (id %s)\n", st.Cluster, st.ClusterID)
+	fmt.Fprintf(env.Stdout, "Manager: %s\n", mgr)
+	fmt.Fprintf(env.Stdout, "Quorum:  %s (%s store, %d of %d voters online, %d needed)\n\n", q, storeKind, st.Quorum.Online, st.Quorum.Voters, st.Quorum.Needed)
+	tw := newTable(env.Stdout, "HOST", "STATE", "SINCE", "STORE", "ROLE", "API")
+	for _, h := range st.Hosts {
+		role := ""
+		if h.Manager {
+			role = "manager"
+		}
+		storeRole := h.StoreRole
+		if storeRole == "" {
+			storeRole = "client"
+		}
+		tw.row(h.Name, h.State, fmtTime(h.Since), storeRole, role, h.APIAddr)
+	}
+	if err := tw.flush(); err != nil {
+		return err
+	}
+	if st.Guests != nil {
+		fmt.Fprintf(env.Stdout, "\nGuests: %d\n", st.Guests.Total)
+	}
+	return nil
+}
+
+type table struct {
+	tw *tabwriter.Writer
+}
+
+func newTable(w io.Writer, cols ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	t.row(cols...)
+	return t
+}
+
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		if c == "" {
+			cells[i] = "-"
+		}
+	}
+	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}

@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Leadership is this node's term as manager. It is valid while Context()
+// is not done; every write made through it is one etcd transaction that
+// also checks that the election key it won with still exists with the same
+// create revision, so writes of a deposed manager fail with ErrNotLeader.
+type Leadership struct {
+	node    string
+	key     string // election key this node won with
+	rev     int64  // its create revision
+	since   time.Time
+	session *concurrency.Session
+	elec    *concurrency.Election
+	cli     *clientv3.Client
+
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// Campaign blocks until node is elected manager (or ctx ends) and returns
+// the confirmed Leadership. The election runs on a session of its own
+// whose lease has the given TTL: if this node dies, another takes over
+// within about ttl.
+func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*Leadership, error) {
+	for {
+		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(TTLSeconds(ttl))), concurrency.WithContext(context.WithoutCancel(ctx)))
+		if err != nil {
+			return nil, fmt.Errorf("open election session for node %q: %w", node, err)
+		}
+		e := concurrency.NewElection(sess, KeyElection)
+		if err := e.Campaign(ctx, node); err != nil {
+			sess.Close()
+			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
+		}
+		l := &Leadership{node: node, key: e.Key(), rev: e.Rev(), since: time.Now(), session: sess, elec: e, cli: s.cli}
+		l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		// Never trust a win that may be stale: confirm it with a guarded read.
+		resp, err := s.cli.Txn(ctx).If(l.Guard()).Then(clientv3.OpGet(KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))).Commit()
+		if err == nil && resp.Succeeded {
+			kvs := resp.Responses[0].GetResponseRange().Kvs
+			if len(kvs) == 1 && string(kvs[0].Key) == l.key {
+				go l.watch()
+				return l, nil
+			}
+		}
+		l.cancel()
+		sess.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
+		}
+		s.log.Warn("election win was stale; campaigning again", "node", node, "op", "election", "err", err)
+	}
+}
+
+// watch ends the term when the session's lease is lost or the election key
+// disappears or changes hands.
+func (l *Leadership) watch() {
+	defer l.cancel()
+	wch := l.cli.Watch(clientv3.WithRequireLeader(l.ctx), l.key, clientv3.WithRev(l.rev))
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.session.Done():
+			return
+		case wr, ok := <-wch:
+			if !ok {
+				return
+			}
+			if wr.Err() != nil {
+				// Lost the store leader or compacted: confirm directly.
+				cctx, cancel := context.WithTimeout(l.ctx, 2*time.Second)
+				ok := l.Check(cctx) == nil
+				cancel()
+				if !ok {
+					return
+				}
+				wch = l.cli.Watch(clientv3.WithRequireLeader(l.ctx), l.key, clientv3.WithRev(l.rev))
+				continue
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE || ev.Kv.CreateRevision != l.rev {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Node is the manager's node name.
+func (l *Leadership) Node() string { return l.node }
+
+// Key is the election key this term was won with.
+func (l *Leadership) Key() string { return l.key }
+
+// Rev is the create revision of the election key: a term number that
+// grows with every new term.
+func (l *Leadership) Rev() int64 { return l.rev }
+
+// Since is when the term began.
+func (l *Leadership) Since() time.Time { return l.since }
+
+// Context is cancelled when the term ends.
+func (l *Leadership) Context() context.Context { return l.ctx }
+
+// Done is closed when the term ends.
+func (l *Leadership) Done() <-chan struct{} { return l.ctx.Done() }
+
+// Guard is the comparison every manager write carries.
+func (l *Leadership) Guard() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)
+}
+
+// Do applies ops in one transaction if this node is still the manager;
+// ErrNotLeader otherwise.
+func (l *Leadership) Do(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	return l.DoIf(ctx, nil, ops...)
+}
+
+// DoIf applies ops in one transaction if this node is still the manager
+// and every cmp holds. ErrNotLeader if the term is over, ErrConflict if a
+// cmp failed.
+func (l *Leadership) DoIf(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	if l.ctx.Err() != nil {
+		return nil, ErrNotLeader
+	}
+	all := append([]clientv3.Cmp{l.Guard()}, cmps...)
+	resp, err := l.cli.Txn(ctx).If(all...).Then(ops...).Else(clientv3.OpGet(l.key)).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("manager write: %w", err)
+	}
+	if resp.Succeeded {
+		return resp, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 1 && kvs[0].CreateRevision == l.rev {
+		return resp, ErrConflict
+	}
+	l.cancel()
+	return resp, ErrNotLeader
+}
+
+// Check confirms with the store that the term is still valid.
+func (l *Leadership) Check(ctx context.Context) error {
+	_, err := l.Do(ctx)
+	return err
+}
+
+// Resign ends the term and hands the office to the next candidate.
+func (l *Leadership) Resign(ctx context.Context) error {
+	err := l.elec.Resign(ctx)
+	l.cancel()
+	l.session.Close()
+	if err != nil {
+		return fmt.Errorf("resign as manager: %w", err)
+	}
+	return nil
+}
+
+// Close ends the term without waiting: the session is closed, which
+// revokes its lease and so the election key.
+func (l *Leadership) Close() {
+	l.cancel()
+	l.session.Close()
+}
+
+// Manager returns the current manager's node name and election key
+// revision, or ErrNotFound when there is none.
+func (s *Store) Manager(ctx context.Context) (string, int64, error) {
+	resp, err := s.cli.Get(ctx, KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil {
+		return "", 0, fmt.Errorf("read manager: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, ErrNotFound
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision, nil
+}
+
+// IsNotLeader reports whether err means the manager term ended.
+func IsNotLeader(err error) bool { return errors.Is(err, ErrNotLeader) }

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"strings"
+	"time"
+)
+
+// Key layout. Everything Haven keeps lives under Prefix.
+//
+//	/haven/cluster/config          ClusterConfig (written once, at init)
+//	/haven/cluster/manager         ManagerInfo (leader-guarded)
+//	/haven/election/manager/<id>   concurrency.Election keys (value: node name)
+//	/haven/pki/ca.crt, ca.key      cluster CA (PEM)
+//	/haven/nodes/reg/<node>        NodeRecord: persistent registration
+//	/haven/nodes/live/<node>       model.NodeFacts, attached to the node's lease
+//	/haven/nodes/state/<node>      NodeState: online/offline since (leader-guarded)
+//	/haven/tokens/<id>             TokenRecord (secret hashed)
+//
+// Other components add their own subtrees under Prefix (for example
+// /haven/guests/); they should add a constructor here for each.
+const (
+	Prefix           = "/haven/"
+	KeyClusterConfig = Prefix + "cluster/config"
+	KeyManagerInfo   = Prefix + "cluster/manager"
+	KeyElection      = Prefix + "election/manager"
+	KeyCACert        = Prefix + "pki/ca.crt"
+	KeyCAKey         = Prefix + "pki/ca.key"
+	PrefixNodeReg    = Prefix + "nodes/reg/"
+	PrefixNodeLive   = Prefix + "nodes/live/"
+	PrefixNodeState  = Prefix + "nodes/state/"
+	PrefixTokens     = Prefix + "tokens/"
+)
+
+// KeyNodeReg is the registration key of a node.
+func KeyNodeReg(node string) string { return PrefixNodeReg + node }
+
+// KeyNodeLive is the liveness key of a node (exists while its lease lives).
+func KeyNodeLive(node string) string { return PrefixNodeLive + node }
+
+// KeyNodeState is the manager's record of a node's online/offline state.
+func KeyNodeState(node string) string { return PrefixNodeState + node }
+
+// KeyToken is the record of an API or join token.
+func KeyToken(id string) string { return PrefixTokens + id }
+
+// NameFromKey strips a prefix from a key.
+func NameFromKey(prefix, key string) string { return strings.TrimPrefix(key, prefix) }
+
+// ClusterConfig is the cluster's identity and fixed settings.
+type ClusterConfig struct {
+	Name         string    `json:"name"`
+	ID           string    `json:"id"`
+	StoreMembers int       `json:"store_members"` // voting embedded etcd members wanted (3 or 5)
+	External     bool      `json:"external"`      // the store is an external etcd
+	Created      time.Time `json:"created"`
+}
+
+// NodeRecord is a node's persistent registration: name, certificate and
+// addresses. It outlives the node's lease.
+type NodeRecord struct {
+	Name        string    `json:"name"`
+	APIAddr     string    `json:"api_addr"`
+	PeerAddr    string    `json:"peer_addr,omitempty"`
+	ClientAddr  string    `json:"client_addr,omitempty"` // store client URL, when a store member
+	StoreMember bool      `json:"store_member"`
+	MemberID    uint64    `json:"member_id,omitempty"`
+	CertSerial  string    `json:"cert_serial"`
+	Registered  time.Time `json:"registered"`
+}
+
+// NodeState is the manager's view of whether a node is up, and since when.
+type NodeState struct {
+	Online bool      `json:"online"`
+	Since  time.Time `json:"since"`
+}
+
+// ManagerInfo is written by the manager when it takes office.
+type ManagerInfo struct {
+	Node  string    `json:"node"`
+	Since time.Time `json:"since"`
+	Rev   int64     `json:"rev"` // create revision of the election key
+}
+
+// Role is an API token's authority.
+type Role string
+
+const (
+	RoleViewer   Role = "viewer"
+	RoleOperator Role = "operator"
+	RoleAdmin    Role = "admin"
+	RoleJoin     Role = "join" // join tokens: may only call /api/v1/join
+)
+
+// Rank orders roles: a role may do what any lower rank may. Join tokens and
+// unknown roles rank 0.
+func (r Role) Rank() int {
+	switch r {
+	case RoleViewer:
+		return 1
+	case RoleOperator:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { return r.Rank() > 0 || r == RoleJoin }
+
+// TokenRecord is a stored token. Only the secret's hash is kept.
+type TokenRecord struct {
+	ID      string    `json:"id"`
+	Hash    string    `json:"hash"`
+	Role    Role      `json:"role"`
+	Name    string    `json:"name,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+}

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// Liveness defaults: a dead host is seen within TTL (plus up to one store
+// election timeout after a store leader change).
+const (
+	DefaultLeaseTTL  = 5 * time.Second
+	DefaultKeepAlive = 1 * time.Second
+	// MinLeaseTTL is etcd's floor for lease TTLs with the embedded server's
+	// timings: ceil(1.5 * election timeout) = 2 s.
+	MinLeaseTTL = 2 * time.Second
+)
+
+// Liveness holds a node's lease and its live key, renewing the lease every
+// keepalive interval and re-creating both if the lease was lost.
+type Liveness struct {
+	s        *Store
+	node     string
+	ttl      int64
+	interval time.Duration
+	log      *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	facts   model.NodeFacts
+	lease   clientv3.LeaseID
+	renewed time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// TTLSeconds rounds a TTL up to etcd's whole seconds.
+func TTLSeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds())) }
+
+// StartLiveness grants a lease, writes facts at KeyNodeLive(facts.Name)
+// under it and keeps it alive until Stop. It returns once the key is
+// written.
+func (s *Store) StartLiveness(ctx context.Context, facts model.NodeFacts, ttl, keepalive time.Duration) (*Liveness, error) {
+	if ttl < MinLeaseTTL {
+		return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v", ttl, MinLeaseTTL)
+	}
+	if keepalive <= 0 || keepalive >= ttl {
+		return nil, fmt.Errorf("keepalive interval %v must be positive and shorter than the lease TTL %v", keepalive, ttl)
+	}
+	l := &Liveness{s: s, node: facts.Name, ttl: TTLSeconds(ttl), interval: keepalive, log: s.log.With("node", facts.Name), facts: facts, done: make(chan struct{})}
+	if err := l.grant(ctx); err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	l.cancel = cancel
+	go l.loop(lctx)
+	return l, nil
+}
+
+func (l *Liveness) grant(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(l.ttl)*time.Second)
+	defer cancel()
+	g, err := l.s.cli.Grant(ctx, l.ttl)
+	if err != nil {
+		return fmt.Errorf("grant lease for node %q: %w", l.node, err)
+	}
+	l.mu.Lock()
+	facts := l.facts
+	l.mu.Unlock()
+	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), mustJSON(facts), clientv3.WithLease(g.ID)); err != nil {
+		return fmt.Errorf("write liveness of node %q: %w", l.node, err)
+	}
+	l.mu.Lock()
+	l.lease, l.renewed = g.ID, time.Now()
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Liveness) loop(ctx context.Context) {
+	defer close(l.done)
+	t := time.NewTicker(l.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		id := l.lease
+		l.mu.Unlock()
+		kctx, cancel := context.WithTimeout(ctx, l.interval)
+		_, err := l.s.cli.KeepAliveOnce(kctx, id)
+		cancel()
+		switch {
+		case err == nil:
+			l.mu.Lock()
+			l.renewed = time.Now()
+			l.mu.Unlock()
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			l.log.Warn("liveness lease expired; registering again", "op", "liveness")
+			if err := l.grant(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("re-register liveness failed", "op", "liveness", "err", err)
+			}
+		default:
+			if ctx.Err() == nil {
+				l.log.Warn("lease keepalive failed", "op", "liveness", "err", err)
+			}
+		}
+	}
+}
+
+// LastRenewed is when the lease was last renewed (or granted).
+func (l *Liveness) LastRenewed() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.renewed
+}
+
+// Lease is the current lease ID; other keys that should vanish with this
+// host may be attached to it.
+func (l *Liveness) Lease() clientv3.LeaseID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lease
+}
+
+// UpdateFacts rewrites the live key with new facts under the same lease.
+func (l *Liveness) UpdateFacts(ctx context.Context, facts model.NodeFacts) error {
+	l.mu.Lock()
+	l.facts = facts
+	id := l.lease
+	l.mu.Unlock()
+	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), mustJSON(facts), clientv3.WithLease(id)); err != nil {
+		return fmt.Errorf("update facts of node %q: %w", l.node, err)
+	}
+	return nil
+}
+
+// Stop ends the keepalives and revokes the lease, so the node shows as
+// down at once (a graceful stop).
+func (l *Liveness) Stop(ctx context.Context) {
+	l.cancel()
+	<-l.done
+	if _, err := l.s.cli.Revoke(ctx, l.Lease()); err != nil {
+		l.log.Warn("revoke liveness lease", "op", "liveness", "err", err)
+	}
+}
+
+// LiveNodes reads the facts of every live node and the store revision of
+// the read (to start a watch after it).
+func (s *Store) LiveNodes(ctx context.Context) (map[string]model.NodeFacts, int64, error) {
+	resp, err := s.cli.Get(ctx, PrefixNodeLive, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("read live nodes: %w", err)
+	}
+	out := make(map[string]model.NodeFacts, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var f model.NodeFacts
+		if err := json.Unmarshal(kv.Value, &f); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out[NameFromKey(PrefixNodeLive, string(kv.Key))] = f
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// LiveEvent is a change of a node's liveness. Facts is nil when the node
+// went down (its lease expired or was revoked).
+type LiveEvent struct {
+	Node  string
+	Facts *model.NodeFacts
+	Rev   int64
+	// Resync is set on the first event after the watch had to start over
+	// (for example after compaction): the receiver should re-read
+	// LiveNodes. Node and Facts are empty then.
+	Resync bool
+}
+
+// WatchLive sends liveness changes after revision rev (as returned by
+// LiveNodes) until ctx ends; the channel is closed then.
+func (s *Store) WatchLive(ctx context.Context, rev int64) <-chan LiveEvent {
+	ch := make(chan LiveEvent, 16)
+	go func() {
+		defer close(ch)
+		next := rev + 1
+		for ctx.Err() == nil {
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wch := s.cli.Watch(wctx, PrefixNodeLive, clientv3.WithPrefix(), clientv3.WithRev(next))
+			for wr := range wch {
+				if err := wr.Err(); err != nil {
+					if wr.CompactRevision != 0 {
+						next = wr.CompactRevision
+					}
+					select {
+					case ch <- LiveEvent{Resync: true, Rev: next}:
+					case <-ctx.Done():
+					}
+					break
+				}
+				for _, ev := range wr.Events {
+					e := LiveEvent{Node: NameFromKey(PrefixNodeLive, string(ev.Kv.Key)), Rev: ev.Kv.ModRevision}
+					if ev.Type == mvccpb.PUT {
+						var f model.NodeFacts
+						if json.Unmarshal(ev.Kv.Value, &f) == nil {
+							e.Facts = &f
+						}
+					}
+					next = ev.Kv.ModRevision + 1
+					select {
+					case ch <- e:
+					case <-ctx.Done():
+					}
+				}
+			}
+			cancel()
+			if ctx.Err() == nil {
+				select {
+				case <-time.After(200 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+		}
+	}()
+	return ch
+}

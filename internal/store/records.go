@@ -1,0 +1,178 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// InitCluster writes the cluster's identity, CA and first tokens in one
+// transaction; ErrExists if the store already holds a cluster.
+func (s *Store) InitCluster(ctx context.Context, cfg ClusterConfig, caCert, caKey []byte, tokens ...TokenRecord) error {
+	ops := []clientv3.Op{
+		clientv3.OpPut(KeyClusterConfig, mustJSON(cfg)),
+		clientv3.OpPut(KeyCACert, string(caCert)),
+		clientv3.OpPut(KeyCAKey, string(caKey)),
+	}
+	for _, t := range tokens {
+		ops = append(ops, clientv3.OpPut(KeyToken(t.ID), mustJSON(t)))
+	}
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(KeyClusterConfig), "=", 0)).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("create cluster %q in store: %w", cfg.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("create cluster %q: store already holds a cluster: %w", cfg.Name, ErrExists)
+	}
+	return nil
+}
+
+// ClusterConfig reads the cluster's identity.
+func (s *Store) ClusterConfig(ctx context.Context) (ClusterConfig, error) {
+	var c ClusterConfig
+	_, err := s.getJSON(ctx, KeyClusterConfig, &c)
+	return c, err
+}
+
+// CA reads the cluster CA certificate and key (PEM).
+func (s *Store) CA(ctx context.Context) (cert, key []byte, err error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(KeyCACert), clientv3.OpGet(KeyCAKey)).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read cluster CA: %w", err)
+	}
+	c, k := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	if len(c) == 0 || len(k) == 0 {
+		return nil, nil, fmt.Errorf("read cluster CA: %w", ErrNotFound)
+	}
+	return c[0].Value, k[0].Value, nil
+}
+
+// RegisterNode creates a node's registration; ErrExists if the name is
+// taken. extra ops run in the same transaction.
+func (s *Store) RegisterNode(ctx context.Context, rec NodeRecord, extra ...clientv3.Op) error {
+	key := KeyNodeReg(rec.Name)
+	ops := append([]clientv3.Op{clientv3.OpPut(key, mustJSON(rec))}, extra...)
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("register node %q: %w", rec.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("register node %q: %w", rec.Name, ErrExists)
+	}
+	return nil
+}
+
+// UpdateNode overwrites an existing registration.
+func (s *Store) UpdateNode(ctx context.Context, rec NodeRecord) error {
+	key := KeyNodeReg(rec.Name)
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).Then(clientv3.OpPut(key, mustJSON(rec))).Commit()
+	if err != nil {
+		return fmt.Errorf("update node %q: %w", rec.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("update node %q: %w", rec.Name, ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteNode removes a node's registration, liveness and state keys.
+func (s *Store) DeleteNode(ctx context.Context, name string) error {
+	_, err := s.cli.Txn(ctx).Then(
+		clientv3.OpDelete(KeyNodeReg(name)),
+		clientv3.OpDelete(KeyNodeLive(name)),
+		clientv3.OpDelete(KeyNodeState(name)),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("delete node %q: %w", name, err)
+	}
+	return nil
+}
+
+// Node reads one registration.
+func (s *Store) Node(ctx context.Context, name string) (NodeRecord, error) {
+	var r NodeRecord
+	_, err := s.getJSON(ctx, KeyNodeReg(name), &r)
+	if err != nil {
+		return r, fmt.Errorf("node %q: %w", name, err)
+	}
+	return r, nil
+}
+
+// Nodes lists registrations sorted by name.
+func (s *Store) Nodes(ctx context.Context) ([]NodeRecord, error) {
+	return listJSON[NodeRecord](ctx, s, PrefixNodeReg)
+}
+
+// PutToken stores a token record.
+func (s *Store) PutToken(ctx context.Context, t TokenRecord) error {
+	if _, err := s.cli.Put(ctx, KeyToken(t.ID), mustJSON(t)); err != nil {
+		return fmt.Errorf("store token %q: %w", t.ID, err)
+	}
+	return nil
+}
+
+// Token reads a token record; ErrNotFound if unknown.
+func (s *Store) Token(ctx context.Context, id string) (TokenRecord, error) {
+	var t TokenRecord
+	_, err := s.getJSON(ctx, KeyToken(id), &t)
+	return t, err
+}
+
+// Tokens lists token records (hashes included).
+func (s *Store) Tokens(ctx context.Context) ([]TokenRecord, error) {
+	return listJSON[TokenRecord](ctx, s, PrefixTokens)
+}
+
+// DeleteToken revokes a token.
+func (s *Store) DeleteToken(ctx context.Context, id string) error {
+	resp, err := s.cli.Delete(ctx, KeyToken(id))
+	if err != nil {
+		return fmt.Errorf("delete token %q: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("delete token %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// NodeStates reads the manager's online/offline records by node name.
+func (s *Store) NodeStates(ctx context.Context) (map[string]NodeState, error) {
+	resp, err := s.cli.Get(ctx, PrefixNodeState, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read node states: %w", err)
+	}
+	out := map[string]NodeState{}
+	for _, kv := range resp.Kvs {
+		var st NodeState
+		if json.Unmarshal(kv.Value, &st) == nil {
+			out[NameFromKey(PrefixNodeState, string(kv.Key))] = st
+		}
+	}
+	return out, nil
+}
+
+// ManagerInfo reads what the current (or last) manager wrote on taking
+// office.
+func (s *Store) ManagerInfo(ctx context.Context) (ManagerInfo, error) {
+	var m ManagerInfo
+	_, err := s.getJSON(ctx, KeyManagerInfo, &m)
+	return m, err
+}
+
+func listJSON[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := make([]T, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

@@ -1,0 +1,308 @@
+// Package store owns Haven's cluster state in etcd: starting the embedded
+// etcd server (or connecting to an external etcd), the key layout (keys.go),
+// store membership (learners promoted when caught up), node liveness leases,
+// the manager election and leader-guarded writes (Leadership).
+//
+// Other components reach etcd through Store.Client; writes the manager makes
+// must go through a Leadership so that a deposed manager cannot write.
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Defaults for the embedded etcd, tuned for a LAN: a leader failure is seen
+// within about a second. With these, etcd's minimum lease TTL is
+// ceil(1.5 * ElectionMs) = 2 s.
+const (
+	DefaultTickMs              = 100
+	DefaultElectionMs          = 1000
+	DefaultQuotaBytes          = 2 << 30 // 2 GiB backend quota
+	DefaultCompactionRetention = "1h"    // periodic auto-compaction
+)
+
+// Sentinel errors.
+var (
+	ErrNotLeader = errors.New("not the manager any more")
+	ErrConflict  = errors.New("conflicting change")
+	ErrExists    = errors.New("already exists")
+	ErrNotFound  = errors.New("not found")
+)
+
+// EmbeddedConfig describes the embedded etcd member of this host.
+type EmbeddedConfig struct {
+	Name      string // member name: the node name
+	Dir       string // etcd data directory
+	PeerURL   string // https://host:port, listened on and advertised
+	ClientURL string // https://host:port, listened on and advertised
+	// InitialCluster is "name=peerURL,..." when joining an existing
+	// cluster; empty to start a new single-member cluster.
+	InitialCluster string
+	// Existing is true when the member restarts or joins (data dir or
+	// cluster already exists).
+	Existing            bool
+	CAFile              string
+	CertFile            string
+	KeyFile             string
+	TickMs, ElectionMs  uint
+	QuotaBytes          int64
+	CompactionRetention string
+	Logger              *slog.Logger
+}
+
+// ClientConfig says how to reach the store as a client.
+type ClientConfig struct {
+	Endpoints []string
+	TLS       *tls.Config
+	// AutoSync refreshes the endpoints from the member list (embedded
+	// stores only; external etcd endpoints are used as given).
+	AutoSync bool
+}
+
+// Store is a connection to the cluster store, with the embedded server
+// when this host runs one.
+type Store struct {
+	cli    *clientv3.Client
+	server *embed.Etcd
+	log    *slog.Logger
+}
+
+// StartEmbedded starts this host's etcd member and waits until it is ready
+// (or ctx ends).
+func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	cfg.Dir = c.Dir
+	pu, err := url.Parse(c.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse peer URL %q: %w", c.PeerURL, err)
+	}
+	cu, err := url.Parse(c.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse client URL %q: %w", c.ClientURL, err)
+	}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.TickMs = orUint(c.TickMs, DefaultTickMs)
+	cfg.ElectionMs = orUint(c.ElectionMs, DefaultElectionMs)
+	cfg.QuotaBackendBytes = c.QuotaBytes
+	if cfg.QuotaBackendBytes == 0 {
+		cfg.QuotaBackendBytes = DefaultQuotaBytes
+	}
+	cfg.AutoCompactionMode = embed.CompactorModePeriodic
+	cfg.AutoCompactionRetention = c.CompactionRetention
+	if cfg.AutoCompactionRetention == "" {
+		cfg.AutoCompactionRetention = DefaultCompactionRetention
+	}
+	cfg.PreVote = true
+	cfg.InitialClusterToken = "haven"
+	if c.InitialCluster != "" {
+		cfg.InitialCluster = c.InitialCluster
+	} else {
+		cfg.InitialCluster = c.Name + "=" + c.PeerURL
+	}
+	if c.Existing {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	} else {
+		cfg.ClusterState = embed.ClusterStateFlagNew
+	}
+	cfg.PeerTLSInfo.CertFile = c.CertFile
+	cfg.PeerTLSInfo.KeyFile = c.KeyFile
+	cfg.PeerTLSInfo.TrustedCAFile = c.CAFile
+	cfg.PeerTLSInfo.ClientCertAuth = true
+	// Hosts on one machine (or behind NAT) connect from addresses that are
+	// not in their certificates; the private cluster CA is the trust anchor.
+	cfg.PeerTLSInfo.SkipClientSANVerify = true
+	cfg.ClientTLSInfo.CertFile = c.CertFile
+	cfg.ClientTLSInfo.KeyFile = c.KeyFile
+	cfg.ClientTLSInfo.TrustedCAFile = c.CAFile
+	cfg.ClientTLSInfo.ClientCertAuth = true
+	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{embed.StdErrLogOutput}
+	cfg.Logger = "zap"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if c.Logger != nil && c.Logger.Enabled(ctx, slog.LevelDebug) {
+		cfg.ZapLoggerBuilder = nil
+	}
+	cfg.Metrics = "basic"
+	cfg.MaxLearners = 1
+	// etcd's strict check refuses even a learner until the local member has
+	// been connected to a quorum for 5 s, which delays the second and third
+	// joins for no gain: a learner does not vote. Promotion still requires
+	// the learner to have caught up, and Haven removes only members of
+	// hosts that are down.
+	cfg.StrictReconfigCheck = false
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start store member %q: %w", c.Name, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("start store member %q: %w", c.Name, err)
+	case <-ctx.Done():
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("start store member %q: not ready: %w", c.Name, ctx.Err())
+	}
+}
+
+// Connect opens a client connection to the store. server, when not nil, is
+// this host's embedded member, closed with the Store.
+func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg := clientv3.Config{
+		Endpoints:            c.Endpoints,
+		TLS:                  c.TLS,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Logger:               zap.NewNop(),
+	}
+	if c.AutoSync {
+		cfg.AutoSyncInterval = 30 * time.Second
+	}
+	cfg.Context = context.WithoutCancel(ctx)
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to store at %v: %w", c.Endpoints, err)
+	}
+	// Check that the store answers.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Get(cctx, KeyClusterConfig); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("reach store at %v: %w", c.Endpoints, err)
+	}
+	return &Store{cli: cli, server: server, log: log}, nil
+}
+
+// Client is the etcd client, for reads, watches and non-manager writes.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Server is this host's embedded etcd member, or nil.
+func (s *Store) Server() *embed.Etcd { return s.server }
+
+// Close closes the client and stops the embedded member.
+func (s *Store) Close() error {
+	err := s.cli.Close()
+	if s.server != nil {
+		s.server.Close()
+	}
+	return err
+}
+
+// Member is one etcd member.
+type Member struct {
+	ID         uint64   `json:"id"`
+	Name       string   `json:"name"`
+	PeerURLs   []string `json:"peer_urls"`
+	ClientURLs []string `json:"client_urls"`
+	Learner    bool     `json:"learner"`
+}
+
+// Members lists the store's members.
+func (s *Store) Members(ctx context.Context) ([]Member, error) {
+	resp, err := s.cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list store members: %w", err)
+	}
+	out := make([]Member, 0, len(resp.Members))
+	for _, m := range resp.Members {
+		out = append(out, Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner})
+	}
+	return out, nil
+}
+
+// AddLearner adds a non-voting member with the given peer URL and returns
+// its ID and the member list including it (for the new member's
+// InitialCluster).
+func (s *Store) AddLearner(ctx context.Context, peerURL string) (uint64, []Member, error) {
+	resp, err := s.cli.MemberAddAsLearner(ctx, []string{peerURL})
+	if err != nil {
+		return 0, nil, fmt.Errorf("add store learner %s: %w", peerURL, err)
+	}
+	var ms []Member
+	for _, m := range resp.Members {
+		ms = append(ms, Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner})
+	}
+	return resp.Member.ID, ms, nil
+}
+
+// RemoveMember removes a store member.
+func (s *Store) RemoveMember(ctx context.Context, id uint64) error {
+	if _, err := s.cli.MemberRemove(ctx, id); err != nil {
+		return fmt.Errorf("remove store member %x: %w", id, err)
+	}
+	return nil
+}
+
+// Promote turns learner id into a voting member, retrying while it is not
+// yet caught up with the leader, until ctx ends.
+func (s *Store) Promote(ctx context.Context, id uint64) error {
+	delay := 100 * time.Millisecond
+	for {
+		_, err := s.cli.MemberPromote(ctx, id)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, rpctypes.ErrMemberNotLearner) {
+			return nil
+		}
+		s.log.Debug("store member not promoted yet", "member", fmt.Sprintf("%x", id), "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("promote store member %x: %w (last error: %v)", id, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// getJSON reads one JSON value; ErrNotFound when absent.
+func (s *Store) getJSON(ctx context.Context, key string, v any) (int64, error) {
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, ErrNotFound
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own plain structs are encoded
+	}
+	return string(b)
+}
+
+func orUint(v, d uint) uint {
+	if v == 0 {
+		return d
+	}
+	return v
+}
