@@ -336,3 +336,27 @@ func (h *Host) Processes() []ProcRecord {
 // PIDs returns every process running in the host's network namespace,
 // whoever started it.
 func (h *Host) PIDs() ([]int, error) { return netnsPIDs(h.Netns) }
+
+// StartDetached starts s in the host as a process of its own session, not a
+// child this process waits for, and records its PID file; it survives the
+// caller (scripts/testbed.sh start). Output goes to s.Stdout/s.Stderr, which
+// should be files. PowerOff, AgentKill and Destroy find it by its PID file
+// and its namespace.
+func (h *Host) StartDetached(s Spec) (int, error) {
+	if !h.PoweredOn() {
+		return 0, fmt.Errorf("start %q on host %q: %w (power it on first)", s.Path, h.Name, ErrHostOff)
+	}
+	cmd := h.Command(context.Background(), s)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start %q on host %q: %w", s.Path, h.Name, err)
+	}
+	pid := cmd.Process.Pid
+	start, _ := procStart(pid)
+	rec := ProcRecord{PID: pid, Start: start, Role: s.Role, Command: strings.Join(append([]string{s.Path}, s.Args...), " ")}
+	if err := writeFileAtomic(h.procFile(pid), []byte(rec.String())); err != nil {
+		return pid, fmt.Errorf("record process %d on host %q: %w", pid, h.Name, err)
+	}
+	cmd.Process.Release()
+	return pid, nil
+}
