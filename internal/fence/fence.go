@@ -351,6 +351,8 @@ func (f *Fencer) prepare(ctx context.Context, d *Device, node string) (map[strin
 	}
 	w, err := md.Check(check)
 	if err != nil {
+		// Check quotes bad values; a secret's must not show.
+		err = errors.New(redactor(params, d.Secrets)(err.Error()))
 		where := ""
 		if node != "" {
 			where = fmt.Sprintf(" for node %q", node)

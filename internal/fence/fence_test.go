@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -348,6 +349,21 @@ func TestSecretsRedacted(t *testing.T) {
 	// The Fencer still uses the real values.
 	if f.cfg.Devices[0].Params["password"] != pw {
 		t.Error("Config() redaction changed the Fencer's own configuration")
+	}
+}
+
+func TestSecretRedactedFromValidationErrors(t *testing.T) {
+	const secret = "Bool-S3cret-1"
+	f, _ := newFencer(t, Config{
+		Devices: []Device{{Name: "d", Agent: spy(t), Params: map[string]string{"ip": "h", "ssl": secret}, Secrets: []string{"ssl"}, Plugs: map[string]string{"n1": "vm1"}}},
+		Levels:  map[string][]Level{"n1": {{Devices: []string{"d"}}}},
+	})
+	_, verr := f.Validate(context.Background())
+	_, ferr := f.Fence(context.Background(), "n1")
+	for _, err := range []error{verr, ferr} {
+		if err == nil || !strings.Contains(err.Error(), `"ssl" must be a boolean`) || strings.Contains(err.Error(), secret) {
+			t.Errorf("error = %v; want the bad value reported without the secret", err)
+		}
 	}
 }
 
@@ -715,5 +731,43 @@ func TestMetadataAgentFailure(t *testing.T) {
 	_, err := NewMetadataCache(&Runner{}).Get(context.Background(), agent)
 	if err == nil || !strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "exit status 1") {
 		t.Errorf("Get = %v, want the agent's failure", err)
+	}
+}
+
+// BenchmarkFenceDummy measures a whole fence through the real fence_dummy:
+// off, then status to confirm.
+func BenchmarkFenceDummy(b *testing.B) {
+	if _, err := (&Runner{}).Resolve("fence_dummy"); err != nil {
+		b.Skip(err)
+	}
+	st := filepath.Join(b.TempDir(), "st")
+	f, err := New(Config{
+		Devices: []Device{dummyDevice("d", st, nil)},
+		Levels:  map[string][]Level{"n1": {{Devices: []string{"d"}}}},
+	}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := os.WriteFile(st, []byte("on"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.Fence(context.Background(), "n1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRunSpy measures the cost of one agent run itself (a shell script).
+func BenchmarkRunSpy(b *testing.B) {
+	p, err := filepath.Abs("testdata/fence_spy")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &Runner{}
+	for b.Loop() {
+		if _, err := r.Run(context.Background(), p, "monitor", map[string]string{"ip": "h"}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
