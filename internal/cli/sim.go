@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/scenario"
+	"github.com/haven-ha/haven/internal/sim"
+)
+
+func init() {
+	Register(&Command{
+		Path:  "sim run",
+		Args:  "FILE|DIR [--json]",
+		Short: "run scenario files on the simulated cluster; exit 0 only if every expectation and invariant held",
+		Run:   runSim,
+	})
+}
+
+func runSim(ctx context.Context, env *Env, args []string) error {
+	asJSON := false
+	var paths []string
+	for _, a := range args {
+		switch {
+		case a == "--json" || a == "-json":
+			asJSON = true
+		case strings.HasPrefix(a, "-"):
+			return Usagef("unknown flag %s", a)
+		default:
+			paths = append(paths, a)
+		}
+	}
+	if len(paths) == 0 {
+		return Usagef("name a scenario file or a directory of them")
+	}
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("read scenarios: %w", err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			return fmt.Errorf("read scenario directory %q: %w", p, err)
+		}
+		var fs []string
+		for _, e := range ents {
+			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+				fs = append(fs, filepath.Join(p, e.Name()))
+			}
+		}
+		if len(fs) == 0 {
+			return fmt.Errorf("no scenario files (*.yaml) in %q", p)
+		}
+		sort.Strings(fs)
+		files = append(files, fs...)
+	}
+	// Load everything first: a load error stops the run before anything runs.
+	var scs []*scenario.Scenario
+	var loadErrs []string
+	for _, f := range files {
+		sc, err := scenario.Load(f)
+		if err != nil {
+			loadErrs = append(loadErrs, err.Error())
+			continue
+		}
+		scs = append(scs, sc)
+	}
+	if len(loadErrs) > 0 {
+		for _, e := range loadErrs {
+			fmt.Fprintln(env.Stderr, e)
+		}
+		fmt.Fprintf(env.Stderr, "haven sim run: %d scenario file(s) did not load; fix them and run again\n", len(loadErrs))
+		return &ExitError{Code: 1}
+	}
+	passed, failed := 0, 0
+	for _, sc := range scs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r := sim.Run(sc, sim.Options{})
+		if asJSON {
+			r.WriteJSON(env.Stdout)
+		} else {
+			r.WriteText(env.Stdout)
+		}
+		passed += r.Passed()
+		failed += r.Failed()
+	}
+	fmt.Fprintf(env.Stdout, "%d passed, %d failed\n", passed, failed)
+	if failed > 0 {
+		return &ExitError{Code: 1}
+	}
+	return nil
+}

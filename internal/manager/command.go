@@ -1,0 +1,160 @@
+package manager
+
+import (
+	"fmt"
+
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// Validate reports whether an operator command can be carried out now, with
+// a reason wrapping one of the Err sentinels when it cannot. The API calls it
+// to answer synchronously; Step applies the same check.
+func Validate(s *State, c Command) error { return s.Validate(c) }
+
+// Validate is the method form of Validate.
+func (s *State) Validate(c Command) error {
+	switch c.Kind {
+	case CmdMaintenanceOn, CmdMaintenanceOff:
+		n := s.node(c.Node)
+		if n == nil {
+			return fmt.Errorf("%s: node %q: %w", c, c.Node, ErrUnknownNode)
+		}
+		if c.Kind == CmdMaintenanceOn && n.Maintenance {
+			return fmt.Errorf("%s: %w", c, ErrInMaintenance)
+		}
+		if c.Kind == CmdMaintenanceOff && !n.Maintenance {
+			return fmt.Errorf("%s: %w", c, ErrNotInMaintenance)
+		}
+		return nil
+	case CmdStart, CmdStop, CmdDisable, CmdMigrate, CmdRelocate:
+	default:
+		return fmt.Errorf("command %q: %w", c.Kind, ErrUnknownCommand)
+	}
+	g := s.Guest(c.Guest)
+	if g == nil {
+		return fmt.Errorf("%s guest %q: %w", c.Kind, c.Guest, ErrUnknownGuest)
+	}
+	if c.Kind != CmdMigrate && c.Kind != CmdRelocate {
+		return nil
+	}
+	wrap := func(err error) error {
+		return fmt.Errorf("%s guest %q to node %q: %w", c.Kind, c.Guest, c.Node, err)
+	}
+	if s.node(c.Node) == nil {
+		return wrap(ErrUnknownNode)
+	}
+	if c.Kind == CmdMigrate {
+		if !g.Spec.Migratable {
+			return wrap(ErrNotMigratable)
+		}
+		if !g.Running || g.State != GuestStarted {
+			return wrap(ErrNotRunning)
+		}
+	}
+	if g.State == GuestFencing {
+		return wrap(ErrFencing)
+	}
+	if g.Op != nil {
+		return wrap(ErrBusy)
+	}
+	if g.Node == c.Node {
+		return wrap(ErrSameNode)
+	}
+	if err := s.canTake(g, c.Node); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// canTake reports why node cannot take guest g now, or nil.
+func (s *State) canTake(g *Guest, node string) error {
+	n := s.node(node)
+	switch {
+	case n == nil:
+		return ErrUnknownNode
+	case n.Status != NodeOnline:
+		return ErrNodeOffline
+	case n.Maintenance:
+		return ErrNodeMaintenance
+	case n.Shutdown != nil:
+		return ErrNodeShuttingDown
+	case !s.allowed(g, node):
+		return ErrOutsideDomain
+	}
+	if s.Usage()[node]+g.Spec.Memory > n.Memory {
+		return ErrNoRoom
+	}
+	return nil
+}
+
+func (st *stepper) command(c Command) {
+	s := st.s
+	if err := s.Validate(c); err != nil {
+		st.acts = append(st.acts, Action{Kind: ActReject, Guest: c.Guest, Node: c.Node, Msg: err.Error(), Err: err})
+		return
+	}
+	switch c.Kind {
+	case CmdMaintenanceOn:
+		s.node(c.Node).Maintenance = true
+		st.logf("node %s is in maintenance", c.Node)
+		return
+	case CmdMaintenanceOff:
+		n := s.node(c.Node)
+		n.Maintenance = false
+		st.logf("node %s is out of maintenance", c.Node)
+		if n.Status == NodeOnline {
+			st.markReturns(c.Node)
+		} else {
+			for _, g := range s.Guests {
+				if g.EvacuatedFrom == c.Node {
+					g.EvacuatedFrom = ""
+				}
+			}
+		}
+		for _, g := range s.Guests {
+			g.FailbackBlocked = false
+		}
+		return
+	}
+	g := s.Guest(c.Guest)
+	switch c.Kind {
+	case CmdStart:
+		g.Spec.State = model.DesiredStarted
+		g.Restarts, g.Moves, g.Tried = 0, 0, nil
+		switch g.State {
+		case GuestStopped, GuestDisabled, GuestFailed:
+			if g.Running {
+				g.State = GuestStarted
+			} else if g.Op == nil {
+				g.State = GuestRecovering
+				g.Need = NeedNode
+				g.RetryAt = st.now
+			}
+		}
+	case CmdStop, CmdDisable:
+		if c.Kind == CmdDisable {
+			g.Spec.State = model.DesiredDisabled
+			g.Restarts, g.Moves, g.Tried = 0, 0, nil
+		} else {
+			g.Spec.State = model.DesiredStopped
+		}
+		switch {
+		case g.Running && g.Op == nil:
+			st.stop(g, PurposeOperator, "", g.State == GuestFailed)
+		case !g.Running && g.Op == nil && g.State != GuestFencing:
+			st.settleDesired(g)
+		}
+	case CmdMigrate:
+		st.move(g, c.Node, PurposeOperator)
+	case CmdRelocate:
+		if g.Running {
+			st.stop(g, PurposeOperator, c.Node, g.State == GuestFailed)
+			return
+		}
+		g.Node = c.Node
+		if g.State == GuestRecovering {
+			g.Need = NeedNode
+		}
+		st.logf("%s is now recorded on %s", g.Spec.Name, c.Node)
+	}
+}

@@ -1,0 +1,239 @@
+package manager
+
+import (
+	"time"
+
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/placement"
+)
+
+// reconcile runs after every event: fencing, restart windows, convergence to
+// the desired state, shutdown stops, unfreezing, placement, shutdown
+// readiness.
+func (st *stepper) reconcile() {
+	s := st.s
+	now := st.now
+	for _, n := range s.Nodes {
+		if n.Status != NodeFailed || n.Fence == nil {
+			continue
+		}
+		if s.Config.Fencing == model.FencingWatchdog {
+			if !now.Before(n.Fence.DeadlineAt) {
+				st.fenced(n)
+			}
+			continue
+		}
+		if !n.Fence.InFlight && !now.Before(n.Fence.RetryAt) {
+			n.Fence.Attempt = st.newID()
+			n.Fence.InFlight = true
+			st.acts = append(st.acts, Action{Kind: ActFence, Node: n.Name, Op: n.Fence.Attempt})
+		}
+	}
+	for _, g := range s.Guests {
+		if (g.Restarts > 0 || g.Moves > 0 || len(g.Tried) > 0) && g.Running && g.State == GuestStarted &&
+			!g.RunningSince.IsZero() && now.Sub(g.RunningSince) >= g.Spec.RestartWindow {
+			g.Restarts, g.Moves, g.Tried = 0, 0, nil
+			st.logf("%s ran %s without trouble: restart and move counts cleared", g.Spec.Name, g.Spec.RestartWindow)
+		}
+		if g.Op != nil {
+			continue
+		}
+		desired := g.Spec.State
+		if desired == "" {
+			desired = model.DesiredStarted
+		}
+		n := s.node(g.Node)
+		switch {
+		case g.Running && g.State != GuestFailed && desired != model.DesiredStarted:
+			st.stop(g, PurposeDesired, "", false)
+		case !g.Running && desired != model.DesiredStarted && (g.State == GuestRecovering || g.State == GuestFrozen || g.State == GuestStarted):
+			st.settleDesired(g)
+		case g.Running && g.State == GuestStarted && n != nil && n.Shutdown != nil && !n.Shutdown.Ready &&
+			n.Status == NodeOnline && n.Shutdown.Policy != model.ShutdownMigrate:
+			p := PurposeShutdown
+			if n.Shutdown.Policy == model.ShutdownFreeze {
+				p = PurposeFreeze
+			}
+			st.stop(g, p, "", false)
+		case g.State == GuestFrozen && n != nil && n.Status == NodeOnline && n.Shutdown == nil:
+			id := st.newID()
+			g.Op = &Op{ID: id, Kind: OpStart, Node: n.Name, Purpose: PurposeUnfreeze}
+			g.State = GuestStarted
+			st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: n.Name, Op: id, Msg: "unfreeze"})
+		}
+	}
+	st.place()
+	for _, n := range s.Nodes {
+		if n.Shutdown == nil || n.Shutdown.Ready || n.Status != NodeOnline || !st.empty(n.Name) {
+			continue
+		}
+		n.Shutdown.Ready = true
+		st.acts = append(st.acts, Action{Kind: ActShutdownReady, Node: n.Name})
+	}
+}
+
+func (st *stepper) stop(g *Guest, p Purpose, target string, force bool) {
+	id := st.newID()
+	g.Op = &Op{ID: id, Kind: OpStop, Node: g.Node, Target: target, Purpose: p, Force: force}
+	msg := string(p)
+	if target != "" {
+		msg += ", to start on " + target
+	}
+	st.acts = append(st.acts, Action{Kind: ActStop, Guest: g.Spec.Name, Node: g.Node, Op: id, Force: force, Msg: msg})
+}
+
+// empty reports whether nothing runs on node and no operation involves it
+// (frozen guests do not count).
+func (st *stepper) empty(node string) bool {
+	for _, g := range st.s.Guests {
+		if g.Running && g.Node == node {
+			return false
+		}
+		if op := g.Op; op != nil && (op.Node == node || op.Target == node) {
+			return false
+		}
+	}
+	return true
+}
+
+type want struct {
+	g       *Guest
+	purpose Purpose
+	move    bool // a running guest moves (migrate or stop+start)
+}
+
+// place gathers every guest that needs a node in this step, places them one
+// at a time in name order, and issues the operations.
+func (st *stepper) place() {
+	s := st.s
+	used := make([]int64, len(s.Nodes))
+	cnt := make([]int, len(s.Nodes))
+	s.count(used, cnt)
+	snap := placement.Snapshot{Nodes: make([]placement.Node, len(s.Nodes))}
+	for i, n := range s.Nodes {
+		snap.Nodes[i] = placement.Node{
+			Name: n.Name, Memory: n.Memory, Used: used[i], Guests: cnt[i],
+			Eligible: n.Status == NodeOnline && !n.Maintenance && n.Shutdown == nil,
+		}
+	}
+	idx := func(name string) int {
+		if i, ok := s.nodeIdx[name]; ok {
+			return i
+		}
+		return -1
+	}
+	var reqs []placement.Request
+	var wants []want
+	for _, g := range s.Guests {
+		if g.Op != nil || (g.Spec.State != model.DesiredStarted && g.Spec.State != "") {
+			g.ReturnTo = ""
+			continue
+		}
+		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
+		switch {
+		case g.State == GuestRecovering:
+			if st.now.Before(g.RetryAt) {
+				continue
+			}
+			for _, t := range g.Tried {
+				if i := idx(t); i >= 0 {
+					r.Tried = append(r.Tried, i)
+				}
+			}
+			p := PurposePlace
+			switch g.Need {
+			case NeedRestart:
+				i := idx(g.Node)
+				if i >= 0 && snap.Nodes[i].Eligible {
+					r.Prefer, r.PreferOnly, r.Tried = i, true, nil
+					p = PurposeRestart
+				} else {
+					g.Need = NeedPlace
+				}
+			case NeedNode:
+				if i := idx(g.Node); i >= 0 && s.allowed(g, g.Node) {
+					r.Prefer = i
+				}
+			case NeedMove:
+				r.LastFailed = idx(g.Node)
+				p = PurposeMove
+			}
+			reqs = append(reqs, r)
+			wants = append(wants, want{g: g, purpose: p})
+		case g.State == GuestStarted && g.Running:
+			n := s.node(g.Node)
+			if n == nil {
+				continue
+			}
+			switch {
+			case n.Maintenance || (n.Shutdown != nil && n.Shutdown.Policy == model.ShutdownMigrate && n.Status == NodeOnline):
+				reqs = append(reqs, r)
+				wants = append(wants, want{g: g, purpose: PurposeEvacuate, move: true})
+			case g.ReturnTo != "":
+				if i := idx(g.ReturnTo); i >= 0 && g.ReturnTo != g.Node {
+					r.Prefer, r.PreferOnly = i, true
+					reqs = append(reqs, r)
+					wants = append(wants, want{g: g, purpose: PurposeReturn, move: true})
+				}
+				g.ReturnTo = ""
+			case r.Tiers != nil && !g.OperatorPlaced && !g.FailbackBlocked && !s.domain(g.Spec.Domain).NoFailback:
+				cur := placement.TierOf(r.Tiers, idx(g.Node))
+				if cur > 0 {
+					r.MaxTier = cur
+					reqs = append(reqs, r)
+					wants = append(wants, want{g: g, purpose: PurposeFailback, move: true})
+				}
+			}
+		default:
+			g.ReturnTo = ""
+		}
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	plan := placement.Plan(&snap, reqs)
+	for i, a := range plan {
+		w := wants[i]
+		g := w.g
+		if a.Node < 0 {
+			if w.purpose == PurposeReturn {
+				st.logf("%s stays on %s: %s cannot take it", g.Spec.Name, g.Node, s.Nodes[reqs[i].Prefer].Name)
+			}
+			continue
+		}
+		target := s.Nodes[a.Node].Name
+		if w.move {
+			st.move(g, target, w.purpose)
+			continue
+		}
+		if a.ClearedTried {
+			g.Tried = []string{g.Node}
+			st.logf("%s: every candidate was tried; trying them again except %s", g.Spec.Name, g.Node)
+		}
+		if w.purpose == PurposeMove {
+			g.Moves++
+			st.logf("%s moves to %s (move %d of %d)", g.Spec.Name, target, g.Moves, g.Spec.MaxRelocations)
+		}
+		if target != g.Node {
+			g.Restarts = 0
+		}
+		id := st.newID()
+		g.Op = &Op{ID: id, Kind: OpStart, Node: target, Purpose: w.purpose}
+		g.Node = target
+		g.State = GuestStarted
+		g.Need = ""
+		g.RetryAt = time.Time{}
+		st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: target, Op: id, Msg: string(w.purpose)})
+	}
+}
+
+// move moves a running guest: live if migratable, else stop then start.
+func (st *stepper) move(g *Guest, target string, p Purpose) {
+	if g.Spec.Migratable {
+		id := st.newID()
+		g.Op = &Op{ID: id, Kind: OpMigrate, Node: g.Node, Target: target, Purpose: p}
+		st.acts = append(st.acts, Action{Kind: ActMigrate, Guest: g.Spec.Name, Node: g.Node, Target: target, Op: id, Msg: string(p)})
+		return
+	}
+	st.stop(g, p, target, false)
+}

@@ -1,0 +1,271 @@
+package manager
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/placement"
+)
+
+// State is the manager's whole view: configuration, nodes, domains, guests
+// and their runtime state. It is plain data (see Restore); Step changes it in
+// place. Nodes and Guests are kept sorted by name.
+type State struct {
+	Config  Config         `json:"config"`
+	Nodes   []*Node        `json:"nodes"`
+	Domains []model.Domain `json:"domains,omitempty"`
+	Guests  []*Guest       `json:"guests"`
+	NextID  uint64         `json:"next_id"`
+
+	nodeIdx  map[string]int
+	guestIdx map[string]int
+	tiers    map[string][][]int
+}
+
+// New returns an empty state for a cluster with the given configuration.
+func New(cfg Config) *State {
+	if cfg.Fencing == "" {
+		cfg.Fencing = model.FencingAgent
+	}
+	if cfg.ShutdownPolicy == "" {
+		cfg.ShutdownPolicy = model.ShutdownMigrate
+	}
+	if cfg.Timings == (Timings{}) {
+		cfg.Timings = DefaultTimings()
+	}
+	s := &State{Config: cfg, NextID: 1}
+	s.reindex()
+	return s
+}
+
+// AddNode configures a node (offline until a Sync or NodeUp says otherwise).
+func (s *State) AddNode(name string, memory int64, cpus int) error {
+	if _, ok := s.nodeIdx[name]; ok {
+		return fmt.Errorf("add node %q: already configured", name)
+	}
+	s.Nodes = append(s.Nodes, &Node{Name: name, Memory: memory, CPUs: cpus, Status: NodeOffline})
+	sort.Slice(s.Nodes, func(a, b int) bool { return s.Nodes[a].Name < s.Nodes[b].Name })
+	s.reindex()
+	return nil
+}
+
+// AddDomain configures a failover domain. Members must be configured nodes.
+func (s *State) AddDomain(d model.Domain) error {
+	for _, x := range s.Domains {
+		if x.Name == d.Name {
+			return fmt.Errorf("add domain %q: already configured", d.Name)
+		}
+	}
+	for _, m := range d.Members {
+		if _, ok := s.nodeIdx[m.Node]; !ok {
+			return fmt.Errorf("add domain %q: member %q: %w", d.Name, m.Node, ErrUnknownNode)
+		}
+	}
+	s.Domains = append(s.Domains, d)
+	s.tiers = nil
+	return nil
+}
+
+// AddGuest configures a guest. With running set it runs on spec.Node now
+// (adopted without a start); otherwise a guest whose desired state is
+// started is placed by the next step, on spec.Node when it can take it.
+func (s *State) AddGuest(spec model.GuestSpec, running bool) error {
+	if _, ok := s.guestIdx[spec.Name]; ok {
+		return fmt.Errorf("add guest %q: already configured", spec.Name)
+	}
+	if spec.Node != "" {
+		if _, ok := s.nodeIdx[spec.Node]; !ok {
+			return fmt.Errorf("add guest %q: node %q: %w", spec.Name, spec.Node, ErrUnknownNode)
+		}
+	}
+	if spec.Domain != "" && s.domain(spec.Domain) == nil {
+		return fmt.Errorf("add guest %q: domain %q is not configured", spec.Name, spec.Domain)
+	}
+	g := &Guest{Spec: spec, Node: spec.Node}
+	switch {
+	case running && spec.Node != "":
+		g.Running = true
+		g.State = GuestStarted
+	case spec.State == model.DesiredDisabled:
+		g.State = GuestDisabled
+	case spec.State == model.DesiredStopped:
+		g.State = GuestStopped
+	default:
+		g.State = GuestRecovering
+		g.Need = NeedNode
+	}
+	s.Guests = append(s.Guests, g)
+	sort.Slice(s.Guests, func(a, b int) bool { return s.Guests[a].Spec.Name < s.Guests[b].Spec.Name })
+	s.reindex()
+	return nil
+}
+
+// Restore decodes a state saved with json.Marshal and checks it.
+func Restore(data []byte) (*State, error) {
+	s := &State{}
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, fmt.Errorf("restore manager state: %w", err)
+	}
+	sort.Slice(s.Nodes, func(a, b int) bool { return s.Nodes[a].Name < s.Nodes[b].Name })
+	sort.Slice(s.Guests, func(a, b int) bool { return s.Guests[a].Spec.Name < s.Guests[b].Spec.Name })
+	s.reindex()
+	if len(s.nodeIdx) != len(s.Nodes) || len(s.guestIdx) != len(s.Guests) {
+		return nil, fmt.Errorf("restore manager state: duplicate node or guest names")
+	}
+	for _, g := range s.Guests {
+		if g.Node != "" && s.node(g.Node) == nil {
+			return nil, fmt.Errorf("restore manager state: guest %q on unknown node %q", g.Spec.Name, g.Node)
+		}
+	}
+	if s.NextID == 0 {
+		s.NextID = 1
+	}
+	return s, nil
+}
+
+// Guest returns the guest named name, or nil.
+func (s *State) Guest(name string) *Guest {
+	if i, ok := s.guestIdx[name]; ok {
+		return s.Guests[i]
+	}
+	return nil
+}
+
+// Node returns the node named name, or nil.
+func (s *State) Node(name string) *Node { return s.node(name) }
+
+func (s *State) node(name string) *Node {
+	if i, ok := s.nodeIdx[name]; ok {
+		return s.Nodes[i]
+	}
+	return nil
+}
+
+func (s *State) domain(name string) *model.Domain {
+	for i := range s.Domains {
+		if s.Domains[i].Name == name {
+			return &s.Domains[i]
+		}
+	}
+	return nil
+}
+
+func (s *State) reindex() {
+	s.nodeIdx = make(map[string]int, len(s.Nodes))
+	for i, n := range s.Nodes {
+		s.nodeIdx[n.Name] = i
+	}
+	s.guestIdx = make(map[string]int, len(s.Guests))
+	for i, g := range s.Guests {
+		s.guestIdx[g.Spec.Name] = i
+	}
+	s.tiers = nil
+}
+
+// tiersOf returns the guest's tiers of node indices (nil: one tier of all).
+func (s *State) tiersOf(g *Guest) [][]int {
+	if g.Spec.Domain == "" {
+		return nil
+	}
+	if s.tiers == nil {
+		s.tiers = map[string][][]int{}
+	}
+	if t, ok := s.tiers[g.Spec.Domain]; ok {
+		return t
+	}
+	d := s.domain(g.Spec.Domain)
+	if d == nil {
+		return nil
+	}
+	t := placement.Tiers(*d, func(n string) int {
+		if i, ok := s.nodeIdx[n]; ok {
+			return i
+		}
+		return -1
+	}, len(s.Nodes))
+	s.tiers[g.Spec.Domain] = t
+	return t
+}
+
+// allowed reports whether node may run guest g at all (restricted domains).
+func (s *State) allowed(g *Guest, node string) bool {
+	if g.Spec.Domain == "" {
+		return true
+	}
+	d := s.domain(g.Spec.Domain)
+	if d == nil || !d.Restricted {
+		return true
+	}
+	for _, m := range d.Members {
+		if m.Node == node {
+			return true
+		}
+	}
+	return false
+}
+
+// NextTimer returns the earliest moment at which a step would do something
+// because time passed (fence retry, watchdog deadline, restart delay), and
+// false when nothing waits on time. Callers step at that moment as well as at
+// every Tick.
+func (s *State) NextTimer() (time.Time, bool) {
+	var t time.Time
+	ok := false
+	take := func(x time.Time) {
+		if !ok || x.Before(t) {
+			t, ok = x, true
+		}
+	}
+	for _, n := range s.Nodes {
+		if n.Status == NodeFailed && n.Fence != nil {
+			if s.Config.Fencing == model.FencingWatchdog {
+				take(n.Fence.DeadlineAt)
+			} else if !n.Fence.InFlight {
+				take(n.Fence.RetryAt)
+			}
+		}
+	}
+	for _, g := range s.Guests {
+		if g.State == GuestRecovering && g.Op == nil && !g.RetryAt.IsZero() {
+			take(g.RetryAt)
+		}
+	}
+	return t, ok
+}
+
+// Usage returns the memory and the number of guests counted on each node
+// (running, starting, stopping, frozen, or arriving by migration), by name.
+func (s *State) Usage() map[string]int64 {
+	used := make([]int64, len(s.Nodes))
+	cnt := make([]int, len(s.Nodes))
+	s.count(used, cnt)
+	m := make(map[string]int64, len(s.Nodes))
+	for i, n := range s.Nodes {
+		m[n.Name] = used[i]
+	}
+	return m
+}
+
+func (s *State) count(used []int64, cnt []int) {
+	add := func(node string, mem int64) {
+		if i, ok := s.nodeIdx[node]; ok && node != "" {
+			used[i] += mem
+			cnt[i]++
+		}
+	}
+	for _, g := range s.Guests {
+		m := g.Spec.Memory
+		switch {
+		case g.Running || g.State == GuestFrozen:
+			add(g.Node, m)
+		case g.Op != nil && g.Op.Kind == OpStart:
+			add(g.Op.Node, m)
+		}
+		if g.Op != nil && g.Op.Target != "" {
+			add(g.Op.Target, m)
+		}
+	}
+}

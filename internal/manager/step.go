@@ -1,0 +1,500 @@
+package manager
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// stepper carries one step's time and output.
+type stepper struct {
+	s    *State
+	now  time.Time
+	acts []Action
+}
+
+func (st *stepper) logf(format string, a ...any) {
+	st.acts = append(st.acts, Action{Kind: ActLog, Msg: fmt.Sprintf(format, a...)})
+}
+
+func (st *stepper) newID() uint64 {
+	id := st.s.NextID
+	st.s.NextID++
+	return id
+}
+
+// Step applies one event at time now, then reconciles: it fences failed
+// nodes, places guests that need a node, evacuates, fails back, and returns
+// the actions for the caller to carry out, in order. The state is changed in
+// place (it is the new view). Step ends with ActPersist: the caller saves the
+// state before executing the other actions' effects it cannot undo.
+//
+// A Command that Validate rejects yields an ActReject and changes nothing.
+func (s *State) Step(now time.Time, ev Event) []Action {
+	st := &stepper{s: s, now: now}
+	switch e := ev.(type) {
+	case Tick:
+	case Sync:
+		st.sync(e)
+	case NodeUp:
+		st.nodeUp(e.NodeReport)
+	case NodeDown:
+		st.nodeDown(e.Node)
+	case NodeLeft:
+		st.nodeLeft(e.Node)
+	case NodeShutdown:
+		st.nodeShutdown(e)
+	case Inventory:
+		st.inventory(e.Node, e.Running)
+	case GuestResult:
+		st.result(e)
+	case GuestCrashed:
+		st.crashed(e)
+	case FenceResult:
+		st.fenceResult(e)
+	case Command:
+		st.command(e)
+	default:
+		panic(fmt.Sprintf("manager: unknown event %T", ev))
+	}
+	st.reconcile()
+	st.acts = append(st.acts, Action{Kind: ActPersist})
+	return st.acts
+}
+
+func (st *stepper) sync(e Sync) {
+	up := map[string]NodeReport{}
+	for _, r := range e.Nodes {
+		up[r.Name] = r
+	}
+	for _, n := range st.s.Nodes {
+		r, ok := up[n.Name]
+		switch {
+		case ok && n.Status != NodeOnline:
+			st.nodeUp(r)
+		case ok:
+			if !r.Stale {
+				st.inventory(n.Name, r.Running)
+			}
+		case n.Status == NodeOnline:
+			st.nodeDown(n.Name)
+		}
+	}
+}
+
+func (st *stepper) nodeUp(r NodeReport) {
+	n := st.s.node(r.Name)
+	if n == nil {
+		st.logf("node %s is not configured; ignoring it", r.Name)
+		return
+	}
+	if r.Memory > 0 {
+		n.Memory = r.Memory
+	}
+	if r.CPUs > 0 {
+		n.CPUs = r.CPUs
+	}
+	prev := n.Status
+	n.Status = NodeOnline
+	n.DownAt = time.Time{}
+	running := map[string]bool{}
+	for _, g := range r.Running {
+		running[g] = true
+	}
+	if prev == NodeFailed {
+		rebooted := r.BootID == "" || r.BootID != n.BootID
+		st.logf("node %s is back before it was fenced; no fence needed", n.Name)
+		n.Fence = nil
+		for _, g := range st.s.Guests {
+			if g.State != GuestFencing || g.Node != n.Name {
+				continue
+			}
+			if !rebooted && running[g.Spec.Name] {
+				g.State = GuestStarted // still running there; a stop follows if it should not run
+				g.Running = true
+				continue
+			}
+			st.afterFence(g)
+		}
+	} else if prev != NodeOnline {
+		st.logf("node %s is online", n.Name)
+	}
+	n.BootID = r.BootID
+	if !r.Stale {
+		st.inventory(n.Name, r.Running)
+	}
+	for _, g := range st.s.Guests {
+		g.FailbackBlocked = false
+	}
+	if sd := n.Shutdown; sd != nil && prev != NodeOnline {
+		n.Shutdown = nil
+		if sd.Policy == model.ShutdownMigrate {
+			st.markReturns(n.Name)
+		}
+	}
+}
+
+// markReturns asks every guest that the maintenance or shutdown of node
+// moved away to come back, once.
+func (st *stepper) markReturns(node string) {
+	for _, g := range st.s.Guests {
+		if g.EvacuatedFrom == node {
+			g.EvacuatedFrom = ""
+			if g.Running && !g.OperatorPlaced {
+				g.ReturnTo = node
+			}
+		}
+	}
+}
+
+func (st *stepper) nodeDown(name string) {
+	n := st.s.node(name)
+	if n == nil || n.Status != NodeOnline {
+		return
+	}
+	n.Status = NodeOffline
+	n.DownAt = st.now
+	n.Shutdown = nil
+	needFence := false
+	for _, g := range st.s.Guests {
+		if g.ReturnTo == name {
+			g.ReturnTo = ""
+		}
+		if g.EvacuatedFrom == name {
+			g.EvacuatedFrom = ""
+		}
+		op := g.Op
+		switch {
+		case g.Node == name && g.Running:
+			// Running there (incl. a stop or the source of a migration).
+			g.State = GuestFencing
+			g.Op = nil
+			needFence = true
+		case op != nil && op.Kind == OpStart && op.Node == name:
+			g.State = GuestFencing
+			g.Node = name
+			g.Op = nil
+			needFence = true
+		case op != nil && op.Kind == OpStop && op.Target == name:
+			// A relocation towards the failed node: start elsewhere after the stop.
+			op.Target = ""
+			op.Purpose = PurposePlace
+		case g.State == GuestRecovering && g.Node == name && (g.Need == NeedRestart || g.Need == NeedNode):
+			g.Need = NeedPlace
+		}
+	}
+	if !needFence {
+		st.logf("node %s is offline; nothing ran there, no fence needed", name)
+		return
+	}
+	n.Status = NodeFailed
+	t := st.s.Config.Timings
+	n.Fence = &Fence{RetryAt: st.now, DeadlineAt: st.now.Add(t.WatchdogTimeout + t.WatchdogMargin)}
+	if st.s.Config.Fencing == model.FencingWatchdog {
+		st.logf("node %s failed; its guests count as fenced once its watchdog deadline passes at %s", name, fmtDur(n.Fence.DeadlineAt.Sub(st.now)))
+	} else {
+		st.logf("node %s failed; fencing it before its guests run elsewhere", name)
+	}
+}
+
+func fmtDur(d time.Duration) string { return "+" + d.String() }
+
+func (st *stepper) nodeLeft(name string) {
+	n := st.s.node(name)
+	if n == nil || n.Status != NodeOnline {
+		return
+	}
+	// Anything still running there cannot be: treat it as a failure.
+	for _, g := range st.s.Guests {
+		if (g.Node == name && g.Running) || (g.Op != nil && g.Op.Kind == OpStart && g.Op.Node == name) {
+			st.logf("node %s left while %s was on it; handling it as a failed node", name, g.Spec.Name)
+			sd := n.Shutdown
+			st.nodeDown(name)
+			n.Shutdown = sd
+			return
+		}
+	}
+	n.Status = NodeGone
+	n.DownAt = st.now
+	st.logf("node %s left the cluster cleanly", name)
+	for _, g := range st.s.Guests {
+		if g.ReturnTo == name {
+			g.ReturnTo = ""
+		}
+	}
+}
+
+func (st *stepper) nodeShutdown(e NodeShutdown) {
+	n := st.s.node(e.Node)
+	if n == nil || n.Status != NodeOnline {
+		return
+	}
+	n.Shutdown = &Shutdown{Policy: st.s.Config.ShutdownPolicy, Reboot: e.Reboot}
+	what := "shutdown"
+	if e.Reboot {
+		what = "reboot"
+	}
+	st.logf("node %s: graceful %s with policy %s", n.Name, what, n.Shutdown.Policy)
+}
+
+func (st *stepper) inventory(node string, running []string) {
+	n := st.s.node(node)
+	if n == nil || n.Status != NodeOnline {
+		return
+	}
+	set := make(map[string]bool, len(running))
+	for _, name := range running {
+		set[name] = true
+	}
+	for _, g := range st.s.Guests {
+		name := g.Spec.Name
+		if g.Node == node && g.Running && !set[name] {
+			if g.Op != nil && g.Op.Kind == OpMigrate {
+				continue // the migration's result decides
+			}
+			st.logf("%s is no longer running on %s", name, node)
+			st.crashed(GuestCrashed{Guest: name, Node: node})
+			continue
+		}
+		if !set[name] || (g.Node == node && g.Running) {
+			continue
+		}
+		if g.Op != nil && (g.Op.Node == node || g.Op.Target == node) {
+			continue
+		}
+		if g.Running || g.State == GuestFencing {
+			st.logf("%s reported running on %s but it runs on %s", name, node, g.Node)
+			continue
+		}
+		st.logf("adopting %s running on %s", name, node)
+		g.Running = true
+		g.Node = node
+		g.Op = nil
+		g.State = GuestStarted
+		g.RunningSince = st.now
+	}
+}
+
+func (st *stepper) fenceResult(e FenceResult) {
+	n := st.s.node(e.Node)
+	if n == nil || n.Status != NodeFailed || n.Fence == nil || n.Fence.Attempt != e.Attempt || !n.Fence.InFlight {
+		return
+	}
+	if !e.OK {
+		n.Fence.InFlight = false
+		n.Fence.RetryAt = st.now.Add(st.s.Config.Timings.FenceRetry)
+		st.logf("fencing %s failed (%s); retrying in %s", n.Name, e.Err, st.s.Config.Timings.FenceRetry)
+		return
+	}
+	st.fenced(n)
+}
+
+func (st *stepper) fenced(n *Node) {
+	n.Status = NodeFenced
+	n.Fence = nil
+	n.Fences++
+	st.logf("node %s is fenced", n.Name)
+	for _, g := range st.s.Guests {
+		if g.State == GuestFencing && g.Node == n.Name {
+			st.afterFence(g)
+		}
+	}
+}
+
+// afterFence: the guest's failed node is fenced (or came back empty).
+func (st *stepper) afterFence(g *Guest) {
+	g.Running = false
+	g.Op = nil
+	switch g.Spec.State {
+	case model.DesiredStopped:
+		g.State = GuestStopped
+	case model.DesiredDisabled:
+		g.State = GuestDisabled
+	default:
+		g.State = GuestRecovering
+		g.Need = NeedPlace
+		g.RetryAt = time.Time{}
+	}
+}
+
+func (st *stepper) result(e GuestResult) {
+	g := st.s.Guest(e.Guest)
+	if g == nil || g.Op == nil || g.Op.ID != e.Op {
+		return
+	}
+	op := g.Op
+	switch e.Result {
+	case ResultStarted:
+		g.Op = nil
+		g.Running = true
+		g.Node = op.Node
+		g.State = GuestStarted
+		g.RunningSince = st.now
+		st.moved(g, op)
+	case ResultStartFailed:
+		g.Op = nil
+		st.logf("%s failed to start on %s: %s", g.Spec.Name, op.Node, e.Err)
+		st.trouble(g, op.Node)
+	case ResultStopped:
+		g.Op = nil
+		g.Running = false
+		st.stopped(g, op)
+	case ResultStopFailed:
+		g.Op = nil
+		g.State = GuestFailed
+		g.Running = true
+		st.logf("%s could not be stopped on %s (%s): failed, still running there; it runs nowhere else until the node is fenced or a stop succeeds", g.Spec.Name, op.Node, e.Err)
+	case ResultMigrated:
+		g.Op = nil
+		g.Running = true
+		g.Node = op.Target
+		g.State = GuestStarted
+		st.moved(g, op)
+	case ResultMigrateFailed:
+		g.Op = nil
+		g.Running = true
+		g.Node = op.Node
+		switch op.Purpose {
+		case PurposeFailback:
+			g.FailbackBlocked = true
+			st.logf("failback of %s to %s failed (%s); it stays on %s until a node comes up or leaves maintenance", g.Spec.Name, op.Target, e.Err, op.Node)
+		case PurposeOperator:
+			st.logf("migration of %s to %s failed (%s); it keeps running on %s", g.Spec.Name, op.Target, e.Err, op.Node)
+		default:
+			st.logf("migration of %s to %s failed (%s); it keeps running on %s", g.Spec.Name, op.Target, e.Err, op.Node)
+		}
+	default:
+		panic(fmt.Sprintf("manager: unknown result %q", e.Result))
+	}
+}
+
+// moved records why a guest now runs where it does.
+func (st *stepper) moved(g *Guest, op *Op) {
+	src := op.From
+	if op.Kind == OpMigrate {
+		src = op.Node
+	}
+	switch op.Purpose {
+	case PurposeOperator:
+		g.OperatorPlaced = true
+		g.EvacuatedFrom = ""
+	case PurposeEvacuate:
+		g.OperatorPlaced = false
+		g.EvacuatedFrom = src
+	case PurposeRestart, PurposeUnfreeze:
+	default:
+		if src != "" || op.Kind == OpStart {
+			g.OperatorPlaced = false
+			g.EvacuatedFrom = ""
+		}
+	}
+}
+
+// stopped handles a stop that succeeded.
+func (st *stepper) stopped(g *Guest, op *Op) {
+	from := op.Node
+	if op.Purpose == PurposeFreeze {
+		if g.Spec.State == model.DesiredStarted {
+			g.State = GuestFrozen
+			return
+		}
+	}
+	if g.Spec.State != model.DesiredStarted {
+		st.settleDesired(g)
+		return
+	}
+	switch {
+	case op.Target != "":
+		// Relocation: start on the target if it can still take it.
+		t := st.s.node(op.Target)
+		if t != nil && t.Status == NodeOnline && !t.Maintenance && t.Shutdown == nil {
+			id := st.newID()
+			g.Op = &Op{ID: id, Kind: OpStart, Node: op.Target, From: from, Purpose: op.Purpose}
+			g.State = GuestStarted
+			g.Node = op.Target
+			st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: op.Target, Op: id, Msg: string(op.Purpose)})
+			return
+		}
+		g.State = GuestRecovering
+		g.Need = NeedPlace
+	default:
+		// Shutdown with policy stop, or an evacuation target that vanished.
+		g.State = GuestRecovering
+		g.Need = NeedPlace
+	}
+}
+
+// settleDesired puts a guest that is not running into its desired state.
+func (st *stepper) settleDesired(g *Guest) {
+	switch g.Spec.State {
+	case model.DesiredStopped:
+		g.State = GuestStopped
+	case model.DesiredDisabled:
+		g.State = GuestDisabled
+	}
+	g.Need = ""
+	g.RetryAt = time.Time{}
+}
+
+func (st *stepper) crashed(e GuestCrashed) {
+	g := st.s.Guest(e.Guest)
+	if g == nil || !g.Running || g.Node != e.Node {
+		return
+	}
+	op := g.Op
+	g.Running = false
+	g.Op = nil
+	st.logf("%s crashed on %s", g.Spec.Name, e.Node)
+	if op != nil && op.Kind == OpStop && op.Purpose == PurposeFreeze && g.Spec.State == model.DesiredStarted {
+		g.State = GuestFrozen
+		return
+	}
+	if g.State == GuestFailed {
+		if g.Spec.State != model.DesiredStarted {
+			st.settleDesired(g)
+		}
+		return
+	}
+	st.trouble(g, e.Node)
+}
+
+// trouble handles a crash or a failed start of g on a healthy node.
+func (st *stepper) trouble(g *Guest, node string) {
+	g.Running = false
+	g.Node = node
+	if g.Spec.State != model.DesiredStarted {
+		st.settleDesired(g)
+		return
+	}
+	if !slices.Contains(g.Tried, node) {
+		g.Tried = append(g.Tried, node)
+	}
+	switch g.Spec.Recovery {
+	case model.RecoveryDisable:
+		g.Spec.State = model.DesiredDisabled
+		g.State = GuestDisabled
+		st.logf("%s is disabled (recovery: disable)", g.Spec.Name)
+		return
+	case model.RecoveryRelocate:
+	default:
+		if g.Restarts < g.Spec.MaxRestarts {
+			g.Restarts++
+			g.State = GuestRecovering
+			g.Need = NeedRestart
+			g.RetryAt = st.now.Add(st.s.Config.Timings.RestartDelay)
+			st.logf("%s will restart on %s (restart %d of %d)", g.Spec.Name, node, g.Restarts, g.Spec.MaxRestarts)
+			return
+		}
+	}
+	if g.Moves >= g.Spec.MaxRelocations {
+		g.State = GuestFailed
+		g.Need = ""
+		st.logf("%s failed: restarts and moves used up (restarts %d, moves %d); start or disable it to clear", g.Spec.Name, g.Restarts, g.Moves)
+		return
+	}
+	g.State = GuestRecovering
+	g.Need = NeedMove
+	g.RetryAt = time.Time{}
+}

@@ -1,0 +1,266 @@
+// Package placement owns the choice of a node for a guest: the pure rules of
+// SCENARIOS.md (tiers from failover domains, memory fit, projected use compared
+// exactly as fractions, fewest guests, node name). It reads an immutable
+// snapshot and returns a plan; it never changes cluster state.
+package placement
+
+import (
+	"math/bits"
+	"sort"
+
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// Node is one node as placement sees it.
+type Node struct {
+	Name     string
+	Memory   int64 // bytes available to guests
+	Used     int64 // bytes counted on the node (running, starting, frozen, arriving, stopping)
+	Guests   int   // guests counted on the node
+	Eligible bool  // online, not in maintenance, not shutting down
+}
+
+// Snapshot is the cluster at the moment of planning. Nodes are sorted by name
+// in byte order; requests refer to nodes by index into Nodes.
+type Snapshot struct {
+	Nodes []Node
+}
+
+// Request asks for a node for one guest.
+type Request struct {
+	Guest  string
+	Memory int64
+	// Tiers lists node indices, most preferred tier first. Nil means one tier
+	// holding every node.
+	Tiers [][]int
+	// MaxTier, when above zero, keeps only Tiers[:MaxTier] (failback looks
+	// only at tiers strictly more preferred than the current node's).
+	MaxTier int
+	// Tried are nodes already tried in this run of moves. When every
+	// candidate has been tried, the list is ignored except for LastFailed.
+	Tried      []int
+	LastFailed int // -1: none
+	// Prefer is taken when it is a candidate (-1: none). With PreferOnly no
+	// other node is considered.
+	Prefer     int
+	PreferOnly bool
+}
+
+// NewRequest returns a request with no preference and no tried nodes.
+func NewRequest(guest string, memory int64, tiers [][]int) Request {
+	return Request{Guest: guest, Memory: memory, Tiers: tiers, LastFailed: -1, Prefer: -1}
+}
+
+// Assignment is the outcome of one request.
+type Assignment struct {
+	Guest string
+	Node  int // index into Snapshot.Nodes; -1: no candidate
+	// ClearedTried reports that every candidate had been tried, so the choice
+	// ignored the tried list except for the last failed node.
+	ClearedTried bool
+}
+
+// Plan places the requests one at a time in guest name order, each seeing the
+// memory and guest count of those placed before it. The snapshot is not
+// changed.
+func Plan(snap *Snapshot, reqs []Request) []Assignment {
+	nodes := make([]Node, len(snap.Nodes))
+	copy(nodes, snap.Nodes)
+	order := make([]int, len(reqs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return reqs[order[a]].Guest < reqs[order[b]].Guest })
+	out := make([]Assignment, len(reqs))
+	for _, i := range order {
+		a := Choose(nodes, &reqs[i])
+		if a.Node >= 0 {
+			nodes[a.Node].Used += reqs[i].Memory
+			nodes[a.Node].Guests++
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// Choose picks the node for one request over nodes, without changing them.
+func Choose(nodes []Node, r *Request) Assignment {
+	a := Assignment{Guest: r.Guest, Node: -1}
+	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed {
+		a.Node = r.Prefer
+		return a
+	}
+	if r.PreferOnly {
+		return a
+	}
+	if n := choose(nodes, r, true); n >= 0 {
+		a.Node = n
+		return a
+	}
+	if len(r.Tried) == 0 {
+		return a
+	}
+	if n := choose(nodes, r, false); n >= 0 {
+		a.Node = n
+		a.ClearedTried = true
+	}
+	return a
+}
+
+func choose(nodes []Node, r *Request, useTried bool) int {
+	ok := func(i int) bool {
+		if !fits(&nodes[i], r.Memory) || i == r.LastFailed {
+			return false
+		}
+		return !useTried || !contains(r.Tried, i)
+	}
+	if r.Tiers == nil {
+		best := -1
+		for i := range nodes {
+			if ok(i) && (best < 0 || better(&nodes[i], i, &nodes[best], best, r.Memory)) {
+				best = i
+			}
+		}
+		return best
+	}
+	tiers := r.Tiers
+	if r.MaxTier > 0 && r.MaxTier < len(tiers) {
+		tiers = tiers[:r.MaxTier]
+	}
+	for _, tier := range tiers {
+		best := -1
+		for _, i := range tier {
+			if ok(i) && (best < 0 || better(&nodes[i], i, &nodes[best], best, r.Memory)) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return best
+		}
+	}
+	return -1
+}
+
+func fits(n *Node, mem int64) bool {
+	return n.Eligible && n.Memory > 0 && mem <= n.Memory-n.Used
+}
+
+// better reports whether node a (index ia) beats node b (index ib) for a guest
+// of mem bytes: lower projected use (Used+mem)/Memory, compared exactly by
+// cross-multiplication in 128 bits; then fewer guests; then lower index (name
+// byte order).
+func better(a *Node, ia int, b *Node, ib int, mem int64) bool {
+	if c := CompareFractions(uint64(a.Used+mem), uint64(a.Memory), uint64(b.Used+mem), uint64(b.Memory)); c != 0 {
+		return c < 0
+	}
+	if a.Guests != b.Guests {
+		return a.Guests < b.Guests
+	}
+	return ia < ib
+}
+
+// CompareFractions compares an/ad with bn/bd exactly (denominators > 0) and
+// returns -1, 0 or +1.
+func CompareFractions(an, ad, bn, bd uint64) int {
+	h1, l1 := bits.Mul64(an, bd)
+	h2, l2 := bits.Mul64(bn, ad)
+	switch {
+	case h1 < h2 || (h1 == h2 && l1 < l2):
+		return -1
+	case h1 == h2 && l1 == l2:
+		return 0
+	}
+	return 1
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Tiers turns a failover domain into tiers of node indices, most preferred
+// first. index maps a node name to its index (-1: unknown, skipped); n is the
+// number of nodes. Unordered: one tier; ordered: one tier per member in list
+// order; explicit priorities: higher first, equal priorities share a tier. An
+// unrestricted domain gets a last tier of the non-members.
+func Tiers(d model.Domain, index func(string) int, n int) [][]int {
+	var tiers [][]int
+	member := make([]bool, n)
+	explicit := false
+	for _, m := range d.Members {
+		if m.Priority != 0 {
+			explicit = true
+		}
+	}
+	switch {
+	case d.Ordered:
+		for _, m := range d.Members {
+			if i := index(m.Node); i >= 0 && !member[i] {
+				member[i] = true
+				tiers = append(tiers, []int{i})
+			}
+		}
+	case explicit:
+		ms := make([]model.DomainMember, len(d.Members))
+		copy(ms, d.Members)
+		sort.SliceStable(ms, func(a, b int) bool { return ms[a].Priority > ms[b].Priority })
+		for k, m := range ms {
+			i := index(m.Node)
+			if i < 0 || member[i] {
+				continue
+			}
+			member[i] = true
+			if k > 0 && len(tiers) > 0 && ms[k-1].Priority == m.Priority {
+				tiers[len(tiers)-1] = append(tiers[len(tiers)-1], i)
+			} else {
+				tiers = append(tiers, []int{i})
+			}
+		}
+	default:
+		var t []int
+		for _, m := range d.Members {
+			if i := index(m.Node); i >= 0 && !member[i] {
+				member[i] = true
+				t = append(t, i)
+			}
+		}
+		if len(t) > 0 {
+			tiers = append(tiers, t)
+		}
+	}
+	for _, t := range tiers {
+		sort.Ints(t)
+	}
+	if !d.Restricted {
+		var rest []int
+		for i := 0; i < n; i++ {
+			if !member[i] {
+				rest = append(rest, i)
+			}
+		}
+		if len(rest) > 0 {
+			tiers = append(tiers, rest)
+		}
+	}
+	if tiers == nil {
+		tiers = [][]int{}
+	}
+	return tiers
+}
+
+// TierOf returns the index of the tier holding node i, or len(tiers) when no
+// tier holds it.
+func TierOf(tiers [][]int, i int) int {
+	for t, tier := range tiers {
+		for _, j := range tier {
+			if j == i {
+				return t
+			}
+		}
+	}
+	return len(tiers)
+}

@@ -1,0 +1,936 @@
+// Package sim owns `haven sim`: a simulated cluster (clock, store and
+// leases, network with partitions and quorum, hypervisors, fence devices,
+// agents) that runs the real manager core (package manager) and the agents'
+// self-fencing logic (package selffence) against a scenario (package
+// scenario), prints the timeline, checks the four invariants after every
+// step and evaluates the scenario's expectations.
+package sim
+
+import (
+	"container/heap"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/scenario"
+	"github.com/haven-ha/haven/internal/selffence"
+)
+
+// Fixed durations of the simulated world (SCENARIOS.md).
+const (
+	GuestStart   = 2 * time.Second
+	GuestStop    = 2 * time.Second
+	Migration    = 5 * time.Second
+	FenceAction  = 2 * time.Second
+	Boot         = 10 * time.Second
+	AgentRestart = 5 * time.Second
+	RebootDown   = 60 * time.Second
+)
+
+// Epoch is the wall time the simulated t=0 maps to for the manager.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type power int
+
+const (
+	powerOff power = iota
+	powerBooting
+	powerOn
+)
+
+type vmState int
+
+const (
+	vmStarting vmState = iota
+	vmRunning
+	vmStopping
+	vmIncoming // migration target, paused until the migration completes
+)
+
+type vm struct {
+	state     vmState
+	op        uint64
+	token     uint64
+	migrating string // source side: migration target node
+	from      string // incoming side: source node
+}
+
+type simNode struct {
+	name      string
+	memory    int64
+	cpus      int
+	power     power
+	agentUp   bool
+	netOff    bool
+	group     int
+	vms       map[string]*vm
+	used      int64
+	leaseLive bool
+	hasExpire bool
+	expireAt  time.Duration
+	leaseGen  uint64
+	bootID    int
+	outbox    []manager.Event
+	inbox     []manager.Action
+	mon       *selffence.Monitor
+	sfAt      time.Duration // scheduled self-fence check
+	sfSched   bool
+	inQ       bool
+	shutdown  bool // a graceful shutdown/reboot is in progress
+	reboot    bool
+	fenceFail bool
+	epoch     int // bumped by fence, self-fence, boot (checker)
+	reported  []string
+	powerGen  uint64
+}
+
+type guestInfo struct {
+	spec      model.GuestSpec
+	startFail int
+	migFail   int
+	stopFails bool
+}
+
+type itemKind int
+
+const (
+	itScenario itemKind = iota
+	itStartDone
+	itStopDone
+	itMigrateDone
+	itFenceDone
+	itBootDone
+	itAgentBack
+	itLeaseExpire
+	itSelfFence
+	itTick
+	itTimer
+	itPowerOn
+)
+
+type item struct {
+	t     time.Duration
+	seq   uint64
+	kind  itemKind
+	node  string
+	guest string
+	op    uint64
+	token uint64
+	idx   int
+}
+
+type queue []*item
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].t != q[j].t {
+		return q[i].t < q[j].t
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(*item)) }
+func (q *queue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return it
+}
+
+// Line is one timeline entry.
+type Line struct {
+	T      time.Duration `json:"-"`
+	Source string        `json:"source"`
+	Msg    string        `json:"msg"`
+}
+
+// Options tune a run.
+type Options struct {
+	// Timings of the manager and agents; zero means manager.DefaultTimings.
+	Timings manager.Timings
+	// NoTimeline drops timeline lines (benchmarks, fuzzing).
+	NoTimeline bool
+	// OnStep, when set, is called after every processed item.
+	OnStep func(w *World)
+}
+
+// World is one simulated cluster running one scenario.
+type World struct {
+	sc      *scenario.Scenario
+	opt     Options
+	tm      manager.Timings
+	now     time.Duration
+	end     time.Duration
+	q       queue
+	seq     uint64
+	nodes   []*simNode
+	byName  map[string]*simNode
+	guests  map[string]*guestInfo
+	mgr     *manager.State
+	mgrNode string
+	mq      []manager.Event
+	fenceQ  []manager.Event
+	token   uint64
+	timers  map[time.Duration]bool
+	quorate bool
+
+	// checker
+	live       map[string]int // counted copies per guest
+	unclean    map[string]uncleanEnd
+	Violations []string
+	seenViol   map[string]bool
+
+	Timeline []Line
+	steps    int
+}
+
+type uncleanEnd struct {
+	node   string
+	epoch  int
+	safeAt time.Duration
+	at     time.Duration
+}
+
+// New builds the world of a scenario at t=0.
+func New(sc *scenario.Scenario, opt Options) *World {
+	tm := opt.Timings
+	if tm == (manager.Timings{}) {
+		tm = manager.DefaultTimings()
+	}
+	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
+		timers: map[time.Duration]bool{}, live: map[string]int{}, unclean: map[string]uncleanEnd{}}
+	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, Timings: tm})
+	for _, n := range sc.Nodes {
+		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, agentUp: true, vms: map[string]*vm{}, mon: selffence.New(tm.LeaseTTL)}
+		if n.PowerOn {
+			sn.power = powerOn
+			sn.bootID = 1
+		}
+		w.nodes = append(w.nodes, sn)
+		w.byName[n.Name] = sn
+		if err := w.mgr.AddNode(n.Name, n.Memory, n.CPUs); err != nil {
+			panic(err)
+		}
+	}
+	sort.Slice(w.nodes, func(a, b int) bool { return w.nodes[a].name < w.nodes[b].name })
+	for _, d := range sc.Domains {
+		if err := w.mgr.AddDomain(d); err != nil {
+			panic(err)
+		}
+	}
+	for _, g := range sc.Guests {
+		w.guests[g.Spec.Name] = &guestInfo{spec: g.Spec, startFail: g.Faults.StartFailures, migFail: g.Faults.MigrateFailures, stopFails: g.Faults.StopFails}
+		running := g.Spec.Node != "" && g.Spec.State == model.DesiredStarted
+		if running {
+			n := w.byName[g.Spec.Node]
+			n.vms[g.Spec.Name] = &vm{state: vmRunning}
+			n.used += g.Spec.Memory
+			w.live[g.Spec.Name]++
+		}
+		if err := w.mgr.AddGuest(g.Spec, running); err != nil {
+			panic(err)
+		}
+	}
+	for i := range sc.Events {
+		w.push(&item{t: sc.Events[i].At, kind: itScenario, idx: i})
+	}
+	for t := tm.Tick; t <= w.end; t += tm.Tick {
+		w.push(&item{t: t, kind: itTick})
+	}
+	return w
+}
+
+func (w *World) push(it *item) {
+	w.seq++
+	it.seq = w.seq
+	heap.Push(&w.q, it)
+}
+
+func (w *World) logf(source, format string, a ...any) {
+	if w.opt.NoTimeline {
+		return
+	}
+	w.Timeline = append(w.Timeline, Line{T: w.now, Source: source, Msg: fmt.Sprintf(format, a...)})
+}
+
+func (w *World) wall() time.Time { return Epoch.Add(w.now) }
+
+// Manager returns the manager's current state (the last persisted one while
+// no manager runs).
+func (w *World) Manager() *manager.State { return w.mgr }
+
+// Now returns the simulated time.
+func (w *World) Now() time.Duration { return w.now }
+
+// Steps returns the number of manager steps taken.
+func (w *World) Steps() int { return w.steps }
+
+// Run runs the world to the end, calling at for every time at which
+// expectations must be evaluated (before anything later happens) and after
+// for every processed item.
+func (w *World) run(checkpoints []time.Duration, at func(time.Duration), after func()) {
+	w.refresh()
+	w.flush()
+	w.check()
+	after()
+	cp := 0
+	for len(w.q) > 0 {
+		next := w.q[0].t
+		if next > w.end {
+			break
+		}
+		for cp < len(checkpoints) && checkpoints[cp] < next {
+			w.now = checkpoints[cp]
+			at(w.now)
+			cp++
+		}
+		it := heap.Pop(&w.q).(*item)
+		w.now = it.t
+		if it.kind == itScenario {
+			batch := []*item{it}
+			for len(w.q) > 0 && w.q[0].t == it.t && w.q[0].kind == itScenario {
+				batch = append(batch, heap.Pop(&w.q).(*item))
+			}
+			sort.Slice(batch, func(a, b int) bool { return batch[a].idx < batch[b].idx })
+			for _, b := range batch {
+				w.scenarioEvent(&w.sc.Events[b.idx])
+			}
+		} else {
+			w.handle(it)
+		}
+		w.refresh()
+		w.flush()
+		w.check()
+		after()
+		if w.opt.OnStep != nil {
+			w.opt.OnStep(w)
+		}
+	}
+	for cp < len(checkpoints) {
+		w.now = checkpoints[cp]
+		at(w.now)
+		cp++
+	}
+	w.now = w.end
+}
+
+func (w *World) toManager(ev manager.Event) { w.mq = append(w.mq, ev) }
+
+// flush delivers pending events to the manager, one step each.
+func (w *World) flush() {
+	for i := 0; i < 1000000; i++ {
+		if w.mgrNode == "" {
+			w.mq = w.mq[:0]
+			return
+		}
+		if len(w.mq) == 0 {
+			if len(w.fenceQ) > 0 {
+				w.mq = append(w.mq, w.fenceQ...)
+				w.fenceQ = w.fenceQ[:0]
+				continue
+			}
+			w.deliverOutboxes()
+			if len(w.mq) == 0 {
+				w.scheduleTimer()
+				return
+			}
+		}
+		ev := w.mq[0]
+		w.mq = w.mq[1:]
+		w.steps++
+		acts := w.mgr.Step(w.wall(), ev)
+		w.exec(acts)
+	}
+	panic("sim: the manager does not settle")
+}
+
+func (w *World) scheduleTimer() {
+	t, ok := w.mgr.NextTimer()
+	if !ok {
+		return
+	}
+	d := t.Sub(Epoch)
+	if d <= w.now || w.timers[d] {
+		return
+	}
+	w.timers[d] = true
+	w.push(&item{t: d, kind: itTimer})
+}
+
+func (w *World) deliverOutboxes() {
+	for _, n := range w.nodes {
+		if n.reachable() && len(n.outbox) > 0 {
+			w.mq = append(w.mq, n.outbox...)
+			n.outbox = n.outbox[:0]
+		}
+	}
+}
+
+func (n *simNode) reachable() bool { return n.power == powerOn && n.inQ && n.agentUp }
+
+func (w *World) exec(acts []manager.Action) {
+	for _, a := range acts {
+		switch a.Kind {
+		case manager.ActPersist:
+			continue
+		case manager.ActLog:
+			w.logf("manager", "%s", a.Msg)
+			continue
+		case manager.ActReject:
+			w.logf("manager", "rejected: %s", a.Msg)
+			continue
+		}
+		w.logf("manager", "%s", a)
+		switch a.Kind {
+		case manager.ActStart, manager.ActStop, manager.ActMigrate:
+			n := w.byName[a.Node]
+			if n == nil || n.power == powerOff {
+				continue
+			}
+			n.inbox = append(n.inbox, a)
+			if n.reachable() {
+				w.runInbox(n)
+			}
+		case manager.ActFence:
+			w.push(&item{t: w.now + FenceAction, kind: itFenceDone, node: a.Node, op: a.Op})
+		case manager.ActShutdownReady:
+			n := w.byName[a.Node]
+			if n.power != powerOn {
+				continue
+			}
+			w.logf("node", "%s powers off (graceful %s)", n.name, map[bool]string{true: "reboot", false: "shutdown"}[n.reboot])
+			w.powerOff(n, "clean")
+			n.leaseLive, n.hasExpire = false, false
+			n.leaseGen++
+			w.toManager(manager.NodeLeft{Node: n.name})
+			if n.reboot {
+				w.push(&item{t: w.now + RebootDown, kind: itPowerOn, node: n.name})
+			}
+		}
+	}
+}
+
+func (w *World) runInbox(n *simNode) {
+	for len(n.inbox) > 0 {
+		a := n.inbox[0]
+		n.inbox = n.inbox[1:]
+		w.agentDo(n, a)
+	}
+}
+
+func (w *World) report(n *simNode, ev manager.Event) { n.outbox = append(n.outbox, ev) }
+
+// agentDo carries out one manager action on node n's hypervisor.
+func (w *World) agentDo(n *simNode, a manager.Action) {
+	gi := w.guests[a.Guest]
+	w.token++
+	tok := w.token
+	switch a.Kind {
+	case manager.ActStart:
+		if v := n.vms[a.Guest]; v != nil {
+			if v.state == vmRunning {
+				w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultStarted})
+			}
+			return
+		}
+		w.checkStart(a.Guest, n)
+		n.vms[a.Guest] = &vm{state: vmStarting, op: a.Op, token: tok}
+		n.used += gi.spec.Memory
+		w.live[a.Guest]++
+		w.checkCopies(a.Guest)
+		w.push(&item{t: w.now + GuestStart, kind: itStartDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
+	case manager.ActStop:
+		v := n.vms[a.Guest]
+		if v == nil {
+			w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultStopped})
+			return
+		}
+		if v.migrating != "" {
+			w.abortMigration(n, a.Guest, v)
+		}
+		v.state, v.op, v.token = vmStopping, a.Op, tok
+		w.push(&item{t: w.now + GuestStop, kind: itStopDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
+	case manager.ActMigrate:
+		v := n.vms[a.Guest]
+		t := w.byName[a.Target]
+		if v == nil || v.state != vmRunning || v.migrating != "" {
+			w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultMigrateFailed, Err: "not running here"})
+			return
+		}
+		if t == nil || t.power != powerOn || !w.connected(n, t) || t.vms[a.Guest] != nil {
+			w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultMigrateFailed, Err: "target unreachable"})
+			return
+		}
+		v.migrating, v.op, v.token = t.name, a.Op, tok
+		t.vms[a.Guest] = &vm{state: vmIncoming, op: a.Op, token: tok, from: n.name}
+		t.used += gi.spec.Memory
+		w.push(&item{t: w.now + Migration, kind: itMigrateDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
+	}
+}
+
+func (w *World) connected(a, b *simNode) bool {
+	return a.power == powerOn && b.power == powerOn && !a.netOff && !b.netOff && a.group == b.group
+}
+
+func (w *World) removeVM(n *simNode, g string) {
+	v := n.vms[g]
+	if v == nil {
+		return
+	}
+	delete(n.vms, g)
+	n.used -= w.guests[g].spec.Memory
+	if v.state != vmIncoming {
+		w.live[g]--
+	}
+}
+
+// abortMigration ends a migration in flight whose source is n (the source
+// keeps running) and reports its failure.
+func (w *World) abortMigration(n *simNode, g string, v *vm) {
+	if t := w.byName[v.migrating]; t != nil {
+		if tv := t.vms[g]; tv != nil && tv.state == vmIncoming {
+			w.removeVM(t, g)
+		}
+	}
+	w.report(n, manager.GuestResult{Guest: g, Node: n.name, Op: v.op, Result: manager.ResultMigrateFailed, Err: "migration aborted"})
+	v.migrating = ""
+}
+
+func (w *World) handle(it *item) {
+	n := w.byName[it.node]
+	switch it.kind {
+	case itTick:
+		w.toManager(manager.Tick{})
+	case itTimer:
+		delete(w.timers, it.t)
+		w.toManager(manager.Tick{})
+	case itStartDone:
+		v := n.vms[it.guest]
+		if v == nil || v.token != it.token || v.state != vmStarting {
+			return
+		}
+		gi := w.guests[it.guest]
+		if gi.startFail > 0 {
+			gi.startFail--
+			w.removeVM(n, it.guest)
+			w.logf("hypervisor", "%s failed to start on %s", it.guest, n.name)
+			w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStartFailed, Err: "simulated start failure"})
+			return
+		}
+		v.state = vmRunning
+		delete(w.unclean, it.guest)
+		w.logf("hypervisor", "%s started on %s", it.guest, n.name)
+		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStarted})
+	case itStopDone:
+		v := n.vms[it.guest]
+		if v == nil || v.token != it.token || v.state != vmStopping {
+			return
+		}
+		if w.guests[it.guest].stopFails {
+			v.state = vmRunning
+			w.logf("hypervisor", "%s did not stop on %s", it.guest, n.name)
+			w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStopFailed, Err: "simulated stop failure"})
+			return
+		}
+		w.removeVM(n, it.guest)
+		w.logf("hypervisor", "%s stopped on %s", it.guest, n.name)
+		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStopped})
+	case itMigrateDone:
+		v := n.vms[it.guest]
+		if v == nil || v.token != it.token || v.migrating == "" {
+			return
+		}
+		t := w.byName[v.migrating]
+		tv := t.vms[it.guest]
+		gi := w.guests[it.guest]
+		if tv == nil || tv.token != it.token || !w.connected(n, t) || gi.migFail > 0 {
+			if gi.migFail > 0 && tv != nil {
+				gi.migFail--
+			}
+			w.logf("hypervisor", "migration of %s from %s to %s failed; it keeps running on %s", it.guest, n.name, t.name, n.name)
+			w.abortMigration(n, it.guest, v)
+			return
+		}
+		// The source stops as the target resumes.
+		delete(n.vms, it.guest)
+		n.used -= gi.spec.Memory
+		tv.state = vmRunning
+		tv.from = ""
+		w.logf("hypervisor", "%s migrated from %s to %s", it.guest, n.name, t.name)
+		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultMigrated})
+	case itFenceDone:
+		if n.fenceFail {
+			w.logf("fence", "fencing %s failed (device error)", n.name)
+			w.fenceQ = append(w.fenceQ, manager.FenceResult{Node: n.name, Attempt: it.op, OK: false, Err: "fence device error"})
+			return
+		}
+		if n.power != powerOff {
+			w.logf("fence", "%s powered off by its fence device", n.name)
+			w.powerOff(n, "fence")
+		} else {
+			w.logf("fence", "%s confirmed off by its fence device", n.name)
+		}
+		n.epoch++
+		w.fenceQ = append(w.fenceQ, manager.FenceResult{Node: n.name, Attempt: it.op, OK: true})
+	case itBootDone:
+		if n.power != powerBooting {
+			return
+		}
+		n.power = powerOn
+		n.bootID++
+		n.epoch++
+		n.agentUp = true
+		n.mon = selffence.New(w.tm.LeaseTTL)
+		n.sfSched = false
+		w.logf("node", "%s has booted", n.name)
+		if n.leaseLive {
+			// The old incarnation's lease: the new agent revokes it first.
+			n.leaseLive, n.hasExpire = false, false
+			n.leaseGen++
+			if w.quorate {
+				w.toManager(manager.NodeDown{Node: n.name})
+			}
+		}
+	case itPowerOn:
+		w.powerOn(n)
+	case itAgentBack:
+		if n.power != powerOn || n.agentUp {
+			return
+		}
+		n.agentUp = true
+		ad := selffence.Adopt(n.reported, n.running())
+		w.logf("node", "agent on %s is back; adopting %d running guests", n.name, len(ad.Running))
+		w.report(n, manager.Inventory{Node: n.name, Running: ad.Running})
+	case itLeaseExpire:
+		if !n.leaseLive || !n.hasExpire || it.op != n.leaseGen || n.expireAt != it.t {
+			return
+		}
+		n.leaseLive, n.hasExpire = false, false
+		n.inbox = nil
+		w.logf("node", "lease of %s expired", n.name)
+		w.toManager(manager.NodeDown{Node: n.name})
+	case itSelfFence:
+		n.sfSched = false
+		if n.power != powerOn {
+			return
+		}
+		if n.mon.Decide(w.wall(), len(n.vms)) == selffence.Fence {
+			w.logf("node", "%s lost the quorate side: self-fencing: stopping %d guests and powering off", n.name, len(n.vms))
+			w.powerOff(n, "self-fence")
+			n.epoch++
+		}
+	}
+}
+
+// running lists the guests running on n (for inventories).
+func (n *simNode) running() []string {
+	var out []string
+	for g, v := range n.vms {
+		if v.state == vmRunning || v.state == vmStopping {
+			out = append(out, g)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (w *World) powerOn(n *simNode) {
+	if n.power != powerOff {
+		w.logf("node", "%s is already on", n.name)
+		return
+	}
+	n.power = powerBooting
+	n.shutdown, n.reboot = false, false
+	n.powerGen++
+	w.logf("node", "%s powers on; booting", n.name)
+	w.push(&item{t: w.now + Boot, kind: itBootDone, node: n.name})
+}
+
+// powerOff cuts a node's power. how: "loss" (power lost), "fence",
+// "self-fence", "clean" (graceful, guests already handled).
+func (w *World) powerOff(n *simNode, how string) {
+	if n.power == powerOff {
+		return
+	}
+	names := make([]string, 0, len(n.vms))
+	for g := range n.vms {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	for _, g := range names {
+		v := n.vms[g]
+		switch {
+		case v.state == vmIncoming:
+			// The source keeps running; its migration fails.
+			if s := w.byName[v.from]; s != nil {
+				if sv := s.vms[g]; sv != nil && sv.migrating == n.name {
+					w.removeVM(n, g)
+					w.abortMigration(s, g, sv)
+					continue
+				}
+			}
+		case v.migrating != "":
+			if t := w.byName[v.migrating]; t != nil {
+				if tv := t.vms[g]; tv != nil && tv.state == vmIncoming {
+					w.removeVM(t, g)
+				}
+			}
+		}
+		if how == "loss" && v.state != vmIncoming {
+			safe := time.Duration(1<<62 - 1)
+			if w.sc.Fencing == model.FencingWatchdog {
+				safe = w.now + w.tm.LeaseTTL + w.tm.WatchdogTimeout
+			}
+			w.unclean[g] = uncleanEnd{node: n.name, epoch: n.epoch, safeAt: safe, at: w.now}
+		}
+		w.removeVM(n, g)
+	}
+	n.power = powerOff
+	n.agentUp = true
+	n.outbox, n.inbox = nil, nil
+	n.shutdown = false
+	n.powerGen++
+}
+
+func (w *World) scenarioEvent(e *scenario.Event) {
+	n := w.byName[e.Node]
+	switch e.Kind {
+	case scenario.PowerOff:
+		if n.power == powerOff {
+			w.logf("node", "%s is already off", n.name)
+			return
+		}
+		w.logf("node", "%s loses power", n.name)
+		w.powerOff(n, "loss")
+	case scenario.PowerOn:
+		w.powerOn(n)
+	case scenario.NetworkOff:
+		w.logf("node", "%s is cut off from the network", n.name)
+		n.netOff = true
+	case scenario.NetworkOn:
+		w.logf("node", "%s is reconnected", n.name)
+		n.netOff = false
+	case scenario.Partition:
+		var parts []string
+		for _, g := range e.Groups {
+			parts = append(parts, strings.Join(g, ","))
+		}
+		w.logf("node", "network partition: %s / the rest", strings.Join(parts, " / "))
+		for _, x := range w.nodes {
+			x.group = 0
+		}
+		for i, grp := range e.Groups {
+			for _, name := range grp {
+				w.byName[name].group = i + 1
+			}
+		}
+	case scenario.Heal:
+		w.logf("node", "network healed")
+		for _, x := range w.nodes {
+			x.group = 0
+			x.netOff = false
+		}
+	case scenario.Reboot, scenario.Shutdown:
+		what := string(e.Kind)
+		if n.power != powerOn || n.shutdown {
+			w.logf("node", "%s %s: the host is not up; nothing happens", what, n.name)
+			return
+		}
+		n.shutdown, n.reboot = true, e.Kind == scenario.Reboot
+		if n.reachable() && w.mgrNode != "" {
+			w.logf("node", "%s begins a graceful %s", n.name, what)
+			w.toManager(manager.NodeShutdown{Node: n.name, Reboot: n.reboot})
+			return
+		}
+		w.logf("node", "%s begins a graceful %s without the cluster: stopping its guests locally", n.name, what)
+		for _, g := range n.running() {
+			w.removeVM(n, g)
+		}
+		reboot := n.reboot
+		w.powerOff(n, "clean")
+		if reboot {
+			w.push(&item{t: w.now + RebootDown, kind: itPowerOn, node: n.name})
+		}
+	case scenario.Crash:
+		for _, x := range w.nodes {
+			v := x.vms[e.Guest]
+			if v == nil || v.state == vmIncoming || v.state == vmStarting {
+				continue
+			}
+			w.logf("hypervisor", "%s crashed on %s", e.Guest, x.name)
+			if v.migrating != "" {
+				if t := w.byName[v.migrating]; t != nil && t.vms[e.Guest] != nil {
+					w.removeVM(t, e.Guest)
+				}
+				w.report(x, manager.GuestResult{Guest: e.Guest, Node: x.name, Op: v.op, Result: manager.ResultMigrateFailed, Err: "guest crashed"})
+			}
+			w.removeVM(x, e.Guest)
+			w.report(x, manager.GuestCrashed{Guest: e.Guest, Node: x.name})
+			return
+		}
+		w.logf("hypervisor", "crash %s: it is not running; nothing happens", e.Guest)
+	case scenario.AgentRestart:
+		if n.power != powerOn || !n.agentUp {
+			w.logf("node", "agent restart on %s: no agent running; nothing happens", n.name)
+			return
+		}
+		n.agentUp = false
+		n.reported = n.running()
+		w.logf("node", "agent on %s restarts", n.name)
+		w.push(&item{t: w.now + AgentRestart, kind: itAgentBack, node: n.name})
+	case scenario.FenceFails:
+		w.logf("fence", "fence device of %s starts failing", n.name)
+		n.fenceFail = true
+	case scenario.FenceWorks:
+		w.logf("fence", "fence device of %s works again", n.name)
+		n.fenceFail = false
+	default:
+		c := manager.Command{Guest: e.Guest, Node: e.Node}
+		switch e.Kind {
+		case scenario.MaintenanceOn:
+			c.Kind = manager.CmdMaintenanceOn
+		case scenario.MaintenanceOff:
+			c.Kind = manager.CmdMaintenanceOff
+		case scenario.Start:
+			c.Kind = manager.CmdStart
+		case scenario.Stop:
+			c.Kind = manager.CmdStop
+		case scenario.Disable:
+			c.Kind = manager.CmdDisable
+		case scenario.Migrate:
+			c.Kind = manager.CmdMigrate
+		case scenario.Relocate:
+			c.Kind = manager.CmdRelocate
+		default:
+			panic("sim: unknown event kind " + string(e.Kind))
+		}
+		if w.mgrNode == "" {
+			w.logf("manager", "operator: %s: rejected: no quorate side, so no manager; restore quorum first", c)
+			return
+		}
+		w.logf("manager", "operator: %s", c)
+		w.toManager(c)
+	}
+}
+
+// refresh recomputes the sides, quorum, leases, the manager's seat and
+// self-fence countdowns after any change.
+func (w *World) refresh() {
+	size := map[string]int{}
+	key := func(n *simNode) string {
+		if n.netOff {
+			return "solo:" + n.name
+		}
+		return fmt.Sprint("g", n.group)
+	}
+	for _, n := range w.nodes {
+		if n.power == powerOn {
+			size[key(n)]++
+		}
+	}
+	qkey := ""
+	for k, c := range size {
+		if 2*c > len(w.nodes) {
+			qkey = k
+		}
+	}
+	w.quorate = qkey != ""
+	var store []manager.Event
+	for _, n := range w.nodes {
+		n.inQ = n.power == powerOn && key(n) == qkey
+		if n.power == powerOn {
+			n.mon.Observe(w.wall(), n.inQ)
+			if d, cut := n.mon.Deadline(); cut && len(n.vms) > 0 {
+				at := d.Sub(Epoch)
+				if at < w.now {
+					at = w.now
+				}
+				if !n.sfSched || n.sfAt != at {
+					n.sfSched, n.sfAt = true, at
+					w.push(&item{t: at, kind: itSelfFence, node: n.name})
+				}
+			}
+		}
+		renewing := n.inQ && n.agentUp
+		switch {
+		case n.leaseLive && renewing:
+			n.hasExpire = false
+		case n.leaseLive && w.quorate:
+			if !n.hasExpire {
+				n.hasExpire = true
+				n.expireAt = w.now + w.tm.LeaseTTL
+				n.leaseGen++
+				w.push(&item{t: n.expireAt, kind: itLeaseExpire, node: n.name, op: n.leaseGen})
+			}
+		case n.leaseLive:
+			n.hasExpire = false // no quorum: leases neither renew nor expire
+		case renewing:
+			n.leaseLive = true
+			n.hasExpire = false
+			store = append(store, manager.NodeUp{NodeReport: w.report0(n)})
+		}
+	}
+	// The manager's seat: kept while its node stays in the quorate side with
+	// a live agent, else the lowest-named such node.
+	seat := ""
+	if cur := w.byName[w.mgrNode]; cur != nil && cur.reachable() {
+		seat = cur.name
+	} else {
+		for _, n := range w.nodes {
+			if n.reachable() {
+				seat = n.name
+				break
+			}
+		}
+	}
+	if seat != w.mgrNode {
+		if seat == "" {
+			w.logf("manager", "no quorate side: no manager; nothing is fenced, placed or recovered")
+			w.mgrNode = ""
+			return
+		}
+		if w.mgrNode != "" || w.steps > 0 {
+			data, err := json.Marshal(w.mgr)
+			if err != nil {
+				panic(err)
+			}
+			st, err := manager.Restore(data)
+			if err != nil {
+				panic(err)
+			}
+			w.mgr = st
+			w.logf("manager", "manager now runs on %s (state restored from the store)", seat)
+		} else {
+			w.logf("manager", "manager runs on %s", seat)
+		}
+		w.mgrNode = seat
+		var sync manager.Sync
+		for _, n := range w.nodes {
+			if n.leaseLive {
+				sync.Nodes = append(sync.Nodes, w.report0(n))
+			}
+		}
+		w.mq = append([]manager.Event{sync}, w.mq...)
+	} else {
+		w.mq = append(w.mq, store...)
+	}
+	for _, n := range w.nodes {
+		if n.reachable() && len(n.inbox) > 0 && w.mgrNode != "" {
+			w.runInbox(n)
+		}
+	}
+}
+
+func (w *World) report0(n *simNode) manager.NodeReport {
+	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, BootID: fmt.Sprint(n.bootID)}
+	if n.reachable() {
+		r.Running = n.running()
+	} else {
+		r.Stale = true
+	}
+	return r
+}
