@@ -214,6 +214,7 @@ func TestTimingValidate(t *testing.T) {
 		want []string // all must appear in the error; none means valid
 	}{
 		{name: "good", t: good},
+		{name: "fast profile in docs/fencing.md", t: Timing{LeaseTTL: 3 * time.Second, KeepaliveInterval: time.Second, WatchdogTimeout: 2 * time.Second, StopGuestsDeadline: 2 * time.Second, ManagerWait: 3100 * time.Millisecond}},
 		{name: "exactly the minimum wait", t: with(func(t *Timing) { t.ManagerWait = t.MinManagerWait() })},
 		{name: "zero lease", t: with(func(t *Timing) { t.LeaseTTL = 0 }), want: []string{"lease TTL is 0s"}},
 		{name: "negative wait", t: with(func(t *Timing) { t.ManagerWait = -time.Second }), want: []string{"manager wait is -1s"}},
