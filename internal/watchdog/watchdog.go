@@ -255,6 +255,12 @@ func (t Timing) MinManagerWait() time.Duration {
 	return max(stretch(t.WatchdogTimeout)+t.slack(), stretch(t.StopGuestsDeadline)+t.slack())
 }
 
+// FencedAt is when the manager may treat a node as fenced, given when it
+// saw the node's lease expire.
+func (t Timing) FencedAt(leaseExpiredSeen time.Time) time.Time {
+	return leaseExpiredSeen.Add(t.ManagerWait)
+}
+
 // FailoverDelay is how long after a node's last lease renewal its guests
 // may start elsewhere: the lease TTL plus the manager's wait.
 func (t Timing) FailoverDelay() time.Duration { return t.LeaseTTL + t.ManagerWait }
