@@ -44,7 +44,7 @@ func (st *stepper) reconcile() {
 		}
 		n := s.node(g.Node)
 		switch {
-		case g.Running && g.State != GuestFailed && desired != model.DesiredStarted:
+		case g.Running && g.State == GuestStarted && desired != model.DesiredStarted:
 			st.stop(g, PurposeDesired, "", false)
 		case !g.Running && desired != model.DesiredStarted && (g.State == GuestRecovering || g.State == GuestFrozen || g.State == GuestStarted):
 			st.settleDesired(g)

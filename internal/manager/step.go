@@ -72,6 +72,10 @@ func (st *stepper) sync(e Sync) {
 	for _, n := range st.s.Nodes {
 		r, ok := up[n.Name]
 		switch {
+		case ok && n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID:
+			// It rebooted while no manager watched: it failed and is back.
+			st.nodeDown(n.Name)
+			st.nodeUp(r)
 		case ok && n.Status != NodeOnline:
 			st.nodeUp(r)
 		case ok:
@@ -95,6 +99,9 @@ func (st *stepper) nodeUp(r NodeReport) {
 	}
 	if r.CPUs > 0 {
 		n.CPUs = r.CPUs
+	}
+	if n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID {
+		st.nodeDown(n.Name) // a new boot: the old incarnation failed
 	}
 	prev := n.Status
 	n.Status = NodeOnline
