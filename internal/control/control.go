@@ -54,6 +54,9 @@ type Input struct {
 	NodeUp   *manager.NodeReport
 	NodeDown string
 	NodeLeft string
+	// NodeGone: a node's lease ended; the shell decides whether it left
+	// cleanly (its graceful shutdown was acknowledged) or failed.
+	NodeGone string
 	Shutdown *manager.NodeShutdown
 	// Report is an agent's report about a guest on Node.
 	Report *NodeReport
@@ -169,6 +172,11 @@ func (s *Shell) input(ctx context.Context, in Input) error {
 		return s.step(ctx, manager.NodeDown{Node: in.NodeDown})
 	case in.NodeLeft != "":
 		return s.step(ctx, manager.NodeLeft{Node: in.NodeLeft})
+	case in.NodeGone != "":
+		if n := s.cfg.State.Node(in.NodeGone); n != nil && n.Shutdown != nil && n.Shutdown.Ready {
+			return s.step(ctx, manager.NodeLeft{Node: in.NodeGone})
+		}
+		return s.step(ctx, manager.NodeDown{Node: in.NodeGone})
 	case in.Shutdown != nil:
 		return s.step(ctx, *in.Shutdown)
 	case in.Report != nil:

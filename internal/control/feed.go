@@ -1,0 +1,468 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// Daemon is what RunManager needs from the agent.
+type Daemon struct {
+	Cluster *cluster.Store
+	Leader  *store.Leadership
+	Timings manager.Timings
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// Fencer, when nil, fences with the fence configuration in the store.
+	Fencer Fencer
+	// Defs, when nil, reads definitions from the guest records.
+	Defs Definitions
+}
+
+// RunManager is the manager's term in the daemon: it loads the cluster from
+// one consistent snapshot of the store, restores (or creates) the core's
+// state, then feeds every later change to the shell until leadership ends.
+func RunManager(ctx context.Context, d Daemon) error {
+	log := d.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	cs := d.Cluster
+	cli := cs.Raw().Client()
+	policy, err := cs.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	snap, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(store.PrefixNodeReg, clientv3.WithPrefix()),
+		clientv3.OpGet(store.PrefixNodeLive, clientv3.WithPrefix()),
+		clientv3.OpGet(cluster.PrefixDomains, clientv3.WithPrefix()),
+		clientv3.OpGet(cluster.PrefixGuests, clientv3.WithPrefix()),
+		clientv3.OpGet(cluster.PrefixReports, clientv3.WithPrefix()),
+		clientv3.OpGet(cluster.KeyManagerState),
+		clientv3.OpGet(cluster.PrefixCommands, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
+		clientv3.OpGet(cluster.PrefixShutdown, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("manager: read the cluster: %w", err)
+	}
+	rev := snap.Header.Revision
+	kvs := func(i int) []*mvccpbKV { return toKVs(snap.Responses[i].GetResponseRange().Kvs) }
+
+	var st *manager.State
+	if saved := kvs(5); len(saved) == 1 {
+		st, err = manager.Restore(saved[0].Value)
+		if err != nil {
+			log.Error("saved manager state unreadable; starting from the configuration", "err", err)
+		}
+	}
+	if st == nil {
+		st = manager.New(manager.Config{Fencing: policy.Fencing, ShutdownPolicy: policy.ShutdownPolicy, Timings: d.Timings})
+	}
+	st.Config.Fencing, st.Config.ShutdownPolicy, st.Config.Timings = policy.Fencing, policy.ShutdownPolicy, d.Timings
+
+	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}}
+	for _, kv := range kvs(4) {
+		node, guest, ok := cluster.ReportFromKey(kv.Key)
+		var r hostctl.Report
+		if ok && json.Unmarshal(kv.Value, &r) == nil {
+			f.setReport(node, guest, r)
+		}
+	}
+	for _, kv := range kvs(1) {
+		var facts model.NodeFacts
+		if json.Unmarshal(kv.Value, &facts) == nil {
+			f.live[strings.TrimPrefix(kv.Key, store.PrefixNodeLive)] = facts
+		}
+	}
+	// Bring the configuration up to date with the records.
+	regs := map[string]bool{}
+	for _, kv := range kvs(0) {
+		name := strings.TrimPrefix(kv.Key, store.PrefixNodeReg)
+		regs[name] = true
+		if !st.HasNode(name) {
+			facts := f.live[name]
+			if err := st.AddNode(name, facts.Memory, facts.CPUs); err != nil {
+				return err
+			}
+		}
+	}
+	domains := map[string]bool{}
+	for _, kv := range kvs(2) {
+		var dom model.Domain
+		if err := json.Unmarshal(kv.Value, &dom); err != nil {
+			log.Error("skipping unreadable domain record", "key", kv.Key, "err", err)
+			continue
+		}
+		domains[dom.Name] = true
+		if err := st.PutDomain(dom); err != nil {
+			log.Error("domain not applied", "domain", dom.Name, "err", err)
+		}
+	}
+	guests := map[string]bool{}
+	for _, kv := range kvs(3) {
+		var g cluster.Guest
+		if err := json.Unmarshal(kv.Value, &g); err != nil {
+			log.Error("skipping unreadable guest record", "key", kv.Key, "err", err)
+			continue
+		}
+		guests[g.Spec.Name] = true
+		if err := applyGuest(st, g, f.runningOn(g.Spec.Name)); err != nil {
+			log.Error("guest not applied", "guest", g.Spec.Name, "err", err)
+		}
+	}
+	for _, g := range append([]*manager.Guest(nil), st.Guests...) {
+		if !guests[g.Spec.Name] {
+			if err := st.RemoveGuest(g.Spec.Name); err != nil {
+				log.Warn("deleted guest still active; kept until it stops", "guest", g.Spec.Name, "err", err)
+			}
+		}
+	}
+	for _, dom := range append([]model.Domain(nil), st.Domains...) {
+		if !domains[dom.Name] {
+			_ = st.RemoveDomain(dom.Name)
+		}
+	}
+
+	sync := manager.Sync{}
+	for name, facts := range f.live {
+		sync.Nodes = append(sync.Nodes, f.nodeReport(name, facts))
+	}
+
+	fencer := d.Fencer
+	if fencer == nil {
+		fencer = &storeFencer{cs: cs, log: log}
+	}
+	defs := d.Defs
+	if defs == nil {
+		defs = &storeDefs{cs: cs, ctx: ctx}
+	}
+	sh := New(Config{
+		State:  st,
+		Writer: &cluster.ManagerWriter{L: d.Leader, Cli: cli},
+		Fencer: fencer,
+		Defs:   defs,
+		Logger: log,
+		Now:    d.Now,
+		OnStep: func(now time.Time, acts []manager.Action) {
+			for _, a := range acts {
+				if ev, ok := eventOf(a, now); ok {
+					if err := cs.AddEvent(ctx, ev); err != nil && ctx.Err() == nil {
+						log.Warn("event log write failed", "err", err)
+					}
+				}
+			}
+		},
+	})
+
+	inputs := make(chan Input, 256)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		// Commands queued before this term, oldest first.
+		for _, kv := range kvs(6) {
+			if in, ok := commandInput(kv.Value); ok {
+				select {
+				case inputs <- in:
+				case <-wctx.Done():
+					return
+				}
+			}
+		}
+		for _, kv := range kvs(7) {
+			if in, ok := shutdownInput(kv.Key, kv.Value); ok {
+				inputs <- in
+			}
+		}
+	}()
+	f.watch(wctx, cli, rev, inputs)
+	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev)
+	err = sh.Run(ctx, sync, inputs)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+type mvccpbKV struct {
+	Key   string
+	Value []byte
+}
+
+func toKVs[T interface {
+	GetKey() []byte
+	GetValue() []byte
+}](in []T) []*mvccpbKV {
+	out := make([]*mvccpbKV, len(in))
+	for i, kv := range in {
+		out[i] = &mvccpbKV{Key: string(kv.GetKey()), Value: kv.GetValue()}
+	}
+	return out
+}
+
+// applyGuest adds a guest record to the core or updates its policy.
+func applyGuest(st *manager.State, g cluster.Guest, runningOn string) error {
+	if st.Guest(g.Spec.Name) != nil {
+		return st.UpdateGuestSpec(g.Spec)
+	}
+	spec := g.Spec
+	if spec.Node != "" && !st.HasNode(spec.Node) {
+		spec.Node = ""
+	}
+	if runningOn != "" {
+		spec.Node = runningOn
+	}
+	return st.AddGuest(spec, runningOn != "")
+}
+
+// feed turns store changes into shell inputs. Its maps are touched only by
+// the watch goroutine after RunManager hands over.
+type feed struct {
+	log     *slog.Logger
+	reports map[string]map[string]hostctl.Report
+	live    map[string]model.NodeFacts
+}
+
+func (f *feed) setReport(node, guest string, r hostctl.Report) {
+	if f.reports[node] == nil {
+		f.reports[node] = map[string]hostctl.Report{}
+	}
+	f.reports[node][guest] = r
+}
+
+// runningOn says which node's agent reports a guest running, if any.
+func (f *feed) runningOn(guest string) string {
+	for node, rs := range f.reports {
+		if _, live := f.live[node]; !live {
+			continue
+		}
+		if r, ok := rs[guest]; ok && isRunning(r.State) {
+			return node
+		}
+	}
+	return ""
+}
+
+func isRunning(s hostctl.GuestState) bool {
+	switch s {
+	case hostctl.Running, hostctl.Paused, hostctl.Leaving, hostctl.Stopping, hostctl.Starting:
+		return true
+	}
+	return false
+}
+
+func (f *feed) nodeReport(name string, facts model.NodeFacts) manager.NodeReport {
+	r := manager.NodeReport{Name: name, Memory: facts.Memory, CPUs: facts.CPUs, BootID: facts.BootID}
+	for guest, rep := range f.reports[name] {
+		if isRunning(rep.State) {
+			r.Running = append(r.Running, guest)
+		}
+	}
+	return r
+}
+
+// watch starts one watch per subtree the manager follows and forwards
+// their changes as inputs.
+func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out chan<- Input) {
+	wch := cli.Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+	go func() {
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				f.log.Error("manager watch failed", "err", err)
+				return
+			}
+			for _, ev := range wr.Events {
+				for _, in := range f.translate(ev) {
+					select {
+					case out <- in:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}()
+}
+
+func (f *feed) translate(ev *clientv3.Event) []Input {
+	key := string(ev.Kv.Key)
+	del := ev.Type == clientv3.EventTypeDelete
+	switch {
+	case strings.HasPrefix(key, store.PrefixNodeLive):
+		name := strings.TrimPrefix(key, store.PrefixNodeLive)
+		if del {
+			delete(f.live, name)
+			delete(f.reports, name)
+			return []Input{{NodeGone: name}}
+		}
+		var facts model.NodeFacts
+		if json.Unmarshal(ev.Kv.Value, &facts) != nil {
+			return nil
+		}
+		_, was := f.live[name]
+		f.live[name] = facts
+		if was && ev.IsModify() {
+			return nil // facts refreshed, or an agent restart that kept the node up
+		}
+		r := f.nodeReport(name, facts)
+		return []Input{{NodeUp: &r}}
+	case strings.HasPrefix(key, store.PrefixNodeReg):
+		name := strings.TrimPrefix(key, store.PrefixNodeReg)
+		if del || ev.IsModify() {
+			return nil
+		}
+		return []Input{{Spec: func(st *manager.State) error {
+			if st.HasNode(name) {
+				return nil
+			}
+			return st.AddNode(name, 0, 0)
+		}}}
+	case strings.HasPrefix(key, cluster.PrefixReports):
+		node, guest, ok := cluster.ReportFromKey(key)
+		if !ok || del {
+			return nil
+		}
+		var r hostctl.Report
+		if json.Unmarshal(ev.Kv.Value, &r) != nil {
+			return nil
+		}
+		f.setReport(node, guest, r)
+		return []Input{{Report: &NodeReport{Node: node, Report: r}}}
+	case strings.HasPrefix(key, cluster.PrefixCommands):
+		if del || ev.IsModify() {
+			return nil
+		}
+		if in, ok := commandInput(ev.Kv.Value); ok {
+			return []Input{in}
+		}
+	case strings.HasPrefix(key, cluster.PrefixGuests):
+		name := strings.TrimPrefix(key, cluster.PrefixGuests)
+		if del {
+			return []Input{{Spec: func(st *manager.State) error { return st.RemoveGuest(name) }}}
+		}
+		var g cluster.Guest
+		if json.Unmarshal(ev.Kv.Value, &g) != nil {
+			return nil
+		}
+		running := f.runningOn(g.Spec.Name)
+		return []Input{{Spec: func(st *manager.State) error { return applyGuest(st, g, running) }}}
+	case strings.HasPrefix(key, cluster.PrefixDomains):
+		name := strings.TrimPrefix(key, cluster.PrefixDomains)
+		if del {
+			return []Input{{Spec: func(st *manager.State) error { return st.RemoveDomain(name) }}}
+		}
+		var d model.Domain
+		if json.Unmarshal(ev.Kv.Value, &d) != nil {
+			return nil
+		}
+		return []Input{{Spec: func(st *manager.State) error { return st.PutDomain(d) }}}
+	case strings.HasPrefix(key, cluster.PrefixShutdown):
+		if del {
+			return nil
+		}
+		if in, ok := shutdownInput(key, ev.Kv.Value); ok {
+			return []Input{in}
+		}
+	}
+	return nil
+}
+
+func commandInput(v []byte) (Input, bool) {
+	var c cluster.Command
+	if json.Unmarshal(v, &c) != nil || c.Done {
+		return Input{}, false
+	}
+	cmd := c.Command
+	return Input{Command: &cmd, CommandID: c.ID}, true
+}
+
+// Shutdown is what a node writes under its lease at shutdown/<node> when its
+// host goes down gracefully.
+type Shutdown struct {
+	Reboot bool `json:"reboot"`
+}
+
+func shutdownInput(key string, v []byte) (Input, bool) {
+	var s Shutdown
+	if json.Unmarshal(v, &s) != nil {
+		return Input{}, false
+	}
+	return Input{Shutdown: &manager.NodeShutdown{Node: strings.TrimPrefix(key, cluster.PrefixShutdown), Reboot: s.Reboot}}, true
+}
+
+// eventOf turns a core action into an event log entry, for those worth
+// showing operators.
+func eventOf(a manager.Action, now time.Time) (cluster.Event, bool) {
+	ev := cluster.Event{At: now, Kind: "manager", Node: a.Node, Guest: a.Guest, Msg: a.String()}
+	switch a.Kind {
+	case manager.ActLog, manager.ActStart, manager.ActStop, manager.ActMigrate, manager.ActShutdownReady:
+	case manager.ActFence:
+		ev.Kind = "fence"
+	case manager.ActReject:
+		ev.Kind = "operator"
+	default:
+		return ev, false
+	}
+	return ev, true
+}
+
+// storeFencer fences with the configuration currently in the store.
+type storeFencer struct {
+	cs  *cluster.Store
+	log *slog.Logger
+}
+
+func (f *storeFencer) Fence(ctx context.Context, node string) error {
+	cfg, err := f.cs.FenceConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("fence node %q: read fence configuration: %w", node, err)
+	}
+	fn, err := fence.New(cfg, fence.Options{Logger: f.log})
+	if err != nil {
+		return fmt.Errorf("fence node %q: %w", node, err)
+	}
+	res, err := fn.Fence(ctx, node)
+	_ = f.cs.AddEvent(ctx, cluster.Event{Kind: "fence", Node: node, Msg: fenceMsg(node, res, err)})
+	return err
+}
+
+func fenceMsg(node string, res fence.Result, err error) string {
+	b, _ := json.Marshal(res)
+	if err != nil {
+		return fmt.Sprintf("fencing %s failed: %v", node, err)
+	}
+	return fmt.Sprintf("fenced %s: %s", node, b)
+}
+
+// storeDefs reads guest definitions from the guest records.
+type storeDefs struct {
+	cs  *cluster.Store
+	ctx context.Context
+}
+
+func (d *storeDefs) Definition(guest, node string) (guestdef.Definition, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+	defer cancel()
+	g, err := d.cs.Guest(ctx, guest)
+	if err != nil {
+		return guestdef.Definition{}, err
+	}
+	return g.Def, nil
+}

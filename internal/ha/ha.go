@@ -1,0 +1,131 @@
+// Package ha wires high availability into the agent: on every host it runs
+// the host side (package hostagent: the manager's orders carried out through
+// the hypervisor driver, guest reports, self-fencing); on the elected agent
+// it runs the manager (package control around the pure core in package
+// manager). It is a plugin of package agent, enabled with Enable.
+package ha
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/control"
+	"github.com/haven-ha/haven/internal/hostagent"
+	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// DriverFactory opens this host's hypervisor driver. It returns nil, nil for
+// a host that runs no guests (a control-plane-only member).
+type DriverFactory func(ctx context.Context, a *agent.Agent) (hypervisor.Driver, error)
+
+// Options configure the plugin.
+type Options struct {
+	Driver DriverFactory
+	// Timings override the manager's defaults; the lease TTL and keepalive
+	// always come from the agent's own configuration.
+	Timings *manager.Timings
+}
+
+var (
+	mu     sync.Mutex
+	opts   Options
+	agents = map[string]*agent.Agent{} // by node name, for the manager term
+)
+
+// Enable registers the plugin with every agent started afterwards.
+func Enable(o Options) {
+	mu.Lock()
+	opts = o
+	mu.Unlock()
+	agent.Register(agent.Plugin{Name: "ha", Setup: setup, WhileManager: whileManager})
+}
+
+func current() Options {
+	mu.Lock()
+	defer mu.Unlock()
+	return opts
+}
+
+// Timings are the manager's timings for agent a.
+func Timings(a *agent.Agent) manager.Timings {
+	t := manager.DefaultTimings()
+	if o := current().Timings; o != nil {
+		t = *o
+	}
+	cfg := a.Config()
+	if cfg.LeaseTTL > 0 {
+		t.LeaseTTL = cfg.LeaseTTL
+	}
+	if cfg.KeepAlive > 0 {
+		t.Keepalive = cfg.KeepAlive
+	}
+	return t
+}
+
+func agentFor(l *store.Leadership) *agent.Agent {
+	mu.Lock()
+	defer mu.Unlock()
+	return agents[l.Node()]
+}
+
+func setup(ctx context.Context, a *agent.Agent) error {
+	mu.Lock()
+	agents[a.Node()] = a
+	mu.Unlock()
+	o := current()
+	if o.Driver == nil {
+		return nil
+	}
+	drv, err := o.Driver(ctx, a)
+	if err != nil {
+		return fmt.Errorf("open hypervisor driver: %w", err)
+	}
+	if drv == nil {
+		return nil
+	}
+	log := a.Config().Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	go func() {
+		select {
+		case <-a.Ready():
+		case <-ctx.Done():
+			return
+		}
+		t := Timings(a)
+		h := hostagent.New(hostagent.Config{
+			Node:        a.Node(),
+			DataDir:     a.DataDir(),
+			Cluster:     cluster.New(a.Store()),
+			Live:        a.Liveness(),
+			Driver:      drv,
+			LeaseTTL:    t.LeaseTTL,
+			StopTimeout: t.StopTimeout,
+			Logger:      log,
+		})
+		if err := h.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("host side stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func whileManager(ctx context.Context, l *store.Leadership) error {
+	a := agentFor(l)
+	if a == nil {
+		return fmt.Errorf("ha: no agent for node %q", l.Node())
+	}
+	return control.RunManager(ctx, control.Daemon{
+		Cluster: cluster.New(a.Store()),
+		Leader:  l,
+		Timings: Timings(a),
+		Logger:  a.Config().Logger,
+	})
+}

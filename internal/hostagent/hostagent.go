@@ -1,0 +1,329 @@
+// Package hostagent is the host side of Haven in the daemon: it runs the
+// manager's orders for this node through hostctl and a hypervisor driver,
+// publishes the guests' reports under the node's lease, and self-fences
+// (kills every guest here) when the node can no longer confirm its lease, so
+// that by the time the manager may start them elsewhere they run nowhere
+// else. The agent starts it on every host.
+package hostagent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/hypervisor"
+)
+
+// Lease is what the host side needs of the node's liveness.
+type Lease interface {
+	Lease() clientv3.LeaseID
+	LastRenewed() time.Time
+}
+
+// Config wires the host side.
+type Config struct {
+	Node    string
+	DataDir string
+	Cluster *cluster.Store
+	Live    Lease
+	Driver  hypervisor.Driver
+	// LeaseTTL is the node's lease TTL. The host kills its guests when its
+	// lease has not been confirmed for LeaseTTL - SelfFenceMargin: the lease
+	// cannot have expired in the store before that.
+	LeaseTTL        time.Duration
+	SelfFenceMargin time.Duration
+	StopTimeout     time.Duration
+	Logger          *slog.Logger
+	Now             func() time.Time
+}
+
+// Host runs the host side of one agent.
+type Host struct {
+	cfg Config
+	log *slog.Logger
+	ctl *hostctl.Controller
+	pub *publisher
+
+	mu       sync.Mutex
+	fenced   bool              // guests were killed for losing the cluster; guarded by mu
+	lastDone map[string]string // guest -> last order ID submitted; guarded by mu
+}
+
+// New returns a host side; Run starts it.
+func New(cfg Config) *Host {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SelfFenceMargin == 0 {
+		cfg.SelfFenceMargin = time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "host", "node", cfg.Node)
+	h := &Host{cfg: cfg, log: log, lastDone: map[string]string{}}
+	h.pub = &publisher{cli: cfg.Cluster.Raw().Client(), node: cfg.Node, live: cfg.Live, log: log, pending: map[string]*hostctl.Report{}, wake: make(chan struct{}, 1)}
+	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Logger: log, Now: cfg.Now})
+	return h
+}
+
+// Controller is the host's order executor.
+func (h *Host) Controller() *hostctl.Controller { return h.ctl }
+
+// Run adopts running guests, then follows this node's orders until ctx ends.
+func (h *Host) Run(ctx context.Context) error {
+	h.loadDone()
+	go h.pub.run(ctx)
+	if _, err := h.ctl.Adopt(ctx); err != nil {
+		h.log.Error("adoption failed; guests already running are not reported", "err", err)
+	}
+	ctlDone := make(chan struct{})
+	go func() { h.ctl.Run(ctx); close(ctlDone) }()
+	go h.selfFenceLoop(ctx)
+
+	cs := h.cfg.Cluster
+	orders, rev, err := cs.Orders(ctx, h.cfg.Node)
+	if err != nil {
+		return err
+	}
+	for _, o := range orders {
+		h.submit(ctx, o)
+	}
+	wch := cs.Raw().Client().Watch(ctx, cluster.PrefixOrders+h.cfg.Node+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("watch orders for node %q: %w", h.cfg.Node, err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type != clientv3.EventTypePut {
+				continue
+			}
+			var o hostctl.Order
+			if err := json.Unmarshal(ev.Kv.Value, &o); err != nil {
+				h.log.Error("unreadable order", "key", string(ev.Kv.Key), "err", err)
+				continue
+			}
+			h.submit(ctx, o)
+		}
+	}
+	<-ctlDone
+	return ctx.Err()
+}
+
+// submit hands an order to the controller once: an order already submitted
+// before an agent restart is not carried out again.
+func (h *Host) submit(ctx context.Context, o hostctl.Order) {
+	h.mu.Lock()
+	if h.lastDone[o.Guest] == o.ID {
+		h.mu.Unlock()
+		return
+	}
+	if h.fenced && o.Op != hostctl.OpStop && o.Op != hostctl.OpKill {
+		h.mu.Unlock()
+		h.log.Warn("ignoring order while self-fenced", "guest", o.Guest, "op", string(o.Op))
+		return
+	}
+	h.lastDone[o.Guest] = o.ID
+	h.saveDoneLocked()
+	h.mu.Unlock()
+	h.ctl.Submit(ctx, o)
+}
+
+func (h *Host) donePath() string { return filepath.Join(h.cfg.DataDir, "orders-done.json") }
+
+func (h *Host) loadDone() {
+	if h.cfg.DataDir == "" {
+		return
+	}
+	b, err := os.ReadFile(h.donePath())
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := json.Unmarshal(b, &h.lastDone); err != nil {
+		h.log.Warn("ignoring unreadable order journal", "err", err)
+		h.lastDone = map[string]string{}
+	}
+}
+
+func (h *Host) saveDoneLocked() {
+	if h.cfg.DataDir == "" {
+		return
+	}
+	b, _ := json.Marshal(h.lastDone)
+	tmp := h.donePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		err = os.Rename(tmp, h.donePath())
+		if err != nil {
+			h.log.Warn("order journal not saved", "err", err)
+		}
+	}
+}
+
+// selfFenceLoop kills every guest here once the lease has gone unconfirmed
+// for LeaseTTL - SelfFenceMargin, and allows orders again once it is
+// confirmed again.
+func (h *Host) selfFenceLoop(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	lease := h.cfg.Live.Lease()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if l := h.cfg.Live.Lease(); l != lease {
+			// A new lease (the old one expired): reports stored under the
+			// old one are gone; store them again.
+			lease = l
+			for _, r := range h.ctl.Reports() {
+				h.pub.Publish(r)
+			}
+		}
+		last := h.cfg.Live.LastRenewed()
+		stale := h.cfg.Now().Sub(last) >= h.cfg.LeaseTTL-h.cfg.SelfFenceMargin
+		h.mu.Lock()
+		fenced := h.fenced
+		h.mu.Unlock()
+		switch {
+		case stale && !fenced:
+			running := 0
+			for _, r := range h.ctl.Reports() {
+				if r.State != hostctl.Stopped && r.State != hostctl.Crashed {
+					running++
+				}
+			}
+			if running == 0 {
+				continue
+			}
+			h.log.Error("lost the cluster: killing every guest here before the manager recovers them elsewhere", "op", "self-fence", "last_renewed", last, "guests", running)
+			h.mu.Lock()
+			h.fenced = true
+			h.mu.Unlock()
+			if err := h.ctl.KillAll(ctx); err != nil {
+				h.log.Error("self-fence could not kill every guest", "op", "self-fence", "err", err)
+			}
+		case !stale && fenced:
+			h.log.Info("back in the cluster; accepting orders again", "op", "self-fence")
+			h.mu.Lock()
+			h.fenced = false
+			h.mu.Unlock()
+		}
+	}
+}
+
+// publisher writes reports under the node's lease, latest per guest, in the
+// background, retrying until they are stored.
+type publisher struct {
+	cli  *clientv3.Client
+	node string
+	live Lease
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]*hostctl.Report // nil value: remove; guarded by mu
+	order   []string                   // guests in arrival order; guarded by mu
+	wake    chan struct{}
+}
+
+func (p *publisher) Publish(r hostctl.Report) {
+	p.mu.Lock()
+	if _, ok := p.pending[r.Guest]; !ok {
+		p.order = append(p.order, r.Guest)
+	}
+	rc := r
+	p.pending[r.Guest] = &rc
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *publisher) Remove(guest string) {
+	p.mu.Lock()
+	if _, ok := p.pending[guest]; !ok {
+		p.order = append(p.order, guest)
+	}
+	p.pending[guest] = nil
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *publisher) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		}
+		for {
+			p.mu.Lock()
+			if len(p.order) == 0 {
+				p.mu.Unlock()
+				break
+			}
+			guest := p.order[0]
+			r := p.pending[guest]
+			p.mu.Unlock()
+			if err := p.write(ctx, guest, r); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				p.log.Warn("report not stored; retrying", "guest", guest, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
+			}
+			p.mu.Lock()
+			// Drop it unless a newer report arrived meanwhile.
+			if p.pending[guest] == r {
+				delete(p.pending, guest)
+				p.order = p.order[1:]
+			} else {
+				p.order = append(p.order[1:], guest)
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (p *publisher) write(ctx context.Context, guest string, r *hostctl.Report) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	key := cluster.KeyReport(p.node, guest)
+	if r == nil {
+		_, err := p.cli.Delete(ctx, key)
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = p.cli.Put(ctx, key, string(b), clientv3.WithLease(p.live.Lease()))
+	return err
+}
+
+// ShutdownKey is where a node announces its graceful shutdown.
+func ShutdownKey(node string) string { return cluster.PrefixShutdown + node }
+
+// ShutdownReadyKey is where the manager says the node may go down.
+func ShutdownReadyKey(node string) string { return cluster.PrefixShutdownReady + node }
