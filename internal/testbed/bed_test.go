@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -60,6 +61,20 @@ func helper(mode string) int {
 		}
 		fmt.Print(line)
 		return 0
+	case "bed":
+		// Build a bed, start a process in it, and never tear it down.
+		b, err := New(context.Background(), Options{Hosts: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		p, err := b.MustHost("h1").Start(context.Background(), Spec{Path: "sleep", Args: []string{"1000"}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(b.Dir(), p.PID)
+		select {}
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
 	return 2
@@ -67,7 +82,8 @@ func helper(mode string) int {
 
 func helperSpec(mode string, m Mode, role string) Spec {
 	exe, _ := os.Executable()
-	return Spec{Path: exe, Env: []string{"HAVEN_TESTBED_HELPER=" + mode}, Mode: m, Role: role}
+	// A race-enabled helper would sleep 1 s at exit (GORACE atexit_sleep_ms).
+	return Spec{Path: exe, Env: []string{"HAVEN_TESTBED_HELPER=" + mode, "GORACE=atexit_sleep_ms=0"}, Mode: m, Role: role}
 }
 
 const echoPort = "7007"
@@ -207,6 +223,23 @@ func TestHostNamespaces(t *testing.T) {
 	if _, err := os.Stat(dst + "/marker"); err == nil {
 		t.Error("the host's bind mount leaked to this machine")
 	}
+	// A private dir: each host its own copy of one path.
+	priv := t.TempDir() + "/etc-private"
+	for _, h := range b.Hosts() {
+		src, err := h.PrivateDir(t.Context(), priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(src+"/name", []byte(h.Name), 0o644)
+	}
+	for _, h := range b.Hosts() {
+		if out, err := h.Shell(t.Context(), "cat "+priv+"/name"); err != nil || out != h.Name {
+			t.Errorf("%s reads %q, %v from its private dir", h.Name, out, err)
+		}
+	}
+	if _, err := os.Stat(priv + "/name"); err == nil {
+		t.Error("a host's private dir leaked to this machine")
+	}
 	// The shared dir is the same directory in every host.
 	if _, err := h1.Shell(t.Context(), "echo shared > $HAVEN_TESTBED_SHARED/f"); err != nil {
 		t.Fatal(err)
@@ -340,5 +373,48 @@ func TestTwoBedsAndTeardown(t *testing.T) {
 	// b1 is untouched.
 	if _, err := os.Stat("/run/netns/" + b1.MustHost("h1").Netns); err != nil {
 		t.Errorf("Destroy of %s touched %s: %v", id, b1.ID(), err)
+	}
+}
+
+func TestReapStaleBed(t *testing.T) {
+	ForTest(t, Options{Hosts: 1}) // skips without root
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "HAVEN_TESTBED_HELPER=bed", "GORACE=atexit_sleep_ms=0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	var pid int
+	if _, err := fmt.Fscan(bufio.NewReader(out), &dir, &pid); err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("helper bed: %v", err)
+	}
+	stale, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, _ := procStart(pid)
+	// The owner dies without tearing its bed down, as a test binary killed
+	// by its timeout does.
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !processAlive(pid, start) {
+		t.Fatal("the stale bed's process died with its owner; nothing to reap")
+	}
+	ReapStale(t.Context(), DefaultRoot, slog.Default())
+	if processAlive(pid, start) {
+		t.Error("reaping left the stale bed's process running")
+	}
+	if _, err := os.Stat("/run/netns/" + stale.MustHost("h1").Netns); err == nil {
+		t.Error("reaping left the stale bed's namespace")
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("reaping left the stale bed's directory")
 	}
 }

@@ -360,3 +360,25 @@ func (h *Host) StartDetached(s Spec) (int, error) {
 	cmd.Process.Release()
 	return pid, nil
 }
+
+// PrivateDir gives the host a private copy of path: a directory of this
+// machine (host/<name>/root/<path> in the bed dir, returned) bind-mounted
+// over path inside the host's mount namespace. Write configuration into the
+// returned directory; programs in the host (FullHost mode) see it at path.
+// path is created on this machine's filesystem when missing (a mount point
+// must exist), and stays as it is outside the hosts.
+// For libvirt: /etc/libvirt, /run/libvirt, /var/lib/libvirt,
+// /var/log/libvirt, /var/cache/libvirt.
+func (h *Host) PrivateDir(ctx context.Context, path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("private dir %q of host %q: want an absolute path", path, h.Name)
+	}
+	src := filepath.Join(h.bed.hostDir(h.Name), "root", filepath.Clean(path))
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", fmt.Errorf("private dir %s of host %q: %w", path, h.Name, err)
+	}
+	if err := h.BindMount(ctx, src, path); err != nil {
+		return "", err
+	}
+	return src, nil
+}
