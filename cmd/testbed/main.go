@@ -219,7 +219,7 @@ func dispatch(ctx context.Context, cmd string, flags map[string]string, pos []st
 			fmt.Fprintf(out, "started %s on %s: pid %d, log %s\n", s.Path, h, pid, filepath.Clean(logPath))
 			return nil
 		}
-		s.Stdin, s.Stdout, s.Stderr = os.Stdin, os.Stdout, os.Stderr
+		s.Stdin, s.Stdout, s.Stderr = os.Stdin, out, os.Stderr
 		c := hh.Command(context.Background(), s)
 		// An interactive command keeps the terminal: same process group.
 		c.SysProcAttr = nil
