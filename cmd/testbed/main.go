@@ -302,11 +302,14 @@ func printStatus(b *testbed.Bed, out io.Writer) error {
 		part = "none"
 	}
 	fmt.Fprintf(out, "bed %s  dir %s  subnet %s  leg %s  partition %s\n", c.ID, b.Dir(), c.Subnet, leg, part)
-	fmt.Fprintf(out, "%-4s %-12s %-14s %-5s %-7s %-6s %s\n", "HOST", "NETNS", "ADDR", "POWER", "NETWORK", "FENCE", "PROCESSES")
+	fmt.Fprintf(out, "%-4s %-12s %-14s %-5s %-5s %-7s %-6s %s\n", "HOST", "NETNS", "ADDR", "POWER", "BOOTS", "NETWORK", "FENCE", "PROCESSES")
 	for _, h := range b.Status() {
 		power, netw, fence := "on", "up", "ok"
 		if !h.PoweredOn {
 			power = "off"
+		}
+		if !h.PoweredOn {
+			netw = "down"
 		}
 		if h.NetworkCut {
 			netw = "cut"
@@ -322,7 +325,7 @@ func printStatus(b *testbed.Bed, out io.Writer) error {
 			}
 			procs = append(procs, fmt.Sprintf("%d(%s)", p.PID, role))
 		}
-		fmt.Fprintf(out, "%-4s %-12s %-14s %-5s %-7s %-6s %d in netns; recorded: %s\n", h.Name, h.Netns, h.Addr, power, netw, fence, h.NetnsPIDs, strings.Join(procs, " "))
+		fmt.Fprintf(out, "%-4s %-12s %-14s %-5s %-5d %-7s %-6s %d in netns; recorded: %s\n", h.Name, h.Netns, h.Addr, power, h.Boots, netw, fence, h.NetnsPIDs, strings.Join(procs, " "))
 	}
 	return nil
 }

@@ -38,6 +38,10 @@ import (
 // DefaultRoot is where beds keep their state directories.
 const DefaultRoot = "/run/haven-testbed"
 
+// DefaultSharedRoot holds the beds' default shared directories
+// (DefaultSharedRoot/<id>), removed with their beds.
+const DefaultSharedRoot = "/var/tmp/haven-testbed"
+
 // subnetPrefix is the /16 the beds' /24 subnets are carved from: bed K uses
 // 10.213.K.0/24, host i has 10.213.K.i and the root leg 10.213.K.254.
 const subnetPrefix = "10.213."
@@ -57,8 +61,8 @@ type Options struct {
 	// hosts (web UI, API) from the root namespace.
 	Leg bool
 	// SharedDir is the directory every host sees as shared storage. Default:
-	// <bed dir>/shared, removed with the bed. A given directory is created
-	// when missing and never removed.
+	// DefaultSharedRoot/<id>, removed with the bed. A given directory is
+	// created when missing and never removed.
 	SharedDir string
 	// Root holds the beds' state directories (default DefaultRoot).
 	Root string
@@ -93,9 +97,10 @@ type Bed struct {
 	hosts  []*Host
 	byName map[string]*Host
 
-	mu    sync.Mutex // guards hooks and procs
+	mu    sync.Mutex // guards hooks, procs and known
 	hooks Hooks
-	procs map[int]*Process // processes this Bed value started, by PID
+	procs map[int]*Process      // processes this Bed value started, by PID
+	known map[string]powerState // power state last seen, by host; see WatchPower
 }
 
 // ErrNotRoot is returned when the bed cannot be built for want of privileges.
@@ -145,7 +150,8 @@ func New(ctx context.Context, opts Options) (*Bed, error) {
 	}
 	cfg.OwnerStart, _ = procStart(os.Getpid())
 	if cfg.SharedDir == "" {
-		cfg.SharedDir = filepath.Join(dir, "shared")
+		// Not under /run, a small tmpfs on most machines: guest disks live here.
+		cfg.SharedDir = filepath.Join(DefaultSharedRoot, cfg.ID)
 		cfg.OwnShared = true
 	}
 	for i := 1; i <= opts.Hosts; i++ {
@@ -356,7 +362,7 @@ func (b *Bed) buildHost(ctx context.Context, h *Host) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(b.hostDir(h.Name), "power"), []byte("on\n")); err != nil {
+	if err := h.setPower(powerState{on: true, boots: 1}); err != nil {
 		return err
 	}
 	if err := ip(ctx, "netns", "add", h.Netns); err != nil {
@@ -442,10 +448,24 @@ func (b *Bed) Destroy(ctx context.Context) error {
 		}
 	}
 	b.mu.Lock()
-	procs := b.procs
+	procs := make([]*Process, 0, len(b.procs))
+	for _, p := range b.procs {
+		procs = append(procs, p)
+	}
 	b.mu.Unlock()
+	wait := time.NewTimer(10 * time.Second)
+	defer wait.Stop()
 	for _, p := range procs {
-		<-p.done
+		select {
+		case <-p.done:
+		case <-wait.C:
+			errs = append(errs, fmt.Errorf("process %d (%s) on host %q did not end", p.PID, p.Role, p.Host.Name))
+		}
+	}
+	if b.cfg.OwnShared {
+		if err := os.RemoveAll(b.cfg.SharedDir); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := os.RemoveAll(b.dir); err != nil {
 		errs = append(errs, err)

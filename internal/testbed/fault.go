@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,9 +48,33 @@ func (b *Bed) getHooks() Hooks {
 func (h *Host) stateFile(name string) string { return filepath.Join(h.bed.hostDir(h.Name), name) }
 
 // PoweredOn reports whether the host is on (state file host/<name>/power).
-func (h *Host) PoweredOn() bool {
+func (h *Host) PoweredOn() bool { return h.power().on }
+
+// Boots counts the host's power-ons, by the bed or the fence agent.
+func (h *Host) Boots() int { return h.power().boots }
+
+// power reads the state file host/<name>/power, "on N" or "off N" where N
+// counts the power-ons (one file, replaced atomically, so a reader never
+// sees a half-done change).
+func (h *Host) power() powerState {
 	data, err := os.ReadFile(h.stateFile("power"))
-	return err != nil || strings.TrimSpace(string(data)) != "off"
+	if err != nil {
+		return powerState{on: true}
+	}
+	f := strings.Fields(string(data))
+	st := powerState{on: len(f) == 0 || f[0] != "off"}
+	if len(f) > 1 {
+		st.boots, _ = strconv.Atoi(f[1])
+	}
+	return st
+}
+
+func (h *Host) setPower(st powerState) error {
+	word := "off"
+	if st.on {
+		word = "on"
+	}
+	return writeFileAtomic(h.stateFile("power"), fmt.Appendf(nil, "%s %d\n", word, st.boots))
 }
 
 // PowerOff pulls the host's plug: the host is marked off (Start fails until
@@ -62,13 +87,7 @@ func (b *Bed) PowerOff(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(h.stateFile("power"), []byte("off\n")); err != nil {
-		return fmt.Errorf("power off host %q: %w", host, err)
-	}
-	if err := b.setLink(ctx, h, false); err != nil {
-		return fmt.Errorf("power off host %q: %w", host, err)
-	}
-	if err := b.killHost(ctx, h); err != nil {
+	if err := b.powerOff(ctx, h); err != nil {
 		return fmt.Errorf("power off host %q: %w", host, err)
 	}
 	b.log.Info("host powered off", "node", host, "op", "poweroff")
@@ -76,6 +95,21 @@ func (b *Bed) PowerOff(ctx context.Context, host string) error {
 		hook(ctx, h)
 	}
 	return nil
+}
+
+// powerOff does PowerOff's own part, under the host's power lock.
+func (b *Bed) powerOff(ctx context.Context, h *Host) error {
+	h.powerMu.Lock()
+	defer h.powerMu.Unlock()
+	st := powerState{on: false, boots: h.Boots()}
+	if err := h.setPower(st); err != nil {
+		return err
+	}
+	b.setKnown(h, st.on, st.boots)
+	if err := b.setLink(ctx, h, false); err != nil {
+		return err
+	}
+	return b.killHost(ctx, h)
 }
 
 // PowerOn marks the host on, brings its link up again (unless the network is
@@ -86,24 +120,8 @@ func (b *Bed) PowerOn(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(h.stateFile("power"), []byte("on\n")); err != nil {
+	if err := b.powerOn(ctx, h); err != nil {
 		return fmt.Errorf("power on host %q: %w", host, err)
-	}
-	if !h.NetworkCut() {
-		if err := b.setLink(ctx, h, true); err != nil {
-			return fmt.Errorf("power on host %q: %w", host, err)
-		}
-	}
-	if boot := h.stateFile("boot"); fileExists(boot) {
-		log, err := os.OpenFile(h.stateFile("boot.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return fmt.Errorf("power on host %q: %w", host, err)
-		}
-		_, err = h.Start(context.WithoutCancel(ctx), Spec{Path: boot, Role: "boot", Stdout: log, Stderr: log})
-		log.Close()
-		if err != nil {
-			return fmt.Errorf("power on host %q: boot script: %w", host, err)
-		}
 	}
 	b.log.Info("host powered on", "node", host, "op", "poweron")
 	if hook := b.getHooks().PowerOn; hook != nil {
@@ -112,6 +130,120 @@ func (b *Bed) PowerOn(ctx context.Context, host string) error {
 		}
 	}
 	return nil
+}
+
+// powerOn does PowerOn's own part: the state change under the host's power
+// lock, then the boot script.
+func (b *Bed) powerOn(ctx context.Context, h *Host) error {
+	h.powerMu.Lock()
+	st := powerState{on: true, boots: h.Boots() + 1}
+	err := h.setPower(st)
+	if err == nil {
+		b.setKnown(h, st.on, st.boots)
+		if !h.NetworkCut() {
+			err = b.setLink(ctx, h, true)
+		}
+	}
+	h.powerMu.Unlock()
+	if err != nil {
+		return err
+	}
+	boot := h.stateFile("boot")
+	if !fileExists(boot) {
+		return nil
+	}
+	log, err := os.OpenFile(h.stateFile("boot.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	if _, err := h.Start(context.WithoutCancel(ctx), Spec{Path: boot, Role: "boot", Stdout: log, Stderr: log}); err != nil {
+		return fmt.Errorf("boot script: %w", err)
+	}
+	return nil
+}
+
+type powerState struct {
+	on    bool
+	boots int
+}
+
+func (b *Bed) setKnown(h *Host, on bool, boots int) {
+	b.mu.Lock()
+	if b.known == nil {
+		b.known = map[string]powerState{}
+	}
+	b.known[h.Name] = powerState{on, boots}
+	b.mu.Unlock()
+}
+
+// WatchPower makes the PowerOff and PowerOn hooks run also when someone
+// else changes a host's power, above all the fence agent run by Haven's
+// manager: it polls the hosts' power state every interval (default 50 ms)
+// until ctx ends or stop is called (stop waits for a hook in progress). A
+// reboot too quick to see as off counts as off then on (the power-on counter
+// moved). Changes made through this Bed value run the hooks once, as before.
+func (b *Bed) WatchPower(ctx context.Context, interval time.Duration) (stop func()) {
+	if interval <= 0 {
+		interval = 50 * time.Millisecond
+	}
+	for _, h := range b.hosts {
+		b.mu.Lock()
+		_, ok := b.known[h.Name]
+		b.mu.Unlock()
+		if !ok {
+			st := h.power()
+			b.setKnown(h, st.on, st.boots)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.watchPower(ctx, interval)
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (b *Bed) watchPower(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, h := range b.hosts {
+			h.powerMu.RLock()
+			now := h.power()
+			b.mu.Lock()
+			was := b.known[h.Name]
+			b.known[h.Name] = now
+			hooks := b.hooks
+			b.mu.Unlock()
+			h.powerMu.RUnlock()
+			if now == was {
+				continue
+			}
+			wentOff := was.on && (!now.on || now.boots != was.boots)
+			cameOn := now.on && (!was.on || now.boots != was.boots)
+			if wentOff {
+				b.log.Info("host powered off by someone else", "node", h.Name, "op", "poweroff")
+				if hooks.PowerOff != nil {
+					hooks.PowerOff(ctx, h)
+				}
+			}
+			if cameOn {
+				b.log.Info("host powered on by someone else", "node", h.Name, "op", "poweron")
+				if hooks.PowerOn != nil {
+					if err := hooks.PowerOn(ctx, h); err != nil {
+						b.log.Error("power-on hook", "node", h.Name, "err", err)
+					}
+				}
+			}
+		}
+	}
 }
 
 // SetBootScript gives the host a script (sh, with its #! line) that the bed
@@ -482,6 +614,7 @@ func FenceAgentPath() (string, error) {
 type HostStatus struct {
 	Name, Netns, Addr string
 	PoweredOn         bool
+	Boots             int
 	NetworkCut        bool
 	FenceFailing      bool
 	Processes         []ProcRecord // recorded and running
@@ -495,7 +628,7 @@ func (b *Bed) Status() []HostStatus {
 		pids, _ := h.PIDs()
 		out = append(out, HostStatus{
 			Name: h.Name, Netns: h.Netns, Addr: h.Addr.String(),
-			PoweredOn: h.PoweredOn(), NetworkCut: h.NetworkCut(), FenceFailing: h.FenceDeviceFailing(),
+			PoweredOn: h.PoweredOn(), Boots: h.Boots(), NetworkCut: h.NetworkCut(), FenceFailing: h.FenceDeviceFailing(),
 			Processes: h.Processes(), NetnsPIDs: len(pids),
 		})
 	}

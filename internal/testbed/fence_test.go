@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -165,6 +166,20 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The bed's hooks follow what the fence agent does.
+	var mu sync.Mutex
+	var events []string
+	event := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	eventsAre := func(want string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return strings.Join(events, " ") == want }
+	}
+	b.SetHooks(Hooks{
+		PowerOn:  func(_ context.Context, h *Host) error { event("on-" + h.Name); return nil },
+		PowerOff: func(_ context.Context, h *Host) { event("off-" + h.Name) },
+	})
+	stopWatch := b.WatchPower(context.Background(), 5*time.Millisecond)
+	defer stopWatch()
+
 	// On runs the host's boot script; reboot kills what it started.
 	if err := h1.SetBootScript("#!/bin/sh\nhostname\nexec sleep 1000\n"); err != nil {
 		t.Fatal(err)
@@ -186,9 +201,11 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	}
 	eventually(t, "h1's boot script runs", func() bool { return len(booted()) == 1 })
 	first := booted()[0]
+	eventually(t, "the PowerOn hook runs after fence on", eventsAre("on-h1"))
 	if code, out := fence(t, with(p1, "action", "reboot")); code != 0 {
 		t.Fatalf("reboot: exit %d: %s", code, out)
 	}
+	eventually(t, "the hooks see the reboot", eventsAre("on-h1 off-h1 on-h1"))
 	eventually(t, "h1 rebooted", func() bool { r := booted(); return len(r) == 1 && r[0].PID != first.PID })
 	if processAlive(first.PID, first.Start) {
 		t.Error("reboot left the first boot's process running")
@@ -199,6 +216,10 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	}
 	if len(booted()) != 0 {
 		t.Error("PowerOff left the boot script's process")
+	}
+	stopWatch()
+	if !eventsAre("on-h1 off-h1 on-h1 off-h1")() {
+		t.Errorf("hooks ran for %v; a PowerOff through the bed must run its hook once", events)
 	}
 	if code, _ := fence(t, with(p1, "action", "status")); code != 2 {
 		t.Errorf("status after PowerOff: exit %d, want 2", code)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -20,7 +21,8 @@ import (
 // on the bed's bridge, plus its own persistent mount and UTS namespace
 // (hostname = Name, /etc/hosts naming every host of the bed).
 type Host struct {
-	bed *Bed
+	bed     *Bed
+	powerMu sync.RWMutex // held for writing by PowerOff/PowerOn, for reading by Start
 	// Name is the host's name in the bed: h1, h2, ...
 	Name string
 	// Netns is the network namespace's name (under /run/netns): hvnK-h1.
@@ -188,6 +190,8 @@ func (p *Process) Kill() error {
 // Start starts s in the host and tracks it until it ends. ctx ending kills
 // the process group. It fails with ErrHostOff while the host is powered off.
 func (h *Host) Start(ctx context.Context, s Spec) (*Process, error) {
+	h.powerMu.RLock()
+	defer h.powerMu.RUnlock()
 	if !h.PoweredOn() {
 		return nil, fmt.Errorf("start %q on host %q: %w (PowerOn it first)", s.Path, h.Name, ErrHostOff)
 	}
