@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/haven-ha/haven/internal/model"
 )
@@ -122,6 +123,11 @@ func (st *stepper) command(c Command) {
 		g.Spec.State = model.DesiredStarted
 		g.Restarts, g.Moves, g.Tried = 0, 0, nil
 		switch g.State {
+		case GuestRecovering:
+			if g.Need == NeedMove || g.Need == NeedRestart {
+				g.Need = NeedNode // a fresh start: no tried nodes left
+				g.RetryAt = time.Time{}
+			}
 		case GuestStopped, GuestDisabled, GuestFailed:
 			if g.Running {
 				g.State = GuestStarted

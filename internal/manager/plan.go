@@ -122,6 +122,15 @@ func (st *stepper) place() {
 		}
 		return -1
 	}
+	// A guest waiting out its restart delay keeps its place on its node.
+	for _, g := range s.Guests {
+		if g.State == GuestRecovering && g.Need == NeedRestart && g.Op == nil && g.Spec.State == model.DesiredStarted {
+			if i := idx(g.Node); i >= 0 {
+				snap.Nodes[i].Used += g.Spec.Memory
+				snap.Nodes[i].Guests++
+			}
+		}
+	}
 	var reqs []placement.Request
 	var wants []want
 	for _, g := range s.Guests {
@@ -145,7 +154,7 @@ func (st *stepper) place() {
 			case NeedRestart:
 				i := idx(g.Node)
 				if i >= 0 && snap.Nodes[i].Eligible {
-					r.Prefer, r.PreferOnly, r.Tried = i, true, nil
+					r.Prefer, r.PreferOnly, r.Tried, r.Reserved = i, true, nil, g.Spec.Memory
 					p = PurposeRestart
 				} else {
 					g.Need = NeedPlace
@@ -164,6 +173,10 @@ func (st *stepper) place() {
 			n := s.node(g.Node)
 			if n == nil {
 				continue
+			}
+			if !g.MoveFailedAt.IsZero() && !st.now.After(g.MoveFailedAt) {
+				g.ReturnTo = ""
+				continue // a migration just failed: try again at the next change
 			}
 			switch {
 			case n.Maintenance || (n.Shutdown != nil && n.Shutdown.Policy == model.ShutdownMigrate && n.Status == NodeOnline):
@@ -196,6 +209,11 @@ func (st *stepper) place() {
 		w := wants[i]
 		g := w.g
 		if a.Node < 0 {
+			if w.purpose == PurposeRestart {
+				// Its node cannot take it back: place it, preferring that node.
+				g.Need = NeedNode
+				st.logf("%s cannot restart on %s now; placing it", g.Spec.Name, g.Node)
+			}
 			if w.purpose == PurposeReturn {
 				st.logf("%s stays on %s: %s cannot take it", g.Spec.Name, g.Node, s.Nodes[reqs[i].Prefer].Name)
 			}

@@ -103,6 +103,12 @@ func (st *stepper) nodeUp(r NodeReport) {
 	if n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID {
 		st.nodeDown(n.Name) // a new boot: the old incarnation failed
 	}
+	if n.Status == NodeFailed && n.Fence != nil && n.Fence.InFlight {
+		rc := r
+		n.Fence.Rejoin = &rc
+		st.logf("node %s is back while it is being fenced; it counts as online only if that fence fails", n.Name)
+		return
+	}
 	prev := n.Status
 	n.Status = NodeOnline
 	n.DownAt = time.Time{}
@@ -289,13 +295,26 @@ func (st *stepper) fenceResult(e FenceResult) {
 	if n == nil || n.Status != NodeFailed || n.Fence == nil || n.Fence.Attempt != e.Attempt || !n.Fence.InFlight {
 		return
 	}
+	if !e.OK && n.Fence.Rejoin != nil {
+		r := *n.Fence.Rejoin
+		n.Fence.InFlight = false
+		n.Fence.Rejoin = nil
+		st.nodeUp(r)
+		return
+	}
 	if !e.OK {
 		n.Fence.InFlight = false
 		n.Fence.RetryAt = st.now.Add(st.s.Config.Timings.FenceRetry)
 		st.logf("fencing %s failed (%s); retrying in %s", n.Name, e.Err, st.s.Config.Timings.FenceRetry)
 		return
 	}
+	rejoin := n.Fence.Rejoin
 	st.fenced(n)
+	if rejoin != nil {
+		// It reported in with a live lease while the attempt was in flight:
+		// trust the lease; if the fence did power it off, the lease expires.
+		st.nodeUp(*rejoin)
+	}
 }
 
 func (st *stepper) fenced(n *Node) {
@@ -361,6 +380,7 @@ func (st *stepper) result(e GuestResult) {
 		st.moved(g, op)
 	case ResultMigrateFailed:
 		g.Op = nil
+		g.MoveFailedAt = st.now
 		g.Running = true
 		g.Node = op.Node
 		switch op.Purpose {

@@ -108,6 +108,10 @@ type Fence struct {
 	RetryAt  time.Time `json:"retry_at"`  // next attempt no earlier than this
 	// DeadlineAt is when, in watchdog mode, the node counts as fenced.
 	DeadlineAt time.Time `json:"deadline_at"`
+	// Rejoin holds the report of a node that came back while an attempt was
+	// in flight: it is taken as online only if that attempt fails (a fence
+	// cannot be called back).
+	Rejoin *NodeReport `json:"rejoin,omitempty"`
 }
 
 // Node is the manager's record of one configured node.
@@ -211,6 +215,9 @@ type Guest struct {
 	// FailbackBlocked: a failback migration failed; retried once a node comes
 	// up or leaves maintenance.
 	FailbackBlocked bool `json:"failback_blocked,omitempty"`
+	// MoveFailedAt is when its last migration failed; the manager does not
+	// try again in a step at that same moment.
+	MoveFailedAt time.Time `json:"move_failed_at"`
 }
 
 // Sentinel errors for operator commands that cannot be carried out. Validate

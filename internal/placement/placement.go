@@ -44,6 +44,9 @@ type Request struct {
 	// other node is considered.
 	Prefer     int
 	PreferOnly bool
+	// Reserved is memory of this guest already counted on Prefer (a place
+	// kept for it); it is not counted twice.
+	Reserved int64
 }
 
 // NewRequest returns a request with no preference and no tried nodes.
@@ -74,7 +77,9 @@ func Plan(snap *Snapshot, reqs []Request) []Assignment {
 	out := make([]Assignment, len(reqs))
 	for _, i := range order {
 		a := Choose(nodes, &reqs[i])
-		if a.Node >= 0 {
+		if a.Node >= 0 && a.Node == reqs[i].Prefer && reqs[i].Reserved > 0 {
+			nodes[a.Node].Used += reqs[i].Memory - reqs[i].Reserved
+		} else if a.Node >= 0 {
 			nodes[a.Node].Used += reqs[i].Memory
 			nodes[a.Node].Guests++
 		}
@@ -86,7 +91,7 @@ func Plan(snap *Snapshot, reqs []Request) []Assignment {
 // Choose picks the node for one request over nodes, without changing them.
 func Choose(nodes []Node, r *Request) Assignment {
 	a := Assignment{Guest: r.Guest, Node: -1}
-	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed {
+	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory-r.Reserved) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed {
 		a.Node = r.Prefer
 		return a
 	}

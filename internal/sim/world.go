@@ -388,8 +388,8 @@ func (w *World) exec(acts []manager.Action) {
 		switch a.Kind {
 		case manager.ActStart, manager.ActStop, manager.ActMigrate:
 			n := w.byName[a.Node]
-			if n == nil || n.power == powerOff {
-				continue
+			if n == nil || n.power != powerOn {
+				continue // addressed to an incarnation that is gone
 			}
 			n.inbox = append(n.inbox, a)
 			if n.reachable() {
@@ -582,18 +582,17 @@ func (w *World) handle(it *item) {
 		}
 		n.power = powerOn
 		n.bootID++
+		n.inbox, n.outbox = nil, nil
 		n.epoch++
 		n.agentUp = true
 		n.mon = selffence.New(w.tm.LeaseTTL)
 		n.sfSched = false
 		w.logf("node", "%s has booted", n.name)
 		if n.leaseLive {
-			// The old incarnation's lease: the new agent revokes it first.
+			// The old incarnation's lease: the new agent replaces it; the
+			// manager sees a NodeUp with a new boot id.
 			n.leaseLive, n.hasExpire = false, false
 			n.leaseGen++
-			if w.quorate {
-				w.toManager(manager.NodeDown{Node: n.name})
-			}
 		}
 	case itPowerOn:
 		w.powerOn(n)

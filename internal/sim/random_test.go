@@ -1,0 +1,331 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/scenario"
+)
+
+var (
+	simRuns = flag.Int("sim.runs", 1500, "randomized fault-injection runs")
+	simSeed = flag.Uint64("sim.seed", 1, "first seed of the randomized runs")
+	simShow = flag.Bool("sim.show", false, "print the timeline of every randomized run")
+)
+
+// genScenario writes a random scenario as YAML: a random cluster, domains,
+// guests and a burst of faults and commands, then a recovery phase (heal,
+// fence devices work, every node powered on and out of maintenance) and a
+// long settle.
+func genScenario(seed uint64) string {
+	r := rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
+	var b strings.Builder
+	pick := func(s ...string) string { return s[r.IntN(len(s))] }
+	nn := 3 + r.IntN(5)
+	nodes := make([]string, nn)
+	mem := make([]int, nn)
+	on := make([]bool, nn)
+	fmt.Fprintf(&b, "name: random seed %d\ncluster:\n  fencing: %s\n  shutdown_policy: %s\n  settle: 900s\n  nodes:\n", seed, pick("agent", "agent", "watchdog"), pick("migrate", "migrate", "stop", "freeze"))
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("n%d", i+1)
+		mem[i] = 4 + r.IntN(13)
+		on[i] = r.IntN(8) > 0
+		p := "on"
+		if !on[i] {
+			p = "off"
+		}
+		fmt.Fprintf(&b, "    - {name: %s, memory: %dGiB, power: %s}\n", nodes[i], mem[i], p)
+	}
+	nd := r.IntN(4)
+	type dom struct {
+		name       string
+		members    []int
+		restricted bool
+	}
+	var doms []dom
+	if nd > 0 {
+		b.WriteString("domains:\n")
+	}
+	for i := 0; i < nd; i++ {
+		perm := r.Perm(nn)[:1+r.IntN(nn)]
+		d := dom{name: fmt.Sprintf("d%d", i), members: perm, restricted: r.IntN(3) == 0}
+		doms = append(doms, d)
+		fmt.Fprintf(&b, "  - name: %s\n    restricted: %v\n    nofailback: %v\n", d.name, d.restricted, r.IntN(4) == 0)
+		switch r.IntN(3) {
+		case 0:
+			var ms []string
+			for _, m := range perm {
+				ms = append(ms, nodes[m])
+			}
+			fmt.Fprintf(&b, "    members: [%s]\n", strings.Join(ms, ", "))
+		case 1:
+			var ms []string
+			for _, m := range perm {
+				ms = append(ms, nodes[m])
+			}
+			fmt.Fprintf(&b, "    ordered: true\n    members: [%s]\n", strings.Join(ms, ", "))
+		default:
+			var ms []string
+			for _, m := range perm {
+				ms = append(ms, fmt.Sprintf("{node: %s, priority: %d}", nodes[m], r.IntN(3)))
+			}
+			fmt.Fprintf(&b, "    members: [%s]\n", strings.Join(ms, ", "))
+		}
+	}
+	ng := 1 + r.IntN(14)
+	used := make([]int, nn)
+	guests := make([]string, ng)
+	b.WriteString("guests:\n")
+	for i := range guests {
+		guests[i] = fmt.Sprintf("g%02d", i)
+		gm := 1 + r.IntN(4)
+		fmt.Fprintf(&b, "  - name: %s\n    memory: %dGiB\n", guests[i], gm)
+		di := -1
+		if len(doms) > 0 && r.IntN(2) == 0 {
+			di = r.IntN(len(doms))
+			fmt.Fprintf(&b, "    domain: %s\n", doms[di].name)
+		}
+		state := pick("started", "started", "started", "started", "stopped", "disabled")
+		fmt.Fprintf(&b, "    state: %s\n", state)
+		if r.IntN(3) > 0 {
+			n := r.IntN(nn)
+			ok := on[n] || state != "started"
+			if di >= 0 && doms[di].restricted {
+				in := false
+				for _, m := range doms[di].members {
+					in = in || m == n
+				}
+				ok = ok && in
+			}
+			if state == "started" && used[n]+gm > mem[n] {
+				ok = false
+			}
+			if ok {
+				if state == "started" {
+					used[n] += gm
+				}
+				fmt.Fprintf(&b, "    node: %s\n", nodes[n])
+			}
+		}
+		fmt.Fprintf(&b, "    recovery: %s\n    max_restarts: %d\n    max_relocations: %d\n    migratable: %v\n    restart_window: %s\n",
+			pick("restart", "restart", "relocate", "disable"), r.IntN(3), r.IntN(3), r.IntN(4) > 0, pick("10m", "30s", "2m"))
+		if r.IntN(3) == 0 {
+			fmt.Fprintf(&b, "    faults: {start_failures: %d, migrate_failures: %d, stop_fails: %v}\n", r.IntN(3), r.IntN(2), r.IntN(12) == 0)
+		}
+	}
+	b.WriteString("events:\n")
+	ne := 1 + r.IntN(14)
+	t := 0
+	for i := 0; i < ne; i++ {
+		t += r.IntN(40)
+		n := nodes[r.IntN(nn)]
+		g := guests[r.IntN(ng)]
+		var do string
+		switch r.IntN(20) {
+		case 0, 1:
+			do = "power off " + n
+		case 2:
+			do = "power on " + n
+		case 3:
+			do = "network off " + n
+		case 4:
+			do = "network on " + n
+		case 5:
+			perm := r.Perm(nn)
+			k := 1 + r.IntN(nn-1)
+			var a, c []string
+			for j, x := range perm {
+				if j < k {
+					a = append(a, nodes[x])
+				} else {
+					c = append(c, nodes[x])
+				}
+			}
+			do = "partition " + strings.Join(a, ",") + " / " + strings.Join(c, ",")
+		case 6:
+			do = "heal"
+		case 7:
+			do = "reboot " + n
+		case 8:
+			do = "shutdown " + n
+		case 9, 10:
+			do = "crash " + g
+		case 11:
+			do = "agent restart " + n
+		case 12:
+			do = "fence " + n + " " + pick("fails", "works")
+		case 13:
+			do = "maintenance " + n + " " + pick("on", "off")
+		case 14:
+			do = pick("start", "stop", "disable", "start") + " " + g
+		case 15:
+			do = pick("migrate", "relocate") + " " + g + " " + n
+		default:
+			do = "crash " + g
+		}
+		fmt.Fprintf(&b, "  - {at: %ds, do: %q}\n", t, do)
+	}
+	// Faults stop: everything is repaired.
+	t += 30
+	fmt.Fprintf(&b, "  - {at: %ds, do: heal}\n", t)
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "  - {at: %ds, do: fence %s works}\n", t, n)
+	}
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+1, n)
+	}
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "  - {at: %ds, do: maintenance %s off}\n", t+120, n)
+	}
+	return b.String()
+}
+
+// liveness checks that once faults stopped and the cluster settled every
+// guest that should run runs, unless no node has room for it, and that the
+// manager's view matches the hypervisors.
+func liveness(w *World) []string {
+	var bad []string
+	m := w.Manager()
+	if w.mgrNode == "" {
+		return []string{"no manager at the end although every node is on"}
+	}
+	frozen := map[string]int64{}
+	for _, g := range m.Guests {
+		if g.State == manager.GuestFrozen {
+			frozen[g.Node] += g.Spec.Memory
+		}
+	}
+	for _, g := range m.Guests {
+		name := g.Spec.Name
+		where := ""
+		for _, n := range w.nodes {
+			if v := n.vms[name]; v != nil && v.state == vmRunning {
+				where = n.name
+			}
+		}
+		switch g.State {
+		case manager.GuestStarted:
+			if g.Op == nil && where != g.Node {
+				bad = append(bad, fmt.Sprintf("%s is started on %s for the manager but runs on %q", name, g.Node, where))
+			}
+			continue
+		case manager.GuestFailed, manager.GuestDisabled, manager.GuestStopped:
+			if g.State != manager.GuestFailed && where != "" {
+				bad = append(bad, fmt.Sprintf("%s is %s but runs on %s", name, g.State, where))
+			}
+			continue
+		}
+		if g.Spec.State != model.DesiredStarted {
+			continue
+		}
+		if n := m.Node(g.Node); g.State == manager.GuestFrozen && n != nil && n.Shutdown != nil {
+			continue // its node's shutdown waits for a guest that would not stop
+		}
+		// recovering, fencing or frozen after everything was repaired:
+		// acceptable only when no node can take it.
+		room := false
+		for _, n := range w.nodes {
+			mn := m.Node(n.name)
+			if mn.Status != manager.NodeOnline || mn.Maintenance || mn.Shutdown != nil {
+				continue
+			}
+			if !allowedIn(m, g, n.name) || (g.Need == manager.NeedMove && n.name == g.Node) {
+				continue
+			}
+			if n.used+frozen[n.name]+g.Spec.Memory <= n.memory {
+				room = true
+			}
+		}
+		if room || g.State == manager.GuestFencing {
+			bad = append(bad, fmt.Sprintf("%s should run but is %s on %s (room exists)", name, g.State, g.Node))
+		}
+	}
+	for _, n := range w.nodes {
+		if mn := m.Node(n.name); mn.Reported() == "offline" && n.power == powerOn && n.inQ {
+			bad = append(bad, fmt.Sprintf("node %s is %s (%s) although it is powered on and connected", n.name, mn.Reported(), mn.Status))
+		}
+	}
+	return bad
+}
+
+func allowedIn(m *manager.State, g *manager.Guest, node string) bool {
+	if g.Spec.Domain == "" {
+		return true
+	}
+	for _, d := range m.Domains {
+		if d.Name != g.Spec.Domain {
+			continue
+		}
+		if !d.Restricted {
+			return true
+		}
+		for _, mb := range d.Members {
+			if mb.Node == node {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// TestRandomFaults is a CTS-like randomized test: random clusters, domains,
+// guests and fault sequences; the four invariants at every step; and, once
+// the faults stop, every guest that should run runs where room exists. A
+// failing seed prints a scenario file reproducing it.
+func TestRandomFaults(t *testing.T) {
+	runs := *simRuns
+	if testing.Short() {
+		runs = 200
+	}
+	failed := 0
+	for i := 0; i < runs && failed < 3; i++ {
+		seed := *simSeed + uint64(i)
+		src := genScenario(seed)
+		sc, err := scenario.Parse(fmt.Sprintf("seed-%d.yaml", seed), []byte(src))
+		if err != nil {
+			t.Fatalf("seed %d: generated scenario does not load: %v\n%s", seed, err, src)
+		}
+		w := New(sc, Options{NoTimeline: !*simShow})
+		if p := runSafe(w); p != "" {
+			failed++
+			tl := w.Timeline
+			if len(tl) > 80 {
+				tl = tl[len(tl)-80:]
+			}
+			for _, l := range tl {
+				t.Logf("%s %s %s", fmtT(l.T), l.Source, l.Msg)
+			}
+			t.Errorf("seed %d panicked: %s\nreproduce with this scenario:\n%s", seed, p, src)
+			continue
+		}
+		if *simShow {
+			r := &Result{Scenario: sc, Timeline: w.Timeline}
+			var buf strings.Builder
+			r.WriteText(&buf)
+			t.Log(buf.String())
+		}
+		problems := append([]string{}, w.Violations...)
+		problems = append(problems, liveness(w)...)
+		if len(problems) > 0 {
+			failed++
+			t.Errorf("seed %d failed:\n  %s\nreproduce with this scenario (haven sim run FILE):\n%s", seed, strings.Join(problems, "\n  "), src)
+		}
+	}
+}
+
+func runSafe(w *World) (msg string) {
+	defer func() {
+		if p := recover(); p != nil {
+			msg = fmt.Sprint(p)
+		}
+	}()
+	w.run(nil, func(time.Duration) {}, func() {})
+	return ""
+}
