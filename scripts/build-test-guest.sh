@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Builds Haven's tiny test guest from Debian packages only: an uncompressed
+# kernel (vmlinux, about twice as fast to boot under TCG as vmlinuz) and a
+# busybox initramfs whose /init prints a boot id and a counter on ttyS0 and,
+# when the guest has a disk /dev/vda, keeps a record in the disk's first sector.
+#
+# Usage: scripts/build-test-guest.sh [OUTDIR]
+#   OUTDIR defaults to $HAVEN_TESTGUEST_DIR, else /var/cache/haven/testguest.
+# Produces OUTDIR/vmlinux, OUTDIR/initrd.gz and OUTDIR/STAMP; does nothing when
+# they exist and the stamp matches this script's version. Never commit them.
+#
+# What the guest does (see docs/guests.md):
+#   serial ttyS0:  "HAVEN-READY <bootid>" once, then "HAVEN-COUNT <bootid> <n>"
+#                  about every second.
+#   /dev/vda:      sector 0 overwritten about every 100 ms with
+#                  "HAVEN <bootid> <n>\n" padded with NULs, fsynced.
+#   n is one sequence shared by both, kept in guest memory, so a live
+#   migration continues it and a reboot starts a new boot id.
+#   ACPI power button (QMP system_powerdown): syncs and powers off.
+set -euo pipefail
+
+VERSION=5
+OUT="${1:-${HAVEN_TESTGUEST_DIR:-/var/cache/haven/testguest}}"
+
+if [ -f "$OUT/STAMP" ] && [ "$(cat "$OUT/STAMP")" = "$VERSION" ] &&
+  [ -s "$OUT/vmlinux" ] && [ -s "$OUT/initrd.gz" ]; then
+  echo "test guest already built in $OUT"
+  exit 0
+fi
+
+for tool in apt-get apt-cache dpkg-deb cpio gzip xz grep; do
+  command -v "$tool" >/dev/null || {
+    echo "build-test-guest: $tool is missing; run scripts/deps.sh" >&2
+    exit 1
+  }
+done
+
+mkdir -p "$OUT"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/haven-testguest.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+# The kernel package linux-image-amd64 points at, and static busybox.
+KPKG="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+if [ -z "$KPKG" ]; then
+  echo "build-test-guest: cannot tell which kernel linux-image-amd64 depends on (apt-get update?)" >&2
+  exit 1
+fi
+apt-get download "$KPKG" busybox-static >/dev/null 2>&1 || {
+  echo "build-test-guest: apt-get download $KPKG busybox-static failed" >&2
+  exit 1
+}
+mkdir kernel bb
+dpkg-deb -x "$(ls "$KPKG"_*.deb)" kernel
+dpkg-deb -x "$(ls busybox-static_*.deb)" bb
+
+VMLINUZ="$(ls kernel/boot/vmlinuz-*)"
+KVER="${VMLINUZ##*/vmlinuz-}"
+MODDIR="kernel/lib/modules/$KVER/kernel"
+
+# Uncompress vmlinuz: find the XZ stream's magic and decode from there. xz
+# complains about the trailer after the stream; the ELF it wrote is complete.
+OFFSETS="$(LC_ALL=C grep -obUaP '\xFD7zXZ\x00' "$VMLINUZ" | cut -d: -f1 || true)"
+ok=""
+for off in $OFFSETS; do
+  tail -c +"$((off + 1))" "$VMLINUZ" | xz -dc >vmlinux 2>/dev/null || true
+  if [ "$(head -c 4 vmlinux | od -An -c | tr -d ' ')" = '177ELF' ]; then
+    ok=1
+    break
+  fi
+done
+if [ -z "$ok" ]; then
+  echo "build-test-guest: no XZ-compressed ELF found in $VMLINUZ" >&2
+  exit 1
+fi
+
+# Initramfs.
+R=root
+mkdir -p $R/bin $R/dev $R/proc $R/sys $R/tmp $R/modules
+cp bb/bin/busybox $R/bin/busybox
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev \
+  virtio/virtio_pci_modern_dev virtio/virtio_pci block/virtio_blk \
+  acpi/button input/evdev; do
+  cp "$MODDIR/drivers/$m.ko" $R/modules/
+done
+
+cat >$R/init <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
+  virtio_pci virtio_blk button evdev; do
+  insmod /modules/$m.ko 2>/dev/null
+done
+exec </dev/null >/dev/ttyS0 2>&1
+
+BOOTID=$(cat /proc/sys/kernel/random/uuid)
+
+# Power off on the ACPI power button: wait for any input event from it.
+i=0
+while [ $i -lt 30 ]; do
+  found=""
+  for d in /sys/class/input/event*; do
+    [ -e "$d/device/name" ] || continue
+    case "$(cat $d/device/name)" in
+    *"Power Button"*) found=/dev/input/${d##*/} ;;
+    esac
+  done
+  [ -n "$found" ] && [ -e "$found" ] && break
+  i=$((i + 1))
+  usleep 100000
+done
+if [ -n "$found" ]; then
+  (
+    if dd if="$found" of=/dev/null bs=24 count=1 2>/dev/null; then
+      echo "HAVEN-POWEROFF $BOOTID"
+      sync
+      poweroff -f
+    fi
+    echo "HAVEN-NOACPI $BOOTID cannot read $found"
+  ) &
+else
+  echo "HAVEN-NOACPI $BOOTID"
+fi
+
+echo "HAVEN-READY $BOOTID"
+n=0
+if [ -b /dev/vda ]; then
+  while :; do
+    n=$((n + 1))
+    printf 'HAVEN %s %d\n' "$BOOTID" "$n" |
+      dd of=/dev/vda bs=512 count=1 conv=sync,notrunc,fsync 2>/dev/null
+    [ $((n % 10)) -eq 0 ] && echo "HAVEN-COUNT $BOOTID $n"
+    usleep 100000
+  done
+else
+  while :; do
+    n=$((n + 1))
+    echo "HAVEN-COUNT $BOOTID $n"
+    sleep 1
+  done
+fi
+EOF
+chmod 755 $R/init $R/bin/busybox
+
+(cd $R && find . | cpio -o -H newc --quiet | gzip -9) >initrd.gz
+
+install -m 644 vmlinux "$OUT/vmlinux.tmp"
+install -m 644 initrd.gz "$OUT/initrd.gz.tmp"
+mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
+mv "$OUT/initrd.gz.tmp" "$OUT/initrd.gz"
+echo "$KVER" >"$OUT/KERNEL"
+echo "$VERSION" >"$OUT/STAMP"
+echo "test guest built in $OUT (kernel $KVER)"
