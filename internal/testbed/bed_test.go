@@ -418,3 +418,26 @@ func TestReapStaleBed(t *testing.T) {
 		t.Error("reaping left the stale bed's directory")
 	}
 }
+
+// Without its unreachable route, a bed's addresses would go out through the
+// default route: CheckRoutes must refuse. (`ip route get` sends nothing.)
+func TestCheckRoutesRefusesLeakingBed(t *testing.T) {
+	b := ForTest(t, Options{Hosts: 2})
+	if err := b.CheckRoutes(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	subnet := b.Subnet().String()
+	if out, err := exec.Command("ip", "route", "del", "unreachable", subnet).CombinedOutput(); err != nil {
+		t.Fatalf("remove the bed's route: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "route", "add", "unreachable", subnet).Run() })
+	out, _ := exec.Command("ip", "route", "get", b.MustHost("h1").Addr.String()).CombinedOutput()
+	err := b.CheckRoutes(t.Context())
+	if viaDefault(string(out)) && !errors.Is(err, ErrRouteLeaves) {
+		t.Fatalf("route %q accepted: %v", out, err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "refusing") {
+		t.Errorf("unclear refusal: %v", err)
+	}
+	t.Log(err)
+}

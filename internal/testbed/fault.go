@@ -406,7 +406,8 @@ const partChain = "HAVEN-PARTITION"
 // Partition splits the hosts into groups that reach only each other, with
 // iptables DROP rules inside each host's namespace (the root leg still
 // reaches everyone). Every host must be in exactly one group. A partition
-// replaces the previous one.
+// replaces the previous one. It drops IPv4 only: the hosts' one IPv6
+// address is link-local, which Haven does not use.
 func (b *Bed) Partition(ctx context.Context, groups ...[]string) error {
 	groupOf := map[string]int{}
 	for gi, g := range groups {
