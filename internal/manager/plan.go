@@ -249,7 +249,7 @@ func (st *stepper) place() {
 func (st *stepper) move(g *Guest, target string, p Purpose) {
 	if g.Spec.Migratable {
 		id := st.newID()
-		g.Op = &Op{ID: id, Kind: OpMigrate, Node: g.Node, Target: target, Purpose: p}
+		g.Op = &Op{ID: id, Kind: OpMigrate, Node: g.Node, Target: target, Purpose: p, TargetBoot: st.s.node(target).BootID}
 		st.acts = append(st.acts, Action{Kind: ActMigrate, Guest: g.Spec.Name, Node: g.Node, Target: target, Op: id, Msg: string(p)})
 		return
 	}

@@ -378,6 +378,9 @@ func (st *stepper) result(e GuestResult) {
 		g.Node = op.Target
 		g.State = GuestStarted
 		st.moved(g, op)
+		if t := st.s.node(op.Target); t.Status != NodeOnline || t.BootID != op.TargetBoot {
+			st.lateArrival(g, t, op.TargetBoot)
+		}
 	case ResultMigrateFailed:
 		g.Op = nil
 		g.MoveFailedAt = st.now
@@ -524,4 +527,26 @@ func (st *stepper) trouble(g *Guest, node string) {
 	g.State = GuestRecovering
 	g.Need = NeedMove
 	g.RetryAt = time.Time{}
+}
+
+// lateArrival handles a migration that completed onto node t after t failed
+// or rebooted (the result was delayed): the guest ran there.
+func (st *stepper) lateArrival(g *Guest, t *Node, boot string) {
+	switch {
+	case t.Status == NodeOnline || t.BootID != boot:
+		// t rebooted since: the guest died with the old incarnation.
+		st.logf("%s arrived on %s, which has rebooted since; it is not running", g.Spec.Name, t.Name)
+		st.afterFence(g)
+	case t.Status == NodeFenced:
+		st.logf("%s arrived on %s, which has been fenced since; it is not running", g.Spec.Name, t.Name)
+		st.afterFence(g)
+	default:
+		st.logf("%s arrived on %s, which has failed since; fencing it", g.Spec.Name, t.Name)
+		g.State = GuestFencing
+		if t.Status != NodeFailed {
+			tm := st.s.Config.Timings
+			t.Status = NodeFailed
+			t.Fence = &Fence{RetryAt: st.now, DeadlineAt: t.DownAt.Add(tm.WatchdogTimeout + tm.WatchdogMargin)}
+		}
+	}
 }

@@ -175,6 +175,9 @@ type Op struct {
 	Node    string  `json:"node"`             // where it acts (the source of a migration)
 	Target  string  `json:"target,omitempty"` // migration target, or where to start after this stop (relocation)
 	From    string  `json:"from,omitempty"`   // for the start of a relocation: the node it was stopped on
+	// TargetBoot is the target's boot id when a migration was sent, to
+	// recognise a result that arrives after the target failed or rebooted.
+	TargetBoot string `json:"target_boot,omitempty"`
 	Purpose Purpose `json:"purpose"`
 	Force   bool    `json:"force,omitempty"`
 }

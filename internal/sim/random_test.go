@@ -180,8 +180,12 @@ func genScenario(seed uint64) string {
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+1, n)
 	}
+	// Again once shutdowns and reboots still in flight are over.
 	for _, n := range nodes {
-		fmt.Fprintf(&b, "  - {at: %ds, do: maintenance %s off}\n", t+120, n)
+		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+200, n)
+	}
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "  - {at: %ds, do: maintenance %s off}\n", t+320, n)
 	}
 	return b.String()
 }
