@@ -1,0 +1,26 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/cluster"
+)
+
+// The operator endpoints of the API (guests, domains, commands, fencing,
+// pools, policy, events, the OpenAPI document) and the guests in the status.
+func init() {
+	Register(Plugin{Name: "operator-api", Setup: func(ctx context.Context, a *Agent) error {
+		api.RegisterOps(a.API(), api.OpsConfig{
+			Cluster:   cluster.New(a.Store()),
+			Importers: guestImporters(),
+			Context:   ctx,
+		})
+		return nil
+	}})
+}
+
+// guestImporters are the configuration formats `haven guest import` reads.
+func guestImporters() map[string]api.Importer {
+	return map[string]api.Importer{}
+}

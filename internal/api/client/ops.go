@@ -1,0 +1,269 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/fence"
+)
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Guests is GET /api/v1/guests.
+func (c *Client) Guests(ctx context.Context) ([]api.GuestRow, error) {
+	var gs []api.GuestRow
+	return gs, c.Do(ctx, "GET", "/api/v1/guests", nil, &gs)
+}
+
+// Guest is GET /api/v1/guests/{name}.
+func (c *Client) Guest(ctx context.Context, name string) (*api.GuestInfo, error) {
+	var g api.GuestInfo
+	return &g, c.Do(ctx, "GET", "/api/v1/guests/"+esc(name), nil, &g)
+}
+
+// CreateGuest is POST /api/v1/guests. body is an api.GuestForm, or a map
+// holding only the fields to set (absent fields take the defaults).
+func (c *Client) CreateGuest(ctx context.Context, body any) (*api.GuestInfo, error) {
+	var g api.GuestInfo
+	return &g, c.Do(ctx, "POST", "/api/v1/guests", body, &g)
+}
+
+// ImportGuest is POST /api/v1/guests with a format ("libvirt", "xen") and
+// the configuration's text; extra holds form fields to set over the
+// imported ones (may be nil).
+func (c *Client) ImportGuest(ctx context.Context, format string, config []byte, extra map[string]any) (*api.GuestInfo, error) {
+	body := map[string]any{}
+	for k, v := range extra {
+		body[k] = v
+	}
+	body["format"], body["config"] = format, string(config)
+	return c.CreateGuest(ctx, body)
+}
+
+// EditGuest is PUT /api/v1/guests/{name}; body holds the fields to change
+// (and "rev" to guard against concurrent changes).
+func (c *Client) EditGuest(ctx context.Context, name string, body any) (*api.GuestInfo, error) {
+	var g api.GuestInfo
+	return &g, c.Do(ctx, "PUT", "/api/v1/guests/"+esc(name), body, &g)
+}
+
+// DeleteGuest is DELETE /api/v1/guests/{name}.
+func (c *Client) DeleteGuest(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", "/api/v1/guests/"+esc(name), nil, nil)
+}
+
+// GuestCommand is POST /api/v1/guests/{name}/{kind} (start, stop, disable,
+// migrate, relocate; node for the last two). A command the manager has not
+// finished within the server's wait comes back with Done unset: see
+// Command.
+func (c *Client) GuestCommand(ctx context.Context, name, kind, node string) (*api.CommandResult, error) {
+	var res api.CommandResult
+	var body any
+	if node != "" {
+		body = api.CommandRequest{Node: node}
+	}
+	return &res, c.Do(ctx, "POST", "/api/v1/guests/"+esc(name)+"/"+esc(kind), body, &res)
+}
+
+// Maintenance is POST /api/v1/nodes/{name}/maintenance.
+func (c *Client) Maintenance(ctx context.Context, node string, on bool) (*api.CommandResult, error) {
+	var res api.CommandResult
+	return &res, c.Do(ctx, "POST", "/api/v1/nodes/"+esc(node)+"/maintenance", api.MaintenanceRequest{On: &on}, &res)
+}
+
+// Command is GET /api/v1/commands/{id}.
+func (c *Client) Command(ctx context.Context, id string) (*api.CommandResult, error) {
+	var res api.CommandResult
+	return &res, c.Do(ctx, "GET", "/api/v1/commands/"+esc(id), nil, &res)
+}
+
+// Domains is GET /api/v1/domains.
+func (c *Client) Domains(ctx context.Context) ([]api.DomainInfo, error) {
+	var ds []api.DomainInfo
+	return ds, c.Do(ctx, "GET", "/api/v1/domains", nil, &ds)
+}
+
+// Domain is GET /api/v1/domains/{name}.
+func (c *Client) Domain(ctx context.Context, name string) (*api.DomainInfo, error) {
+	var d api.DomainInfo
+	return &d, c.Do(ctx, "GET", "/api/v1/domains/"+esc(name), nil, &d)
+}
+
+// CreateDomain is POST /api/v1/domains (body: a model.Domain or a map).
+func (c *Client) CreateDomain(ctx context.Context, body any) (*api.DomainInfo, error) {
+	var d api.DomainInfo
+	return &d, c.Do(ctx, "POST", "/api/v1/domains", body, &d)
+}
+
+// EditDomain is PUT /api/v1/domains/{name} (absent fields keep their values).
+func (c *Client) EditDomain(ctx context.Context, name string, body any) (*api.DomainInfo, error) {
+	var d api.DomainInfo
+	return &d, c.Do(ctx, "PUT", "/api/v1/domains/"+esc(name), body, &d)
+}
+
+// DeleteDomain is DELETE /api/v1/domains/{name}.
+func (c *Client) DeleteDomain(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", "/api/v1/domains/"+esc(name), nil, nil)
+}
+
+// FenceConfig is GET /api/v1/fence/config (secrets redacted).
+func (c *Client) FenceConfig(ctx context.Context) (*fence.Config, error) {
+	var fc fence.Config
+	return &fc, c.Do(ctx, "GET", "/api/v1/fence/config", nil, &fc)
+}
+
+// SetFenceConfig is PUT /api/v1/fence/config. body is a fence.Config or
+// raw JSON (json.RawMessage); redacted secrets keep their stored values.
+func (c *Client) SetFenceConfig(ctx context.Context, body any) (*fence.Config, error) {
+	var fc fence.Config
+	return &fc, c.Do(ctx, "PUT", "/api/v1/fence/config", body, &fc)
+}
+
+// FenceTest is POST /api/v1/fence/test/{node}.
+func (c *Client) FenceTest(ctx context.Context, node string) (*api.FenceTestOutcome, error) {
+	var out api.FenceTestOutcome
+	return &out, c.Do(ctx, "POST", "/api/v1/fence/test/"+esc(node), nil, &out)
+}
+
+// FenceNode is POST /api/v1/nodes/{name}/fence.
+func (c *Client) FenceNode(ctx context.Context, node string) (*api.FenceOutcome, error) {
+	var out api.FenceOutcome
+	return &out, c.Do(ctx, "POST", "/api/v1/nodes/"+esc(node)+"/fence", nil, &out)
+}
+
+// Pools is GET /api/v1/pools.
+func (c *Client) Pools(ctx context.Context) ([]api.Pool, error) {
+	var ps []api.Pool
+	return ps, c.Do(ctx, "GET", "/api/v1/pools", nil, &ps)
+}
+
+// CreatePool is POST /api/v1/pools.
+func (c *Client) CreatePool(ctx context.Context, p api.Pool) (*api.Pool, error) {
+	var out api.Pool
+	return &out, c.Do(ctx, "POST", "/api/v1/pools", p, &out)
+}
+
+// DeletePool is DELETE /api/v1/pools/{name}.
+func (c *Client) DeletePool(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", "/api/v1/pools/"+esc(name), nil, nil)
+}
+
+// Policy is GET /api/v1/policy.
+func (c *Client) Policy(ctx context.Context) (*cluster.Policy, error) {
+	var p cluster.Policy
+	return &p, c.Do(ctx, "GET", "/api/v1/policy", nil, &p)
+}
+
+// SetPolicy is PUT /api/v1/policy; body holds the fields to change.
+func (c *Client) SetPolicy(ctx context.Context, body any) (*cluster.Policy, error) {
+	var p cluster.Policy
+	return &p, c.Do(ctx, "PUT", "/api/v1/policy", body, &p)
+}
+
+// EventFilter selects events: the last N, of one guest or node.
+type EventFilter struct {
+	N     int
+	Guest string
+	Node  string
+}
+
+func (f EventFilter) query() string {
+	q := url.Values{}
+	if f.N > 0 {
+		q.Set("n", strconv.Itoa(f.N))
+	}
+	if f.Guest != "" {
+		q.Set("guest", f.Guest)
+	}
+	if f.Node != "" {
+		q.Set("node", f.Node)
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
+}
+
+// Events is GET /api/v1/events.
+func (c *Client) Events(ctx context.Context, f EventFilter) ([]cluster.Event, error) {
+	var es []cluster.Event
+	return es, c.Do(ctx, "GET", "/api/v1/events"+f.query(), nil, &es)
+}
+
+// StreamEvents is GET /api/v1/events/stream: it calls fn with the last
+// f.N events and then with every new one, until ctx ends (nil), fn
+// returns an error (that error), or the connection breaks.
+func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluster.Event) error) error {
+	path := "/api/v1/events/stream" + f.query()
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	// No overall timeout: the stream lasts as long as ctx.
+	hc := &http.Client{Transport: c.hc.Transport}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("reach haven API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		e := &api.Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("GET %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return e
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var data strings.Builder
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if data.Len() > 0 {
+				var e cluster.Event
+				if err := json.Unmarshal([]byte(data.String()), &e); err != nil {
+					return fmt.Errorf("decode event from the stream: %w", err)
+				}
+				data.Reset()
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+		case strings.HasPrefix(line, "data:"):
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("event stream from %s: %w", c.base, err)
+	}
+	return fmt.Errorf("event stream from %s ended: the agent stopped; run the command again", c.base)
+}

@@ -1,0 +1,194 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// FenceOutcome is the answer of POST /api/v1/nodes/{name}/fence: what the
+// devices did. OK is false (and Error says why) when no level fenced the
+// node: then it must be treated as still running.
+type FenceOutcome struct {
+	Result fence.Result `json:"result"`
+	OK     bool         `json:"ok"`
+	Error  string       `json:"error,omitempty"`
+}
+
+// FenceTestOutcome is the answer of POST /api/v1/fence/test/{node}.
+type FenceTestOutcome struct {
+	Result fence.TestResult `json:"result"`
+	OK     bool             `json:"ok"`
+	Error  string           `json:"error,omitempty"`
+}
+
+func (o *Ops) registerNodeActions() {
+	o.handle("POST", "/api/v1/nodes/{name}/maintenance", RoleOperator, o.handleMaintenance)
+	o.handle("POST", "/api/v1/nodes/{name}/fence", RoleAdmin, o.handleNodeFence)
+}
+
+func (o *Ops) registerFence() {
+	o.handle("GET", "/api/v1/fence/config", RoleAdmin, o.handleFenceGet)
+	o.handle("PUT", "/api/v1/fence/config", RoleAdmin, o.handleFencePut)
+	o.handle("POST", "/api/v1/fence/test/{node}", RoleAdmin, o.handleFenceTest)
+}
+
+// handleFenceGet returns the fence configuration with every secret
+// replaced by fence.Redacted.
+func (o *Ops) handleFenceGet(w http.ResponseWriter, r *http.Request) {
+	c, err := o.cl.FenceConfig(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, c.Redacted())
+}
+
+// handleFencePut replaces the fence configuration. A secret sent back as
+// fence.Redacted keeps the stored value of the same device.
+func (o *Ops) handleFencePut(w http.ResponseWriter, r *http.Request) {
+	var c fence.Config
+	if err := decodeBody(w, r, &c, false); err != nil {
+		WriteError(w, err)
+		return
+	}
+	old, err := o.cl.FenceConfig(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	byName := map[string]fence.Device{}
+	for _, d := range old.Devices {
+		byName[d.Name] = d
+	}
+	for i, d := range c.Devices {
+		d = d.KeepSecrets(byName[d.Name])
+		for k, v := range d.Params {
+			if v == fence.Redacted && d.IsSecret(k) {
+				WriteError(w, Errorf(http.StatusBadRequest, fmt.Sprintf("devices[%d].params.%s", i, k), "fence device %q: no stored value for secret %q: send the real value", d.Name, k))
+				return
+			}
+		}
+		for n, p := range d.NodeParams {
+			for k, v := range p {
+				if v == fence.Redacted && d.IsSecret(k) {
+					WriteError(w, Errorf(http.StatusBadRequest, fmt.Sprintf("devices[%d].node_params.%s.%s", i, n, k), "fence device %q: no stored value for secret %q of node %q: send the real value", d.Name, k, n))
+					return
+				}
+			}
+		}
+		c.Devices[i] = d
+	}
+	if c.Levels == nil {
+		c.Levels = map[string][]fence.Level{}
+	}
+	if err := c.Check(); err != nil {
+		WriteError(w, Errorf(http.StatusBadRequest, fenceField(err), "fencing configuration: %v", err))
+		return
+	}
+	if err := o.cl.SetFenceConfig(r.Context(), c); err != nil {
+		writeErr(w, err)
+		return
+	}
+	o.audit(r, "", "", "set fencing configuration: %d devices, levels for %d nodes", len(c.Devices), len(c.Levels))
+	WriteJSON(w, http.StatusOK, c.Redacted())
+}
+
+// fenceField names the part of the configuration a Check error is about.
+func fenceField(err error) string {
+	first, _, _ := strings.Cut(err.Error(), "\n")
+	switch {
+	case strings.HasPrefix(first, "fence device"):
+		return "devices"
+	case strings.HasPrefix(first, "fencing action"):
+		return "action"
+	case strings.HasPrefix(first, "node "):
+		return "levels"
+	}
+	return ""
+}
+
+func (o *Ops) fencer(r *http.Request) (*fence.Fencer, error) {
+	c, err := o.cl.FenceConfig(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	f, err := fence.New(c, fence.Options{Runner: o.cfg.FenceRunner, Logger: o.log})
+	if err != nil {
+		return nil, Errorf(http.StatusConflict, "", "%v: fix it with `haven fence set`", err)
+	}
+	return f, nil
+}
+
+// checkFenceNode answers 404 for a node neither registered nor in the
+// fence levels, 409 for one without levels.
+func (o *Ops) checkFenceNode(r *http.Request, node, field string) error {
+	c, err := o.cl.FenceConfig(r.Context())
+	if err != nil {
+		return err
+	}
+	_, hasLevels := c.Levels[node]
+	_, err = o.srv.Store().Node(r.Context(), node)
+	switch {
+	case errors.Is(err, store.ErrNotFound) && !hasLevels:
+		return Errorf(http.StatusNotFound, field, "no host named %q in this cluster or its fencing configuration", node)
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
+	case !hasLevels:
+		return Errorf(http.StatusConflict, field, "node %q has no fencing levels: add them with `haven fence set`", node)
+	}
+	return nil
+}
+
+// handleNodeFence fences a node now through its devices (admin). It
+// refuses to fence the node whose agent serves the request.
+func (o *Ops) handleNodeFence(w http.ResponseWriter, r *http.Request) {
+	node := r.PathValue("name")
+	if err := o.checkFenceNode(r, node, "name"); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if node == o.srv.cfg.Node {
+		WriteError(w, Errorf(http.StatusConflict, "name", "this API is served by node %q itself: send the request to another host's agent", node))
+		return
+	}
+	f, err := o.fencer(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	o.audit(r, "", node, "fencing node %s by operator request", node)
+	res, ferr := f.Fence(r.Context(), node)
+	out := FenceOutcome{Result: res, OK: ferr == nil}
+	if ferr != nil {
+		out.Error = ferr.Error()
+		o.audit(r, "", node, "operator fence of node %s failed: %v", node, ferr)
+	} else {
+		o.audit(r, "", node, "node %s fenced by operator request (level %d, devices %s)", node, res.Level, strings.Join(res.Devices, ","))
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+// handleFenceTest asks each device of the node's levels for its status.
+func (o *Ops) handleFenceTest(w http.ResponseWriter, r *http.Request) {
+	node := r.PathValue("node")
+	if err := o.checkFenceNode(r, node, "node"); err != nil {
+		writeErr(w, err)
+		return
+	}
+	f, err := o.fencer(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	res, terr := f.Test(r.Context(), node)
+	out := FenceTestOutcome{Result: res, OK: terr == nil}
+	if terr != nil {
+		out.Error = terr.Error()
+	}
+	WriteJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,183 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/cluster"
+)
+
+// Pool is a storage pool record: shared storage every host mounts at the
+// same path (Haven checks it, it is not a file system). This is the API's
+// minimal record under /haven/pools/<name> until package storage owns it.
+type Pool struct {
+	Name string `json:"name"`
+	// Type is dir, nfs, gfs2, cephfs, rbd, iscsi or lvm.
+	Type string `json:"type"`
+	// Path is where the pool's volumes are on every host.
+	Path string `json:"path"`
+	// Source is what is mounted there (server:/export, a device...).
+	Source  string    `json:"source,omitempty"`
+	Options string    `json:"options,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// PoolTypes are the pool types the API accepts.
+var PoolTypes = []string{"dir", "nfs", "gfs2", "cephfs", "rbd", "iscsi", "lvm"}
+
+func (o *Ops) registerPools() {
+	o.handle("GET", "/api/v1/pools", RoleViewer, o.handlePoolList)
+	o.handle("POST", "/api/v1/pools", RoleAdmin, o.handlePoolCreate)
+	o.handle("GET", "/api/v1/pools/{name}", RoleViewer, o.handlePoolGet)
+	o.handle("DELETE", "/api/v1/pools/{name}", RoleAdmin, o.handlePoolDelete)
+}
+
+func (o *Ops) pool(ctx context.Context, name string) (Pool, error) {
+	var p Pool
+	resp, err := o.cl.Raw().Client().Get(ctx, cluster.PrefixPools+name)
+	if err != nil {
+		return p, fmt.Errorf("read pool %q: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return p, fmt.Errorf("pool %q: %w", name, cluster.ErrNotFound)
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+		return p, fmt.Errorf("decode pool %q: %w", name, err)
+	}
+	return p, nil
+}
+
+func (o *Ops) pools(ctx context.Context) ([]Pool, error) {
+	resp, err := o.cl.Raw().Client().Get(ctx, cluster.PrefixPools, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("list pools: %w", err)
+	}
+	out := make([]Pool, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var p Pool
+		if err := json.Unmarshal(kv.Value, &p); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (o *Ops) handlePoolList(w http.ResponseWriter, r *http.Request) {
+	ps, err := o.pools(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, ps)
+}
+
+func (o *Ops) handlePoolGet(w http.ResponseWriter, r *http.Request) {
+	p, err := o.pool(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeErr(w, notFoundAs(err, "name", "no storage pool named %q", r.PathValue("name")))
+		return
+	}
+	WriteJSON(w, http.StatusOK, p)
+}
+
+func checkPool(p Pool) error {
+	switch {
+	case !cluster.ValidName(p.Name):
+		return Errorf(http.StatusBadRequest, "name", "%q is not a valid pool name: use letters, digits, '.', '_' or '-'", p.Name)
+	case !contains(PoolTypes, p.Type):
+		return Errorf(http.StatusBadRequest, "type", "pool type %q: use one of %s", p.Type, strings.Join(PoolTypes, ", "))
+	case p.Path == "" || !filepath.IsAbs(p.Path) || filepath.Clean(p.Path) != p.Path:
+		return Errorf(http.StatusBadRequest, "path", "path %q must be a clean absolute path", p.Path)
+	case p.Type != "dir" && p.Type != "lvm" && p.Source == "":
+		return Errorf(http.StatusBadRequest, "source", "a %s pool needs a source (such as server:/export)", p.Type)
+	}
+	return nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *Ops) handlePoolCreate(w http.ResponseWriter, r *http.Request) {
+	var p Pool
+	if err := decodeBody(w, r, &p, false); err != nil {
+		WriteError(w, err)
+		return
+	}
+	if err := checkPool(p); err != nil {
+		WriteError(w, err)
+		return
+	}
+	p.Created = o.now()
+	key := cluster.PrefixPools + p.Name
+	b, _ := json.Marshal(p)
+	resp, err := o.cl.Raw().Client().Txn(r.Context()).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		writeErr(w, fmt.Errorf("create pool %q: %w", p.Name, err))
+		return
+	}
+	if !resp.Succeeded {
+		WriteError(w, Errorf(http.StatusConflict, "name", "a storage pool named %q already exists", p.Name))
+		return
+	}
+	o.audit(r, "", "", "created storage pool %s (%s at %s)", p.Name, p.Type, p.Path)
+	WriteJSON(w, http.StatusCreated, p)
+}
+
+// handlePoolDelete removes a pool no guest's disk uses.
+func (o *Ops) handlePoolDelete(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	if _, err := o.pool(ctx, name); err != nil {
+		writeErr(w, notFoundAs(err, "name", "no storage pool named %q", name))
+		return
+	}
+	gs, err := o.cl.Guests(ctx)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var users []string
+	for _, g := range gs {
+		for _, d := range g.Def.Disks {
+			if d.Pool == name {
+				users = append(users, g.Spec.Name)
+				break
+			}
+		}
+	}
+	if len(users) > 0 {
+		WriteError(w, Errorf(http.StatusConflict, "name", "storage pool %q is used by guests %s: move their disks first", name, strings.Join(users, ", ")))
+		return
+	}
+	if _, err := o.cl.Raw().Client().Delete(ctx, cluster.PrefixPools+name); err != nil {
+		writeErr(w, fmt.Errorf("delete pool %q: %w", name, err))
+		return
+	}
+	o.audit(r, "", "", "deleted storage pool %s", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// notFoundAs replaces a not-found error by a 404 naming field.
+func notFoundAs(err error, field, format string, a ...any) error {
+	if e := apiError(err); e != nil {
+		if ae, ok := e.(*Error); ok && ae.Status == http.StatusNotFound {
+			return Errorf(http.StatusNotFound, field, format, a...)
+		}
+		return e
+	}
+	return nil
+}
