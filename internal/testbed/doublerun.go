@@ -86,9 +86,12 @@ type Observation struct {
 }
 
 // Segment is a stretch of a guest's disk history written by one boot: the
-// writer's boot id, when it was first and last seen, and its counters then.
-// A guest that ran once, was fenced and restarted elsewhere has two
-// segments; the gap between them is the guest's outage as its disk saw it.
+// writer's boot id, when its stamp was first seen and when its counter was
+// last seen to move (a dead writer's stamp stays on the disk and does not
+// move), and its counters then. A guest that ran once, was fenced and
+// restarted elsewhere has two segments; the gap from one's Last to the
+// next one's First is the guest's outage as its disk saw it (to within two
+// poll intervals plus one write interval).
 type Segment struct {
 	BootID                    string
 	First, Last               time.Time
@@ -154,7 +157,9 @@ func (d *DoubleRunDetector) Observe(o Observation) []Violation {
 		if s.Counter < cur.LastCounter {
 			report("back "+s.BootID, fmt.Sprintf("counter of boot %s went back from %d to %d: two copies of the same boot write the disk (a migration whose source kept running?)", s.BootID, cur.LastCounter, s.Counter), s.BootID, s.BootID)
 		}
-		cur.Last = o.At
+		if s.Counter != cur.LastCounter {
+			cur.Last = o.At
+		}
 		cur.LastCounter = s.Counter
 		g.last[s.BootID] = max(g.last[s.BootID], s.Counter)
 		return found
