@@ -18,10 +18,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
+	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
@@ -51,6 +53,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// ConnectTimeout bounds dialing and opening one connection. Default 5s.
 	ConnectTimeout time.Duration
+	// ReconnectSettle is how long after a reconnection the driver looks at
+	// libvirt's guests a second time (libvirtd re-attaches to running guests
+	// in the background after a restart). Default 2s.
+	ReconnectSettle time.Duration
 	// ReconnectMin and ReconnectMax bound the backoff between reconnection
 	// attempts. Defaults 100ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
@@ -87,6 +93,9 @@ func (c *Config) setDefaults() {
 			c.ReconnectMax = c.ReconnectMin
 		}
 	}
+	if c.ReconnectSettle <= 0 {
+		c.ReconnectSettle = 2 * time.Second
+	}
 	if c.MigrationPoll <= 0 {
 		c.MigrationPoll = 200 * time.Millisecond
 	}
@@ -105,10 +114,23 @@ type conn struct {
 	gone   chan struct{} // closed once the connection is lost or dropped
 	cancel context.CancelFunc
 	once   sync.Once
+	// dropped is set at once by drop, before gone closes.
+	dropped atomic.Bool
+}
+
+// usable reports whether the connection has been neither lost nor dropped.
+func (c *conn) usable() bool {
+	select {
+	case <-c.gone:
+		return false
+	default:
+		return !c.dropped.Load()
+	}
 }
 
 // drop closes the socket without asking libvirtd anything (it may hang).
 func (c *conn) drop() {
+	c.dropped.Store(true)
 	c.once.Do(func() {
 		c.cancel()
 		if c.nc != nil {
@@ -153,6 +175,9 @@ type Driver struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	// stopR turns readable (hangs up) at Close, waking the qemu watchers;
+	// -1 when no pipe could be made (then qemu processes are not watched).
+	stopR, stopW int
 
 	mu sync.Mutex
 	// guarded by mu:
@@ -160,6 +185,9 @@ type Driver struct {
 	changed   chan struct{}        // closed and replaced on every event or (re)connection
 	running   map[string]bool      // guests last known active, to report what a libvirtd outage hid
 	paused    map[string]bool      // guests last reported paused
+	ended     map[string]bool      // guests whose current run's end was reported
+	quiet     map[string]bool      // guests whose qemu may exit without that being a crash
+	watched   map[string]int       // guest -> qemu pid watched through a pidfd
 	since     map[string]time.Time // when each guest's state last changed, as far as we saw
 	connects  int                  // successful connections so far
 	lastError error                // why the last connection attempt failed
@@ -193,10 +221,20 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		changed:    make(chan struct{}),
 		running:    map[string]bool{},
 		paused:     map[string]bool{},
+		ended:      map[string]bool{},
+		quiet:      map[string]bool{},
+		watched:    map[string]int{},
 		since:      map[string]time.Time{},
+		stopR:      -1,
+		stopW:      -1,
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err == nil {
+		d.stopR, d.stopW = p[0], p[1]
 	}
 	c, err := d.connect(ctx)
 	if err != nil {
+		d.closePipe()
 		return nil, fmt.Errorf("libvirt driver: connect to libvirtd at %s: %w: is libvirtd running?", cfg.Socket, err)
 	}
 	d.wg.Add(1)
@@ -217,7 +255,7 @@ func (d *Driver) Events() <-chan hypervisor.Event { return d.events }
 func (d *Driver) Connected() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.cur != nil
+	return d.cur != nil && d.cur.usable()
 }
 
 // Close drops the connection and stops reconnecting; guests keep running.
@@ -238,9 +276,22 @@ func (d *Driver) Close() error {
 			}
 			c.drop()
 		}
+		if d.stopW >= 0 {
+			_ = unix.Close(d.stopW)
+		}
 		d.wg.Wait()
+		if d.stopR >= 0 {
+			_ = unix.Close(d.stopR)
+		}
 	})
 	return nil
+}
+
+func (d *Driver) closePipe() {
+	if d.stopW >= 0 {
+		_ = unix.Close(d.stopW)
+		_ = unix.Close(d.stopR)
+	}
 }
 
 // connect opens one connection, subscribes to lifecycle events and installs
@@ -332,6 +383,17 @@ func (d *Driver) supervise(c *conn) {
 				c = nc
 				d.log.Info("reconnected to libvirtd", "op", "connect", "socket", d.cfg.Socket)
 				d.reconcile(c)
+				// libvirtd re-attaches to its guests in the background after
+				// a restart, and reports nothing about guests that died
+				// meanwhile: look again once it has settled.
+				select {
+				case <-d.closed:
+					return
+				case <-c.gone:
+					continue
+				case <-time.After(d.cfg.ReconnectSettle):
+					d.reconcile(c)
+				}
 				break
 			}
 			d.mu.Lock()
@@ -362,6 +424,11 @@ func (d *Driver) readEvents(c *conn, evs <-chan golibvirt.DomainEventLifecycleMs
 			}
 			kind, reason, ok := lifecycleEvent(msg.Event, msg.Detail)
 			d.log.Debug("libvirt lifecycle event", "guest", msg.Dom.Name, "event", msg.Event, "detail", msg.Detail)
+			if exitExplained(msg.Event, msg.Detail) {
+				d.mu.Lock()
+				d.quiet[msg.Dom.Name] = true
+				d.mu.Unlock()
+			}
 			if !ok {
 				d.bump()
 				continue
@@ -376,27 +443,52 @@ func (d *Driver) readEvents(c *conn, evs <-chan golibvirt.DomainEventLifecycleMs
 	}
 }
 
-// emit records ev in the driver's view and delivers it.
+// emit records ev in the driver's view and delivers it. A run of a guest
+// ends once: a second report of the same end (the qemu watcher's, then
+// libvirt's) is dropped.
 func (d *Driver) emit(ev hypervisor.Event) {
 	d.mu.Lock()
 	switch ev.Kind {
 	case hypervisor.EventStarted, hypervisor.EventResumed:
 		d.running[ev.Guest] = true
 		delete(d.paused, ev.Guest)
+		delete(d.ended, ev.Guest)
+		delete(d.quiet, ev.Guest)
 	case hypervisor.EventPaused:
 		d.running[ev.Guest] = true
 		d.paused[ev.Guest] = true
 	case hypervisor.EventStopped, hypervisor.EventCrashed, hypervisor.EventMigrated:
+		if d.ended[ev.Guest] {
+			d.bumpLocked()
+			d.mu.Unlock()
+			d.log.Debug("run end already reported", "guest", ev.Guest, "event", string(ev.Kind), "reason", ev.Reason)
+			return
+		}
+		d.ended[ev.Guest] = true
 		delete(d.running, ev.Guest)
 		delete(d.paused, ev.Guest)
 	}
 	d.since[ev.Guest] = ev.At
 	d.bumpLocked()
 	d.mu.Unlock()
+	if ev.Kind == hypervisor.EventStarted || ev.Kind == hypervisor.EventResumed {
+		d.watchQEMU(ev.Guest)
+	}
 	d.log.Info("guest lifecycle event", "guest", ev.Guest, "event", string(ev.Kind), "reason", ev.Reason)
 	select {
 	case d.events <- ev:
 	case <-d.closed:
+	}
+}
+
+// emitEnded reports that a guest we stopped no longer runs, unless its end
+// was reported already.
+func (d *Driver) emitEnded(name, reason string) {
+	d.mu.Lock()
+	known := d.running[name] && !d.ended[name]
+	d.mu.Unlock()
+	if known {
+		d.emit(hypervisor.Event{Guest: name, Kind: hypervisor.EventStopped, Reason: reason, At: d.cfg.Now()})
 	}
 }
 
@@ -424,7 +516,15 @@ func (d *Driver) reconcile(c *conn) {
 		}
 	}
 	for name := range before {
-		if !after[name] {
+		if after[name] {
+			continue
+		}
+		d.mu.Lock()
+		expected := d.quiet[name]
+		d.mu.Unlock()
+		if expected {
+			d.emit(hypervisor.Event{Guest: name, Kind: hypervisor.EventStopped, Reason: "stopped-while-unobserved", At: d.cfg.Now()})
+		} else {
 			d.emit(hypervisor.Event{Guest: name, Kind: hypervisor.EventCrashed, Reason: "gone-after-reconnect", At: d.cfg.Now()})
 		}
 	}
@@ -453,7 +553,7 @@ func (d *Driver) bumpLocked() {
 func (d *Driver) current() (*conn, <-chan struct{}, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cur == nil {
+	if d.cur == nil || !d.cur.usable() {
 		err := d.lastError
 		if err == nil {
 			err = errors.New("not connected")
@@ -569,10 +669,12 @@ func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 // Stop shuts the guest down through ACPI, waits up to timeout for it to go,
 // then destroys it. It returns nil once the guest no longer runs (also when
 // it was not running).
-func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) error {
+func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) (err error) {
+	done := d.expectExit(name)
+	defer func() { done(err != nil) }()
 	wrap := func(err error) error { return fmt.Errorf("stop guest %q: %w", name, err) }
 	var running bool
-	err := d.call(ctx, func(l *golibvirt.Libvirt) error {
+	err = d.call(ctx, func(l *golibvirt.Libvirt) error {
 		dom, err := lookup(l, name)
 		if err != nil {
 			return err
@@ -606,21 +708,29 @@ func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) e
 	}
 	if gone {
 		d.log.Info("guest shut down", "guest", name, "op", "stop")
+		d.emitEnded(name, "shutdown")
 		return nil
 	}
 	d.log.Warn("guest ignored the shutdown request; forcing it off", "guest", name, "op", "stop", "timeout", timeout)
 	if err := d.destroy(ctx, name); err != nil {
 		return wrap(err)
 	}
+	d.emitEnded(name, "destroyed")
 	return nil
 }
 
 // Kill forces the guest off at once. Killing a guest that does not run is
 // not an error.
 func (d *Driver) Kill(ctx context.Context, name string) error {
+	done := d.expectExit(name)
 	if err := d.destroy(ctx, name); err != nil {
+		done(true)
 		return fmt.Errorf("kill guest %q: %w", name, err)
 	}
+	done(false)
+	// libvirt's own event may be missing (right after a libvirtd restart it
+	// sometimes is); a run ends once, so whichever comes second is dropped.
+	d.emitEnded(name, "destroyed")
 	d.log.Info("killed guest", "guest", name, "op", "kill")
 	return nil
 }
@@ -714,6 +824,7 @@ func (d *Driver) status(name string, s, reason int32) hypervisor.Status {
 	d.mu.Unlock()
 	if active(state) {
 		st.PID = d.qemuPID(name)
+		d.watchQEMU(name)
 	}
 	return st
 }
@@ -792,7 +903,7 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (
 // persistent definition; the source's definition is removed once the guest
 // runs there. On failure or cancellation the job is aborted and the guest
 // keeps running here; the error says whether it still does.
-func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.MigrationTarget, progress func(hypervisor.Progress)) error {
+func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.MigrationTarget, progress func(hypervisor.Progress)) (err error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("live-migrate guest %q to node %q (%s): %w", name, target.Node, target.URI, err)
 	}
@@ -803,6 +914,8 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 	if err != nil {
 		return wrap(err)
 	}
+	expected := d.expectExit(name)
+	defer func() { expected(err != nil) }()
 	var dom golibvirt.Domain
 	err = d.callOn(ctx, c, func(l *golibvirt.Libvirt) error {
 		var err error

@@ -152,3 +152,100 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("Kill of an unknown guest: %v", err)
 	}
 }
+
+// TestReconnect kills libvirtd under a running guest, starts it again, and
+// checks that the driver reconnects by itself and that events still arrive.
+// It also hangs libvirtd (SIGSTOP) and checks that a call returns at its
+// deadline instead of hanging.
+func TestReconnect(t *testing.T) {
+	h := libvirttest.Start(t)
+	d := newDriver(t, h, "n1")
+	def := guestDef(t, "rc1")
+	if err := d.Start(ctxT(t, 30*time.Second), def); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, def.Name, hypervisor.EventStarted, 10*time.Second)
+
+	h.KillLibvirtd()
+	if err := pollUntil(10*time.Second, func() bool { return !d.Connected() }); err != nil {
+		t.Fatal("driver did not notice libvirtd died")
+	}
+	if _, err := d.Status(ctxT(t, 5*time.Second), def.Name); !errors.Is(err, hypervisor.ErrUnavailable) {
+		t.Fatalf("Status while libvirtd is down: err = %v, want ErrUnavailable", err)
+	}
+	if err := h.StartLibvirtd(); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if err := pollUntil(30*time.Second, d.Connected); err != nil {
+		t.Fatalf("driver did not reconnect: %v", err)
+	}
+	t.Logf("reconnected %s after libvirtd accepted connections", time.Since(begin))
+	st, err := d.Status(ctxT(t, 10*time.Second), def.Name)
+	if err != nil || st.State != hypervisor.Running {
+		t.Fatalf("Status after reconnect = %+v, %v; want running (the guest survives libvirtd)", st, err)
+	}
+	// Events flow on the new connection.
+	if err := d.Kill(ctxT(t, 30*time.Second), def.Name); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, def.Name, hypervisor.EventStopped, 10*time.Second)
+
+	// A hung libvirtd: the call returns at its deadline, then the driver
+	// reconnects once libvirtd continues.
+	h.SuspendLibvirtd()
+	resumed := false
+	defer func() {
+		if !resumed {
+			h.ResumeLibvirtd()
+		}
+	}()
+	begin = time.Now()
+	_, err = d.Status(ctxT(t, 500*time.Millisecond), def.Name)
+	if !errors.Is(err, hypervisor.ErrUnavailable) {
+		t.Fatalf("Status on a hung libvirtd: err = %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Fatalf("Status on a hung libvirtd took %s", took)
+	}
+	h.ResumeLibvirtd()
+	resumed = true
+	if err := pollUntil(30*time.Second, d.Connected); err != nil {
+		t.Fatalf("driver did not reconnect after libvirtd continued: %v", err)
+	}
+	if err := d.Start(ctxT(t, 30*time.Second), def); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, def.Name, hypervisor.EventStarted, 10*time.Second)
+
+	// A guest that dies while libvirtd is down is reported after the
+	// reconnection.
+	st, err = d.Status(ctxT(t, 10*time.Second), def.Name)
+	if err != nil || st.PID == 0 {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	h.KillLibvirtd()
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.StartLibvirtd(); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitEvent(t, d, def.Name, hypervisor.EventCrashed, 30*time.Second)
+	t.Logf("death during the outage reported as %+v", ev)
+}
+
+func pollUntil(d time.Duration, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}

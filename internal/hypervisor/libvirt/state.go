@@ -142,3 +142,19 @@ func runningReason(reason int32) string {
 func active(s hypervisor.State) bool {
 	return s == hypervisor.Running || s == hypervisor.Paused || s == hypervisor.Incoming || s == hypervisor.Crashed
 }
+
+// exitExplained reports whether a libvirt event announces that the guest's
+// qemu is about to exit for a known reason (a shutdown, the end of an
+// outgoing migration), so that its exit is not a crash.
+func exitExplained(event, detail int32) bool {
+	switch golibvirt.DomainEventType(event) {
+	case golibvirt.DomainEventShutdown, golibvirt.DomainEventStopped:
+		return true
+	case golibvirt.DomainEventSuspended:
+		switch golibvirt.DomainEventSuspendedDetailType(detail) {
+		case golibvirt.DomainEventSuspendedMigrated, golibvirt.DomainEventSuspendedPostcopy:
+			return true
+		}
+	}
+	return false
+}

@@ -172,6 +172,9 @@ listen_tls = 0
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 keepalive_interval = -1
 `, uuid)
+	if os.Getenv("HAVEN_LIBVIRTTEST_DEBUG") != "" {
+		conf += "log_filters = \"1:qemu 3:util.netdev\"\nlog_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\n"
+	}
 	if addr != "" {
 		conf += fmt.Sprintf("listen_tcp = 1\nlisten_addr = %q\nauth_tcp = \"none\"\n", addr)
 	}
@@ -198,6 +201,7 @@ namespaces = [ ]
 			t.Fatal(err)
 		}
 	}
+	seedCapabilities(filepath.Join(dir, "cache", "qemu", "capabilities"))
 	hosts := "127.0.0.1 localhost\n"
 	if addr == "" {
 		hosts += "127.0.1.1 " + name + "\n"
@@ -434,6 +438,7 @@ func (h *Host) cleanup() {
 		}
 	}
 	h.KillLibvirtd()
+	saveCapabilities(filepath.Join(h.Dir, "cache", "qemu", "capabilities"))
 	h.mu.Lock()
 	vl := h.virtlogd
 	h.virtlogd = nil
@@ -467,5 +472,63 @@ func isClosed(c <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// CapabilitiesCache is where the harness keeps libvirt's probed qemu
+// capabilities between test hosts: a fresh libvirtd otherwise spends seconds
+// probing qemu on its first guest (libvirt checks the cache against the qemu
+// binary and itself, and probes again when it is stale).
+func CapabilitiesCache() string {
+	if d := os.Getenv("HAVEN_LIBVIRTTEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/haven/libvirttest/qemu-capabilities"
+}
+
+func seedCapabilities(dst string) {
+	entries, err := os.ReadDir(CapabilitiesCache())
+	if err != nil {
+		return
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".xml") {
+			continue
+		}
+		copyFile(filepath.Join(CapabilitiesCache(), e.Name()), filepath.Join(dst, e.Name()))
+	}
+}
+
+func saveCapabilities(src string) {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return
+	}
+	if err := os.MkdirAll(CapabilitiesCache(), 0o755); err != nil {
+		return
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".xml") {
+			copyFile(filepath.Join(src, e.Name()), filepath.Join(CapabilitiesCache(), e.Name()))
+		}
+	}
+}
+
+// copyFile copies through a temporary file and a rename, so a concurrent
+// reader never sees half a file.
+func copyFile(src, dst string) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return
+	}
+	tmp := dst + ".tmp" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = os.Remove(tmp)
 	}
 }

@@ -1,0 +1,129 @@
+package libvirt
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/hypervisor"
+)
+
+// The driver watches each guest's qemu process itself, through a pidfd, in
+// addition to libvirt's events: a pidfd turns readable the moment the
+// process exits, while libvirt reports the death only once the process has
+// been reaped (it polls for it; on a host whose init reaps orphans slowly
+// that costs seconds) and, right after a libvirtd restart, sometimes not at
+// all. An exit that no stop, kill, migration or guest shutdown explains is
+// reported at once as a crash; libvirt's own report of it follows and is
+// folded into the first (a run ends once).
+
+// watchQEMU starts watching the qemu process of guest name, once per
+// process. It needs the pid file in cfg.QEMUPIDDir; without it the driver
+// relies on libvirt's events alone.
+func (d *Driver) watchQEMU(name string) {
+	if d.stopR < 0 {
+		return
+	}
+	pid := d.qemuPID(name)
+	if pid <= 1 {
+		return
+	}
+	d.mu.Lock()
+	if d.watched[name] == pid {
+		d.mu.Unlock()
+		return
+	}
+	select {
+	case <-d.closed:
+		d.mu.Unlock()
+		return
+	default:
+	}
+	d.watched[name] = pid
+	d.wg.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.wg.Done()
+		exited, err := d.waitExit(pid, name)
+		if err != nil {
+			d.log.Debug("cannot watch qemu process", "guest", name, "pid", pid, "err", err)
+			d.mu.Lock()
+			if d.watched[name] == pid {
+				delete(d.watched, name)
+			}
+			d.mu.Unlock()
+			return
+		}
+		if exited {
+			d.qemuExited(name, pid)
+		}
+	}()
+}
+
+// waitExit blocks until process pid exits (true) or the driver closes
+// (false). It checks first that pid is the qemu of guest name.
+func (d *Driver) waitExit(pid int, name string) (bool, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false, fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(fd)
+	// Opened first, checked second: the pidfd pins the process we checked.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Contains(cmdline, []byte("guest="+name+",")) && !bytes.Contains(cmdline, []byte("guest="+name+"\x00")) {
+		return false, errors.New("the pid file names a process that is not this guest's qemu")
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(d.stopR), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if fds[1].Revents != 0 {
+			return false, nil
+		}
+		if fds[0].Revents != 0 {
+			return true, nil
+		}
+	}
+}
+
+// qemuExited handles the exit of a watched qemu process.
+func (d *Driver) qemuExited(name string, pid int) {
+	d.mu.Lock()
+	if d.watched[name] == pid {
+		delete(d.watched, name)
+	}
+	expected := d.quiet[name]
+	d.mu.Unlock()
+	if expected {
+		d.log.Debug("qemu exited as expected", "guest", name, "pid", pid)
+		return
+	}
+	d.emit(hypervisor.Event{Guest: name, Kind: hypervisor.EventCrashed, Reason: "qemu-exited", At: d.cfg.Now()})
+}
+
+// expectExit marks that the guest's qemu may exit now without that being a
+// crash (our stop, kill or migration); done undoes it when the operation
+// failed and the guest still runs.
+func (d *Driver) expectExit(name string) (done func(failed bool)) {
+	d.mu.Lock()
+	d.quiet[name] = true
+	d.mu.Unlock()
+	return func(failed bool) {
+		if failed {
+			d.mu.Lock()
+			d.quiet[name] = false
+			d.mu.Unlock()
+		}
+	}
+}
