@@ -112,9 +112,7 @@ func (st *stepper) command(c Command) {
 				}
 			}
 		}
-		for _, g := range s.Guests {
-			g.FailbackBlocked = false
-		}
+		s.UpSeq++ // failed failbacks may be tried again
 		return
 	}
 	g := s.Guest(c.Guest)

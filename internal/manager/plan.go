@@ -189,7 +189,7 @@ func (st *stepper) place() {
 					wants = append(wants, want{g: g, purpose: PurposeReturn, move: true})
 				}
 				g.ReturnTo = ""
-			case r.Tiers != nil && !g.OperatorPlaced && !g.FailbackBlocked && !s.domain(g.Spec.Domain).NoFailback:
+			case r.Tiers != nil && !g.OperatorPlaced && !(g.FailbackBlocked && g.BlockedSeq == s.UpSeq) && !s.domain(g.Spec.Domain).NoFailback:
 				cur := placement.TierOf(r.Tiers, idx(g.Node))
 				if cur > 0 {
 					r.MaxTier = cur

@@ -19,6 +19,9 @@ type State struct {
 	Domains []model.Domain `json:"domains,omitempty"`
 	Guests  []*Guest       `json:"guests"`
 	NextID  uint64         `json:"next_id"`
+	// UpSeq counts changes that bring a node up or out of maintenance; a
+	// failback that failed is retried once it moves on.
+	UpSeq uint64 `json:"up_seq"`
 
 	nodeIdx  map[string]int
 	guestIdx map[string]int
@@ -97,9 +100,15 @@ func (s *State) AddGuest(spec model.GuestSpec, running bool) error {
 		g.State = GuestRecovering
 		g.Need = NeedNode
 	}
+	if n := len(s.Guests); n > 0 && s.Guests[n-1].Spec.Name > spec.Name {
+		s.Guests = append(s.Guests, g)
+		sort.Slice(s.Guests, func(a, b int) bool { return s.Guests[a].Spec.Name < s.Guests[b].Spec.Name })
+		s.reindex()
+		return nil
+	}
+	// Added in name order: no sort needed.
 	s.Guests = append(s.Guests, g)
-	sort.Slice(s.Guests, func(a, b int) bool { return s.Guests[a].Spec.Name < s.Guests[b].Spec.Name })
-	s.reindex()
+	s.guestIdx[spec.Name] = len(s.Guests) - 1
 	return nil
 }
 

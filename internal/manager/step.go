@@ -39,7 +39,7 @@ func (s *State) Step(now time.Time, ev Event) []Action {
 	case Sync:
 		st.sync(e)
 	case NodeUp:
-		st.nodeUp(e.NodeReport)
+		st.nodeUp(e.NodeReport, true)
 	case NodeDown:
 		st.nodeDown(e.Node)
 	case NodeLeft:
@@ -47,7 +47,7 @@ func (s *State) Step(now time.Time, ev Event) []Action {
 	case NodeShutdown:
 		st.nodeShutdown(e)
 	case Inventory:
-		st.inventory(e.Node, e.Running)
+		st.inventory(map[string][]string{e.Node: e.Running})
 	case GuestResult:
 		st.result(e)
 	case GuestCrashed:
@@ -69,26 +69,28 @@ func (st *stepper) sync(e Sync) {
 	for _, r := range e.Nodes {
 		up[r.Name] = r
 	}
+	inv := map[string][]string{}
 	for _, n := range st.s.Nodes {
 		r, ok := up[n.Name]
 		switch {
 		case ok && n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID:
 			// It rebooted while no manager watched: it failed and is back.
 			st.nodeDown(n.Name)
-			st.nodeUp(r)
+			st.nodeUp(r, false)
 		case ok && n.Status != NodeOnline:
-			st.nodeUp(r)
+			st.nodeUp(r, false)
 		case ok:
-			if !r.Stale {
-				st.inventory(n.Name, r.Running)
-			}
 		case n.Status == NodeOnline:
 			st.nodeDown(n.Name)
 		}
+		if ok && !r.Stale && n.Status == NodeOnline {
+			inv[n.Name] = r.Running
+		}
 	}
+	st.inventory(inv)
 }
 
-func (st *stepper) nodeUp(r NodeReport) {
+func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 	n := st.s.node(r.Name)
 	if n == nil {
 		st.logf("node %s is not configured; ignoring it", r.Name)
@@ -135,12 +137,10 @@ func (st *stepper) nodeUp(r NodeReport) {
 		st.logf("node %s is online", n.Name)
 	}
 	n.BootID = r.BootID
-	if !r.Stale {
-		st.inventory(n.Name, r.Running)
+	if !r.Stale && withInventory {
+		st.inventory(map[string][]string{n.Name: r.Running})
 	}
-	for _, g := range st.s.Guests {
-		g.FailbackBlocked = false
-	}
+	st.s.UpSeq++ // failed failbacks may be tried again
 	if sd := n.Shutdown; sd != nil && prev != NodeOnline {
 		n.Shutdown = nil
 		if sd.Policy == model.ShutdownMigrate {
@@ -252,38 +252,49 @@ func (st *stepper) nodeShutdown(e NodeShutdown) {
 	st.logf("node %s: graceful %s with policy %s", n.Name, what, n.Shutdown.Policy)
 }
 
-func (st *stepper) inventory(node string, running []string) {
-	n := st.s.node(node)
-	if n == nil || n.Status != NodeOnline {
+// inventory reconciles the manager's view with agents' lists of running
+// guests, for the online nodes in inv (node -> guests running there).
+func (st *stepper) inventory(inv map[string][]string) {
+	for node := range inv {
+		if n := st.s.node(node); n == nil || n.Status != NodeOnline {
+			delete(inv, node)
+		}
+	}
+	if len(inv) == 0 {
 		return
 	}
-	set := make(map[string]bool, len(running))
-	for _, name := range running {
-		set[name] = true
+	where := map[string]string{}
+	for node, list := range inv {
+		for _, g := range list {
+			where[g] = node
+		}
 	}
 	for _, g := range st.s.Guests {
 		name := g.Spec.Name
-		if g.Node == node && g.Running && !set[name] {
+		at, reported := where[name]
+		if _, listed := inv[g.Node]; listed && g.Running && at != g.Node {
 			if g.Op != nil && g.Op.Kind == OpMigrate {
 				continue // the migration's result decides
 			}
-			st.logf("%s is no longer running on %s", name, node)
-			st.crashed(GuestCrashed{Guest: name, Node: node})
+			if !reported {
+				st.logf("%s is no longer running on %s", name, g.Node)
+				st.crashed(GuestCrashed{Guest: name, Node: g.Node})
+				continue
+			}
+		}
+		if !reported || (g.Node == at && g.Running) {
 			continue
 		}
-		if !set[name] || (g.Node == node && g.Running) {
-			continue
-		}
-		if g.Op != nil && (g.Op.Node == node || g.Op.Target == node) {
+		if g.Op != nil && (g.Op.Node == at || g.Op.Target == at) {
 			continue
 		}
 		if g.Running || g.State == GuestFencing {
-			st.logf("%s reported running on %s but it runs on %s", name, node, g.Node)
+			st.logf("%s reported running on %s but it runs on %s", name, at, g.Node)
 			continue
 		}
-		st.logf("adopting %s running on %s", name, node)
+		st.logf("adopting %s running on %s", name, at)
 		g.Running = true
-		g.Node = node
+		g.Node = at
 		g.Op = nil
 		g.State = GuestStarted
 		g.RunningSince = st.now
@@ -299,7 +310,7 @@ func (st *stepper) fenceResult(e FenceResult) {
 		r := *n.Fence.Rejoin
 		n.Fence.InFlight = false
 		n.Fence.Rejoin = nil
-		st.nodeUp(r)
+		st.nodeUp(r, true)
 		return
 	}
 	if !e.OK {
@@ -313,7 +324,7 @@ func (st *stepper) fenceResult(e FenceResult) {
 	if rejoin != nil {
 		// It reported in with a live lease while the attempt was in flight:
 		// trust the lease; if the fence did power it off, the lease expires.
-		st.nodeUp(*rejoin)
+		st.nodeUp(*rejoin, true)
 	}
 }
 
@@ -389,6 +400,7 @@ func (st *stepper) result(e GuestResult) {
 		switch op.Purpose {
 		case PurposeFailback:
 			g.FailbackBlocked = true
+			g.BlockedSeq = st.s.UpSeq
 			st.logf("failback of %s to %s failed (%s); it stays on %s until a node comes up or leaves maintenance", g.Spec.Name, op.Target, e.Err, op.Node)
 		case PurposeOperator:
 			st.logf("migration of %s to %s failed (%s); it keeps running on %s", g.Spec.Name, op.Target, e.Err, op.Node)

@@ -170,16 +170,16 @@ const (
 
 // Op is an operation in flight on a guest.
 type Op struct {
-	ID      uint64  `json:"id"`
-	Kind    OpKind  `json:"kind"`
-	Node    string  `json:"node"`             // where it acts (the source of a migration)
-	Target  string  `json:"target,omitempty"` // migration target, or where to start after this stop (relocation)
-	From    string  `json:"from,omitempty"`   // for the start of a relocation: the node it was stopped on
+	ID     uint64 `json:"id"`
+	Kind   OpKind `json:"kind"`
+	Node   string `json:"node"`             // where it acts (the source of a migration)
+	Target string `json:"target,omitempty"` // migration target, or where to start after this stop (relocation)
+	From   string `json:"from,omitempty"`   // for the start of a relocation: the node it was stopped on
 	// TargetBoot is the target's boot id when a migration was sent, to
 	// recognise a result that arrives after the target failed or rebooted.
-	TargetBoot string `json:"target_boot,omitempty"`
-	Purpose Purpose `json:"purpose"`
-	Force   bool    `json:"force,omitempty"`
+	TargetBoot string  `json:"target_boot,omitempty"`
+	Purpose    Purpose `json:"purpose"`
+	Force      bool    `json:"force,omitempty"`
 }
 
 // Need says how a recovering guest is to be placed.
@@ -217,7 +217,8 @@ type Guest struct {
 	OperatorPlaced bool `json:"operator_placed,omitempty"`
 	// FailbackBlocked: a failback migration failed; retried once a node comes
 	// up or leaves maintenance.
-	FailbackBlocked bool `json:"failback_blocked,omitempty"`
+	FailbackBlocked bool   `json:"failback_blocked,omitempty"`
+	BlockedSeq      uint64 `json:"blocked_seq,omitempty"` // State.UpSeq when it was blocked
 	// MoveFailedAt is when its last migration failed; the manager does not
 	// try again in a step at that same moment.
 	MoveFailedAt time.Time `json:"move_failed_at"`

@@ -1,0 +1,55 @@
+package sim
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/scenario"
+)
+
+// bigScenario: hosts nodes with perHost 1 GiB guests each, running at t=0;
+// node 0 loses power at 30s; the run settles 60s later.
+func bigScenario(hosts, perHost int) *scenario.Scenario {
+	sc := &scenario.Scenario{File: "bench", Name: "host failure", Fencing: model.FencingAgent, Shutdown: model.ShutdownMigrate, Settle: 60 * time.Second}
+	for i := 0; i < hosts; i++ {
+		sc.Nodes = append(sc.Nodes, scenario.Node{Name: fmt.Sprintf("n%04d", i), Memory: int64(perHost*2) * model.GiB, CPUs: 64, PowerOn: true})
+	}
+	for i := 0; i < hosts*perHost; i++ {
+		spec := model.DefaultGuestSpec(fmt.Sprintf("g%06d", i))
+		spec.Node = fmt.Sprintf("n%04d", i%hosts)
+		sc.Guests = append(sc.Guests, scenario.Guest{Spec: spec})
+	}
+	sc.Events = []scenario.Event{{At: 30 * time.Second, Kind: scenario.PowerOff, Node: "n0000", Do: "power off n0000"}}
+	for i := 0; i < perHost; i++ {
+		sc.Expects = append(sc.Expects, scenario.Expect{Kind: scenario.ExpectGuest, By: true, At: 30*time.Second + 60*time.Second,
+			Guest: fmt.Sprintf("g%06d", i*hosts), State: "started", Times: -1})
+	}
+	return sc
+}
+
+func benchSim(b *testing.B, hosts, perHost int) {
+	sc := bigScenario(hosts, perHost)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r := Run(sc, Options{NoTimeline: true})
+		if r.Failed() > 0 {
+			for _, e := range r.Expects {
+				if !e.OK {
+					b.Fatalf("%s: saw %s", e.Text, e.Seen)
+				}
+			}
+		}
+		b.ReportMetric(float64(r.World.Steps()), "steps/op")
+	}
+}
+
+// BenchmarkSimHostFailure64x8000 is a full simulated run: 64 hosts, 8,000
+// guests, one host loses power, its 125 guests are fenced and recovered.
+func BenchmarkSimHostFailure64x8000(b *testing.B) { benchSim(b, 64, 125) }
+
+// BenchmarkSimHostFailure1000x50000 is the same at 1,000 hosts and 50,000
+// guests.
+func BenchmarkSimHostFailure1000x50000(b *testing.B) { benchSim(b, 1000, 50) }
