@@ -1,0 +1,396 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/testguest"
+)
+
+func testLogger() *slog.Logger {
+	if os.Getenv("HAVEN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newDriver opens a driver on runDir; cleanup kills its guests and closes it.
+func newDriver(t testing.TB, runDir, node string) *Driver {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := New(ctx, Config{RunDir: runDir, Node: node, Logger: testLogger().With("node", node)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killAll(d) })
+	return d
+}
+
+// killAll kills every guest of d (adopting, if d was closed, through a new
+// driver on the same run dir) and closes it.
+func killAll(d *Driver) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if d.isClosed() {
+		nd, err := New(ctx, d.cfg)
+		if err != nil {
+			return // another driver owns the run dir and cleans it
+		}
+		d = nd
+	}
+	list, _ := d.List(ctx)
+	for _, s := range list {
+		d.Kill(ctx, s.Name)
+	}
+	d.Close()
+}
+
+// shortDir returns a temp dir with a short path (QMP socket paths are limited
+// to 107 bytes).
+func shortDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// waitEvent waits for an event of guest of kind, skipping others.
+func waitEvent(t testing.TB, d *Driver, guest string, kind hypervisor.EventKind, within time.Duration) hypervisor.Event {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		select {
+		case e := <-d.Events():
+			if e.Guest == guest && e.Kind == kind {
+				return e
+			}
+		case <-timer.C:
+			t.Fatalf("no %s event for guest %q within %s", kind, guest, within)
+		}
+	}
+}
+
+func waitSerial(t testing.TB, path string, cond func(testguest.Serial) bool) testguest.Serial {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := testguest.WaitSerial(ctx, path, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type fixture struct {
+	files  testguest.Files
+	dir    string
+	serial string
+	disk   string
+}
+
+func newFixture(t testing.TB) fixture {
+	files := testguest.Build(t)
+	dir := shortDir(t)
+	f := fixture{files: files, dir: dir, serial: filepath.Join(dir, "serial.log"), disk: filepath.Join(dir, "disk.raw")}
+	if err := testguest.CreateDisk(f.disk, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f fixture) def(name string) guestdef.Definition {
+	return testguest.Definition(name, f.files, f.serial, f.disk)
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestStartAndGracefulStop(t *testing.T) {
+	f := newFixture(t)
+	d := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	ctx := ctxT(t, 2*time.Minute)
+	if err := d.Start(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, "g1", hypervisor.EventStarted, 5*time.Second)
+	if err := d.Start(ctx, f.def("g1")); !errors.Is(err, hypervisor.ErrAlreadyRunning) {
+		t.Errorf("second start: err = %v, want ErrAlreadyRunning", err)
+	}
+	s := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 10 })
+	if s.NoACPI {
+		t.Error("guest has no power button")
+	}
+	st, err := d.Status(ctx, "g1")
+	if err != nil || st.State != hypervisor.Running || st.PID == 0 {
+		t.Fatalf("status = %+v, %v; want running with a pid", st, err)
+	}
+	list, err := d.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "g1" {
+		t.Fatalf("list = %+v, %v", list, err)
+	}
+	if rec, err := testguest.ReadRecord(f.disk); err != nil || rec.BootID != s.BootID {
+		t.Errorf("disk record = %+v, %v; want boot %s", rec, err, s.BootID)
+	}
+
+	if err := d.Stop(ctx, "g1", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e := waitEvent(t, d, "g1", hypervisor.EventStopped, 5*time.Second)
+	if e.Reason != "shutdown from inside" {
+		// system_powerdown makes the guest shut itself down; anything else
+		// means the stop was forced.
+		t.Errorf("stop reason = %q, want a guest shutdown", e.Reason)
+	}
+	if s, _ := testguest.ReadSerial(f.serial); !s.PoweredOff {
+		t.Error("guest did not see the power button: the stop was forced")
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "a", "g1", "qemu.pid")); !os.IsNotExist(err) {
+		t.Errorf("pid file left after stop: %v", err)
+	}
+	st, err = d.Status(ctx, "g1")
+	if err != nil || st.State != hypervisor.Shutoff {
+		t.Errorf("status after stop = %+v, %v", st, err)
+	}
+	if list, _ := d.List(ctx); len(list) != 0 {
+		t.Errorf("list after stop = %+v", list)
+	}
+	if err := d.Stop(ctx, "g1", time.Second); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("stop of a stopped guest: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestStartRejectsInvalidDefinition(t *testing.T) {
+	files := testguest.Build(t)
+	d := newDriver(t, filepath.Join(shortDir(t), "a"), "a")
+	def := testguest.Definition("bad name", files, "", "")
+	err := d.Start(ctxT(t, 10*time.Second), def)
+	var fe *guestdef.FieldError
+	if !errors.As(err, &fe) || fe.Field != "name" {
+		t.Errorf("start with a bad name: err = %v, want a name FieldError", err)
+	}
+	def = testguest.Definition("g", files, "", "")
+	def.Disks = []guestdef.Disk{{Pool: "p", Volume: "v"}}
+	if err := d.Start(ctxT(t, 10*time.Second), def); err == nil || !strings.Contains(err.Error(), "resolve") {
+		t.Errorf("start with an unresolved pool disk: err = %v", err)
+	}
+}
+
+func TestCrashDetected(t *testing.T) {
+	f := newFixture(t)
+	d := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	ctx := ctxT(t, 2*time.Minute)
+	if err := d.Start(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, "g1", hypervisor.EventStarted, 5*time.Second)
+	waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Ready })
+	st, err := d.Status(ctx, "g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e := waitEvent(t, d, "g1", hypervisor.EventCrashed, 5*time.Second)
+	t.Logf("crash event after %s: %q", time.Since(killed), e.Reason)
+	if !strings.Contains(e.Reason, "killed") {
+		t.Errorf("crash reason = %q, want it to say the process was killed", e.Reason)
+	}
+	st, err = d.Status(ctx, "g1")
+	if err != nil || st.State != hypervisor.Crashed {
+		t.Errorf("status after crash = %+v, %v", st, err)
+	}
+	// It can be started again.
+	if err := d.Start(ctx, f.def("g1")); err != nil {
+		t.Fatalf("restart after crash: %v", err)
+	}
+	if err := d.Kill(ctx, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEvent(t, d, "g1", hypervisor.EventStopped, 5*time.Second); e.Reason != "stopped by haven" {
+		t.Errorf("kill reported %q", e.Reason)
+	}
+}
+
+func TestLiveMigration(t *testing.T) {
+	f := newFixture(t)
+	a := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	b := newDriver(t, filepath.Join(f.dir, "b"), "b")
+	ctx := ctxT(t, 2*time.Minute)
+	def := f.def("g1")
+	if err := a.Start(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	before := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 20 })
+
+	target, err := b.PrepareIncoming(ctx, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target.Node != "b" || !strings.HasPrefix(target.URI, "tcp:127.0.0.1:") {
+		t.Errorf("target = %+v", target)
+	}
+	if st, err := b.Status(ctx, "g1"); err != nil || st.State != hypervisor.Incoming {
+		t.Errorf("target status before migration = %+v, %v", st, err)
+	}
+	var last hypervisor.Progress
+	if err := a.Migrate(ctx, "g1", target, func(p hypervisor.Progress) { last = p }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("migrated: total %d bytes, downtime %s", last.Total, last.Downtime)
+	if last.Total == 0 || last.Remaining != 0 {
+		t.Errorf("last progress = %+v", last)
+	}
+	waitEvent(t, a, "g1", hypervisor.EventMigrated, 5*time.Second)
+	waitEvent(t, b, "g1", hypervisor.EventResumed, 5*time.Second)
+	if st, err := b.Status(ctx, "g1"); err != nil || st.State != hypervisor.Running {
+		t.Errorf("target status = %+v, %v", st, err)
+	}
+	// The source QEMU is gone, without a crash event.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if l, _ := a.List(ctx); len(l) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("source QEMU still listed after migration")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	select {
+	case e := <-a.Events():
+		t.Errorf("unexpected event on the source after migration: %+v", e)
+	default:
+	}
+	after := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= before.Count+20 })
+	if after.BootID != before.BootID || after.Boots != 1 {
+		t.Errorf("guest rebooted during migration: before %+v after %+v", before, after)
+	}
+	rec, err := testguest.ReadRecord(f.disk)
+	if err != nil || rec.BootID != before.BootID || rec.Count < after.Count {
+		t.Errorf("disk record after migration = %+v, %v; serial %+v", rec, err, after)
+	}
+}
+
+func TestMigrationFailureKeepsSource(t *testing.T) {
+	f := newFixture(t)
+	a := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	b := newDriver(t, filepath.Join(f.dir, "b"), "b")
+	ctx := ctxT(t, 2*time.Minute)
+	def := f.def("g1")
+	if err := a.Start(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	s0 := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 10 })
+
+	t.Run("target not listening", func(t *testing.T) {
+		port, err := freePort("127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = a.Migrate(ctx, "g1", hypervisor.MigrationTarget{Node: "b", URI: "tcp:127.0.0.1:" + itoa(port)}, nil)
+		if err == nil {
+			t.Fatal("migration to nowhere succeeded")
+		}
+		t.Logf("migration error: %v", err)
+	})
+	t.Run("target killed", func(t *testing.T) {
+		target, err := b.PrepareIncoming(ctx, def)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Kill(ctx, "g1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Migrate(ctx, "g1", target, nil); err == nil {
+			t.Fatal("migration to a killed target succeeded")
+		}
+	})
+	t.Run("cancelled by deadline", func(t *testing.T) {
+		target, err := b.PrepareIncoming(ctx, def)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := a.Migrate(mctx, "g1", target, nil); err == nil {
+			t.Fatal("migration with a cancelled context succeeded")
+		}
+		b.Kill(ctx, "g1")
+	})
+	st, err := a.Status(ctx, "g1")
+	if err != nil || st.State != hypervisor.Running {
+		t.Fatalf("source after failed migrations = %+v, %v", st, err)
+	}
+	s1 := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= s0.Count+20 })
+	if s1.BootID != s0.BootID {
+		t.Errorf("guest rebooted: %+v then %+v", s0, s1)
+	}
+	select {
+	case e := <-a.Events():
+		if e.Kind == hypervisor.EventCrashed || e.Kind == hypervisor.EventMigrated || e.Kind == hypervisor.EventStopped {
+			t.Errorf("unexpected source event %+v", e)
+		}
+	default:
+	}
+}
+
+func TestAdoption(t *testing.T) {
+	f := newFixture(t)
+	runDir := filepath.Join(f.dir, "a")
+	d1 := newDriver(t, runDir, "a")
+	ctx := ctxT(t, 2*time.Minute)
+	if err := d1.Start(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	s0 := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 10 })
+	st1, _ := d1.Status(ctx, "g1")
+	if _, err := New(ctx, Config{RunDir: runDir}); err == nil {
+		t.Error("a second driver opened a run dir in use")
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d2 := newDriver(t, runDir, "a")
+	list, err := d2.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "g1" || list[0].PID != st1.PID || list[0].State != hypervisor.Running {
+		t.Fatalf("adopted list = %+v, %v; want g1 running as pid %d", list, err, st1.PID)
+	}
+	def, err := d2.Definition("g1")
+	if err != nil || def.SerialLog != f.serial {
+		t.Errorf("adopted definition = %+v, %v", def, err)
+	}
+	s1 := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= s0.Count+10 })
+	if s1.BootID != s0.BootID {
+		t.Error("guest rebooted across adoption")
+	}
+	// An adopted guest's crash is seen too (pidfd, not a child).
+	killed := time.Now()
+	syscall.Kill(st1.PID, syscall.SIGKILL)
+	e := waitEvent(t, d2, "g1", hypervisor.EventCrashed, 5*time.Second)
+	t.Logf("adopted guest crash event after %s: %q", time.Since(killed), e.Reason)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
