@@ -393,4 +393,3 @@ func TestAdoption(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
