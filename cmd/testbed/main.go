@@ -189,7 +189,7 @@ func dispatch(ctx context.Context, cmd string, flags map[string]string, pos []st
 			return err
 		}
 		p := b.FenceAgentParams(h)
-		fmt.Fprintf(out, "port=%s\ntestbed_dir=%s\n", p["port"], p["testbed_dir"])
+		fmt.Fprintf(out, "plug=%s\ntestbed_dir=%s\n", p["plug"], p["testbed_dir"])
 		return nil
 	case "exec", "start":
 		h, err := host()

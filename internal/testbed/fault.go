@@ -578,10 +578,17 @@ func (b *Bed) Maintenance(ctx context.Context, host string, on bool) error {
 	return nil
 }
 
-// FenceAgentParams returns the key=value parameters fence_testbed needs to
-// fence host, as a fence device's configuration would hold them.
+// FenceDeviceParams returns the parameters of a fence device that fences
+// this bed's hosts with fence_testbed: {"testbed_dir": b.Dir()}. A node's
+// plug on that device is its host's name ("h2").
+func (b *Bed) FenceDeviceParams() map[string]string {
+	return map[string]string{"testbed_dir": b.dir}
+}
+
+// FenceAgentParams returns every key=value parameter fence_testbed needs to
+// act on host, plug included (without action), for running it by hand.
 func (b *Bed) FenceAgentParams(host string) map[string]string {
-	return map[string]string{"port": host, "testbed_dir": b.dir}
+	return map[string]string{"plug": host, "testbed_dir": b.dir}
 }
 
 // FenceAgentPath finds scripts/fence_testbed of this module by walking up

@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// fence runs scripts/fence_testbed with params as key=value lines on stdin,
+// runFence runs scripts/fence_testbed with params as key=value lines on stdin,
 // as a fence daemon does, and returns its exit code and output.
-func fence(t *testing.T, params map[string]string) (int, string) {
+func runFence(t *testing.T, params map[string]string) (int, string) {
 	t.Helper()
 	path, err := FenceAgentPath()
 	if err != nil {
@@ -82,7 +82,7 @@ func TestFenceAgentMetadata(t *testing.T) {
 		for _, a := range md.Actions {
 			actions = append(actions, a.Name)
 		}
-		for _, want := range []string{"action", "port", "testbed_dir"} {
+		for _, want := range []string{"action", "plug", "port", "testbed_dir"} {
 			if !strings.Contains(" "+strings.Join(params, " ")+" ", " "+want+" ") {
 				t.Errorf("metadata lacks parameter %s: %v", want, params)
 			}
@@ -109,20 +109,20 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	}
 	p1 := b.FenceAgentParams("h1")
 
-	if code, out := fence(t, with(p1, "action", "status")); code != 0 {
+	if code, out := runFence(t, with(p1, "action", "status")); code != 0 {
 		t.Fatalf("status of a running host: exit %d: %s", code, out)
 	}
-	if code, out := fence(t, with(p1, "action", "monitor")); code != 0 {
+	if code, out := runFence(t, with(p1, "action", "monitor")); code != 0 {
 		t.Fatalf("monitor: exit %d: %s", code, out)
 	}
-	if code, out := fence(t, with(p1, "action", "list")); code != 0 || !strings.Contains(out, "h1,"+h1.Netns) || !strings.Contains(out, "h2,") {
+	if code, out := runFence(t, with(p1, "action", "list")); code != 0 || !strings.Contains(out, "h1,"+h1.Netns) || !strings.Contains(out, "h2,") {
 		t.Fatalf("list: exit %d: %q", code, out)
 	}
-	if code, _ := fence(t, with(p1, "action", "status", "port", "h9")); code != 1 {
+	if code, _ := runFence(t, with(p1, "action", "status", "plug", "h9")); code != 1 {
 		t.Errorf("status of an unknown host: exit %d, want 1", code)
 	}
 
-	if code, out := fence(t, with(p1, "action", "off")); code != 0 {
+	if code, out := runFence(t, with(p1, "action", "off")); code != 0 {
 		t.Fatalf("off: exit %d: %s", code, out)
 	}
 	for _, p := range []*Process{agent, guest} {
@@ -141,11 +141,11 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	if h1.PoweredOn() {
 		t.Error("the bed sees h1 on after fence off")
 	}
-	if code, out := fence(t, with(p1, "action", "status")); code != 2 {
+	if code, out := runFence(t, with(p1, "action", "status")); code != 2 {
 		t.Errorf("status of a fenced host: exit %d, want 2: %s", code, out)
 	}
-	// The namespace's name is accepted as the port too.
-	if code, _ := fence(t, with(p1, "action", "status", "port", h1.Netns)); code != 2 {
+	// The old name "port", and the namespace's name as the plug.
+	if code, _ := runFence(t, map[string]string{"action": "status", "port": h1.Netns, "testbed_dir": b.Dir()}); code != 2 {
 		t.Errorf("status by namespace name: exit %d, want 2", code)
 	}
 
@@ -153,10 +153,10 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	if err := b.FenceDeviceFail("h1", true); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := fence(t, with(p1, "action", "on")); code != 1 {
+	if code, _ := runFence(t, with(p1, "action", "on")); code != 1 {
 		t.Errorf("on through a failing device: exit %d, want 1", code)
 	}
-	if code, _ := fence(t, with(p1, "action", "status")); code != 1 {
+	if code, _ := runFence(t, with(p1, "action", "status")); code != 1 {
 		t.Errorf("status through a failing device: exit %d, want 1", code)
 	}
 	if h1.PoweredOn() {
@@ -184,10 +184,10 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	if err := h1.SetBootScript("#!/bin/sh\nhostname\nexec sleep 1000\n"); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := fence(t, with(p1, "action", "on")); code != 0 {
+	if code, out := runFence(t, with(p1, "action", "on")); code != 0 {
 		t.Fatalf("on: exit %d: %s", code, out)
 	}
-	if code, _ := fence(t, with(p1, "action", "status")); code != 0 {
+	if code, _ := runFence(t, with(p1, "action", "status")); code != 0 {
 		t.Errorf("status after on: exit %d, want 0", code)
 	}
 	booted := func() []ProcRecord {
@@ -202,7 +202,7 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	eventually(t, "h1's boot script runs", func() bool { return len(booted()) == 1 })
 	first := booted()[0]
 	eventually(t, "the PowerOn hook runs after fence on", eventsAre("on-h1"))
-	if code, out := fence(t, with(p1, "action", "reboot")); code != 0 {
+	if code, out := runFence(t, with(p1, "action", "reboot")); code != 0 {
 		t.Fatalf("reboot: exit %d: %s", code, out)
 	}
 	eventually(t, "the hooks see the reboot", eventsAre("on-h1 off-h1 on-h1"))
@@ -221,7 +221,7 @@ func TestFenceAgentPowersHostsOffAndOn(t *testing.T) {
 	if !eventsAre("on-h1 off-h1 on-h1 off-h1")() {
 		t.Errorf("hooks ran for %v; a PowerOff through the bed must run its hook once", events)
 	}
-	if code, _ := fence(t, with(p1, "action", "status")); code != 2 {
+	if code, _ := runFence(t, with(p1, "action", "status")); code != 2 {
 		t.Errorf("status after PowerOff: exit %d, want 2", code)
 	}
 }
