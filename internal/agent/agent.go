@@ -497,21 +497,27 @@ func (a *Agent) Run(ctx context.Context) error {
 // Stop leaves the office if held, revokes the lease (the host shows down
 // at once), stops the API and the store member.
 func (a *Agent) Stop(ctx context.Context) {
+	t0 := a.now()
 	if a.stopElection != nil {
 		a.stopElection()
 	}
 	if a.live != nil {
-		a.live.Stop(ctx)
+		// Bounded: without a store quorum the revoke cannot succeed, and the
+		// lease then simply expires.
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		a.live.Stop(rctx)
+		cancel()
 	}
 	if a.srv != nil {
 		_ = a.srv.Shutdown(ctx)
 	}
 	a.wg.Wait()
+	t1 := a.now()
 	a.teardown()
 	if a.dir != nil {
 		a.dir.unlock()
 	}
-	a.log.Info("agent stopped", "op", "stop")
+	a.log.Info("agent stopped", "op", "stop", "took", a.now().Sub(t0).Round(time.Millisecond), "store_close", a.now().Sub(t1).Round(time.Millisecond))
 }
 
 // teardown closes what Start opened.

@@ -70,7 +70,7 @@ wait:
 			a.log.Warn("lost the manager office", "op", "election", "term", l.Rev())
 			break wait
 		case <-ctx.Done():
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = l.Resign(rctx)
 			cancel()
 			a.log.Info("resigned as manager", "op", "election")

@@ -205,9 +205,39 @@ func (s *Store) Server() *embed.Etcd { return s.server }
 func (s *Store) Close() error {
 	err := s.cli.Close()
 	if s.server != nil {
+		s.handOver()
+		// Raft is stopped now: requests still pending fail at once instead
+		// of holding up the listeners' shutdown for the request timeout.
+		s.server.Server.HardStop()
 		s.server.Close()
 	}
 	return err
+}
+
+// handOver moves store leadership to another voting member before this
+// one stops, so the others need not wait out an election timeout. It is
+// bounded: when the other members are gone too (the whole cluster is
+// stopping), it gives up after a second.
+func (s *Store) handOver() {
+	srv := s.server.Server
+	self := uint64(srv.MemberID())
+	if uint64(srv.Leader()) != self {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, m := range srv.Cluster().Members() {
+		if uint64(m.ID) == self || m.IsLearner {
+			continue
+		}
+		if err := srv.MoveLeader(ctx, self, uint64(m.ID)); err == nil {
+			s.log.Info("handed store leadership over", "op", "stop", "peer", m.Name)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
 }
 
 // Member is one etcd member.

@@ -1,0 +1,182 @@
+// Package e2e runs real haven agent processes on 127.0.0.x addresses with
+// real etcd (embedded, or Debian's etcd-server for the external store) and
+// checks the cluster through the CLI, as an operator would.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// failoverSlack is what a dead host may take beyond its lease TTL to show
+// offline: a store leader election (about 1 s) plus etcd's lease extension
+// on leader change, plus polling.
+const failoverSlack = 6 * time.Second
+
+// managerFailover kills the manager of a running cluster, waits for another
+// manager and the old host offline, restarts it and waits for it online.
+func managerFailover(t *testing.T, c *testCluster, ttl time.Duration, names []string) {
+	first := c.nodes[0]
+	st := c.waitStatus(first, "a manager", 20*time.Second, func(st *api.Status) bool { return st.Manager != "" })
+	old := c.byName(st.Manager)
+	var via *agentProc
+	for _, n := range c.nodes {
+		if n != old {
+			via = n
+			break
+		}
+	}
+	killed := time.Now()
+	c.kill9(old)
+	st = c.waitStatus(via, "new manager and old host offline", ttl+failoverSlack, func(st *api.Status) bool {
+		return st.Manager != "" && st.Manager != old.name && hostState(st, old.name) == api.HostOffline
+	})
+	t.Logf("manager %s killed; %s took over and %s marked offline after %v", old.name, st.Manager, old.name, time.Since(killed).Round(100*time.Millisecond))
+	if !st.Quorum.OK {
+		t.Errorf("quorum lost after one host died: %+v", st.Quorum)
+	}
+	c.restart(old)
+	st = c.waitStatus(via, "restarted host online", 30*time.Second, allOnline(names...))
+	if st.Manager == old.name {
+		t.Errorf("restarted host %s took the office back from %s", old.name, st.Manager)
+	}
+}
+
+func TestThreeHostsElectAndFailOver(t *testing.T) {
+	c := newCluster(t, 10)
+	c.initNode("h1")
+	c.joinNode("h2")
+	c.joinNode("h3")
+	st := c.waitStatus(c.nodes[0], "three hosts online", 20*time.Second, allOnline("h1", "h2", "h3"))
+	if st.Cluster != "haven" || st.Manager == "" {
+		t.Fatalf("status: cluster %q manager %q", st.Cluster, st.Manager)
+	}
+	if st.Quorum.Voters != 3 || !st.Quorum.OK {
+		t.Fatalf("quorum %+v, want 3 voters ok", st.Quorum)
+	}
+	for _, h := range st.Hosts {
+		if !h.StoreMember || h.StoreRole != "voter" {
+			t.Errorf("host %s: store member %v role %q, want voter", h.Name, h.StoreMember, h.StoreRole)
+		}
+		if h.Facts == nil || h.Facts.CPUs == 0 || h.Facts.Memory == 0 || h.Facts.BootID == "" {
+			t.Errorf("host %s: facts %+v", h.Name, h.Facts)
+		}
+	}
+	// The table output names the manager too.
+	out, err := c.haven(c.nodes[1], "status")
+	if err != nil || !strings.Contains(out, "Manager: "+st.Manager) {
+		t.Fatalf("status table: %v\n%s", err, out)
+	}
+	managerFailover(t, c, store.DefaultLeaseTTL, []string{"h1", "h2", "h3"})
+}
+
+func TestFourthHostIsStoreClient(t *testing.T) {
+	c := newCluster(t, 20, "--lease-ttl", "3s", "--keepalive", "500ms")
+	c.initNode("h1")
+	c.joinNode("h2")
+	c.joinNode("h3")
+	c.joinNode("h4")
+	names := []string{"h1", "h2", "h3", "h4"}
+	st := c.waitStatus(c.nodes[3], "four hosts online", 20*time.Second, allOnline(names...))
+	if st.Quorum.Voters != 3 || len(st.Store.Members) != 3 {
+		t.Fatalf("store: %d voters, %d members; want 3", st.Quorum.Voters, len(st.Store.Members))
+	}
+	if h := host(st, "h4"); h.StoreMember {
+		t.Fatalf("h4 is a store member (%q); the 4th host must be a store client", h.StoreRole)
+	}
+	out, err := c.haven(c.nodes[0], "node", "list", "-o", "json")
+	if err != nil || strings.Count(out, `"online": true`) != 4 {
+		t.Fatalf("node list: %v\n%s", err, out)
+	}
+	managerFailover(t, c, 3*time.Second, names)
+	// A store client host dies too: it goes offline, quorum stays.
+	h4 := c.byName("h4")
+	c.kill9(h4)
+	c.waitStatus(c.nodes[0], "h4 offline", 3*time.Second+failoverSlack, func(st *api.Status) bool {
+		return hostState(st, "h4") == api.HostOffline && st.Quorum.OK
+	})
+	c.restart(h4)
+	c.waitStatus(c.nodes[0], "h4 back", 30*time.Second, allOnline(names...))
+}
+
+func TestFiveStoreMembers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five hosts")
+	}
+	c := newCluster(t, 30, "--lease-ttl", "3s", "--keepalive", "500ms")
+	c.initNode("h1", "--store-members", "5")
+	for i := 2; i <= 6; i++ {
+		c.joinNode(fmt.Sprintf("h%d", i))
+	}
+	st := c.waitStatus(c.nodes[0], "six hosts online", 30*time.Second, allOnline("h1", "h2", "h3", "h4", "h5", "h6"))
+	if st.Quorum.Voters != 5 || st.Quorum.Needed != 3 {
+		t.Fatalf("quorum %+v; want 5 voters, 3 needed", st.Quorum)
+	}
+	if host(st, "h6").StoreMember {
+		t.Fatalf("h6 is a store member; want client")
+	}
+}
+
+// TestExternalEtcd runs two agents on Debian's etcd-server.
+func TestExternalEtcd(t *testing.T) {
+	etcdBin, err := exec.LookPath("etcd")
+	if err != nil {
+		etcdBin = "/usr/bin/etcd"
+	}
+	if _, err := os.Stat(etcdBin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("etcd not installed (apt-get install etcd-server): %v", err)
+		}
+		t.Skipf("etcd not installed (apt-get install etcd-server): %v", err)
+	}
+	dir := t.TempDir()
+	clientAddr, peerAddr := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	ep := "http://" + clientAddr
+	etcd := exec.Command(etcdBin, "--name", "ext", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", ep, "--advertise-client-urls", ep,
+		"--listen-peer-urls", "http://"+peerAddr, "--initial-advertise-peer-urls", "http://"+peerAddr,
+		"--initial-cluster", "ext=http://"+peerAddr, "--heartbeat-interval", "100", "--election-timeout", "1000")
+	var elog syncBuffer
+	etcd.Stdout, etcd.Stderr = &elog, &elog
+	if err := etcd.Start(); err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(func() {
+		etcd.Process.Kill()
+		etcd.Wait()
+	})
+
+	c := newCluster(t, 40, "--lease-ttl", "3s", "--keepalive", "500ms")
+	c.storeEP = ep
+	// The agent waits for the store; etcd may still be starting.
+	c.waitFor("etcd serving", 20*time.Second, func() bool { return strings.Contains(elog.String(), "ready to serve client requests") })
+	c.initNode("x1")
+	c.joinNode("x2")
+	st := c.waitStatus(c.nodes[1], "two hosts online", 20*time.Second, allOnline("x1", "x2"))
+	if !st.Store.External || st.Quorum.Voters != 1 || !st.Quorum.OK {
+		t.Fatalf("store %+v quorum %+v; want external, 1 voter, ok", st.Store, st.Quorum)
+	}
+	if host(st, "x1").StoreMember || host(st, "x2").StoreMember {
+		t.Fatalf("hosts on an external store must not be store members")
+	}
+	managerFailover(t, c, 3*time.Second, []string{"x1", "x2"})
+
+	// A second --init on the same store is refused, with nothing left behind.
+	n := c.addNode("x3")
+	n.args = []string{"--init"}
+	err = c.start(n)
+	if err == nil || !strings.Contains(err.Error(), "already holds cluster") {
+		t.Fatalf("second init on the same store: %v", err)
+	}
+	if _, err := os.Stat(n.dir); !os.IsNotExist(err) {
+		t.Fatalf("failed init left %s behind (%v)", n.dir, err)
+	}
+}
