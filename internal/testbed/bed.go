@@ -97,6 +97,8 @@ type Bed struct {
 	hosts  []*Host
 	byName map[string]*Host
 
+	netMu sync.Mutex // serializes Partition and Heal
+
 	mu    sync.Mutex // guards hooks, procs and known
 	hooks Hooks
 	procs map[int]*Process      // processes this Bed value started, by PID

@@ -409,6 +409,8 @@ const partChain = "HAVEN-PARTITION"
 // replaces the previous one. It drops IPv4 only: the hosts' one IPv6
 // address is link-local, which Haven does not use.
 func (b *Bed) Partition(ctx context.Context, groups ...[]string) error {
+	b.netMu.Lock()
+	defer b.netMu.Unlock()
 	groupOf := map[string]int{}
 	for gi, g := range groups {
 		for _, name := range g {
@@ -449,6 +451,8 @@ func (b *Bed) Partition(ctx context.Context, groups ...[]string) error {
 
 // Heal removes the partition.
 func (b *Bed) Heal(ctx context.Context) error {
+	b.netMu.Lock()
+	defer b.netMu.Unlock()
 	for _, h := range b.hosts {
 		if err := b.setPartitionRules(ctx, h, nil); err != nil {
 			return fmt.Errorf("heal host %q: %w", h.Name, err)
