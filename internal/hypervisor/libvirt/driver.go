@@ -171,6 +171,7 @@ type Driver struct {
 	domainType string
 	log        *slog.Logger
 	events     chan hypervisor.Event
+	sendMu     sync.Mutex // serializes deliver
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -195,6 +196,10 @@ type Driver struct {
 
 var _ hypervisor.Driver = (*Driver)(nil)
 
+// eventsBuffer is how many events wait for the consumer before the oldest
+// is dropped.
+const eventsBuffer = 1024
+
 // New connects to libvirtd and subscribes to lifecycle events. It fails when
 // the first connection cannot be made within ctx (or cfg.ConnectTimeout);
 // after that, a lost connection is re-established in the background until
@@ -216,7 +221,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		cfg:        cfg,
 		domainType: dt,
 		log:        cfg.Logger.With("driver", "libvirt"),
-		events:     make(chan hypervisor.Event, 256),
+		events:     make(chan hypervisor.Event, eventsBuffer),
 		closed:     make(chan struct{}),
 		changed:    make(chan struct{}),
 		running:    map[string]bool{},
@@ -475,9 +480,30 @@ func (d *Driver) emit(ev hypervisor.Event) {
 		d.watchQEMU(ev.Guest)
 	}
 	d.log.Info("guest lifecycle event", "guest", ev.Guest, "event", string(ev.Kind), "reason", ev.Reason)
+	d.deliver(ev)
+}
+
+// deliver queues ev without ever blocking the driver: when the consumer
+// falls eventsBuffer events behind, the oldest is dropped (and logged).
+func (d *Driver) deliver(ev hypervisor.Event) {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
 	select {
-	case d.events <- ev:
 	case <-d.closed:
+		return
+	default:
+	}
+	for {
+		select {
+		case d.events <- ev:
+			return
+		default:
+		}
+		select {
+		case old := <-d.events:
+			d.log.Error("event consumer too slow; dropped an event", "guest", old.Guest, "event", string(old.Kind))
+		default:
+		}
 	}
 }
 

@@ -1,0 +1,117 @@
+package libvirt
+
+import (
+	"strings"
+	"testing"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+)
+
+func TestDomainXML(t *testing.T) {
+	base := guestdef.Definition{
+		Name: "web1", VCPUs: 2, Memory: 256 << 20,
+		Boot:      guestdef.Boot{Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0"},
+		SerialLog: "/var/log/web1.serial",
+	}
+	withDisks := base
+	withDisks.Disks = []guestdef.Disk{
+		{Path: "/var/lib/web1.qcow2", Format: "qcow2"},
+		{Path: "/dev/vg/data", Bus: "scsi", ReadOnly: true},
+	}
+	withDisks.NICs = []guestdef.NIC{{Bridge: "br0", MAC: "52:54:00:00:00:01"}, {User: true, Model: "e1000"}}
+	raw := base
+	raw.RawXML = `<domain type='kvm'><name>old</name><uuid>11111111-2222-3333-4444-555555555555</uuid>
+<memory unit='KiB'>1024</memory><os><type arch='x86_64'>hvm</type></os>
+<devices><emulator>/usr/bin/qemu-system-x86_64</emulator><watchdog model='i6300esb' action='reset'/></devices></domain>`
+
+	tests := []struct {
+		name    string
+		def     guestdef.Definition
+		typ     string
+		uuid    string
+		want    []string // substrings of the XML
+		wantErr string
+	}{
+		{"kernel boot", base, "qemu", "", []string{
+			`type="qemu"`, `<name>web1</name>`, `<uuid>` + GuestUUID("web1") + `</uuid>`,
+			`<memory unit="KiB">262144</memory>`, `<vcpu>2</vcpu>`, `<kernel>/k</kernel>`, `<initrd>/i</initrd>`,
+			`<cmdline>console=ttyS0</cmdline>`, `<acpi></acpi>`, `<serial type="file">`,
+			`<source path="/var/log/web1.serial" append="on">`, `<memballoon model="none">`, `<on_crash>destroy</on_crash>`,
+		}, ""},
+		{"kvm and a kept uuid", base, "kvm", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", []string{`type="kvm"`, `<uuid>aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee</uuid>`}, ""},
+		{"disks and nics", withDisks, "qemu", "", []string{
+			`<source file="/var/lib/web1.qcow2">`, `<driver name="qemu" type="qcow2" cache="none">`, `<target dev="vda" bus="virtio">`,
+			`<source dev="/dev/vg/data">`, `<target dev="sdb" bus="scsi">`, `<readonly>`,
+			`<interface type="bridge">`, `<source bridge="br0">`, `<mac address="52:54:00:00:00:01">`, `<model type="virtio">`,
+			`<interface type="user">`, `<model type="e1000">`,
+		}, ""},
+		{"raw xml is the base", raw, "qemu", "", []string{
+			`type="qemu"`, `<name>web1</name>`, `<uuid>11111111-2222-3333-4444-555555555555</uuid>`,
+			`<memory unit="KiB">262144</memory>`, `<watchdog model="i6300esb" action="reset">`, `<emulator>/usr/bin/qemu-system-x86_64</emulator>`,
+		}, ""},
+		{"no name", guestdef.Definition{Memory: 1 << 20}, "qemu", "", nil, "no name"},
+		{"no memory", guestdef.Definition{Name: "x"}, "qemu", "", nil, "no memory"},
+		{"unresolved volume", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Pool: "p", Volume: "v"}}}, "qemu", "", nil, "no resolved path"},
+		{"bad bus", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d", Bus: "floppy"}}}, "qemu", "", nil, "unknown bus"},
+		{"nic without backend", guestdef.Definition{Name: "x", Memory: 1 << 30, NICs: []guestdef.NIC{{}}}, "qemu", "", nil, "neither a bridge"},
+		{"bad raw xml", guestdef.Definition{Name: "x", Memory: 1 << 30, RawXML: "<domain"}, "qemu", "", nil, "parse its raw libvirt XML"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := DomainXML(tt.def, tt.typ, tt.uuid)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("XML lacks %s:\n%s", w, got)
+				}
+			}
+			var back libvirtxml.Domain
+			if err := back.Unmarshal(got); err != nil {
+				t.Fatalf("the XML does not parse back: %v", err)
+			}
+		})
+	}
+}
+
+func TestGuestUUID(t *testing.T) {
+	a, b := GuestUUID("web1"), GuestUUID("web2")
+	if a != GuestUUID("web1") || a == b {
+		t.Fatalf("GuestUUID not a stable function of the name: %s %s", a, b)
+	}
+	if len(a) != 36 || a[14] != '5' || !strings.ContainsRune("89ab", rune(a[19])) {
+		t.Fatalf("GuestUUID(web1) = %s, not a version 5 RFC 4122 UUID", a)
+	}
+}
+
+// FuzzDomainXML feeds arbitrary raw XML: DomainXML must not panic, and
+// whatever it accepts must parse back with the definition's name.
+func FuzzDomainXML(f *testing.F) {
+	f.Add(`<domain type='kvm'><name>a</name><memory>1024</memory><devices><disk type='file'/></devices></domain>`)
+	f.Add(`<domain><os><type>hvm</type><kernel>/k</kernel></os></domain>`)
+	f.Add(`<domain`)
+	f.Add(``)
+	f.Fuzz(func(t *testing.T, raw string) {
+		def := guestdef.Definition{Name: "g", Memory: 64 << 20, RawXML: raw, SerialLog: "/tmp/s"}
+		out, err := DomainXML(def, "qemu", "")
+		if err != nil {
+			return
+		}
+		var back libvirtxml.Domain
+		if err := back.Unmarshal(out); err != nil {
+			t.Fatalf("accepted XML does not parse back: %v\n%s", err, out)
+		}
+		if back.Name != "g" || back.Type != "qemu" {
+			t.Fatalf("name %q type %q, want g and qemu", back.Name, back.Type)
+		}
+	})
+}
