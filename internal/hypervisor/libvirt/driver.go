@@ -189,6 +189,7 @@ type Driver struct {
 	ended     map[string]bool      // guests whose current run's end was reported
 	quiet     map[string]bool      // guests whose qemu may exit without that being a crash
 	watched   map[string]int       // guest -> qemu pid watched through a pidfd
+	exited    map[string]int       // guest -> the last of its qemu pids seen to exit
 	since     map[string]time.Time // when each guest's state last changed, as far as we saw
 	connects  int                  // successful connections so far
 	lastError error                // why the last connection attempt failed
@@ -209,10 +210,12 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	dt := cfg.DomainType
 	switch dt {
 	case "":
+		info := detectAccel(ctx)
 		dt = "qemu"
-		if kvmUsable() {
+		if info.Accel == hypervisor.AccelKVM {
 			dt = "kvm"
 		}
+		cfg.Logger.Info("libvirt domain type chosen", "driver", "libvirt", "type", dt, "reason", info.Reason)
 	case "kvm", "qemu":
 	default:
 		return nil, fmt.Errorf("libvirt driver: domain type %q: want \"kvm\" or \"qemu\"", dt)
@@ -229,6 +232,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		ended:      map[string]bool{},
 		quiet:      map[string]bool{},
 		watched:    map[string]int{},
+		exited:     map[string]int{},
 		since:      map[string]time.Time{},
 		stopR:      -1,
 		stopW:      -1,
@@ -656,7 +660,32 @@ func lookup(l *golibvirt.Libvirt, name string) (golibvirt.Domain, error) {
 func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 	name := def.Name
 	wrap := func(err error) error { return fmt.Errorf("start guest %q: %w", name, err) }
-	err := d.call(ctx, func(l *golibvirt.Libvirt) error {
+	for {
+		err := d.start(ctx, def)
+		if !errors.Is(err, errCatchingUp) {
+			if err != nil {
+				return wrap(err)
+			}
+			d.log.Info("started guest", "guest", name, "op", "start")
+			return nil
+		}
+		// Its qemu is gone but libvirt has not noticed yet (it waits for
+		// the process to be reaped): wait for libvirt to catch up.
+		select {
+		case <-ctx.Done():
+			return wrap(fmt.Errorf("libvirt still reports the guest's exited qemu as running: %w", ctx.Err()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// errCatchingUp says libvirt still reports as active a guest whose qemu
+// process the driver saw exit.
+var errCatchingUp = errors.New("libvirt has not caught up with the guest's exit")
+
+func (d *Driver) start(ctx context.Context, def guestdef.Definition) error {
+	name := def.Name
+	return d.call(ctx, func(l *golibvirt.Libvirt) error {
 		uuid := ""
 		dom, err := lookup(l, name)
 		switch {
@@ -666,6 +695,9 @@ func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 				return fmt.Errorf("read its state: %w", err)
 			}
 			if s, _ := domainState(st, reason); active(s) {
+				if d.qemuGone(name) {
+					return errCatchingUp
+				}
 				return hypervisor.ErrAlreadyRunning
 			}
 			uuid = formatUUID(dom.UUID)
@@ -685,11 +717,6 @@ func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return wrap(err)
-	}
-	d.log.Info("started guest", "guest", name, "op", "start")
-	return nil
 }
 
 // Stop shuts the guest down through ACPI, waits up to timeout for it to go,
@@ -850,6 +877,11 @@ func (d *Driver) status(name string, s, reason int32) hypervisor.Status {
 	d.mu.Unlock()
 	if active(state) {
 		st.PID = d.qemuPID(name)
+		if d.qemuGone(name) {
+			// libvirt lags behind the process's exit; say what is true.
+			st.State, st.Reason, st.PID = hypervisor.Shutoff, "qemu-exited", 0
+			return st
+		}
 		d.watchQEMU(name)
 	}
 	return st

@@ -249,3 +249,30 @@ func pollUntil(d time.Duration, cond func() bool) error {
 	}
 	return nil
 }
+
+// TestStopForced boots the test guest without ACPI, so it cannot see the
+// power button: Stop waits out its timeout, then forces the guest off.
+func TestStopForced(t *testing.T) {
+	h := libvirttest.Start(t)
+	d := newDriver(t, h, "n1")
+	def := guestDef(t, "sf1")
+	def.RawXML = `<domain type="qemu"><features><pae/></features></domain>`
+	if err := d.Start(ctxT(t, 30*time.Second), def); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Count >= 1 })
+	const timeout = 2 * time.Second
+	begin := time.Now()
+	if err := d.Stop(ctxT(t, 60*time.Second), def.Name, timeout); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(begin)
+	ev := waitEvent(t, d, def.Name, hypervisor.EventStopped, 10*time.Second)
+	t.Logf("forced stop took %s (%+v)", took, ev)
+	if took < timeout || ev.Reason != "destroyed" {
+		t.Errorf("Stop took %s with reason %q; want at least %s and destroyed", took, ev.Reason, timeout)
+	}
+	if s, _ := testguest.ReadSerial(def.SerialLog); s.PoweredOff {
+		t.Errorf("the guest powered off by itself: %+v", s)
+	}
+}

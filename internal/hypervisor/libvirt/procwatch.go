@@ -103,6 +103,7 @@ func (d *Driver) qemuExited(name string, pid int) {
 	if d.watched[name] == pid {
 		delete(d.watched, name)
 	}
+	d.exited[name] = pid
 	expected := d.quiet[name]
 	d.mu.Unlock()
 	if expected {
@@ -126,4 +127,13 @@ func (d *Driver) expectExit(name string) (done func(failed bool)) {
 			d.mu.Unlock()
 		}
 	}
+}
+
+// qemuGone reports whether the qemu process libvirt's pid file names for
+// the guest is one the driver saw exit.
+func (d *Driver) qemuGone(name string) bool {
+	pid := d.qemuPID(name)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return pid > 0 && d.exited[name] == pid
 }
