@@ -14,7 +14,7 @@ import (
 )
 
 var (
-	simRuns = flag.Int("sim.runs", 1500, "randomized fault-injection runs")
+	simRuns = flag.Int("sim.runs", 2000, "randomized fault-injection runs")
 	simSeed = flag.Uint64("sim.seed", 1, "first seed of the randomized runs")
 	simShow = flag.Bool("sim.show", false, "print the timeline of every randomized run")
 )
