@@ -48,7 +48,7 @@ type Timings struct {
 
 // DefaultTimings returns the documented defaults. With them a dead node's
 // guests run elsewhere about 12 s after it died (agent fencing), 27 s with the
-// watchdog; a crashed guest runs again about 3 s after the crash.
+// watchdog; a crashed guest runs again about 2.5 s after the crash.
 func DefaultTimings() Timings {
 	return Timings{
 		LeaseTTL:        8 * time.Second,
@@ -56,7 +56,7 @@ func DefaultTimings() Timings {
 		FenceRetry:      5 * time.Second,
 		WatchdogTimeout: 10 * time.Second,
 		WatchdogMargin:  5 * time.Second,
-		RestartDelay:    1 * time.Second,
+		RestartDelay:    500 * time.Millisecond,
 		Tick:            5 * time.Second,
 		StopTimeout:     60 * time.Second,
 	}

@@ -299,6 +299,7 @@ func (w *World) run(checkpoints []time.Duration, at func(time.Duration), after f
 			for _, b := range batch {
 				w.scenarioEvent(&w.sc.Events[b.idx])
 			}
+			w.toManager(manager.Tick{}) // every event is a change the manager steps on
 		} else {
 			w.handle(it)
 		}
