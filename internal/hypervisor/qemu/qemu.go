@@ -623,10 +623,13 @@ func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) e
 	}
 	d.mu.Lock()
 	g.stopping = true
-	mon := g.mon
+	mon, incoming := g.mon, g.incoming
 	d.mu.Unlock()
 	d.log.Info("stopping guest", "guest", name, "op", "stop", "timeout", timeout)
-	if mon != nil {
+	if incoming {
+		// Nothing runs yet: no guest to shut down gracefully.
+		timeout = 0
+	} else if mon != nil {
 		if err := mon.run(ctx, "system_powerdown", nil, nil); err != nil && !errors.Is(err, errMonitorClosed) {
 			d.log.Warn("system_powerdown failed", "guest", name, "err", err)
 		}

@@ -393,3 +393,85 @@ func TestAdoption(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestPauseAndResumeEvents(t *testing.T) {
+	f := newFixture(t)
+	d := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	ctx := ctxT(t, time.Minute)
+	if err := d.Start(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	g, err := d.live("g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone pauses the guest through QEMU.
+	if err := g.mon.run(ctx, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEvent(t, d, "g1", hypervisor.EventPaused, 5*time.Second); e.Reason != "paused" {
+		t.Errorf("pause reason = %q", e.Reason)
+	}
+	if st, _ := d.Status(ctx, "g1"); st.State != hypervisor.Paused {
+		t.Errorf("status = %+v, want paused", st)
+	}
+	if err := g.mon.run(ctx, "cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, "g1", hypervisor.EventResumed, 5*time.Second)
+	if st, _ := d.Status(ctx, "g1"); st.State != hypervisor.Running {
+		t.Errorf("status = %+v, want running", st)
+	}
+}
+
+// TestIOErrorEvent feeds the QMP event QEMU sends when a disk write fails
+// with werror=stop (the driver's setting) and checks the guest is reported
+// paused on an I/O error.
+func TestIOErrorEvent(t *testing.T) {
+	d := &Driver{cfg: Config{Now: time.Now}, log: testLogger(), events: newEventQueue(), guests: map[string]*guest{}}
+	defer d.events.close()
+	g := &guest{name: "g1", state: hypervisor.Running}
+	d.guests["g1"] = g
+	d.onQMPEvent(g, qmpEvent{Event: "BLOCK_IO_ERROR", Data: []byte(`{"device":"disk0","node-name":"#block123","operation":"write","action":"stop","nospace":false,"reason":"Input/output error"}`)})
+	d.onQMPEvent(g, qmpEvent{Event: "STOP"})
+	e := <-d.Events()
+	if e.Kind != hypervisor.EventPaused || !strings.HasPrefix(e.Reason, "io-error") || !strings.Contains(e.Reason, "Input/output error") {
+		t.Errorf("event = %+v", e)
+	}
+	if g.state != hypervisor.Paused || g.reason != "io-error" {
+		t.Errorf("state = %s %q", g.state, g.reason)
+	}
+	d.onQMPEvent(g, qmpEvent{Event: "RESUME"})
+	if e := <-d.Events(); e.Kind != hypervisor.EventResumed {
+		t.Errorf("event after RESUME = %+v", e)
+	}
+	select {
+	case e := <-d.Events():
+		t.Errorf("extra event %+v (the STOP after the I/O error must not add one)", e)
+	default:
+	}
+}
+
+func TestStopIncomingIsImmediate(t *testing.T) {
+	f := newFixture(t)
+	d := newDriver(t, filepath.Join(f.dir, "b"), "b")
+	ctx := ctxT(t, time.Minute)
+	if _, err := d.PrepareIncoming(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	// A long timeout: an incoming QEMU has no guest to power down, so
+	// waiting for it would only delay the caller.
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.Stop(ctx, "g1", time.Hour) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("stop of an incoming guest waited for its timeout")
+	}
+	if st, err := d.Status(ctx, "g1"); err != nil || st.State != hypervisor.Shutoff {
+		t.Errorf("status = %+v, %v", st, err)
+	}
+}
