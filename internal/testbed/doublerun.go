@@ -300,19 +300,32 @@ func (c *DoubleRunChecker) PollOnce() {
 	}
 }
 
+// readStamp reads a disk's stamp area until two reads in a row agree, so a
+// read that raced a write (half old stamp, half new) is never taken for a
+// stamp: that could fake a counter going back or a boot id nobody wrote.
 func readStamp(path string) (Stamp, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Stamp{}, err
 	}
 	defer f.Close()
-	buf := make([]byte, StampSize)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return Stamp{}, err
+	var prev []byte
+	for range 4 {
+		buf := make([]byte, StampSize)
+		n, err := f.ReadAt(buf, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return Stamp{}, err
+		}
+		buf = buf[:n]
+		if prev != nil && bytes.Equal(prev, buf) {
+			return ParseStamp(buf)
+		}
+		prev = buf
 	}
-	return ParseStamp(buf[:n])
+	return Stamp{}, errTorn
 }
+
+var errTorn = errors.New("stamp kept changing while read (torn reads)")
 
 // Violations returns every violation found so far.
 func (c *DoubleRunChecker) Violations() []Violation {
