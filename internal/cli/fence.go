@@ -1,0 +1,316 @@
+package cli
+
+// `haven fence ...`, `haven node fence` and `haven policy ...`: the fence
+// devices and levels (secrets never shown), testing them, fencing a host
+// by hand, and the cluster policy (fencing mode, shutdown policy).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/haven-ha/haven/internal/fence"
+)
+
+func init() {
+	Register(&Command{Path: "fence show", Args: "[-o table|json]", Short: "show the fence devices and each node's levels (secrets redacted)", Run: runFenceShow})
+	Register(&Command{Path: "fence set", Args: "FILE", Short: "replace the fencing configuration from a JSON or YAML file (- for stdin)", Run: runFenceSet})
+	Register(&Command{Path: "fence test", Args: "NODE [-o table|json]", Short: "ask each fence device of NODE for its power status, without fencing", Run: runFenceTest})
+	Register(&Command{Path: "node fence", Args: "NAME --yes [-o table|json]", Short: "fence (power off) a host now through its fence devices", Run: runNodeFence})
+	Register(&Command{Path: "policy show", Args: "[-o table|json]", Short: "show the cluster policy: fencing mode and shutdown policy", Run: runPolicyShow})
+	Register(&Command{Path: "policy set", Args: "[--fencing agent|watchdog] [--shutdown-policy migrate|stop|freeze]", Short: "change the cluster policy", Run: runPolicySet})
+}
+
+func runFenceShow(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("fence show", env)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fc, err := c.FenceConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, fc)
+	}
+	if len(fc.Devices) == 0 && len(fc.Levels) == 0 {
+		fmt.Fprintln(env.Stdout, "No fencing configured. Write a configuration and load it with `haven fence set FILE` (see docs/fencing.md).")
+		return nil
+	}
+	action := string(fc.Action)
+	if action == "" {
+		action = string(fence.ActionOff)
+	}
+	fmt.Fprintf(env.Stdout, "Action: %s\n\n", action)
+	tw := newTable(env.Stdout, "DEVICE", "AGENT", "PARAMS", "PLUGS")
+	for _, d := range fc.Devices {
+		tw.row(d.Name, d.Agent, kvList(d.Params), kvList(d.Plugs))
+	}
+	if err := tw.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout)
+	tw = newTable(env.Stdout, "NODE", "LEVEL", "DEVICES")
+	nodes := make([]string, 0, len(fc.Levels))
+	for n := range fc.Levels {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	for _, n := range nodes {
+		for i, l := range fc.Levels[n] {
+			tw.row(n, strconv.Itoa(i+1), strings.Join(l.Devices, " + "))
+		}
+	}
+	return tw.flush()
+}
+
+func kvList(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		out = append(out, k+"="+m[k])
+	}
+	return strings.Join(out, ",")
+}
+
+// fenceBody reads a fencing configuration in JSON or YAML and returns it
+// as JSON, with device timeouts given as durations ("30s") turned into
+// the API's nanoseconds.
+func fenceBody(data []byte) (json.RawMessage, error) {
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("not JSON or YAML: %w", err)
+	}
+	m, ok := doc.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("want an object with devices and levels")
+	}
+	if devs, ok := m["devices"].([]any); ok {
+		for i, d := range devs {
+			dm, ok := d.(map[string]any)
+			if !ok {
+				continue
+			}
+			if s, ok := dm["timeout"].(string); ok {
+				t, err := time.ParseDuration(s)
+				if err != nil {
+					return nil, fmt.Errorf("devices[%d].timeout %q: give a duration such as 30s", i, s)
+				}
+				dm["timeout"] = int64(t)
+			}
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return b, nil
+}
+
+func runFenceSet(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("fence set", env)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return Usagef("give one configuration file (- for stdin)")
+	}
+	data, err := readInput(env, pos[0])
+	if err != nil {
+		return err
+	}
+	body, err := fenceBody(data)
+	if err != nil {
+		return Usagef("%s: %v", pos[0], err)
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fc, err := c.SetFenceConfig(ctx, body)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, fc)
+	}
+	fmt.Fprintf(env.Stdout, "fencing configuration stored: %d devices, levels for %d nodes; check each node with `haven fence test NODE`\n", len(fc.Devices), len(fc.Levels))
+	return nil
+}
+
+func runFenceTest(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("fence test", env)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return Usagef("give one node name")
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	out, err := c.FenceTest(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		if err := printJSON(env.Stdout, out); err != nil {
+			return err
+		}
+	} else {
+		tw := newTable(env.Stdout, "LEVEL", "DEVICE", "POWER", "OK", "TOOK", "ERROR")
+		for _, d := range out.Result.Devices {
+			tw.row(strconv.Itoa(d.Level), d.Device, d.Power, strconv.FormatBool(d.OK), d.Duration.Round(time.Millisecond).String(), d.Error)
+		}
+		if err := tw.flush(); err != nil {
+			return err
+		}
+	}
+	if !out.OK {
+		fmt.Fprintf(env.Stderr, "haven fence test: %s\n", out.Error)
+		return &ExitError{Code: 1}
+	}
+	if cf.output != "json" {
+		fmt.Fprintf(env.Stdout, "every fence device of %s answered\n", pos[0])
+	}
+	return nil
+}
+
+func runNodeFence(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("node fence", env)
+	yes := fs.Bool("yes", false, "confirm: the host is powered off at once, with every guest on it")
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return Usagef("give one node name")
+	}
+	if !*yes {
+		return Usagef("fencing powers %s off at once, with every guest on it: add --yes to go ahead", pos[0])
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	out, err := c.FenceNode(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		if err := printJSON(env.Stdout, out); err != nil {
+			return err
+		}
+	} else {
+		tw := newTable(env.Stdout, "LEVEL", "DEVICE", "ACTION", "OK", "TOOK", "ERROR")
+		for _, a := range out.Result.Attempts {
+			tw.row(strconv.Itoa(a.Level), a.Device, a.Action, strconv.FormatBool(a.OK), a.Duration.Round(time.Millisecond).String(), a.Error)
+		}
+		if err := tw.flush(); err != nil {
+			return err
+		}
+	}
+	if !out.OK {
+		fmt.Fprintf(env.Stderr, "haven node fence: %s\n", out.Error)
+		return &ExitError{Code: 1}
+	}
+	if cf.output != "json" {
+		how := "powered off"
+		if out.Result.Action == fence.ActionReboot {
+			how = "rebooted"
+		}
+		confirmed := ""
+		if out.Result.Confirmed {
+			confirmed = ", confirmed off"
+		}
+		fmt.Fprintf(env.Stdout, "node %s fenced: %s by level %d (%s)%s\n", pos[0], how, out.Result.Level, strings.Join(out.Result.Devices, " + "), confirmed)
+	}
+	return nil
+}
+
+func runPolicyShow(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("policy show", env)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	p, err := c.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, p)
+	}
+	fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\n", p.Fencing, p.ShutdownPolicy)
+	return nil
+}
+
+func runPolicySet(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("policy set", env)
+	fencing := fs.String("fencing", "", "agent (fence devices) or watchdog (hosts self-fence)")
+	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
+	}
+	body := map[string]any{}
+	if *fencing != "" {
+		body["fencing"] = *fencing
+	}
+	if *shutdown != "" {
+		body["shutdown_policy"] = *shutdown
+	}
+	if len(body) == 0 {
+		return Usagef("nothing to change: give --fencing or --shutdown-policy")
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	p, err := c.SetPolicy(ctx, body)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, p)
+	}
+	fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s\n", p.Fencing, p.ShutdownPolicy)
+	return nil
+}
