@@ -1,0 +1,217 @@
+// Haven web UI: login, header, router, and keeping the cluster state fresh
+// from the event stream (debounced) with a slow poll as a fallback.
+import {h, fill, debounce} from './dom.js';
+import * as api from './api.js';
+import {state, can, changed, addEvent} from './state.js';
+import {overview} from './views/overview.js';
+import {guestList, guestPage} from './views/guests.js';
+import {domains} from './views/domains.js';
+import {hosts} from './views/hosts.js';
+import {events} from './views/events.js';
+import {newGuest} from './views/create.js';
+import {join} from './views/join.js';
+import {users} from './views/users.js';
+
+const POLL_LIVE_MS = 30000;   // poll while the event stream is up
+const POLL_DEAD_MS = 5000;    // poll while it is down
+const REFRESH_DEBOUNCE_MS = 250;
+
+const routes = [
+  [/^#?\/?$/, overview, 'overview'],
+  [/^#\/guests$/, guestList, 'guests'],
+  [/^#\/guest\/(.+)$/, guestPage, 'guests'],
+  [/^#\/domains$/, domains, 'domains'],
+  [/^#\/hosts$/, hosts, 'hosts'],
+  [/^#\/events$/, events, 'events'],
+  [/^#\/new$/, newGuest, 'new'],
+  [/^#\/join$/, join, 'join'],
+  [/^#\/users$/, users, 'users'],
+];
+
+const $ = (id) => document.getElementById(id);
+let current = null;   // {view, unmount}
+let es = null;        // EventSource
+let pollTimer = null;
+
+export function toast(msg, bad) {
+  const t = h('div.toast' + (bad ? '.bad' : ''), msg);
+  $('toasts').append(t);
+  setTimeout(() => t.remove(), bad ? 8000 : 4000);
+}
+
+// refresh reloads the status (hosts and guests) and tells the views.
+export async function refresh() {
+  try {
+    const st = await api.get('/api/v1/status');
+    state.status = st;
+    const rows = (st.guests && st.guests.guests) || [];
+    state.guests = rows;
+    state.guestByName = new Map(rows.map((g) => [g.name, g]));
+    state.lastRefresh = Date.now();
+    renderHeader();
+    changed('status');
+  } catch (e) {
+    if (e.status !== 401) toast('Refresh failed: ' + e.message, true);
+  }
+}
+const refreshSoon = debounce(refresh, REFRESH_DEBOUNCE_MS);
+
+function schedulePoll() {
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(async () => {
+    await refresh();
+    schedulePoll();
+  }, state.live ? POLL_LIVE_MS : POLL_DEAD_MS);
+}
+
+function setLive(on) {
+  if (state.live === on) return;
+  state.live = on;
+  const el = $('live');
+  el.className = 'live ' + (on ? 'on' : 'off');
+  el.title = on ? 'live: following the event stream' : 'event stream down: polling every 5 s';
+  schedulePoll();
+}
+
+async function loadEvents() {
+  try {
+    const evs = await api.get('/api/v1/events?n=200');
+    state.events = [];
+    for (const e of evs || []) addEvent(e);
+    changed('events');
+  } catch (e) {
+    if (e.status !== 401) toast('Loading events failed: ' + e.message, true);
+  }
+}
+
+function connectStream() {
+  if (es) es.close();
+  es = new EventSource('/api/v1/events/stream');
+  es.onopen = () => setLive(true);
+  es.onerror = () => {
+    setLive(false);
+    // The browser reconnects by itself unless the answer was final (401).
+    if (es.readyState === EventSource.CLOSED) {
+      setTimeout(async () => {
+        try {
+          await api.get('/api/v1/whoami');
+          connectStream();
+        } catch { /* the 401 handler shows the login */ }
+      }, 3000);
+    }
+  };
+  const onEvent = (m) => {
+    let e;
+    try { e = JSON.parse(m.data); } catch { return; }
+    if (addEvent(e)) changed({event: e});
+    refreshSoon();
+  };
+  es.onmessage = onEvent;
+  es.addEventListener('event', onEvent);
+}
+
+function renderHeader() {
+  const st = state.status;
+  if (st) {
+    $('cluster').textContent = `${st.cluster} · via ${st.node}`;
+    const q = st.quorum || {};
+    const qb = $('quorum');
+    qb.textContent = q.ok ? `quorum ${q.online}/${q.voters}` : `NO QUORUM ${q.online}/${q.voters}`;
+    qb.className = 'badge ' + (q.ok ? 'ok' : 'bad');
+    qb.title = q.ok ? 'the store accepts writes' : `the store needs ${q.needed} of ${q.voters} members online to accept changes`;
+    $('manager').textContent = st.manager ? `manager: ${st.manager}` : 'no manager';
+  }
+  if (state.me) $('who').textContent = `${state.me.user} (${state.me.role})`;
+  for (const a of document.querySelectorAll('#nav a[data-role]')) a.hidden = !can(a.dataset.role);
+}
+
+function route() {
+  const hash = location.hash || '#/';
+  if (current && current.unmount) current.unmount();
+  current = null;
+  const main = $('view');
+  main.replaceChildren();
+  for (const [re, view, nav] of routes) {
+    const m = re.exec(hash);
+    if (!m) continue;
+    for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === nav);
+    current = view(main, ...m.slice(1).map(decodeURIComponent)) || {};
+    return;
+  }
+  fill(main, h('div.panel', 'No such page. ', h('a', {href: '#/'}, 'Back to the overview')));
+}
+
+function showLogin(message) {
+  if (es) { es.close(); es = null; }
+  clearTimeout(pollTimer);
+  state.me = null;
+  if (current && current.unmount) current.unmount();
+  current = null;
+  $('top').hidden = true;
+  $('nav').hidden = true;
+  const err = h('div.form-error', {role: 'alert'}, message || '');
+  const user = h('input', {name: 'user', autocomplete: 'username', placeholder: 'user name', required: true});
+  const pass = h('input', {name: 'password', type: 'password', autocomplete: 'current-password', placeholder: 'password'});
+  const token = h('input', {name: 'token', autocomplete: 'off', placeholder: 'hvt.… API token', hidden: true});
+  let useToken = false;
+  const toggle = h('button.link', {type: 'button'}, 'Log in with an API token instead');
+  toggle.addEventListener('click', () => {
+    useToken = !useToken;
+    user.hidden = pass.hidden = useToken;
+    user.required = !useToken;
+    token.hidden = !useToken;
+    token.required = useToken;
+    toggle.textContent = useToken ? 'Log in with a user name instead' : 'Log in with an API token instead';
+  });
+  const submit = h('button.primary', {type: 'submit'}, 'Log in');
+  const form = h('form', {id: 'login'}, user, pass, token, submit, toggle, err);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    submit.disabled = true;
+    err.textContent = '';
+    try {
+      const body = useToken ? {token: token.value.trim()} : {user: user.value.trim(), password: pass.value};
+      const me = await api.post('/api/v1/login', body);
+      await start(me);
+    } catch (e) {
+      err.textContent = e.message;
+      pass.value = '';
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  fill($('view'), h('div.login.panel', h('h1', 'Haven'), h('p.muted', 'Log in to manage this cluster.'), form));
+  user.focus();
+}
+
+async function start(me) {
+  state.me = me;
+  api.setCSRF(me.csrf);
+  $('top').hidden = false;
+  $('nav').hidden = false;
+  renderHeader();
+  route();
+  await Promise.all([refresh(), loadEvents()]);
+  connectStream();
+  schedulePoll();
+}
+
+async function boot() {
+  api.setUnauthorizedHandler((e) => {
+    if (state.me) showLogin('Your session ended (' + e.message + '). Log in again.');
+  });
+  window.addEventListener('hashchange', () => { if (state.me) route(); });
+  $('logout').addEventListener('click', async () => {
+    try { await api.post('/api/v1/logout'); } catch { /* ended anyway */ }
+    showLogin('Logged out.');
+  });
+  try {
+    const me = await api.get('/api/v1/whoami');
+    if (me.via !== 'session') throw new Error('not a session');
+    await start(me);
+  } catch {
+    showLogin();
+  }
+}
+
+boot();

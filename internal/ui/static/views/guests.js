@@ -1,0 +1,224 @@
+// The guest list (filterable table) and the guest page (definition, where
+// it runs, history, actions, live migration progress).
+import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
+import * as api from '../api.js';
+import {state, can, onChange, stateGroup, stateLabel} from '../state.js';
+import {toast, refresh} from '../app.js';
+
+const LIST_MAX = 500; // rows drawn at once; the filter narrows the rest
+
+export function guestList(main) {
+  const search = h('input', {type: 'search', placeholder: 'Filter by name, host, domain or state…', 'aria-label': 'filter'});
+  const count = h('span.muted');
+  const body = h('tbody');
+  const table = h('table#guest-table',
+    h('thead', h('tr', h('th', 'Guest'), h('th', 'State'), h('th', 'Host'), h('th', 'Domain'), h('th', 'Desired'), h('th.num', 'Memory'), h('th.num', 'vCPUs'))),
+    body);
+  fill(main, h('h1', 'Guests', can('operator') ? h('a.button', {href: '#/new'}, 'New guest') : null),
+    h('div.toolbar', search, count), h('div.tablewrap', table));
+
+  function render() {
+    const q = search.value.trim().toLowerCase();
+    const rows = state.guests.filter((g) => !q ||
+      [g.name, g.node, g.domain, stateLabel(g)].some((v) => v && v.toLowerCase().includes(q)));
+    const shown = rows.slice(0, LIST_MAX);
+    body.replaceChildren(...shown.map((g) => h('tr', {'data-guest': g.name},
+      h('td', h('a', {href: '#/guest/' + encodeURIComponent(g.name)}, g.name)),
+      h('td', h('span.badge.s-' + stateLabel(g), stateLabel(g))),
+      h('td', g.node || h('span.muted', '—')),
+      h('td', g.domain || h('span.muted', 'any host')),
+      h('td', g.desired),
+      h('td.num', fmtBytes(g.memory)),
+      h('td.num', String(g.vcpus || '')))));
+    if (!rows.length) body.append(h('tr', h('td.empty', {colspan: 7}, state.guests.length ? 'No guest matches the filter.' : 'No guests yet.')));
+    count.textContent = rows.length > LIST_MAX ? `showing ${LIST_MAX} of ${rows.length}; narrow the filter` : `${rows.length} of ${state.guests.length}`;
+  }
+  search.addEventListener('input', render);
+  render();
+  return {unmount: onChange((w) => { if (w === 'status') render(); })};
+}
+
+export function guestPage(main, name) {
+  let info = null;
+  let busy = false;
+  let timer = null;
+  let gone = false;
+  let target = '';  // the host picked for migrate/relocate, kept across reloads
+  const title = h('span', name);
+  const badge = h('span.badge');
+  const where = h('div');
+  const actions = h('div.actions');
+  const progress = h('div', {hidden: true});
+  const def = h('div');
+  const hist = h('tbody');
+  fill(main,
+    h('h1', h('a', {href: '#/guests'}, 'Guests'), '›', title, badge),
+    h('div.panel', where, progress, actions),
+    h('div.cols',
+      h('div.panel', h('h2', {style: {marginTop: 0}}, 'Definition'), def),
+      h('div.panel', h('h2', {style: {marginTop: 0}}, 'History'),
+        h('div.tablewrap', {style: {maxHeight: '420px'}}, h('table.events', h('thead', h('tr', h('th', 'When'), h('th', 'What'))), hist)))));
+
+  async function load() {
+    try {
+      info = await api.get('/api/v1/guests/' + api.enc(name));
+      render();
+    } catch (e) {
+      if (e.status === 404) {
+        fill(where, h('p', `There is no guest named ${name} (any more). `, h('a', {href: '#/guests'}, 'All guests')));
+        actions.replaceChildren();
+        progress.hidden = true;
+        gone = true;
+        return;
+      }
+      toast(e.message, true);
+    }
+  }
+
+  function hostsFor(info) {
+    const hosts = (state.status && state.status.hosts) || [];
+    return hosts.filter((x) => x.state === 'online' && x.name !== info.runtime.node).map((x) => x.name);
+  }
+
+  function render() {
+    const rt = info.runtime || {};
+    const sp = info.spec;
+    const row = {state: rt.state, running: rt.running, op: rt.op};
+    const label = stateLabel(row);
+    badge.className = 'badge s-' + label;
+    badge.textContent = label;
+    badge.dataset.group = stateGroup(row);
+    badge.id = 'guest-state';
+    fill(where, h('dl.kv',
+      h('dt', 'Runs on'), h('dd#guest-node', rt.node ? h('b', rt.node) : h('span.muted', 'no host')),
+      h('dt', 'Desired'), h('dd', sp.state),
+      h('dt', 'Running since'), h('dd', rt.running_since ? `${fmtTime(rt.running_since)} (${fmtAgo(rt.running_since)})` : '—'),
+      h('dt', 'Restarts / moves'), h('dd', `${rt.restarts || 0} / ${rt.moves || 0}`)));
+
+    // Live migration (or any operation in flight).
+    if (rt.op) {
+      progress.hidden = false;
+      const op = rt.op;
+      const text = op.kind === 'migrate' ? [h('span', op.node), h('span', '→'), h('span', op.target)]
+        : [h('span', `${op.kind} on ${op.node}`), op.target ? h('span', `then start on ${op.target}`) : null];
+      fill(progress, h('div.flow#op', h('span.badge.warn', op.kind === 'migrate' ? 'live migration' : op.kind), ...text, h('span.muted', `(${op.purpose})`)),
+        h('div.progress.indeterminate', h('span')));
+    } else {
+      progress.hidden = true;
+    }
+
+    actions.replaceChildren();
+    if (can('operator')) {
+      const btn = (label, cls, fn, title) => {
+        const b = h('button' + cls, {type: 'button', 'data-action': label.toLowerCase(), title}, label);
+        b.disabled = busy;
+        b.addEventListener('click', fn);
+        return b;
+      };
+      if (sp.state !== 'started' || rt.state === 'failed') actions.append(btn('Start', '.primary', () => command('start')));
+      if (sp.state === 'started') actions.append(btn('Stop', '', () => command('stop'), 'stop the guest (the manager will not restart it)'));
+      if (sp.state !== 'disabled') actions.append(btn('Disable', '', () => command('disable'), 'stop the guest and keep it from starting anywhere'));
+      const targets = hostsFor(info);
+      if (rt.running && targets.length) {
+        const pick = h('select#target', {'aria-label': 'target host'}, targets.map((t) => h('option', {value: t}, t)));
+        if (targets.includes(target)) pick.value = target;
+        pick.addEventListener('change', () => { target = pick.value; });
+        const err = h('span.field-error#target-error');
+        actions.append(h('span.actions', 'to', pick,
+          btn('Migrate', '', () => command('migrate', pick.value, err), 'live migration: the guest keeps running'),
+          btn('Relocate', '', () => command('relocate', pick.value, err), 'stop here, start there'), err));
+      }
+      if (sp.state !== 'started' && !rt.running) actions.append(btn('Delete', '.danger', remove));
+    }
+
+    const d = info.definition || {};
+    fill(def, h('dl.kv',
+      h('dt', 'Memory'), h('dd', fmtBytes(sp.memory)),
+      h('dt', 'vCPUs'), h('dd', String(sp.cpus)),
+      h('dt', 'Failover domain'), h('dd', sp.domain ? h('a', {href: '#/domains'}, sp.domain) : h('span.muted', 'none (any host)')),
+      h('dt', 'Recovery'), h('dd', `${sp.recovery}, max ${sp.max_restarts} restarts in ${fmtDur(sp.restart_window)}, max ${sp.max_relocations} relocations`),
+      h('dt', 'Live migration'), h('dd', sp.migratable ? 'allowed' : 'not allowed (relocate instead)'),
+      h('dt', 'Disks'), h('dd', (d.disks || []).length ? (d.disks || []).map((k) => h('div.mono', (k.path || `${k.pool}/${k.volume}`) + (k.format ? ` (${k.format})` : '') + (k.readonly ? ' ro' : ''))) : h('span.muted', 'none')),
+      h('dt', 'Network'), h('dd', (d.nics || []).length ? (d.nics || []).map((n) => h('div.mono', (n.bridge ? 'bridge ' + n.bridge : 'user networking') + (n.mac ? ' ' + n.mac : ''))) : h('span.muted', 'none')),
+      d.boot && d.boot.kernel ? [h('dt', 'Kernel'), h('dd.mono', d.boot.kernel + (d.boot.cmdline ? ' ' + d.boot.cmdline : ''))] : null,
+      h('dt', 'Created'), h('dd', fmtTime(info.created)),
+      h('dt', 'Updated'), h('dd', fmtTime(info.updated))));
+
+    const evs = info.history || [];
+    hist.replaceChildren(...evs.slice().reverse().map((e) => h('tr', h('td.at', fmtTime(e.at)), h('td', e.msg, e.who ? h('span.muted', ` — ${e.who}`) : null))));
+    if (!evs.length) hist.append(h('tr', h('td.empty', {colspan: 2}, 'Nothing yet.')));
+
+    // Follow an operation in flight closely; otherwise the stream drives us.
+    clearTimeout(timer);
+    if (rt.op || rt.state === 'pending' || (sp.state === 'started' && !rt.running)) timer = setTimeout(load, 1000);
+  }
+
+  async function command(kind, node, errEl) {
+    busy = true;
+    if (errEl) errEl.textContent = '';
+    render();
+    try {
+      const res = await api.post(`/api/v1/guests/${api.enc(name)}/${kind}`, node ? {node} : {});
+      if (res && res._accepted) {
+        toast(`${res.command}: sent; the manager is working on it`);
+        followCommand(res.id);
+      } else {
+        toast(`${res.command}: done`);
+      }
+    } catch (e) {
+      if (errEl && e.field === 'node') errEl.textContent = e.message;
+      else toast(`${kind} ${name}: ${e.message}`, true);
+    } finally {
+      busy = false;
+      await load();
+      refresh();
+    }
+  }
+
+  async function followCommand(id) {
+    for (let i = 0; i < 120 && !gone; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      try {
+        const c = await api.get('/api/v1/commands/' + api.enc(id));
+        if (c.done) {
+          if (c.error) toast(`${c.command}: refused: ${c.error}`, true);
+          else toast(`${c.command}: done`);
+          load();
+          return;
+        }
+      } catch { return; }
+    }
+  }
+
+  async function remove() {
+    if (!confirm(`Delete guest ${name}? Its definition is removed from the cluster (disks are left alone).`)) return;
+    try {
+      await api.del('/api/v1/guests/' + api.enc(name));
+      toast(`Deleted guest ${name}`);
+      gone = true;
+      await refresh();
+      location.hash = '#/guests';
+    } catch (e) {
+      toast(e.message, true);
+    }
+  }
+
+  load();
+  const off = onChange((w) => {
+    if (gone) return;
+    if (w && w.event && (w.event.guest === name || w.event.kind === 'node' || w.event.kind === 'fence')) load();
+  });
+  return {unmount: () => { gone = true; off(); clearTimeout(timer); }};
+}
+
+// fmtDur shows a Go duration (nanoseconds as a number, or a string).
+export function fmtDur(v) {
+  if (typeof v === 'string') return v;
+  if (!v) return '0s';
+  let s = Math.round(v / 1e9);
+  const out = [];
+  if (s >= 3600) { out.push(Math.floor(s / 3600) + 'h'); s %= 3600; }
+  if (s >= 60) { out.push(Math.floor(s / 60) + 'm'); s %= 60; }
+  if (s || !out.length) out.push(s + 's');
+  return out.join('');
+}

@@ -1,0 +1,195 @@
+// Hosts: health and facts, maintenance on/off (operator), and the fencing
+// set-up per host with a Test button (admin): fence devices, and each
+// host's levels.
+import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
+import * as api from '../api.js';
+import {state, can, onChange} from '../state.js';
+import {toast, refresh} from '../app.js';
+import {row, showError, clearErrors} from './form.js';
+
+export function hosts(main) {
+  const table = h('tbody');
+  const fencing = h('div#fencing');
+  const tests = new Map(); // node -> last test outcome element
+  fill(main, h('h1', 'Hosts & fencing'),
+    h('div.tablewrap', h('table#host-table',
+      h('thead', h('tr', h('th', 'Host'), h('th', 'State'), h('th', 'Role'), h('th.num', 'Memory'), h('th.num', 'CPUs'), h('th', 'Hypervisor'), h('th', 'Agent'), h('th', 'Fencing levels'), h('th', ''))),
+      table)),
+    fencing);
+  let fc = null; // redacted fence configuration (admin only)
+
+  function levelsText(node) {
+    if (!fc) return h('span.muted', can('admin') ? '…' : 'admins only');
+    const lv = (fc.levels || {})[node];
+    if (!lv || !lv.length) return h('span.badge.warn', 'none');
+    return lv.map((l, i) => h('div', h('span.muted', `${i + 1}: `), l.devices.join(' + ')));
+  }
+
+  function render() {
+    const hs = (state.status && state.status.hosts) || [];
+    table.replaceChildren(...hs.map((x) => {
+      const f = x.facts || {};
+      const acts = h('div.actions');
+      if (can('operator')) {
+        acts.append(
+          h('button.small', {type: 'button', 'data-action': 'maintenance-on', title: 'move its guests away and keep new ones off', onclick: () => maintenance(x.name, true)}, 'Maintenance on'),
+          h('button.small', {type: 'button', 'data-action': 'maintenance-off', title: 'let guests run here again', onclick: () => maintenance(x.name, false)}, 'off'));
+      }
+      if (can('admin') && fc && (fc.levels || {})[x.name]) {
+        acts.append(h('button.small', {type: 'button', 'data-action': 'fence-test', title: 'ask each fence device for the power state, without fencing', onclick: () => test(x.name)}, 'Test fencing'));
+      }
+      const out = tests.get(x.name);
+      return h('tr', {'data-host': x.name},
+        h('td', h('b', x.name), x.api_addr ? h('div.muted.mono', x.api_addr) : null),
+        h('td', h('span.badge.s-' + x.state, x.state), x.since ? h('div.muted', `since ${fmtAgo(x.since)}`) : null),
+        h('td', x.manager ? h('span.badge.ok', 'manager') : null, ' ', x.store_role ? h('span.muted', `store ${x.store_role}`) : h('span.muted', 'store client')),
+        h('td.num', f.memory ? fmtBytes(f.memory) : '—'),
+        h('td.num', f.cpus ? String(f.cpus) : '—'),
+        h('td', f.hypervisor || '—'),
+        h('td', f.agent_version || '—'),
+        h('td', levelsText(x.name)),
+        h('td', acts, out || null));
+    }));
+  }
+
+  async function maintenance(node, on) {
+    try {
+      const res = await api.post(`/api/v1/nodes/${api.enc(node)}/maintenance`, {on});
+      toast(res && res._accepted ? `${res.command}: sent; the manager is moving guests` : `Maintenance ${on ? 'on' : 'off'} for ${node}`);
+      refresh();
+    } catch (e) { toast(`maintenance ${node}: ${e.message}`, true); }
+  }
+
+  async function test(node) {
+    const slot = h('div.muted', 'testing…');
+    tests.set(node, slot);
+    render();
+    try {
+      const res = await api.post(`/api/v1/fence/test/${api.enc(node)}`);
+      const devs = (res.result && res.result.devices) || [];
+      fill(slot, h('span.badge.' + (res.ok ? 'ok' : 'bad'), res.ok ? 'fencing OK' : 'fencing FAILED'),
+        devs.map((d) => h('div', `${d.device}: power ${d.power}${d.error ? ' — ' + d.error : ''}`)),
+        res.error ? h('div.field-error', res.error) : null);
+    } catch (e) {
+      fill(slot, h('span.field-error', e.message));
+    }
+  }
+
+  async function loadFence() {
+    if (!can('admin')) {
+      fill(fencing, h('div.panel.muted', 'The fencing configuration holds secrets: only admins see and change it.'));
+      return;
+    }
+    let next;
+    try {
+      next = await api.get('/api/v1/fence/config');
+      next.devices = next.devices || [];
+      next.levels = next.levels || {};
+    } catch (e) { toast(e.message, true); return; }
+    // Redraw (losing what is being typed) only when it really changed,
+    // not for the echo of our own save.
+    if (fc && JSON.stringify(next) === JSON.stringify(fc)) return;
+    fc = next;
+    render();
+    drawFencing();
+  }
+
+  function drawFencing() {
+    const devRows = fc.devices.map((d) => h('tr', {'data-device': d.name},
+      h('td', h('b', d.name)), h('td.mono', d.agent),
+      h('td.mono', Object.entries(d.params || {}).map(([k, v]) => h('div', `${k}=${v}`))),
+      h('td.mono', Object.entries(d.plugs || {}).map(([k, v]) => h('div', `${k} → ${v}`))),
+      h('td', h('div.actions', h('button.small', {type: 'button', onclick: () => editDevice(d)}, 'Edit'),
+        h('button.small.danger', {type: 'button', onclick: () => removeDevice(d)}, 'Delete')))));
+    const levelEditor = h('div');
+    fill(fencing,
+      h('h2', 'Fence devices ', h('button.small', {type: 'button', id: 'new-device', onclick: () => editDevice(null)}, 'Add device')),
+      h('div#device-editor'),
+      fc.devices.length ? h('div.tablewrap', h('table', h('thead', h('tr', h('th', 'Device'), h('th', 'Agent'), h('th', 'Parameters (secrets hidden)'), h('th', 'Plugs per host'), h('th', ''))), h('tbody', devRows)))
+        : h('div.panel.empty', 'No fence devices yet. Add one (fence_ipmilan, fence_redfish, fence_virsh, …), then give each host its levels.'),
+      h('h2', 'Fencing levels per host'), levelEditor);
+    drawLevels(levelEditor);
+  }
+
+  function drawLevels(el) {
+    const hs = ((state.status && state.status.hosts) || []).map((x) => x.name);
+    for (const n of Object.keys(fc.levels)) if (!hs.includes(n)) hs.push(n);
+    const inputs = new Map();
+    const form = h('form.grid#levels-form',
+      h('div.muted', {style: {gridColumn: '1 / -1'}}, `Per host: devices of level 1 (all must succeed), then level 2 if level 1 failed. Device names separated by "+". Action: ${fc.action || 'off'}.`),
+      ...hs.flatMap((n) => {
+        const lv = fc.levels[n] || [];
+        const l1 = h('input', {name: `levels.${n}`, 'data-field': `levels.${n}`, value: lv[0] ? lv[0].devices.join(' + ') : '', placeholder: 'level 1: ipmi-' + n});
+        const l2 = h('input', {value: lv[1] ? lv[1].devices.join(' + ') : '', placeholder: 'level 2 (optional)'});
+        inputs.set(n, [l1, l2]);
+        return row(n, h('div.actions', l1, l2));
+      }),
+      h('div'), h('div.actions', h('button.primary', {type: 'submit'}, 'Save levels')), h('div.form-error'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearErrors(form);
+      const levels = {};
+      for (const [n, ins] of inputs) {
+        const lv = ins.map((i) => i.value.split('+').map((s) => s.trim()).filter(Boolean)).filter((d) => d.length).map((devices) => ({devices}));
+        if (lv.length) levels[n] = lv;
+      }
+      await saveConfig({...fc, levels}, form);
+    });
+    fill(el, h('div.panel', form));
+  }
+
+  async function saveConfig(cfg, form) {
+    try {
+      fc = await api.put('/api/v1/fence/config', cfg);
+      fc.devices = fc.devices || [];
+      fc.levels = fc.levels || {};
+      toast('Fencing configuration saved');
+      render();
+      drawFencing();
+      return true;
+    } catch (e) {
+      if (form) showError(form, e); else toast(e.message, true);
+      return false;
+    }
+  }
+
+  function editDevice(d) {
+    const creating = !d;
+    d = d || {name: '', agent: 'fence_ipmilan', params: {}, plugs: {}};
+    const kv = (m) => Object.entries(m || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+    const name = h('input', {name: 'name', 'data-field': 'devices', value: d.name, required: true, disabled: !creating});
+    const agent = h('input', {name: 'agent', value: d.agent, required: true});
+    const params = h('textarea', {name: 'params', rows: 4, style: {minHeight: '80px'}}, kv(d.params));
+    const plugs = h('textarea', {name: 'plugs', rows: 3, style: {minHeight: '60px'}}, kv(d.plugs));
+    const form = h('form.grid#device-form',
+      ...row('Name', name),
+      ...row('Agent', agent, 'a fence_* agent on every host'),
+      ...row('Parameters', params, 'one name=value per line, as on the agent\'s stdin (ip, username, password…). Secrets show as ******: leave them to keep them.'),
+      ...row('Plugs', plugs, 'host=plug per line (outlet, VM name, port)'),
+      h('div'), h('div.actions', h('button.primary', {type: 'submit'}, 'Save device'), h('button', {type: 'button', onclick: () => form.remove()}, 'Cancel')), h('div.form-error'));
+    const parse = (text) => Object.fromEntries(text.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => {
+      const i = l.indexOf('=');
+      return i < 0 ? [l, ''] : [l.slice(0, i).trim(), l.slice(i + 1).trim()];
+    }));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const dev = {...d, name: name.value.trim(), agent: agent.value.trim(), params: parse(params.value), plugs: parse(plugs.value)};
+      const devices = creating ? [...fc.devices, dev] : fc.devices.map((x) => (x.name === d.name ? dev : x));
+      await saveConfig({...fc, devices}, form);
+    });
+    fill(document.getElementById('device-editor'), h('div.panel', h('h2', {style: {marginTop: 0}}, creating ? 'New fence device' : `Edit ${d.name}`), form));
+  }
+
+  async function removeDevice(d) {
+    if (!confirm(`Delete fence device ${d.name}? Levels that use it must be changed first.`)) return;
+    await saveConfig({...fc, devices: fc.devices.filter((x) => x.name !== d.name)});
+  }
+
+  render();
+  loadFence();
+  const off = onChange((w) => {
+    if (w === 'status') render();
+    else if (w && w.event && w.event.kind === 'operator' && /fencing configuration/.test(w.event.msg)) loadFence();
+  });
+  return {unmount: off};
+}
