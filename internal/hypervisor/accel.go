@@ -128,8 +128,8 @@ func tryKVMBoot(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -189,4 +189,22 @@ func tryKVMBoot(ctx context.Context, bin string) error {
 		return fmt.Errorf("test guest is %v, not running", st["status"])
 	}
 	return nil
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while exec copies into it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

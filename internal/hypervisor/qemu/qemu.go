@@ -105,6 +105,7 @@ type guest struct {
 	migrating      bool
 	migratedAway   bool
 	incoming       bool
+	starting       bool // launch has not returned: its error reports an exit
 	gone           bool // the process exited
 }
 
@@ -275,7 +276,7 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 		return hypervisor.ErrAlreadyRunning
 	}
 	// Reserve the name while starting.
-	g := &guest{name: def.Name, dir: dir, def: def, exited: make(chan struct{}), incoming: incoming != ""}
+	g := &guest{name: def.Name, dir: dir, def: def, exited: make(chan struct{}), incoming: incoming != "", starting: true}
 	d.setState(g, hypervisor.Shutoff, "starting")
 	d.guests[def.Name] = g
 	d.mu.Unlock()
@@ -342,6 +343,13 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 	}
 	d.mu.Lock()
 	g.mon = mon
+	g.starting = false
+	if g.gone {
+		// It died between connecting and now; onExit stayed quiet.
+		d.mu.Unlock()
+		mon.close()
+		return fail(fmt.Errorf("qemu exited right after starting%s", qemuLogTail(dir)))
+	}
 	if incoming != "" {
 		d.setState(g, hypervisor.Incoming, "waiting for migration")
 	} else {
@@ -503,7 +511,7 @@ func (d *Driver) onExit(g *guest, how string) {
 		return
 	}
 	g.gone = true
-	closed := d.closed
+	closed := d.closed || g.starting
 	mon := g.mon
 	var kind hypervisor.EventKind
 	var reason string

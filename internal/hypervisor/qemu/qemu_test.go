@@ -475,3 +475,22 @@ func TestStopIncomingIsImmediate(t *testing.T) {
 		t.Errorf("status = %+v, %v", st, err)
 	}
 }
+
+func TestStartFailureReportsQEMUError(t *testing.T) {
+	files := testguest.Build(t)
+	d := newDriver(t, filepath.Join(shortDir(t), "a"), "a")
+	ctx := ctxT(t, 30*time.Second)
+	files.Kernel = "/nonexistent/vmlinux"
+	err := d.Start(ctx, testguest.Definition("g1", files, "", ""))
+	if err == nil || !strings.Contains(err.Error(), "qemu said") || !strings.Contains(err.Error(), "/nonexistent/vmlinux") {
+		t.Fatalf("start with a missing kernel: err = %v, want QEMU's complaint", err)
+	}
+	select {
+	case e := <-d.Events():
+		t.Errorf("event for a guest that never started: %+v", e)
+	default:
+	}
+	if _, err := d.Status(ctx, "g1"); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("status after failed start: %v", err)
+	}
+}
