@@ -26,6 +26,8 @@ type NodeReport struct {
 	// Stale: the node's agent cannot be reached now (its lease lives on), so
 	// Running is not current and is ignored.
 	Stale bool `json:"stale,omitempty"`
+	// BootedAt is when this incarnation of the node booted (zero: unknown).
+	BootedAt time.Time `json:"booted_at,omitempty"`
 }
 
 // Sync gives a newly elected manager (and the first step) the full picture:
@@ -91,6 +93,10 @@ type FenceResult struct {
 	Attempt uint64
 	OK      bool
 	Err     string
+	// At is when the device confirmed the node off (zero: unknown). With
+	// NodeReport.BootedAt it tells whether a node that reported in while
+	// the attempt was in flight was powered off by it or booted after it.
+	At time.Time
 }
 
 // CommandKind is an operator command.

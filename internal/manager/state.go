@@ -278,3 +278,37 @@ func (s *State) count(used []int64, cnt []int) {
 		}
 	}
 }
+
+// checkInvariants panics when the state contradicts itself: that is a bug
+// in this package, never an expected condition.
+func (s *State) checkInvariants() {
+	for _, g := range s.Guests {
+		bad := func(why string) {
+			panic(fmt.Sprintf("manager: guest %q: %s (state %s, node %q, running %v, op %+v)", g.Spec.Name, why, g.State, g.Node, g.Running, g.Op))
+		}
+		if g.Running && s.node(g.Node) == nil {
+			bad("running on no node")
+		}
+		if g.Op != nil && s.node(g.Op.Node) == nil {
+			bad("operation on no node")
+		}
+		switch g.State {
+		case GuestStarted:
+			if !g.Running && g.Op == nil {
+				bad("started but neither running nor being started")
+			}
+		case GuestRecovering:
+			if g.Running || g.Op != nil {
+				bad("recovering but running or busy")
+			}
+		case GuestFencing:
+			if n := s.node(g.Node); n == nil || n.Status != NodeFailed {
+				bad("fencing but its node is not failed")
+			}
+		case GuestStopped, GuestDisabled, GuestFrozen:
+			if g.Running && g.Op == nil {
+				bad("running with no stop in progress")
+			}
+		}
+	}
+}

@@ -60,6 +60,7 @@ func (s *State) Step(now time.Time, ev Event) []Action {
 		panic(fmt.Sprintf("manager: unknown event %T", ev))
 	}
 	st.reconcile()
+	s.checkInvariants()
 	st.acts = append(st.acts, Action{Kind: ActPersist})
 	return st.acts
 }
@@ -80,7 +81,9 @@ func (st *stepper) sync(e Sync) {
 		case ok && n.Status != NodeOnline:
 			st.nodeUp(r, false)
 		case ok:
-		case n.Status == NodeOnline:
+		case n.Status == NodeOnline || (n.Status == NodeOffline && st.runsGuests(n.Name)):
+			// Down, or never seen up while guests are recorded running on
+			// it: they must be fenced before they run anywhere else.
 			st.nodeDown(n.Name)
 		}
 		if ok && !r.Stale && n.Status == NodeOnline {
@@ -162,9 +165,19 @@ func (st *stepper) markReturns(node string) {
 	}
 }
 
+// runsGuests reports whether a guest is recorded running or starting on node.
+func (st *stepper) runsGuests(node string) bool {
+	for _, g := range st.s.Guests {
+		if (g.Running && g.Node == node) || (g.Op != nil && g.Op.Kind == OpStart && g.Op.Node == node) {
+			return true
+		}
+	}
+	return false
+}
+
 func (st *stepper) nodeDown(name string) {
 	n := st.s.node(name)
-	if n == nil || n.Status != NodeOnline {
+	if n == nil || (n.Status != NodeOnline && n.Status != NodeOffline) {
 		return
 	}
 	n.Status = NodeOffline
@@ -321,11 +334,18 @@ func (st *stepper) fenceResult(e FenceResult) {
 	}
 	rejoin := n.Fence.Rejoin
 	st.fenced(n)
-	if rejoin != nil {
-		// It reported in with a live lease while the attempt was in flight:
-		// trust the lease; if the fence did power it off, the lease expires.
-		st.nodeUp(*rejoin, true)
+	if rejoin == nil {
+		return
 	}
+	// It reported in while the attempt was in flight. If it booted before
+	// the device acted, the fence powered that incarnation off: wait for it
+	// to boot again. Otherwise (or when the times are unknown) trust its
+	// lease; if the fence did power it off, the lease expires.
+	if !e.At.IsZero() && !rejoin.BootedAt.IsZero() && !rejoin.BootedAt.After(e.At) {
+		st.logf("node %s rejoined before the fence acted; the fence powered it off", n.Name)
+		return
+	}
+	st.nodeUp(*rejoin, true)
 }
 
 func (st *stepper) fenced(n *Node) {

@@ -83,6 +83,7 @@ type simNode struct {
 	shutdown  bool // a graceful shutdown/reboot is in progress
 	reboot    bool
 	fenceFail bool
+	bootedAt  time.Duration
 	epoch     int // bumped by fence, self-fence, boot (checker)
 	reported  []string
 	powerGen  uint64
@@ -576,13 +577,14 @@ func (w *World) handle(it *item) {
 			w.logf("fence", "%s confirmed off by its fence device", n.name)
 		}
 		n.epoch++
-		w.fenceQ = append(w.fenceQ, manager.FenceResult{Node: n.name, Attempt: it.op, OK: true})
+		w.fenceQ = append(w.fenceQ, manager.FenceResult{Node: n.name, Attempt: it.op, OK: true, At: w.wall()})
 	case itBootDone:
 		if n.power != powerBooting {
 			return
 		}
 		n.power = powerOn
 		n.bootID++
+		n.bootedAt = w.now
 		n.inbox, n.outbox = nil, nil
 		n.epoch++
 		n.agentUp = true
@@ -683,7 +685,13 @@ func (w *World) powerOff(n *simNode, how string) {
 		if how == "loss" && v.state != vmIncoming {
 			safe := time.Duration(1<<62 - 1)
 			if w.sc.Fencing == model.FencingWatchdog {
-				safe = w.now + w.tm.LeaseTTL + w.tm.WatchdogTimeout
+				// Its self-fence deadline: a lease TTL after it last renewed
+				// (now, or when it lost the quorate side), plus the watchdog.
+				d := w.now + w.tm.LeaseTTL
+				if dl, cut := n.mon.Deadline(); cut {
+					d = min(d, dl.Sub(Epoch))
+				}
+				safe = d + w.tm.WatchdogTimeout
 			}
 			w.unclean[g] = uncleanEnd{node: n.name, epoch: n.epoch, safeAt: safe, at: w.now}
 		}
@@ -926,7 +934,7 @@ func (w *World) refresh() {
 }
 
 func (w *World) report0(n *simNode) manager.NodeReport {
-	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, BootID: fmt.Sprint(n.bootID)}
+	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, BootID: fmt.Sprint(n.bootID), BootedAt: Epoch.Add(n.bootedAt)}
 	if n.reachable() {
 		r.Running = n.running()
 	} else {
