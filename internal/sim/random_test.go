@@ -193,7 +193,7 @@ func genScenario(seed uint64) string {
 // liveness checks that once faults stopped and the cluster settled every
 // guest that should run runs, unless no node has room for it, and that the
 // manager's view matches the hypervisors.
-func liveness(w *World) []string {
+func liveness(w *World, expects *[]string) []string {
 	var bad []string
 	m := w.Manager()
 	if w.mgrNode == "" {
@@ -248,11 +248,13 @@ func liveness(w *World) []string {
 		}
 		if room || g.State == manager.GuestFencing {
 			bad = append(bad, fmt.Sprintf("%s should run but is %s on %s (room exists)", name, g.State, g.Node))
+			*expects = append(*expects, fmt.Sprintf("  - {at: end, guest: %s, state: started}\n", name))
 		}
 	}
 	for _, n := range w.nodes {
 		if mn := m.Node(n.name); mn.Reported() == "offline" && n.power == powerOn && n.inQ {
 			bad = append(bad, fmt.Sprintf("node %s is %s (%s) although it is powered on and connected", n.name, mn.Reported(), mn.Status))
+			*expects = append(*expects, fmt.Sprintf("  - {at: end, node: %s, state: online}\n", n.name))
 		}
 	}
 	return bad
@@ -316,7 +318,11 @@ func TestRandomFaults(t *testing.T) {
 			t.Log(buf.String())
 		}
 		problems := append([]string{}, w.Violations...)
-		problems = append(problems, liveness(w)...)
+		var expects []string
+		problems = append(problems, liveness(w, &expects)...)
+		if len(expects) > 0 {
+			src += "expect:\n" + strings.Join(expects, "")
+		}
 		if len(problems) > 0 {
 			failed++
 			t.Errorf("seed %d failed:\n  %s\nreproduce with this scenario (haven sim run FILE):\n%s", seed, strings.Join(problems, "\n  "), src)
