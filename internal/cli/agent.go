@@ -17,6 +17,7 @@ import (
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -78,7 +79,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", store.DefaultKeepAlive, "lease keepalive interval")
 	fs.UintVar(&cfg.StoreTickMs, "store-heartbeat-ms", store.DefaultTickMs, "embedded etcd heartbeat interval, ms")
 	fs.UintVar(&cfg.StoreElectionMs, "store-election-ms", store.DefaultElectionMs, "embedded etcd election timeout, ms")
-	fs.StringVar(&cfg.Hypervisor, "hypervisor", "qemu", "hypervisor driver reported by this host")
+	fs.StringVar(&cfg.Hypervisor, "hypervisor", "qemu", "hypervisor driver: qemu, libvirt, or none for a host that runs no guests")
+	var hostOpts ha.HostOptions
+	hostOpts.RegisterFlags(fs)
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return Usagef("%v", err)
@@ -107,6 +110,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if cfg.PeerListen == "" && len(cfg.StoreEndpoints) == 0 {
 		return Usagef("--peer-listen HOST:PORT is required unless --store-endpoints is given")
 	}
+	ha.Enable(ha.Options{Driver: hostOpts.Driver()})
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err

@@ -33,17 +33,21 @@ type Options struct {
 }
 
 var (
+	once   sync.Once
 	mu     sync.Mutex
 	opts   Options
 	agents = map[string]*agent.Agent{} // by node name, for the manager term
 )
 
-// Enable registers the plugin with every agent started afterwards.
+// Enable registers the plugin with every agent started afterwards; a
+// second call only replaces the options.
 func Enable(o Options) {
 	mu.Lock()
 	opts = o
 	mu.Unlock()
-	agent.Register(agent.Plugin{Name: "ha", Setup: setup, WhileManager: whileManager})
+	once.Do(func() {
+		agent.Register(agent.Plugin{Name: "ha", Setup: setup, WhileManager: whileManager})
+	})
 }
 
 func current() Options {

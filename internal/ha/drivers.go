@@ -1,0 +1,87 @@
+package ha
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt"
+	"github.com/haven-ha/haven/internal/hypervisor/qemu"
+)
+
+// HostOptions say how this host runs guests; they are `haven agent` flags.
+type HostOptions struct {
+	// Hypervisor is qemu, libvirt, or none (a host that runs no guests).
+	// Empty: the agent's --hypervisor.
+	Hypervisor string
+	// QEMUBinary is the emulator for the qemu driver.
+	QEMUBinary string
+	// MigrationAddr is the address incoming QEMU migrations listen on;
+	// default: the host part of the agent's --listen address.
+	MigrationAddr string
+	// DiskCache is QEMU's cache= mode for guest disks.
+	DiskCache string
+	// LibvirtSocket and LibvirtURI reach the local libvirtd.
+	LibvirtSocket string
+	LibvirtURI    string
+	// LibvirtMigrationURI is this host's libvirt URI as its peers reach it;
+	// default qemu+tcp://HOST/system with HOST from --listen.
+	LibvirtMigrationURI string
+}
+
+// RegisterFlags adds the host options to the agent's flag set.
+func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.QEMUBinary, "qemu-binary", "qemu-system-x86_64", "qemu driver: the QEMU system emulator")
+	fs.StringVar(&o.MigrationAddr, "migration-addr", "", "qemu driver: address incoming live migrations listen on (default: the host of --listen)")
+	fs.StringVar(&o.DiskCache, "disk-cache", "", "qemu driver: QEMU cache= mode for guest disks (none for shared storage with O_DIRECT)")
+	fs.StringVar(&o.LibvirtSocket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirt driver: libvirtd's unix socket")
+	fs.StringVar(&o.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt driver: connection URI")
+	fs.StringVar(&o.LibvirtMigrationURI, "libvirt-migration-uri", "", "libvirt driver: this host's URI for peer-to-peer migration (default qemu+tcp://HOST/system, HOST from --listen)")
+}
+
+// Driver returns the factory that opens the configured driver.
+func (o HostOptions) Driver() DriverFactory {
+	return func(ctx context.Context, a *agent.Agent) (hypervisor.Driver, error) {
+		cfg := a.Config()
+		kind := o.Hypervisor
+		if kind == "" {
+			kind = cfg.Hypervisor
+		}
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("agent --listen %q: %w", cfg.Listen, err)
+		}
+		switch kind {
+		case "none", "":
+			return nil, nil
+		case "qemu":
+			if _, err := exec.LookPath(o.QEMUBinary); err != nil {
+				return nil, fmt.Errorf("qemu driver: %s not found: install qemu-system-x86 or pass --hypervisor none for a host without guests", o.QEMUBinary)
+			}
+			addr := o.MigrationAddr
+			if addr == "" {
+				addr = host
+			}
+			return qemu.New(ctx, qemu.Config{
+				RunDir:        filepath.Join(a.DataDir(), "qemu"),
+				Node:          a.Node(),
+				Binary:        o.QEMUBinary,
+				MigrationAddr: addr,
+				DiskCache:     o.DiskCache,
+				Logger:        cfg.Logger,
+			})
+		case "libvirt":
+			uri := o.LibvirtMigrationURI
+			if uri == "" {
+				uri = "qemu+tcp://" + host + "/system"
+			}
+			return libvirt.New(ctx, libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: uri, Node: a.Node(), Logger: cfg.Logger})
+		}
+		return nil, fmt.Errorf("unknown --hypervisor %q: use qemu, libvirt or none", kind)
+	}
+}
