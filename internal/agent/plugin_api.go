@@ -5,6 +5,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/guestdef"
 )
 
 // The operator endpoints of the API (guests, domains, commands, fencing,
@@ -22,5 +23,8 @@ func init() {
 
 // guestImporters are the configuration formats `haven guest import` reads.
 func guestImporters() map[string]api.Importer {
-	return map[string]api.Importer{}
+	return map[string]api.Importer{
+		"libvirt": guestdef.FromLibvirtXML,
+		"xen":     guestdef.FromXenConfig,
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sort"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -88,8 +88,17 @@ type GuestInfo struct {
 	Created    time.Time           `json:"created"`
 	Updated    time.Time           `json:"updated"`
 	Runtime    GuestRuntime        `json:"runtime"`
+	// Failover says whether the guest can run on any host (every disk on
+	// a shared storage pool), and if not, why.
+	Failover FailoverInfo `json:"failover"`
 	// History is the guest's recent entries of the event log, oldest first.
 	History []cluster.Event `json:"history"`
+}
+
+// FailoverInfo is storage.FailoverCapable's verdict on a guest.
+type FailoverInfo struct {
+	Capable bool   `json:"capable"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // historyScan bounds how many recent events a guest's history looks at.
@@ -205,7 +214,13 @@ func (o *Ops) guestInfo(ctx context.Context, name string) (*GuestInfo, error) {
 	if len(hist) > historyKeep {
 		hist = hist[len(hist)-historyKeep:]
 	}
-	return &GuestInfo{Name: name, Spec: g.Spec, Definition: g.Def, Rev: g.Rev, Created: g.Created, Updated: g.Updated, Runtime: runtimeOf(st, name), History: hist}, nil
+	pools, err := o.pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var fo FailoverInfo
+	fo.Capable, fo.Reason = storage.FailoverCapable(g.Def, pools)
+	return &GuestInfo{Name: name, Spec: g.Spec, Definition: g.Def, Rev: g.Rev, Created: g.Created, Updated: g.Updated, Runtime: runtimeOf(st, name), Failover: fo, History: hist}, nil
 }
 
 func (o *Ops) handleGuestGet(w http.ResponseWriter, r *http.Request) {
@@ -311,41 +326,11 @@ func (o *Ops) importerNames() string {
 	return fmt.Sprint(ns)
 }
 
-// checkDef checks a guest's definition on its own.
+// checkDef checks a guest's definition on its own (guestdef's rules, the
+// same the drivers rely on).
 func checkDef(d guestdef.Definition) error {
-	for i, k := range d.Disks {
-		f := fmt.Sprintf("disks[%d]", i)
-		switch {
-		case k.Path != "" && (k.Pool != "" || k.Volume != ""):
-			return Errorf(http.StatusBadRequest, f, "disk %d has both a path and a pool volume: give one", i+1)
-		case k.Path == "" && (k.Pool == "" || k.Volume == ""):
-			return Errorf(http.StatusBadRequest, f, "disk %d needs a path, or a pool and a volume", i+1)
-		case k.Pool != "" && !cluster.ValidName(k.Pool):
-			return Errorf(http.StatusBadRequest, f+".pool", "%q is not a valid pool name", k.Pool)
-		}
-		switch k.Format {
-		case "", "raw", "qcow2":
-		default:
-			return Errorf(http.StatusBadRequest, f+".format", "disk format %q: use raw or qcow2", k.Format)
-		}
-		switch k.Bus {
-		case "", "virtio", "ide", "scsi", "sata":
-		default:
-			return Errorf(http.StatusBadRequest, f+".bus", "disk bus %q: use virtio, ide, scsi or sata", k.Bus)
-		}
-	}
-	for i, n := range d.NICs {
-		if n.MAC != "" {
-			if _, err := net.ParseMAC(n.MAC); err != nil {
-				return Errorf(http.StatusBadRequest, fmt.Sprintf("nics[%d].mac", i), "%q is not a MAC address", n.MAC)
-			}
-		}
-		if n.Bridge == "" && !n.User {
-			return Errorf(http.StatusBadRequest, fmt.Sprintf("nics[%d]", i), "interface %d needs a bridge (or user networking)", i+1)
-		}
-	}
-	if (d.Boot.Initrd != "" || d.Boot.Cmdline != "") && d.Boot.Kernel == "" {
-		return Errorf(http.StatusBadRequest, "boot.kernel", "an initrd or a command line needs a kernel")
+	if err := d.Validate(); err != nil {
+		return fieldError(err)
 	}
 	return nil
 }

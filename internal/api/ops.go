@@ -123,10 +123,21 @@ func (o *Ops) audit(r *http.Request, guest, node, format string, a ...any) {
 	}
 }
 
+// fieldError turns a validation error of package guestdef or storage into
+// a 400 naming the first field at fault (the message lists them all).
+func fieldError(err error) error {
+	var fe *guestdef.FieldError
+	if errors.As(err, &fe) {
+		return &Error{Status: http.StatusBadRequest, Field: fe.Field, Message: err.Error()}
+	}
+	return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+}
+
 // apiError maps the errors of package cluster and store to API errors.
 func apiError(err error) error {
 	var e *Error
 	var fe *cluster.FieldError
+	var gfe *guestdef.FieldError
 	switch {
 	case err == nil:
 		return nil
@@ -134,6 +145,8 @@ func apiError(err error) error {
 		return e
 	case errors.As(err, &fe):
 		return &Error{Status: http.StatusBadRequest, Field: fe.Field, Message: fe.Msg}
+	case errors.As(err, &gfe):
+		return &Error{Status: http.StatusBadRequest, Field: gfe.Field, Message: err.Error()}
 	case errors.Is(err, cluster.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Message: err.Error()}
 	case errors.Is(err, cluster.ErrConflict):

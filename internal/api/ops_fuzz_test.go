@@ -86,7 +86,7 @@ func FuzzGuestEdit(f *testing.F) {
 func FuzzDecodeBodies(f *testing.F) {
 	for _, s := range []string{
 		`{"name":"d","members":[{"node":"n1","priority":1}],"restricted":true}`,
-		`{"name":"p","type":"nfs","path":"/srv","source":"f:/e"}`,
+		`{"name":"p","kind":"dir","path":"/srv","shared":true}`,
 		`{"fencing":"agent","shutdown_policy":"freeze"}`,
 		`{"devices":[{"name":"x","agent":"fence_dummy","params":{"password":"********"}}],"levels":{"n1":[{"devices":["x"]}]}}`,
 		`{"node":"n2"}`, `{"on":true}`, ``, `{`,

@@ -195,7 +195,7 @@ func TestGuestCreateGetListEdit(t *testing.T) {
 func TestGuestErrors(t *testing.T) {
 	ctx := ctxT(t)
 	op := ag.Clients["operator"]
-	if _, err := op.CreateGuest(ctx, map[string]any{"name": "err1", "state": "stopped"}); err != nil {
+	if _, err := op.CreateGuest(ctx, map[string]any{"boot": kboot, "name": "err1", "state": "stopped"}); err != nil {
 		t.Fatal(err)
 	}
 	big := `{"name":"x","config":"` + strings.Repeat("a", api.MaxBodyBytes) + `"}`
@@ -212,27 +212,29 @@ func TestGuestErrors(t *testing.T) {
 		{"empty body", "POST", "/api/v1/guests", "operator", ``, 400, ""},
 		{"two values", "POST", "/api/v1/guests", "operator", `{"name":"a"} {}`, 400, ""},
 		{"oversized body", "POST", "/api/v1/guests", "operator", big, 413, ""},
-		{"unknown field", "POST", "/api/v1/guests", "operator", `{"name":"e2","colour":"red"}`, 400, "colour"},
-		{"wrong type", "POST", "/api/v1/guests", "operator", `{"name":"e2","vcpus":"two"}`, 400, "vcpus"},
-		{"bad memory", "POST", "/api/v1/guests", "operator", `{"name":"e2","memory":"lots"}`, 400, "memory"},
-		{"tiny memory", "POST", "/api/v1/guests", "operator", `{"name":"e2","memory":1024}`, 400, "memory"},
-		{"bad window", "POST", "/api/v1/guests", "operator", `{"name":"e2","restart_window":"soon"}`, 400, "restart_window"},
+		{"unknown field", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"colour":"red"}`, 400, "colour"},
+		{"wrong type", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"vcpus":"two"}`, 400, "vcpus"},
+		{"bad memory", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"memory":"lots"}`, 400, "memory"},
+		{"tiny memory", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"memory":1024}`, 400, "memory"},
+		{"bad window", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"restart_window":"soon"}`, 400, "restart_window"},
 		{"bad name", "POST", "/api/v1/guests", "operator", `{"name":"-x"}`, 400, "name"},
-		{"bad state", "POST", "/api/v1/guests", "operator", `{"name":"e2","state":"running"}`, 400, "state"},
-		{"bad recovery", "POST", "/api/v1/guests", "operator", `{"name":"e2","recovery":"pray"}`, 400, "recovery"},
-		{"unknown domain", "POST", "/api/v1/guests", "operator", `{"name":"e2","domain":"nodomain"}`, 400, "domain"},
-		{"unknown node", "POST", "/api/v1/guests", "operator", `{"name":"e2","node":"nonode"}`, 400, "node"},
-		{"unknown pool", "POST", "/api/v1/guests", "operator", `{"name":"e2","disks":[{"pool":"nopool","volume":"v"}]}`, 400, "disks[0].pool"},
-		{"disk without path", "POST", "/api/v1/guests", "operator", `{"name":"e2","disks":[{"format":"raw"}]}`, 400, "disks[0]"},
-		{"bad disk format", "POST", "/api/v1/guests", "operator", `{"name":"e2","disks":[{"path":"/x","format":"vmdk"}]}`, 400, "disks[0].format"},
-		{"bad mac", "POST", "/api/v1/guests", "operator", `{"name":"e2","nics":[{"bridge":"br0","mac":"zz"}]}`, 400, "nics[0].mac"},
-		{"initrd without kernel", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"initrd":"/i"}}`, 400, "boot.kernel"},
+		{"bad state", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"state":"running"}`, 400, "state"},
+		{"bad recovery", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"recovery":"pray"}`, 400, "recovery"},
+		{"unknown domain", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"domain":"nodomain"}`, 400, "domain"},
+		{"unknown node", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"node":"nonode"}`, 400, "node"},
+		{"unknown pool", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"disks":[{"pool":"nopool","volume":"v"}]}`, 400, "disks[0].pool"},
+		{"disk without path", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"disks":[{"format":"raw"}]}`, 400, "disks[0]"},
+		{"bad disk format", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"disks":[{"path":"/x","format":"vmdk"}]}`, 400, "disks[0].format"},
+		{"bad mac", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"nics":[{"bridge":"br0","mac":"zz"}]}`, 400, "nics[0].mac"},
+		{"initrd without kernel", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"initrd":"/i"}}`, 400, "boot.initrd"},
+		{"nothing to boot", "POST", "/api/v1/guests", "operator", `{"name":"e2"}`, 400, "boot"},
+		{"relative disk path", "POST", "/api/v1/guests", "operator", `{"name":"e2","disks":[{"path":"x.img"}]}`, 400, "disks[0].path"},
 		{"unknown import format", "POST", "/api/v1/guests", "operator", `{"format":"vmx","config":"x"}`, 400, "format"},
-		{"config without format", "POST", "/api/v1/guests", "operator", `{"name":"e2","config":"x"}`, 400, "format"},
-		{"duplicate", "POST", "/api/v1/guests", "operator", `{"name":"err1"}`, 409, "name"},
-		{"no token", "POST", "/api/v1/guests", "none", `{"name":"e2"}`, 401, ""},
+		{"config without format", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"config":"x"}`, 400, "format"},
+		{"duplicate", "POST", "/api/v1/guests", "operator", `{"name":"err1","boot":{"kernel":"/boot/k"}}`, 409, "name"},
+		{"no token", "POST", "/api/v1/guests", "none", `{"name":"e2","boot":{"kernel":"/boot/k"}}`, 401, ""},
 		{"wrong token", "GET", "/api/v1/guests", "bad", ``, 401, ""},
-		{"viewer creates", "POST", "/api/v1/guests", "viewer", `{"name":"e2"}`, 403, ""},
+		{"viewer creates", "POST", "/api/v1/guests", "viewer", `{"name":"e2","boot":{"kernel":"/boot/k"}}`, 403, ""},
 		{"get unknown", "GET", "/api/v1/guests/nosuch", "viewer", ``, 404, "name"},
 		{"edit unknown", "PUT", "/api/v1/guests/nosuch", "operator", `{}`, 404, "name"},
 		{"rename", "PUT", "/api/v1/guests/err1", "operator", `{"name":"err2"}`, 400, "name"},
@@ -278,12 +280,37 @@ func TestGuestImportFormat(t *testing.T) {
 	}
 	_, err = c.ImportGuest(ctx, "test", []byte("broken"), nil)
 	wantErr(t, err, 400, "config")
+
+	// The agent's own importers (package guestdef): a Xen config as
+	// /etc/xen/guest1 held it under Cluster Suite, and a libvirt XML.
+	op := ag.Clients["operator"]
+	xen := "name = \"xen1\"\nmemory = 512\nvcpus = 2\ndisk = [ 'file:/guest_roots/xen1.img,xvda,w' ]\nvif = [ 'mac=00:16:3e:00:00:01,bridge=xenbr0' ]\n"
+	g, err = op.ImportGuest(ctx, "xen", []byte(xen), map[string]any{"state": "stopped", "recovery": "relocate"})
+	if err != nil {
+		t.Fatalf("import Xen config: %v", err)
+	}
+	if g.Name != "xen1" || g.Spec.Memory != 512*model.MiB || g.Spec.CPUs != 2 || len(g.Definition.Disks) != 1 || g.Definition.Disks[0].Path != "/guest_roots/xen1.img" ||
+		len(g.Definition.NICs) != 1 || g.Definition.NICs[0].Bridge != "xenbr0" || g.Spec.Recovery != model.RecoveryRelocate || g.Failover.Capable {
+		t.Fatalf("imported Xen guest = %+v", g)
+	}
+	lv := `<domain type='kvm'><name>lv1</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+<os><type arch='x86_64'>hvm</type></os>
+<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/lv1.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>`
+	g, err = op.ImportGuest(ctx, "libvirt", []byte(lv), map[string]any{"name": "lv1b", "state": "disabled"})
+	if err != nil {
+		t.Fatalf("import libvirt XML: %v", err)
+	}
+	if g.Name != "lv1b" || g.Definition.Name != "lv1b" || g.Spec.Memory != 256*model.MiB || g.Definition.Disks[0].Format != "qcow2" {
+		t.Fatalf("imported libvirt guest = %+v", g)
+	}
+	_, err = op.ImportGuest(ctx, "libvirt", []byte("<domain"), nil)
+	wantErr(t, err, 400, "config")
 }
 
 func TestGuestDelete(t *testing.T) {
 	ctx := ctxT(t)
 	op := ag.Clients["operator"]
-	if _, err := op.CreateGuest(ctx, map[string]any{"name": "del1"}); err != nil {
+	if _, err := op.CreateGuest(ctx, map[string]any{"boot": kboot, "name": "del1"}); err != nil {
 		t.Fatal(err)
 	}
 	err := op.DeleteGuest(ctx, "del1")
@@ -315,6 +342,9 @@ func TestGuestDelete(t *testing.T) {
 		t.Fatalf("deleted guest still there: %v", err)
 	}
 }
+
+// kboot is a boot section that makes a guest bootable without disks.
+var kboot = map[string]string{"kernel": "/boot/vmlinuz"}
 
 // stateMu serialises the tests' changes to the saved manager state.
 var stateMu sync.Mutex
@@ -349,7 +379,7 @@ func TestGuestCommands(t *testing.T) {
 	ctx := ctxT(t)
 	op := ag.Clients["operator"]
 	for _, n := range []string{"cmd1", "cmd2"} {
-		if _, err := op.CreateGuest(ctx, map[string]any{"name": n, "state": "stopped", "migratable": n == "cmd1"}); err != nil {
+		if _, err := op.CreateGuest(ctx, map[string]any{"boot": kboot, "name": n, "state": "stopped", "migratable": n == "cmd1"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -434,7 +464,7 @@ func TestCommandPending(t *testing.T) {
 	srv := api.New(api.Config{Store: ag.A.Store(), Node: "n1"})
 	api.RegisterOps(srv, api.OpsConfig{CommandWait: 200 * time.Millisecond})
 	c := localClient(t, srv, ag.Tokens["operator"])
-	if _, err := c.CreateGuest(ctx, map[string]any{"name": "slow1", "state": "stopped"}); err != nil {
+	if _, err := c.CreateGuest(ctx, map[string]any{"boot": kboot, "name": "slow1", "state": "stopped"}); err != nil {
 		t.Fatal(err)
 	}
 	leave := make(chan struct{})
@@ -457,7 +487,7 @@ func TestCommandPending(t *testing.T) {
 	close(leave)
 	setHandler(t, "slow2", func(cluster.Command) error { return nil })
 	// A new command makes PlayManager look again at the pending ones.
-	if _, err := c.CreateGuest(ctx, map[string]any{"name": "slow2", "state": "stopped"}); err != nil {
+	if _, err := c.CreateGuest(ctx, map[string]any{"boot": kboot, "name": "slow2", "state": "stopped"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.GuestCommand(ctx, "slow2", "stop", ""); err != nil {
@@ -519,7 +549,7 @@ func TestDomains(t *testing.T) {
 	wantErr(t, err, 400, "members")
 	_, err = op.CreateDomain(ctx, model.Domain{Name: "dom2", Members: []model.DomainMember{{Node: "n1"}}})
 	wantErr(t, err, 403, "")
-	if _, err := op.CreateGuest(ctx, map[string]any{"name": "domg1", "domain": "dom1", "state": "stopped"}); err != nil {
+	if _, err := op.CreateGuest(ctx, map[string]any{"boot": kboot, "name": "domg1", "domain": "dom1", "state": "stopped"}); err != nil {
 		t.Fatal(err)
 	}
 	d, err = ag.Clients["viewer"].Domain(ctx, "dom1")
@@ -635,25 +665,34 @@ func TestFence(t *testing.T) {
 func TestPools(t *testing.T) {
 	ctx := ctxT(t)
 	admin := ag.Clients["admin"]
-	p, err := admin.CreatePool(ctx, api.Pool{Name: "nfs1", Type: "nfs", Path: "/srv/nfs1", Source: "filer:/export"})
-	if err != nil || p.Created.IsZero() {
+	p, err := admin.CreatePool(ctx, api.Pool{Name: "nfs1", Path: "/srv/nfs1", Shared: true})
+	if err != nil || p.Name != "nfs1" || !p.Shared {
 		t.Fatalf("create pool: %+v %v", p, err)
 	}
-	_, err = admin.CreatePool(ctx, api.Pool{Name: "nfs1", Type: "nfs", Path: "/srv/x", Source: "f:/e"})
+	if _, err := admin.CreatePool(ctx, api.Pool{Name: "vg1", Kind: "lvm", VG: "vg_san", Shared: true}); err != nil {
+		t.Fatalf("create lvm pool: %v", err)
+	}
+	_, err = admin.CreatePool(ctx, api.Pool{Name: "nfs1", Path: "/srv/x"})
 	wantErr(t, err, 409, "name")
-	_, err = admin.CreatePool(ctx, api.Pool{Name: "p2", Type: "zfs", Path: "/srv/x"})
-	wantErr(t, err, 400, "type")
-	_, err = admin.CreatePool(ctx, api.Pool{Name: "p2", Type: "dir", Path: "relative"})
+	_, err = admin.CreatePool(ctx, api.Pool{Name: "p2", Kind: "zfs", Path: "/srv/x"})
+	wantErr(t, err, 400, "kind")
+	_, err = admin.CreatePool(ctx, api.Pool{Name: "p2", Path: "relative"})
 	wantErr(t, err, 400, "path")
-	_, err = admin.CreatePool(ctx, api.Pool{Name: "p2", Type: "nfs", Path: "/srv/p2"})
-	wantErr(t, err, 400, "source")
-	_, err = ag.Clients["operator"].CreatePool(ctx, api.Pool{Name: "p2", Type: "dir", Path: "/srv/p2"})
+	_, err = admin.CreatePool(ctx, api.Pool{Name: "p 2", Path: "/srv/p2"})
+	wantErr(t, err, 400, "name")
+	_, err = admin.CreatePool(ctx, api.Pool{Name: "p2", Kind: "lvm"})
+	wantErr(t, err, 400, "vg")
+	_, err = ag.Clients["operator"].CreatePool(ctx, api.Pool{Name: "p2", Path: "/srv/p2"})
 	wantErr(t, err, 403, "")
-	if _, err := ag.Clients["operator"].CreateGuest(ctx, map[string]any{"name": "poolg", "state": "stopped", "disks": []map[string]any{{"pool": "nfs1", "volume": "poolg.qcow2"}}}); err != nil {
+	g, err := ag.Clients["operator"].CreateGuest(ctx, map[string]any{"name": "poolg", "state": "stopped", "disks": []map[string]any{{"pool": "nfs1", "volume": "poolg.qcow2"}}})
+	if err != nil {
 		t.Fatalf("guest on the pool: %v", err)
 	}
+	if !g.Failover.Capable {
+		t.Fatalf("guest on a shared pool cannot fail over: %+v", g.Failover)
+	}
 	ps, err := ag.Clients["viewer"].Pools(ctx)
-	if err != nil || len(ps) == 0 {
+	if err != nil || len(ps) < 2 {
 		t.Fatalf("list pools: %v %v", ps, err)
 	}
 	wantErr(t, admin.DeletePool(ctx, "nfs1"), 409, "name")
@@ -725,7 +764,7 @@ func TestEvents(t *testing.T) {
 	for i := 0; ; i++ {
 		name := fmt.Sprintf("evg%d", i+1)
 		if i == 0 {
-			if _, err := ag.Clients["operator"].CreateGuest(ctx, map[string]any{"name": name, "state": "stopped"}); err != nil {
+			if _, err := ag.Clients["operator"].CreateGuest(ctx, map[string]any{"boot": kboot, "name": name, "state": "stopped"}); err != nil {
 				t.Fatal(err)
 			}
 		} else if err := ag.Cluster.AddEvent(ctx, cluster.Event{Kind: "guest", Guest: "evg1", Msg: fmt.Sprintf("ping %d", i)}); err != nil {
@@ -784,7 +823,7 @@ func TestEventStreamHeartbeat(t *testing.T) {
 
 func TestStatusHasGuests(t *testing.T) {
 	ctx := ctxT(t)
-	if _, err := ag.Clients["operator"].CreateGuest(ctx, map[string]any{"name": "stat1", "state": "stopped"}); err != nil {
+	if _, err := ag.Clients["operator"].CreateGuest(ctx, map[string]any{"boot": kboot, "name": "stat1", "state": "stopped"}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := ag.Clients["viewer"].Status(ctx)
@@ -919,6 +958,7 @@ func testImporter(config []byte) (gd guestdef.Definition, err error) {
 		return gd, fmt.Errorf("line 1: %v", err)
 	}
 	gd.Name, gd.VCPUs, gd.Memory, gd.RawXML = name, vcpus, 256*model.MiB, "<domain/>"
+	gd.Boot.Kernel = "/boot/vmlinuz"
 	return gd, nil
 }
 

@@ -5,32 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/storage"
 )
 
-// Pool is a storage pool record: shared storage every host mounts at the
-// same path (Haven checks it, it is not a file system). This is the API's
-// minimal record under /haven/pools/<name> until package storage owns it.
-type Pool struct {
-	Name string `json:"name"`
-	// Type is dir, nfs, gfs2, cephfs, rbd, iscsi or lvm.
-	Type string `json:"type"`
-	// Path is where the pool's volumes are on every host.
-	Path string `json:"path"`
-	// Source is what is mounted there (server:/export, a device...).
-	Source  string    `json:"source,omitempty"`
-	Options string    `json:"options,omitempty"`
-	Created time.Time `json:"created"`
-}
-
-// PoolTypes are the pool types the API accepts.
-var PoolTypes = []string{"dir", "nfs", "gfs2", "cephfs", "rbd", "iscsi", "lvm"}
+// Pool is a storage pool as package storage defines it, stored under
+// /haven/pools/<name>.
+type Pool = storage.Pool
 
 func (o *Ops) registerPools() {
 	o.handle("GET", "/api/v1/pools", RoleViewer, o.handlePoolList)
@@ -88,27 +73,12 @@ func (o *Ops) handlePoolGet(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, p)
 }
 
+// checkPool validates a pool, naming the first field at fault.
 func checkPool(p Pool) error {
-	switch {
-	case !cluster.ValidName(p.Name):
-		return Errorf(http.StatusBadRequest, "name", "%q is not a valid pool name: use letters, digits, '.', '_' or '-'", p.Name)
-	case !contains(PoolTypes, p.Type):
-		return Errorf(http.StatusBadRequest, "type", "pool type %q: use one of %s", p.Type, strings.Join(PoolTypes, ", "))
-	case p.Path == "" || !filepath.IsAbs(p.Path) || filepath.Clean(p.Path) != p.Path:
-		return Errorf(http.StatusBadRequest, "path", "path %q must be a clean absolute path", p.Path)
-	case p.Type != "dir" && p.Type != "lvm" && p.Source == "":
-		return Errorf(http.StatusBadRequest, "source", "a %s pool needs a source (such as server:/export)", p.Type)
+	if err := p.Validate(); err != nil {
+		return fieldError(err)
 	}
 	return nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (o *Ops) handlePoolCreate(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +91,6 @@ func (o *Ops) handlePoolCreate(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
-	p.Created = o.now()
 	key := cluster.PrefixPools + p.Name
 	b, _ := json.Marshal(p)
 	resp, err := o.cl.Raw().Client().Txn(r.Context()).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
@@ -133,7 +102,11 @@ func (o *Ops) handlePoolCreate(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusConflict, "name", "a storage pool named %q already exists", p.Name))
 		return
 	}
-	o.audit(r, "", "", "created storage pool %s (%s at %s)", p.Name, p.Type, p.Path)
+	where := p.Path
+	if p.Kind == storage.KindLVM {
+		where = "volume group " + p.VG
+	}
+	o.audit(r, "", "", "created storage pool %s (%s, shared %v)", p.Name, where, p.Shared)
 	WriteJSON(w, http.StatusCreated, p)
 }
 

@@ -160,34 +160,38 @@ func TestOperatorCLI(t *testing.T) {
 		}
 		ok(t, "guest", "edit", "web1", "--vcpus", "3", "--rev", itoa(gi.Rev))
 		fails(t, "admin", 1, "(field rev)", "guest", "edit", "web1", "--vcpus", "4", "--rev", itoa(gi.Rev))
-		fails(t, "admin", 1, "(field name)", "guest", "create", "web1")
-		fails(t, "admin", 1, "(field domain)", "guest", "create", "web2", "--domain", "nodomain")
+		fails(t, "admin", 1, "(field name)", "guest", "create", "web1", "--kernel", "/boot/k")
+		fails(t, "admin", 1, "(field domain)", "guest", "create", "web2", "--domain", "nodomain", "--kernel", "/boot/k")
 		fails(t, "admin", 1, "no guest named", "guest", "show", "nosuch")
 		fails(t, "viewer", 1, `has role "viewer"`, "guest", "create", "web3")
 		fails(t, "bad", 1, "unknown or revoked token", "guest", "list")
 		// A JSON form, with flags over it.
 		form := filepath.Join(t.TempDir(), "db1.json")
-		if err := os.WriteFile(form, []byte(`{"name":"db1","memory":"1GiB","state":"stopped","migratable":false}`), 0o644); err != nil {
+		if err := os.WriteFile(form, []byte(`{"name":"db1","memory":"1GiB","state":"stopped","migratable":false,"boot":{"kernel":"/boot/k"}}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		ok(t, "guest", "create", "-f", form, "--vcpus", "4")
 		if out := ok(t, "guest", "show", "db1"); !strings.Contains(out, "1GiB, 4 vCPUs") || !strings.Contains(out, "not migratable") {
 			t.Fatalf("db1:\n%s", out)
 		}
-		// Import: the formats are read by the guestdef importers; whatever
-		// the server says about this file comes back with its field.
+		// Import: a Xen config as Cluster Suite kept it in /etc/xen, and a
+		// libvirt XML on stdin.
 		xen := filepath.Join(t.TempDir(), "guest1")
 		if err := os.WriteFile(xen, []byte("name = \"guest1\"\nmemory = 512\nvcpus = 1\ndisk = [ 'file:/guest_roots/guest1.img,xvda,w' ]\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		code, out, errs := run(t, "admin", "guest", "import", xen, "--state", "stopped")
-		if code == 0 {
-			if !strings.Contains(out, `guest "guest1" imported`) {
-				t.Fatalf("import said %q", out)
-			}
-		} else if code != 1 || !strings.Contains(errs, "(field format)") {
-			t.Fatalf("import: exit %d %q %q", code, out, errs)
+		if out := ok(t, "guest", "import", xen, "--state", "stopped"); !strings.Contains(out, `guest "guest1" imported from `+xen+` (512MiB, 1 vCPUs, 1 disks, desired state stopped)`) {
+			t.Fatalf("import said %q", out)
 		}
+		lv := "<domain type='kvm'><name>lv1</name><memory unit='MiB'>256</memory><vcpu>2</vcpu><os><type>hvm</type></os>" +
+			"<devices><disk type='file' device='disk'><source file='/images/lv1.img'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+		code, out, errs := cliRun(ctx, ag, "admin", lv, "guest", "import", "-", "--name", "lv2", "--state", "disabled")
+		if code != 0 || !strings.Contains(out, `guest "lv2" imported from - (256MiB, 2 vCPUs, 1 disks, desired state disabled)`) {
+			t.Fatalf("import from stdin: %d %q %q", code, out, errs)
+		}
+		fails(t, "admin", 1, "(field config)", "guest", "import", form, "--format", "libvirt")
+		ok(t, "guest", "delete", "guest1")
+		ok(t, "guest", "delete", "lv2")
 	})
 
 	t.Run("guest commands", func(t *testing.T) {
@@ -218,7 +222,7 @@ func TestOperatorCLI(t *testing.T) {
 		if out := ok(t, "domain", "list"); !strings.Contains(out, "n2 > n1") || !strings.Contains(out, "ordered,nofailback") {
 			t.Fatalf("list:\n%s", out)
 		}
-		ok(t, "guest", "create", "app1", "--domain", "d1", "--state", "stopped")
+		ok(t, "guest", "create", "app1", "--domain", "d1", "--state", "stopped", "--kernel", "/boot/k")
 		if out := ok(t, "domain", "show", "d1"); !strings.Contains(out, "Guests:      app1") {
 			t.Fatalf("show:\n%s", out)
 		}
