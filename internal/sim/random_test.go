@@ -187,6 +187,10 @@ func genScenario(seed uint64) string {
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "  - {at: %ds, do: maintenance %s off}\n", t+320, n)
 	}
+	// Shutdowns that waited for room may complete once maintenance ends.
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+500, n)
+	}
 	return b.String()
 }
 
