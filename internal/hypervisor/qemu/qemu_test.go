@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -493,4 +494,104 @@ func TestStartFailureReportsQEMUError(t *testing.T) {
 	if _, err := d.Status(ctx, "g1"); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("status after failed start: %v", err)
 	}
+}
+
+func TestStopForcesAGuestThatIgnoresThePowerButton(t *testing.T) {
+	f := newFixture(t)
+	d := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	ctx := ctxT(t, time.Minute)
+	if err := d.Start(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Ready })
+	// A paused guest cannot react to the power button.
+	g, _ := d.live("g1")
+	if err := g.mon.run(ctx, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(ctx, "g1", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEvent(t, d, "g1", hypervisor.EventStopped, 5*time.Second); e.Reason != "stopped by haven" {
+		t.Errorf("stop reason = %q", e.Reason)
+	}
+	if s, _ := testguest.ReadSerial(f.serial); s.PoweredOff {
+		t.Error("a paused guest powered off by itself?")
+	}
+}
+
+// TestGuestOutlivesAgent starts a guest from a separate process (this test
+// binary re-run as a stand-in agent), kills that process with SIGKILL, and
+// adopts the orphaned QEMU from here.
+func TestGuestOutlivesAgent(t *testing.T) {
+	if os.Getenv("HAVEN_QEMU_AGENT_RUNDIR") != "" {
+		t.Skip("inside the stand-in agent")
+	}
+	f := newFixture(t)
+	runDir := filepath.Join(f.dir, "a")
+	agent := exec.Command(os.Args[0], "-test.run", "^TestStandInAgent$", "-test.v")
+	agent.Env = append(os.Environ(), "HAVEN_QEMU_AGENT_RUNDIR="+runDir,
+		"HAVEN_QEMU_AGENT_SERIAL="+f.serial, "HAVEN_QEMU_AGENT_DISK="+f.disk)
+	out, err := agent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.Stderr = agent.Stdout
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	// The stand-in agent prints STARTED once its guest runs, then blocks.
+	buf := make([]byte, 0, 4096)
+	for !strings.Contains(string(buf), "STARTED") {
+		b := make([]byte, 512)
+		n, err := out.Read(b)
+		if err != nil {
+			t.Fatalf("stand-in agent: %v: %s", err, buf)
+		}
+		buf = append(buf, b[:n]...)
+	}
+	s0 := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 10 })
+	agent.Process.Signal(syscall.SIGKILL)
+	agent.Wait()
+
+	d := newDriver(t, runDir, "a")
+	ctx := ctxT(t, time.Minute)
+	list, err := d.List(ctx)
+	if err != nil || len(list) != 1 || list[0].State != hypervisor.Running {
+		t.Fatalf("after the agent died: list = %+v, %v", list, err)
+	}
+	s1 := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= s0.Count+10 })
+	if s1.BootID != s0.BootID {
+		t.Error("guest rebooted")
+	}
+	if err := d.Stop(ctx, "g1", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEvent(t, d, "g1", hypervisor.EventStopped, 5*time.Second); e.Reason != "shutdown from inside" {
+		t.Errorf("stop of an adopted guest: %q", e.Reason)
+	}
+}
+
+// TestStandInAgent is the stand-in agent of TestGuestOutlivesAgent.
+func TestStandInAgent(t *testing.T) {
+	runDir := os.Getenv("HAVEN_QEMU_AGENT_RUNDIR")
+	if runDir == "" {
+		t.Skip("only run by TestGuestOutlivesAgent")
+	}
+	files, err := testguest.Ensure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := New(ctx, Config{RunDir: runDir, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := testguest.Definition("g1", files, os.Getenv("HAVEN_QEMU_AGENT_SERIAL"), os.Getenv("HAVEN_QEMU_AGENT_DISK"))
+	if err := d.Start(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("STARTED\n")
+	select {} // until killed
 }
