@@ -1,0 +1,109 @@
+package api_test
+
+// This file sorts last on purpose: ha.Enable registers the HA plugin for
+// every agent started afterwards in this test binary.
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/apitest"
+	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// TestWithRealManager runs the command endpoints against an agent with
+// the real manager (package ha, without a hypervisor driver): the manager
+// takes the queued commands, applies them to its state and marks them
+// done, and the API's synchronous checks then see that state.
+func TestWithRealManager(t *testing.T) {
+	ha.Enable(ha.Options{})
+	a, err := apitest.Start("m1", "")
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	defer a.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	op := a.Clients["operator"]
+	if _, err := op.CreateGuest(ctx, map[string]any{"name": "rm1", "state": "stopped", "boot": kboot}); err != nil {
+		t.Fatal(err)
+	}
+	// The manager takes the new guest in.
+	poll(t, "the manager takes guest rm1 in", func() bool {
+		g, err := op.Guest(ctx, "rm1")
+		return err == nil && g.Runtime.State == "stopped"
+	})
+	res, err := op.GuestCommand(ctx, "rm1", "start", "")
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	follow(t, ctx, op, res)
+	poll(t, "rm1 to be placed on m1", func() bool {
+		g, err := op.Guest(ctx, "rm1")
+		return err == nil && g.Runtime.Node == "m1" && g.Spec.State == model.DesiredStarted
+	})
+	_, err = op.GuestCommand(ctx, "rm1", "migrate", "ghost")
+	wantErr(t, err, 400, "node")
+
+	res, err = op.Maintenance(ctx, "m1", true)
+	if err != nil {
+		t.Fatalf("maintenance on: %v", err)
+	}
+	follow(t, ctx, op, res)
+	poll(t, "the manager to record m1 in maintenance", func() bool {
+		st, err := a.Cluster.ManagerState(ctx)
+		return err == nil && st.Node("m1") != nil && st.Node("m1").Maintenance
+	})
+	_, err = op.Maintenance(ctx, "m1", true)
+	wantErr(t, err, 409, "name")
+	res, err = op.Maintenance(ctx, "m1", false)
+	if err != nil {
+		t.Fatalf("maintenance off: %v", err)
+	}
+	follow(t, ctx, op, res)
+	evs, err := op.Events(ctx, client.EventFilter{N: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, e := range evs {
+		kinds[e.Kind] = true
+	}
+	if !kinds["operator"] || !kinds["manager"] {
+		t.Fatalf("event kinds %v, want operator and manager entries", kinds)
+	}
+}
+
+// follow waits for a command answered 202 to be done without error.
+func follow(t *testing.T, ctx context.Context, c *client.Client, res *api.CommandResult) {
+	t.Helper()
+	poll(t, "command "+res.Command+" to be done", func() bool {
+		if res.Done {
+			return true
+		}
+		r, err := c.Command(ctx, res.ID)
+		if err == nil {
+			res = r
+		}
+		return res.Done
+	})
+	if res.Error != "" {
+		t.Fatalf("%s: %s", res.Command, res.Error)
+	}
+}
+
+// poll waits for cond with a deadline.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
+}
