@@ -463,6 +463,7 @@ func (d *Driver) emit(ev hypervisor.Event) {
 		delete(d.paused, ev.Guest)
 		delete(d.ended, ev.Guest)
 		delete(d.quiet, ev.Guest)
+		delete(d.exited, ev.Guest)
 	case hypervisor.EventPaused:
 		d.running[ev.Guest] = true
 		d.paused[ev.Guest] = true

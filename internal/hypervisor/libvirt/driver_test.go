@@ -137,7 +137,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Boots >= 2 && s.Count >= 1 })
 	begin := time.Now()
-	if err := d.Stop(ctxT(t, 60*time.Second), def.Name, 20*time.Second); err != nil {
+	if err := d.Stop(ctxT(t, 60*time.Second), def.Name, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	ev = waitEvent(t, d, def.Name, hypervisor.EventStopped, 10*time.Second)

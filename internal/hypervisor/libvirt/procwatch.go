@@ -129,11 +129,13 @@ func (d *Driver) expectExit(name string) (done func(failed bool)) {
 	}
 }
 
-// qemuGone reports whether the qemu process libvirt's pid file names for
-// the guest is one the driver saw exit.
+// qemuGone reports whether the driver saw the guest's qemu exit and libvirt
+// has not started another since: its pid file names the exited process, or
+// is already gone (libvirt removes it while it tears the guest down).
 func (d *Driver) qemuGone(name string) bool {
 	pid := d.qemuPID(name)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return pid > 0 && d.exited[name] == pid
+	ex := d.exited[name]
+	return ex != 0 && (pid == 0 || pid == ex)
 }

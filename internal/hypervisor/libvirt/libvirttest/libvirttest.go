@@ -223,6 +223,7 @@ type peer struct{ name, addr string }
 func (h *Host) start() {
 	t := h.t
 	t.Helper()
+	startReaper()
 	mounts := ""
 	for _, m := range []struct{ src, dst string }{
 		{"etc", "/etc/libvirt"}, {"run", "/run/libvirt"}, {"lib", "/var/lib/libvirt"},
