@@ -306,6 +306,11 @@ func (o *Ops) buildGuest(data []byte, base cluster.Guest) (cluster.Guest, GuestF
 	}
 	g := f.guest(base)
 	if err := cluster.CheckSpec(g.Spec); err != nil {
+		// The form calls the spec's cpus vcpus.
+		var fe *cluster.FieldError
+		if errors.As(err, &fe) && fe.Field == "cpus" {
+			return g, f, Errorf(http.StatusBadRequest, "vcpus", "vcpus: %s", fe.Msg)
+		}
 		return g, f, apiError(err)
 	}
 	if err := checkDef(g.Def); err != nil {

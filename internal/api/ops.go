@@ -144,7 +144,7 @@ func apiError(err error) error {
 	case errors.As(err, &e):
 		return e
 	case errors.As(err, &fe):
-		return &Error{Status: http.StatusBadRequest, Field: fe.Field, Message: fe.Msg}
+		return &Error{Status: http.StatusBadRequest, Field: fe.Field, Message: fe.Error()}
 	case errors.As(err, &gfe):
 		return &Error{Status: http.StatusBadRequest, Field: gfe.Field, Message: err.Error()}
 	case errors.Is(err, cluster.ErrNotFound):

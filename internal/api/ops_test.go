@@ -240,7 +240,7 @@ func TestGuestErrors(t *testing.T) {
 		{"rename", "PUT", "/api/v1/guests/err1", "operator", `{"name":"err2"}`, 400, "name"},
 		{"edit state", "PUT", "/api/v1/guests/err1", "operator", `{"state":"started"}`, 400, "state"},
 		{"edit node", "PUT", "/api/v1/guests/err1", "operator", `{"node":"n1"}`, 400, "node"},
-		{"edit bad vcpus", "PUT", "/api/v1/guests/err1", "operator", `{"vcpus":0}`, 400, "cpus"},
+		{"edit bad vcpus", "PUT", "/api/v1/guests/err1", "operator", `{"vcpus":0}`, 400, "vcpus"},
 		{"delete unknown", "DELETE", "/api/v1/guests/nosuch", "operator", ``, 404, "name"},
 		{"viewer deletes", "DELETE", "/api/v1/guests/err1", "viewer", ``, 403, ""},
 	}
