@@ -110,7 +110,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if cfg.PeerListen == "" && len(cfg.StoreEndpoints) == 0 {
 		return Usagef("--peer-listen HOST:PORT is required unless --store-endpoints is given")
 	}
-	ha.Enable(ha.Options{Driver: hostOpts.Driver()})
+	ha.Enable(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice})
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err

@@ -32,6 +32,10 @@ type HostOptions struct {
 	// LibvirtMigrationURI is this host's libvirt URI as its peers reach it;
 	// default qemu+tcp://HOST/system with HOST from --listen.
 	LibvirtMigrationURI string
+	// WatchdogDevice is the watchdog armed in watchdog fencing mode while
+	// guests run: a Linux watchdog device, or "file:PATH" for the test bed's
+	// emulated one. Empty: none (the host then runs no guests in that mode).
+	WatchdogDevice string
 }
 
 // RegisterFlags adds the host options to the agent's flag set.
@@ -41,6 +45,7 @@ func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DiskCache, "disk-cache", "", "qemu driver: QEMU cache= mode for guest disks (none for shared storage with O_DIRECT)")
 	fs.StringVar(&o.LibvirtSocket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirt driver: libvirtd's unix socket")
 	fs.StringVar(&o.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt driver: connection URI")
+	fs.StringVar(&o.WatchdogDevice, "watchdog-device", "/dev/watchdog", "watchdog fencing: the watchdog armed while guests run (load softdog if the host has no hardware watchdog); empty for none")
 	fs.StringVar(&o.LibvirtMigrationURI, "libvirt-migration-uri", "", "libvirt driver: this host's URI for peer-to-peer migration (default qemu+tcp://HOST/system, HOST from --listen)")
 }
 

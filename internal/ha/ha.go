@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/cluster"
@@ -18,6 +19,7 @@ import (
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/watchdog"
 )
 
 // DriverFactory opens this host's hypervisor driver. It returns nil, nil for
@@ -27,6 +29,8 @@ type DriverFactory func(ctx context.Context, a *agent.Agent) (hypervisor.Driver,
 // Options configure the plugin.
 type Options struct {
 	Driver DriverFactory
+	// WatchdogDevice: see HostOptions.
+	WatchdogDevice string
 	// Timings override the manager's defaults; the lease TTL and keepalive
 	// always come from the agent's own configuration.
 	Timings *manager.Timings
@@ -104,7 +108,12 @@ func setup(ctx context.Context, a *agent.Agent) error {
 			return
 		}
 		t := Timings(a)
+		wd, err := openWatchdog(o.WatchdogDevice, t, log)
+		if err != nil {
+			log.Error("watchdog unusable: this host will refuse guests in watchdog fencing mode", "op", "watchdog", "err", err)
+		}
 		h := hostagent.New(hostagent.Config{
+			Watchdog:    wd,
 			Node:        a.Node(),
 			DataDir:     a.DataDir(),
 			Cluster:     cluster.New(a.Store()),
@@ -132,4 +141,33 @@ func whileManager(ctx context.Context, l *store.Leadership) error {
 		Timings: Timings(a),
 		Logger:  a.Config().Logger,
 	})
+}
+
+// SelfFenceMargin is how long before its lease could expire in the store a
+// host that lost the cluster kills its guests.
+const SelfFenceMargin = time.Second
+
+// WatchdogTiming is the self-fencing timing the agents and the manager
+// share.
+func WatchdogTiming(t manager.Timings) watchdog.Timing {
+	return watchdog.Timing{
+		LeaseTTL:           t.LeaseTTL,
+		KeepaliveInterval:  t.Keepalive,
+		WatchdogTimeout:    t.WatchdogTimeout,
+		StopGuestsDeadline: t.LeaseTTL - SelfFenceMargin,
+		ManagerWait:        t.WatchdogTimeout + t.WatchdogMargin,
+	}
+}
+
+// openWatchdog checks the self-fencing timing and prepares the watchdog (it
+// is opened, and so armed, only when a guest is to run in watchdog mode).
+func openWatchdog(device string, t manager.Timings, log *slog.Logger) (*watchdog.Watchdog, error) {
+	if device == "" {
+		return nil, nil
+	}
+	timing := WatchdogTiming(t)
+	if err := timing.Validate(); err != nil {
+		return nil, err
+	}
+	return watchdog.New(timing.WatchdogConfig(device), watchdog.OpenAny, time.Now, log)
 }

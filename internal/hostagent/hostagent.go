@@ -9,6 +9,7 @@ package hostagent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -21,12 +22,15 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/watchdog"
 )
 
 // Lease is what the host side needs of the node's liveness.
 type Lease interface {
 	Lease() clientv3.LeaseID
 	LastRenewed() time.Time
+	LastSent() time.Time
 }
 
 // Config wires the host side.
@@ -42,8 +46,15 @@ type Config struct {
 	LeaseTTL        time.Duration
 	SelfFenceMargin time.Duration
 	StopTimeout     time.Duration
-	Logger          *slog.Logger
-	Now             func() time.Time
+	// Watchdog is this host's self-fencing watchdog, used when the cluster's
+	// policy is watchdog fencing; nil when the host has none, and then it
+	// refuses to run guests in that mode (its death could not be told from
+	// a hang, and the manager would start its guests elsewhere).
+	Watchdog *watchdog.Watchdog
+	// PolicyEvery is how often the cluster policy is read (default 2 s).
+	PolicyEvery time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Host runs the host side of one agent.
@@ -56,6 +67,7 @@ type Host struct {
 	mu       sync.Mutex
 	fenced   bool              // guests were killed for losing the cluster; guarded by mu
 	lastDone map[string]string // guest -> last order ID submitted; guarded by mu
+	mode     model.FencingMode // the cluster's fencing mode; guarded by mu
 }
 
 // New returns a host side; Run starts it.
@@ -65,6 +77,9 @@ func New(cfg Config) *Host {
 	}
 	if cfg.SelfFenceMargin == 0 {
 		cfg.SelfFenceMargin = time.Second
+	}
+	if cfg.PolicyEvery == 0 {
+		cfg.PolicyEvery = 2 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -83,6 +98,7 @@ func (h *Host) Controller() *hostctl.Controller { return h.ctl }
 // Run adopts running guests, then follows this node's orders until ctx ends.
 func (h *Host) Run(ctx context.Context) error {
 	h.loadDone()
+	h.readPolicy(ctx)
 	go h.pub.run(ctx)
 	if _, err := h.ctl.Adopt(ctx); err != nil {
 		h.log.Error("adoption failed; guests already running are not reported", "err", err)
@@ -135,8 +151,112 @@ func (h *Host) submit(ctx context.Context, o hostctl.Order) {
 	}
 	h.lastDone[o.Guest] = o.ID
 	h.saveDoneLocked()
+	watchdogMode := h.mode == model.FencingWatchdog
 	h.mu.Unlock()
+	if watchdogMode && (o.Op == hostctl.OpStart || o.Op == hostctl.OpReceive) {
+		if err := h.armWatchdog(); err != nil {
+			h.log.Error("refusing to run a guest without an armed watchdog", "guest", o.Guest, "op", string(o.Op), "err", err)
+			h.pub.Publish(hostctl.Report{Guest: o.Guest, State: hostctl.Stopped, OrderID: o.ID, Op: o.Op, Result: hostctl.ResultFailed,
+				Error: "watchdog fencing: " + err.Error(), At: h.cfg.Now()})
+			return
+		}
+	}
 	h.ctl.Submit(ctx, o)
+}
+
+// armWatchdog arms the watchdog with proof of the last lease renewal.
+func (h *Host) armWatchdog() error {
+	if h.cfg.Watchdog == nil {
+		return fmt.Errorf("this host has no watchdog device (agent flag --watchdog-device)")
+	}
+	return h.cfg.Watchdog.Arm(watchdog.Proof{KeepaliveSent: h.cfg.Live.LastSent()})
+}
+
+func (h *Host) running() int {
+	n := 0
+	for _, r := range h.ctl.Reports() {
+		if r.State != hostctl.Stopped && r.State != hostctl.Crashed {
+			n++
+		}
+	}
+	return n
+}
+
+// tendWatchdog pets the watchdog after each lease renewal while guests run
+// in watchdog mode, and disarms it once none runs. A pet refused for a stale
+// proof means the lease is in doubt: the guests are killed at once.
+func (h *Host) tendWatchdog(ctx context.Context, lastPetProof *time.Time) {
+	w := h.cfg.Watchdog
+	h.mu.Lock()
+	mode := h.mode
+	h.mu.Unlock()
+	running := h.running()
+	switch {
+	case w == nil:
+		if mode == model.FencingWatchdog && running > 0 {
+			h.selfFence(ctx, "watchdog fencing without a watchdog device")
+		}
+	case w.Armed() && (running == 0 || mode != model.FencingWatchdog):
+		if err := w.Disarm(); err != nil {
+			h.log.Error("watchdog disarm failed; it stays armed", "op", "watchdog", "err", err)
+		}
+	case mode == model.FencingWatchdog && running > 0:
+		sent := h.cfg.Live.LastSent()
+		if sent.Equal(*lastPetProof) && w.Armed() {
+			return
+		}
+		var err error
+		if w.Armed() {
+			err = w.Pet(watchdog.Proof{KeepaliveSent: sent})
+		} else {
+			err = w.Arm(watchdog.Proof{KeepaliveSent: sent})
+		}
+		if errors.Is(err, watchdog.ErrStaleProof) {
+			// The renewal's answer came late: no pet on this proof. The
+			// countdown goes on from the last pet; the next renewal gives a
+			// fresher proof, and the lease check above kills the guests if
+			// none comes.
+			*lastPetProof = sent
+			h.log.Warn("watchdog not petted: lease confirmation arrived too late", "op", "watchdog", "err", err)
+			return
+		}
+		if err != nil {
+			h.selfFence(ctx, "watchdog: "+err.Error())
+			return
+		}
+		*lastPetProof = sent
+	}
+}
+
+// selfFence kills every guest here and refuses new ones until the lease is
+// confirmed again.
+func (h *Host) selfFence(ctx context.Context, why string) {
+	h.mu.Lock()
+	already := h.fenced
+	h.fenced = true
+	h.mu.Unlock()
+	if already && h.running() == 0 {
+		return
+	}
+	h.log.Error("self-fencing: killing every guest here", "op", "self-fence", "why", why, "guests", h.running())
+	if err := h.ctl.KillAll(ctx); err != nil {
+		h.log.Error("self-fence could not kill every guest", "op", "self-fence", "err", err)
+	}
+}
+
+func (h *Host) readPolicy(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	p, err := h.cfg.Cluster.Policy(ctx)
+	if err != nil {
+		return // keep the last known mode; the lease check covers a lost store
+	}
+	h.mu.Lock()
+	if h.mode != p.Fencing {
+		h.log.Info("fencing mode", "mode", p.Fencing)
+	}
+	h.mode = p.Fencing
+	h.mu.Unlock()
 }
 
 func (h *Host) donePath() string { return filepath.Join(h.cfg.DataDir, "orders-done.json") }
@@ -171,18 +291,25 @@ func (h *Host) saveDoneLocked() {
 	}
 }
 
-// selfFenceLoop kills every guest here once the lease has gone unconfirmed
-// for LeaseTTL - SelfFenceMargin, and allows orders again once it is
+// selfFenceLoop kills every guest here once the lease could have expired
+// in the store (LeaseTTL - SelfFenceMargin after the last renewal request was
+// sent), tends the watchdog, and allows orders again once the lease is
 // confirmed again.
 func (h *Host) selfFenceLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	lease := h.cfg.Live.Lease()
+	var lastPetProof, lastPolicy time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		now := h.cfg.Now()
+		if now.Sub(lastPolicy) >= h.cfg.PolicyEvery {
+			h.readPolicy(ctx)
+			lastPolicy = now
 		}
 		if l := h.cfg.Live.Lease(); l != lease {
 			// A new lease (the old one expired): reports stored under the
@@ -192,34 +319,22 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 				h.pub.Publish(r)
 			}
 		}
-		last := h.cfg.Live.LastRenewed()
-		stale := h.cfg.Now().Sub(last) >= h.cfg.LeaseTTL-h.cfg.SelfFenceMargin
+		sent := h.cfg.Live.LastSent()
+		stale := now.Sub(sent) >= h.cfg.LeaseTTL-h.cfg.SelfFenceMargin
 		h.mu.Lock()
 		fenced := h.fenced
 		h.mu.Unlock()
 		switch {
-		case stale && !fenced:
-			running := 0
-			for _, r := range h.ctl.Reports() {
-				if r.State != hostctl.Stopped && r.State != hostctl.Crashed {
-					running++
-				}
-			}
-			if running == 0 {
-				continue
-			}
-			h.log.Error("lost the cluster: killing every guest here before the manager recovers them elsewhere", "op", "self-fence", "last_renewed", last, "guests", running)
-			h.mu.Lock()
-			h.fenced = true
-			h.mu.Unlock()
-			if err := h.ctl.KillAll(ctx); err != nil {
-				h.log.Error("self-fence could not kill every guest", "op", "self-fence", "err", err)
-			}
+		case stale && h.running() > 0:
+			h.selfFence(ctx, fmt.Sprintf("lease not confirmed since %s: lost the cluster", sent.Format(time.RFC3339Nano)))
 		case !stale && fenced:
 			h.log.Info("back in the cluster; accepting orders again", "op", "self-fence")
 			h.mu.Lock()
 			h.fenced = false
 			h.mu.Unlock()
+		}
+		if !stale {
+			h.tendWatchdog(ctx, &lastPetProof)
 		}
 	}
 }

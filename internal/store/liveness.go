@@ -40,6 +40,9 @@ type Liveness struct {
 	facts   model.NodeFacts
 	lease   clientv3.LeaseID
 	renewed time.Time
+	// sent is when the request behind the last renewal was sent: the lease
+	// cannot expire in the store before sent + TTL.
+	sent time.Time
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -71,6 +74,7 @@ func (s *Store) StartLiveness(ctx context.Context, facts model.NodeFacts, ttl, k
 func (l *Liveness) grant(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(l.ttl)*time.Second)
 	defer cancel()
+	sent := time.Now()
 	g, err := l.s.cli.Grant(ctx, l.ttl)
 	if err != nil {
 		return fmt.Errorf("grant lease for node %q: %w", l.node, err)
@@ -82,7 +86,7 @@ func (l *Liveness) grant(ctx context.Context) error {
 		return fmt.Errorf("write liveness of node %q: %w", l.node, err)
 	}
 	l.mu.Lock()
-	l.lease, l.renewed = g.ID, time.Now()
+	l.lease, l.renewed, l.sent = g.ID, time.Now(), sent
 	l.mu.Unlock()
 	return nil
 }
@@ -101,12 +105,13 @@ func (l *Liveness) loop(ctx context.Context) {
 		id := l.lease
 		l.mu.Unlock()
 		kctx, cancel := context.WithTimeout(ctx, l.interval)
+		sent := time.Now()
 		_, err := l.s.cli.KeepAliveOnce(kctx, id)
 		cancel()
 		switch {
 		case err == nil:
 			l.mu.Lock()
-			l.renewed = time.Now()
+			l.renewed, l.sent = time.Now(), sent
 			l.mu.Unlock()
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
 			l.log.Warn("liveness lease expired; registering again", "op", "liveness")
@@ -119,6 +124,15 @@ func (l *Liveness) loop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// LastSent is when the request behind the last renewal (or grant) was
+// sent. The lease lives in the store at least until LastSent + TTL, so a
+// host that acts on its own before then (self-fencing) is safe.
+func (l *Liveness) LastSent() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent
 }
 
 // LastRenewed is when the lease was last renewed (or granted).

@@ -1,0 +1,186 @@
+package hostagent
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store/storetest"
+	"github.com/haven-ha/haven/internal/watchdog"
+)
+
+// memDriver is an in-memory hypervisor for the host side's own tests.
+type memDriver struct {
+	mu      sync.Mutex
+	running map[string]bool
+	events  chan hypervisor.Event
+}
+
+func (d *memDriver) Name() string { return "mem" }
+func (d *memDriver) Start(ctx context.Context, def guestdef.Definition) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.running[def.Name] = true
+	return nil
+}
+func (d *memDriver) Stop(ctx context.Context, name string, _ time.Duration) error {
+	return d.Kill(ctx, name)
+}
+func (d *memDriver) Kill(ctx context.Context, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.running[name] {
+		return hypervisor.ErrNotFound
+	}
+	delete(d.running, name)
+	return nil
+}
+func (d *memDriver) Status(ctx context.Context, name string) (hypervisor.Status, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.running[name] {
+		return hypervisor.Status{Name: name, State: hypervisor.Running}, nil
+	}
+	return hypervisor.Status{}, hypervisor.ErrNotFound
+}
+func (d *memDriver) List(ctx context.Context) ([]hypervisor.Status, error) { return nil, nil }
+func (d *memDriver) Events() <-chan hypervisor.Event                      { return d.events }
+func (d *memDriver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
+	return hypervisor.MigrationTarget{}, nil
+}
+func (d *memDriver) Migrate(ctx context.Context, name string, t hypervisor.MigrationTarget, p func(hypervisor.Progress)) error {
+	return nil
+}
+func (d *memDriver) Close() error { return nil }
+func (d *memDriver) isRunning(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.running[name]
+}
+
+// lease is a node lease whose renewals the test controls.
+type lease struct {
+	mu   sync.Mutex
+	id   clientv3.LeaseID
+	sent time.Time
+}
+
+func (l *lease) Lease() clientv3.LeaseID { l.mu.Lock(); defer l.mu.Unlock(); return l.id }
+func (l *lease) LastRenewed() time.Time  { return l.LastSent() }
+func (l *lease) LastSent() time.Time     { l.mu.Lock(); defer l.mu.Unlock(); return l.sent }
+func (l *lease) renew()                  { l.mu.Lock(); l.sent = time.Now(); l.mu.Unlock() }
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+}
+
+func TestOrdersReportsSelfFenceAndWatchdog(t *testing.T) {
+	srv := storetest.Start(t)
+	st := srv.Connect(t)
+	cs := cluster.New(st)
+	cli := st.Client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	grant, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SetPolicy(ctx, cluster.Policy{Fencing: model.FencingWatchdog, ShutdownPolicy: model.ShutdownMigrate}); err != nil {
+		t.Fatal(err)
+	}
+	wdPath := filepath.Join(t.TempDir(), "watchdog")
+	timing := watchdog.Timing{LeaseTTL: 3 * time.Second, KeepaliveInterval: time.Second, WatchdogTimeout: 2 * time.Second, StopGuestsDeadline: 2 * time.Second, ManagerWait: 4 * time.Second}
+	wd, err := watchdog.New(timing.WatchdogConfig(watchdog.FileDevicePrefix+wdPath), watchdog.OpenAny, time.Now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := &lease{id: grant.ID, sent: time.Now()}
+	drv := &memDriver{running: map[string]bool{}, events: make(chan hypervisor.Event, 8)}
+	h := New(Config{Node: "n1", DataDir: t.TempDir(), Cluster: cs, Live: lv, Driver: drv, LeaseTTL: 3 * time.Second, Watchdog: wd, PolicyEvery: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// Keep the lease "renewed" until the test stops doing so.
+	stopRenew := make(chan struct{})
+	go func() {
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopRenew:
+				return
+			case <-tk.C:
+				lv.renew()
+			}
+		}
+	}()
+
+	order := hostctl.Order{ID: "7", Guest: "vm1", Op: hostctl.OpStart, Def: guestdef.Definition{Name: "vm1"}}
+	b, _ := json.Marshal(order)
+	if _, err := cli.Put(ctx, cluster.KeyOrder("n1", "vm1"), string(b)); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the start report in the store", func() bool {
+		resp, err := cli.Get(ctx, cluster.KeyReport("n1", "vm1"))
+		if err != nil || len(resp.Kvs) == 0 {
+			return false
+		}
+		var r hostctl.Report
+		return json.Unmarshal(resp.Kvs[0].Value, &r) == nil && r.OrderID == "7" && r.Result == hostctl.ResultOK &&
+			resp.Kvs[0].Lease == int64(grant.ID)
+	})
+	if !drv.isRunning("vm1") {
+		t.Fatal("vm1 not running after its start order")
+	}
+	poll(t, "the watchdog armed while a guest runs", func() bool {
+		armed, deadline, _ := watchdog.ReadFileDevice(wdPath)
+		return armed && deadline.After(time.Now())
+	})
+
+	// The same order again (a replayed watch) is not carried out twice.
+	if err := drv.Kill(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	h.submit(ctx, order)
+	if drv.isRunning("vm1") {
+		t.Fatal("a replayed start order started the guest again")
+	}
+	if err := drv.Start(ctx, order.Def); err != nil {
+		t.Fatal(err)
+	}
+
+	// The lease is no longer confirmed: the host kills its guest before the
+	// lease could expire in the store.
+	close(stopRenew)
+	lost := time.Now()
+	poll(t, "self-fence", func() bool { return !drv.isRunning("vm1") })
+	if took := time.Since(lv.LastSent()); took >= 3*time.Second {
+		t.Fatalf("guest killed %v after the last renewal, not before the lease TTL", took)
+	}
+	_ = lost
+	// With no guest left, the watchdog is not petted any more but stays
+	// armed until the lease is confirmed again (then it is disarmed).
+	lv.renew()
+	poll(t, "watchdog disarmed with no guest", func() bool {
+		armed, _, _ := watchdog.ReadFileDevice(wdPath)
+		lv.renew()
+		return !armed
+	})
+}
