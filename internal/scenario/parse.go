@@ -176,8 +176,15 @@ func ParseDuration(s string) (time.Duration, error) {
 	if d < 0 {
 		return 0, fmt.Errorf("duration %q must not be negative", s)
 	}
+	if d > MaxDuration {
+		return 0, fmt.Errorf("duration %q is longer than the simulator's limit of %s", s, MaxDuration)
+	}
 	return d, nil
 }
+
+// MaxDuration bounds every duration in a scenario (a week of simulated
+// time).
+const MaxDuration = 7 * 24 * time.Hour
 
 var sizeRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*(KiB|MiB|GiB|TiB)$`)
 

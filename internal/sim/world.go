@@ -239,8 +239,8 @@ func New(sc *scenario.Scenario, opt Options) *World {
 	for i := range sc.Events {
 		w.push(&item{t: sc.Events[i].At, kind: itScenario, idx: i})
 	}
-	for t := tm.Tick; t <= w.end; t += tm.Tick {
-		w.push(&item{t: t, kind: itTick})
+	if tm.Tick > 0 && tm.Tick <= w.end {
+		w.push(&item{t: tm.Tick, kind: itTick})
 	}
 	return w
 }
@@ -507,6 +507,9 @@ func (w *World) handle(it *item) {
 	switch it.kind {
 	case itTick:
 		w.toManager(manager.Tick{})
+		if next := it.t + w.tm.Tick; next <= w.end {
+			w.push(&item{t: next, kind: itTick})
+		}
 	case itTimer:
 		delete(w.timers, it.t)
 		w.toManager(manager.Tick{})
