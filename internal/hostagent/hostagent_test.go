@@ -54,7 +54,7 @@ func (d *memDriver) Status(ctx context.Context, name string) (hypervisor.Status,
 	return hypervisor.Status{}, hypervisor.ErrNotFound
 }
 func (d *memDriver) List(ctx context.Context) ([]hypervisor.Status, error) { return nil, nil }
-func (d *memDriver) Events() <-chan hypervisor.Event                      { return d.events }
+func (d *memDriver) Events() <-chan hypervisor.Event                       { return d.events }
 func (d *memDriver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
 	return hypervisor.MigrationTarget{}, nil
 }
