@@ -236,6 +236,7 @@ func TestCrashDetected(t *testing.T) {
 func TestLiveMigration(t *testing.T) {
 	f := newFixture(t)
 	a := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	a.cfg.MigrationBandwidth = 1 << 30
 	b := newDriver(t, filepath.Join(f.dir, "b"), "b")
 	ctx := ctxT(t, 2*time.Minute)
 	def := f.def("g1")
