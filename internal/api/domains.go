@@ -1,8 +1,14 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/model"
@@ -125,17 +131,69 @@ func (o *Ops) handleDomainEdit(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, DomainInfo{Domain: d, Guests: []string{}})
 }
 
+// handleDomainDelete removes a domain no guest uses. The delete is
+// conditional on no guest record having changed since the check, so a
+// guest created in the domain meanwhile makes it fail instead of leaving
+// the guest with a domain that is gone.
 func (o *Ops) handleDomainDelete(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := o.cl.DeleteDomain(r.Context(), name); err != nil {
-		if errors.Is(err, cluster.ErrNotFound) {
-			err = Errorf(http.StatusNotFound, "name", "no failover domain named %q", name)
-		}
+	if _, err := o.cl.Domain(ctx, name); errors.Is(err, cluster.ErrNotFound) {
+		WriteError(w, Errorf(http.StatusNotFound, "name", "no failover domain named %q", name))
+		return
+	} else if err != nil {
 		writeErr(w, err)
+		return
+	}
+	users, rev, err := o.guestsWhere(ctx, func(g cluster.Guest) bool { return g.Spec.Domain == name })
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if len(users) > 0 {
+		WriteError(w, Errorf(http.StatusConflict, "name", "failover domain %q is used by guests %s: move them to another domain first", name, strings.Join(users, ", ")))
+		return
+	}
+	if err := o.deleteIfGuestsUnchanged(ctx, cluster.KeyDomain(name), rev); err != nil {
+		writeErr(w, fmt.Errorf("delete domain %q: %w", name, err))
 		return
 	}
 	o.audit(r, "", "", "deleted failover domain %s", name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// guestsWhere lists the guests matching keep, with the store revision read.
+func (o *Ops) guestsWhere(ctx context.Context, keep func(cluster.Guest) bool) ([]string, int64, error) {
+	resp, err := o.cl.Raw().Client().Get(ctx, cluster.PrefixGuests, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list guests: %w", err)
+	}
+	var names []string
+	for _, kv := range resp.Kvs {
+		var g cluster.Guest
+		if err := json.Unmarshal(kv.Value, &g); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		if keep(g) {
+			names = append(names, g.Spec.Name)
+		}
+	}
+	return names, resp.Header.Revision, nil
+}
+
+// deleteIfGuestsUnchanged deletes key if no guest record was created or
+// changed after rev; otherwise it answers 409.
+func (o *Ops) deleteIfGuestsUnchanged(ctx context.Context, key string, rev int64) error {
+	resp, err := o.cl.Raw().Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(cluster.PrefixGuests).WithPrefix(), "<", rev+1)).
+		Then(clientv3.OpDelete(key)).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return Errorf(http.StatusConflict, "name", "guests changed while checking that none uses it: retry")
+	}
+	return nil
 }
 
 // policy

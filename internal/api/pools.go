@@ -118,25 +118,23 @@ func (o *Ops) handlePoolDelete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, notFoundAs(err, "name", "no storage pool named %q", name))
 		return
 	}
-	gs, err := o.cl.Guests(ctx)
+	users, rev, err := o.guestsWhere(ctx, func(g cluster.Guest) bool {
+		for _, d := range g.Def.Disks {
+			if d.Pool == name {
+				return true
+			}
+		}
+		return false
+	})
 	if err != nil {
 		writeErr(w, err)
 		return
-	}
-	var users []string
-	for _, g := range gs {
-		for _, d := range g.Def.Disks {
-			if d.Pool == name {
-				users = append(users, g.Spec.Name)
-				break
-			}
-		}
 	}
 	if len(users) > 0 {
 		WriteError(w, Errorf(http.StatusConflict, "name", "storage pool %q is used by guests %s: move their disks first", name, strings.Join(users, ", ")))
 		return
 	}
-	if _, err := o.cl.Raw().Client().Delete(ctx, cluster.PrefixPools+name); err != nil {
+	if err := o.deleteIfGuestsUnchanged(ctx, cluster.PrefixPools+name, rev); err != nil {
 		writeErr(w, fmt.Errorf("delete pool %q: %w", name, err))
 		return
 	}
