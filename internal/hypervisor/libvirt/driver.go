@@ -661,6 +661,9 @@ func lookup(l *golibvirt.Libvirt, name string) (golibvirt.Domain, error) {
 func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 	name := def.Name
 	wrap := func(err error) error { return fmt.Errorf("start guest %q: %w", name, err) }
+	if err := def.Validate(); err != nil {
+		return wrap(err)
+	}
 	for {
 		err := d.start(ctx, def)
 		if !errors.Is(err, errCatchingUp) {
