@@ -86,6 +86,10 @@ func setup(ctx context.Context, a *agent.Agent) error {
 	mu.Lock()
 	agents[a.Node()] = a
 	mu.Unlock()
+	registerShutdown(a.API(), a.Store())
+	if err := clearShutdown(ctx, a.Store(), a.Node()); err != nil {
+		return err
+	}
 	o := current()
 	if o.Driver == nil {
 		return nil
