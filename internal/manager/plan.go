@@ -139,15 +139,15 @@ func (st *stepper) place() {
 			continue
 		}
 		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
+		for _, t := range g.Tried {
+			if i := idx(t); i >= 0 {
+				r.Tried = append(r.Tried, i) // not tried again in this run of moves
+			}
+		}
 		switch {
 		case g.State == GuestRecovering:
 			if st.now.Before(g.RetryAt) {
 				continue
-			}
-			for _, t := range g.Tried {
-				if i := idx(t); i >= 0 {
-					r.Tried = append(r.Tried, i)
-				}
 			}
 			p := PurposePlace
 			switch g.Need {

@@ -89,6 +89,9 @@ func (w *World) eval(x scenario.Expect) (bool, string) {
 		return string(g.State) == x.State && (x.Node == "" || g.Node == x.Node), seen
 	case scenario.ExpectNode:
 		s := w.mgr.Node(x.Node).Reported()
+		if w.mgrNode == "" && s == "online" {
+			s = "offline" // no quorate cluster: no node is in it
+		}
 		return s == x.State, s
 	case scenario.ExpectFenced:
 		c := w.mgr.Node(x.Node).Fences
