@@ -1,0 +1,231 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/store/storetest"
+)
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+// TestLeadershipGuardsWrites: the winner writes; once its term ends (its
+// session lease is revoked, as when it dies) the other candidate wins and
+// the deposed leader's writes fail.
+func TestLeadershipGuardsWrites(t *testing.T) {
+	srv := storetest.Start(t)
+	a, b := srv.Store, srv.Connect(t)
+	ctx := context.Background()
+
+	la, err := a.Campaign(ctx, "a", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := la.Do(ctx, clientv3.OpPut("/haven/test/x", "a")); err != nil {
+		t.Fatalf("leader write: %v", err)
+	}
+	if mgr, rev, err := a.Manager(ctx); err != nil || mgr != "a" || rev != la.Rev() {
+		t.Fatalf("Manager() = %q %d %v; want a %d", mgr, rev, err, la.Rev())
+	}
+	// A failed extra condition is a conflict, not a lost term.
+	_, err = la.DoIf(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Value("/haven/test/x"), "=", "zzz")}, clientv3.OpPut("/haven/test/x", "no"))
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("DoIf with a false condition: %v, want ErrConflict", err)
+	}
+
+	won := make(chan *store.Leadership, 1)
+	go func() {
+		lb, err := b.Campaign(ctx, "b", 2*time.Second)
+		if err != nil {
+			t.Error(err)
+			close(won)
+			return
+		}
+		won <- lb
+	}()
+	select {
+	case <-won:
+		t.Fatal("b won while a holds the office")
+	case <-time.After(300 * time.Millisecond): // b must still be waiting
+	}
+
+	// a "dies": its election lease goes away without a resign.
+	old := la.Key()
+	if _, err := a.Client().Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var lb *store.Leadership
+	select {
+	case lb = <-won:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b did not take over")
+	}
+	if lb == nil {
+		t.Fatal("b's campaign failed")
+	}
+	select {
+	case <-la.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a's term did not end when its key went away")
+	}
+	if _, err := la.Do(ctx, clientv3.OpPut("/haven/test/x", "stale")); !errors.Is(err, store.ErrNotLeader) {
+		t.Fatalf("deposed leader write: %v, want ErrNotLeader", err)
+	}
+	if _, err := lb.Do(ctx, clientv3.OpPut("/haven/test/x", "b")); err != nil {
+		t.Fatalf("new leader write: %v", err)
+	}
+	resp, _ := a.Client().Get(ctx, "/haven/test/x")
+	if got := string(resp.Kvs[0].Value); got != "b" {
+		t.Fatalf("value %q, want b", got)
+	}
+	if lb.Rev() <= la.Rev() {
+		t.Fatalf("term did not grow: %d then %d", la.Rev(), lb.Rev())
+	}
+	if err := lb.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lb.Do(ctx, clientv3.OpPut("/haven/test/x", "after")); !errors.Is(err, store.ErrNotLeader) {
+		t.Fatalf("write after resign: %v", err)
+	}
+}
+
+// TestLeadershipEndsWithSession: closing the session (lease revoked) ends
+// the term and lets the next candidate in.
+func TestLeadershipEndsWithSession(t *testing.T) {
+	srv := storetest.Start(t)
+	ctx := context.Background()
+	la, err := srv.Store.Campaign(ctx, "a", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	la.Close()
+	select {
+	case <-la.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("term did not end")
+	}
+	if err := la.Check(ctx); !errors.Is(err, store.ErrNotLeader) {
+		t.Fatalf("Check after close: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	lb, err := srv.Connect(t).Campaign(cctx, "b", 2*time.Second)
+	if err != nil {
+		t.Fatalf("next candidate: %v", err)
+	}
+	if err := lb.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLivenessExpiresAndWatch: a node's live key exists while its lease is
+// kept alive, and vanishes within the TTL when keepalives stop.
+func TestLivenessExpiresAndWatch(t *testing.T) {
+	srv := storetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, rev, err := srv.Store.LiveNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := srv.Store.WatchLive(ctx, rev)
+
+	other := srv.Connect(t)
+	facts := model.NodeFacts{Name: "n1", CPUs: 2}
+	l, err := other.StartLiveness(ctx, facts, 2*time.Second, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := <-events
+	if ev.Node != "n1" || ev.Facts == nil || ev.Facts.CPUs != 2 {
+		t.Fatalf("first event %+v", ev)
+	}
+	live, _, _ := srv.Store.LiveNodes(ctx)
+	if _, ok := live["n1"]; !ok {
+		t.Fatal("n1 not live")
+	}
+	// Keepalives continue beyond the TTL.
+	start := l.LastRenewed()
+	waitFor(t, "renewals", 3*time.Second, func() bool { return l.LastRenewed().Sub(start) > 2*time.Second })
+	if live, _, _ := srv.Store.LiveNodes(ctx); len(live) != 1 {
+		t.Fatal("n1 expired although kept alive")
+	}
+	// The host "dies": its client goes away without revoking.
+	other.Close()
+	died := time.Now()
+	select {
+	case ev := <-events:
+		if ev.Node != "n1" || ev.Facts != nil {
+			t.Fatalf("event %+v, want n1 down", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("n1 not down")
+	}
+	if d := time.Since(died); d > 5*time.Second {
+		t.Errorf("down after %v with a 2s TTL", d)
+	}
+}
+
+func TestRecords(t *testing.T) {
+	srv := storetest.Start(t)
+	st, ctx := srv.Store, context.Background()
+	cc := store.ClusterConfig{Name: "c", ID: "1", StoreMembers: 3}
+	if err := st.InitCluster(ctx, cc, []byte("cert"), []byte("key"), store.TokenRecord{ID: "t1", Role: store.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.InitCluster(ctx, cc, nil, nil); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second init: %v", err)
+	}
+	got, err := st.ClusterConfig(ctx)
+	if err != nil || got.Name != "c" {
+		t.Fatalf("config %+v %v", got, err)
+	}
+	if err := st.RegisterNode(ctx, store.NodeRecord{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RegisterNode(ctx, store.NodeRecord{Name: "n1"}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := st.Token(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Token(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown token: %v", err)
+	}
+	if err := st.DeleteNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Node(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted node: %v", err)
+	}
+}
+
+func TestRoles(t *testing.T) {
+	for _, tt := range []struct {
+		r     store.Role
+		rank  int
+		valid bool
+	}{
+		{store.RoleViewer, 1, true}, {store.RoleOperator, 2, true}, {store.RoleAdmin, 3, true},
+		{store.RoleJoin, 0, true}, {"root", 0, false}, {"", 0, false},
+	} {
+		if tt.r.Rank() != tt.rank || tt.r.Valid() != tt.valid {
+			t.Errorf("%q: rank %d valid %v", tt.r, tt.r.Rank(), tt.r.Valid())
+		}
+	}
+}
