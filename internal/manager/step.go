@@ -122,14 +122,19 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 		running[g] = true
 	}
 	if prev == NodeFailed {
-		rebooted := r.BootID == "" || r.BootID != n.BootID
+		if r.Stale {
+			// Its inventory is unknown: it may still run its guests.
+			n.Status = NodeFailed
+			return
+		}
+		// Its agent's inventory says what survived: the rest is gone.
 		st.logf("node %s is back before it was fenced; no fence needed", n.Name)
 		n.Fence = nil
 		for _, g := range st.s.Guests {
 			if g.State != GuestFencing || g.Node != n.Name {
 				continue
 			}
-			if !rebooted && running[g.Spec.Name] {
+			if running[g.Spec.Name] {
 				g.State = GuestStarted // still running there; a stop follows if it should not run
 				g.Running = true
 				continue
