@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/hypervisor/libvirt"
@@ -261,6 +264,29 @@ func TestStopForced(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Count >= 1 })
+
+	// Pause and resume behind the driver's back: both are reported.
+	l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(h.Socket)))
+	if err := l.ConnectToURI(golibvirt.QEMUSystem); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Disconnect()
+	dom, err := l.DomainLookupByName(def.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DomainSuspend(dom); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, def.Name, hypervisor.EventPaused, 10*time.Second)
+	if st, err := d.Status(ctxT(t, 10*time.Second), def.Name); err != nil || st.State != hypervisor.Paused {
+		t.Fatalf("Status of a paused guest = %+v, %v", st, err)
+	}
+	if err := l.DomainResume(dom); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, d, def.Name, hypervisor.EventResumed, 10*time.Second)
+
 	const timeout = 2 * time.Second
 	begin := time.Now()
 	if err := d.Stop(ctxT(t, 60*time.Second), def.Name, timeout); err != nil {
