@@ -150,12 +150,13 @@ func (o *Ops) runCommand(w http.ResponseWriter, r *http.Request, c manager.Comma
 		writeErr(w, err)
 		return
 	}
-	rec, err := o.cl.QueueCommand(ctx, c, who(r), o.now())
+	at := o.now()
+	rec, err := o.cl.QueueCommand(ctx, c, who(r), at)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	o.audit(r, c.Guest, c.Node, "requested %s (command %s)", c, rec.ID)
+	o.auditAt(r, at, c.Guest, c.Node, "requested %s (command %s)", c, rec.ID)
 	wctx, cancel := context.WithTimeout(ctx, o.cfg.CommandWait)
 	done, err := o.cl.WaitCommand(wctx, rec.ID)
 	cancel()

@@ -100,14 +100,14 @@ func (o *Ops) handle(method, pattern string, role Role, h func(http.ResponseWrit
 
 func (o *Ops) now() time.Time { return o.srv.now().UTC() }
 
-// who names the caller of r for the audit log.
+// who names the caller of r for the audit log: the token's name and id.
 func who(r *http.Request) string {
 	c := Caller(r)
 	switch {
 	case c == nil:
 		return "anonymous"
 	case c.Name != "":
-		return c.Name + " (token " + c.ID + ")"
+		return c.Name + " [token " + c.ID + "]"
 	}
 	return "token " + c.ID
 }
@@ -115,7 +115,13 @@ func who(r *http.Request) string {
 // audit appends an operator action to the event log. A failure to log does
 // not undo the action; it is logged.
 func (o *Ops) audit(r *http.Request, guest, node, format string, a ...any) {
-	e := cluster.Event{At: o.now(), Kind: "operator", Guest: guest, Node: node, Who: who(r), Msg: fmt.Sprintf(format, a...)}
+	o.auditAt(r, o.now(), guest, node, format, a...)
+}
+
+// auditAt is audit for an action that started at the given time (so that
+// it sorts before what the manager did about it).
+func (o *Ops) auditAt(r *http.Request, at time.Time, guest, node, format string, a ...any) {
+	e := cluster.Event{At: at, Kind: "operator", Guest: guest, Node: node, Who: who(r), Msg: fmt.Sprintf(format, a...)}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	if err := o.cl.AddEvent(ctx, e); err != nil {

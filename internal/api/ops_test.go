@@ -445,7 +445,7 @@ func TestGuestCommands(t *testing.T) {
 	for _, e := range evs {
 		msgs = append(msgs, e.Who+": "+e.Msg)
 	}
-	if !strings.Contains(strings.Join(msgs, "\n"), "test operator (token ") || !strings.Contains(strings.Join(msgs, "\n"), "requested migrate cmd1 n3") {
+	if !strings.Contains(strings.Join(msgs, "\n"), "test operator [token ") || !strings.Contains(strings.Join(msgs, "\n"), "requested migrate cmd1 n3") {
 		t.Fatalf("audit log for cmd1 = %q", msgs)
 	}
 }

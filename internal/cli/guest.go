@@ -314,7 +314,17 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 		fmt.Fprintf(w, "  NIC %d:       %s %s\n", i+1, where, paren(strings.TrimSpace(n.MAC+" "+n.Model)))
 	}
 	if d.Boot.Kernel != "" {
-		fmt.Fprintf(w, "  Boot:        kernel %s initrd %s cmdline %q\n", d.Boot.Kernel, d.Boot.Initrd, d.Boot.Cmdline)
+		boot := "kernel " + d.Boot.Kernel
+		if d.Boot.Initrd != "" {
+			boot += ", initrd " + d.Boot.Initrd
+		}
+		if d.Boot.Cmdline != "" {
+			boot += fmt.Sprintf(", command line %q", d.Boot.Cmdline)
+		}
+		fmt.Fprintf(w, "  Boot:        %s\n", boot)
+	}
+	if !g.Failover.Capable {
+		fmt.Fprintf(w, "  Failover:    not possible: %s\n", g.Failover.Reason)
 	}
 	if d.RawXML != "" {
 		fmt.Fprintf(w, "  Definition:  imported libvirt XML (%d bytes)\n", len(d.RawXML))
