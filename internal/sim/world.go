@@ -178,6 +178,7 @@ type World struct {
 	token   uint64
 	timers  map[time.Duration]bool
 	quorate bool
+	dirty   bool
 
 	// checker
 	live       map[string]int // counted copies per guest
@@ -335,6 +336,11 @@ func (w *World) flush() {
 				w.fenceQ = w.fenceQ[:0]
 				continue
 			}
+			if w.dirty {
+				w.dirty = false
+				w.refresh()
+				continue
+			}
 			w.deliverOutboxes()
 			if len(w.mq) == 0 {
 				w.scheduleTimer()
@@ -412,6 +418,7 @@ func (w *World) exec(acts []manager.Action) {
 			if n.reboot {
 				w.push(&item{t: w.now + RebootDown, kind: itPowerOn, node: n.name})
 			}
+			w.dirty = true // the sides and the manager's seat change once this is handled
 		}
 	}
 }
