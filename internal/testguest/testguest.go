@@ -278,7 +278,8 @@ type Record struct {
 // ErrNoRecord means the disk holds no record (yet).
 var ErrNoRecord = errors.New("no HAVEN record in the disk's first sector")
 
-// ParseRecord parses a first sector: "HAVEN <bootid> <n>\n" then padding.
+// ParseRecord parses a first sector: "HAVEN <bootid> <n>\n" then padding
+// (spaces from the current guest, NULs from older builds).
 func ParseRecord(sector []byte) (Record, error) {
 	if bytes.HasPrefix(sector, []byte("QFI\xfb")) {
 		return Record{}, errors.New("disk is a qcow2 image: the record is readable from raw images only")
