@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
@@ -96,10 +97,20 @@ func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
+	// A reconnecting EventSource sends the id of the last event it saw:
+	// resume after it (within the last MaxEvents).
+	last := r.Header.Get("Last-Event-ID")
+	if last != "" {
+		q.n = MaxEvents
+	}
 	backlog, rev, err := o.recent(r, q)
 	if err != nil {
 		writeErr(w, err)
 		return
+	}
+	if last != "" {
+		i := sort.Search(len(backlog), func(i int) bool { return backlog[i].Seq > last })
+		backlog = backlog[i:]
 	}
 	rc := http.NewResponseController(w)
 	h := w.Header()

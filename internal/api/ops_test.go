@@ -868,6 +868,24 @@ func TestEveryRouteAuth(t *testing.T) {
 					t.Fatalf("%s token: %d, want 403", role, code)
 				}
 			}
+			// An unknown name is 404 naming the path's field.
+			if !strings.Contains(r.Pattern, "{") || r.Pattern == "/api/v1/events/stream" {
+				return
+			}
+			body := map[string]string{
+				"/api/v1/guests/{name}/migrate":     `{"node":"n1"}`,
+				"/api/v1/guests/{name}/relocate":    `{"node":"n1"}`,
+				"/api/v1/nodes/{name}/maintenance": `{"on":true}`,
+			}[r.Pattern]
+			if r.Method == "PUT" {
+				body = `{}`
+			}
+			ghost := strings.NewReplacer("{name}", "ghost", "{id}", "ghost", "{node}", "ghost").Replace(r.Pattern)
+			code, e := raw(t, r.Method, ghost, "admin", []byte(body))
+			field := r.Pattern[strings.Index(r.Pattern, "{")+1 : strings.Index(r.Pattern, "}")]
+			if code != 404 || e.Field != field {
+				t.Fatalf("unknown name: %d field %q (%s), want 404 field %q", code, e.Field, e.Message, field)
+			}
 		})
 	}
 }
@@ -966,4 +984,51 @@ func newHTTPServer(t *testing.T, h http.Handler) string {
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	return hs.URL
+}
+
+// TestEventStreamResume checks that a client reconnecting with
+// Last-Event-ID gets the events after that one first.
+func TestEventStreamResume(t *testing.T) {
+	ctx := ctxT(t)
+	for i := range 3 {
+		if err := ag.Cluster.AddEvent(ctx, cluster.Event{Kind: "guest", Guest: "resume1", Msg: fmt.Sprintf("event %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, err := ag.Clients["viewer"].Events(ctx, client.EventFilter{Guest: "resume1"})
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("events: %v %v", evs, err)
+	}
+	srv := api.New(api.Config{Store: ag.A.Store(), Node: "n1"})
+	api.RegisterOps(srv, api.OpsConfig{})
+	url := newHTTPServer(t, srv.Handler())
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(sctx, "GET", url+"/api/v1/events/stream?guest=resume1", nil)
+	req.Header.Set("Authorization", "Bearer "+ag.Tokens["viewer"])
+	req.Header.Set("Last-Event-ID", evs[0].Seq)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []string
+	buf := make([]byte, 4096)
+	var acc []byte
+	for len(got) < 2 {
+		n, err := resp.Body.Read(buf)
+		if err != nil {
+			t.Fatalf("read stream: %v (got %q)", err, acc)
+		}
+		acc = append(acc, buf[:n]...)
+		got = nil
+		for _, line := range strings.Split(string(acc), "\n") {
+			if id, ok := strings.CutPrefix(line, "id: "); ok {
+				got = append(got, id)
+			}
+		}
+	}
+	if got[0] != evs[1].Seq || got[1] != evs[2].Seq {
+		t.Fatalf("resumed with %v, want %s and %s", got, evs[1].Seq, evs[2].Seq)
+	}
 }
