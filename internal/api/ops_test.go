@@ -873,8 +873,8 @@ func TestEveryRouteAuth(t *testing.T) {
 				return
 			}
 			body := map[string]string{
-				"/api/v1/guests/{name}/migrate":     `{"node":"n1"}`,
-				"/api/v1/guests/{name}/relocate":    `{"node":"n1"}`,
+				"/api/v1/guests/{name}/migrate":    `{"node":"n1"}`,
+				"/api/v1/guests/{name}/relocate":   `{"node":"n1"}`,
 				"/api/v1/nodes/{name}/maintenance": `{"on":true}`,
 			}[r.Pattern]
 			if r.Method == "PUT" {
