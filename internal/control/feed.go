@@ -373,6 +373,17 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			return nil
 		}
 		return []Input{{Spec: func(st *manager.State) error { return st.PutDomain(d) }}}
+	case key == cluster.KeyPolicy:
+		// The fencing mode and shutdown policy apply from the next step; a
+		// deleted policy is the default one.
+		p := cluster.DefaultPolicy()
+		if !del && json.Unmarshal(ev.Kv.Value, &p) != nil {
+			return nil
+		}
+		return []Input{{Spec: func(st *manager.State) error {
+			st.Config.Fencing, st.Config.ShutdownPolicy = p.Fencing, p.ShutdownPolicy
+			return nil
+		}}}
 	case strings.HasPrefix(key, cluster.PrefixShutdown):
 		if del {
 			return nil

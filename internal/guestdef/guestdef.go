@@ -31,6 +31,12 @@ type Disk struct {
 	Format   string `json:"format,omitempty"` // raw | qcow2
 	Bus      string `json:"bus,omitempty"`    // virtio (default) | ide | scsi
 	ReadOnly bool   `json:"readonly,omitempty"`
+	// NoImageLock turns off QEMU's image file locking for this disk. Only
+	// for test beds that run several "hosts" on one machine, where the lock
+	// would stop a second copy of a guest that separate machines would not
+	// stop (the test's double-run checker must see it instead). Never set it
+	// in production.
+	NoImageLock bool `json:"no_image_lock,omitempty"`
 }
 
 // NIC is one network interface of a guest.

@@ -1,0 +1,43 @@
+package control
+
+import (
+	"encoding/json"
+	"testing"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// A policy written while a manager runs applies to it: the fencing mode
+// set through the API must not wait for the next manager term.
+func TestFeedAppliesPolicyChanges(t *testing.T) {
+	watchdog, _ := json.Marshal(cluster.Policy{Fencing: model.FencingWatchdog, ShutdownPolicy: model.ShutdownStop})
+	tests := []struct {
+		name   string
+		ev     *clientv3.Event
+		fence  model.FencingMode
+		shutdn model.ShutdownPolicy
+	}{
+		{"set watchdog", &clientv3.Event{Type: clientv3.EventTypePut, Kv: &mvccpb.KeyValue{Key: []byte(cluster.KeyPolicy), Value: watchdog}}, model.FencingWatchdog, model.ShutdownStop},
+		{"deleted: default", &clientv3.Event{Type: clientv3.EventTypeDelete, Kv: &mvccpb.KeyValue{Key: []byte(cluster.KeyPolicy)}}, model.FencingAgent, model.ShutdownMigrate},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := manager.New(manager.Config{Fencing: model.FencingAgent, ShutdownPolicy: model.ShutdownFreeze, Timings: manager.DefaultTimings()})
+			ins := (&feed{}).translate(tc.ev)
+			if len(ins) != 1 || ins[0].Spec == nil {
+				t.Fatalf("translate(policy) = %+v, want one Spec input", ins)
+			}
+			if err := ins[0].Spec(st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Config.Fencing != tc.fence || st.Config.ShutdownPolicy != tc.shutdn {
+				t.Errorf("after the policy change: fencing %q shutdown %q, want %q %q", st.Config.Fencing, st.Config.ShutdownPolicy, tc.fence, tc.shutdn)
+			}
+		})
+	}
+}

@@ -1,0 +1,566 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/testbed"
+	"github.com/haven-ha/haven/internal/testguest"
+)
+
+var (
+	rounds   = flag.Int("failover.rounds", 5, "rounds of random faults in TestRandomFaults (50 for the full run)")
+	seedFlag = flag.Int64("failover.seed", 0, "seed of TestRandomFaults (0: from the clock; the seed used is logged)")
+	keepLogs = flag.Bool("failover.logs", false, "print the agents' logs at the end even when the test passes")
+)
+
+// havenBin is the haven binary TestMain builds.
+var havenBin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "haven-failover-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	havenBin = filepath.Join(dir, "haven")
+	cmd := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build haven:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Ports every agent listens on (each host has its own network namespace).
+const (
+	apiPort  = "7400"
+	peerPort = "7401"
+)
+
+// node is one host of the bed and its agent.
+type node struct {
+	name string // node name = host name (h1, h2, ...)
+	h    *testbed.Host
+	dir  string // the agent's data dir
+	log  string // the agent's output, appended over restarts
+
+	mu   sync.Mutex
+	proc *testbed.Process // guarded by mu
+	from int64            // log offset of the current start; guarded by mu
+}
+
+func (n *node) apiURL() string { return "https://" + n.h.Addr.String() + ":" + apiPort }
+
+// testCluster is a bed with one agent per host, the test guests and the
+// double-run checker.
+type testCluster struct {
+	t       testing.TB
+	ctx     context.Context
+	bed     *testbed.Bed
+	nodes   []*node
+	files   testguest.Files
+	admin   string
+	join    string
+	tls     *tls.Config
+	checker *testbed.DoubleRunChecker
+	guests  []string
+
+	stopChecker func() []testbed.Violation
+}
+
+type options struct {
+	hosts    int
+	watchdog bool // policy fencing=watchdog and no fence device
+}
+
+// newCluster builds the bed, starts h1 with --init and the others with
+// --join, waits for every host online and configures fencing. Agents come
+// back by themselves when a host is powered on (by the test or by the
+// fence agent).
+func newCluster(t testing.TB, o options) *testCluster {
+	t.Helper()
+	if o.hosts == 0 {
+		o.hosts = 3
+	}
+	files := testguest.Build(t)
+	bed := testbed.ForTest(t, testbed.Options{Hosts: o.hosts, Leg: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker()}
+	for _, h := range bed.Hosts() {
+		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log")})
+	}
+	// Cleanups run last-registered first: stop agents and print logs before
+	// the bed (registered by ForTest) is destroyed.
+	t.Cleanup(func() {
+		if t.Failed() || *keepLogs {
+			c.dumpLogs()
+		}
+		cancel()
+		if c.stopChecker != nil {
+			c.stopChecker()
+		}
+	})
+	bed.SetHooks(testbed.Hooks{PowerOn: func(_ context.Context, h *testbed.Host) error {
+		return c.startAgent(c.node(h.Name), nil)
+	}})
+	stopWatch := bed.WatchPower(ctx, 50*time.Millisecond)
+	t.Cleanup(stopWatch)
+
+	first := c.nodes[0]
+	if err := c.startAgent(first, []string{"--init"}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitReady(first, 60*time.Second)
+	joinRE := regexp.MustCompile(`--token (hvj\.\S+)`)
+	c.poll("the join token in h1's output", 10*time.Second, func() bool {
+		m := joinRE.FindStringSubmatch(c.logOf(first))
+		if m != nil {
+			c.join = m[1]
+		}
+		return m != nil
+	})
+	tok, err := os.ReadFile(filepath.Join(first.dir, "admin.token"))
+	if err != nil {
+		t.Fatalf("admin token of h1: %v", err)
+	}
+	c.admin = strings.TrimSpace(string(tok))
+	ca, err := os.ReadFile(filepath.Join(first.dir, "pki", "ca.crt"))
+	if err != nil {
+		t.Fatalf("cluster CA: %v", err)
+	}
+	if c.tls, err = pki.ClientTLS(ca, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes[1:] {
+		if err := c.startAgent(n, []string{"--join", first.apiURL(), "--token", c.join}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitReady(n, 60*time.Second)
+	}
+	c.waitHosts(60*time.Second, c.names()...)
+
+	if o.watchdog {
+		c.api(func(ctx context.Context, cl *client.Client) error {
+			_, err := cl.SetPolicy(ctx, map[string]any{"fencing": model.FencingWatchdog})
+			return err
+		})
+	} else {
+		c.setFencing()
+	}
+	c.stopChecker = c.checker.Start(ctx)
+	return c
+}
+
+func (c *testCluster) names() []string {
+	var s []string
+	for _, n := range c.nodes {
+		s = append(s, n.name)
+	}
+	return s
+}
+
+func (c *testCluster) node(name string) *node {
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	c.t.Fatalf("no node %q", name)
+	return nil
+}
+
+// startAgent starts n's agent with its data dir; extra is --init or
+// --join for the first start. It does not wait for it to be ready.
+func (c *testCluster) startAgent(n *node, extra []string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc != nil && !n.proc.Exited() {
+		return nil
+	}
+	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(extra, " "))
+	addr := n.h.Addr.String()
+	args := append([]string{"agent", "--node", n.name, "--data-dir", n.dir,
+		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort,
+		"--hypervisor", "qemu"}, extra...)
+	p, err := n.h.Start(c.ctx, testbed.Spec{Path: havenBin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
+	if err != nil {
+		return fmt.Errorf("start agent on %s: %w", n.name, err)
+	}
+	n.proc, n.from = p, st.Size()
+	return nil
+}
+
+// logOf is n's agent output since its latest start.
+func (c *testCluster) logOf(n *node) string {
+	n.mu.Lock()
+	from := n.from
+	n.mu.Unlock()
+	b, _ := os.ReadFile(n.log)
+	if int64(len(b)) < from {
+		return ""
+	}
+	return string(b[from:])
+}
+
+func (c *testCluster) waitReady(n *node, within time.Duration) {
+	c.t.Helper()
+	c.poll("agent "+n.name+" ready", within, func() bool {
+		n.mu.Lock()
+		p := n.proc
+		n.mu.Unlock()
+		if p != nil && p.Exited() {
+			c.t.Fatalf("agent %s exited: %v\n%s", n.name, p.Wait(), tail(c.logOf(n), 40))
+		}
+		return strings.Contains(c.logOf(n), `msg="agent ready"`)
+	})
+}
+
+// poll checks cond every 100 ms until it holds, failing the test after
+// within.
+func (c *testCluster) poll(what string, within time.Duration, cond func() bool) time.Duration {
+	c.t.Helper()
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			c.t.Fatalf("%s: not within %v", what, within)
+		}
+		select {
+		case <-c.ctx.Done():
+			c.t.Fatalf("%s: %v", what, c.ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// tryAPI runs fn against each agent whose host is on until one answers.
+func (c *testCluster) tryAPI(fn func(context.Context, *client.Client) error) error {
+	var errs []error
+	for _, n := range c.nodes {
+		if !n.h.PoweredOn() || n.h.NetworkCut() {
+			continue
+		}
+		cl := client.New(n.apiURL(), c.admin, c.tls)
+		ctx, cancel := context.WithTimeout(c.ctx, 3*time.Second)
+		err := fn(ctx, cl)
+		cancel()
+		cl.Close()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// api is tryAPI retried for up to 20 s (a new manager or store leader may
+// be on its way).
+func (c *testCluster) api(fn func(context.Context, *client.Client) error) {
+	c.t.Helper()
+	var last error
+	c.poll("an agent answering the API", 20*time.Second, func() bool {
+		last = c.tryAPI(fn)
+		return last == nil
+	})
+	if last != nil {
+		c.t.Fatal(last)
+	}
+}
+
+// setFencing gives every node the bed's fence device.
+func (c *testCluster) setFencing() {
+	c.t.Helper()
+	path, err := testbed.FenceAgentPath()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cfg := fence.Config{Devices: []fence.Device{{Name: "bed", Agent: path, Params: c.bed.FenceDeviceParams(), Plugs: map[string]string{}, Timeout: 20 * time.Second}},
+		Levels: map[string][]fence.Level{}}
+	for _, n := range c.nodes {
+		cfg.Devices[0].Plugs[n.name] = n.name
+		cfg.Levels[n.name] = []fence.Level{{Devices: []string{"bed"}}}
+	}
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.SetFenceConfig(ctx, cfg)
+		return err
+	})
+}
+
+// domain creates an ordered failover domain.
+func (c *testCluster) domain(name string, members ...string) {
+	c.t.Helper()
+	d := model.Domain{Name: name, Ordered: true}
+	for _, m := range members {
+		d.Members = append(d.Members, model.DomainMember{Node: m})
+	}
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.CreateDomain(ctx, d)
+		if client.IsStatus(err, 409) {
+			return nil
+		}
+		return err
+	})
+}
+
+// guest creates a migratable test guest whose disk and serial log are on
+// the shared dir, and has the checker watch its disk.
+func (c *testCluster) guest(name, domain, node string) {
+	c.t.Helper()
+	disk := filepath.Join(c.bed.SharedDir(), name+".img")
+	if err := testguest.CreateDisk(disk, 1<<20); err != nil {
+		c.t.Fatal(err)
+	}
+	form := map[string]any{
+		"name": name, "memory": testguest.Memory, "vcpus": 1, "migratable": true,
+		"disks":      []guestdef.Disk{{Path: disk, Format: "raw", NoImageLock: true}},
+		"boot":       guestdef.Boot{Kernel: c.files.Kernel, Initrd: c.files.Initrd, Cmdline: testguest.Cmdline},
+		"serial_log": filepath.Join(c.bed.SharedDir(), name+".serial"),
+	}
+	if domain != "" {
+		form["domain"] = domain
+	}
+	if node != "" {
+		form["node"] = node
+	}
+	c.checker.Watch(name, disk)
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.CreateGuest(ctx, form)
+		if client.IsStatus(err, 409) {
+			return nil
+		}
+		return err
+	})
+	c.guests = append(c.guests, name)
+}
+
+// guestRows reads the guest list from any agent that answers.
+func (c *testCluster) guestRows() (map[string]api.GuestRow, error) {
+	rows := map[string]api.GuestRow{}
+	err := c.tryAPI(func(ctx context.Context, cl *client.Client) error {
+		gs, err := cl.Guests(ctx)
+		if err != nil {
+			return err
+		}
+		for _, g := range gs {
+			rows[g.Name] = g
+		}
+		return nil
+	})
+	return rows, err
+}
+
+// status reads the cluster status from any agent in the quorate part.
+func (c *testCluster) status() (*api.Status, error) {
+	var st *api.Status
+	err := c.tryAPI(func(ctx context.Context, cl *client.Client) error {
+		s, err := cl.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if !s.Quorum.OK {
+			return fmt.Errorf("no quorum")
+		}
+		st = s
+		return nil
+	})
+	return st, err
+}
+
+// waitHosts waits until the named hosts are online.
+func (c *testCluster) waitHosts(within time.Duration, names ...string) {
+	c.t.Helper()
+	c.poll("hosts "+strings.Join(names, ",")+" online", within, func() bool {
+		st, err := c.status()
+		if err != nil {
+			return false
+		}
+		for _, want := range names {
+			ok := false
+			for _, h := range st.Hosts {
+				if h.Name == want && h.State == api.HostOnline {
+					ok = true
+				}
+			}
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitRunning waits until every named guest is started and running, on a
+// node accepted by where (nil: any), and its disk shows it writing; it
+// returns where each runs.
+func (c *testCluster) waitRunning(within time.Duration, where func(guest, node string) bool, guests ...string) map[string]string {
+	c.t.Helper()
+	if len(guests) == 0 {
+		guests = c.guests
+	}
+	var on map[string]string
+	var last map[string]api.GuestRow
+	start := time.Now()
+	for {
+		rows, err := c.guestRows()
+		if err == nil {
+			last = rows
+			on = map[string]string{}
+			for _, g := range guests {
+				r, ok := rows[g]
+				if ok && r.State == "started" && r.Running && (where == nil || where(g, r.Node)) && c.qemuOn(g) == r.Node {
+					on[g] = r.Node
+				}
+			}
+			if len(on) == len(guests) {
+				return on
+			}
+		}
+		if time.Since(start) > within {
+			c.t.Fatalf("guests %v not all running within %v: rows %+v, qemu on %v", guests, within, last, c.qemuHosts(guests))
+		}
+		select {
+		case <-c.ctx.Done():
+			c.t.Fatal(c.ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *testCluster) qemuHosts(guests []string) map[string]string {
+	m := map[string]string{}
+	for _, g := range guests {
+		m[g] = c.qemuOn(g)
+	}
+	return m
+}
+
+// qemuOn says on which host a QEMU process for guest runs, by looking at
+// every process of every host's network namespace: "" when none, "h1+h2"
+// when several (as during a live migration, where one waits -incoming).
+func (c *testCluster) qemuOn(guest string) string {
+	disk := filepath.Join(c.bed.SharedDir(), guest+".img")
+	var where []string
+	for _, n := range c.nodes {
+		pids, _ := n.h.PIDs()
+		for _, pid := range pids {
+			cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err != nil || !bytes.Contains(cmd, []byte("qemu")) {
+				continue
+			}
+			if bytes.Contains(cmd, []byte("file="+disk+",")) {
+				where = append(where, n.name)
+			}
+		}
+	}
+	slices.Sort(where)
+	return strings.Join(slices.Compact(where), "+")
+}
+
+// events returns the cluster's event log, oldest first.
+func (c *testCluster) events() []cluster.Event {
+	c.t.Helper()
+	var evs []cluster.Event
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		var err error
+		evs, err = cl.Events(ctx, client.EventFilter{N: 2000})
+		return err
+	})
+	return evs
+}
+
+// fencedCount counts successful fence operations on node since t0 in the
+// event log ("fenced h1: ...", written by the manager's fencer).
+func (c *testCluster) fencedCount(node string, t0 time.Time) int {
+	n := 0
+	for _, e := range c.events() {
+		if e.At.After(t0) && e.Kind == "fence" && strings.HasPrefix(e.Msg, "fenced "+node+":") {
+			n++
+		}
+	}
+	return n
+}
+
+// violations fails the test on any double run seen so far.
+func (c *testCluster) noDoubleRun() {
+	c.t.Helper()
+	if v := c.checker.Violations(); len(v) > 0 {
+		c.t.Fatalf("DOUBLE RUN: %v", v)
+	}
+}
+
+// segments returns the guest's writers as its disk saw them.
+func (c *testCluster) segments(guest string) []testbed.Segment { return c.checker.Segments(guest) }
+
+// waitStamp waits until the checker has seen the guest write a stamp after
+// t0, and returns the latest segment.
+func (c *testCluster) waitStamp(guest string, t0 time.Time, within time.Duration) testbed.Segment {
+	c.t.Helper()
+	var seg testbed.Segment
+	c.poll(guest+" writing its disk", within, func() bool {
+		s := c.segments(guest)
+		if len(s) == 0 {
+			return false
+		}
+		seg = s[len(s)-1]
+		return seg.Last.After(t0)
+	})
+	return seg
+}
+
+func (c *testCluster) dumpLogs() {
+	for _, n := range c.nodes {
+		b, _ := os.ReadFile(n.log)
+		c.t.Logf("---- agent log of %s (last lines) ----\n%s", n.name, tail(string(b), 150))
+	}
+	var evs []cluster.Event
+	_ = c.tryAPI(func(ctx context.Context, cl *client.Client) error {
+		var err error
+		evs, err = cl.Events(ctx, client.EventFilter{N: 2000})
+		return err
+	})
+	for _, e := range evs {
+		c.t.Logf("event %s %-8s %-3s %-4s %s", e.At.Format("15:04:05.000"), e.Kind, e.Node, e.Guest, e.Msg)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
