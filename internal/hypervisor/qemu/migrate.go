@@ -153,7 +153,7 @@ func (d *Driver) migrate(ctx context.Context, g *guest, mon *monitor, target hyp
 }
 
 // completed finishes a migration QEMU reports complete: the guest now runs
-// on the target, so the source QEMU quits.
+// on the target, so the source QEMU quits (waited for, up to a few seconds).
 func (d *Driver) completed(g *guest, mon *monitor, target hypervisor.MigrationTarget, mi migrationInfo, log *slog.Logger) {
 	d.mu.Lock()
 	g.migratedAway, g.stopping = true, true
@@ -161,10 +161,26 @@ func (d *Driver) completed(g *guest, mon *monitor, target hypervisor.MigrationTa
 	d.mu.Unlock()
 	log.Info("migration completed", "downtime_ms", mi.Downtime)
 	d.emit(g, hypervisor.EventMigrated, "to node "+target.Node)
+	// The source QEMU is gone before Migrate returns, so the guest can come
+	// back here at once.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := mon.run(ctx, "quit", nil, nil); err != nil && !errors.Is(err, errMonitorClosed) {
 		d.forceOff(g)
+	}
+	select {
+	case <-g.exited:
+		return
+	case <-ctx.Done():
+	}
+	log.Warn("source QEMU did not quit after migration, killing it")
+	d.forceOff(g)
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-g.exited:
+	case <-t.C:
+		log.Error("source QEMU still there after SIGKILL", "pid", g.pid)
 	}
 }
 
