@@ -336,6 +336,13 @@ func (d *Driver) connect(ctx context.Context) (*conn, error) {
 	case <-ctx.Done():
 		c.nc = dialer.conn()
 		c.drop()
+		// The dial may still complete: close whatever it opens.
+		go func() {
+			<-resc
+			if nc := dialer.conn(); nc != nil {
+				_ = nc.Close()
+			}
+		}()
 		return nil, fmt.Errorf("%w: %v", hypervisor.ErrUnavailable, ctx.Err())
 	}
 	c.nc = dialer.conn()

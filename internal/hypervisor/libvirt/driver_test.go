@@ -83,6 +83,24 @@ func waitEvent(t testing.TB, d hypervisor.Driver, guest string, kind hypervisor.
 	}
 }
 
+// waitAnyEvent returns the next event for guest.
+func waitAnyEvent(t testing.TB, d hypervisor.Driver, guest string, within time.Duration) hypervisor.Event {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		select {
+		case ev := <-d.Events():
+			t.Logf("event: %+v", ev)
+			if ev.Guest == guest {
+				return ev
+			}
+		case <-timer.C:
+			t.Fatalf("no event for guest %q within %s", guest, within)
+		}
+	}
+}
+
 func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -150,6 +168,38 @@ func TestLifecycle(t *testing.T) {
 	}
 	if err := d.Stop(ctxT(t, 10*time.Second), def.Name, time.Second); err != nil {
 		t.Errorf("Stop of a stopped guest: %v", err)
+	}
+
+	// A shutdown the driver did not ask for (the power button pressed by
+	// someone else): a clean stop, not a crash.
+	if err := d.Start(ctxT(t, 30*time.Second), def); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Boots >= 3 && s.Count >= 1 })
+	if _, err := d.Status(ctxT(t, 10*time.Second), def.Name); err != nil {
+		t.Fatal(err)
+	}
+	l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(h.Socket)))
+	if err := l.ConnectToURI(golibvirt.QEMUSystem); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Disconnect()
+	dom, err := l.DomainLookupByName(def.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DomainShutdownFlags(dom, golibvirt.DomainShutdownAcpiPowerBtn); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := waitAnyEvent(t, d, def.Name, 30*time.Second)
+		if ev.Kind == hypervisor.EventStarted {
+			continue
+		}
+		if ev.Kind != hypervisor.EventStopped || ev.Reason != "shutdown" {
+			t.Fatalf("guest powered off from inside reported as %+v, want stopped (shutdown)", ev)
+		}
+		break
 	}
 	if err := d.Kill(ctxT(t, 10*time.Second), "no-such-guest"); err != nil {
 		t.Errorf("Kill of an unknown guest: %v", err)

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -17,8 +21,9 @@ import (
 // been reaped (it polls for it; on a host whose init reaps orphans slowly
 // that costs seconds) and, right after a libvirtd restart, sometimes not at
 // all. An exit that no stop, kill, migration or guest shutdown explains is
-// reported at once as a crash; libvirt's own report of it follows and is
-// folded into the first (a run ends once).
+// reported as a crash (at once when qemu died of a signal or an error);
+// libvirt's own report of it follows and is folded into the first (a run
+// ends once).
 
 // watchQEMU starts watching the qemu process of guest name, once per
 // process. It needs the pid file in cfg.QEMUPIDDir; without it the driver
@@ -58,7 +63,8 @@ func (d *Driver) watchQEMU(name string) {
 			return
 		}
 		if exited {
-			d.qemuExited(name, pid)
+			st, known := exitStatus(pid)
+			d.qemuExited(name, pid, st, known)
 		}
 	}()
 }
@@ -97,20 +103,89 @@ func (d *Driver) waitExit(pid int, name string) (bool, error) {
 	}
 }
 
-// qemuExited handles the exit of a watched qemu process.
-func (d *Driver) qemuExited(name string, pid int) {
+// qemuExited handles the exit of a watched qemu process. A qemu that dies
+// of a signal or exits with an error crashed: that is reported at once. A
+// clean exit (status 0: qemu was asked to quit, by libvirt after a guest
+// powered off, or by someone's destroy) or one whose status can no longer
+// be read waits up to exitGrace for libvirt's explanation; only when none
+// comes is it a crash.
+func (d *Driver) qemuExited(name string, pid int, status int, statusKnown bool) {
 	d.mu.Lock()
 	if d.watched[name] == pid {
 		delete(d.watched, name)
 	}
 	d.exited[name] = pid
+	d.mu.Unlock()
+	crashed := statusKnown && status != 0
+	if !crashed {
+		deadline := time.NewTimer(exitGrace)
+		defer deadline.Stop()
+	wait:
+		for {
+			d.mu.Lock()
+			explained := d.quiet[name] || d.ended[name]
+			changed := d.changed
+			d.mu.Unlock()
+			if explained {
+				break wait
+			}
+			select {
+			case <-changed:
+			case <-deadline.C:
+				break wait
+			case <-d.closed:
+				return
+			}
+		}
+	}
+	d.mu.Lock()
 	expected := d.quiet[name]
 	d.mu.Unlock()
 	if expected {
 		d.log.Debug("qemu exited as expected", "guest", name, "pid", pid)
 		return
 	}
-	d.emit(hypervisor.Event{Guest: name, Kind: hypervisor.EventCrashed, Reason: "qemu-exited", At: d.cfg.Now()})
+	reason := "qemu-exited"
+	if statusKnown {
+		reason = exitReason(status)
+	}
+	d.emit(hypervisor.Event{Guest: name, Kind: hypervisor.EventCrashed, Reason: reason, At: d.cfg.Now()})
+}
+
+// exitGrace is how long a clean qemu exit waits for libvirt to say why.
+const exitGrace = 300 * time.Millisecond
+
+// exitStatus reads a zombie's wait status from /proc (field 52 of stat,
+// "exit_code"); false once the process has been reaped.
+func exitStatus(pid int) (int, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); exit_code is field 52.
+	if len(f) < 50 || f[0] != "Z" {
+		return 0, false
+	}
+	st, err := strconv.Atoi(f[49])
+	if err != nil {
+		return 0, false
+	}
+	return st, true
+}
+
+// exitReason describes a wait status: "qemu-killed-by-SIGKILL",
+// "qemu-exit-1".
+func exitReason(status int) string {
+	ws := syscall.WaitStatus(status)
+	if ws.Signaled() {
+		return "qemu-killed-by-" + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("qemu-exit-%d", ws.ExitStatus())
 }
 
 // expectExit marks that the guest's qemu may exit now without that being a
