@@ -67,3 +67,21 @@ func TestDomainState(t *testing.T) {
 		}
 	}
 }
+
+func TestExitReason(t *testing.T) {
+	tests := []struct {
+		status int
+		want   string
+	}{
+		{9, "qemu-killed-by-SIGKILL"},
+		{11 | 0x80, "qemu-killed-by-SIGSEGV"}, // core dumped
+		{6, "qemu-killed-by-SIGABRT"},
+		{1 << 8, "qemu-exit-1"},
+		{0, "qemu-exit-0"},
+	}
+	for _, tt := range tests {
+		if got := exitReason(tt.status); got != tt.want {
+			t.Errorf("exitReason(%#x) = %q, want %q", tt.status, got, tt.want)
+		}
+	}
+}
