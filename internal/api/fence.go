@@ -49,7 +49,9 @@ func (o *Ops) handleFenceGet(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleFencePut replaces the fence configuration. A secret sent back as
-// fence.Redacted keeps the stored value of the same device.
+// fence.Redacted keeps the stored value of the same device. With
+// ?validate=true every device is also checked against its agent's metadata
+// (on this host) before anything is stored.
 func (o *Ops) handleFencePut(w http.ResponseWriter, r *http.Request) {
 	var c fence.Config
 	if err := decodeBody(w, r, &c, false); err != nil {
@@ -89,6 +91,16 @@ func (o *Ops) handleFencePut(w http.ResponseWriter, r *http.Request) {
 	if err := c.Check(); err != nil {
 		WriteError(w, Errorf(http.StatusBadRequest, fenceField(err), "fencing configuration: %v", err))
 		return
+	}
+	if v := r.URL.Query().Get("validate"); v == "1" || v == "true" {
+		f, err := fence.New(c, fence.Options{Runner: o.cfg.FenceRunner, Logger: o.log})
+		if err == nil {
+			_, err = f.Validate(r.Context())
+		}
+		if err != nil {
+			WriteError(w, Errorf(http.StatusBadRequest, "devices", "fencing configuration does not match the agents' metadata: %v", err))
+			return
+		}
 	}
 	if err := o.cl.SetFenceConfig(r.Context(), c); err != nil {
 		writeErr(w, err)

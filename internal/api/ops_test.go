@@ -600,7 +600,15 @@ func TestFence(t *testing.T) {
 		}},
 		"levels": map[string]any{"n1": []map[string]any{{"devices": []string{"pdu1"}}}, "n2": []map[string]any{{"devices": []string{"pdu1"}}}},
 	}
-	got, err := admin.SetFenceConfig(ctx, cfg)
+	// Checked against the agent's metadata: a parameter it does not know
+	// is refused before anything is stored.
+	bad := map[string]any{"devices": []map[string]any{{"name": "pdu1", "agent": fenceSpy(t), "params": map[string]string{"ip": "192.0.2.1", "colour": "red"}}}}
+	_, err := admin.SetFenceConfigValidated(ctx, bad)
+	wantErr(t, err, 400, "devices")
+	if !strings.Contains(err.Error(), "colour") {
+		t.Fatalf("metadata check said %v, want the unknown parameter named", err)
+	}
+	got, err := admin.SetFenceConfigValidated(ctx, cfg)
 	if err != nil {
 		t.Fatalf("set fence config: %v", err)
 	}

@@ -20,7 +20,7 @@ import (
 
 func init() {
 	Register(&Command{Path: "fence show", Args: "[-o table|json]", Short: "show the fence devices and each node's levels (secrets redacted)", Run: runFenceShow})
-	Register(&Command{Path: "fence set", Args: "FILE", Short: "replace the fencing configuration from a JSON or YAML file (- for stdin)", Run: runFenceSet})
+	Register(&Command{Path: "fence set", Args: "FILE [--no-check]", Short: "replace the fencing configuration from a JSON or YAML file (- for stdin)", Run: runFenceSet})
 	Register(&Command{Path: "fence test", Args: "NODE [-o table|json]", Short: "ask each fence device of NODE for its power status, without fencing", Run: runFenceTest})
 	Register(&Command{Path: "node fence", Args: "NAME --yes [-o table|json]", Short: "fence (power off) a host now through its fence devices", Run: runNodeFence})
 	Register(&Command{Path: "policy show", Args: "[-o table|json]", Short: "show the cluster policy: fencing mode and shutdown policy", Run: runPolicyShow})
@@ -128,6 +128,7 @@ func fenceBody(data []byte) (json.RawMessage, error) {
 
 func runFenceSet(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("fence set", env)
+	noCheck := fs.Bool("no-check", false, "store without checking the devices against their agents' metadata (for agents not installed on the host answering)")
 	pos, err := opsArgs(fs, args)
 	if err != nil {
 		return err
@@ -148,7 +149,11 @@ func runFenceSet(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	fc, err := c.SetFenceConfig(ctx, body)
+	set := c.SetFenceConfigValidated
+	if *noCheck {
+		set = c.SetFenceConfig
+	}
+	fc, err := set(ctx, body)
 	if err != nil {
 		return err
 	}

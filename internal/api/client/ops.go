@@ -129,6 +129,13 @@ func (c *Client) SetFenceConfig(ctx context.Context, body any) (*fence.Config, e
 	return &fc, c.Do(ctx, "PUT", "/api/v1/fence/config", body, &fc)
 }
 
+// SetFenceConfigValidated is SetFenceConfig with every device checked
+// against its agent's metadata first (PUT ?validate=true).
+func (c *Client) SetFenceConfigValidated(ctx context.Context, body any) (*fence.Config, error) {
+	var fc fence.Config
+	return &fc, c.Do(ctx, "PUT", "/api/v1/fence/config?validate=true", body, &fc)
+}
+
 // FenceTest is POST /api/v1/fence/test/{node}.
 func (c *Client) FenceTest(ctx context.Context, node string) (*api.FenceTestOutcome, error) {
 	var out api.FenceTestOutcome
