@@ -95,7 +95,11 @@ func (d *Driver) onQMPEvent(g *guest, e qmpEvent) {
 		}
 		json.Unmarshal(e.Data, &data)
 		if data.Action == "stop" && g.state != hypervisor.Paused {
-			reason = fmt.Sprintf("io-error: %s on %s: %s", data.Operation, data.Device+data.NodeName, data.Reason)
+			dev := data.Device
+			if dev == "" {
+				dev = data.NodeName
+			}
+			reason = fmt.Sprintf("io-error: %s on %s: %s", data.Operation, dev, data.Reason)
 			d.setState(g, hypervisor.Paused, "io-error")
 			emit = hypervisor.EventPaused
 		}

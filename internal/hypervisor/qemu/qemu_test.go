@@ -606,3 +606,50 @@ func TestStandInAgent(t *testing.T) {
 	os.Stdout.WriteString("STARTED\n")
 	select {} // until killed
 }
+
+// TestIOErrorPausesGuest gives the guest a disk on a full filesystem (a
+// tmpfs mounted in a private mount namespace by a wrapper around QEMU): its
+// first write fails with ENOSPC, QEMU pauses it (werror=stop) and the driver
+// reports it paused on an I/O error.
+func TestIOErrorPausesGuest(t *testing.T) {
+	files := testguest.Build(t)
+	if os.Getuid() != 0 {
+		t.Skip("needs root to mount a tmpfs in a private mount namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) missing")
+	}
+	dir := shortDir(t)
+	mnt := filepath.Join(dir, "full")
+	os.Mkdir(mnt, 0o755)
+	wrapper := filepath.Join(dir, "qemu-on-full-disk")
+	script := `#!/bin/sh
+exec unshare -m --propagation private sh -c '
+mount -t tmpfs -o size=256k tmpfs "$0" || exit 1
+truncate -s 1M "$0/disk.raw"
+dd if=/dev/zero of="$0/fill" bs=4k 2>/dev/null
+exec qemu-system-x86_64 "$@"' ` + mnt + ` "$@"
+`
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, time.Minute)
+	d, err := New(ctx, Config{RunDir: filepath.Join(dir, "a"), Binary: wrapper, Accel: hypervisor.AccelTCG, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killAll(d) })
+	serial := filepath.Join(dir, "serial.log")
+	if err := d.Start(ctx, testguest.Definition("g1", files, serial, filepath.Join(mnt, "disk.raw"))); err != nil {
+		t.Fatal(err)
+	}
+	e := waitEvent(t, d, "g1", hypervisor.EventPaused, 60*time.Second)
+	if !strings.HasPrefix(e.Reason, "io-error") {
+		t.Errorf("pause reason = %q, want io-error", e.Reason)
+	}
+	t.Logf("paused: %s", e.Reason)
+	st, err := d.Status(ctx, "g1")
+	if err != nil || st.State != hypervisor.Paused || st.Reason != "io-error" {
+		t.Errorf("status = %+v, %v; want paused on io-error", st, err)
+	}
+}
