@@ -30,7 +30,9 @@ export function stateGroup(row) {
     case 'started':
       if (op === 'migrate' || op === 'start' || op === 'stop') return 'a';
       return row.running === false ? 'a' : 'g';
-    case 'recovering': case 'fencing': case 'frozen': case 'pending': return 'a';
+    case 'recovering': case 'fencing': case 'frozen': return 'a';
+    // Not taken in by the manager yet: amber only if it should run.
+    case 'pending': return row.desired === 'started' ? 'a' : 'x';
     case 'failed': return 'r';
     default: return 'x';
   }

@@ -4,6 +4,7 @@ import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
 import * as api from '../api.js';
 import {state, can, onChange, stateGroup, stateLabel} from '../state.js';
 import {toast, refresh} from '../app.js';
+import {row, showError, clearErrors} from './form.js';
 
 const LIST_MAX = 500; // rows drawn at once; the filter narrows the rest
 
@@ -50,10 +51,13 @@ export function guestPage(main, name) {
   const actions = h('div.actions');
   const progress = h('div', {hidden: true});
   const def = h('div');
+  const editor = h('div');
+  let editing = false;
   const hist = h('tbody');
   fill(main,
     h('h1', h('a', {href: '#/guests'}, 'Guests'), '›', title, badge),
     h('div.panel', where, progress, actions),
+    editor,
     h('div.cols',
       h('div.panel', h('h2', {style: {marginTop: 0}}, 'Definition'), def),
       h('div.panel', h('h2', {style: {marginTop: 0}}, 'History'),
@@ -128,6 +132,7 @@ export function guestPage(main, name) {
           btn('Migrate', '', () => command('migrate', pick.value, err), 'live migration: the guest keeps running'),
           btn('Relocate', '', () => command('relocate', pick.value, err), 'stop here, start there'), err));
       }
+      actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain and recovery policy'));
       if (sp.state !== 'started' && !rt.running) actions.append(btn('Delete', '.danger', remove));
     }
 
@@ -151,6 +156,55 @@ export function guestPage(main, name) {
     // Follow an operation in flight closely; otherwise the stream drives us.
     clearTimeout(timer);
     if (rt.op || rt.state === 'pending' || (sp.state === 'started' && !rt.running)) timer = setTimeout(load, 1000);
+  }
+
+  // drawEditor shows the guest's policy for editing; it is drawn once per
+  // opening, so live reloads do not disturb what is being typed.
+  function drawEditor() {
+    if (!editing || !info) { editor.replaceChildren(); return; }
+    const sp = info.spec;
+    const rev = info.rev;
+    const inp = (name, value, attrs) => h('input', {name, 'data-field': name, value, ...attrs});
+    const f = {
+      memory: inp('memory', fmtSize(sp.memory)),
+      vcpus: inp('vcpus', sp.cpus, {type: 'number', min: 1}),
+      domain: h('select', {name: 'domain', 'data-field': 'domain'}, h('option', {value: ''}, 'none: any host')),
+      recovery: h('select', {name: 'recovery', 'data-field': 'recovery'}, ['restart', 'relocate', 'disable'].map((r) => h('option', {value: r, selected: r === sp.recovery}, r))),
+      max_restarts: inp('max_restarts', sp.max_restarts, {type: 'number', min: 0}),
+      restart_window: inp('restart_window', fmtDur(sp.restart_window)),
+      max_relocations: inp('max_relocations', sp.max_relocations, {type: 'number', min: 0}),
+      migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: sp.migratable}),
+    };
+    api.get('/api/v1/domains').then((ds) => {
+      for (const d of ds || []) f.domain.append(h('option', {value: d.name, selected: d.name === sp.domain}, d.name));
+    }).catch(() => {});
+    const save = h('button.primary', {type: 'submit'}, 'Save');
+    const form = h('form.grid#guest-edit',
+      ...row('Memory', f.memory, 'takes effect at the next start'), ...row('vCPUs', f.vcpus),
+      ...row('Failover domain', f.domain), ...row('Recovery', f.recovery), ...row('Max restarts', f.max_restarts),
+      ...row('Restart window', f.restart_window), ...row('Max relocations', f.max_relocations), ...row('Live migration', f.migratable),
+      h('div'), h('div.actions', save, h('button', {type: 'button', onclick: () => { editing = false; drawEditor(); }}, 'Cancel')), h('div.form-error'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearErrors(form);
+      save.disabled = true;
+      try {
+        await api.put('/api/v1/guests/' + api.enc(name), {
+          rev, memory: f.memory.value.trim(), vcpus: Number(f.vcpus.value), domain: f.domain.value, recovery: f.recovery.value,
+          max_restarts: Number(f.max_restarts.value), restart_window: f.restart_window.value.trim(),
+          max_relocations: Number(f.max_relocations.value), migratable: f.migratable.checked,
+        });
+        toast(`Saved ${name}`);
+        editing = false;
+        drawEditor();
+        load();
+      } catch (e) {
+        showError(form, e);
+      } finally {
+        save.disabled = false;
+      }
+    });
+    fill(editor, h('div.panel', h('h2', {style: {marginTop: 0}}, `Edit ${name}`), form));
   }
 
   async function command(kind, node, errEl) {
@@ -209,6 +263,14 @@ export function guestPage(main, name) {
     if (w && w.event && (w.event.guest === name || w.event.kind === 'node' || w.event.kind === 'fence')) load();
   });
   return {unmount: () => { gone = true; off(); clearTimeout(timer); }};
+}
+
+// fmtSize writes bytes as the server reads them back (1GiB, 384MiB).
+function fmtSize(n) {
+  const G = 1 << 30, M = 1 << 20;
+  if (n && n % G === 0) return n / G + 'GiB';
+  if (n && n % M === 0) return n / M + 'MiB';
+  return String(n);
 }
 
 // fmtDur shows a Go duration (nanoseconds as a number, or a string).

@@ -16,6 +16,7 @@ export function overview(main) {
     h('option', {value: 'r'}, 'failed'),
     h('option', {value: 'x'}, 'stopped / disabled'),
     h('option', {value: 'ar'}, 'needing attention'));
+  const dense = h('button#dense', {type: 'button', title: 'show guests as small squares (names on hover) or as names'}, 'Compact');
   const summary = h('div.summary');
   const grid = h('div.hosts', {id: 'hosts'});
   const unplacedChips = h('div.chips');
@@ -23,7 +24,7 @@ export function overview(main) {
   const legend = h('div.legend',
     h('span.chip.g', 'running'), h('span.chip.a', 'recovering / migrating / fencing'),
     h('span.chip.r', 'failed'), h('span.chip.x', 'stopped / disabled'));
-  fill(main, h('h1', 'Overview'), h('div.toolbar', search, show, legend), h('div.panel', summary), grid, unplaced);
+  fill(main, h('h1', 'Overview'), h('div.toolbar', search, show, dense, legend), h('div.panel', summary), grid, unplaced);
 
   const cards = new Map();   // host name -> card parts
   const chips = new Map();   // guest name -> {el, key}
@@ -80,7 +81,7 @@ export function overview(main) {
           h('span', `${count.get(host.name) || 0} guests`),
           h('span', `mem ${fmtBytes(u)} / ${mem ? fmtBytes(mem) : '?'}`),
           host.facts ? h('span', `${host.facts.cpus} CPUs`) : null,
-          host.since ? h('span', `${health} ${fmtAgo(host.since, now)}`) : null);
+          host.since ? h('span', `${health === 'online' ? 'up' : 'down'} ${fmtAgo(host.since, now)}`) : null);
       }
       // Keep the cards in the status order (by name).
       if (prev ? prev.nextSibling !== c.el : grid.firstChild !== c.el) {
@@ -127,6 +128,7 @@ export function overview(main) {
       h('span', h('span.n', String(state.guests.length)), 'guests:'),
       ...Object.entries(byGroup).map(([grp, n]) => h('span', h('span.chip.' + grp, String(n)), ' ', GROUP_NAMES[grp])),
       st.manager ? h('span.muted', `manager ${st.manager}`) : h('span.badge.bad', 'no manager'));
+    if (denseOn === null && state.guests.length) setDense(state.guests.length > 400);
     applyFilter();
   }
 
@@ -152,6 +154,15 @@ export function overview(main) {
     return card && card.dataset.host.toLowerCase().includes(q);
   }
 
+  // Compact chips by default once names would make the page long.
+  let denseOn = null;
+  function setDense(on) {
+    denseOn = on;
+    grid.classList.toggle('dense', on);
+    dense.classList.toggle('active', on);
+    dense.textContent = on ? 'Show names' : 'Compact';
+  }
+  dense.addEventListener('click', () => setDense(!denseOn));
   search.addEventListener('input', applyFilter);
   show.addEventListener('change', applyFilter);
   render();
