@@ -653,3 +653,23 @@ exec qemu-system-x86_64 "$@"' ` + mnt + ` "$@"
 		t.Errorf("status = %+v, %v; want paused on io-error", st, err)
 	}
 }
+
+// TestSecondCopyRefusedByImageLock: QEMU's image locking is a second line of
+// defence against two copies of a guest. Two "hosts" on one machine share the
+// disk file; the second start must fail while the first runs.
+func TestSecondCopyRefusedByImageLock(t *testing.T) {
+	f := newFixture(t)
+	a := newDriver(t, filepath.Join(f.dir, "a"), "a")
+	b := newDriver(t, filepath.Join(f.dir, "b"), "b")
+	ctx := ctxT(t, time.Minute)
+	if err := a.Start(ctx, f.def("g1")); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Start(ctx, f.def("g1"))
+	if err == nil {
+		t.Fatal("a second copy of the guest started on another host")
+	}
+	if !strings.Contains(err.Error(), "lock") {
+		t.Errorf("second start: %v, want QEMU's image lock error", err)
+	}
+}
