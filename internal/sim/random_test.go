@@ -256,6 +256,14 @@ func liveness(w *World, expects *[]string) []string {
 		}
 	}
 	for _, n := range w.nodes {
+		if mn := m.Node(n.name); mn.Status == manager.NodeOnline && n.power != powerOn {
+			bad = append(bad, fmt.Sprintf("node %s is online for the manager but powered off", n.name))
+		}
+		for name, v := range n.vms {
+			if g := m.Guest(name); v.state == vmRunning && !(g.Running && g.Node == n.name) {
+				bad = append(bad, fmt.Sprintf("%s runs on %s but the manager has it %s on %s (running %v)", name, n.name, g.State, g.Node, g.Running))
+			}
+		}
 		if mn := m.Node(n.name); mn.Reported() == "offline" && n.power == powerOn && n.inQ {
 			bad = append(bad, fmt.Sprintf("node %s is %s (%s) although it is powered on and connected", n.name, mn.Reported(), mn.Status))
 			*expects = append(*expects, fmt.Sprintf("  - {at: end, node: %s, state: online}\n", n.name))
