@@ -23,10 +23,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// pairSeq numbers the pairs of this process, for unique namespace names.
+var pairSeq atomic.Int32
 
 // Host is one libvirt host run by the harness.
 type Host struct {
@@ -97,10 +101,11 @@ func Start(t testing.TB) *Host {
 func StartPair(t testing.TB) (*Host, *Host) {
 	t.Helper()
 	Require(t)
-	id := strconv.Itoa(os.Getpid() % 100000)
+	n := pairSeq.Add(1)
+	id := strconv.Itoa(os.Getpid()%100000) + "x" + strconv.Itoa(int(n))
 	nsA, nsB := "hvlv"+id+"a", "hvlv"+id+"b"
-	// A subnet per test process; it exists only inside the two namespaces.
-	sub := 16 + os.Getpid()%200
+	// A subnet per pair; it exists only inside the two namespaces.
+	sub := 16 + (os.Getpid()+int(n))%200
 	addrA, addrB := fmt.Sprintf("10.213.%d.1", sub), fmt.Sprintf("10.213.%d.2", sub)
 	setupNetwork(t, nsA, nsB, addrA, addrB)
 	hosts := []peer{{"lvta", addrA}, {"lvtb", addrB}}
