@@ -200,8 +200,10 @@ func decodeStrict(data []byte, v any, emptyOK bool) error {
 		switch {
 		case errors.As(err, &fe):
 			return Errorf(http.StatusBadRequest, fe.field, "%s", fe.msg)
+		case errors.As(err, &ute) && ute.Field == "":
+			return Errorf(http.StatusBadRequest, "", "bad JSON: the body must be an object, not %s", ute.Value)
 		case errors.As(err, &ute):
-			return Errorf(http.StatusBadRequest, ute.Field, "bad JSON: %s must be %s", ute.Field, ute.Type)
+			return Errorf(http.StatusBadRequest, ute.Field, "bad JSON: %s must be %s, not %s", ute.Field, ute.Type, ute.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return Errorf(http.StatusBadRequest, f, "unknown field %q", f)

@@ -211,6 +211,7 @@ func TestGuestErrors(t *testing.T) {
 		{"malformed JSON", "POST", "/api/v1/guests", "operator", `{"name":`, 400, ""},
 		{"empty body", "POST", "/api/v1/guests", "operator", ``, 400, ""},
 		{"two values", "POST", "/api/v1/guests", "operator", `{"name":"a"} {}`, 400, ""},
+		{"not an object", "POST", "/api/v1/guests", "operator", `[1,2]`, 400, ""},
 		{"oversized body", "POST", "/api/v1/guests", "operator", big, 413, ""},
 		{"unknown field", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"colour":"red"}`, 400, "colour"},
 		{"wrong type", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"vcpus":"two"}`, 400, "vcpus"},
