@@ -35,6 +35,13 @@ func (d *Driver) onExit(g *guest, how string) {
 	g.gone = true
 	closed := d.closed || g.starting
 	mon := g.mon
+	if !closed {
+		// Under d.mu: a Start of the same name waits, so these never remove
+		// the files of the next QEMU.
+		os.Remove(filepath.Join(g.dir, "qmp.sock"))
+		os.Remove(filepath.Join(g.dir, "qemu.pid"))
+		os.Remove(filepath.Join(g.dir, "incoming"))
+	}
 	var kind hypervisor.EventKind
 	var reason string
 	switch {
@@ -58,13 +65,8 @@ func (d *Driver) onExit(g *guest, how string) {
 	}
 	d.mu.Unlock()
 	close(g.exited)
-	if !closed {
-		os.Remove(filepath.Join(g.dir, "qmp.sock"))
-		os.Remove(filepath.Join(g.dir, "qemu.pid"))
-		os.Remove(filepath.Join(g.dir, "incoming"))
-		if kind != "" {
-			d.emit(g, kind, reason)
-		}
+	if !closed && kind != "" {
+		d.emit(g, kind, reason)
 	}
 	if mon != nil {
 		mon.close()

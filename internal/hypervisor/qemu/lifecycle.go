@@ -31,8 +31,9 @@ func (d *Driver) live(name string) (*guest, error) {
 	return g, nil
 }
 
-// Stop implements hypervisor.Driver: ACPI power button, then after timeout
-// QMP quit, then SIGKILL.
+// Stop implements hypervisor.Driver: the ACPI power button (QMP
+// system_powerdown), then SIGKILL after timeout. A guest waiting for an
+// incoming migration is killed at once.
 func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) error {
 	g, err := d.live(name)
 	if err != nil {
@@ -104,8 +105,12 @@ func (d *Driver) Kill(ctx context.Context, name string) error {
 // is started again.
 func (d *Driver) Status(ctx context.Context, name string) (hypervisor.Status, error) {
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return hypervisor.Status{}, fmt.Errorf("status of guest %q: driver closed: %w", name, hypervisor.ErrUnavailable)
+	}
 	g, ok := d.guests[name]
-	if !ok || d.closed {
+	if !ok {
 		d.mu.Unlock()
 		return hypervisor.Status{}, fmt.Errorf("status of guest %q: %w", name, hypervisor.ErrNotFound)
 	}
@@ -132,7 +137,9 @@ func (d *Driver) Status(ctx context.Context, name string) (hypervisor.Status, er
 func (d *Driver) applyRunState(g *guest, rs string) {
 	switch rs {
 	case "running":
-		d.setState(g, hypervisor.Running, g.reason)
+		if g.state != hypervisor.Running {
+			d.setState(g, hypervisor.Running, "running")
+		}
 	case "io-error":
 		d.setState(g, hypervisor.Paused, "io-error")
 	case "paused", "suspended", "debug", "watchdog", "internal-error", "colo", "restore-vm", "save-vm", "prelaunch":
