@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := ag.PlayManager(ctx, &testing.T{}, func(c cluster.Command) error {
+	wait := ag.PlayManager(ctx, func(c cluster.Command) error {
 		handlersMu.Lock()
 		h := handlers[c.Command.Guest]
 		handlersMu.Unlock()
@@ -60,7 +60,10 @@ func TestMain(m *testing.M) {
 	})
 	code := m.Run()
 	cancel()
-	wait()
+	if err := wait(); err != nil {
+		fmt.Fprintln(os.Stderr, "playing the manager:", err)
+		code = 1
+	}
 	ag.Stop()
 	os.Exit(code)
 }

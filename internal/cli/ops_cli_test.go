@@ -77,8 +77,13 @@ func TestOperatorCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	mctx, mcancel := context.WithCancel(ctx)
-	wait := ag.PlayManager(mctx, t, func(cluster.Command) error { return nil })
-	defer func() { mcancel(); wait() }()
+	wait := ag.PlayManager(mctx, func(cluster.Command) error { return nil })
+	defer func() {
+		mcancel()
+		if err := wait(); err != nil {
+			t.Error(err)
+		}
+	}()
 	if err := ag.RegisterNode(ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -145,9 +145,12 @@ var ErrLeave = errors.New("leave the command pending")
 // test of the API runs without: it marks every queued command done with
 // handle's error, until ctx ends. It writes the records directly (the real
 // manager writes them through its leadership, cluster.ManagerWriter).
-func (t *Agent) PlayManager(ctx context.Context, tb testing.TB, handle CommandHandler) (wait func()) {
+// wait waits for it to end after ctx and returns the first store error it
+// met.
+func (t *Agent) PlayManager(ctx context.Context, handle CommandHandler) (wait func() error) {
 	cli := t.A.Store().Client()
 	var wg sync.WaitGroup
+	var firstErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -166,8 +169,8 @@ func (t *Agent) PlayManager(ctx context.Context, tb testing.TB, handle CommandHa
 					c.Error = err.Error()
 				}
 				b, _ := json.Marshal(c)
-				if _, err := cli.Put(ctx, cluster.KeyCommand(c.ID), string(b)); err != nil && ctx.Err() == nil {
-					tb.Errorf("mark command %s done: %v", c.ID, err)
+				if _, err := cli.Put(ctx, cluster.KeyCommand(c.ID), string(b)); err != nil && ctx.Err() == nil && firstErr == nil {
+					firstErr = fmt.Errorf("mark command %s done: %w", c.ID, err)
 				}
 			}
 			wctx, cancel := context.WithCancel(ctx)
@@ -180,7 +183,10 @@ func (t *Agent) PlayManager(ctx context.Context, tb testing.TB, handle CommandHa
 			cancel()
 		}
 	}()
-	return wg.Wait
+	return func() error {
+		wg.Wait()
+		return firstErr
+	}
 }
 
 func hasCreate(evs []*clientv3.Event) bool {
