@@ -416,6 +416,9 @@ func (st *stepper) result(e GuestResult) {
 		st.moved(g, op)
 		if t := st.s.node(op.Target); t.Status != NodeOnline || t.BootID != op.TargetBoot {
 			st.lateArrival(g, t, op.TargetBoot)
+		} else if op.TargetCrashed {
+			st.logf("%s crashed on %s after its migration", g.Spec.Name, op.Target)
+			st.trouble(g, op.Target)
 		}
 	case ResultMigrateFailed:
 		g.Op = nil
@@ -507,6 +510,12 @@ func (st *stepper) settleDesired(g *Guest) {
 
 func (st *stepper) crashed(e GuestCrashed) {
 	g := st.s.Guest(e.Guest)
+	if g != nil && g.Op != nil && g.Op.Kind == OpMigrate && g.Op.Target == e.Node {
+		// It resumed on the target and died there; the source's result
+		// (migrated) is still on its way.
+		g.Op.TargetCrashed = true
+		return
+	}
 	if g == nil || !g.Running || g.Node != e.Node {
 		return
 	}

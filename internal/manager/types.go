@@ -177,9 +177,12 @@ type Op struct {
 	From   string `json:"from,omitempty"`   // for the start of a relocation: the node it was stopped on
 	// TargetBoot is the target's boot id when a migration was sent, to
 	// recognise a result that arrives after the target failed or rebooted.
-	TargetBoot string  `json:"target_boot,omitempty"`
-	Purpose    Purpose `json:"purpose"`
-	Force      bool    `json:"force,omitempty"`
+	TargetBoot string `json:"target_boot,omitempty"`
+	// TargetCrashed: the target reported the guest crashed before the
+	// source reported the migration's result.
+	TargetCrashed bool    `json:"target_crashed,omitempty"`
+	Purpose       Purpose `json:"purpose"`
+	Force         bool    `json:"force,omitempty"`
 }
 
 // Need says how a recovering guest is to be placed.
