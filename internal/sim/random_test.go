@@ -351,3 +351,29 @@ func runSafe(w *World) (msg string) {
 	w.run(nil, func(time.Duration) {}, func() {})
 	return ""
 }
+
+// TestRoundTripIsInvisible: persisting and restoring the manager's state
+// after every step (a new manager each time) changes nothing in what
+// happens, so everything the manager needs is in its persisted state.
+func TestRoundTripIsInvisible(t *testing.T) {
+	runs := 100
+	if testing.Short() {
+		runs = 20
+	}
+	for i := 0; i < runs; i++ {
+		seed := *simSeed + uint64(i)
+		src := genScenario(seed)
+		sc, err := scenario.Parse("rt.yaml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := Run(sc, Options{})
+		b := Run(sc, Options{RoundTrip: true})
+		var x, y strings.Builder
+		a.WriteText(&x)
+		b.WriteText(&y)
+		if x.String() != y.String() {
+			t.Fatalf("seed %d: timelines differ with a restore after every step:\n%s\nscenario:\n%s", seed, diff(x.String(), y.String()), src)
+		}
+	}
+}

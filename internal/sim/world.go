@@ -157,6 +157,9 @@ type Options struct {
 	NoTimeline bool
 	// OnStep, when set, is called after every processed item.
 	OnStep func(w *World)
+	// RoundTrip persists and restores the manager's state after every
+	// step, as if a new manager took over each time (tests persistence).
+	RoundTrip bool
 }
 
 // World is one simulated cluster running one scenario.
@@ -351,6 +354,15 @@ func (w *World) flush() {
 		w.mq = w.mq[1:]
 		w.steps++
 		acts := w.mgr.Step(w.wall(), ev)
+		if w.opt.RoundTrip {
+			data, err := json.Marshal(w.mgr)
+			if err != nil {
+				panic(err)
+			}
+			if w.mgr, err = manager.Restore(data); err != nil {
+				panic(err)
+			}
+		}
 		w.exec(acts)
 	}
 	panic("sim: the manager does not settle")
