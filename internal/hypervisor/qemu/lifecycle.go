@@ -135,6 +135,11 @@ func (d *Driver) Status(ctx context.Context, name string) (hypervisor.Status, er
 
 // applyRunState folds QEMU's run state into g; callers hold d.mu.
 func (d *Driver) applyRunState(g *guest, rs string) {
+	if g.incoming && rs != "inmigrate" {
+		// The incoming migration is over (a guest that was paused on the
+		// source arrives paused, without a RESUME event).
+		g.incoming = false
+	}
 	switch rs {
 	case "running":
 		if g.state != hypervisor.Running {

@@ -144,6 +144,9 @@ func (m *monitor) run(ctx context.Context, cmd string, args, out any) error {
 		Arguments any    `json:"arguments,omitempty"`
 		ID        string `json:"id"`
 	}{Execute: cmd, Arguments: args}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
 	ch := make(chan qmpMessage, 1)
 	m.mu.Lock()
 	select {
