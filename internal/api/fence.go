@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -174,7 +175,9 @@ func (o *Ops) handleNodeFence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.audit(r, "", node, "fencing node %s by operator request", node)
-	res, ferr := f.Fence(r.Context(), node)
+	// A fence half done is worse than none: it runs to its end even if the
+	// client goes away (each agent run is bounded by its device's timeout).
+	res, ferr := f.Fence(context.WithoutCancel(r.Context()), node)
 	out := FenceOutcome{Result: res, OK: ferr == nil}
 	if ferr != nil {
 		out.Error = ferr.Error()

@@ -19,6 +19,15 @@ import (
 
 func esc(s string) string { return url.PathEscape(s) }
 
+// long is c without the overall request timeout, for calls that run fence
+// agents (each run may take its device's timeout, 30 s by default); ctx
+// bounds them.
+func (c *Client) long() *Client {
+	lc := *c
+	lc.hc = &http.Client{Transport: c.hc.Transport}
+	return &lc
+}
+
 // Guests is GET /api/v1/guests.
 func (c *Client) Guests(ctx context.Context) ([]api.GuestRow, error) {
 	var gs []api.GuestRow
@@ -133,19 +142,20 @@ func (c *Client) SetFenceConfig(ctx context.Context, body any) (*fence.Config, e
 // against its agent's metadata first (PUT ?validate=true).
 func (c *Client) SetFenceConfigValidated(ctx context.Context, body any) (*fence.Config, error) {
 	var fc fence.Config
-	return &fc, c.Do(ctx, "PUT", "/api/v1/fence/config?validate=true", body, &fc)
+	return &fc, c.long().Do(ctx, "PUT", "/api/v1/fence/config?validate=true", body, &fc)
 }
 
 // FenceTest is POST /api/v1/fence/test/{node}.
 func (c *Client) FenceTest(ctx context.Context, node string) (*api.FenceTestOutcome, error) {
 	var out api.FenceTestOutcome
-	return &out, c.Do(ctx, "POST", "/api/v1/fence/test/"+esc(node), nil, &out)
+	return &out, c.long().Do(ctx, "POST", "/api/v1/fence/test/"+esc(node), nil, &out)
 }
 
-// FenceNode is POST /api/v1/nodes/{name}/fence.
+// FenceNode is POST /api/v1/nodes/{name}/fence. It waits for the fence
+// to end however long it takes; the fence goes on if ctx ends first.
 func (c *Client) FenceNode(ctx context.Context, node string) (*api.FenceOutcome, error) {
 	var out api.FenceOutcome
-	return &out, c.Do(ctx, "POST", "/api/v1/nodes/"+esc(node)+"/fence", nil, &out)
+	return &out, c.long().Do(ctx, "POST", "/api/v1/nodes/"+esc(node)+"/fence", nil, &out)
 }
 
 // Pools is GET /api/v1/pools.
