@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -44,7 +45,7 @@ func (a *Agent) term(ctx context.Context, l *store.Leadership) (failed bool) {
 	if _, err := l.Do(ctx, clientv3.OpPut(store.KeyManagerInfo, string(b))); err != nil {
 		a.log.Warn("record manager info", "op", "election", "err", err)
 	}
-	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}}
+	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}, {Name: "store-learners", WhileManager: a.tidyLearners}}
 	for _, p := range a.plugins {
 		if p.WhileManager != nil {
 			fns = append(fns, p)
@@ -144,6 +145,66 @@ func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
 		}
 	}
 	return nil
+}
+
+// learnerGrace is how long a store learner may stay one, while its host is
+// not live, before the manager removes it: a host that died while joining
+// would otherwise block every later join (etcd allows one learner).
+const learnerGrace = time.Minute
+
+// tidyLearners removes store learners left by hosts that died while
+// joining.
+func (a *Agent) tidyLearners(ctx context.Context, l *store.Leadership) error {
+	if a.state.External {
+		return nil
+	}
+	seen := map[uint64]time.Time{}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		members, err := a.st.Members(ctx)
+		if err != nil {
+			continue
+		}
+		live, _, err := a.st.LiveNodes(ctx)
+		if err != nil {
+			continue
+		}
+		now := a.now()
+		learners := map[uint64]bool{}
+		for _, m := range members {
+			if !m.Learner {
+				continue
+			}
+			learners[m.ID] = true
+			first, ok := seen[m.ID]
+			if !ok {
+				seen[m.ID] = now
+				continue
+			}
+			if _, up := live[m.Name]; up || now.Sub(first) < learnerGrace {
+				continue
+			}
+			if l.Check(ctx) != nil {
+				return nil
+			}
+			if err := a.st.RemoveMember(ctx, m.ID); err != nil {
+				a.log.Warn("remove stale store learner", "op", "store", "peer", m.Name, "err", err)
+				continue
+			}
+			a.log.Warn("removed a store learner whose host never came up", "op", "store", "peer", m.Name, "member", fmt.Sprintf("%x", m.ID))
+		}
+		for id := range seen {
+			if !learners[id] {
+				delete(seen, id)
+			}
+		}
+	}
 }
 
 func (a *Agent) setNodeState(ctx context.Context, l *store.Leadership, node string, online bool) error {

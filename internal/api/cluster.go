@@ -26,9 +26,38 @@ func (s *Server) registerCluster() {
 	s.HandleFunc("DELETE", "/api/v1/tokens/{id}", RoleAdmin, s.handleTokenDelete)
 }
 
+// quorumWait bounds a quorum read before status falls back to what the
+// nearest store member knows.
+const quorumWait = 2 * time.Second
+
 // BuildStatus computes the cluster status from the store and runs the
-// status hooks.
+// status hooks. When the store has no quorum it answers from the nearest
+// member's possibly stale data, with Stale set, Quorum.OK false and hosts
+// other than this one in state "unknown".
 func (s *Server) BuildStatus(ctx context.Context) (*Status, error) {
+	qctx, cancel := context.WithTimeout(ctx, quorumWait)
+	out, err := s.buildStatus(qctx)
+	cancel()
+	if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrNotFound) {
+		return out, err
+	}
+	stale, err2 := s.buildStatus(store.Serializable(ctx))
+	if err2 != nil {
+		return nil, Errorf(http.StatusServiceUnavailable, "", "the store does not answer: %v", err)
+	}
+	stale.Stale = true
+	stale.Quorum.Online = probeMembers(ctx, s.cfg.Store, stale.Store.Members)
+	stale.Quorum.OK = false
+	for i := range stale.Hosts {
+		if stale.Hosts[i].Name != s.cfg.Node {
+			stale.Hosts[i].State = HostUnknown
+			stale.Hosts[i].Since = time.Time{}
+		}
+	}
+	return stale, nil
+}
+
+func (s *Server) buildStatus(ctx context.Context) (*Status, error) {
 	st := s.cfg.Store
 	cc, err := st.ClusterConfig(ctx)
 	if err != nil {
@@ -102,7 +131,10 @@ func (s *Server) BuildStatus(ctx context.Context) (*Status, error) {
 	hooks := append([]StatusHook(nil), s.hooks...)
 	s.mu.Unlock()
 	for _, h := range hooks {
-		if err := h(ctx, out); err != nil {
+		hctx, cancel := context.WithTimeout(ctx, quorumWait)
+		err := h(hctx, out)
+		cancel()
+		if err != nil {
 			s.log.Warn("status hook failed", "op", "status", "err", err)
 		}
 	}

@@ -12,6 +12,9 @@ import (
 const (
 	HostOnline  = "online"
 	HostOffline = "offline"
+	// HostUnknown is shown when the store has no quorum: liveness cannot
+	// be judged then.
+	HostUnknown = "unknown"
 )
 
 // Status is the answer of GET /api/v1/status: the cluster at a glance.
@@ -24,6 +27,9 @@ type Status struct {
 	Quorum       Quorum    `json:"quorum"`
 	Store        StoreInfo `json:"store"`
 	Hosts        []Host    `json:"hosts"`
+	// Stale is set when the store had no quorum: the answer is what the
+	// nearest store member last knew.
+	Stale bool `json:"stale,omitempty"`
 	// Guests is filled by a StatusHook once the guest manager exists; nil
 	// (and absent from JSON) until then.
 	Guests *GuestSummary `json:"guests,omitempty"`

@@ -58,7 +58,11 @@ func runStatus(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "Cluster %s (id %s)\n", st.Cluster, st.ClusterID)
 	fmt.Fprintf(env.Stdout, "Manager: %s\n", mgr)
-	fmt.Fprintf(env.Stdout, "Quorum:  %s (%s store, %d of %d voters online, %d needed)\n\n", q, storeKind, st.Quorum.Online, st.Quorum.Voters, st.Quorum.Needed)
+	fmt.Fprintf(env.Stdout, "Quorum:  %s (%s store, %d of %d voters online, %d needed)\n", q, storeKind, st.Quorum.Online, st.Quorum.Voters, st.Quorum.Needed)
+	if st.Stale {
+		fmt.Fprintf(env.Stdout, "WARNING: the store has no quorum; this is what %s last knew, and other hosts' states are unknown\n", st.Node)
+	}
+	fmt.Fprintln(env.Stdout)
 	tw := newTable(env.Stdout, "HOST", "STATE", "SINCE", "STORE", "ROLE", "API")
 	for _, h := range st.Hosts {
 		role := ""

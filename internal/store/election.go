@@ -34,7 +34,7 @@ type Leadership struct {
 // within about ttl.
 func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*Leadership, error) {
 	for {
-		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(TTLSeconds(ttl))), concurrency.WithContext(context.WithoutCancel(ctx)))
+		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(TTLSeconds(ttl))), concurrency.WithContext(ctx))
 		if err != nil {
 			return nil, fmt.Errorf("open election session for node %q: %w", node, err)
 		}
@@ -178,7 +178,7 @@ func (l *Leadership) Close() {
 // Manager returns the current manager's node name and election key
 // revision, or ErrNotFound when there is none.
 func (s *Store) Manager(ctx context.Context) (string, int64, error) {
-	resp, err := s.cli.Get(ctx, KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	resp, err := s.cli.Get(ctx, KeyElection+"/", readOpts(ctx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))...)
 	if err != nil {
 		return "", 0, fmt.Errorf("read manager: %w", err)
 	}

@@ -175,7 +175,7 @@ func (l *Liveness) Stop(ctx context.Context) {
 // LiveNodes reads the facts of every live node and the store revision of
 // the read (to start a watch after it).
 func (s *Store) LiveNodes(ctx context.Context) (map[string]model.NodeFacts, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixNodeLive, clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, PrefixNodeLive, readOpts(ctx, clientv3.WithPrefix())...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read live nodes: %w", err)
 	}

@@ -139,7 +139,7 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 
 // NodeStates reads the manager's online/offline records by node name.
 func (s *Store) NodeStates(ctx context.Context) (map[string]NodeState, error) {
-	resp, err := s.cli.Get(ctx, PrefixNodeState, clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, PrefixNodeState, readOpts(ctx, clientv3.WithPrefix())...)
 	if err != nil {
 		return nil, fmt.Errorf("read node states: %w", err)
 	}
@@ -162,7 +162,7 @@ func (s *Store) ManagerInfo(ctx context.Context) (ManagerInfo, error) {
 }
 
 func listJSON[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	resp, err := s.cli.Get(ctx, prefix, readOpts(ctx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))...)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", prefix, err)
 	}

@@ -251,7 +251,7 @@ type Member struct {
 
 // Members lists the store's members.
 func (s *Store) Members(ctx context.Context) ([]Member, error) {
-	resp, err := s.cli.MemberList(ctx)
+	resp, err := s.cli.MemberList(ctx, readOpts(ctx)...)
 	if err != nil {
 		return nil, fmt.Errorf("list store members: %w", err)
 	}
@@ -309,7 +309,7 @@ func (s *Store) Promote(ctx context.Context, id uint64) error {
 
 // getJSON reads one JSON value; ErrNotFound when absent.
 func (s *Store) getJSON(ctx context.Context, key string, v any) (int64, error) {
-	resp, err := s.cli.Get(ctx, key)
+	resp, err := s.cli.Get(ctx, key, readOpts(ctx)...)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", key, err)
 	}
@@ -328,6 +328,25 @@ func mustJSON(v any) string {
 		panic(err) // only our own plain structs are encoded
 	}
 	return string(b)
+}
+
+type serializableKey struct{}
+
+// Serializable marks ctx so that the Store's read methods answer from the
+// nearest member without a quorum round (possibly stale). Use it to show
+// what is known when the store has lost its quorum.
+func Serializable(ctx context.Context) context.Context {
+	return context.WithValue(ctx, serializableKey{}, true)
+}
+
+// IsSerializable reports whether ctx was marked by Serializable.
+func IsSerializable(ctx context.Context) bool { return ctx.Value(serializableKey{}) != nil }
+
+func readOpts(ctx context.Context, opts ...clientv3.OpOption) []clientv3.OpOption {
+	if IsSerializable(ctx) {
+		return append(opts, clientv3.WithSerializable())
+	}
+	return opts
 }
 
 func orUint(v, d uint) uint {

@@ -180,3 +180,28 @@ func TestExternalEtcd(t *testing.T) {
 		t.Fatalf("failed init left %s behind (%v)", n.dir, err)
 	}
 }
+
+// TestQuorumLoss: with two of three store members dead, the survivor still
+// answers `haven status`, saying the quorum is lost; when one comes back,
+// the quorum returns and the still-dead host is offline.
+func TestQuorumLoss(t *testing.T) {
+	c := newCluster(t, 120, "--lease-ttl", "3s", "--keepalive", "500ms")
+	q1 := c.initNode("q1")
+	q2 := c.joinNode("q2")
+	q3 := c.joinNode("q3")
+	c.waitStatus(q1, "three online", 20*time.Second, allOnline("q1", "q2", "q3"))
+	c.kill9(q2)
+	c.kill9(q3)
+	st := c.waitStatus(q1, "quorum lost", 20*time.Second, func(st *api.Status) bool { return !st.Quorum.OK })
+	if !st.Stale || hostState(st, "q1") != api.HostOnline || hostState(st, "q2") != api.HostUnknown {
+		t.Fatalf("status without quorum: stale %v, q1 %s, q2 %s", st.Stale, hostState(st, "q1"), hostState(st, "q2"))
+	}
+	out, err := c.haven(q1, "status")
+	if err != nil || !strings.Contains(out, "LOST") || !strings.Contains(out, "no quorum") {
+		t.Fatalf("status table without quorum: %v\n%s", err, out)
+	}
+	c.restart(q2)
+	c.waitStatus(q1, "quorum back, q3 offline", 30*time.Second, func(st *api.Status) bool {
+		return st.Quorum.OK && !st.Stale && st.Manager != "" && hostState(st, "q3") == api.HostOffline && hostState(st, "q2") == api.HostOnline
+	})
+}
