@@ -142,16 +142,34 @@ func runtimeOf(st *manager.State, name string) GuestRuntime {
 
 // GuestRows lists the guests with their runtime state, by name.
 func (o *Ops) GuestRows(ctx context.Context) ([]GuestRow, error) {
-	gs, err := o.cl.Guests(ctx)
+	return o.guestRows(ctx)
+}
+
+// guestRows reads the guest records and the manager state with extra read
+// options (clientv3.WithSerializable for what the nearest store member
+// knows when there is no quorum).
+func (o *Ops) guestRows(ctx context.Context, opts ...clientv3.OpOption) ([]GuestRow, error) {
+	cli := o.cl.Raw().Client()
+	resp, err := cli.Get(ctx, cluster.PrefixGuests, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list guests: %w", err)
 	}
-	st, err := o.managerState(ctx)
+	var st *manager.State
+	sresp, err := cli.Get(ctx, cluster.KeyManagerState, opts...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read manager state: %w", err)
 	}
-	rows := make([]GuestRow, 0, len(gs))
-	for _, g := range gs {
+	if len(sresp.Kvs) > 0 {
+		if st, err = manager.Restore(sresp.Kvs[0].Value); err != nil {
+			return nil, err
+		}
+	}
+	rows := make([]GuestRow, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var g cluster.Guest
+		if err := json.Unmarshal(kv.Value, &g); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
 		rt := runtimeOf(st, g.Spec.Name)
 		node := rt.Node
 		if node == "" {
@@ -172,9 +190,15 @@ func (o *Ops) handleGuestList(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, rows)
 }
 
-// statusHook adds the guests to /api/v1/status.
+// statusHook adds the guests to /api/v1/status. Without store quorum it
+// shows what the nearest store member last knew, as status does.
 func (o *Ops) statusHook(ctx context.Context, st *Status) error {
-	rows, err := o.GuestRows(ctx)
+	qctx, cancel := context.WithTimeout(ctx, statusQuorumWait)
+	rows, err := o.guestRows(qctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		rows, err = o.guestRows(ctx, clientv3.WithSerializable())
+	}
 	if err != nil {
 		return err
 	}
@@ -189,6 +213,9 @@ func (o *Ops) statusHook(ctx context.Context, st *Status) error {
 	st.Guests = sum
 	return nil
 }
+
+// statusQuorumWait bounds the status hook's quorum read.
+const statusQuorumWait = time.Second
 
 func (o *Ops) guestInfo(ctx context.Context, name string) (*GuestInfo, error) {
 	g, err := o.cl.Guest(ctx, name)
