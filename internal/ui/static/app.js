@@ -35,7 +35,9 @@ let pollTimer = null;
 
 export function toast(msg, bad) {
   const t = h('div.toast' + (bad ? '.bad' : ''), msg);
-  $('toasts').append(t);
+  const box = $('toasts');
+  box.append(t);
+  while (box.children.length > 3) box.firstChild.remove();
   setTimeout(() => t.remove(), bad ? 8000 : 4000);
 }
 
