@@ -17,6 +17,7 @@ import (
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -475,5 +476,15 @@ func (d *storeDefs) Definition(guest, node string) (guestdef.Definition, error) 
 	if err != nil {
 		return guestdef.Definition{}, err
 	}
-	return g.Def, nil
+	def := g.Def
+	for _, disk := range def.Disks {
+		if disk.Pool != "" {
+			pools, err := d.cs.Pools(ctx)
+			if err != nil {
+				return def, err
+			}
+			return storage.ResolveDisk(def, pools)
+		}
+	}
+	return def, nil
 }

@@ -106,6 +106,7 @@ func (h *Host) Run(ctx context.Context) error {
 	ctlDone := make(chan struct{})
 	go func() { h.ctl.Run(ctx); close(ctlDone) }()
 	go h.selfFenceLoop(ctx)
+	go h.poolLoop(ctx)
 
 	cs := h.cfg.Cluster
 	orders, rev, err := cs.Orders(ctx, h.cfg.Node)
