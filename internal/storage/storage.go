@@ -109,12 +109,30 @@ func (h Health) OK() bool { return h.Present && h.Writable && h.Error == "" }
 
 // Check verifies the pool on this host (named node): present, writable, and
 // its free and total space. Failures are in Health.Error, worded for the
-// operator.
+// operator. It returns at ctx's deadline even when the mount hangs (a dead
+// NFS server): the stuck filesystem call is left behind in a goroutine.
 func (p Pool) Check(ctx context.Context, node string) Health {
 	h := Health{Pool: p.Name, Node: node}
 	if p.kind() == KindLVM {
 		return p.checkLVM(ctx, h)
 	}
+	done := make(chan Health, 1)
+	check := dirCheck
+	go func(h Health) { done <- check(p, h) }(h)
+	select {
+	case r := <-done:
+		return r
+	case <-ctx.Done():
+		h.Error = fmt.Sprintf("pool %q: %s did not answer on node %q (%v): is its mount hung?", p.Name, p.Path, node, ctx.Err())
+		return h
+	}
+}
+
+// dirCheck is Pool.checkDir; tests replace it to simulate a hung mount.
+var dirCheck = Pool.checkDir
+
+func (p Pool) checkDir(h Health) Health {
+	node := h.Node
 	st, err := os.Stat(p.Path)
 	if err != nil || !st.IsDir() {
 		h.Error = fmt.Sprintf("pool %q: %s is missing on node %q: mount it there", p.Name, p.Path, node)
@@ -208,7 +226,8 @@ func NewToken() string {
 
 // WriteMarker writes node's marker with token into the pool (atomically,
 // synced). The agent then publishes token through the store; the other hosts
-// read the pool's markers and compare (VerifyShared).
+// read the pool's markers and compare (VerifyShared). Like ReadMarkers it
+// blocks while the pool's mount hangs: call it after a successful Check.
 func (p Pool) WriteMarker(node, token string, now time.Time) error {
 	if p.kind() != KindDir {
 		return fmt.Errorf("write marker of node %q in pool %q: %w", node, p.Name, ErrNoMarkers)

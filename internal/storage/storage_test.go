@@ -212,3 +212,18 @@ func TestParseVGS(t *testing.T) {
 		t.Error("garbage accepted")
 	}
 }
+
+func TestCheckHonoursDeadline(t *testing.T) {
+	// A hung mount: the filesystem never answers (until the test ends).
+	release := make(chan struct{})
+	defer close(release)
+	real := dirCheck
+	dirCheck = func(p Pool, h Health) Health { <-release; return h }
+	defer func() { dirCheck = real }()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	h := Pool{Name: "p", Path: t.TempDir()}.Check(ctx, "n1")
+	if h.OK() || !strings.Contains(h.Error, "did not answer") || !strings.Contains(h.Error, "hung") {
+		t.Errorf("check of a hung mount = %+v", h)
+	}
+}
