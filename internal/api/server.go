@@ -123,12 +123,30 @@ func (s *Server) Handler() http.Handler {
 		rw := &statusWriter{ResponseWriter: w, code: 200}
 		// Unknown paths answer JSON too.
 		if _, pattern := s.mux.Handler(r); pattern == "" {
+			if allow := s.allowed(r); len(allow) > 0 {
+				w.Header().Set("Allow", strings.Join(allow, ", "))
+				WriteError(w, Errorf(http.StatusMethodNotAllowed, "", "%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
+				return
+			}
 			WriteError(w, Errorf(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path))
 			return
 		}
 		s.mux.ServeHTTP(rw, r)
 		s.log.Debug("api request", "op", "api", "method", r.Method, "path", r.URL.Path, "code", rw.code, "took", s.now().Sub(start))
 	})
+}
+
+// allowed lists the methods registered for r's path.
+func (s *Server) allowed(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, p := s.mux.Handler(r2); p != "" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // Serve serves the API with TLS on l until Shutdown.

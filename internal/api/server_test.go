@@ -102,6 +102,7 @@ func TestAuthAndRoles(t *testing.T) {
 		{"admin", "GET", "/api/v1/nodes/n9", "", 404},
 		{"admin", "DELETE", "/api/v1/nodes/n1", "", 409},
 		{"admin", "GET", "/api/v1/nope", "", 404},
+		{"admin", "PUT", "/api/v1/status", "", 405},
 	} {
 		t.Run(tt.token+" "+tt.method+" "+tt.path, func(t *testing.T) {
 			req, _ := http.NewRequestWithContext(ctx, tt.method, f.url+tt.path, strings.NewReader(tt.body))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
@@ -156,9 +157,13 @@ func prepareDev(cfg *agent.Config, set map[string]bool) error {
 		if json.Unmarshal(b, &p) != nil || !p.Dev {
 			return fmt.Errorf("%s holds a non-dev node; pass another --data-dir for --dev", cfg.DataDir)
 		}
-		lock := filepath.Join(cfg.DataDir, "lock")
-		if f, err := os.Open(lock); err == nil {
+		// Never clear the dir under a running dev agent.
+		if f, err := os.Open(filepath.Join(cfg.DataDir, "lock")); err == nil {
+			busy := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil
 			f.Close()
+			if busy {
+				return fmt.Errorf("a dev agent is already running on %s; stop it first", cfg.DataDir)
+			}
 		}
 		if err := os.RemoveAll(cfg.DataDir); err != nil {
 			return fmt.Errorf("clear old dev data dir: %w", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,37 @@ func TestAPIErrors(t *testing.T) {
 		t.Fatalf("removing an online node: %v", err)
 	}
 	var _ api.Status
+}
+
+// TestDevAndLocalCLI: `haven agent --dev` makes a one-host cluster, and the
+// CLI on the host finds it with no flags (here through HAVEN_DATA_DIR, as
+// the default dirs may be used by others on this machine).
+func TestDevAndLocalCLI(t *testing.T) {
+	c := newCluster(t, 130)
+	n := c.addNode("dev")
+	n.args = []string{"--dev"}
+	if err := c.start(n); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("dev output", 10*time.Second, func() bool { return strings.Contains(n.out.String(), "hvt.") })
+	tok, err := os.ReadFile(n.dir + "/admin.token")
+	if err != nil || !strings.Contains(n.out.String(), strings.TrimSpace(string(tok))) {
+		t.Fatalf("admin token file %q (%v) not the printed one:\n%s", tok, err, n.out.String())
+	}
+	cmd := exec.Command(havenBin, "status", "-o", "json")
+	cmd.Env = []string{"HAVEN_DATA_DIR=" + n.dir, "PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("local status: %v\n%s", err, out)
+	}
+	var st api.Status
+	if err := json.Unmarshal(out, &st); err != nil || st.Manager != "dev" || hostState(&st, "dev") != api.HostOnline || st.Quorum.Voters != 1 {
+		t.Fatalf("dev status %s (%v)", out, err)
+	}
+	// Restarting the node under another name is refused.
+	c.stopAll()
+	n.args = []string{"--node", "other"}
+	if err := c.start(n); err == nil || !strings.Contains(err.Error(), `belongs to node "dev"`) {
+		t.Fatalf("restart under another name: %v", err)
+	}
 }
