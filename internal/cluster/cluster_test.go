@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/store/storetest"
+)
+
+func TestRecords(t *testing.T) {
+	st := storetest.Start(t).Connect(t)
+	cs := New(st)
+	ctx := context.Background()
+	now := time.Unix(1700000000, 0).UTC()
+	if err := st.RegisterNode(ctx, store.NodeRecord{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	spec := model.DefaultGuestSpec("web")
+	spec.Domain = "nope"
+	var fe *FieldError
+	if err := cs.CreateGuest(ctx, Guest{Spec: spec}, now); !errors.As(err, &fe) || fe.Field != "domain" {
+		t.Fatalf("create with an unknown domain = %v, want a field error on domain", err)
+	}
+	if err := cs.PutDomain(ctx, model.Domain{Name: "d", Members: []model.DomainMember{{Node: "ghost"}}}, true); !errors.As(err, &fe) || fe.Field != "members[0].node" {
+		t.Fatalf("domain with an unknown member = %v", err)
+	}
+	if err := cs.PutDomain(ctx, model.Domain{Name: "d", Members: []model.DomainMember{{Node: "n1"}}}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.PutDomain(ctx, model.Domain{Name: "d", Members: []model.DomainMember{{Node: "n1"}}}, true); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create of a domain = %v, want ErrExists", err)
+	}
+	spec.Domain = "d"
+	if err := cs.CreateGuest(ctx, Guest{Spec: spec}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CreateGuest(ctx, Guest{Spec: spec}, now); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create of a guest = %v, want ErrExists", err)
+	}
+	g, err := cs.Guest(ctx, "web")
+	if err != nil || g.Spec.Domain != "d" || g.Rev == 0 {
+		t.Fatalf("read back: %+v, %v", g, err)
+	}
+	// Two edits from the same read: the second is a conflict.
+	g.Spec.Memory = 2 * model.GiB
+	if err := cs.UpdateGuest(ctx, g, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.UpdateGuest(ctx, g, now); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale edit = %v, want ErrConflict", err)
+	}
+	if err := cs.DeleteDomain(ctx, "d"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("delete of a domain in use = %v, want ErrInUse", err)
+	}
+	bad := model.DefaultGuestSpec("x y")
+	if err := cs.CreateGuest(ctx, Guest{Spec: bad}, now); !errors.As(err, &fe) || fe.Field != "name" {
+		t.Fatalf("bad name = %v", err)
+	}
+	if err := cs.DeleteGuest(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.DeleteDomain(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.Guest(ctx, "web"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted guest read = %v", err)
+	}
+}
+
+func TestCommandsAndEvents(t *testing.T) {
+	st := storetest.Start(t).Connect(t)
+	cs := New(st)
+	ctx := context.Background()
+	c, err := cs.QueueCommand(ctx, manager.Command{Kind: manager.CmdStart, Guest: "web"}, "alice", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, _, err := cs.PendingCommands(ctx)
+	if err != nil || len(pending) != 1 || pending[0].ID != c.ID {
+		t.Fatalf("pending = %v, %v", pending, err)
+	}
+	go func() {
+		// The manager's side: mark it done (unguarded here: the guard is
+		// the store package's and is tested there).
+		rec := c
+		rec.Done, rec.Error = true, "no such guest"
+		_, _ = st.Client().Put(ctx, KeyCommand(c.ID), mustJSON(rec))
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	done, err := cs.WaitCommand(wctx, c.ID)
+	if err != nil || !done.Done || done.Error != "no such guest" {
+		t.Fatalf("WaitCommand = %+v, %v", done, err)
+	}
+
+	for i := range 12 {
+		if err := cs.AddEvent(ctx, Event{At: time.Unix(int64(1000+i), 0), Kind: "guest", Msg: fmt.Sprintf("e%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cs.TrimEvents(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := cs.Events(ctx, 100)
+	if err != nil || len(evs) != 5 || evs[0].Msg != "e7" || evs[4].Msg != "e11" {
+		t.Fatalf("after trimming to 5: %v, %v", evs, err)
+	}
+}
