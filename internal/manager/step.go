@@ -306,9 +306,14 @@ func (st *stepper) inventory(inv map[string][]string) {
 		if g.Op != nil && (g.Op.Node == at || g.Op.Target == at) {
 			continue
 		}
-		if g.Running || g.State == GuestFencing {
+		if g.Running && g.State != GuestFencing {
 			st.logf("%s reported running on %s but it runs on %s", name, at, g.Node)
 			continue
+		}
+		if g.State == GuestFencing {
+			// It left its failed node before the node failed (a migration
+			// whose result was lost with the node): it runs here.
+			st.logf("%s, waiting for %s to be fenced, runs on %s", name, g.Node, at)
 		}
 		st.logf("adopting %s running on %s", name, at)
 		g.Running = true

@@ -634,7 +634,9 @@ func (w *World) handle(it *item) {
 			return
 		}
 		n.leaseLive, n.hasExpire = false, false
-		n.inbox = nil
+		// Its session is gone: queued actions and reports with it. When it
+		// rejoins, its inventory (in the NodeUp) says what runs there.
+		n.inbox, n.outbox = nil, nil
 		w.logf("node", "lease of %s expired", n.name)
 		w.toManager(manager.NodeDown{Node: n.name})
 	case itSelfFence:
