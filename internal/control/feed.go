@@ -194,6 +194,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 		}
 	}()
 	f.watch(wctx, cli, rev, inputs)
+	go trimEvents(wctx, cs, log)
 	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev)
 	err = sh.Run(ctx, sync, inputs)
 	if errors.Is(err, context.Canceled) {
@@ -487,4 +488,23 @@ func (d *storeDefs) Definition(guest, node string) (guestdef.Definition, error) 
 		}
 	}
 	return def, nil
+}
+
+// EventsKept is how many event log entries the manager keeps.
+const EventsKept = 20000
+
+// trimEvents keeps the event log to its newest EventsKept entries.
+func trimEvents(ctx context.Context, cs *cluster.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if err := cs.TrimEvents(ctx, EventsKept); err != nil && ctx.Err() == nil {
+			log.Warn("event log not trimmed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
