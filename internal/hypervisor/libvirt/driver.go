@@ -60,6 +60,10 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the backoff between reconnection
 	// attempts. Defaults 100ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
+	// Heartbeat is how often an idle connection is checked (a cheap call
+	// under ConnectTimeout); a libvirtd that does not answer is dropped and
+	// reconnected to. Default 5s; negative turns it off.
+	Heartbeat time.Duration
 	// MigrationPoll is how often a migration's progress is read. Default 200ms.
 	MigrationPoll time.Duration
 	// Logger receives the driver's logs. Default slog.Default().
@@ -95,6 +99,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReconnectSettle <= 0 {
 		c.ReconnectSettle = 2 * time.Second
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 5 * time.Second
 	}
 	if c.MigrationPoll <= 0 {
 		c.MigrationPoll = 200 * time.Millisecond
@@ -374,10 +381,8 @@ func (d *Driver) connect(ctx context.Context) (*conn, error) {
 func (d *Driver) supervise(c *conn) {
 	defer d.wg.Done()
 	for {
-		select {
-		case <-d.closed:
+		if !d.watchConn(c) {
 			return
-		case <-c.gone:
 		}
 		d.mu.Lock()
 		if d.cur == c {
@@ -419,6 +424,38 @@ func (d *Driver) supervise(c *conn) {
 			wait *= 2
 			if wait > d.cfg.ReconnectMax {
 				wait = d.cfg.ReconnectMax
+			}
+		}
+	}
+}
+
+// watchConn waits until the connection is lost (true) or the driver closes
+// (false). Meanwhile it pings libvirtd every Heartbeat: a libvirtd that
+// hangs while nobody calls it would otherwise go unnoticed, and its events
+// with it.
+func (d *Driver) watchConn(c *conn) bool {
+	var tick <-chan time.Time
+	if d.cfg.Heartbeat > 0 {
+		t := time.NewTicker(d.cfg.Heartbeat)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-d.closed:
+			return false
+		case <-c.gone:
+			return true
+		case <-tick:
+			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ConnectTimeout)
+			err := d.callOn(ctx, c, func(l *golibvirt.Libvirt) error {
+				_, err := l.ConnectGetLibVersion()
+				return err
+			})
+			cancel()
+			if err != nil {
+				d.log.Warn("libvirtd does not answer its heartbeat; dropping the connection", "op", "heartbeat", "err", err)
+				c.drop()
 			}
 		}
 	}

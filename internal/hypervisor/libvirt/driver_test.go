@@ -39,6 +39,7 @@ func newDriver(t testing.TB, h *libvirttest.Host, node string) *libvirt.Driver {
 		CallTimeout:  20 * time.Second,
 		ReconnectMin: 50 * time.Millisecond,
 		ReconnectMax: 500 * time.Millisecond,
+		Heartbeat:    500 * time.Millisecond,
 		Logger:       testLogger(t),
 	})
 	if err != nil {
@@ -260,6 +261,18 @@ func TestReconnect(t *testing.T) {
 	}
 	if took := time.Since(begin); took > 5*time.Second {
 		t.Fatalf("Status on a hung libvirtd took %s", took)
+	}
+	h.ResumeLibvirtd()
+	resumed = true
+	if err := pollUntil(30*time.Second, d.Connected); err != nil {
+		t.Fatalf("driver did not reconnect after libvirtd continued: %v", err)
+	}
+
+	// A hang with no call in flight: the heartbeat notices it.
+	h.SuspendLibvirtd()
+	resumed = false
+	if err := pollUntil(30*time.Second, func() bool { return !d.Connected() }); err != nil {
+		t.Fatalf("driver did not notice an idle hung libvirtd: %v", err)
 	}
 	h.ResumeLibvirtd()
 	resumed = true
