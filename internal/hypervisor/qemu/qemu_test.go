@@ -543,6 +543,8 @@ func TestGuestOutlivesAgent(t *testing.T) {
 	agent := exec.Command(os.Args[0], "-test.run", "^TestStandInAgent$", "-test.v")
 	agent.Env = append(os.Environ(), "HAVEN_QEMU_AGENT_RUNDIR="+runDir,
 		"HAVEN_QEMU_AGENT_SERIAL="+f.serial, "HAVEN_QEMU_AGENT_DISK="+f.disk)
+	// The stand-in dies with this test binary, whatever happens to it.
+	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := agent.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
