@@ -130,10 +130,18 @@ func (a *Agent) join(ctx context.Context) (err error) {
 		return errors.New("--token is not a join token (hvj.…): create one on the cluster with `haven token create --role join`")
 	}
 	external := len(a.cfg.StoreEndpoints) > 0
-	if !external {
-		if err := checkFree(a.cfg.PeerListen, a.cfg.StoreClientListen); err != nil {
+	var extCluster store.ClusterConfig
+	if external {
+		// Reach the external store first: a join that could not use it
+		// must fail before the cluster registers this host.
+		if err := a.connectExternal(ctx); err != nil {
 			return err
 		}
+		if extCluster, err = a.st.ClusterConfig(ctx); err != nil {
+			return fmt.Errorf("read the cluster from the external store: %w; check --store-endpoints", err)
+		}
+	} else if err := checkFree(a.cfg.PeerListen, a.cfg.StoreClientListen); err != nil {
+		return err
 	}
 	keyPEM, csrPEM, err := pki.NewKeyAndCSR(a.cfg.Node, hostsOf(a.cfg.Listen, a.cfg.PeerListen, a.cfg.StoreClientListen))
 	if err != nil {
@@ -190,8 +198,8 @@ func (a *Agent) join(ctx context.Context) (err error) {
 	}
 	switch {
 	case resp.External:
-		if err := a.connectExternal(ctx); err != nil {
-			return err
+		if a.st == nil || extCluster.ID != resp.ClusterID {
+			return fmt.Errorf("--store-endpoints lead to cluster %q (id %s), not to the one at %s (%q, id %s)", extCluster.Name, extCluster.ID, a.cfg.JoinAddr, resp.Cluster, resp.ClusterID)
 		}
 	case resp.Member:
 		a.state.StoreMember = true

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -125,7 +126,8 @@ func TestFiveStoreMembers(t *testing.T) {
 	}
 }
 
-// TestExternalEtcd runs two agents on Debian's etcd-server.
+// TestExternalEtcd runs agents on Debian's etcd-server, over plain HTTP
+// and over mutual TLS with --store-ca/--store-cert/--store-key.
 func TestExternalEtcd(t *testing.T) {
 	etcdBin, err := exec.LookPath("etcd")
 	if err != nil {
@@ -137,13 +139,41 @@ func TestExternalEtcd(t *testing.T) {
 		}
 		t.Skipf("etcd not installed (apt-get install etcd-server): %v", err)
 	}
+	for i, withTLS := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "mutual TLS"}[withTLS]
+		t.Run(name, func(t *testing.T) { externalEtcd(t, etcdBin, 40+20*i, withTLS) })
+	}
+}
+
+func externalEtcd(t *testing.T, etcdBin string, ipBase int, withTLS bool) {
 	dir := t.TempDir()
 	clientAddr, peerAddr := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	ep := "http://" + clientAddr
-	etcd := exec.Command(etcdBin, "--name", "ext", "--data-dir", filepath.Join(dir, "etcd"),
+	scheme := "http"
+	var tlsArgs, agentTLS []string
+	if withTLS {
+		scheme = "https"
+		now := time.Now()
+		ca, err := pki.NewCA("external-etcd", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srvCert, srvKey, _ := ca.IssueNode("etcd", []string{"127.0.0.1"}, now)
+		cliCert, cliKey, _ := ca.IssueNode("haven", nil, now)
+		files := map[string][]byte{"ca.pem": ca.CertPEM, "server.pem": srvCert, "server-key.pem": srvKey, "client.pem": cliCert, "client-key.pem": cliKey}
+		for f, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tlsArgs = []string{"--cert-file", filepath.Join(dir, "server.pem"), "--key-file", filepath.Join(dir, "server-key.pem"),
+			"--client-cert-auth", "--trusted-ca-file", filepath.Join(dir, "ca.pem")}
+		agentTLS = []string{"--store-ca", filepath.Join(dir, "ca.pem"), "--store-cert", filepath.Join(dir, "client.pem"), "--store-key", filepath.Join(dir, "client-key.pem")}
+	}
+	ep := scheme + "://" + clientAddr
+	etcd := exec.Command(etcdBin, append([]string{"--name", "ext", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", ep, "--advertise-client-urls", ep,
-		"--listen-peer-urls", "http://"+peerAddr, "--initial-advertise-peer-urls", "http://"+peerAddr,
-		"--initial-cluster", "ext=http://"+peerAddr, "--heartbeat-interval", "100", "--election-timeout", "1000")
+		"--listen-peer-urls", "http://" + peerAddr, "--initial-advertise-peer-urls", "http://" + peerAddr,
+		"--initial-cluster", "ext=http://" + peerAddr, "--heartbeat-interval", "100", "--election-timeout", "1000"}, tlsArgs...)...)
 	var elog syncBuffer
 	etcd.Stdout, etcd.Stderr = &elog, &elog
 	if err := etcd.Start(); err != nil {
@@ -154,9 +184,8 @@ func TestExternalEtcd(t *testing.T) {
 		etcd.Wait()
 	})
 
-	c := newCluster(t, 40, "--lease-ttl", "3s", "--keepalive", "500ms")
+	c := newCluster(t, ipBase, append([]string{"--lease-ttl", "3s", "--keepalive", "500ms"}, agentTLS...)...)
 	c.storeEP = ep
-	// The agent waits for the store; etcd may still be starting.
 	c.waitFor("etcd serving", 20*time.Second, func() bool { return strings.Contains(elog.String(), "ready to serve client requests") })
 	c.initNode("x1")
 	c.joinNode("x2")
@@ -172,12 +201,27 @@ func TestExternalEtcd(t *testing.T) {
 	// A second --init on the same store is refused, with nothing left behind.
 	n := c.addNode("x3")
 	n.args = []string{"--init"}
-	err = c.start(n)
+	err := c.start(n)
 	if err == nil || !strings.Contains(err.Error(), "already holds cluster") {
 		t.Fatalf("second init on the same store: %v", err)
 	}
 	if _, err := os.Stat(n.dir); !os.IsNotExist(err) {
 		t.Fatalf("failed init left %s behind (%v)", n.dir, err)
+	}
+	if withTLS {
+		// Without the client certificate the store refuses the agent.
+		c.flags = []string{"--lease-ttl", "3s", "--keepalive", "500ms"}
+		n := c.addNode("x4")
+		n.args = []string{"--join", c.api, "--token", c.join}
+		if err := c.start(n); err == nil {
+			t.Fatal("joined an mTLS store without its certificates")
+		}
+		if _, err := os.Stat(n.dir); !os.IsNotExist(err) {
+			t.Fatalf("failed join left %s behind (%v)", n.dir, err)
+		}
+	}
+	if st, err := c.status(c.nodes[0]); err != nil || len(st.Hosts) != 2 {
+		t.Fatalf("failed init/join left hosts in the store: %v %+v", err, st)
 	}
 }
 

@@ -29,7 +29,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	havenBin = filepath.Join(dir, "haven")
-	cmd := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
+	args := []string{"build", "-o", havenBin}
+	if os.Getenv("HAVEN_E2E_RACE") != "" {
+		args = append(args, "-race") // agents with the race detector
+	}
+	cmd := exec.Command("go", append(args, "github.com/haven-ha/haven/cmd/haven")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build haven:", err)
@@ -237,6 +241,11 @@ func (c *testCluster) stopAll() {
 		}()
 	}
 	wg.Wait()
+	for _, n := range c.nodes {
+		if n.errb != nil && strings.Contains(n.errb.String(), "DATA RACE") {
+			c.t.Errorf("agent %s had a data race:\n%s", n.name, n.errb.String())
+		}
+	}
 }
 
 // haven runs the CLI against the cluster through a given node's API.
