@@ -20,7 +20,10 @@ import (
 // Liveness defaults: a dead host is seen within TTL (plus up to one store
 // election timeout after a store leader change).
 const (
-	DefaultLeaseTTL  = 5 * time.Second
+	// DefaultLeaseTTL equals manager.DefaultTimings().LeaseTTL (the
+	// simulator's value; a test in package ha keeps them equal): long enough
+	// to outlive an agent restart, short enough for failover in about 10 s.
+	DefaultLeaseTTL  = 8 * time.Second
 	DefaultKeepAlive = 1 * time.Second
 	// MinLeaseTTL is etcd's floor for lease TTLs with the embedded server's
 	// timings: ceil(1.5 * election timeout) = 2 s.
