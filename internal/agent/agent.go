@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -189,6 +190,16 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v", cfg.LeaseTTL, store.MinLeaseTTL)
 	case cfg.KeepAlive >= cfg.LeaseTTL:
 		return nil, fmt.Errorf("keepalive interval %v must be shorter than the lease TTL %v", cfg.KeepAlive, cfg.LeaseTTL)
+	}
+	if len(cfg.StoreEndpoints) == 0 {
+		// etcd silently raises shorter TTLs to 1.5 election timeouts.
+		election := time.Duration(cfg.StoreElectionMs) * time.Millisecond
+		if election == 0 {
+			election = store.DefaultElectionMs * time.Millisecond
+		}
+		if floor := time.Duration(math.Ceil((election * 3 / 2).Seconds())) * time.Second; cfg.LeaseTTL < floor {
+			return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v with a %v election timeout", cfg.LeaseTTL, floor, election)
+		}
 	}
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("--listen %q: want HOST:PORT: %w", cfg.Listen, err)

@@ -48,8 +48,9 @@ func TestConfigErrors(t *testing.T) {
 		{"join without token", func(c *Config) { c.JoinAddr = "https://x:1" }, "--token"},
 		{"store members", func(c *Config) { c.StoreMembers = 4 }, "use 3 or 5"},
 		{"short ttl", func(c *Config) { c.LeaseTTL = time.Second }, "minimum"},
-		{"keepalive", func(c *Config) { c.KeepAlive = 6 * time.Second }, "shorter"},
+		{"keepalive", func(c *Config) { c.LeaseTTL, c.KeepAlive = 5*time.Second, 6*time.Second }, "shorter"},
 		{"listen", func(c *Config) { c.Listen = "nope" }, "--listen"},
+		{"ttl below election floor", func(c *Config) { c.LeaseTTL, c.StoreElectionMs = 5*time.Second, 4000 }, "6s with a 4s election"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := base
