@@ -105,6 +105,7 @@ func (h *Host) Run(ctx context.Context) error {
 	}
 	ctlDone := make(chan struct{})
 	go func() { h.ctl.Run(ctx); close(ctlDone) }()
+	go h.policyLoop(ctx)
 	go h.selfFenceLoop(ctx)
 	go h.poolLoop(ctx)
 
@@ -245,6 +246,24 @@ func (h *Host) selfFence(ctx context.Context, why string) {
 	}
 }
 
+// policyLoop reads the cluster policy every PolicyEvery. It runs apart
+// from selfFenceLoop: on a host cut off from the store a read blocks until
+// its timeout, and the lease check must not wait behind it (the host has
+// about one second between its self-fence deadline and the moment the
+// majority may act).
+func (h *Host) policyLoop(ctx context.Context) {
+	t := time.NewTicker(h.cfg.PolicyEvery)
+	defer t.Stop()
+	for {
+		h.readPolicy(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func (h *Host) readPolicy(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -300,7 +319,7 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	lease := h.cfg.Live.Lease()
-	var lastPetProof, lastPolicy time.Time
+	var lastPetProof time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -308,10 +327,6 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := h.cfg.Now()
-		if now.Sub(lastPolicy) >= h.cfg.PolicyEvery {
-			h.readPolicy(ctx)
-			lastPolicy = now
-		}
 		if l := h.cfg.Live.Lease(); l != lease {
 			// A new lease (the old one expired): reports stored under the
 			// old one are gone; store them again.

@@ -1,6 +1,10 @@
 package failover
 
 import (
+	"strings"
+
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/store"
 	"testing"
 	"time"
 )
@@ -46,10 +50,8 @@ func runHome(t *testing.T, c *testCluster, s homeScenario) {
 	on := c.waitRunning(s.within, func(g, n string) bool { return n != "h1" && (g != "g3" || n == "h3") })
 	t.Logf("h1's guests run again on %v, %v after the fault", on, time.Since(t0).Round(100*time.Millisecond))
 	for _, g := range []string{"g1", "g2"} {
-		seg := c.waitStamp(g, t0, 30*time.Second)
-		if seg.First.Before(t0) {
-			t.Errorf("%s: latest writer %s started before the fault: not restarted?", g, seg.BootID)
-		}
+		seg := c.waitNewBoot(g, t0, 30*time.Second)
+		t.Logf("%s: new boot %s writes its disk %v after the fault", g, seg.BootID[:8], seg.First.Sub(t0).Round(100*time.Millisecond))
 	}
 	c.noDoubleRun()
 	if got := len(c.segments("g3")); got != g3Boots {
@@ -104,5 +106,72 @@ func TestPowerLossFailoverAndLiveFailback(t *testing.T) {
 		},
 		fences: 1,
 		within: recoverWithin,
+	})
+}
+
+// (b) h1 is cut off from h2 and h3 (2 against 1): h1 kills its own guests
+// when it can no longer renew its lease; the majority fences h1 and starts
+// them again.
+func TestPartitionMinorityFailover(t *testing.T) {
+	c := newCluster(t, options{})
+	runHome(t, c, homeScenario{
+		fail: func(c *testCluster) {
+			if err := c.bed.Partition(c.ctx, []string{"h1"}, []string{"h2", "h3"}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		restore: func(c *testCluster) {
+			// The minority host self-fenced its guests before the majority
+			// fenced (powered off) the host.
+			if log := c.logOf(c.node("h1")); !strings.Contains(log, `msg="self-fencing: killing every guest here"`) {
+				t.Errorf("h1 did not self-fence its guests; its log:\n%s", tail(log, 40))
+			}
+			if c.node("h1").h.PoweredOn() {
+				t.Error("h1 still powered on: the majority did not fence it")
+			}
+			if err := c.bed.Heal(c.ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.bed.PowerOn(c.ctx, "h1"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		fences: 1,
+		within: recoverWithin,
+	})
+}
+
+// (c) Watchdog mode: no fence device; the manager waits out h1's
+// self-fence deadline (lease TTL + watchdog timeout + margin) before
+// starting its guests elsewhere.
+func TestWatchdogModeFailover(t *testing.T) {
+	c := newCluster(t, options{watchdog: true})
+	var t0 time.Time
+	runHome(t, c, homeScenario{
+		fail: func(c *testCluster) {
+			t0 = time.Now()
+			if err := c.bed.PowerOff(c.ctx, "h1"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		restore: func(c *testCluster) {
+			// The manager must have waited the deadline: no start of g1 or
+			// g2 elsewhere before lease TTL + watchdog timeout + margin.
+			wait := store.DefaultLeaseTTL + manager.DefaultTimings().WatchdogTimeout + manager.DefaultTimings().WatchdogMargin
+			for _, e := range c.events() {
+				if e.Kind == "manager" && e.At.After(t0) && (e.Guest == "g1" || e.Guest == "g2") && strings.HasPrefix(e.Msg, "start ") {
+					if d := e.At.Sub(t0); d < wait {
+						t.Errorf("%s %v after h1 died, before the watchdog deadline %v", e.Msg, d.Round(time.Millisecond), wait)
+					} else {
+						t.Logf("%s %v after h1 died (deadline %v)", e.Msg, d.Round(time.Millisecond), wait)
+					}
+				}
+			}
+			if err := c.bed.PowerOn(c.ctx, "h1"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		fences: 0,
+		within: 90 * time.Second,
 	})
 }

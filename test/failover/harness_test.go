@@ -26,6 +26,7 @@ import (
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/testbed"
 	"github.com/haven-ha/haven/internal/testguest"
+	"github.com/haven-ha/haven/internal/watchdog"
 )
 
 var (
@@ -126,11 +127,23 @@ func newCluster(t testing.TB, o options) *testCluster {
 			c.stopChecker()
 		}
 	})
-	bed.SetHooks(testbed.Hooks{PowerOn: func(_ context.Context, h *testbed.Host) error {
-		return c.startAgent(c.node(h.Name), nil)
-	}})
+	// A host that loses power loses its watchdog's countdown too. The bed's
+	// emulated watchdog stays armed across a PowerOff (it only disarms
+	// after firing itself), and would power the host off again right after
+	// it comes back: disarm it on both edges.
+	bed.SetHooks(testbed.Hooks{
+		PowerOff: func(_ context.Context, h *testbed.Host) { disarmWatchdog(h) },
+		PowerOn: func(_ context.Context, h *testbed.Host) error {
+			disarmWatchdog(h)
+			return c.startAgent(c.node(h.Name), nil)
+		},
+	})
 	stopWatch := bed.WatchPower(ctx, 50*time.Millisecond)
 	t.Cleanup(stopWatch)
+	// The bed plays the hosts' watchdogs (emulated: the hosts share one
+	// kernel); they are armed only in watchdog mode while guests run.
+	stopDogs := bed.WatchWatchdogs(ctx, 50*time.Millisecond)
+	t.Cleanup(stopDogs)
 
 	first := c.nodes[0]
 	if err := c.startAgent(first, []string{"--init"}); err != nil {
@@ -213,13 +226,23 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	addr := n.h.Addr.String()
 	args := append([]string{"agent", "--node", n.name, "--data-dir", n.dir,
 		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort,
-		"--hypervisor", "qemu"}, extra...)
+		"--hypervisor", "qemu", "--watchdog-device", n.h.WatchdogDevice()}, extra...)
 	p, err := n.h.Start(c.ctx, testbed.Spec{Path: havenBin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
 	if err != nil {
 		return fmt.Errorf("start agent on %s: %w", n.name, err)
 	}
 	n.proc, n.from = p, st.Size()
 	return nil
+}
+
+// disarmWatchdog marks h's emulated watchdog disarmed, as a power cycle
+// leaves a real one.
+func disarmWatchdog(h *testbed.Host) {
+	if p, ok := strings.CutPrefix(h.WatchdogDevice(), watchdog.FileDevicePrefix); ok {
+		if _, err := os.Stat(p); err == nil {
+			_ = os.WriteFile(p, []byte("disarmed\n"), 0o644)
+		}
+	}
 }
 
 // logOf is n's agent output since its latest start.
@@ -450,7 +473,20 @@ func (c *testCluster) waitRunning(within time.Duration, where func(guest, node s
 			}
 		}
 		if time.Since(start) > within {
-			c.t.Fatalf("guests %v not all running within %v: rows %+v, qemu on %v", guests, within, last, c.qemuHosts(guests))
+			var detail []string
+			for _, g := range guests {
+				if _, ok := on[g]; ok {
+					continue
+				}
+				_ = c.tryAPI(func(ctx context.Context, cl *client.Client) error {
+					gi, err := cl.Guest(ctx, g)
+					if err == nil {
+						detail = append(detail, fmt.Sprintf("%s: runtime %+v op %+v", g, gi.Runtime, gi.Runtime.Op))
+					}
+					return err
+				})
+			}
+			c.t.Fatalf("guests %v not all running within %v: rows %+v, qemu on %v; %s", guests, within, last, c.qemuHosts(guests), strings.Join(detail, "; "))
 		}
 		select {
 		case <-c.ctx.Done():
@@ -520,6 +556,22 @@ func (c *testCluster) noDoubleRun() {
 	if v := c.checker.Violations(); len(v) > 0 {
 		c.t.Fatalf("DOUBLE RUN: %v", v)
 	}
+}
+
+// waitNewBoot waits until the checker has seen a boot of the guest that
+// began writing after t0 (a restart or a start elsewhere), and returns it.
+func (c *testCluster) waitNewBoot(guest string, t0 time.Time, within time.Duration) testbed.Segment {
+	c.t.Helper()
+	var seg testbed.Segment
+	c.poll(guest+" booted again", within, func() bool {
+		s := c.segments(guest)
+		if len(s) == 0 {
+			return false
+		}
+		seg = s[len(s)-1]
+		return seg.First.After(t0)
+	})
+	return seg
 }
 
 // segments returns the guest's writers as its disk saw them.
