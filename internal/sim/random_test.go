@@ -301,6 +301,8 @@ func TestRandomFaults(t *testing.T) {
 	runs := *simRuns
 	if testing.Short() {
 		runs = 200
+	} else if raceEnabled && !flagSet("sim.runs") {
+		runs = 1000
 	}
 	failed := 0
 	for i := 0; i < runs && failed < 3; i++ {
@@ -357,8 +359,8 @@ func runSafe(w *World) (msg string) {
 // happens, so everything the manager needs is in its persisted state.
 func TestRoundTripIsInvisible(t *testing.T) {
 	runs := 100
-	if testing.Short() {
-		runs = 20
+	if testing.Short() || raceEnabled {
+		runs = 25
 	}
 	for i := 0; i < runs; i++ {
 		seed := *simSeed + uint64(i)
@@ -376,4 +378,10 @@ func TestRoundTripIsInvisible(t *testing.T) {
 			t.Fatalf("seed %d: timelines differ with a restore after every step:\n%s\nscenario:\n%s", seed, diff(x.String(), y.String()), src)
 		}
 	}
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
