@@ -182,15 +182,38 @@ func (c *testCluster) initNode(name string, extra ...string) *agentProc {
 	return n
 }
 
-// joinNode starts a node with --join to the init node.
+// joinNode starts a node with --join to the node started before it, so
+// that joins are answered by joined hosts too, not only the first.
 func (c *testCluster) joinNode(name string) *agentProc {
 	c.t.Helper()
+	var prev *agentProc
+	for _, m := range c.nodes {
+		if m.running() {
+			prev = m
+		}
+	}
+	if prev == nil {
+		c.t.Fatal("no running agent to join through")
+	}
 	n := c.addNode(name)
-	n.args = []string{"--join", c.api, "--token", c.join}
+	n.args = []string{"--join", "https://" + prev.listen, "--token", c.join}
 	if err := c.start(n); err != nil {
 		c.t.Fatal(err)
 	}
 	return n
+}
+
+// running reports whether the node's process is up.
+func (n *agentProc) running() bool {
+	if n.exited == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // restart starts a stopped node again with its data dir (no --init/--join).
