@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +61,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 		clientv3.OpGet(cluster.KeyManagerState),
 		clientv3.OpGet(cluster.PrefixCommands, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
 		clientv3.OpGet(cluster.PrefixShutdown, clientv3.WithPrefix()),
+		clientv3.OpGet(cluster.PrefixPoolHealth, clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("manager: read the cluster: %w", err)
@@ -79,7 +81,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 	}
 	st.Config.Fencing, st.Config.ShutdownPolicy, st.Config.Timings = policy.Fencing, policy.ShutdownPolicy, d.Timings
 
-	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}}
+	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
 	for _, kv := range kvs(4) {
 		node, guest, ok := cluster.ReportFromKey(kv.Key)
 		var r hostctl.Report
@@ -142,6 +144,14 @@ func RunManager(ctx context.Context, d Daemon) error {
 		}
 	}
 
+	for _, kv := range kvs(8) {
+		f.setPoolHealth(kv.Key, kv.Value)
+	}
+	for node := range f.poolHealth {
+		if st.HasNode(node) {
+			_ = st.SetNodePools(node, f.missingPools(node))
+		}
+	}
 	sync := manager.Sync{}
 	for name, facts := range f.live {
 		sync.Nodes = append(sync.Nodes, f.nodeReport(name, facts))
@@ -221,6 +231,7 @@ func toKVs[T interface {
 
 // applyGuest adds a guest record to the core or updates its policy.
 func applyGuest(st *manager.State, g cluster.Guest, runningOn string) error {
+	g.Spec.Pools = guestPools(g)
 	if st.Guest(g.Spec.Name) != nil {
 		return st.UpdateGuestSpec(g.Spec)
 	}
@@ -234,12 +245,35 @@ func applyGuest(st *manager.State, g cluster.Guest, runningOn string) error {
 	return st.AddGuest(spec, runningOn != "")
 }
 
+// guestPools lists the storage pools a guest's disks are on.
+func guestPools(g cluster.Guest) []string {
+	var out []string
+	for _, d := range g.Def.Disks {
+		if d.Pool != "" && !slices.Contains(out, d.Pool) {
+			out = append(out, d.Pool)
+		}
+	}
+	return out
+}
+
+// missingPools lists the pools whose latest check on node says unusable.
+func (f *feed) missingPools(node string) []string {
+	var out []string
+	for pool, h := range f.poolHealth[node] {
+		if !h.Usable() {
+			out = append(out, pool)
+		}
+	}
+	return out
+}
+
 // feed turns store changes into shell inputs. Its maps are touched only by
 // the watch goroutine after RunManager hands over.
 type feed struct {
 	log     *slog.Logger
-	reports map[string]map[string]hostctl.Report
-	live    map[string]model.NodeFacts
+	reports    map[string]map[string]hostctl.Report
+	live       map[string]model.NodeFacts
+	poolHealth map[string]map[string]cluster.PoolHealth // node -> pool -> check
 }
 
 func (f *feed) setReport(node, guest string, r hostctl.Report) {
@@ -386,6 +420,23 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			st.Config.Fencing, st.Config.ShutdownPolicy = p.Fencing, p.ShutdownPolicy
 			return nil
 		}}}
+	case strings.HasPrefix(key, cluster.PrefixPoolHealth):
+		node := f.setPoolHealth(key, ev.Kv.Value)
+		if del {
+			node, _, _ = strings.Cut(strings.TrimPrefix(key, cluster.PrefixPoolHealth), "/")
+			pool := strings.TrimPrefix(key, cluster.PrefixPoolHealth+node+"/")
+			delete(f.poolHealth[node], pool)
+		}
+		if node == "" {
+			return nil
+		}
+		missing := f.missingPools(node)
+		return []Input{{Spec: func(st *manager.State) error {
+			if !st.HasNode(node) {
+				return nil
+			}
+			return st.SetNodePools(node, missing)
+		}}}
 	case strings.HasPrefix(key, cluster.PrefixShutdown):
 		if del {
 			return nil
@@ -395,6 +446,20 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		}
 	}
 	return nil
+}
+
+// setPoolHealth records a pool check and returns its node ("" if unreadable).
+func (f *feed) setPoolHealth(key string, v []byte) string {
+	node, pool, ok := strings.Cut(strings.TrimPrefix(key, cluster.PrefixPoolHealth), "/")
+	var h cluster.PoolHealth
+	if !ok || json.Unmarshal(v, &h) != nil {
+		return ""
+	}
+	if f.poolHealth[node] == nil {
+		f.poolHealth[node] = map[string]cluster.PoolHealth{}
+	}
+	f.poolHealth[node][pool] = h
+	return node
 }
 
 func commandInput(v []byte) (Input, bool) {

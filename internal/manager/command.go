@@ -81,6 +81,8 @@ func (s *State) canTake(g *Guest, node string) error {
 		return ErrNodeShuttingDown
 	case !s.allowed(g, node):
 		return ErrOutsideDomain
+	case !s.hasPools(g, n):
+		return ErrPoolMissing
 	}
 	if s.Usage()[node]+g.Spec.Memory > n.Memory {
 		return ErrNoRoom

@@ -139,6 +139,13 @@ func (st *stepper) place() {
 			continue
 		}
 		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
+		if len(g.Spec.Pools) > 0 {
+			for i, n := range s.Nodes {
+				if !s.hasPools(g, n) {
+					r.Unfit = append(r.Unfit, i)
+				}
+			}
+		}
 		for _, t := range g.Tried {
 			if i := idx(t); i >= 0 {
 				r.Tried = append(r.Tried, i) // not tried again in this run of moves

@@ -79,3 +79,25 @@ func (s *State) RemoveDomain(name string) error {
 
 // HasNode reports whether a node is configured.
 func (s *State) HasNode(name string) bool { return s.node(name) != nil }
+
+// SetNodePools records the storage pools not usable on a node (from its
+// agent's checks). Guests needing one of them are not placed there.
+func (s *State) SetNodePools(node string, missing []string) error {
+	n := s.node(node)
+	if n == nil {
+		return fmt.Errorf("set pools of node %q: %w", node, ErrUnknownNode)
+	}
+	n.MissingPools = slices.Clone(missing)
+	slices.Sort(n.MissingPools)
+	return nil
+}
+
+// hasPools reports whether node n has every pool guest g needs.
+func (s *State) hasPools(g *Guest, n *Node) bool {
+	for _, p := range g.Spec.Pools {
+		if slices.Contains(n.MissingPools, p) {
+			return false
+		}
+	}
+	return true
+}

@@ -54,3 +54,47 @@ func TestReconfigure(t *testing.T) {
 		t.Fatalf("PutDomain with an unknown member = %v", err)
 	}
 }
+
+func TestPoolsLimitPlacement(t *testing.T) {
+	s := New(Config{})
+	for _, n := range []string{"a", "b"} {
+		if err := s.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Unix(0, 0)
+	s.Step(now, Sync{Nodes: []NodeReport{{Name: "a"}, {Name: "b"}}})
+	// Pool "nfs" is not usable on a: the guest on it can only go to b,
+	// although a is the tie-break winner by name.
+	if err := s.SetNodePools("a", []string{"nfs"}); err != nil {
+		t.Fatal(err)
+	}
+	spec := model.DefaultGuestSpec("db")
+	spec.Pools = []string{"nfs"}
+	if err := s.AddGuest(spec, false); err != nil {
+		t.Fatal(err)
+	}
+	acts := s.Step(now, Tick{})
+	var started string
+	for _, a := range acts {
+		if a.Kind == ActStart && a.Guest == "db" {
+			started = a.Node
+		}
+	}
+	if started != "b" {
+		t.Fatalf("db started on %q, want b (a lacks its pool); actions %v", started, acts)
+	}
+	var op uint64
+	for _, a := range acts {
+		if a.Kind == ActStart {
+			op = a.Op
+		}
+	}
+	s.Step(now, GuestResult{Guest: "db", Node: "b", Op: op, Result: ResultStarted})
+	if err := s.Validate(Command{Kind: CmdRelocate, Guest: "db", Node: "a"}); !errors.Is(err, ErrPoolMissing) {
+		t.Fatalf("relocate to a node without the pool = %v, want ErrPoolMissing", err)
+	}
+	if err := s.SetNodePools("zz", nil); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("SetNodePools on an unknown node = %v", err)
+	}
+}

@@ -126,7 +126,9 @@ type Node struct {
 	BootID      string     `json:"boot_id,omitempty"`
 	DownAt      time.Time  `json:"down_at"`
 	// Fences counts fences that succeeded.
-	Fences int `json:"fences"`
+	Fences int `json:"fences"` // MissingPools are storage pools not usable on the node (its agent's
+	// last check); guests on them are not placed there.
+	MissingPools []string `json:"missing_pools,omitempty"`
 }
 
 // Reported is the node state reported to operators: maintenance while the
@@ -240,6 +242,7 @@ var (
 	ErrNodeShuttingDown = errors.New("node is shutting down")
 	ErrOutsideDomain    = errors.New("node is outside the guest's restricted failover domain")
 	ErrNoRoom           = errors.New("not enough free memory on node")
+	ErrPoolMissing      = errors.New("a storage pool the guest needs is not usable on node")
 	ErrSameNode         = errors.New("guest is already on that node")
 	ErrFencing          = errors.New("guest waits for its failed node to be fenced")
 	ErrInMaintenance    = errors.New("node is already in maintenance")

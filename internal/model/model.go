@@ -97,6 +97,9 @@ type GuestSpec struct {
 	RestartWindow  time.Duration `json:"restart_window"`
 	MaxRelocations int           `json:"max_relocations"`
 	Migratable     bool          `json:"migratable"`
+	// Pools are the storage pools the guest's disks are on: a host that
+	// does not have all of them usable cannot run it.
+	Pools []string `json:"pools,omitempty"`
 	// Node is where the operator or the manager last put the guest; empty
 	// until it is placed.
 	Node string `json:"node,omitempty"`

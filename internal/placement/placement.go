@@ -47,6 +47,9 @@ type Request struct {
 	// Reserved is memory of this guest already counted on Prefer (a place
 	// kept for it); it is not counted twice.
 	Reserved int64
+	// Unfit are nodes that can never take this guest now (a storage pool it
+	// needs is not usable there), whatever else holds.
+	Unfit []int
 }
 
 // NewRequest returns a request with no preference and no tried nodes.
@@ -114,7 +117,7 @@ func Choose(nodes []Node, r *Request) Assignment {
 
 func choose(nodes []Node, r *Request, useTried bool) int {
 	ok := func(i int) bool {
-		if !fits(&nodes[i], r.Memory) || i == r.LastFailed {
+		if !fits(&nodes[i], r.Memory) || i == r.LastFailed || contains(r.Unfit, i) {
 			return false
 		}
 		return !useTried || !contains(r.Tried, i)
