@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -441,6 +442,7 @@ func (a *Agent) connectExternal(ctx context.Context) error {
 // serve registers plugins, serves the API, takes the lease and starts the
 // election loop.
 func (a *Agent) serve(ctx context.Context) error {
+	a.refreshEndpoints(ctx)
 	a.srv = api.New(api.Config{Store: a.st, Node: a.cfg.Node, Logger: a.log, Now: a.now})
 	a.registerJoin()
 	for _, p := range a.plugins {
@@ -491,6 +493,32 @@ func (a *Agent) serve(ctx context.Context) error {
 	close(a.ready)
 	a.log.Info("agent ready", "op", "start", "cluster", a.state.Cluster, "api", a.APIURL(), "store_member", a.state.StoreMember)
 	return nil
+}
+
+// refreshEndpoints records the store members' client URLs in node.json, so
+// a restart finds the store even after its membership changed.
+func (a *Agent) refreshEndpoints(ctx context.Context) {
+	if a.state.External {
+		return
+	}
+	members, err := a.st.Members(ctx)
+	if err != nil {
+		a.log.Warn("read store members", "op", "start", "err", err)
+		return
+	}
+	var eps []string
+	for _, m := range members {
+		if !m.Learner {
+			eps = append(eps, m.ClientURLs...)
+		}
+	}
+	if len(eps) == 0 || slices.Equal(eps, a.state.StoreEndpoints) {
+		return
+	}
+	a.state.StoreEndpoints = eps
+	if err := a.dir.save(a.state); err != nil {
+		a.log.Warn("record store endpoints", "op", "start", "err", err)
+	}
 }
 
 // Run starts the agent and blocks until ctx ends, then stops it.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,4 +250,40 @@ func TestQuorumLoss(t *testing.T) {
 	c.waitStatus(q1, "quorum back, q3 offline", 30*time.Second, func(st *api.Status) bool {
 		return st.Quorum.OK && !st.Stale && st.Manager != "" && hostState(st, "q3") == api.HostOffline && hostState(st, "q2") == api.HostOnline
 	})
+}
+
+// TestPausedManagerIsDeposed: a manager frozen (SIGSTOP) past its lease
+// loses the office; when it resumes it notices and does not claim it back.
+func TestPausedManagerIsDeposed(t *testing.T) {
+	c := newCluster(t, 140, "--lease-ttl", "3s", "--keepalive", "500ms")
+	c.initNode("p1")
+	c.joinNode("p2")
+	c.joinNode("p3")
+	st := c.waitStatus(c.nodes[0], "three online with a manager", 20*time.Second, func(st *api.Status) bool {
+		return allOnline("p1", "p2", "p3")(st) && st.Manager != ""
+	})
+	old := c.byName(st.Manager)
+	var via *agentProc
+	for _, n := range c.nodes {
+		if n != old {
+			via = n
+		}
+	}
+	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	st = c.waitStatus(via, "new manager while the old one is frozen", 3*time.Second+failoverSlack, func(st *api.Status) bool {
+		return st.Manager != "" && st.Manager != old.name
+	})
+	newMgr := st.Manager
+	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("the old manager sees it lost the office", 10*time.Second, func() bool {
+		return strings.Contains(old.errb.String(), "lost the manager office")
+	})
+	st = c.waitStatus(via, "all online again", 20*time.Second, allOnline("p1", "p2", "p3"))
+	if st.Manager != newMgr {
+		t.Fatalf("manager %s after the old one resumed; want %s to keep the office", st.Manager, newMgr)
+	}
 }
