@@ -270,7 +270,7 @@ func (f *feed) missingPools(node string) []string {
 // feed turns store changes into shell inputs. Its maps are touched only by
 // the watch goroutine after RunManager hands over.
 type feed struct {
-	log     *slog.Logger
+	log        *slog.Logger
 	reports    map[string]map[string]hostctl.Report
 	live       map[string]model.NodeFacts
 	poolHealth map[string]map[string]cluster.PoolHealth // node -> pool -> check
