@@ -140,6 +140,7 @@ type Agent struct {
 	leader *store.Leadership
 
 	stopElection context.CancelFunc
+	learnerTick  time.Duration // how often tidyLearners looks; tests shorten it
 
 	ready chan struct{}
 	done  chan struct{}

@@ -2,16 +2,19 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/store/storetest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -143,5 +146,65 @@ func TestManagerHook(t *testing.T) {
 	}
 	if _, err := tm.l.Do(ctx, clientv3.OpPut("/haven/test/hook", "late")); err == nil {
 		t.Fatal("write after the term ended succeeded")
+	}
+}
+
+// TestTidyLearners: a learner whose host never came up is removed after
+// learnerGrace, so it cannot block later joins.
+func TestTidyLearners(t *testing.T) {
+	srv := storetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	a := &Agent{st: srv.Store, now: clock, log: slog.Default(), learnerTick: 10 * time.Millisecond}
+	id, _, err := srv.Store.AddLearner(ctx, "https://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.Store.Campaign(ctx, "m", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.tidyLearners(ctx, l) }()
+	hasLearner := func() bool {
+		ms, err := srv.Store.Members(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	// Within the grace period it stays.
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if !hasLearner() {
+			t.Fatal("learner removed within its grace period")
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	mu.Lock()
+	now = now.Add(learnerGrace + time.Second)
+	mu.Unlock()
+	deadline = time.Now().Add(10 * time.Second)
+	for hasLearner() {
+		if time.Now().After(deadline) {
+			t.Fatal("stale learner not removed")
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -159,7 +159,11 @@ func (a *Agent) tidyLearners(ctx context.Context, l *store.Leadership) error {
 		return nil
 	}
 	seen := map[uint64]time.Time{}
-	t := time.NewTicker(5 * time.Second)
+	tick := a.learnerTick
+	if tick == 0 {
+		tick = 5 * time.Second
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
 		select {
