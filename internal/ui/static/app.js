@@ -1,6 +1,6 @@
 // Haven web UI: login, header, router, and keeping the cluster state fresh
 // from the event stream (debounced) with a slow poll as a fallback.
-import {h, fill, debounce} from './dom.js';
+import {h, fill} from './dom.js';
 import * as api from './api.js';
 import {state, can, changed, addEvent} from './state.js';
 import {overview} from './views/overview.js';
@@ -56,7 +56,23 @@ export async function refresh() {
     if (e.status !== 401) toast('Refresh failed: ' + e.message, true);
   }
 }
-const refreshSoon = debounce(refresh, REFRESH_DEBOUNCE_MS);
+// refreshSoon coalesces a burst of events into few refreshes: one refresh
+// REFRESH_DEBOUNCE_MS after the first event, and one more after it if events
+// arrived while it was being fetched. A steady stream of events thus
+// refreshes about every REFRESH_DEBOUNCE_MS, never starves.
+let phase = 'idle'; // idle, waiting, fetching
+let again = false;
+function refreshSoon() {
+  if (phase === 'waiting') return;
+  if (phase === 'fetching') { again = true; return; }
+  phase = 'waiting';
+  setTimeout(async () => {
+    phase = 'fetching';
+    await refresh();
+    phase = 'idle';
+    if (again) { again = false; refreshSoon(); }
+  }, REFRESH_DEBOUNCE_MS);
+}
 
 function schedulePoll() {
   clearTimeout(pollTimer);
