@@ -406,6 +406,15 @@ func (c *Controller) onEvent(ev hypervisor.Event) {
 		r.State = Paused
 	case hypervisor.EventStarted, hypervisor.EventResumed:
 		r.State = Running
+		if g.report.State == Running {
+			// Nothing new: the start order's result (published just
+			// before, or just after) already says so. Publishing this
+			// report, which names no order, could replace that result
+			// before it is stored, and the manager would wait for it
+			// forever.
+			c.mu.Unlock()
+			return
+		}
 	case hypervisor.EventMigrated:
 		c.mu.Unlock()
 		return // the migrate order reports it

@@ -446,6 +446,24 @@ func (c *testCluster) waitHosts(within time.Duration, names ...string) {
 	})
 }
 
+// waitHostState waits until the quorate part of the cluster shows host h
+// in state (api.HostOnline or api.HostOffline).
+func (c *testCluster) waitHostState(h, state string, within time.Duration) {
+	c.t.Helper()
+	c.poll("host "+h+" "+state, within, func() bool {
+		st, err := c.status()
+		if err != nil {
+			return false
+		}
+		for _, x := range st.Hosts {
+			if x.Name == h {
+				return x.State == state
+			}
+		}
+		return false
+	})
+}
+
 // waitRunning waits until every named guest is started and running, on a
 // node accepted by where (nil: any), and its disk shows it writing; it
 // returns where each runs.

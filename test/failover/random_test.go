@@ -1,0 +1,181 @@
+package failover
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+)
+
+// fault is one kind of trouble TestRandomFaults injects on a victim host,
+// with its undoing.
+type fault struct {
+	name string
+	// inject makes the trouble; it returns whether the victim's guests
+	// must end up elsewhere before undo.
+	inject func(c *testCluster, victim string) (moves bool)
+	undo   func(c *testCluster, victim string)
+}
+
+func powerOnIfOff(c *testCluster, h string) {
+	c.t.Helper()
+	if !c.node(h).h.PoweredOn() {
+		if err := c.bed.PowerOn(c.ctx, h); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+var faults = []fault{
+	{
+		name: "power off",
+		inject: func(c *testCluster, v string) bool {
+			if err := c.bed.PowerOff(c.ctx, v); err != nil {
+				c.t.Fatal(err)
+			}
+			return true
+		},
+		undo: func(c *testCluster, v string) { powerOnIfOff(c, v) },
+	},
+	{
+		// kill -9 of the agent, restarted at once: the lease outlives it and
+		// the guests keep running (adopted by the new agent).
+		name: "agent kill -9",
+		inject: func(c *testCluster, v string) bool {
+			n := c.node(v)
+			n.mu.Lock()
+			p := n.proc
+			n.mu.Unlock()
+			if err := c.bed.AgentKill(c.ctx, v); err != nil {
+				c.t.Fatal(err)
+			}
+			if p != nil {
+				<-p.Done()
+			}
+			if err := c.startAgent(n, nil); err != nil {
+				c.t.Fatal(err)
+			}
+			return false
+		},
+		undo: func(c *testCluster, v string) {},
+	},
+	{
+		name: "network cut",
+		inject: func(c *testCluster, v string) bool {
+			if err := c.bed.NetworkCut(c.ctx, v); err != nil {
+				c.t.Fatal(err)
+			}
+			return true
+		},
+		undo: func(c *testCluster, v string) {
+			if err := c.bed.NetworkRestore(c.ctx, v); err != nil {
+				c.t.Fatal(err)
+			}
+			powerOnIfOff(c, v)
+		},
+	},
+	{
+		name: "partition",
+		inject: func(c *testCluster, v string) bool {
+			var rest []string
+			for _, n := range c.names() {
+				if n != v {
+					rest = append(rest, n)
+				}
+			}
+			if err := c.bed.Partition(c.ctx, []string{v}, rest); err != nil {
+				c.t.Fatal(err)
+			}
+			return true
+		},
+		undo: func(c *testCluster, v string) {
+			if err := c.bed.Heal(c.ctx); err != nil {
+				c.t.Fatal(err)
+			}
+			powerOnIfOff(c, v)
+		},
+	},
+	{
+		// The victim dies while its fence device fails: its guests must
+		// run nowhere until the device works again and fences it.
+		name: "power off with a failing fence device",
+		inject: func(c *testCluster, v string) bool {
+			if err := c.bed.FenceDeviceFail(v, true); err != nil {
+				c.t.Fatal(err)
+			}
+			ran := c.guestsOn(v)
+			if err := c.bed.PowerOff(c.ctx, v); err != nil {
+				c.t.Fatal(err)
+			}
+			// Lease expiry plus two fence attempts: nothing may start.
+			deadline := time.Now().Add(12 * time.Second)
+			for time.Now().Before(deadline) {
+				for _, g := range ran {
+					if on := c.qemuOn(g); on != "" {
+						c.t.Fatalf("%s runs on %s while %s is not fenced yet (its fence device fails)", g, on, v)
+					}
+				}
+				time.Sleep(200 * time.Millisecond) // sampling the world, not waiting for a condition
+			}
+			if err := c.bed.FenceDeviceFail(v, false); err != nil {
+				c.t.Fatal(err)
+			}
+			return true
+		},
+		undo: func(c *testCluster, v string) { powerOnIfOff(c, v) },
+	},
+}
+
+// guestsOn lists the guests whose QEMU runs on host h now.
+func (c *testCluster) guestsOn(h string) []string {
+	var gs []string
+	for _, g := range c.guests {
+		if c.qemuOn(g) == h {
+			gs = append(gs, g)
+		}
+	}
+	return gs
+}
+
+// (d) Rounds of random faults on random hosts: after each, every guest runs
+// again (elsewhere when its host was lost) and no guest ever ran twice.
+func TestRandomFaults(t *testing.T) {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("seed %d (repeat with -failover.seed=%d), %d rounds", seed, seed, *rounds)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	c := newCluster(t, options{})
+	c.domain("h1-first", "h1", "h2", "h3")
+	c.guest("g1", "h1-first", "")
+	c.guest("g2", "", "h2")
+	c.guest("g3", "", "h3")
+	c.waitRunning(120*time.Second, nil)
+	counts := map[string]int{}
+	for round := 1; round <= *rounds; round++ {
+		f := faults[rng.IntN(len(faults))]
+		victim := c.names()[rng.IntN(len(c.nodes))]
+		ran := c.guestsOn(victim)
+		counts[f.name]++
+		t0 := time.Now()
+		moves := f.inject(c, victim)
+		if moves {
+			// The cluster must see the victim go, guests or not.
+			c.waitHostState(victim, api.HostOffline, 60*time.Second)
+		}
+		if moves && len(ran) > 0 {
+			c.waitRunning(recoverWithin, func(g, n string) bool { return !slices.Contains(ran, g) || n != victim }, ran...)
+		}
+		recovered := time.Since(t0)
+		f.undo(c, victim)
+		c.waitHosts(120*time.Second, c.names()...)
+		c.waitRunning(120*time.Second, nil)
+		c.noDoubleRun()
+		t.Logf("round %d: %s on %s (guests there: %v): recovered in %v, all back after %v",
+			round, f.name, victim, ran, recovered.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
+	}
+	t.Logf("faults injected: %v", counts)
+}
