@@ -70,7 +70,8 @@ type Config struct {
 	StoreKey       string
 
 	// LeaseTTL is how long after its last keepalive a host counts as down
-	// (default 5 s); KeepAlive is the renewal interval (default 1 s).
+	// (default store.DefaultLeaseTTL, 8 s); KeepAlive is the renewal
+	// interval (default 1 s).
 	LeaseTTL  time.Duration
 	KeepAlive time.Duration
 	// StoreTickMs and StoreElectionMs tune the embedded etcd (defaults
