@@ -119,11 +119,15 @@ func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
 			_, on := live[r.Name]
 			if s, ok := states[r.Name]; !ok || s.Online != on {
 				if err := a.setNodeState(ctx, l, r.Name, on); err != nil {
-					return nil
+					if store.IsNotLeader(err) {
+						return nil
+					}
+					a.log.Warn("record node state", "op", "liveness", "peer", r.Name, "err", err)
 				}
 			}
 		}
-		for ev := range st.WatchLive(ctx, rev) {
+		wctx, stop := context.WithCancel(ctx)
+		for ev := range st.WatchLive(wctx, rev) {
 			if ev.Resync {
 				break
 			}
@@ -134,7 +138,12 @@ func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
 				}
 			}
 			if err := a.setNodeState(ctx, l, ev.Node, on); err != nil {
-				return nil
+				if store.IsNotLeader(err) || ctx.Err() != nil {
+					stop()
+					return nil
+				}
+				a.log.Warn("record node state; reading again", "op", "liveness", "peer", ev.Node, "err", err)
+				break
 			}
 			states[ev.Node] = store.NodeState{Online: on}
 			if on {
@@ -143,6 +152,8 @@ func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
 				a.log.Warn("node down", "op", "liveness", "peer", ev.Node)
 			}
 		}
+		stop()
+		sleepCtx(ctx, 200*time.Millisecond)
 	}
 	return nil
 }
