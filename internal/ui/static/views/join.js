@@ -2,9 +2,13 @@
 // host.
 import {h, fill, fmtTime} from '../dom.js';
 import * as api from '../api.js';
-import {state} from '../state.js';
+import {state, can} from '../state.js';
 
 export function join(main) {
+  if (!can('admin')) {
+    fill(main, h('h1', 'Join a host'), h('div.panel', 'Join tokens are made by admins: ask one, or run ', h('code', 'haven token create --role join'), ' on a host of the cluster.'));
+    return {};
+  }
   const node = h('input', {id: 'join-node', value: 'n4', 'aria-label': 'new host name'});
   const addr = h('input', {id: 'join-addr', value: '192.0.2.14', 'aria-label': 'new host address'});
   const ttl = h('select', {id: 'join-ttl'}, ['1h', '24h', '168h'].map((t) => h('option', {value: t, selected: t === '24h'}, t)));

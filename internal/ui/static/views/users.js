@@ -1,13 +1,17 @@
 // People who may log in to the web UI, with their roles (admin).
 import {h, fill, fmtTime} from '../dom.js';
 import * as api from '../api.js';
-import {state} from '../state.js';
+import {state, can} from '../state.js';
 import {toast} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
 
 export function users(main) {
+  if (!can('admin')) {
+    fill(main, h('h1', 'Users'), h('div.panel', 'Only admins manage users.'));
+    return {};
+  }
   const body = h('tbody');
   const name = h('input', {name: 'name', id: 'user-name', required: true, autocomplete: 'off'});
   const role = h('select', {name: 'role', id: 'user-role'}, ROLES.map((r) => h('option', {value: r}, r)));
