@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/version"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -137,8 +139,9 @@ type Agent struct {
 	adminToken string
 	joinToken  string
 
-	mu     sync.Mutex // guards leader
-	leader *store.Leadership
+	mu        sync.Mutex // guards leader and keepLease
+	leader    *store.Leadership
+	keepLease func() bool
 
 	stopElection context.CancelFunc
 	learnerTick  time.Duration // how often tidyLearners looks; tests shorten it
@@ -474,10 +477,11 @@ func (a *Agent) serve(ctx context.Context) error {
 	if a.state.StoreMember {
 		facts.PeerAddr = a.peerURL()
 	}
-	a.live, err = a.st.StartLiveness(ctx, facts, a.cfg.LeaseTTL, a.cfg.KeepAlive)
+	a.live, err = a.st.ResumeLiveness(ctx, facts, a.cfg.LeaseTTL, a.cfg.KeepAlive, a.readLease())
 	if err != nil {
 		return err
 	}
+	a.writeLease(a.live.Lease())
 	local := api.Local{APIURL: a.APIURL(), CAFile: a.dir.file(dirPKI, "ca.crt"), Cluster: a.state.Cluster, Node: a.cfg.Node}
 	if _, err := os.Stat(a.dir.file(fileAdminToken)); err == nil {
 		local.TokenFile = a.dir.file(fileAdminToken)
@@ -543,11 +547,24 @@ func (a *Agent) Stop(ctx context.Context) {
 		a.stopElection()
 	}
 	if a.live != nil {
-		// Bounded: without a store quorum the revoke cannot succeed, and the
-		// lease then simply expires.
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		a.live.Stop(rctx)
-		cancel()
+		a.mu.Lock()
+		keep := a.keepLease
+		a.mu.Unlock()
+		if keep != nil && keep() {
+			// Guests still run here: the host is not down. The lease
+			// expires by itself unless the agent comes back first and
+			// resumes it (an upgrade or restart).
+			a.live.Release()
+			a.writeLease(a.live.Lease())
+			a.log.Info("agent stopping with guests running: lease kept until it expires", "op", "stop")
+		} else {
+			// Bounded: without a store quorum the revoke cannot succeed, and
+			// the lease then simply expires.
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			a.live.Stop(rctx)
+			cancel()
+			a.writeLease(0)
+		}
 	}
 	if a.srv != nil {
 		_ = a.srv.Shutdown(ctx)
@@ -622,4 +639,42 @@ func hostsOf(addrs ...string) []string {
 	add("localhost")
 	add("127.0.0.1")
 	return hs
+}
+
+// KeepLeaseOnStop sets what Stop asks before it revokes the host's lease:
+// while fn says yes (guests still run on this host), Stop leaves the lease
+// to expire by itself, so the host is not taken for down, and an agent
+// started again within the TTL resumes it.
+func (a *Agent) KeepLeaseOnStop(fn func() bool) {
+	a.mu.Lock()
+	a.keepLease = fn
+	a.mu.Unlock()
+}
+
+// fileLease keeps the ID of the host's current lease, for the next start.
+const fileLease = "lease"
+
+func (a *Agent) readLease() clientv3.LeaseID {
+	b, err := os.ReadFile(a.dir.file(fileLease))
+	if err != nil {
+		return 0
+	}
+	id, err := strconv.ParseInt(strings.TrimSpace(string(b)), 16, 64)
+	if err != nil {
+		return 0
+	}
+	return clientv3.LeaseID(id)
+}
+
+func (a *Agent) writeLease(id clientv3.LeaseID) {
+	if a.dir == nil {
+		return
+	}
+	if id == 0 {
+		_ = os.Remove(a.dir.file(fileLease))
+		return
+	}
+	if err := os.WriteFile(a.dir.file(fileLease), []byte(strconv.FormatInt(int64(id), 16)+"\n"), 0o600); err != nil {
+		a.log.Warn("lease id not saved", "op", "liveness", "err", err)
+	}
 }

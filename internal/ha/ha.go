@@ -127,6 +127,7 @@ func setup(ctx context.Context, a *agent.Agent) error {
 			StopTimeout: t.StopTimeout,
 			Logger:      log,
 		})
+		a.KeepLeaseOnStop(func() bool { return h.Running() > 0 })
 		if err := h.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("host side stopped", "err", err)
 		}

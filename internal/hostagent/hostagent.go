@@ -174,6 +174,9 @@ func (h *Host) armWatchdog() error {
 	return h.cfg.Watchdog.Arm(watchdog.Proof{KeepaliveSent: h.cfg.Live.LastSent()})
 }
 
+// Running is how many guests run here (or are starting, stopping, leaving).
+func (h *Host) Running() int { return h.running() }
+
 func (h *Host) running() int {
 	n := 0
 	for _, r := range h.ctl.Reports() {

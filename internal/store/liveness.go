@@ -58,6 +58,15 @@ func TTLSeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds())) }
 // under it and keeps it alive until Stop. It returns once the key is
 // written.
 func (s *Store) StartLiveness(ctx context.Context, facts model.NodeFacts, ttl, keepalive time.Duration) (*Liveness, error) {
+	return s.ResumeLiveness(ctx, facts, ttl, keepalive, 0)
+}
+
+// ResumeLiveness is StartLiveness that first tries to take over prev, the
+// lease of this node's previous agent process: when the agent restarts
+// within the lease TTL (an upgrade, a crash), the node never goes down and
+// the keys attached to the lease (its guests' reports) stay in place. A prev
+// that has expired is replaced by a new lease.
+func (s *Store) ResumeLiveness(ctx context.Context, facts model.NodeFacts, ttl, keepalive time.Duration, prev clientv3.LeaseID) (*Liveness, error) {
 	if ttl < MinLeaseTTL {
 		return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v", ttl, MinLeaseTTL)
 	}
@@ -65,13 +74,37 @@ func (s *Store) StartLiveness(ctx context.Context, facts model.NodeFacts, ttl, k
 		return nil, fmt.Errorf("keepalive interval %v must be positive and shorter than the lease TTL %v", keepalive, ttl)
 	}
 	l := &Liveness{s: s, node: facts.Name, ttl: TTLSeconds(ttl), interval: keepalive, log: s.log.With("node", facts.Name), facts: facts, done: make(chan struct{})}
-	if err := l.grant(ctx); err != nil {
-		return nil, err
+	if prev == 0 || !l.resume(ctx, prev) {
+		if err := l.grant(ctx); err != nil {
+			return nil, err
+		}
 	}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l.cancel = cancel
 	go l.loop(lctx)
 	return l, nil
+}
+
+// resume takes over lease prev if it still lives, rewriting the live key
+// under it.
+func (l *Liveness) resume(ctx context.Context, prev clientv3.LeaseID) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(l.ttl)*time.Second)
+	defer cancel()
+	sent := time.Now()
+	if _, err := l.s.cli.KeepAliveOnce(ctx, prev); err != nil {
+		return false
+	}
+	l.mu.Lock()
+	facts := l.facts
+	l.mu.Unlock()
+	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), mustJSON(facts), clientv3.WithLease(prev)); err != nil {
+		return false
+	}
+	l.mu.Lock()
+	l.lease, l.renewed, l.sent = prev, time.Now(), sent
+	l.mu.Unlock()
+	l.log.Info("resumed the previous agent's lease: the host stayed up", "op", "liveness")
+	return true
 }
 
 func (l *Liveness) grant(ctx context.Context) error {
@@ -167,6 +200,14 @@ func (l *Liveness) UpdateFacts(ctx context.Context, facts model.NodeFacts) error
 
 // Stop ends the keepalives and revokes the lease, so the node shows as
 // down at once (a graceful stop).
+// Release stops renewing the lease without revoking it: the host stays up
+// until the lease expires, so an agent restarted before then resumes it
+// (ResumeLiveness) and its guests are not taken for lost.
+func (l *Liveness) Release() {
+	l.cancel()
+	<-l.done
+}
+
 func (l *Liveness) Stop(ctx context.Context) {
 	l.cancel()
 	<-l.done
