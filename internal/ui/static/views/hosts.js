@@ -55,7 +55,8 @@ export function hosts(main) {
   async function maintenance(node, on) {
     try {
       const res = await api.post(`/api/v1/nodes/${api.enc(node)}/maintenance`, {on});
-      toast(res && res._accepted ? `${res.command}: sent; the manager is moving guests` : `Maintenance ${on ? 'on' : 'off'} for ${node}`);
+      const what = `Maintenance ${on ? 'on' : 'off'} for ${node}`;
+      toast(res && res._accepted ? `${what}: sent; the manager is working on it` : what);
       refresh();
     } catch (e) { toast(`maintenance ${node}: ${e.message}`, true); }
   }
