@@ -160,7 +160,7 @@ func (o *Ops) guestRows(ctx context.Context, opts ...clientv3.OpOption) ([]Guest
 		return nil, fmt.Errorf("read manager state: %w", err)
 	}
 	if len(sresp.Kvs) > 0 {
-		if st, err = manager.Restore(sresp.Kvs[0].Value); err != nil {
+		if st, err = cluster.DecodeState(sresp.Kvs[0].Value); err != nil {
 			return nil, err
 		}
 	}

@@ -1,12 +1,15 @@
 package cluster
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -110,7 +113,7 @@ func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Ord
 
 // SaveState saves the manager core's state.
 func (w *ManagerWriter) SaveState(ctx context.Context, state []byte) error {
-	_, err := w.L.Do(ctx, clientv3.OpPut(KeyManagerState, string(state)))
+	_, err := w.L.Do(ctx, clientv3.OpPut(KeyManagerState, string(EncodeState(state))))
 	return err
 }
 
@@ -159,7 +162,7 @@ func (s *Store) ManagerState(ctx context.Context) (*manager.State, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, ErrNotFound
 	}
-	return manager.Restore(resp.Kvs[0].Value)
+	return DecodeState(resp.Kvs[0].Value)
 }
 
 // Orders lists the current orders for node.
@@ -295,4 +298,32 @@ func (s *Store) TrimEvents(ctx context.Context, keep int) error {
 	oldest := string(resp.Kvs[keep].Key)
 	_, err = s.cli.Delete(ctx, PrefixEvents, clientv3.WithRange(oldest+"\x00"))
 	return err
+}
+
+// EncodeState compresses the manager's JSON state for the store: a large
+// cluster's state (tens of thousands of guests) stays well under etcd's
+// request size limit.
+func EncodeState(state []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw.Write(state)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// DecodeState restores the manager state saved with EncodeState (or as
+// plain JSON).
+func DecodeState(b []byte) (*manager.State, error) {
+	if len(b) >= 2 && b[0] == 0x1f && b[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("restore manager state: %w", err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil {
+			return nil, fmt.Errorf("restore manager state: %w", err)
+		}
+		b = raw
+	}
+	return manager.Restore(b)
 }

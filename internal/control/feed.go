@@ -71,7 +71,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 
 	var st *manager.State
 	if saved := kvs(5); len(saved) == 1 {
-		st, err = manager.Restore(saved[0].Value)
+		st, err = cluster.DecodeState(saved[0].Value)
 		if err != nil {
 			log.Error("saved manager state unreadable; starting from the configuration", "err", err)
 		}
