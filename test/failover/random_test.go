@@ -13,6 +13,9 @@ import (
 // with its undoing.
 type fault struct {
 	name string
+	// needsGuests: the victim must run a guest (else the fault proves
+	// nothing).
+	needsGuests bool
 	// inject makes the trouble; it returns whether the victim's guests
 	// must end up elsewhere before undo.
 	inject func(c *testCluster, victim string) (moves bool)
@@ -100,7 +103,8 @@ var faults = []fault{
 	{
 		// The victim dies while its fence device fails: its guests must
 		// run nowhere until the device works again and fences it.
-		name: "power off with a failing fence device",
+		name:        "power off with a failing fence device",
+		needsGuests: true,
 		inject: func(c *testCluster, v string) bool {
 			if err := c.bed.FenceDeviceFail(v, true); err != nil {
 				c.t.Fatal(err)
@@ -159,6 +163,10 @@ func TestRandomFaults(t *testing.T) {
 		f := faults[rng.IntN(len(faults))]
 		victim := c.names()[rng.IntN(len(c.nodes))]
 		ran := c.guestsOn(victim)
+		for i := 0; f.needsGuests && len(ran) == 0 && i < len(c.nodes); i++ {
+			victim = c.names()[(slices.Index(c.names(), victim)+1)%len(c.nodes)]
+			ran = c.guestsOn(victim)
+		}
 		counts[f.name]++
 		t0 := time.Now()
 		moves := f.inject(c, victim)
