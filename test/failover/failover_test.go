@@ -2,11 +2,11 @@ package failover
 
 import (
 	"strings"
+	"testing"
+	"time"
 
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/store"
-	"testing"
-	"time"
 )
 
 // Default timings: a dead host's guests must run again well under this.
