@@ -183,7 +183,38 @@ func RunManager(ctx context.Context, d Daemon) error {
 		},
 	})
 
-	inputs := make(chan Input, 256)
+	// Operations the previous manager left in flight: their migrations are
+	// tracked again, and the agents' reports about them that came in before
+	// this term are fed again, so none waits for a result already given.
+	var replay []Input
+	inflight := map[uint64]bool{}
+	for _, g := range st.Guests {
+		if g.Op == nil {
+			continue
+		}
+		inflight[g.Op.ID] = true
+		if g.Op.Kind == manager.OpMigrate {
+			sh.migrations[g.Op.ID] = &migration{guest: g.Spec.Name, src: g.Op.Node, dst: g.Op.Target}
+		}
+	}
+	for node, rs := range f.reports {
+		for _, r := range rs {
+			if op, _ := parseOrderID(r.OrderID); inflight[op] {
+				replay = append(replay, Input{Report: &NodeReport{Node: node, Report: r}})
+			}
+		}
+	}
+	// Receive reports first, so a migration resumes in order.
+	slices.SortStableFunc(replay, func(a, b Input) int {
+		_, pa := parseOrderID(a.Report.Report.OrderID)
+		_, pb := parseOrderID(b.Report.Report.OrderID)
+		return strings.Compare(phaseRank(pa), phaseRank(pb))
+	})
+
+	inputs := make(chan Input, 256+len(replay))
+	for _, in := range replay {
+		inputs <- in
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -572,4 +603,15 @@ func trimEvents(ctx context.Context, cs *cluster.Store, log *slog.Logger) {
 		case <-t.C:
 		}
 	}
+}
+
+// phaseRank orders a migration's phases: receive before send.
+func phaseRank(phase string) string {
+	switch phase {
+	case "recv":
+		return "0"
+	case "send":
+		return "1"
+	}
+	return "2"
 }
