@@ -88,7 +88,9 @@ func TestNewManagerResumesMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- RunManager(ctx, Daemon{Cluster: cluster.New(st), Leader: l, Timings: manager.DefaultTimings()}) }()
+	go func() {
+		done <- RunManager(ctx, Daemon{Cluster: cluster.New(st), Leader: l, Timings: manager.DefaultTimings()})
+	}()
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
