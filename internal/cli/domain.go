@@ -21,12 +21,8 @@ func init() {
 
 func runDomainList(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("domain list", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
+	if err := wantArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
 	}
 	c, err := cf.client(env)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
@@ -23,12 +22,8 @@ func runEvents(ctx context.Context, env *Env, args []string) error {
 	follow := fs.Bool("f", false, "keep showing new events as they happen (Ctrl-C ends)")
 	fs.StringVar(&f.Guest, "guest", "", "only the events of this guest")
 	fs.StringVar(&f.Node, "node", "", "only the events of this node")
-	pos, err := opsArgs(fs, args)
-	if err != nil {
+	if err := wantArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
 	}
 	if f.N < 0 || f.N > 10000 {
 		return Usagef("-n %d: give 0 to 10000", f.N)

@@ -29,12 +29,8 @@ func init() {
 
 func runFenceShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("fence show", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
+	if err := wantArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
 	}
 	c, err := cf.client(env)
 	if err != nil {
@@ -260,12 +256,8 @@ func runNodeFence(ctx context.Context, env *Env, args []string) error {
 
 func runPolicyShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("policy show", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
+	if err := wantArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
 	}
 	c, err := cf.client(env)
 	if err != nil {
@@ -287,12 +279,8 @@ func runPolicySet(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("policy set", env)
 	fencing := fs.String("fencing", "", "agent (fence devices) or watchdog (hosts self-fence)")
 	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
-	pos, err := opsArgs(fs, args)
-	if err != nil {
+	if err := wantArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
 	}
 	body := map[string]any{}
 	if *fencing != "" {

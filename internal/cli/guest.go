@@ -57,6 +57,21 @@ func opsArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// wantArgs parses args and checks there are exactly n positional
+// arguments; what names them in the error ("" when there are none).
+func wantArgs(fs *flag.FlagSet, args []string, n int, what string) error {
+	pos, err := opsArgs(fs, args)
+	switch {
+	case err != nil:
+		return err
+	case len(pos) == n:
+		return nil
+	case n == 0:
+		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
+	}
+	return Usagef("give %s", what)
+}
+
 // opsFlags makes a flag set with the connection flags.
 func opsFlags(name string, env *Env) (*flag.FlagSet, *clientFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -208,12 +223,8 @@ func readInput(env *Env, name string) ([]byte, error) {
 
 func runGuestList(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("guest list", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
+	if err := wantArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
 	}
 	c, err := cf.client(env)
 	if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 
 	"github.com/haven-ha/haven/internal/storage"
@@ -15,15 +14,9 @@ func init() {
 }
 
 func runPoolList(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("pool list", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return Usagef("takes no arguments")
+	fs, cf := opsFlags("pool list", env)
+	if err := wantArgs(fs, args, 0, ""); err != nil {
+		return err
 	}
 	c, err := cf.client(env)
 	if err != nil {
@@ -52,22 +45,19 @@ func runPoolList(ctx context.Context, env *Env, args []string) error {
 }
 
 func runPoolAdd(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("pool add", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := opsFlags("pool add", env)
 	var p storage.Pool
 	fs.StringVar(&p.Path, "path", "", "dir pool: the directory, mounted at this path on every host")
 	fs.StringVar(&p.VG, "vg", "", "lvm pool: the volume group visible to every host")
 	fs.BoolVar(&p.Shared, "shared", false, "every host sees the same storage (verified by the agents with marker files)")
-	name, rest := splitName(args)
-	if err := fs.Parse(rest); err != nil {
-		return Usagef("%v", err)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
 	}
-	if name == "" || fs.NArg() > 0 {
-		return Usagef("takes one pool NAME")
+	if len(pos) != 1 {
+		return Usagef("give one pool name")
 	}
-	p.Name = name
+	p.Name = pos[0]
 	p.Kind = storage.KindDir
 	if p.VG != "" {
 		p.Kind = storage.KindLVM
@@ -91,17 +81,15 @@ func runPoolAdd(ctx context.Context, env *Env, args []string) error {
 }
 
 func runPoolDelete(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("pool delete", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	name, rest := splitName(args)
-	if err := fs.Parse(rest); err != nil {
-		return Usagef("%v", err)
+	fs, cf := opsFlags("pool delete", env)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
 	}
-	if name == "" || fs.NArg() > 0 {
-		return Usagef("takes one pool NAME")
+	if len(pos) != 1 {
+		return Usagef("give one pool name")
 	}
+	name := pos[0]
 	c, err := cf.client(env)
 	if err != nil {
 		return err

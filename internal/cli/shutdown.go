@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/url"
 	"time"
@@ -20,20 +19,18 @@ func init() {
 }
 
 func runNodeShutdown(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("node shutdown", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := opsFlags("node shutdown", env)
 	reboot := fs.Bool("reboot", false, "the host reboots: its guests come back once it is online again")
 	wait := fs.Bool("wait", false, "wait until the manager says the host is empty")
 	timeout := fs.Duration("timeout", 10*time.Minute, "with --wait: give up after this long")
-	name, rest := splitName(args)
-	if err := fs.Parse(rest); err != nil {
-		return Usagef("%v", err)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
 	}
-	if name == "" || fs.NArg() > 0 {
-		return Usagef("takes one host NAME")
+	if len(pos) != 1 {
+		return Usagef("give one host name")
 	}
+	name := pos[0]
 	c, err := cf.client(env)
 	if err != nil {
 		return err
@@ -70,12 +67,4 @@ func runNodeShutdown(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "shutdown of host %s recorded; the manager is moving its guests (use --wait to wait)\n", name)
 	}
 	return nil
-}
-
-// splitName takes a leading NAME argument off args, so flags may follow it.
-func splitName(args []string) (string, []string) {
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		return args[0], args[1:]
-	}
-	return "", args
 }
