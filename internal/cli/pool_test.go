@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api/apitest"
+)
+
+func TestPoolCommands(t *testing.T) {
+	ag, err := apitest.Start("n1", t.TempDir())
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	defer ag.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	tests := []struct {
+		role string
+		args []string
+		code int
+		want string // in stdout (code 0) or stderr
+	}{
+		{"admin", []string{"pool", "add", "shared1", "--path", dir, "--shared"}, 0, `pool "shared1" added`},
+		{"admin", []string{"pool", "add", "shared1", "--path", dir}, 1, "exists"},
+		{"admin", []string{"pool", "add", "bad", "--path", "relative/dir"}, 2, "absolute"},
+		{"admin", []string{"pool", "add"}, 2, "give one pool name"},
+		{"viewer", []string{"pool", "add", "p2", "--path", dir}, 1, `needs "admin"`},
+		{"viewer", []string{"pool", "list"}, 0, "shared1"},
+		{"viewer", []string{"pool", "list", "extra"}, 2, "unexpected arguments"},
+		{"admin", []string{"pool", "delete", "shared1"}, 0, `pool "shared1" deleted`},
+		{"admin", []string{"pool", "delete", "shared1"}, 1, "no"},
+	}
+	for _, tc := range tests {
+		code, out, errOut := cliRun(ctx, ag, tc.role, "", tc.args...)
+		got := out
+		if tc.code != 0 {
+			got = errOut
+		}
+		if code != tc.code || !strings.Contains(strings.ToLower(got), strings.ToLower(tc.want)) {
+			t.Errorf("haven %s as %s: exit %d, stdout %q, stderr %q; want exit %d with %q",
+				strings.Join(tc.args, " "), tc.role, code, out, errOut, tc.code, tc.want)
+		}
+	}
+}
