@@ -98,9 +98,18 @@ type Shell struct {
 
 type migration struct {
 	guest, src, dst string
-	target          string // the receiver's migration URI, once ready
-	sent            bool
+	target          string    // the receiver's migration URI, once ready
+	sent            bool      // the source has its migrate order
+	since           time.Time // when the target was ordered to receive (or this term took it over)
 }
+
+// ReceiveTimeout bounds a live migration's first phase: a target that has
+// not reported itself ready to receive within it (its agent restarted
+// between starting the receiving QEMU and reporting, say) fails the
+// migration, which kills the target's copy and leaves the guest running on
+// the source. Nothing has moved before the source's migrate order, so
+// giving up then is safe; the second phase is never timed out here.
+const ReceiveTimeout = 30 * time.Second
 
 // New returns a Shell.
 func New(cfg Config) *Shell {
@@ -142,6 +151,9 @@ func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input)
 		case <-timer.C:
 			err = s.step(ctx, manager.Tick{})
 		}
+		if err == nil {
+			err = s.expireReceives(ctx)
+		}
 		if err != nil {
 			return err
 		}
@@ -153,6 +165,32 @@ func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input)
 		}
 		timer.Reset(s.nextWake(tick))
 	}
+}
+
+// expireReceives fails the migrations whose target has not reported ready
+// within ReceiveTimeout.
+func (s *Shell) expireReceives(ctx context.Context) error {
+	now := s.cfg.Now()
+	for op, m := range s.migrations {
+		if m.sent || now.Sub(m.since) < ReceiveTimeout {
+			continue
+		}
+		s.log.Warn("migration target never reported ready to receive; giving the migration up", "guest", m.guest, "node", m.dst, "op", "migrate")
+		if err := s.failMigration(ctx, op, m, fmt.Sprintf("target %s not ready to receive within %v", m.dst, ReceiveTimeout)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// failMigration ends a migration as failed: the target's copy, if any, is
+// killed and the guest stays on the source.
+func (s *Shell) failMigration(ctx context.Context, op uint64, m *migration, why string) error {
+	delete(s.migrations, op)
+	if err := s.cfg.Writer.PutOrder(ctx, m.dst, hostctl.Order{ID: orderID(op, "clean"), Guest: m.guest, Op: hostctl.OpKill}); err != nil {
+		return err
+	}
+	return s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrateFailed, Err: why})
 }
 
 func (s *Shell) nextWake(tick time.Duration) time.Duration {
@@ -239,14 +277,8 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 	if r.Result == hostctl.ResultPending {
 		return nil
 	}
-	fail := func(why string) error {
-		delete(s.migrations, op)
-		// Make sure no half-received copy is left waiting on the target.
-		if err := s.cfg.Writer.PutOrder(ctx, m.dst, hostctl.Order{ID: orderID(op, "clean"), Guest: m.guest, Op: hostctl.OpKill}); err != nil {
-			return err
-		}
-		return s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrateFailed, Err: why})
-	}
+	// Make sure no half-received copy is left waiting on the target.
+	fail := func(why string) error { return s.failMigration(ctx, op, m, why) }
 	switch {
 	case phase == "recv" && node == m.dst:
 		if r.Result != hostctl.ResultOK || r.Target.URI == "" {
@@ -327,7 +359,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 				}
 				continue
 			}
-			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target}
+			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target, since: s.cfg.Now()}
 			if err := s.cfg.Writer.PutOrder(ctx, a.Target, hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}); err != nil {
 				return fmt.Errorf("order receive of guest %q on node %q: %w", a.Guest, a.Target, err)
 			}

@@ -194,7 +194,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 		}
 		inflight[g.Op.ID] = true
 		if g.Op.Kind == manager.OpMigrate {
-			sh.migrations[g.Op.ID] = &migration{guest: g.Spec.Name, src: g.Op.Node, dst: g.Op.Target}
+			sh.migrations[g.Op.ID] = &migration{guest: g.Spec.Name, src: g.Op.Node, dst: g.Op.Target, since: d.Now()}
 		}
 	}
 	for node, rs := range f.reports {

@@ -155,15 +155,29 @@ func TestWatchdogModeFailover(t *testing.T) {
 			}
 		},
 		restore: func(c *testCluster) {
-			// The manager must have waited the deadline: no start of g1 or
-			// g2 elsewhere before lease TTL + watchdog timeout + margin.
-			wait := store.DefaultLeaseTTL + manager.DefaultTimings().WatchdogTimeout + manager.DefaultTimings().WatchdogMargin
+			// The manager must have waited the deadline: h1 is seen failed
+			// no sooner than its lease could expire (TTL after its last
+			// keepalive, at most one interval before the plug was
+			// pulled), and no guest of h1 starts elsewhere before the
+			// watchdog timeout and margin have passed after that.
+			tm := manager.DefaultTimings()
+			var failedAt time.Time
 			for _, e := range c.events() {
+				if e.At.After(t0) && e.Kind == "manager" && strings.HasPrefix(e.Msg, "node h1 failed") && failedAt.IsZero() {
+					failedAt = e.At
+					if d := e.At.Sub(t0); d < store.DefaultLeaseTTL-store.DefaultKeepAlive {
+						t.Errorf("h1 seen failed %v after it died: sooner than its lease can expire", d)
+					}
+				}
 				if e.Kind == "manager" && e.At.After(t0) && (e.Guest == "g1" || e.Guest == "g2") && strings.HasPrefix(e.Msg, "start ") {
-					if d := e.At.Sub(t0); d < wait {
-						t.Errorf("%s %v after h1 died, before the watchdog deadline %v", e.Msg, d.Round(time.Millisecond), wait)
-					} else {
-						t.Logf("%s %v after h1 died (deadline %v)", e.Msg, d.Round(time.Millisecond), wait)
+					wait := tm.WatchdogTimeout + tm.WatchdogMargin
+					switch d := e.At.Sub(failedAt); {
+					case failedAt.IsZero():
+						t.Errorf("%s before h1 was seen failed", e.Msg)
+					case d < wait:
+						t.Errorf("%s %v after h1 was seen failed, before the watchdog deadline %v", e.Msg, d.Round(time.Millisecond), wait)
+					default:
+						t.Logf("%s %v after h1 died, %v after it was seen failed (deadline %v)", e.Msg, e.At.Sub(t0).Round(time.Millisecond), d.Round(time.Millisecond), wait)
 					}
 				}
 			}

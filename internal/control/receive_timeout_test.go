@@ -1,0 +1,72 @@
+package control
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// A migration target that never reports ready (its agent restarted after
+// starting the receiving QEMU, before reporting) must not hold the guest's
+// operation forever: after ReceiveTimeout the migration fails, the target's
+// copy is killed and the guest stays started on the source.
+func TestMigrationGivesUpOnASilentTarget(t *testing.T) {
+	st := manager.New(manager.Config{})
+	for _, n := range []string{"n1", "n2"} {
+		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, false); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var offset atomic.Int64
+	now := func() time.Time { return base.Add(time.Duration(offset.Load())) }
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: now})
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan Input)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- sh.Run(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1"}, {Name: "n2"}}}, in)
+	}()
+	defer func() { cancel(); <-errc }()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for !cond() {
+			select {
+			case <-w.newOrder:
+			case <-deadline:
+				t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
+			}
+		}
+	}
+	wait("start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
+	start := w.order("n1", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
+	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
+
+	offset.Store(int64(ReceiveTimeout - time.Second))
+	in <- Input{Spec: func(*manager.State) error { return nil }}
+	if o := w.order("n2", "vm1"); o.Op != hostctl.OpReceive {
+		t.Fatalf("migration given up before ReceiveTimeout: n2's order %+v", o)
+	}
+	offset.Store(int64(ReceiveTimeout + time.Second))
+	in <- Input{Spec: func(*manager.State) error { return nil }}
+	wait("kill of the target's copy on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpKill })
+	in <- Input{Spec: func(*manager.State) error { return nil }}
+	g := st.Guest("vm1")
+	if g.Node != "n1" || g.State != manager.GuestStarted || !g.Running || g.Op != nil {
+		t.Fatalf("after the silent target: node %q state %q running %v op %+v, want started on n1 with no operation", g.Node, g.State, g.Running, g.Op)
+	}
+}
