@@ -304,7 +304,33 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 }
 
 func (s *Shell) step(ctx context.Context, ev manager.Event) error {
-	return s.execute(ctx, s.cfg.State.Step(s.cfg.Now(), ev))
+	if err := s.execute(ctx, s.cfg.State.Step(s.cfg.Now(), ev)); err != nil {
+		return err
+	}
+	return s.dropAbandoned(ctx)
+}
+
+// dropAbandoned stops tracking the migrations the core gave up without a
+// result (their source failed: the guest is now being fenced and will be
+// recovered by placement) and kills the target's copy. Left alone, that
+// copy either waits for data that will not come, where a later start of
+// the guest on the same host would find it and take it for the guest, or,
+// if the migration completed just before the source died, runs the guest
+// while the manager recovers it elsewhere. The kill order goes out now, as
+// soon as the source is seen failed, before any recovery start, which
+// waits for the fence.
+func (s *Shell) dropAbandoned(ctx context.Context) error {
+	for op, m := range s.migrations {
+		if g := s.cfg.State.Guest(m.guest); g != nil && g.Op != nil && g.Op.ID == op {
+			continue
+		}
+		delete(s.migrations, op)
+		s.log.Warn("migration abandoned by the manager; killing the target's copy", "guest", m.guest, "node", m.dst, "op", "migrate")
+		if err := s.cfg.Writer.PutOrder(ctx, m.dst, hostctl.Order{ID: orderID(op, "clean"), Guest: m.guest, Op: hostctl.OpKill}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // execute carries out the core's actions in order. The core puts

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,4 +70,57 @@ func TestMigrationGivesUpOnASilentTarget(t *testing.T) {
 	if g.Node != "n1" || g.State != manager.GuestStarted || !g.Running || g.Op != nil {
 		t.Fatalf("after the silent target: node %q state %q running %v op %+v, want started on n1 with no operation", g.Node, g.State, g.Running, g.Op)
 	}
+}
+
+// The source of a live migration fails: the core gives the migration up
+// (the guest is now fenced and recovered by placement) and the target's
+// copy is killed at once, before any recovery start.
+func TestSourceFailureKillsTheTargetCopy(t *testing.T) {
+	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, false); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan Input)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- sh.Run(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}}}, in)
+	}()
+	defer func() { cancel(); <-errc }()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for !cond() {
+			select {
+			case <-w.newOrder:
+			case <-deadline:
+				t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
+			}
+		}
+	}
+	wait("start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
+	start := w.order("n1", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
+	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
+	in <- Input{NodeDown: "n1"}
+	wait("kill of the target's copy on n2", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, l := range w.log {
+			if strings.HasPrefix(l, "n2 kill vm1 ") {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -292,7 +292,7 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 		err := c.cfg.Driver.Start(cctx, o.Def)
 		cancel()
 		if errors.Is(err, hypervisor.ErrAlreadyRunning) {
-			err = nil
+			err = c.replaceIncoming(ctx, o)
 		}
 		if err != nil {
 			finish(Stopped, fmt.Errorf("start guest %q: %w", o.Guest, err), hypervisor.MigrationTarget{})
@@ -437,6 +437,29 @@ func (c *Controller) set(r Report) {
 	g.report = r
 	c.mu.Unlock()
 	c.cfg.Publisher.Publish(r)
+}
+
+// replaceIncoming handles a start order for a guest the driver already
+// has. A running copy is the guest itself: the start is done. A copy
+// waiting for an incoming migration (left by a migration the manager gave
+// up, whose cleanup order was overtaken by this start) runs nothing: it is
+// killed and the guest started afresh, so that "started" is never reported
+// for a guest that does not run.
+func (c *Controller) replaceIncoming(ctx context.Context, o Order) error {
+	if c.probe(ctx, o.Guest) != Incoming {
+		return nil
+	}
+	c.log.Warn("start order finds a copy waiting for a migration that will not come; replacing it", "guest", o.Guest, "order", o.ID)
+	c.expectStop(o.Guest, true)
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	err := c.cfg.Driver.Kill(cctx, o.Guest)
+	cancel()
+	if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		return fmt.Errorf("kill the waiting incoming copy: %w", err)
+	}
+	cctx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	return c.cfg.Driver.Start(cctx, o.Def)
 }
 
 func fromHypervisor(s hypervisor.State) GuestState {
