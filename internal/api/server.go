@@ -232,7 +232,8 @@ func (s *Server) auth(role Role, h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec, err := s.Authenticate(r.Context(), BearerToken(r))
+		// Bearer token, else cookie session with CSRF check: session.go.
+		rec, err := s.authenticateRequest(r)
 		if err != nil {
 			WriteError(w, err)
 			return
