@@ -229,8 +229,14 @@ func (g *loginGate) record(user string, ok bool, now time.Time) {
 	f.last = now
 }
 
-// RegisterSessions adds the login, logout, whoami and user endpoints.
+var sessionsRegistered sync.Map // *Server -> true
+
+// RegisterSessions adds the login, logout, whoami and user endpoints; a
+// second call on the same server does nothing.
 func (s *Server) RegisterSessions() {
+	if _, done := sessionsRegistered.LoadOrStore(s, true); done {
+		return
+	}
 	s.HandleFunc("POST", "/api/v1/login", RolePublic, s.handleLogin)
 	s.HandleFunc("POST", "/api/v1/logout", RolePublic, s.handleLogout)
 	s.HandleFunc("GET", "/api/v1/whoami", RolePublic, s.handleWhoami)
