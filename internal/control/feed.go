@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/cluster"
@@ -234,10 +235,15 @@ func RunManager(ctx context.Context, d Daemon) error {
 			}
 		}
 	}()
-	f.watch(wctx, cli, rev, inputs)
+	runCtx, endTerm := context.WithCancelCause(ctx)
+	defer endTerm(nil)
+	f.watch(wctx, cli, rev, inputs, endTerm)
 	go trimEvents(wctx, cs, log)
 	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev)
-	err = sh.Run(ctx, sync, inputs)
+	err = sh.Run(runCtx, sync, inputs)
+	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -347,22 +353,41 @@ func (f *feed) nodeReport(name string, facts model.NodeFacts) manager.NodeReport
 
 // watch starts one watch per subtree the manager follows and forwards
 // their changes as inputs.
-func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out chan<- Input) {
-	wch := cli.Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out chan<- Input, fail func(error)) {
 	go func() {
-		for wr := range wch {
-			if err := wr.Err(); err != nil {
-				f.log.Error("manager watch failed", "err", err)
-				return
-			}
-			for _, ev := range wr.Events {
-				for _, in := range f.translate(ev) {
-					select {
-					case out <- in:
-					case <-ctx.Done():
+		next := rev + 1
+		for ctx.Err() == nil {
+			// WithRequireLeader ends the watch when this store member
+			// loses its leader (a store election, a partition): resume
+			// from the next revision rather than going deaf. Only a
+			// compaction past that revision ends the term (the next one
+			// starts from a fresh snapshot).
+			wch := cli.Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithPrevKV())
+			for wr := range wch {
+				if err := wr.Err(); err != nil {
+					if wr.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
+						f.log.Error("manager watch compacted; ending the term", "err", err, "rev", next)
+						fail(fmt.Errorf("manager watch from revision %d: %w", next, err))
 						return
 					}
+					f.log.Warn("manager watch interrupted; resuming", "err", err, "rev", next)
+					break
 				}
+				for _, ev := range wr.Events {
+					for _, in := range f.translate(ev) {
+						select {
+						case out <- in:
+						case <-ctx.Done():
+							return
+						}
+					}
+					next = ev.Kv.ModRevision + 1
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
 	}()
