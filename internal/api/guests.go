@@ -77,6 +77,9 @@ type GuestRow struct {
 	Memory  int64              `json:"memory"`
 	VCPUs   int                `json:"vcpus"`
 	Running bool               `json:"running"`
+	// Op is the operation in flight: its kind (start, stop, migrate), node
+	// and, for a migration, target.
+	Op *manager.Op `json:"op,omitempty"`
 }
 
 // GuestInfo is the answer of GET /api/v1/guests/{name}.
@@ -149,36 +152,43 @@ func (o *Ops) GuestRows(ctx context.Context) ([]GuestRow, error) {
 // options (clientv3.WithSerializable for what the nearest store member
 // knows when there is no quorum).
 func (o *Ops) guestRows(ctx context.Context, opts ...clientv3.OpOption) ([]GuestRow, error) {
+	rows, _, err := o.guestRowsState(ctx, opts...)
+	return rows, err
+}
+
+// guestRowsState is guestRows that also returns the manager state read (nil
+// before the first manager saved one).
+func (o *Ops) guestRowsState(ctx context.Context, opts ...clientv3.OpOption) ([]GuestRow, *manager.State, error) {
 	cli := o.cl.Raw().Client()
 	resp, err := cli.Get(ctx, cluster.PrefixGuests, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("list guests: %w", err)
+		return nil, nil, fmt.Errorf("list guests: %w", err)
 	}
 	var st *manager.State
 	sresp, err := cli.Get(ctx, cluster.KeyManagerState, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("read manager state: %w", err)
+		return nil, nil, fmt.Errorf("read manager state: %w", err)
 	}
 	if len(sresp.Kvs) > 0 {
 		if st, err = cluster.DecodeState(sresp.Kvs[0].Value); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	rows := make([]GuestRow, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var g cluster.Guest
 		if err := json.Unmarshal(kv.Value, &g); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return nil, nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		rt := runtimeOf(st, g.Spec.Name)
 		node := rt.Node
 		if node == "" {
 			node = g.Spec.Node
 		}
-		rows = append(rows, GuestRow{Name: g.Spec.Name, State: rt.State, Node: node, Desired: g.Spec.State, Domain: g.Spec.Domain, Memory: g.Spec.Memory, VCPUs: g.Spec.CPUs, Running: rt.Running})
+		rows = append(rows, GuestRow{Name: g.Spec.Name, State: rt.State, Node: node, Desired: g.Spec.State, Domain: g.Spec.Domain, Memory: g.Spec.Memory, VCPUs: g.Spec.CPUs, Running: rt.Running, Op: rt.Op})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
-	return rows, nil
+	return rows, st, nil
 }
 
 func (o *Ops) handleGuestList(w http.ResponseWriter, r *http.Request) {
@@ -194,13 +204,20 @@ func (o *Ops) handleGuestList(w http.ResponseWriter, r *http.Request) {
 // shows what the nearest store member last knew, as status does.
 func (o *Ops) statusHook(ctx context.Context, st *Status) error {
 	qctx, cancel := context.WithTimeout(ctx, statusQuorumWait)
-	rows, err := o.guestRows(qctx)
+	rows, mst, err := o.guestRowsState(qctx)
 	cancel()
 	if err != nil && ctx.Err() == nil {
-		rows, err = o.guestRows(ctx, clientv3.WithSerializable())
+		rows, mst, err = o.guestRowsState(ctx, clientv3.WithSerializable())
 	}
 	if err != nil {
 		return err
+	}
+	if mst != nil {
+		for i := range st.Hosts {
+			if n := mst.Node(st.Hosts[i].Name); n != nil {
+				st.Hosts[i].Maintenance, st.Hosts[i].HA = n.Maintenance, string(n.Status)
+			}
+		}
 	}
 	sum := &GuestSummary{Total: len(rows), ByState: map[string]int{}}
 	for _, g := range rows {

@@ -64,6 +64,12 @@ type Host struct {
 	StoreRole   string           `json:"store_role,omitempty"` // "voter", "learner" or ""
 	APIAddr     string           `json:"api_addr"`
 	Facts       *model.NodeFacts `json:"facts,omitempty"` // present while online
+	// Maintenance is the manager's maintenance flag of the host.
+	Maintenance bool `json:"maintenance,omitempty"`
+	// HA is the manager's view of the host: online, offline, failed (being
+	// fenced), fenced or left (after a graceful shutdown); empty before the
+	// manager has seen it.
+	HA string `json:"ha,omitempty"`
 }
 
 // GuestSummary counts guests by state; the guest manager fills it.

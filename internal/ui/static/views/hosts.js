@@ -31,9 +31,9 @@ export function hosts(main) {
       const f = x.facts || {};
       const acts = h('div.actions');
       if (can('operator')) {
-        acts.append(
-          h('button.small', {type: 'button', 'data-action': 'maintenance-on', title: 'move its guests away and keep new ones off', onclick: () => maintenance(x.name, true)}, 'Maintenance on'),
-          h('button.small', {type: 'button', 'data-action': 'maintenance-off', title: 'let guests run here again', onclick: () => maintenance(x.name, false)}, 'off'));
+        acts.append(x.maintenance
+          ? h('button.small', {type: 'button', 'data-action': 'maintenance-off', title: 'let guests run here again; the guests maintenance moved away come back', onclick: () => maintenance(x.name, false)}, 'End maintenance')
+          : h('button.small', {type: 'button', 'data-action': 'maintenance-on', title: 'move its guests away and keep new ones off', onclick: () => maintenance(x.name, true)}, 'Maintenance on'));
       }
       if (can('admin') && fc && (fc.levels || {})[x.name]) {
         acts.append(h('button.small', {type: 'button', 'data-action': 'fence-test', title: 'ask each fence device for the power state, without fencing', onclick: () => test(x.name)}, 'Test fencing'));
@@ -41,7 +41,9 @@ export function hosts(main) {
       const out = tests.get(x.name);
       return h('tr', {'data-host': x.name},
         h('td', h('b', x.name), x.api_addr ? h('div.muted.mono', x.api_addr) : null),
-        h('td', h('span.badge.s-' + x.state, x.state), x.since ? h('div.muted', `since ${fmtAgo(x.since)}`) : null),
+        h('td', h('span.badge.s-' + x.state, x.state), x.maintenance ? [' ', h('span.badge.warn', 'maintenance')] : null,
+          x.ha === 'failed' ? [' ', h('span.badge.bad', 'being fenced')] : x.ha === 'fenced' ? [' ', h('span.badge.warn', 'fenced')] : null,
+          x.since ? h('div.muted', `since ${fmtAgo(x.since)}`) : null),
         h('td', x.manager ? h('span.badge.ok', 'manager') : null, ' ', x.store_role ? h('span.muted', `store ${x.store_role}`) : h('span.muted', 'store client')),
         h('td.num', f.memory ? fmtBytes(f.memory) : '—'),
         h('td.num', f.cpus ? String(f.cpus) : '—'),

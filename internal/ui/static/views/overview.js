@@ -63,7 +63,9 @@ export function overview(main) {
     for (const host of hosts) {
       seen.add(host.name);
       const c = card(host.name);
-      const health = host.state || 'unknown';
+      // The manager's word wins: a host in maintenance, or failed and being
+      // fenced, says so.
+      const health = host.maintenance ? 'maintenance' : host.ha === 'failed' || host.ha === 'fenced' ? host.ha : (host.state || 'unknown');
       const mem = (host.facts && host.facts.memory) || 0;
       const u = used.get(host.name) || 0;
       const key = [health, host.manager, mem, u, count.get(host.name) || 0, host.facts && host.facts.cpus, fmtAgo(host.since, now)].join('|');
