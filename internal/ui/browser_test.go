@@ -331,7 +331,7 @@ func login(t *testing.T, ctx context.Context, base, user, pw string) {
 		chromedp.WaitVisible(css(`#login input[name=user]`)),
 		chromedp.SendKeys(css(`#login input[name=user]`), user),
 		chromedp.SendKeys(css(`#login input[name=password]`), pw),
-		chromedp.Click(css(`#login button[type=submit]`)),
+		click((`#login button[type=submit]`)),
 		chromedp.WaitVisible(css(`#hosts .host[data-host="n1"]`)),
 	)
 }
@@ -339,7 +339,7 @@ func login(t *testing.T, ctx context.Context, base, user, pw string) {
 func logout(t *testing.T, ctx context.Context) {
 	t.Helper()
 	run(t, ctx, "log out", 20*time.Second,
-		chromedp.Click(css(`#logout`)),
+		click((`#logout`)),
 		chromedp.WaitVisible(css(`#login`)))
 }
 
@@ -397,7 +397,7 @@ func TestBrowserFlow(t *testing.T) {
 		chromedp.WaitVisible(css(`#login input[name=user]`)),
 		chromedp.SendKeys(css(`#login input[name=user]`), "ada"),
 		chromedp.SendKeys(css(`#login input[name=password]`), "not it"),
-		chromedp.Click(css(`#login button[type=submit]`)),
+		click((`#login button[type=submit]`)),
 		waitText(`#login .form-error`, "wrong user name or password"))
 	login(t, b, c.base, "ada", "ada's secret")
 	run(t, b, "overview shows both hosts", 20*time.Second,
@@ -407,18 +407,18 @@ func TestBrowserFlow(t *testing.T) {
 	// A failover domain preferring n1.
 	goTo(t, b, c.base, "#/domains", "#new-domain")
 	run(t, b, "create domain", 30*time.Second,
-		chromedp.Click(css(`#new-domain`)),
+		click((`#new-domain`)),
 		chromedp.WaitVisible(css(`#domain-form`)),
 		chromedp.SendKeys(css(`#domain-name`), "bias-n1"),
-		chromedp.Click(css(`#domain-form input[data-member="n1"]`)),
-		chromedp.Click(css(`#domain-form input[data-member="n2"]`)),
-		chromedp.Click(css(`#domain-form button[type=submit]`)),
+		click((`#domain-form input[data-member="n1"]`)),
+		click((`#domain-form input[data-member="n2"]`)),
+		click((`#domain-form button[type=submit]`)),
 		chromedp.WaitVisible(css(`tr[data-domain="bias-n1"]`)),
 		// Edit it: restricted to its members.
-		chromedp.Click(css(`tr[data-domain="bias-n1"] button[data-action="edit"]`)),
+		click((`tr[data-domain="bias-n1"] button[data-action="edit"]`)),
 		chromedp.WaitVisible(css(`#domain-form input[name=restricted]`)),
-		chromedp.Click(css(`#domain-form input[name=restricted]`)),
-		chromedp.Click(css(`#domain-form button[type=submit]`)),
+		click((`#domain-form input[name=restricted]`)),
+		click((`#domain-form button[type=submit]`)),
 		chromedp.WaitNotPresent(css(`#domain-form`)),
 		waitText(`tr[data-domain="bias-n1"] td:nth-child(4)`, "yes"))
 
@@ -432,12 +432,12 @@ func TestBrowserFlow(t *testing.T) {
 		chromedp.SetValue(css(`#g-boot-kernel`), files.Kernel),
 		chromedp.SetValue(css(`#g-boot-initrd`), files.Initrd),
 		chromedp.SetValue(css(`#g-boot-cmdline`), testguest.Cmdline),
-		chromedp.Click(css(`#guest-form button[type=submit]`)),
+		click((`#guest-form button[type=submit]`)),
 		waitText(`.field-error[data-error-for="memory"]`, "unknown unit"))
 	shot(t, b, "create")
 	run(t, b, "create guest", 30*time.Second,
 		chromedp.SetValue(css(`#g-memory`), "128MiB"),
-		chromedp.Click(css(`#guest-form button[type=submit]`)),
+		click((`#guest-form button[type=submit]`)),
 		chromedp.WaitVisible(css(`#guest-state`)),
 		waitText(`#view h1`, "web1"))
 
@@ -469,7 +469,7 @@ func TestBrowserFlow(t *testing.T) {
 		run(t, b, "migrate web1 to n2", 180*time.Second,
 			chromedp.WaitVisible(css(`#target`)),
 			chromedp.SetValue(css(`#target`), "n2"),
-			chromedp.Click(css(`button[data-action="migrate"]`)),
+			click((`button[data-action="migrate"]`)),
 			waitText(`#guest-node`, "n2"), waitText(`#guest-state`, "running"))
 		sctx, cancel := context.WithTimeout(b, 10*time.Second)
 		saw, err := chromedp.Run(sctx, chromedp.Evaluate[string](`window.sawMigration`))
@@ -485,7 +485,7 @@ func TestBrowserFlow(t *testing.T) {
 		}
 		shot(t, b, "guest")
 		run(t, b, "disable web1", 120*time.Second,
-			chromedp.Click(css(`button[data-action="disable"]`)),
+			click((`button[data-action="disable"]`)),
 			waitText(`#guest-state`, "disabled"))
 	} else {
 		run(t, b, "guest page shows the actions", 20*time.Second,
@@ -495,14 +495,14 @@ func TestBrowserFlow(t *testing.T) {
 		// Without a manager nobody carries commands out; take the guest
 		// out of the domain by editing it instead.
 		run(t, b, "edit web1", 30*time.Second,
-			chromedp.Click(css(`button[data-action="edit"]`)),
+			click((`button[data-action="edit"]`)),
 			chromedp.WaitReady(css(`#guest-edit select[name=domain] option[value="bias-n1"]`)),
 			chromedp.SetValue(css(`#guest-edit input[name=restart_window]`), "soon"),
 			chromedp.SetValue(css(`#guest-edit select[name=domain]`), ""),
-			chromedp.Click(css(`#guest-edit button[type=submit]`)),
+			click((`#guest-edit button[type=submit]`)),
 			waitText(`.field-error[data-error-for="restart_window"]`, "not a duration"),
 			chromedp.SetValue(css(`#guest-edit input[name=restart_window]`), "15m"),
-			chromedp.Click(css(`#guest-edit button[type=submit]`)),
+			click((`#guest-edit button[type=submit]`)),
 			chromedp.WaitNotPresent(css(`#guest-edit`)),
 			waitText(`#view`, "in 15m"))
 	}
@@ -511,20 +511,20 @@ func TestBrowserFlow(t *testing.T) {
 	if wired {
 		goTo(t, b, c.base, "#/guest/web1", `button[data-action="delete"]`)
 		run(t, b, "delete web1", 30*time.Second,
-			chromedp.Click(css(`button[data-action="delete"]`)),
+			click((`button[data-action="delete"]`)),
 			chromedp.WaitVisible(css(`#guest-table`)))
 	}
 	goTo(t, b, c.base, "#/domains", `tr[data-domain="bias-n1"]`)
 	run(t, b, "delete domain", 30*time.Second,
-		chromedp.Click(css(`tr[data-domain="bias-n1"] button[data-action="delete"]`)),
+		click((`tr[data-domain="bias-n1"] button[data-action="delete"]`)),
 		chromedp.WaitNotPresent(css(`tr[data-domain="bias-n1"]`)))
 
 	// Maintenance on and off for n2, carried out by the manager.
 	goTo(t, b, c.base, "#/hosts", `tr[data-host="n2"] button[data-action="maintenance-on"]`)
 	run(t, b, "maintenance on and off", 60*time.Second,
-		chromedp.Click(css(`tr[data-host="n2"] button[data-action="maintenance-on"]`)),
+		click((`tr[data-host="n2"] button[data-action="maintenance-on"]`)),
 		waitText(`#toasts`, "aintenance on"),
-		chromedp.Click(css(`tr[data-host="n2"] button[data-action="maintenance-off"]`)),
+		click((`tr[data-host="n2"] button[data-action="maintenance-off"]`)),
 		waitText(`#toasts`, "aintenance off"))
 	if n := evalInt(t, b, `document.querySelectorAll('#toasts .toast.bad').length`); n != 0 {
 		t.Errorf("maintenance: %d error messages: %s", n, tail(viewHTML(b), 500))
@@ -538,17 +538,17 @@ func TestBrowserFlow(t *testing.T) {
 		}
 		goTo(t, b, c.base, "#/hosts", "#new-device")
 		run(t, b, "add a fence device", 30*time.Second,
-			chromedp.Click(css(`#new-device`)),
+			click((`#new-device`)),
 			chromedp.WaitVisible(css(`#device-form`)),
 			chromedp.SendKeys(css(`#device-form input[name=name]`), "dummy-n2"),
 			chromedp.SetValue(css(`#device-form input[name=agent]`), "fence_dummy"),
 			chromedp.SetValue(css(`#device-form textarea[name=params]`), "type=file\nstatus_file="+power),
-			chromedp.Click(css(`#device-form button[type=submit]`)),
+			click((`#device-form button[type=submit]`)),
 			chromedp.WaitVisible(css(`tr[data-device="dummy-n2"]`)),
 			chromedp.SetValue(css(`#levels-form input[data-field="levels.n2"]`), "dummy-n2"),
-			chromedp.Click(css(`#levels-form button[type=submit]`)),
+			click((`#levels-form button[type=submit]`)),
 			chromedp.WaitVisible(css(`tr[data-host="n2"] button[data-action="fence-test"]`)),
-			chromedp.Click(css(`tr[data-host="n2"] button[data-action="fence-test"]`)),
+			click((`tr[data-host="n2"] button[data-action="fence-test"]`)),
 			waitText(`tr[data-host="n2"]`, "fencing OK"))
 	} else {
 		goTo(t, b, c.base, "#/hosts", "#host-table")
@@ -559,14 +559,14 @@ func TestBrowserFlow(t *testing.T) {
 	// /guest_roots; a broken one is refused next to the text.
 	goTo(t, b, c.base, "#/new", "#guest-form")
 	run(t, b, "import a Xen config", 30*time.Second,
-		chromedp.Click(css(`button[data-tab="xen"]`)),
+		click((`button[data-tab="xen"]`)),
 		chromedp.WaitVisible(css(`#g-config`)),
 		chromedp.SetValue(css(`#g-config`), "name = 'guest1'\nmemory = = 512\n"),
 		chromedp.SetValue(css(`#g-state`), "stopped"),
-		chromedp.Click(css(`#guest-form button[type=submit]`)),
+		click((`#guest-form button[type=submit]`)),
 		waitText(`.field-error[data-error-for="config"]`, "line 2"),
 		chromedp.SetValue(css(`#g-config`), "name = 'guest1'\nmemory = 512\nvcpus = 1\ndisk = [ 'file:/guest_roots/guest1.img,xvda,w' ]\nvif = [ 'bridge=xenbr0' ]\n"),
-		chromedp.Click(css(`#guest-form button[type=submit]`)),
+		click((`#guest-form button[type=submit]`)),
 		waitText(`#view h1`, "guest1"),
 		waitText(`#view`, "/guest_roots/guest1.img"),
 		waitText(`#view`, "bridge xenbr0"))
@@ -582,7 +582,7 @@ func TestBrowserFlow(t *testing.T) {
 
 	goTo(t, b, c.base, "#/join", "#join-token")
 	run(t, b, "join command", 20*time.Second,
-		chromedp.Click(css(`#join-token`)),
+		click((`#join-token`)),
 		waitText(`#join-cmd`, "haven agent --node n4"),
 		waitText(`#join-cmd`, "--join "+c.base+" --token hvj."))
 	shot(t, b, "join")
@@ -638,6 +638,26 @@ func waitManagerTakesGuest(t *testing.T, c *testCluster, name string) bool {
 
 // waitText waits until the text shown in the first element matching the
 // CSS selector contains s.
+// click clicks the first element matching sel once it exists. The page
+// re-renders parts of itself on live updates, so the element is looked up
+// and clicked in one script run: a node found a moment earlier may be gone.
+func click(sel string) chromedp.Action[chromedp.Void] {
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e || e.disabled) return false; e.scrollIntoView({block: 'center'}); e.click(); return true; })()`, sel)
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for {
+			ok, err := chromedp.Evaluate[bool](js)(ctx, tg)
+			if err == nil && ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("clicking %s (%v): %w", sel, err, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
 func waitText(sel, s string) chromedp.Action[chromedp.Void] {
 	js := fmt.Sprintf(`(document.querySelector(%q) || {}).innerText || ''`, sel)
 	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
