@@ -19,4 +19,4 @@ go build -o bin/haven ./cmd/haven
 echo "== haven sim run (shared scenarios)"
 if [ -d ../shared/scenarios ]; then ./bin/haven sim run ../shared/scenarios >/tmp/haven-sim-shared.log || { tail -50 /tmp/haven-sim-shared.log; exit 1; }; tail -1 /tmp/haven-sim-shared.log; fi
 echo "== go test -race"
-go test -race -timeout 20m -p 2 ./... 2>&1 | tee /tmp/haven-test.log
+go test -race -count=1 -timeout 20m -p 2 ./... 2>&1 | tee /tmp/haven-test.log
