@@ -60,6 +60,9 @@ var faults = []fault{
 			if err := c.startAgent(n, nil); err != nil {
 				c.t.Fatal(err)
 			}
+			// One fault at a time: the restart is over when the agent
+			// (and its store member) is ready again.
+			c.waitReady(n, 60*time.Second)
 			return false
 		},
 		undo: func(c *testCluster, v string) {},
