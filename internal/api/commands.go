@@ -11,6 +11,7 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -97,10 +98,21 @@ func (o *Ops) handleMaintenance(w http.ResponseWriter, r *http.Request) {
 // again when it applies the command.
 func (o *Ops) checkCommand(ctx context.Context, c manager.Command) error {
 	if c.Guest != "" {
-		if _, err := o.cl.Guest(ctx, c.Guest); errors.Is(err, cluster.ErrNotFound) {
+		g, err := o.cl.Guest(ctx, c.Guest)
+		if errors.Is(err, cluster.ErrNotFound) {
 			return Errorf(http.StatusNotFound, "name", "no guest named %q: see `haven guest list`", c.Guest)
 		} else if err != nil {
 			return err
+		}
+		if c.Kind == manager.CmdMigrate || c.Kind == manager.CmdRelocate {
+			// A guest whose disks another host cannot see cannot move.
+			pools, err := o.cl.Pools(ctx)
+			if err != nil {
+				return err
+			}
+			if ok, why := storage.FailoverCapable(g.Def, pools); !ok {
+				return Errorf(http.StatusConflict, "name", "%s %s: it cannot run on another host: %s", c.Kind, c.Guest, why)
+			}
 		}
 	}
 	if c.Node != "" {
