@@ -83,6 +83,7 @@ func RegisterOps(s *Server, cfg OpsConfig) *Ops {
 	o.registerNodeActions()
 	o.registerFence()
 	o.registerPools()
+	o.registerVolumes()
 	o.registerPolicy()
 	o.registerEvents()
 	o.handle("GET", "/api/v1/openapi.json", RolePublic, o.handleOpenAPI)

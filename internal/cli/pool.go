@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/api"
 
 	"github.com/haven-ha/haven/internal/storage"
 )
@@ -11,6 +14,77 @@ func init() {
 	Register(&Command{Path: "pool list", Args: "[-o json]", Short: "list storage pools", Run: runPoolList})
 	Register(&Command{Path: "pool add", Args: "NAME (--path DIR | --vg VG) [--shared]", Short: "define a storage pool (a directory mounted on every host, or an LVM volume group)", Run: runPoolAdd})
 	Register(&Command{Path: "pool delete", Args: "NAME", Short: "forget a storage pool (its data is left alone)", Run: runPoolDelete})
+	Register(&Command{Path: "pool show", Args: "NAME [-o json]", Short: "every host's latest check of a pool: present, writable, free space, shared", Run: runPoolShow})
+	Register(&Command{Path: "pool volume create", Args: "POOL NAME --size SIZE [--format qcow2|raw]", Short: "create a volume (a guest disk) in a pool", Run: runVolumeCreate})
+}
+
+func runPoolShow(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("pool show", env)
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return Usagef("give one pool name")
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	rows, err := c.PoolHealth(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, rows)
+	}
+	tw := newTable(env.Stdout, "HOST", "USABLE", "FREE", "TOTAL", "CHECKED", "PROBLEM")
+	for _, r := range rows {
+		problem := r.Error
+		if len(r.NotSharedWith) > 0 {
+			problem = fmt.Sprintf("does not see the markers of %s: not the same storage", strings.Join(r.NotSharedWith, ", "))
+		}
+		tw.row(r.Node, fmt.Sprint(r.Usable()), api.FormatSize(r.Free), api.FormatSize(r.Total), r.Checked.Format("15:04:05"), problem)
+	}
+	if err := tw.flush(); err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(env.Stdout, "no host has checked this pool yet (agents check every 10 s)")
+	}
+	return nil
+}
+
+func runVolumeCreate(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("pool volume create", env)
+	size := fs.String("size", "", "volume size, such as 10GiB")
+	format := fs.String("format", "qcow2", "qcow2 or raw")
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return Usagef("give the pool and the volume name")
+	}
+	n, err := api.ParseSize(*size)
+	if err != nil || n <= 0 {
+		return Usagef("--size %q: give a size such as 10GiB", *size)
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	v, err := c.CreateVolume(ctx, pos[0], api.VolumeRequest{Name: pos[1], Size: api.Size(n), Format: *format})
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, v)
+	}
+	fmt.Fprintf(env.Stdout, "volume %s created in pool %s: %s (%s, %s)\n", v.Name, v.Pool, v.Path, api.FormatSize(v.Size), v.Format)
+	return nil
 }
 
 func runPoolList(ctx context.Context, env *Env, args []string) error {
