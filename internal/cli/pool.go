@@ -45,7 +45,7 @@ func runPoolShow(ctx context.Context, env *Env, args []string) error {
 		if len(r.NotSharedWith) > 0 {
 			problem = fmt.Sprintf("does not see the markers of %s: not the same storage", strings.Join(r.NotSharedWith, ", "))
 		}
-		tw.row(r.Node, fmt.Sprint(r.Usable()), api.FormatSize(r.Free), api.FormatSize(r.Total), r.Checked.Format("15:04:05"), problem)
+		tw.row(r.Node, fmt.Sprint(r.Usable()), gib(r.Free), gib(r.Total), r.Checked.Format("15:04:05"), problem)
 	}
 	if err := tw.flush(); err != nil {
 		return err
@@ -175,3 +175,6 @@ func runPoolDelete(ctx context.Context, env *Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "pool %q deleted\n", name)
 	return nil
 }
+
+// gib formats a byte count in GiB for tables.
+func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/float64(1<<30)) }
