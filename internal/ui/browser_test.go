@@ -120,6 +120,8 @@ func startAgent(t *testing.T, node string, extra ...string) *agentProc {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-p.done
 		}
+		// Guests outlive their agent by design; a test leaves none behind.
+		testguest.KillUnder(dir)
 		if t.Failed() {
 			if b, err := os.ReadFile(filepath.Join(dir, "agent.log")); err == nil {
 				t.Logf("agent %s log:\n%s", node, tail(string(b), 4000))
