@@ -137,28 +137,50 @@ func (l *Liveness) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		l.mu.Lock()
-		id := l.lease
-		l.mu.Unlock()
-		kctx, cancel := context.WithTimeout(ctx, l.interval)
+		l.renew(ctx)
+	}
+}
+
+// renew renews the lease once, retrying within one keepalive interval. Each
+// attempt requires the answering member to have a leader, so a member cut
+// off from the store's majority fails at once instead of holding the request
+// until its deadline, and the retry goes to another member (the client
+// balances requests over them).
+func (l *Liveness) renew(ctx context.Context) {
+	l.mu.Lock()
+	id := l.lease
+	l.mu.Unlock()
+	deadline := time.Now().Add(l.interval)
+	var err error
+	for attempt := 0; ; attempt++ {
+		kctx, cancel := context.WithDeadline(clientv3.WithRequireLeader(ctx), deadline)
 		sent := time.Now()
-		_, err := l.s.cli.KeepAliveOnce(kctx, id)
+		_, err = l.s.cli.KeepAliveOnce(kctx, id)
 		cancel()
-		switch {
-		case err == nil:
+		if err == nil {
 			l.mu.Lock()
 			l.renewed, l.sent = time.Now(), sent
 			l.mu.Unlock()
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			return
+		}
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			l.log.Warn("liveness lease expired; registering again", "op", "liveness")
 			if err := l.grant(ctx); err != nil && ctx.Err() == nil {
 				l.log.Warn("re-register liveness failed", "op", "liveness", "err", err)
 			}
-		default:
-			if ctx.Err() == nil {
-				l.log.Warn("lease keepalive failed", "op", "liveness", "err", err)
-			}
+			return
 		}
+		wait := min(100*time.Millisecond<<min(attempt, 3), time.Until(deadline))
+		if ctx.Err() != nil || wait <= 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	if ctx.Err() == nil {
+		l.log.Warn("lease keepalive failed", "op", "liveness", "err", err)
 	}
 }
 

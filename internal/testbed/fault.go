@@ -109,7 +109,11 @@ func (b *Bed) powerOff(ctx context.Context, h *Host) error {
 	if err := b.setLink(ctx, h, false); err != nil {
 		return err
 	}
-	return b.killHost(ctx, h)
+	if err := b.killHost(ctx, h); err != nil {
+		return err
+	}
+	// A machine that lost power comes back with its watchdog disarmed.
+	return disarmEmulatedWatchdog(h)
 }
 
 // PowerOn marks the host on, brings its link up again (unless the network is

@@ -46,10 +46,17 @@ func (b *Bed) WatchWatchdogs(ctx context.Context, interval time.Duration) (stop 
 					b.log.Error("watchdog power-off failed", "host", h.Name, "err", err)
 					continue
 				}
-				// The reset disarms the watchdog, as a reboot would.
-				_ = writeFileAtomic(h.watchdogFile(), []byte("disarmed\n"))
 			}
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// disarmEmulatedWatchdog resets the host's emulated watchdog, as a power
+// loss resets a real one.
+func disarmEmulatedWatchdog(h *Host) error {
+	if !fileExists(h.watchdogFile()) {
+		return nil
+	}
+	return writeFileAtomic(h.watchdogFile(), []byte("disarmed\n"))
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/testbed"
 	"github.com/haven-ha/haven/internal/testguest"
-	"github.com/haven-ha/haven/internal/watchdog"
 )
 
 var (
@@ -127,14 +126,10 @@ func newCluster(t testing.TB, o options) *testCluster {
 			c.stopChecker()
 		}
 	})
-	// A host that loses power loses its watchdog's countdown too. The bed's
-	// emulated watchdog stays armed across a PowerOff (it only disarms
-	// after firing itself), and would power the host off again right after
-	// it comes back: disarm it on both edges.
+	// A host powered on again boots its agent. (A power-off also resets the
+	// host's emulated watchdog: the bed and its fence agent see to that.)
 	bed.SetHooks(testbed.Hooks{
-		PowerOff: func(_ context.Context, h *testbed.Host) { disarmWatchdog(h) },
 		PowerOn: func(_ context.Context, h *testbed.Host) error {
-			disarmWatchdog(h)
 			return c.startAgent(c.node(h.Name), nil)
 		},
 	})
@@ -233,16 +228,6 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	}
 	n.proc, n.from = p, st.Size()
 	return nil
-}
-
-// disarmWatchdog marks h's emulated watchdog disarmed, as a power cycle
-// leaves a real one.
-func disarmWatchdog(h *testbed.Host) {
-	if p, ok := strings.CutPrefix(h.WatchdogDevice(), watchdog.FileDevicePrefix); ok {
-		if _, err := os.Stat(p); err == nil {
-			_ = os.WriteFile(p, []byte("disarmed\n"), 0o644)
-		}
-	}
 }
 
 // logOf is n's agent output since its latest start.
