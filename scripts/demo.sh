@@ -112,6 +112,9 @@ up() {
 	EOF
 	"$haven" fence set "$state/fence.json"
 
+	echo "==> Shared storage: the bed's shared directory, seen by every host"
+	"$haven" pool add shared --path "$shared" --shared
+
 	echo "==> A failover domain and three guests"
 	"$haven" domain create web --member h1 --member h2 --member h3 --ordered
 	for g in web1 web2 db1; do

@@ -63,6 +63,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 		clientv3.OpGet(cluster.PrefixCommands, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
 		clientv3.OpGet(cluster.PrefixShutdown, clientv3.WithPrefix()),
 		clientv3.OpGet(cluster.PrefixPoolHealth, clientv3.WithPrefix()),
+		clientv3.OpGet(cluster.PrefixPools, clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("manager: read the cluster: %w", err)
@@ -83,6 +84,12 @@ func RunManager(ctx context.Context, d Daemon) error {
 	st.Config.Fencing, st.Config.ShutdownPolicy, st.Config.Timings = policy.Fencing, policy.ShutdownPolicy, d.Timings
 
 	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
+	for _, kv := range kvs(9) {
+		var p storage.Pool
+		if json.Unmarshal(kv.Value, &p) == nil {
+			f.pools = append(f.pools, p)
+		}
+	}
 	for _, kv := range kvs(4) {
 		node, guest, ok := cluster.ReportFromKey(kv.Key)
 		var r hostctl.Report
@@ -128,7 +135,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 			continue
 		}
 		guests[g.Spec.Name] = true
-		if err := applyGuest(st, g, f.runningOn(g.Spec.Name)); err != nil {
+		if err := applyGuest(st, g, f.runningOn(g.Spec.Name), f.pools); err != nil {
 			log.Error("guest not applied", "guest", g.Spec.Name, "err", err)
 		}
 	}
@@ -267,8 +274,10 @@ func toKVs[T interface {
 }
 
 // applyGuest adds a guest record to the core or updates its policy.
-func applyGuest(st *manager.State, g cluster.Guest, runningOn string) error {
+func applyGuest(st *manager.State, g cluster.Guest, runningOn string, pools []storage.Pool) error {
 	g.Spec.Pools = guestPools(g)
+	capable, _ := storage.FailoverCapable(g.Def, pools)
+	g.Spec.Pinned = !capable
 	if st.Guest(g.Spec.Name) != nil {
 		return st.UpdateGuestSpec(g.Spec)
 	}
@@ -311,6 +320,7 @@ type feed struct {
 	reports    map[string]map[string]hostctl.Report
 	live       map[string]model.NodeFacts
 	poolHealth map[string]map[string]cluster.PoolHealth // node -> pool -> check
+	pools      []storage.Pool                           // the pools as of the last change seen
 }
 
 func (f *feed) setReport(node, guest string, r hostctl.Report) {
@@ -454,7 +464,8 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			return nil
 		}
 		running := f.runningOn(g.Spec.Name)
-		return []Input{{Spec: func(st *manager.State) error { return applyGuest(st, g, running) }}}
+		pools := slices.Clone(f.pools)
+		return []Input{{Spec: func(st *manager.State) error { return applyGuest(st, g, running, pools) }}}
 	case strings.HasPrefix(key, cluster.PrefixDomains):
 		name := strings.TrimPrefix(key, cluster.PrefixDomains)
 		if del {
@@ -476,6 +487,16 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			st.Config.Fencing, st.Config.ShutdownPolicy = p.Fencing, p.ShutdownPolicy
 			return nil
 		}}}
+	case strings.HasPrefix(key, cluster.PrefixPools):
+		// New guests and edits see the pools as they are now; guests already
+		// configured keep their verdict until edited.
+		name := strings.TrimPrefix(key, cluster.PrefixPools)
+		f.pools = slices.DeleteFunc(f.pools, func(p storage.Pool) bool { return p.Name == name })
+		var p storage.Pool
+		if !del && json.Unmarshal(ev.Kv.Value, &p) == nil {
+			f.pools = append(f.pools, p)
+		}
+		return nil
 	case strings.HasPrefix(key, cluster.PrefixPoolHealth):
 		node := f.setPoolHealth(key, ev.Kv.Value)
 		if del {

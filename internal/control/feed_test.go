@@ -14,6 +14,7 @@ import (
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/store/storetest"
 )
@@ -115,4 +116,27 @@ func TestNewManagerResumesMigration(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// A guest's disks decide where it may run: a disk on no shared pool pins it
+// to its node; disks on a shared pool let it move.
+func TestApplyGuestPinsLocalDisks(t *testing.T) {
+	st := manager.New(manager.Config{})
+	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
+		t.Fatal(err)
+	}
+	pools := []storage.Pool{{Name: "nfs", Kind: storage.KindDir, Path: "/srv/nfs", Shared: true}}
+	local := cluster.Guest{Spec: model.DefaultGuestSpec("local"), Def: guestdef.Definition{Name: "local", Disks: []guestdef.Disk{{Path: "/var/lib/images/local.img"}}}}
+	shared := cluster.Guest{Spec: model.DefaultGuestSpec("shared"), Def: guestdef.Definition{Name: "shared", Disks: []guestdef.Disk{{Path: "/srv/nfs/shared.img"}, {Pool: "nfs", Volume: "data.qcow2"}}}}
+	for _, g := range []cluster.Guest{local, shared} {
+		if err := applyGuest(st, g, "", pools); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := st.Guest("local"); !g.Spec.Pinned {
+		t.Error("a guest with a local disk is not pinned to its node")
+	}
+	if g := st.Guest("shared"); g.Spec.Pinned || len(g.Spec.Pools) != 1 || g.Spec.Pools[0] != "nfs" {
+		t.Errorf("guest on shared storage: pinned %v, pools %v; want free to move, needing pool nfs", g.Spec.Pinned, g.Spec.Pools)
+	}
 }

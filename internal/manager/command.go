@@ -83,6 +83,8 @@ func (s *State) canTake(g *Guest, node string) error {
 		return ErrOutsideDomain
 	case !s.hasPools(g, n):
 		return ErrPoolMissing
+	case g.Spec.Pinned && g.Node != "" && node != g.Node:
+		return ErrPinned
 	}
 	if s.Usage()[node]+g.Spec.Memory > n.Memory {
 		return ErrNoRoom

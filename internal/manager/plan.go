@@ -139,9 +139,9 @@ func (st *stepper) place() {
 			continue
 		}
 		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
-		if len(g.Spec.Pools) > 0 {
+		if len(g.Spec.Pools) > 0 || (g.Spec.Pinned && g.Node != "") {
 			for i, n := range s.Nodes {
-				if !s.hasPools(g, n) {
+				if !s.hasPools(g, n) || (g.Spec.Pinned && g.Node != "" && n.Name != g.Node) {
 					r.Unfit = append(r.Unfit, i)
 				}
 			}

@@ -98,3 +98,49 @@ func TestPoolsLimitPlacement(t *testing.T) {
 		t.Fatalf("SetNodePools on an unknown node = %v", err)
 	}
 }
+
+// A guest whose disks only its node sees never moves: not by failback, not
+// after its node fails, not by an operator; it waits for its node.
+func TestPinnedGuestStaysHome(t *testing.T) {
+	s := New(Config{})
+	for _, n := range []string{"a", "b"} {
+		if err := s.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Unix(0, 0)
+	s.Step(now, Sync{Nodes: []NodeReport{{Name: "a", Running: []string{"local"}}, {Name: "b"}}})
+	spec := model.DefaultGuestSpec("local")
+	spec.Node, spec.Pinned = "a", true
+	if err := s.AddGuest(spec, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(Command{Kind: CmdMigrate, Guest: "local", Node: "b"}); !errors.Is(err, ErrPinned) {
+		t.Fatalf("migrate of a pinned guest = %v, want ErrPinned", err)
+	}
+	// Its node fails and is fenced: the guest is not started on b.
+	var attempt uint64
+	for _, a := range append(s.Step(now, NodeDown{Node: "a"}), s.Step(now, Tick{})...) {
+		if a.Kind == ActFence {
+			attempt = a.Op
+		}
+	}
+	for _, a := range s.Step(now.Add(time.Second), FenceResult{Node: "a", Attempt: attempt, OK: true}) {
+		if a.Kind == ActStart && a.Guest == "local" {
+			t.Fatalf("pinned guest started on %s after its node failed", a.Node)
+		}
+	}
+	if g := s.Guest("local"); g.State != GuestRecovering || g.Node != "a" {
+		t.Fatalf("pinned guest after its node failed: %s on %q, want recovering on a", g.State, g.Node)
+	}
+	// Its node comes back: it starts there.
+	var started string
+	for _, a := range s.Step(now.Add(time.Minute), NodeUp{NodeReport{Name: "a"}}) {
+		if a.Kind == ActStart && a.Guest == "local" {
+			started = a.Node
+		}
+	}
+	if started != "a" {
+		t.Fatalf("pinned guest started on %q when its node came back, want a", started)
+	}
+}

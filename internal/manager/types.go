@@ -243,6 +243,7 @@ var (
 	ErrOutsideDomain    = errors.New("node is outside the guest's restricted failover domain")
 	ErrNoRoom           = errors.New("not enough free memory on node")
 	ErrPoolMissing      = errors.New("a storage pool the guest needs is not usable on node")
+	ErrPinned           = errors.New("the guest's disks are not on shared storage: it runs only on its own node")
 	ErrSameNode         = errors.New("guest is already on that node")
 	ErrFencing          = errors.New("guest waits for its failed node to be fenced")
 	ErrInMaintenance    = errors.New("node is already in maintenance")

@@ -100,6 +100,10 @@ type GuestSpec struct {
 	// Pools are the storage pools the guest's disks are on: a host that
 	// does not have all of them usable cannot run it.
 	Pools []string `json:"pools,omitempty"`
+	// Pinned: some disk is not on shared storage, so the guest can run only
+	// on its node: it is never moved, and after that node fails it waits for
+	// it to come back.
+	Pinned bool `json:"pinned,omitempty"`
 	// Node is where the operator or the manager last put the guest; empty
 	// until it is placed.
 	Node string `json:"node,omitempty"`

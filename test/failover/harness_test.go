@@ -24,6 +24,7 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/testbed"
 	"github.com/haven-ha/haven/internal/testguest"
 )
@@ -181,6 +182,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 	} else {
 		c.setFencing()
 	}
+	c.sharedPool()
 	c.stopChecker = c.checker.Start(ctx)
 	return c
 }
@@ -324,6 +326,17 @@ func (c *testCluster) setFencing() {
 	}
 	c.api(func(ctx context.Context, cl *client.Client) error {
 		_, err := cl.SetFenceConfig(ctx, cfg)
+		return err
+	})
+}
+
+// sharedPool declares the bed's shared directory a shared storage pool, as
+// an operator declares the NFS mount the guests' disks are on: without it the
+// guests could not fail over (their disks would be local to one host).
+func (c *testCluster) sharedPool() {
+	c.t.Helper()
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.CreatePool(ctx, storage.Pool{Name: "shared", Kind: storage.KindDir, Path: c.bed.SharedDir(), Shared: true})
 		return err
 	})
 }
