@@ -204,6 +204,10 @@ func TestOperatorCLI(t *testing.T) {
 		if !strings.Contains(out, "start web1: accepted by the manager") {
 			t.Fatalf("start said %q", out)
 		}
+		// Its disk is on no shared pool: it cannot move until the storage
+		// it is on is declared shared.
+		fails(t, "admin", 1, "cannot run on another host", "guest", "migrate", "web1", "n2")
+		ok(t, "pool", "add", "images", "--path", "/var/lib/images", "--shared")
 		var res api.CommandResult
 		if err := json.Unmarshal([]byte(ok(t, "guest", "migrate", "web1", "n2", "-o", "json")), &res); err != nil || !res.Done || res.Node != "n2" {
 			t.Fatalf("migrate -o json: %+v %v", res, err)
