@@ -21,10 +21,7 @@ func init() {
 
 func runDomainList(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("domain list", env)
-	if err := wantArgs(fs, args, 0, ""); err != nil {
-		return err
-	}
-	c, err := cf.client(env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
@@ -75,14 +72,7 @@ func domainFlags(d model.Domain) string {
 
 func runDomainShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("domain show", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one domain name")
-	}
-	c, err := cf.client(env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one domain name")
 	if err != nil {
 		return err
 	}
@@ -162,14 +152,7 @@ func runDomainCreate(ctx context.Context, env *Env, args []string) error {
 
 func runDomainDelete(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("domain delete", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one domain name")
-	}
-	c, err := cf.client(env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one domain name")
 	if err != nil {
 		return err
 	}

@@ -29,10 +29,7 @@ func init() {
 
 func runFenceShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("fence show", env)
-	if err := wantArgs(fs, args, 0, ""); err != nil {
-		return err
-	}
-	c, err := cf.client(env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
@@ -162,14 +159,7 @@ func runFenceSet(ctx context.Context, env *Env, args []string) error {
 
 func runFenceTest(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("fence test", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one node name")
-	}
-	c, err := cf.client(env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one node name")
 	if err != nil {
 		return err
 	}
@@ -256,10 +246,7 @@ func runNodeFence(ctx context.Context, env *Env, args []string) error {
 
 func runPolicyShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("policy show", env)
-	if err := wantArgs(fs, args, 0, ""); err != nil {
-		return err
-	}
-	c, err := cf.client(env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}

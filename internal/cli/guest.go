@@ -72,6 +72,26 @@ func wantArgs(fs *flag.FlagSet, args []string, n int, what string) error {
 	return Usagef("give %s", what)
 }
 
+// connect parses a command's flags and arguments, checks there are exactly n
+// positional arguments (what names them in the usage error), and opens the
+// API client; the caller closes it.
+func (cf *clientFlags) connect(env *Env, fs *flag.FlagSet, args []string, n int, what string) ([]string, *client.Client, error) {
+	pos, err := opsArgs(fs, args)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case len(pos) != n && n == 0:
+		return nil, nil, Usagef("unexpected arguments: %s", strings.Join(pos, " "))
+	case len(pos) != n:
+		return nil, nil, Usagef("give %s", what)
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, c, nil
+}
+
 // opsFlags makes a flag set with the connection flags.
 func opsFlags(name string, env *Env) (*flag.FlagSet, *clientFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -223,10 +243,7 @@ func readInput(env *Env, name string) ([]byte, error) {
 
 func runGuestList(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("guest list", env)
-	if err := wantArgs(fs, args, 0, ""); err != nil {
-		return err
-	}
-	c, err := cf.client(env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
@@ -247,14 +264,7 @@ func runGuestList(ctx context.Context, env *Env, args []string) error {
 
 func runGuestShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("guest show", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one guest name")
-	}
-	c, err := cf.client(env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one guest name")
 	if err != nil {
 		return err
 	}
@@ -493,14 +503,7 @@ func runGuestEdit(ctx context.Context, env *Env, args []string) error {
 
 func runGuestDelete(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("guest delete", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one guest name")
-	}
-	c, err := cf.client(env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one guest name")
 	if err != nil {
 		return err
 	}

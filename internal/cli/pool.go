@@ -20,14 +20,7 @@ func init() {
 
 func runPoolShow(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("pool show", env)
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one pool name")
-	}
-	c, err := cf.client(env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one pool name")
 	if err != nil {
 		return err
 	}
@@ -89,10 +82,7 @@ func runVolumeCreate(ctx context.Context, env *Env, args []string) error {
 
 func runPoolList(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("pool list", env)
-	if err := wantArgs(fs, args, 0, ""); err != nil {
-		return err
-	}
-	c, err := cf.client(env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
