@@ -23,6 +23,7 @@ import (
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/selffence"
 	"github.com/haven-ha/haven/internal/watchdog"
 )
 
@@ -323,6 +324,12 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 	defer t.Stop()
 	lease := h.cfg.Live.Lease()
 	var lastPetProof time.Time
+	// The decision is the simulator's (package selffence): a host cut off
+	// since its last confirmed renewal self-fences once its lease could have
+	// expired in the store, less a margin, if it runs guests.
+	deadline := h.cfg.LeaseTTL - h.cfg.SelfFenceMargin
+	mon := selffence.New(deadline)
+	overdueAfter := min(2*time.Second, deadline/2)
 	for {
 		select {
 		case <-ctx.Done():
@@ -339,20 +346,26 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 			}
 		}
 		sent := h.cfg.Live.LastSent()
-		stale := now.Sub(sent) >= h.cfg.LeaseTTL-h.cfg.SelfFenceMargin
+		overdue := now.Sub(sent) > overdueAfter
+		if overdue {
+			mon.Observe(sent, false) // cut off since the last confirmed renewal
+		} else {
+			mon.Observe(now, true)
+		}
 		h.mu.Lock()
 		fenced := h.fenced
 		h.mu.Unlock()
 		switch {
-		case stale && h.running() > 0:
+		case mon.Decide(now, h.running()) == selffence.Fence:
 			h.selfFence(ctx, fmt.Sprintf("lease not confirmed since %s: lost the cluster", sent.Format(time.RFC3339Nano)))
-		case !stale && fenced:
+		case !overdue && fenced:
 			h.log.Info("back in the cluster; accepting orders again", "op", "self-fence")
 			h.mu.Lock()
 			h.fenced = false
 			h.mu.Unlock()
+			mon = selffence.New(deadline)
 		}
-		if !stale {
+		if now.Sub(sent) < deadline {
 			h.tendWatchdog(ctx, &lastPetProof)
 		}
 	}
