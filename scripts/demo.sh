@@ -4,9 +4,9 @@
 # fence device for every host (fence_testbed) and a few tiny test guests,
 # some in a failover domain. Then pull a plug and watch the guests come back.
 #
-#   sudo scripts/demo.sh up       install packages, build, start the cluster
-#   sudo scripts/demo.sh status   hosts, guests, recent events
-#   sudo scripts/demo.sh down     stop everything the demo started, remove the bed
+#   scripts/demo.sh up       install packages, build, start the cluster
+#   scripts/demo.sh status   hosts, guests, recent events
+#   scripts/demo.sh down     stop everything the demo started, remove the bed
 #
 # Needs root (namespaces, iptables) on Debian 12 with Go installed. See
 # docs/demo.md for a guided tour.
@@ -145,11 +145,11 @@ up() {
 
 		web1 and web2 prefer h1 (domain "web": h1, then h2, then h3); db1 goes anywhere.
 		Pull the plug on a host and watch its guests come back elsewhere:
-		  sudo scripts/testbed.sh poweroff h1
-		  sudo scripts/demo.sh status          (again after ~10 s)
-		  sudo scripts/testbed.sh poweron h1   (its guests go home by live migration)
+		  scripts/testbed.sh poweroff h1
+		  scripts/demo.sh status          (again after ~10 s)
+		  scripts/testbed.sh poweron h1   (its guests go home by live migration)
 		Other faults: scripts/testbed.sh cut h2 | restore h2 | partition "h1/h2,h3" | heal | agentkill h3
-		Stop it all:   sudo scripts/demo.sh down
+		Stop it all:   scripts/demo.sh down
 	EOF
 }
 

@@ -599,11 +599,14 @@ func (f *storeFencer) Fence(ctx context.Context, node string) error {
 }
 
 func fenceMsg(node string, res fence.Result, err error) string {
-	b, _ := json.Marshal(res)
 	if err != nil {
 		return fmt.Sprintf("fencing %s failed: %v", node, err)
 	}
-	return fmt.Sprintf("fenced %s: %s", node, b)
+	confirmed := ""
+	if res.Confirmed {
+		confirmed = ", confirmed"
+	}
+	return fmt.Sprintf("fenced %s: level %d (%s), %s%s, in %v", node, res.Level, strings.Join(res.Devices, " + "), res.Action, confirmed, res.Duration.Round(time.Millisecond))
 }
 
 // storeDefs reads guest definitions from the guest records.
