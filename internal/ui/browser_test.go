@@ -331,8 +331,8 @@ func login(t *testing.T, ctx context.Context, base, user, pw string) {
 	run(t, ctx, "log in as "+user, 30*time.Second,
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(css(`#login input[name=user]`)),
-		chromedp.SendKeys(css(`#login input[name=user]`), user),
-		chromedp.SendKeys(css(`#login input[name=password]`), pw),
+		typeText(`#login input[name=user]`, user),
+		typeText(`#login input[name=password]`, pw),
 		click((`#login button[type=submit]`)),
 		chromedp.WaitVisible(css(`#hosts .host[data-host="n1"]`)),
 	)
@@ -397,8 +397,8 @@ func TestBrowserFlow(t *testing.T) {
 	run(t, b, "wrong password", 30*time.Second,
 		chromedp.Navigate(c.base+"/"),
 		chromedp.WaitVisible(css(`#login input[name=user]`)),
-		chromedp.SendKeys(css(`#login input[name=user]`), "ada"),
-		chromedp.SendKeys(css(`#login input[name=password]`), "not it"),
+		typeText(`#login input[name=user]`, "ada"),
+		typeText(`#login input[name=password]`, "not it"),
 		click((`#login button[type=submit]`)),
 		waitText(`#login .form-error`, "wrong user name or password"))
 	login(t, b, c.base, "ada", "ada's secret")
@@ -411,7 +411,7 @@ func TestBrowserFlow(t *testing.T) {
 	run(t, b, "create domain", 30*time.Second,
 		click((`#new-domain`)),
 		chromedp.WaitVisible(css(`#domain-form`)),
-		chromedp.SendKeys(css(`#domain-name`), "bias-n1"),
+		typeText(`#domain-name`, "bias-n1"),
 		click((`#domain-form input[data-member="n1"]`)),
 		click((`#domain-form input[data-member="n2"]`)),
 		click((`#domain-form button[type=submit]`)),
@@ -428,7 +428,7 @@ func TestBrowserFlow(t *testing.T) {
 	goTo(t, b, c.base, "#/new", "#guest-form")
 	run(t, b, "create guest with a bad memory size", 30*time.Second,
 		chromedp.WaitReady(css(`#g-domain option[value="bias-n1"]`)),
-		chromedp.SendKeys(css(`#g-name`), "web1"),
+		typeText(`#g-name`, "web1"),
 		chromedp.SetValue(css(`#g-memory`), "12 potatoes"),
 		chromedp.SetValue(css(`#g-domain`), "bias-n1"),
 		chromedp.SetValue(css(`#g-boot-kernel`), files.Kernel),
@@ -542,7 +542,7 @@ func TestBrowserFlow(t *testing.T) {
 		run(t, b, "add a fence device", 30*time.Second,
 			click((`#new-device`)),
 			chromedp.WaitVisible(css(`#device-form`)),
-			chromedp.SendKeys(css(`#device-form input[name=name]`), "dummy-n2"),
+			typeText(`#device-form input[name=name]`, "dummy-n2"),
 			chromedp.SetValue(css(`#device-form input[name=agent]`), "fence_dummy"),
 			chromedp.SetValue(css(`#device-form textarea[name=params]`), "type=file\nstatus_file="+power),
 			click((`#device-form button[type=submit]`)),
@@ -640,6 +640,28 @@ func waitManagerTakesGuest(t *testing.T, c *testCluster, name string) bool {
 
 // waitText waits until the text shown in the first element matching the
 // CSS selector contains s.
+// typeText appends text to the value of the first element matching sel once
+// it exists, and fires the input and change events a person's typing would.
+// (chromedp's SendKeys reads node data its event handlers write at the same
+// time: a data race the race detector reports while the page updates live.)
+func typeText(sel, text string) chromedp.Action[chromedp.Void] {
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e || e.disabled) return false; e.focus(); e.value += %q;
+		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`, sel, text)
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for {
+			ok, err := chromedp.Evaluate[bool](js)(ctx, tg)
+			if err == nil && ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("typing into %s (%v): %w", sel, err, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // click clicks the first element matching sel once it exists. The page
 // re-renders parts of itself on live updates, so the element is looked up
 // and clicked in one script run: a node found a moment earlier may be gone.

@@ -56,7 +56,7 @@ func TestBrowserScale(t *testing.T) {
 		chromedp.Navigate(ag.URL()+"/"),
 		chromedp.WaitVisible(css(`#login`)),
 		chromedp.Click(css(`#login button.link`)),
-		chromedp.SendKeys(css(`#login input[name=token]`), ag.Tokens["admin"]),
+		typeText(`#login input[name=token]`, ag.Tokens["admin"]),
 		chromedp.Click(css(`#login button[type=submit]`)),
 		waitJS(`document.querySelectorAll('#hosts .chip[data-guest]').length`, guests))
 	t.Logf("login to an overview of %d hosts and %d guest chips: %v", len(hosts), guests, time.Since(start).Round(time.Millisecond))
@@ -73,7 +73,7 @@ func TestBrowserScale(t *testing.T) {
 
 	start = time.Now()
 	run(t, b, "filter", 30*time.Second,
-		chromedp.SendKeys(css(`#filter`), "g-1234"),
+		typeText(`#filter`, "g-1234"),
 		waitJS(`document.querySelectorAll('#hosts .chip:not(.hide)').length`, 1),
 		waitJS(`document.querySelectorAll('#hosts .host:not(.hide)').length`, 1))
 	t.Logf("filter to one guest: %v", time.Since(start).Round(time.Millisecond))
