@@ -55,6 +55,43 @@ func (w *memWriter) order(node, guest string) hostctl.Order {
 	return w.orders[node+"/"+guest]
 }
 
+// wait polls cond until it holds, waking at every order written; it fails
+// the test after 5 s.
+func (w *memWriter) wait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for !cond() {
+		select {
+		case <-w.newOrder:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
+		}
+	}
+}
+
+// runShell runs sh with nodes up until the test ends and returns its input.
+func runShell(t *testing.T, sh *Shell, nodes ...string) chan Input {
+	t.Helper()
+	sync := manager.Sync{}
+	for _, n := range nodes {
+		sync.Nodes = append(sync.Nodes, manager.NodeReport{Name: n})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan Input)
+	errc := make(chan error, 1)
+	go func() { errc <- sh.Run(ctx, sync, in) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	return in
+}
+
+// startVM1 waits for the start order of vm1 on n1 and reports it started.
+func startVM1(t *testing.T, w *memWriter, in chan Input) {
+	t.Helper()
+	w.wait(t, "start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
+	start := w.order("n1", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+}
+
 type defs struct{}
 
 func (defs) Definition(guest, node string) (guestdef.Definition, error) {
@@ -79,28 +116,9 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	}
 	w := newMemWriter()
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
-	ctx, cancel := context.WithCancel(context.Background())
-	in := make(chan Input)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- sh.Run(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1"}, {Name: "n2"}}}, in)
-	}()
-	defer func() { cancel(); <-errc }()
-
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.After(5 * time.Second)
-		for !cond() {
-			select {
-			case <-w.newOrder:
-			case <-deadline:
-				t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
-			}
-		}
-	}
-	wait("start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
-	start := w.order("n1", "vm1")
-	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	in := runShell(t, sh, "n1", "n2")
+	wait := func(what string, cond func() bool) { t.Helper(); w.wait(t, what, cond) }
+	startVM1(t, w, in)
 
 	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
 	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,27 +32,9 @@ func TestMigrationGivesUpOnASilentTarget(t *testing.T) {
 	now := func() time.Time { return base.Add(time.Duration(offset.Load())) }
 	w := newMemWriter()
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: now})
-	ctx, cancel := context.WithCancel(context.Background())
-	in := make(chan Input)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- sh.Run(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1"}, {Name: "n2"}}}, in)
-	}()
-	defer func() { cancel(); <-errc }()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.After(5 * time.Second)
-		for !cond() {
-			select {
-			case <-w.newOrder:
-			case <-deadline:
-				t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
-			}
-		}
-	}
-	wait("start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
-	start := w.order("n1", "vm1")
-	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	in := runShell(t, sh, "n1", "n2")
+	wait := func(what string, cond func() bool) { t.Helper(); w.wait(t, what, cond) }
+	startVM1(t, w, in)
 	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
 	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
 
@@ -89,27 +70,9 @@ func TestSourceFailureKillsTheTargetCopy(t *testing.T) {
 	}
 	w := newMemWriter()
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
-	ctx, cancel := context.WithCancel(context.Background())
-	in := make(chan Input)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- sh.Run(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}}}, in)
-	}()
-	defer func() { cancel(); <-errc }()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.After(5 * time.Second)
-		for !cond() {
-			select {
-			case <-w.newOrder:
-			case <-deadline:
-				t.Fatalf("timed out waiting for %s; orders: %v", what, w.log)
-			}
-		}
-	}
-	wait("start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
-	start := w.order("n1", "vm1")
-	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	in := runShell(t, sh, "n1", "n2", "n3")
+	wait := func(what string, cond func() bool) { t.Helper(); w.wait(t, what, cond) }
+	startVM1(t, w, in)
 	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
 	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
 	in <- Input{NodeDown: "n1"}
