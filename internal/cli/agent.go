@@ -246,17 +246,12 @@ func runTokenCreate(ctx context.Context, env *Env, args []string) error {
 }
 
 func runTokenList(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("token list", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
-	}
-	c, err := cf.client(env)
+	fs, cf := opsFlags("token list", env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 	ts, err := c.Tokens(ctx)
 	if err != nil {
 		return err
@@ -272,19 +267,11 @@ func runTokenList(ctx context.Context, env *Env, args []string) error {
 }
 
 func runTokenRevoke(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("token revoke", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
-	}
-	if fs.NArg() != 1 {
-		return Usagef("give one token ID")
-	}
-	c, err := cf.client(env)
+	fs, cf := opsFlags("token revoke", env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one token ID")
 	if err != nil {
 		return err
 	}
-	return c.RevokeToken(ctx, fs.Arg(0))
+	defer c.Close()
+	return c.RevokeToken(ctx, pos[0])
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strconv"
 
@@ -25,14 +24,8 @@ func init() {
 }
 
 func runNodeList(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("node list", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
-	}
-	c, err := cf.client(env)
+	fs, cf := opsFlags("node list", env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
@@ -64,24 +57,15 @@ func runNodeList(ctx context.Context, env *Env, args []string) error {
 }
 
 func runNodeRemove(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("node remove", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
-	}
-	if fs.NArg() != 1 {
-		return Usagef("give one node name")
-	}
-	c, err := cf.client(env)
+	fs, cf := opsFlags("node remove", env)
+	pos, c, err := cf.connect(env, fs, args, 1, "one node name")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.RemoveNode(ctx, fs.Arg(0)); err != nil {
+	if err := c.RemoveNode(ctx, pos[0]); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "node %q removed\n", fs.Arg(0))
+	fmt.Fprintf(env.Stdout, "node %q removed\n", pos[0])
 	return nil
 }

@@ -102,17 +102,12 @@ func runUserAdd(ctx context.Context, env *Env, args []string) error {
 }
 
 func runUserList(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("user list", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
-	}
-	c, err := cf.client(env)
+	fs, cf := opsFlags("user list", env)
+	_, c, err := cf.connect(env, fs, args, 0, "")
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 	var us []api.UserInfo
 	if err := c.Do(ctx, "GET", "/api/v1/users", nil, &us); err != nil {
 		return fmt.Errorf("list users: %w", err)
