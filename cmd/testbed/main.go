@@ -32,6 +32,9 @@ const usage = `Usage: testbed COMMAND [ARGS]   (bed: --bed ID, $HAVEN_TESTBED, o
                                   the host's dir); --role agent for agentkill
   poweroff H | poweron H          pull / restore H's plug (kills all its processes)
   agentkill H                     SIGKILL H's agent (processes with role agent)
+  libvirt H                       boot H's own libvirtd (and virtlogd), listening on
+                                  H's address; after libvirtdkill, restart libvirtd
+  libvirtdkill H                  SIGKILL H's libvirtd (its guests keep running)
   cut H | restore H               take H's link down / up
   partition h1,h2/h3 | heal       split the hosts into groups / undo
   fencefail H on|off              make H's fence device fail / work
@@ -249,6 +252,36 @@ func dispatch(ctx context.Context, cmd string, flags map[string]string, pos []st
 			return err
 		}
 		return b.AgentKill(ctx, h)
+	case "libvirt":
+		h, err := host()
+		if err != nil {
+			return err
+		}
+		hh := b.Host(h)
+		virtlogd, libvirtd := false, false
+		for _, r := range hh.Processes() {
+			virtlogd = virtlogd || r.Role == testbed.RoleVirtlogd
+			libvirtd = libvirtd || r.Role == testbed.RoleLibvirtd
+		}
+		switch {
+		case libvirtd:
+			return fmt.Errorf("libvirtd already runs on %s (socket %s)", h, hh.LibvirtSocket())
+		case virtlogd:
+			err = hh.RestartLibvirtd(ctx, true)
+		default:
+			err = hh.StartLibvirt(ctx, true)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "libvirt up on %s: socket %s, migrations to %s\n", h, hh.LibvirtSocket(), hh.LibvirtURI())
+		return nil
+	case "libvirtdkill":
+		h, err := host()
+		if err != nil {
+			return err
+		}
+		return b.LibvirtdKill(ctx, h)
 	case "cut":
 		h, err := host()
 		if err != nil {

@@ -81,6 +81,23 @@ func TestCLIUpFaultsDown(t *testing.T) {
 	if code, out := cli(t, "agentkill", bed, "h1"); code != 0 {
 		t.Errorf("agentkill: %d %s", code, out)
 	}
+	// libvirt: boot h1's daemons (detached), refuse a second libvirtd, kill
+	// libvirtd and restart it alone.
+	if code, out := cli(t, "libvirt", bed, "h1"); code != 0 || !strings.Contains(out, "libvirt up on h1") {
+		t.Fatalf("libvirt: %d %s", code, out)
+	}
+	if code, out := cli(t, "libvirt", bed, "h1"); code == 0 || !strings.Contains(out, "already runs") {
+		t.Errorf("second libvirt: %d %s", code, out)
+	}
+	if code, out := cli(t, "libvirtdkill", bed, "h1"); code != 0 {
+		t.Errorf("libvirtdkill: %d %s", code, out)
+	}
+	if code, out := cli(t, "libvirt", bed, "h1"); code != 0 {
+		t.Errorf("libvirt after libvirtdkill: %d %s", code, out)
+	}
+	if _, out := cli(t, "status", bed); !strings.Contains(out, "(libvirtd)") || !strings.Contains(out, "(virtlogd)") {
+		t.Errorf("status lacks h1's libvirt daemons:\n%s", out)
+	}
 	if code, out := cli(t, "poweroff", bed, "h3"); code == 0 || !strings.Contains(out, `no host "h3"`) {
 		t.Errorf("poweroff of an unknown host: %d %s", code, out)
 	}

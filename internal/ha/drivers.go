@@ -32,6 +32,9 @@ type HostOptions struct {
 	// LibvirtMigrationURI is this host's libvirt URI as its peers reach it;
 	// default qemu+tcp://HOST/system with HOST from --listen.
 	LibvirtMigrationURI string
+	// LibvirtStrictStorage keeps libvirt's own filesystem-type test at
+	// migration (libvirt.Config.StrictStorageCheck).
+	LibvirtStrictStorage bool
 	// WatchdogDevice is the watchdog armed in watchdog fencing mode while
 	// guests run: a Linux watchdog device, or "file:PATH" for the test bed's
 	// emulated one. Empty: none (the host then runs no guests in that mode).
@@ -46,6 +49,7 @@ func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LibvirtSocket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirt driver: libvirtd's unix socket")
 	fs.StringVar(&o.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt driver: connection URI")
 	fs.StringVar(&o.WatchdogDevice, "watchdog-device", "/dev/watchdog", "watchdog fencing: the watchdog armed while guests run (load softdog if the host has no hardware watchdog); empty for none")
+	fs.BoolVar(&o.LibvirtStrictStorage, "libvirt-strict-storage", false, "libvirt driver: also let libvirt refuse live migrations of disks on filesystems it does not know as shared (NFS, GFS2, OCFS2, Ceph...); by default Haven's shared-pool check decides")
 	fs.StringVar(&o.LibvirtMigrationURI, "libvirt-migration-uri", "", "libvirt driver: this host's URI for peer-to-peer migration (default qemu+tcp://HOST/system, HOST from --listen)")
 }
 
@@ -85,7 +89,7 @@ func (o HostOptions) Driver() DriverFactory {
 			if uri == "" {
 				uri = "qemu+tcp://" + host + "/system"
 			}
-			return libvirt.New(ctx, libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: uri, Node: a.Node(), Logger: cfg.Logger})
+			return libvirt.New(ctx, libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: uri, Node: a.Node(), StrictStorageCheck: o.LibvirtStrictStorage, Logger: cfg.Logger})
 		}
 		return nil, fmt.Errorf("unknown --hypervisor %q: use qemu, libvirt or none", kind)
 	}

@@ -12,6 +12,15 @@ import (
 // Default timings: a dead host's guests must run again well under this.
 const recoverWithin = 60 * time.Second
 
+// eachHypervisor runs fn as a subtest per driver of -failover.hypervisors:
+// the same faults and checks with agents on the QEMU driver and on libvirt
+// (a libvirtd per host).
+func eachHypervisor(t *testing.T, fn func(t *testing.T, hv string)) {
+	for _, hv := range strings.Split(*hypervisors, ",") {
+		t.Run(hv, func(t *testing.T) { fn(t, hv) })
+	}
+}
+
 // homeScenario is what tests (a) to (c) share: g1 and g2 prefer h1 (ordered
 // domain h1, h2, h3), g3 runs on h3 with no domain. fail takes h1 away;
 // restore brings it back. The guests of h1 must run elsewhere, never twice,
@@ -92,7 +101,12 @@ func runHome(t *testing.T, c *testCluster, s homeScenario) {
 
 // (a) The host running the guests loses power.
 func TestPowerLossFailoverAndLiveFailback(t *testing.T) {
-	c := newCluster(t, options{})
+	eachHypervisor(t, func(t *testing.T, hv string) {
+		powerLoss(t, newCluster(t, options{hypervisor: hv}))
+	})
+}
+
+func powerLoss(t *testing.T, c *testCluster) {
 	runHome(t, c, homeScenario{
 		fail: func(c *testCluster) {
 			if err := c.bed.PowerOff(c.ctx, "h1"); err != nil {
@@ -113,7 +127,12 @@ func TestPowerLossFailoverAndLiveFailback(t *testing.T) {
 // when it can no longer renew its lease; the majority fences h1 and starts
 // them again.
 func TestPartitionMinorityFailover(t *testing.T) {
-	c := newCluster(t, options{})
+	eachHypervisor(t, func(t *testing.T, hv string) {
+		partition(t, newCluster(t, options{hypervisor: hv}))
+	})
+}
+
+func partition(t *testing.T, c *testCluster) {
 	runHome(t, c, homeScenario{
 		fail: func(c *testCluster) {
 			if err := c.bed.Partition(c.ctx, []string{"h1"}, []string{"h2", "h3"}); err != nil {
@@ -145,7 +164,12 @@ func TestPartitionMinorityFailover(t *testing.T) {
 // self-fence deadline (lease TTL + watchdog timeout + margin) before
 // starting its guests elsewhere.
 func TestWatchdogModeFailover(t *testing.T) {
-	c := newCluster(t, options{watchdog: true})
+	eachHypervisor(t, func(t *testing.T, hv string) {
+		watchdogMode(t, newCluster(t, options{watchdog: true, hypervisor: hv}))
+	})
+}
+
+func watchdogMode(t *testing.T, c *testCluster) {
 	var t0 time.Time
 	runHome(t, c, homeScenario{
 		fail: func(c *testCluster) {

@@ -30,9 +30,10 @@ import (
 )
 
 var (
-	rounds   = flag.Int("failover.rounds", 5, "rounds of random faults in TestRandomFaults (50 for the full run)")
-	seedFlag = flag.Int64("failover.seed", 0, "seed of TestRandomFaults (0: from the clock; the seed used is logged)")
-	keepLogs = flag.Bool("failover.logs", false, "print the agents' logs at the end even when the test passes")
+	rounds      = flag.Int("failover.rounds", 5, "rounds of random faults in TestRandomFaults (50 for the full run)")
+	seedFlag    = flag.Int64("failover.seed", 0, "seed of TestRandomFaults (0: from the clock; the seed used is logged)")
+	hypervisors = flag.String("failover.hypervisors", "qemu,libvirt", "the drivers each failover test runs with, comma-separated")
+	keepLogs    = flag.Bool("failover.logs", false, "print the agents' logs at the end even when the test passes")
 )
 
 // havenBin is the haven binary TestMain builds.
@@ -91,6 +92,7 @@ type testCluster struct {
 	tls     *tls.Config
 	checker *testbed.DoubleRunChecker
 	guests  []string
+	hv      string // the agents' --hypervisor
 
 	stopChecker func() []testbed.Violation
 }
@@ -98,6 +100,9 @@ type testCluster struct {
 type options struct {
 	hosts    int
 	watchdog bool // policy fencing=watchdog and no fence device
+	// hypervisor is the agents' driver: "qemu" (default) or "libvirt", where
+	// every host boots a libvirtd of its own before its agent.
+	hypervisor string
 }
 
 // newCluster builds the bed, starts h1 with --init and the others with
@@ -109,10 +114,13 @@ func newCluster(t testing.TB, o options) *testCluster {
 	if o.hosts == 0 {
 		o.hosts = 3
 	}
+	if o.hypervisor == "" {
+		o.hypervisor = "qemu"
+	}
 	files := testguest.Build(t)
 	bed := testbed.ForTest(t, testbed.Options{Hosts: o.hosts, Leg: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker()}
+	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor}
 	for _, h := range bed.Hosts() {
 		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log")})
 	}
@@ -127,13 +135,26 @@ func newCluster(t testing.TB, o options) *testCluster {
 			c.stopChecker()
 		}
 	})
-	// A host powered on again boots its agent. (A power-off also resets the
-	// host's emulated watchdog: the bed and its fence agent see to that.)
+	// A host powered on again boots its libvirtd (libvirt variant) and its
+	// agent. (A power-off also resets the host's emulated watchdog: the bed
+	// and its fence agent see to that.)
 	bed.SetHooks(testbed.Hooks{
 		PowerOn: func(_ context.Context, h *testbed.Host) error {
+			if err := c.bootLibvirt(h); err != nil {
+				return err
+			}
 			return c.startAgent(c.node(h.Name), nil)
 		},
 	})
+	if c.hv == "libvirt" {
+		for _, h := range bed.Hosts() {
+			if err := c.bootLibvirt(h); err != nil {
+				t.Fatal(err)
+			}
+			// Keep the probed QEMU capabilities for the next test's daemons.
+			t.Cleanup(h.StopLibvirt)
+		}
+	}
 	stopWatch := bed.WatchPower(ctx, 50*time.Millisecond)
 	t.Cleanup(stopWatch)
 	// The bed plays the hosts' watchdogs (emulated: the hosts share one
@@ -187,6 +208,14 @@ func newCluster(t testing.TB, o options) *testCluster {
 	return c
 }
 
+// bootLibvirt starts the host's libvirtd in the libvirt variant.
+func (c *testCluster) bootLibvirt(h *testbed.Host) error {
+	if c.hv != "libvirt" {
+		return nil
+	}
+	return h.StartLibvirt(c.ctx, false)
+}
+
 func (c *testCluster) names() []string {
 	var s []string
 	for _, n := range c.nodes {
@@ -223,7 +252,7 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	addr := n.h.Addr.String()
 	args := append([]string{"agent", "--node", n.name, "--data-dir", n.dir,
 		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort,
-		"--hypervisor", "qemu", "--watchdog-device", n.h.WatchdogDevice()}, extra...)
+		"--hypervisor", c.hv, "--watchdog-device", n.h.WatchdogDevice()}, extra...)
 	p, err := n.h.Start(c.ctx, testbed.Spec{Path: havenBin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
 	if err != nil {
 		return fmt.Errorf("start agent on %s: %w", n.name, err)
@@ -523,8 +552,11 @@ func (c *testCluster) qemuHosts(guests []string) map[string]string {
 // qemuOn says on which host a QEMU process for guest runs, by looking at
 // every process of every host's network namespace: "" when none, "h1+h2"
 // when several (as during a live migration, where one waits -incoming).
+// The disk's path shows in QEMU's command line as the QEMU driver writes it
+// (-drive file=PATH,...) or as libvirt does (-blockdev {"filename":"PATH",...}).
 func (c *testCluster) qemuOn(guest string) string {
 	disk := filepath.Join(c.bed.SharedDir(), guest+".img")
+	asDrive, asBlockdev := []byte("file="+disk+","), []byte(`"filename":"`+disk+`"`)
 	var where []string
 	for _, n := range c.nodes {
 		pids, _ := n.h.PIDs()
@@ -533,7 +565,7 @@ func (c *testCluster) qemuOn(guest string) string {
 			if err != nil || !bytes.Contains(cmd, []byte("qemu")) {
 				continue
 			}
-			if bytes.Contains(cmd, []byte("file="+disk+",")) {
+			if bytes.Contains(cmd, asDrive) || bytes.Contains(cmd, asBlockdev) {
 				where = append(where, n.name)
 			}
 		}
@@ -613,6 +645,9 @@ func (c *testCluster) dumpLogs() {
 	for _, n := range c.nodes {
 		b, _ := os.ReadFile(n.log)
 		c.t.Logf("---- agent log of %s (last lines) ----\n%s", n.name, tail(string(b), 150))
+		if c.hv == "libvirt" {
+			c.t.Logf("---- libvirt of %s ----\n%s", n.name, n.h.LibvirtLog())
+		}
 	}
 	var evs []cluster.Event
 	_ = c.tryAPI(func(ctx context.Context, cl *client.Client) error {

@@ -16,6 +16,11 @@ type fault struct {
 	// needsGuests: the victim must run a guest (else the fault proves
 	// nothing).
 	needsGuests bool
+	// keepsGuests: the victim's guests must ride the fault out where they
+	// are, never restarted (same boot on their disks).
+	keepsGuests bool
+	// hypervisor, when set, is the only driver the fault applies to.
+	hypervisor string
 	// inject makes the trouble; it returns whether the victim's guests
 	// must end up elsewhere before undo.
 	inject func(c *testCluster, victim string) (moves bool)
@@ -45,7 +50,8 @@ var faults = []fault{
 	{
 		// kill -9 of the agent, restarted at once: the lease outlives it and
 		// the guests keep running (adopted by the new agent).
-		name: "agent kill -9",
+		name:        "agent kill -9",
+		keepsGuests: true,
 		inject: func(c *testCluster, v string) bool {
 			n := c.node(v)
 			n.mu.Lock()
@@ -133,6 +139,24 @@ var faults = []fault{
 		},
 		undo: func(c *testCluster, v string) { powerOnIfOff(c, v) },
 	},
+	{
+		// libvirtd crashes and is restarted: the guests keep running, and
+		// the agent reconnects and goes on managing them.
+		name:        "libvirtd kill -9",
+		hypervisor:  "libvirt",
+		needsGuests: true,
+		keepsGuests: true,
+		inject: func(c *testCluster, v string) bool {
+			if err := c.bed.LibvirtdKill(c.ctx, v); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := c.node(v).h.RestartLibvirtd(c.ctx, false); err != nil {
+				c.t.Fatal(err)
+			}
+			return false
+		},
+		undo: func(c *testCluster, v string) {},
+	},
 }
 
 // guestsOn lists the guests whose QEMU runs on host h now.
@@ -149,13 +173,23 @@ func (c *testCluster) guestsOn(h string) []string {
 // (d) Rounds of random faults on random hosts: after each, every guest runs
 // again (elsewhere when its host was lost) and no guest ever ran twice.
 func TestRandomFaults(t *testing.T) {
+	eachHypervisor(t, randomFaults)
+}
+
+func randomFaults(t *testing.T, hv string) {
 	seed := *seedFlag
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
 	t.Logf("seed %d (repeat with -failover.seed=%d), %d rounds", seed, seed, *rounds)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
-	c := newCluster(t, options{})
+	var kinds []fault
+	for _, f := range faults {
+		if f.hypervisor == "" || f.hypervisor == hv {
+			kinds = append(kinds, f)
+		}
+	}
+	c := newCluster(t, options{hypervisor: hv})
 	c.domain("h1-first", "h1", "h2", "h3")
 	c.guest("g1", "h1-first", "")
 	c.guest("g2", "", "h2")
@@ -163,7 +197,7 @@ func TestRandomFaults(t *testing.T) {
 	c.waitRunning(120*time.Second, nil)
 	counts := map[string]int{}
 	for round := 1; round <= *rounds; round++ {
-		f := faults[rng.IntN(len(faults))]
+		f := kinds[rng.IntN(len(kinds))]
 		victim := c.names()[rng.IntN(len(c.nodes))]
 		ran := c.guestsOn(victim)
 		for i := 0; f.needsGuests && len(ran) == 0 && i < len(c.nodes); i++ {
@@ -171,6 +205,10 @@ func TestRandomFaults(t *testing.T) {
 			ran = c.guestsOn(victim)
 		}
 		counts[f.name]++
+		boots := map[string]int{}
+		for _, g := range ran {
+			boots[g] = len(c.segments(g))
+		}
 		t0 := time.Now()
 		moves := f.inject(c, victim)
 		if moves {
@@ -183,8 +221,15 @@ func TestRandomFaults(t *testing.T) {
 		recovered := time.Since(t0)
 		f.undo(c, victim)
 		c.waitHosts(120*time.Second, c.names()...)
-		c.waitRunning(120*time.Second, nil)
+		on := c.waitRunning(120*time.Second, nil)
 		c.noDoubleRun()
+		if f.keepsGuests {
+			for _, g := range ran {
+				if on[g] != victim || len(c.segments(g)) != boots[g] {
+					t.Errorf("round %d: %s on %s: %s moved or restarted (now on %s, %d boots, was %d)", round, f.name, victim, g, on[g], len(c.segments(g)), boots[g])
+				}
+			}
+		}
 		t.Logf("round %d: %s on %s (guests there: %v): recovered in %v, all back after %v",
 			round, f.name, victim, ran, recovered.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
 	}

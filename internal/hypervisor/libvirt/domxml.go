@@ -184,6 +184,15 @@ func diskXML(i int, d guestdef.Disk) (libvirtxml.DomainDisk, error) {
 	if d.ReadOnly {
 		disk.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
 	}
+	if d.NoImageLock {
+		// libvirt has no switch for QEMU's image locking; a shareable disk
+		// (share-rw=on) lets a second writer open the image, which is what
+		// the test bed needs to see a double run on its disk.
+		if format != "raw" {
+			return libvirtxml.DomainDisk{}, fmt.Errorf("disk %d: no_image_lock needs a raw image under libvirt (it shares only raw images between writers), not %s", i, format)
+		}
+		disk.Shareable = &libvirtxml.DomainDiskShareable{}
+	}
 	return disk, nil
 }
 
@@ -205,4 +214,32 @@ func nicXML(n guestdef.NIC) (libvirtxml.DomainInterface, error) {
 		nic.MAC = &libvirtxml.DomainInterfaceMAC{Address: n.MAC}
 	}
 	return nic, nil
+}
+
+// DisksUncached reports whether every writable disk of a domain XML bypasses
+// the host's page cache (cache "none" or "directsync"): with shared storage,
+// the condition libvirt sets for a live migration to be safe, besides its
+// filesystem-type test. Disks without a source and read-only disks do not
+// count.
+func DisksUncached(domainXML string) (bool, error) {
+	dom := &libvirtxml.Domain{}
+	if err := dom.Unmarshal(domainXML); err != nil {
+		return false, fmt.Errorf("read the domain's disks: %w", err)
+	}
+	if dom.Devices == nil {
+		return true, nil
+	}
+	for _, disk := range dom.Devices.Disks {
+		if disk.Source == nil || disk.ReadOnly != nil || (disk.Device != "" && disk.Device != "disk" && disk.Device != "lun") {
+			continue
+		}
+		cache := ""
+		if disk.Driver != nil {
+			cache = disk.Driver.Cache
+		}
+		if cache != "none" && cache != "directsync" {
+			return false, nil
+		}
+	}
+	return true, nil
 }

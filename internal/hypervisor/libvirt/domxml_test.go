@@ -51,6 +51,8 @@ func TestDomainXML(t *testing.T) {
 			`type="qemu"`, `<name>web1</name>`, `<uuid>11111111-2222-3333-4444-555555555555</uuid>`,
 			`<memory unit="KiB">262144</memory>`, `<watchdog model="i6300esb" action="reset">`, `<emulator>/usr/bin/qemu-system-x86_64</emulator>`,
 		}, ""},
+		{"no image lock", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d.img", NoImageLock: true}}}, "qemu", "", []string{`<shareable></shareable>`}, ""},
+		{"no image lock on qcow2", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d.qcow2", Format: "qcow2", NoImageLock: true}}}, "qemu", "", nil, "needs a raw image"},
 		{"no name", guestdef.Definition{Memory: 1 << 20}, "qemu", "", nil, "no name"},
 		{"no memory", guestdef.Definition{Name: "x"}, "qemu", "", nil, "no memory"},
 		{"unresolved volume", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Pool: "p", Volume: "v"}}}, "qemu", "", nil, "no resolved path"},
@@ -114,4 +116,34 @@ func FuzzDomainXML(f *testing.F) {
 			t.Fatalf("name %q type %q, want g and qemu", back.Name, back.Type)
 		}
 	})
+}
+
+func TestDisksUncached(t *testing.T) {
+	disk := func(attrs, extra string) string {
+		return `<disk type="file" device="disk"><driver name="qemu" type="raw"` + attrs + `/><source file="/d"/><target dev="vda"/>` + extra + `</disk>`
+	}
+	for _, tc := range []struct {
+		name  string
+		disks string
+		want  bool
+	}{
+		{"no disks", ``, true},
+		{"cache none", disk(` cache="none"`, ``), true},
+		{"directsync", disk(` cache="directsync"`, ``), true},
+		{"default cache", disk(``, ``), false},
+		{"writeback", disk(` cache="writeback"`, ``), false},
+		{"writeback but read-only", disk(` cache="writeback"`, `<readonly/>`), true},
+		{"one of two cached", disk(` cache="none"`, ``) + disk(` cache="unsafe"`, ``), false},
+		{"empty cdrom", `<disk type="file" device="cdrom"><target dev="hdc"/></disk>`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DisksUncached(`<domain type="qemu"><name>x</name><devices>` + tc.disks + `</devices></domain>`)
+			if err != nil || got != tc.want {
+				t.Errorf("DisksUncached = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := DisksUncached("<domain"); err == nil {
+		t.Error("DisksUncached of broken XML: no error")
+	}
 }

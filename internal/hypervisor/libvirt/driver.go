@@ -66,6 +66,15 @@ type Config struct {
 	Heartbeat time.Duration
 	// MigrationPoll is how often a migration's progress is read. Default 200ms.
 	MigrationPoll time.Duration
+	// StrictStorageCheck keeps libvirt's own check that a migrating guest's
+	// disks are on a filesystem it knows as shared (NFS, GFS2, OCFS2, Ceph,
+	// ...). By default Haven's check decides: Haven migrates only guests
+	// whose disks are all on pools declared shared and seen shared by every
+	// host (storage markers), and the driver passes VIR_MIGRATE_UNSAFE, which
+	// skips libvirt's filesystem-type test, when every writable disk also
+	// bypasses the host page cache (cache none or directsync), the other
+	// condition of a safe migration. Set it when libvirt should also refuse.
+	StrictStorageCheck bool
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock used to stamp events. Default time.Now.
@@ -1023,6 +1032,7 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 	expected := d.expectExit(name)
 	defer func() { expected(err != nil) }()
 	var dom golibvirt.Domain
+	flags := golibvirt.MigrateLive | golibvirt.MigratePeer2peer | golibvirt.MigratePersistDest | golibvirt.MigrateAbortOnError
 	err = d.callOn(ctx, c, func(l *golibvirt.Libvirt) error {
 		var err error
 		dom, err = lookup(l, name)
@@ -1036,13 +1046,26 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 		if st, _ := domainState(s, reason); st != hypervisor.Running {
 			return fmt.Errorf("it is %s, not running", st)
 		}
+		if d.cfg.StrictStorageCheck {
+			return nil
+		}
+		xml, err := l.DomainGetXMLDesc(dom, 0)
+		if err != nil {
+			return err
+		}
+		uncached, err := DisksUncached(xml)
+		if err != nil {
+			return err
+		}
+		if uncached {
+			flags |= golibvirt.MigrateUnsafe
+		}
 		return nil
 	})
 	if err != nil {
 		return wrap(err)
 	}
 
-	flags := golibvirt.MigrateLive | golibvirt.MigratePeer2peer | golibvirt.MigratePersistDest | golibvirt.MigrateAbortOnError
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.l.DomainMigratePerform3Params(dom, golibvirt.OptString{target.URI}, nil, nil, flags)

@@ -29,9 +29,15 @@ func testLogger(t testing.TB) *slog.Logger {
 
 func newDriver(t testing.TB, h *libvirttest.Host, node string) *libvirt.Driver {
 	t.Helper()
+	return newDriverWith(t, h, node, nil)
+}
+
+// newDriverWith is newDriver with edit applied to the driver's config.
+func newDriverWith(t testing.TB, h *libvirttest.Host, node string, edit func(*libvirt.Config)) *libvirt.Driver {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d, err := libvirt.New(ctx, libvirt.Config{
+	cfg := libvirt.Config{
 		Socket:       h.Socket,
 		QEMUPIDDir:   h.QEMUPIDDir,
 		MigrationURI: h.URI,
@@ -41,7 +47,11 @@ func newDriver(t testing.TB, h *libvirttest.Host, node string) *libvirt.Driver {
 		ReconnectMax: 500 * time.Millisecond,
 		Heartbeat:    500 * time.Millisecond,
 		Logger:       testLogger(t),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	d, err := libvirt.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, h.LibvirtdLog())
 	}

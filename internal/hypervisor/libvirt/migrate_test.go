@@ -3,25 +3,35 @@ package libvirt_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt"
 	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirttest"
 	"github.com/haven-ha/haven/internal/testguest"
 )
 
-// TestMigrate live-migrates the test guest between two namespace hosts and
-// back; the counter continues with the same boot id. Then a migration to an
-// unreachable target and a cancelled migration both leave it running on its
-// source.
+// TestMigrate live-migrates the test guest, with a disk on a directory both
+// hosts see (a local filesystem, which libvirt does not know as shared),
+// between two namespace hosts and back; the counter continues with the same
+// boot id. A driver with StrictStorageCheck lets libvirt refuse that disk.
+// Then a migration to an unreachable target and a cancelled migration both
+// leave the guest running on its source.
 func TestMigrate(t *testing.T) {
 	a, b := libvirttest.StartPair(t)
 	da := newDriver(t, a, "a")
 	db := newDriver(t, b, "b")
 	def := guestDef(t, "mt1")
+	disk := filepath.Join(t.TempDir(), "mt1.img")
+	if err := testguest.CreateDisk(disk, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	def.Disks = []guestdef.Disk{{Path: disk, Format: "raw"}}
 
 	if err := da.Start(ctxT(t, 30*time.Second), def); err != nil {
 		t.Fatalf("%v\n%s", err, a.LibvirtdLog())
@@ -58,6 +68,15 @@ func TestMigrate(t *testing.T) {
 	after := waitCount(t, def, 30*time.Second, func(s testguest.Serial) bool { return s.Count >= before.Count+2 })
 	if after.BootID != before.BootID || after.Boots != 1 {
 		t.Fatalf("counter reset by migration: before %+v, after %+v", before, after)
+	}
+
+	// libvirt's own storage check refuses the disk on a local filesystem.
+	strict := newDriverWith(t, b, "b", func(c *libvirt.Config) { c.StrictStorageCheck = true })
+	target, _ = da.PrepareIncoming(ctxT(t, 5*time.Second), def)
+	if err := strict.Migrate(ctxT(t, 60*time.Second), def.Name, target, nil); err == nil || !strings.Contains(err.Error(), "nsafe") {
+		t.Fatalf("strict migration of a disk on a local filesystem: %v, want libvirt's unsafe-migration refusal", err)
+	} else {
+		t.Logf("strict storage check: %v", err)
 	}
 
 	// Failure: a target whose libvirtd does not answer (wrong port).

@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirtd"
 )
 
 // pairSeq numbers the pairs of this process, for unique namespace names.
@@ -156,57 +158,15 @@ func run(t testing.TB, name string, args ...string) {
 func newHost(t testing.TB, name, netns, addr string, peers ...peer) *Host {
 	dir := t.TempDir()
 	h := &Host{Name: name, Dir: dir, NetNS: netns, Addr: addr, t: t}
-	for _, sub := range []string{"etc", "run", "lib", "log", "cache"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h.Socket = filepath.Join(dir, "run", "libvirt-sock")
+	h.Socket = filepath.Join(dir, "run", libvirtd.Socket)
 	h.QEMUPIDDir = filepath.Join(dir, "run", "qemu")
 	if addr != "" {
 		h.URI = "qemu+tcp://" + addr + "/system"
 	}
-	uuid := fmt.Sprintf("%08x-0000-4000-8000-%012x", os.Getpid(), time.Now().UnixNano()&0xffffffffffff)
-	conf := fmt.Sprintf(`# written by libvirttest
-host_uuid = %q
-unix_sock_group = "root"
-unix_sock_rw_perms = "0700"
-auth_unix_rw = "none"
-auth_unix_ro = "none"
-listen_tls = 0
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-keepalive_interval = -1
-`, uuid)
-	if os.Getenv("HAVEN_LIBVIRTTEST_DEBUG") != "" {
-		conf += "log_filters = \"1:qemu 3:util.netdev\"\nlog_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\n"
+	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(name, time.Now().UnixNano()), ListenAddr: addr, Debug: os.Getenv("HAVEN_LIBVIRTTEST_DEBUG") != ""}
+	if err := libvirtd.Prepare(dir, cfg); err != nil {
+		t.Fatal(err)
 	}
-	if addr != "" {
-		conf += fmt.Sprintf("listen_tcp = 1\nlisten_addr = %q\nauth_tcp = \"none\"\n", addr)
-	}
-	qemuConf := `# written by libvirttest
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-security_driver = "none"
-cgroup_controllers = [ ]
-namespaces = [ ]
-`
-	if addr != "" {
-		qemuConf += fmt.Sprintf("migration_address = %q\nmigration_host = %q\n", addr, addr)
-	}
-	files := map[string]string{
-		"libvirtd.conf": conf,
-		"qemu.conf":     qemuConf,
-		"virtlogd.conf": "log_outputs = \"3:file:/var/log/libvirt/virtlogd.log\"\n",
-		"libvirt.conf":  "uri_default = \"qemu:///system\"\n",
-	}
-	for f, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, "etc", f), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	seedCapabilities(filepath.Join(dir, "cache", "qemu", "capabilities"))
 	hosts := "127.0.0.1 localhost\n"
 	if addr == "" {
 		hosts += "127.0.1.1 " + name + "\n"
@@ -228,18 +188,12 @@ type peer struct{ name, addr string }
 func (h *Host) start() {
 	t := h.t
 	t.Helper()
-	startReaper()
-	mounts := ""
-	for _, m := range []struct{ src, dst string }{
-		{"etc", "/etc/libvirt"}, {"run", "/run/libvirt"}, {"lib", "/var/lib/libvirt"},
-		{"log", "/var/log/libvirt"}, {"cache", "/var/cache/libvirt"},
-	} {
-		mounts += fmt.Sprintf("mkdir -p %s && mount --bind %s %s && ", m.dst, filepath.Join(h.Dir, m.src), m.dst)
-	}
+	libvirtd.StartReaper()
+	mounts := libvirtd.MountScript(h.Dir)
 	// An /etc/hosts of the host's own, so that libvirt resolves the host
 	// names without asking a DNS server the namespace cannot reach.
 	mounts += fmt.Sprintf("mount --bind %s /etc/hosts && ", filepath.Join(h.Dir, "hosts"))
-	script := "set -e; hostname " + h.Name + "; " + mounts + "exec virtlogd --pid-file /run/libvirt/virtlogd.pid"
+	script := "set -e; hostname " + h.Name + "; " + mounts + "exec virtlogd --pid-file " + libvirtd.VirtlogdPIDFile
 	var args []string
 	if h.NetNS != "" {
 		args = append(args, "nsenter", "--net=/run/netns/"+h.NetNS)
@@ -296,9 +250,7 @@ func (h *Host) StartLibvirtd() error {
 	if h.NetNS != "" {
 		args = append(args, "--net")
 	}
-	// The pid file's default (/run/libvirtd.pid) is outside the private
-	// directories: two hosts would collide on its lock.
-	args = append(args, "libvirtd", "--pid-file", "/run/libvirt/libvirtd.pid")
+	args = append(args, "libvirtd", "--pid-file", libvirtd.PIDFile)
 	if h.Addr != "" {
 		args = append(args, "--listen")
 	}
@@ -444,7 +396,7 @@ func (h *Host) cleanup() {
 		}
 	}
 	h.KillLibvirtd()
-	saveCapabilities(filepath.Join(h.Dir, "cache", "qemu", "capabilities"))
+	libvirtd.SaveCapabilities(filepath.Join(h.Dir, "cache"))
 	h.mu.Lock()
 	vl := h.virtlogd
 	h.virtlogd = nil
@@ -478,63 +430,5 @@ func isClosed(c <-chan struct{}) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// CapabilitiesCache is where the harness keeps libvirt's probed qemu
-// capabilities between test hosts: a fresh libvirtd otherwise spends seconds
-// probing qemu on its first guest (libvirt checks the cache against the qemu
-// binary and itself, and probes again when it is stale).
-func CapabilitiesCache() string {
-	if d := os.Getenv("HAVEN_LIBVIRTTEST_CACHE"); d != "" {
-		return d
-	}
-	return "/var/cache/haven/libvirttest/qemu-capabilities"
-}
-
-func seedCapabilities(dst string) {
-	entries, err := os.ReadDir(CapabilitiesCache())
-	if err != nil {
-		return
-	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return
-	}
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".xml") {
-			continue
-		}
-		copyFile(filepath.Join(CapabilitiesCache(), e.Name()), filepath.Join(dst, e.Name()))
-	}
-}
-
-func saveCapabilities(src string) {
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		return
-	}
-	if err := os.MkdirAll(CapabilitiesCache(), 0o755); err != nil {
-		return
-	}
-	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".xml") {
-			copyFile(filepath.Join(src, e.Name()), filepath.Join(CapabilitiesCache(), e.Name()))
-		}
-	}
-}
-
-// copyFile copies through a temporary file and a rename, so a concurrent
-// reader never sees half a file.
-func copyFile(src, dst string) {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return
-	}
-	tmp := dst + ".tmp" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		_ = os.Remove(tmp)
 	}
 }

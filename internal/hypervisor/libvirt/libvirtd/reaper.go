@@ -1,4 +1,4 @@
-package libvirttest
+package libvirtd
 
 import (
 	"bytes"
@@ -29,7 +29,8 @@ import (
 
 var reaperOnce sync.Once
 
-func startReaper() {
+// StartReaper makes this process the subreaper of qemu processes, once.
+func StartReaper() {
 	reaperOnce.Do(func() {
 		if os.Getenv("HAVEN_LIBVIRTTEST_NO_REAPER") != "" {
 			return

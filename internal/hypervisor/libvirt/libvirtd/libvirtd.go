@@ -1,0 +1,204 @@
+// Package libvirtd owns what it takes to run a private libvirt daemon beside
+// the machine's own: the configuration files of a libvirtd and virtlogd that
+// run in a mount namespace of their own (private /etc/libvirt, /run/libvirt,
+// /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt bind-mounted over
+// the real ones), a cache of probed QEMU capabilities shared between such
+// daemons, and a subreaper for the qemu processes libvirtd orphans.
+//
+// The libvirt test harness (libvirttest) and the test bed (internal/testbed)
+// run their libvirt hosts with it. Production hosts use their distribution's
+// libvirtd and never this package.
+package libvirtd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Dir is one directory a private libvirtd gets: Sub, a directory of the
+// daemon's own, is bind-mounted over Path inside its mount namespace.
+type Dir struct {
+	Sub  string
+	Path string
+}
+
+// Dirs are the directories of a private libvirtd, in mount order.
+var Dirs = []Dir{
+	{"etc", "/etc/libvirt"},
+	{"run", "/run/libvirt"},
+	{"lib", "/var/lib/libvirt"},
+	{"log", "/var/log/libvirt"},
+	{"cache", "/var/cache/libvirt"},
+}
+
+// Socket is the read-write socket of a private libvirtd, relative to its run
+// directory (Path /run/libvirt inside its namespace).
+const Socket = "libvirt-sock"
+
+// PIDFile is where the daemon writes its pid, inside its namespace. The
+// default (/run/libvirtd.pid) is outside the private directories: two
+// daemons would fight over its lock.
+const PIDFile = "/run/libvirt/libvirtd.pid"
+
+// VirtlogdPIDFile is virtlogd's pid file inside the namespace.
+const VirtlogdPIDFile = "/run/libvirt/virtlogd.pid"
+
+// Config is what differs between private daemons.
+type Config struct {
+	// UUID is the host UUID libvirt reports; two hosts that migrate between
+	// each other need different ones (the machine's would be shared).
+	UUID string
+	// ListenAddr, when set, makes libvirtd listen on TCP there without
+	// authentication (start it with --listen), and qemu take incoming
+	// migrations there: peer-to-peer migration between namespace hosts.
+	ListenAddr string
+	// Debug logs the qemu driver at debug level.
+	Debug bool
+}
+
+// HostUUID makes a UUID unique to this process, the host name and the
+// moment, for Config.UUID.
+func HostUUID(name string, nanos int64) string {
+	var h uint32 = 2166136261
+	for _, c := range []byte(name) {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return fmt.Sprintf("%08x-%04x-4000-8000-%012x", uint32(os.Getpid()), h&0xffff, uint64(nanos)&0xffffffffffff)
+}
+
+// Files returns the configuration files of a private daemon, by name, to
+// write in its etc directory (seen as /etc/libvirt): libvirtd.conf,
+// qemu.conf, virtlogd.conf and libvirt.conf. QEMU runs as root with no
+// security driver, cgroups or namespaces of its own: the daemon shares one
+// kernel with its peers and the machine.
+func Files(c Config) map[string]string {
+	conf := fmt.Sprintf(`# written by haven (internal/hypervisor/libvirt/libvirtd)
+host_uuid = %q
+unix_sock_group = "root"
+unix_sock_rw_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+listen_tls = 0
+keepalive_interval = -1
+`, c.UUID)
+	if c.Debug {
+		conf += "log_filters = \"1:qemu 3:util.netdev\"\nlog_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\n"
+	} else {
+		conf += "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n"
+	}
+	qemu := `# written by haven (internal/hypervisor/libvirt/libvirtd)
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+`
+	if c.ListenAddr != "" {
+		conf += fmt.Sprintf("listen_tcp = 1\nlisten_addr = %q\nauth_tcp = \"none\"\n", c.ListenAddr)
+		qemu += fmt.Sprintf("migration_address = %q\nmigration_host = %q\n", c.ListenAddr, c.ListenAddr)
+	}
+	return map[string]string{
+		"libvirtd.conf": conf,
+		"qemu.conf":     qemu,
+		"virtlogd.conf": "log_outputs = \"3:file:/var/log/libvirt/virtlogd.log\"\n",
+		"libvirt.conf":  "uri_default = \"qemu:///system\"\n",
+	}
+}
+
+// Prepare creates the daemon's directories under root (root/etc, root/run,
+// ... as Dirs name them), writes its configuration files and seeds its
+// capabilities cache. It keeps what a previous daemon left in lib, log and
+// cache, as a host's disk would, and empties run, as a reboot would.
+func Prepare(root string, c Config) error {
+	for _, d := range Dirs {
+		if err := os.MkdirAll(filepath.Join(root, d.Sub), 0o755); err != nil {
+			return fmt.Errorf("prepare libvirtd directories: %w", err)
+		}
+	}
+	run := filepath.Join(root, "run")
+	entries, err := os.ReadDir(run)
+	if err != nil {
+		return fmt.Errorf("prepare libvirtd directories: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(run, e.Name())); err != nil {
+			return fmt.Errorf("prepare libvirtd: empty its run directory: %w", err)
+		}
+	}
+	for name, body := range Files(c) {
+		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("prepare libvirtd: write %s: %w", name, err)
+		}
+	}
+	SeedCapabilities(filepath.Join(root, "cache"))
+	return nil
+}
+
+// MountScript is the sh commands that bind-mount root's directories over
+// their paths (inside a private mount namespace), each followed by " && ".
+func MountScript(root string) string {
+	var b strings.Builder
+	for _, d := range Dirs {
+		fmt.Fprintf(&b, "mkdir -p %s && mount --bind %s %s && ", d.Path, filepath.Join(root, d.Sub), d.Path)
+	}
+	return b.String()
+}
+
+// CapabilitiesCache is where the probed QEMU capabilities of private
+// daemons are kept between them: a fresh libvirtd otherwise spends seconds
+// probing qemu before its first guest starts (libvirt checks a cached file
+// against the qemu binary and itself, and probes again when it is stale).
+func CapabilitiesCache() string {
+	if d := os.Getenv("HAVEN_LIBVIRTTEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/haven/libvirttest/qemu-capabilities"
+}
+
+// capsDir is where a daemon with cache directory cache keeps its QEMU
+// capabilities.
+func capsDir(cache string) string { return filepath.Join(cache, "qemu", "capabilities") }
+
+// SeedCapabilities copies the shared cache into a daemon's cache directory
+// (seen as /var/cache/libvirt), best effort.
+func SeedCapabilities(cache string) { copyXML(CapabilitiesCache(), capsDir(cache)) }
+
+// SaveCapabilities copies a daemon's probed capabilities to the shared
+// cache, best effort; call it when the daemon has stopped.
+func SaveCapabilities(cache string) { copyXML(capsDir(cache), CapabilitiesCache()) }
+
+func copyXML(from, to string) {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".xml") {
+			copyFile(filepath.Join(from, e.Name()), filepath.Join(to, e.Name()))
+		}
+	}
+}
+
+// copyFile copies through a temporary file and a rename, so a concurrent
+// reader never sees half a file.
+func copyFile(src, dst string) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return
+	}
+	tmp := dst + ".tmp" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = os.Remove(tmp)
+	}
+}
