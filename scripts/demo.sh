@@ -5,6 +5,9 @@
 # some in a failover domain. Then pull a plug and watch the guests come back.
 #
 #   scripts/demo.sh up       install packages, build, start the cluster
+#   scripts/demo.sh up --libvirt
+#                            the same with a libvirtd of its own on every host
+#                            and the agents on the libvirt driver
 #   scripts/demo.sh status   hosts, guests, recent events
 #   scripts/demo.sh down     stop everything the demo started, remove the bed
 #
@@ -19,6 +22,9 @@ port=7400
 die() { echo "demo.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "the demo builds network namespaces: run it as root (sudo scripts/demo.sh ${1:-up})"
 
+# scripts/testbed.sh builds cmd/testbed here; the libvirt variant's boot
+# scripts call it from inside the hosts.
+export HAVEN_TESTBED_BIN="$repo/bin/testbed"
 testbed() { "$repo/scripts/testbed.sh" "$@"; }
 
 # The environment the haven CLI needs to reach the demo cluster from this
@@ -41,6 +47,12 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...
 }
 
 up() {
+	local hv=qemu
+	case "${1:-}" in
+	"") ;;
+	--libvirt) hv=libvirt ;;
+	*) die "up takes no argument but --libvirt, not '$1'" ;;
+	esac
 	if [ -f "$state/env" ]; then
 		echo "A demo is already up; here it is (scripts/demo.sh down to start over)."
 		status
@@ -66,19 +78,26 @@ up() {
 	[ -n "$subnet" ] || die "could not read the bed's subnet from $dir/bed.json"
 	mkdir -p "$state"
 	echo "HAVEN_TESTBED=$bed" >"$state/env"
+	echo "DEMO_HYPERVISOR=$hv" >>"$state/env"
 
 	# Each host gets an agent script; it is also the host's boot script, so
 	# `scripts/testbed.sh poweron hN` (or a fence "on") brings the agent back
 	# with its data dir. No watchdog device: the demo fences with
 	# fence_testbed, and the machine's real watchdog must never be armed.
+	# With --libvirt the script first boots the host's own libvirtd.
 	for i in 1 2 3; do
 		h=h$i
 		addr=$subnet.$i
+		boot_libvirt=""
+		if [ "$hv" = libvirt ]; then
+			boot_libvirt="\"$HAVEN_TESTBED_BIN\" libvirt $h --bed $bed >>\"$dir/host/$h/agent.log\" 2>&1 || echo \"libvirt did not start on $h\" >>\"$dir/host/$h/agent.log\""
+		fi
 		cat >"$dir/host/$h/agent.sh" <<-EOF
 			#!/bin/sh
+			$boot_libvirt
 			exec "$haven" agent --node $h --data-dir "$dir/host/$h/work/haven" \\
 			  --listen $addr:$port --peer-listen $addr:$((port + 1)) \\
-			  --hypervisor qemu --watchdog-device= "\$@" >>"$dir/host/$h/agent.log" 2>&1
+			  --hypervisor $hv --watchdog-device= "\$@" >>"$dir/host/$h/agent.log" 2>&1
 		EOF
 		chmod 755 "$dir/host/$h/agent.sh"
 		cp "$dir/host/$h/agent.sh" "$dir/host/$h/boot"
@@ -135,7 +154,7 @@ up() {
 	status
 	cat <<-EOF
 
-		Haven demo is up.
+		Haven demo is up (agents on the $hv driver).
 		  Web UI and API:  https://$subnet.1:$port/   (also https://$subnet.2:$port/, https://$subnet.3:$port/)
 		                   reached through this machine's leg on the bed ($subnet.254); the
 		                   certificate is the cluster's own CA: $HAVEN_CACERT
@@ -191,11 +210,11 @@ down() {
 }
 
 case "${1:-}" in
-up) up ;;
+up) up "${2:-}" ;;
 status) status ;;
 down) down ;;
 *)
-	echo "usage: scripts/demo.sh up|status|down" >&2
+	echo "usage: scripts/demo.sh up [--libvirt] | status | down" >&2
 	exit 2
 	;;
 esac

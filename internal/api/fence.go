@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -18,6 +19,10 @@ type FenceOutcome struct {
 	Result fence.Result `json:"result"`
 	OK     bool         `json:"ok"`
 	Error  string       `json:"error,omitempty"`
+	// Told is the id of the confirm-off command queued for the manager when
+	// the node was a failed node waiting for its fence: the manager counts
+	// it fenced and recovers its guests without running the devices again.
+	Told string `json:"told_manager,omitempty"`
 }
 
 // FenceTestOutcome is the answer of POST /api/v1/fence/test/{node}.
@@ -30,6 +35,19 @@ type FenceTestOutcome struct {
 func (o *Ops) registerNodeActions() {
 	o.handle("POST", "/api/v1/nodes/{name}/maintenance", RoleOperator, o.handleMaintenance)
 	o.handle("POST", "/api/v1/nodes/{name}/fence", RoleAdmin, o.handleNodeFence)
+	o.handle("POST", "/api/v1/nodes/{name}/confirm-off", RoleAdmin, o.handleConfirmOff)
+}
+
+// handleConfirmOff handles POST /api/v1/nodes/{name}/confirm-off: the
+// operator's word that a failed node is off (admin). The manager then
+// recovers its guests without waiting for its fence devices; it refuses
+// unless the node is a failed node waiting for its fence.
+func (o *Ops) handleConfirmOff(w http.ResponseWriter, r *http.Request) {
+	if err := decodeBody(w, r, &struct{}{}, true); err != nil {
+		WriteError(w, err)
+		return
+	}
+	o.runCommand(w, r, manager.Command{Kind: manager.CmdConfirmOff, Node: r.PathValue("name")})
 }
 
 func (o *Ops) registerFence() {
@@ -184,8 +202,30 @@ func (o *Ops) handleNodeFence(w http.ResponseWriter, r *http.Request) {
 		o.audit(r, "", node, "operator fence of node %s failed: %v", node, ferr)
 	} else {
 		o.audit(r, "", node, "node %s fenced by operator request (level %d, devices %s)", node, res.Level, strings.Join(res.Devices, ","))
+		out.Told = o.tellFenced(r, node)
 	}
 	WriteJSON(w, http.StatusOK, out)
+}
+
+// tellFenced queues a confirm-off command when the manager waits for node's
+// fence: the operator's fence that just succeeded is the proof it waits for.
+// It returns the command's id, or "" when the manager was not waiting (an
+// online node fenced by hand is seen failed when its lease expires, and
+// fenced again: harmless, it is off).
+func (o *Ops) tellFenced(r *http.Request, node string) string {
+	ctx := context.WithoutCancel(r.Context())
+	c := manager.Command{Kind: manager.CmdConfirmOff, Node: node}
+	st, err := o.managerState(ctx)
+	if err != nil || st == nil || st.Validate(c) != nil {
+		return ""
+	}
+	rec, err := o.cl.QueueCommand(ctx, c, who(r), o.now())
+	if err != nil {
+		o.log.Warn("tell the manager of an operator fence", "node", node, "op", "fence", "err", err)
+		return ""
+	}
+	o.audit(r, "", node, "told the manager that node %s is fenced (command %s)", node, rec.ID)
+	return rec.ID
 }
 
 // handleFenceTest asks each device of the node's levels for its status.

@@ -672,6 +672,51 @@ func TestFence(t *testing.T) {
 	if len(evs) == 0 || !strings.Contains(evs[len(evs)-1].Msg, "fenced by operator request") {
 		t.Fatalf("events for n2 = %+v", evs)
 	}
+	if out.Told != "" {
+		t.Errorf("fencing n2, which the manager does not see failed, told it: %q", out.Told)
+	}
+
+	// A node the manager waits to fence: the operator's fence is its proof.
+	withState(t, func(s *manager.State) {
+		s.Node("n2").Status = manager.NodeFailed
+		s.Node("n2").Fence = &manager.Fence{}
+	})
+	defer withState(t, func(s *manager.State) { s.Node("n2").Status, s.Node("n2").Fence = manager.NodeOffline, nil })
+	out, err = admin.FenceNode(ctx, "n2")
+	if err != nil || !out.OK || out.Told == "" {
+		t.Fatalf("fence failed n2: %+v %v; want the manager told", out, err)
+	}
+	if c, err := admin.Command(ctx, out.Told); err != nil || c.Kind != manager.CmdConfirmOff || c.Node != "n2" {
+		t.Fatalf("command told: %+v %v", c, err)
+	}
+}
+
+func TestConfirmOff(t *testing.T) {
+	ctx := ctxT(t)
+	admin := ag.Clients["admin"]
+	withState(t, func(s *manager.State) {
+		s.Node("n2").Status = manager.NodeFailed
+		s.Node("n2").Fence = &manager.Fence{}
+	})
+	defer withState(t, func(s *manager.State) { s.Node("n2").Status, s.Node("n2").Fence = manager.NodeOffline, nil })
+	_, err := ag.Clients["operator"].ConfirmOff(ctx, "n2")
+	wantErr(t, err, 403, "")
+	res, err := admin.ConfirmOff(ctx, "n2")
+	if err != nil || !res.Done || res.Kind != manager.CmdConfirmOff || res.Command != "confirm off n2" {
+		t.Fatalf("confirm off n2: %+v %v", res, err)
+	}
+	// Only a failed node waiting for its fence.
+	_, err = admin.ConfirmOff(ctx, "n1")
+	wantErr(t, err, 409, "name")
+	if !strings.Contains(err.Error(), "it is online") {
+		t.Errorf("confirm off of an online node: %v, want the reason", err)
+	}
+	_, err = admin.ConfirmOff(ctx, "ghost")
+	wantErr(t, err, 404, "name")
+	code, e := raw(t, "POST", "/api/v1/nodes/n2/confirm-off", "admin", []byte(`{"sure": true}`))
+	if code != 400 {
+		t.Errorf("confirm-off with an unknown field: %d %+v", code, e)
+	}
 }
 
 func TestPools(t *testing.T) {

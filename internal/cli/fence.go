@@ -23,6 +23,7 @@ func init() {
 	Register(&Command{Path: "fence set", Args: "FILE [--no-check]", Short: "replace the fencing configuration from a JSON or YAML file (- for stdin)", Run: runFenceSet})
 	Register(&Command{Path: "fence test", Args: "NODE [-o table|json]", Short: "ask each fence device of NODE for its power status, without fencing", Run: runFenceTest})
 	Register(&Command{Path: "node fence", Args: "NAME --yes [-o table|json]", Short: "fence (power off) a host now through its fence devices", Run: runNodeFence})
+	Register(&Command{Path: "node confirm-off", Args: "NAME --yes [--wait 60s] [-o table|json]", Short: "tell the manager a failed host is powered off (its fence device fails): its guests recover now", Run: runNodeConfirmOff})
 	Register(&Command{Path: "policy show", Args: "[-o table|json]", Short: "show the cluster policy: fencing mode and shutdown policy", Run: runPolicyShow})
 	Register(&Command{Path: "policy set", Args: "[--fencing agent|watchdog] [--shutdown-policy migrate|stop|freeze]", Short: "change the cluster policy", Run: runPolicySet})
 }
@@ -240,8 +241,37 @@ func runNodeFence(ctx context.Context, env *Env, args []string) error {
 			confirmed = ", confirmed off"
 		}
 		fmt.Fprintf(env.Stdout, "node %s fenced: %s by level %d (%s)%s\n", pos[0], how, out.Result.Level, strings.Join(out.Result.Devices, " + "), confirmed)
+		if out.Told != "" {
+			fmt.Fprintf(env.Stdout, "the manager was waiting for this fence: it recovers %s's guests now (command %s)\n", pos[0], out.Told)
+		}
 	}
 	return nil
+}
+
+func runNodeConfirmOff(ctx context.Context, env *Env, args []string) error {
+	fs, cf := opsFlags("node confirm-off", env)
+	yes := fs.Bool("yes", false, "confirm: you have checked that the host is powered off")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for the manager to carry the command out")
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return Usagef("give one node name")
+	}
+	if !*yes {
+		return Usagef("the manager will start %s's guests elsewhere at once: if %s still runs them, they run twice and their disks are corrupted. Check that it is powered off (its power light, its PDU outlet), then add --yes", pos[0], pos[0])
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	res, err := c.ConfirmOff(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	return finishCommand(ctx, env, c, cf, res, *wait)
 }
 
 func runPolicyShow(ctx context.Context, env *Env, args []string) error {

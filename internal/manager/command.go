@@ -27,6 +27,17 @@ func (s *State) Validate(c Command) error {
 			return fmt.Errorf("%s: %w", c, ErrNotInMaintenance)
 		}
 		return nil
+	case CmdConfirmOff:
+		n := s.node(c.Node)
+		switch {
+		case n == nil:
+			return fmt.Errorf("%s: node %q: %w", c, c.Node, ErrUnknownNode)
+		case n.Status != NodeFailed:
+			return fmt.Errorf("%s: it is %s: %w", c, n.Status, ErrNotFailed)
+		case n.Fence != nil && n.Fence.Rejoin != nil:
+			return fmt.Errorf("%s: it reported in again while being fenced: %w", c, ErrNotFailed)
+		}
+		return nil
 	case CmdStart, CmdStop, CmdDisable, CmdMigrate, CmdRelocate:
 	default:
 		return fmt.Errorf("command %q: %w", c.Kind, ErrUnknownCommand)
@@ -117,6 +128,12 @@ func (st *stepper) command(c Command) {
 			}
 		}
 		s.UpSeq++ // failed failbacks may be tried again
+		return
+	case CmdConfirmOff:
+		// A fence attempt in flight is forgotten: its result no longer
+		// matches a failed node.
+		st.logf("operator confirms node %s is off; its guests recover without its fence", c.Node)
+		st.fenced(s.node(c.Node), false)
 		return
 	}
 	g := s.Guest(c.Guest)

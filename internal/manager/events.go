@@ -110,6 +110,12 @@ const (
 	CmdRelocate       CommandKind = "relocate"
 	CmdMaintenanceOn  CommandKind = "maintenance-on"
 	CmdMaintenanceOff CommandKind = "maintenance-off"
+	// CmdConfirmOff is the operator's word that a failed node is off (its
+	// plug pulled, seen dark): its guests recover without waiting for its
+	// fence devices, as fence_ack_manual did for RHCS and stonith_admin
+	// --confirm does for Pacemaker. Only a failed node waiting for its fence
+	// can be confirmed.
+	CmdConfirmOff CommandKind = "confirm-off"
 )
 
 // Command is an operator command. Guest is set for guest commands, Node for
@@ -126,6 +132,8 @@ func (c Command) String() string {
 		return "maintenance " + c.Node + " on"
 	case CmdMaintenanceOff:
 		return "maintenance " + c.Node + " off"
+	case CmdConfirmOff:
+		return "confirm off " + c.Node
 	case CmdMigrate, CmdRelocate:
 		return string(c.Kind) + " " + c.Guest + " " + c.Node
 	}

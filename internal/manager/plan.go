@@ -19,7 +19,7 @@ func (st *stepper) reconcile() {
 		}
 		if s.Config.Fencing == model.FencingWatchdog {
 			if !now.Before(n.Fence.DeadlineAt) {
-				st.fenced(n)
+				st.fenced(n, true)
 			}
 			continue
 		}

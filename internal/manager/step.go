@@ -343,7 +343,7 @@ func (st *stepper) fenceResult(e FenceResult) {
 		return
 	}
 	rejoin := n.Fence.Rejoin
-	st.fenced(n)
+	st.fenced(n, true)
 	if rejoin == nil {
 		return
 	}
@@ -358,10 +358,14 @@ func (st *stepper) fenceResult(e FenceResult) {
 	st.nodeUp(*rejoin, true)
 }
 
-func (st *stepper) fenced(n *Node) {
+// fenced: the failed node is off. count says whether a fence (a device, or
+// the watchdog deadline) did it, rather than the operator's word.
+func (st *stepper) fenced(n *Node, count bool) {
 	n.Status = NodeFenced
 	n.Fence = nil
-	n.Fences++
+	if count {
+		n.Fences++
+	}
 	st.logf("node %s is fenced", n.Name)
 	for _, g := range st.s.Guests {
 		if g.State == GuestFencing && g.Node == n.Name {

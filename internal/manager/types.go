@@ -125,7 +125,8 @@ type Node struct {
 	Fence       *Fence     `json:"fence,omitempty"`
 	BootID      string     `json:"boot_id,omitempty"`
 	DownAt      time.Time  `json:"down_at"`
-	// Fences counts fences that succeeded.
+	// Fences counts fences that succeeded (not the operator's confirmations
+	// that the node is off).
 	Fences int `json:"fences"` // MissingPools are storage pools not usable on the node (its agent's
 	// last check); guests on them are not placed there.
 	MissingPools []string `json:"missing_pools,omitempty"`
@@ -248,5 +249,6 @@ var (
 	ErrFencing          = errors.New("guest waits for its failed node to be fenced")
 	ErrInMaintenance    = errors.New("node is already in maintenance")
 	ErrNotInMaintenance = errors.New("node is not in maintenance")
+	ErrNotFailed        = errors.New("node is not a failed node waiting for its fence: only such a node can be confirmed off")
 	ErrUnknownCommand   = errors.New("unknown command")
 )

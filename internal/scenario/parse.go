@@ -664,6 +664,9 @@ func parseDo(e *Event, nodes map[string]*Node, guests map[string]*Guest) error {
 	case len(w) == 3 && w[0] == "fence" && (w[2] == "fails" || w[2] == "works"):
 		e.Kind = EventKind("fence " + w[2])
 		return node(w[1])
+	case len(w) == 3 && w[0] == "confirm" && w[1] == "off":
+		e.Kind = ConfirmOff
+		return node(w[2])
 	case len(w) == 3 && w[0] == "maintenance" && (w[2] == "on" || w[2] == "off"):
 		e.Kind = EventKind("maintenance " + w[2])
 		return node(w[1])

@@ -75,6 +75,7 @@ const (
 	FenceWorks     EventKind = "fence works"
 	MaintenanceOn  EventKind = "maintenance on"
 	MaintenanceOff EventKind = "maintenance off"
+	ConfirmOff     EventKind = "confirm off"
 	Start          EventKind = "start"
 	Stop           EventKind = "stop"
 	Disable        EventKind = "disable"

@@ -827,6 +827,8 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 			c.Kind = manager.CmdMaintenanceOn
 		case scenario.MaintenanceOff:
 			c.Kind = manager.CmdMaintenanceOff
+		case scenario.ConfirmOff:
+			c.Kind = manager.CmdConfirmOff
 		case scenario.Start:
 			c.Kind = manager.CmdStart
 		case scenario.Stop:
@@ -843,6 +845,17 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 		if w.mgrNode == "" {
 			w.logf("manager", "operator: %s: rejected: no quorate side, so no manager; restore quorum first", c)
 			return
+		}
+		if c.Kind == manager.CmdConfirmOff {
+			// The operator's word is only as good as the world: a node that
+			// is really off has lost the incarnation that ran its guests;
+			// one that runs makes the confirmation a lie the checker sees.
+			if n := w.byName[c.Node]; n.power == powerOff {
+				n.epoch++
+				w.logf("node", "operator checked %s: it is off", n.name)
+			} else {
+				w.logf("node", "operator confirms %s off, but it is not", n.name)
+			}
 		}
 		w.logf("manager", "operator: %s", c)
 		w.toManager(c)

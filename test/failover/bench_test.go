@@ -20,11 +20,18 @@ type figures struct {
 // default timings and fence devices (fence_testbed), b.N times, and reports
 // the median and worst times: detection, fencing, the guest's start order
 // and the guest running again (its first disk write from the new host).
-// Between rounds the host comes back and the guest goes home.
+// Between rounds the host comes back and the guest goes home. It runs per
+// driver of -failover.hypervisors (sub-benchmarks qemu and libvirt).
 //
-//	scripts/bench-failover.sh [ROUNDS]
+//	scripts/bench-failover.sh [ROUNDS] [DRIVERS]
 func BenchmarkHostPowerLoss(b *testing.B) {
-	c := newCluster(b, options{})
+	for _, hv := range strings.Split(*hypervisors, ",") {
+		b.Run(hv, func(b *testing.B) { hostPowerLoss(b, hv) })
+	}
+}
+
+func hostPowerLoss(b *testing.B, hv string) {
+	c := newCluster(b, options{hypervisor: hv})
 	c.domain("h1-first", "h1", "h2", "h3")
 	c.guest("g1", "h1-first", "")
 	home := func(g, n string) bool { return n == "h1" }

@@ -1,10 +1,14 @@
 package failover
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -212,4 +216,59 @@ func watchdogMode(t *testing.T, c *testCluster) {
 		fences: 0,
 		within: 90 * time.Second,
 	})
+}
+
+// (e) h1 dies while its fence device fails: its guests wait, fencing. The
+// operator, having seen it dark, confirms it off: they run again elsewhere
+// at once, and no fence is counted. (The driver plays no part: QEMU only.)
+func TestOperatorConfirmsOff(t *testing.T) {
+	c := newCluster(t, options{})
+	c.domain("h1-first", "h1", "h2", "h3")
+	c.guest("g1", "h1-first", "")
+	c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h1" })
+	if err := c.bed.FenceDeviceFail("h1", true); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := c.bed.PowerOff(c.ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHostState("h1", api.HostOffline, 60*time.Second)
+	// Its fence keeps failing: g1 runs nowhere.
+	c.poll("a failed fence attempt on h1", 30*time.Second, func() bool {
+		for _, e := range c.events() {
+			if e.At.After(t0) && e.Kind == "fence" && strings.HasPrefix(e.Msg, "fencing h1 failed") {
+				return true
+			}
+		}
+		return false
+	})
+	if on := c.qemuOn("g1"); on != "" {
+		t.Fatalf("g1 runs on %s while h1 is not fenced", on)
+	}
+	t1 := time.Now()
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		res, err := cl.ConfirmOff(ctx, "h1")
+		if err == nil && !res.Done {
+			return fmt.Errorf("confirm-off not carried out: %+v", res)
+		}
+		return err
+	})
+	on := c.waitRunning(recoverWithin, func(g, n string) bool { return n != "h1" }, "g1")
+	seg := c.waitNewBoot("g1", t1, 30*time.Second)
+	t.Logf("g1 runs again on %s, writing %v after the operator's confirmation", on["g1"], seg.First.Sub(t1).Round(100*time.Millisecond))
+	if got := c.fencedCount("h1", t0); got != 0 {
+		t.Errorf("h1 fenced %d times by a failing device", got)
+	}
+	c.noDoubleRun()
+	// Once the device works and h1 is back, g1 goes home.
+	if err := c.bed.FenceDeviceFail("h1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.bed.PowerOn(c.ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHosts(90*time.Second, "h1")
+	c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h1" }, "g1")
+	c.noDoubleRun()
 }

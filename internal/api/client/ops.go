@@ -90,6 +90,12 @@ func (c *Client) Maintenance(ctx context.Context, node string, on bool) (*api.Co
 	return &res, c.Do(ctx, "POST", "/api/v1/nodes/"+esc(node)+"/maintenance", api.MaintenanceRequest{On: &on}, &res)
 }
 
+// ConfirmOff is POST /api/v1/nodes/{name}/confirm-off.
+func (c *Client) ConfirmOff(ctx context.Context, node string) (*api.CommandResult, error) {
+	var res api.CommandResult
+	return &res, c.Do(ctx, "POST", "/api/v1/nodes/"+esc(node)+"/confirm-off", nil, &res)
+}
+
 // Command is GET /api/v1/commands/{id}.
 func (c *Client) Command(ctx context.Context, id string) (*api.CommandResult, error) {
 	var res api.CommandResult
