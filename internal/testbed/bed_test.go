@@ -61,6 +61,21 @@ func helper(mode string) int {
 		}
 		fmt.Print(line)
 		return 0
+	case "inside":
+		// Run from inside host h1: drive the bed from there, as a boot
+		// script running cmd/testbed does.
+		b, err := Open(arg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		out, err := b.MustHost("h1").Shell(context.Background(), "hostname; cat /proc/self/mountinfo | grep -c ' /etc/hosts '")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Print(out)
+		return 0
 	case "bed":
 		// Build a bed, start a process in it, and never tear it down.
 		b, err := New(context.Background(), Options{Hosts: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -213,6 +228,10 @@ func TestHostNamespaces(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("FullHost output lacks %q:\n%s", w, out)
 		}
+	}
+	// From inside the host, its commands run there directly.
+	if o, err := h1.Run(t.Context(), helperSpec("inside:"+b.Dir(), FullHost, "")); err != nil || !strings.HasPrefix(string(o), "h1\n1\n") {
+		t.Errorf("a command started from inside h1: %q, %v; want it in h1 (hostname h1, one /etc/hosts mount)", o, err)
 	}
 	// NetOnly keeps this machine's hostname and the given working dir.
 	root, _ := os.Hostname()

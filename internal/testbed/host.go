@@ -111,16 +111,24 @@ func (h *Host) Command(ctx context.Context, s Spec) *exec.Cmd {
 	if dir == "" {
 		dir = h.Dir
 	}
-	args := []string{"--net=/run/netns/" + h.Netns}
-	if s.Mode == FullHost {
-		mnt, uts := h.nsFiles()
-		// Entering a mount namespace moves to its root: --wd sets the
-		// working directory afterwards.
-		args = append(args, "--mount="+mnt, "--uts="+uts, "--wd="+dir)
+	var cmd *exec.Cmd
+	if h.inside() {
+		// Already in the host (a boot script running cmd/testbed): its
+		// namespace files are not mounted in its own mount namespace, and
+		// there is nothing to enter.
+		cmd = exec.CommandContext(ctx, s.Path, s.Args...)
+	} else {
+		args := []string{"--net=/run/netns/" + h.Netns}
+		if s.Mode == FullHost {
+			mnt, uts := h.nsFiles()
+			// Entering a mount namespace moves to its root: --wd sets the
+			// working directory afterwards.
+			args = append(args, "--mount="+mnt, "--uts="+uts, "--wd="+dir)
+		}
+		args = append(args, "--", s.Path)
+		args = append(args, s.Args...)
+		cmd = exec.CommandContext(ctx, "nsenter", args...)
 	}
-	args = append(args, "--", s.Path)
-	args = append(args, s.Args...)
-	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	cmd.Dir = dir
 	cmd.Env = append(append(append([]string(nil), os.Environ()...), h.Env()...), s.Env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
@@ -133,6 +141,14 @@ func (h *Host) Command(ctx context.Context, s Spec) *exec.Cmd {
 	}
 	cmd.WaitDelay = 2 * time.Second
 	return cmd
+}
+
+// inside reports whether this process runs in the host's network namespace
+// (then, by the bed's rules, in the whole host).
+func (h *Host) inside() bool {
+	self, err1 := os.Stat("/proc/self/ns/net")
+	ns, err2 := os.Stat("/run/netns/" + h.Netns)
+	return err1 == nil && err2 == nil && os.SameFile(self, ns)
 }
 
 // Process is a process the bed started in a host and tracks: PowerOff,

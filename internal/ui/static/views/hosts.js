@@ -1,4 +1,5 @@
-// Hosts: health and facts, maintenance on/off (operator), and the fencing
+// Hosts: health and facts, maintenance on/off (operator), confirming a
+// failed host off when its fence device cannot act (admin), and the fencing
 // set-up per host with a Test button (admin): fence devices, and each
 // host's levels.
 import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
@@ -35,6 +36,9 @@ export function hosts(main) {
           ? h('button.small', {type: 'button', 'data-action': 'maintenance-off', title: 'let guests run here again; the guests maintenance moved away come back', onclick: () => maintenance(x.name, false)}, 'End maintenance')
           : h('button.small', {type: 'button', 'data-action': 'maintenance-on', title: 'move its guests away and keep new ones off', onclick: () => maintenance(x.name, true)}, 'Maintenance on'));
       }
+      if (can('admin') && x.ha === 'failed') {
+        acts.append(h('button.small.danger', {type: 'button', 'data-action': 'confirm-off', title: 'its fence device cannot act and you have checked that it is powered off: its guests start elsewhere now', onclick: () => confirmOff(x.name)}, 'Confirm off'));
+      }
       if (can('admin') && fc && (fc.levels || {})[x.name]) {
         acts.append(h('button.small', {type: 'button', 'data-action': 'fence-test', title: 'ask each fence device for the power state, without fencing', onclick: () => test(x.name)}, 'Test fencing'));
       }
@@ -61,6 +65,15 @@ export function hosts(main) {
       toast(res && res._accepted ? `${what}: sent; the manager is working on it` : what);
       refresh();
     } catch (e) { toast(`maintenance ${node}: ${e.message}`, true); }
+  }
+
+  async function confirmOff(node) {
+    if (!confirm(`Confirm that ${node} is powered off?\n\nIts guests start on other hosts at once. If ${node} still runs them, they run twice and their disks are corrupted: check its power light or PDU outlet first.`)) return;
+    try {
+      const res = await api.post(`/api/v1/nodes/${api.enc(node)}/confirm-off`);
+      toast(res && res._accepted ? `${node} confirmed off: sent; the manager is working on it` : `${node} confirmed off: its guests recover`);
+      refresh();
+    } catch (e) { toast(`confirm ${node} off: ${e.message}`, true); }
   }
 
   async function test(node) {
