@@ -85,9 +85,12 @@ func (h *Host) StartLibvirt(ctx context.Context, detached bool) error {
 	return nil
 }
 
-// StopLibvirt saves the probed QEMU capabilities of the host's libvirtd for
-// the next daemon; the bed kills the daemons with the host.
-func (h *Host) StopLibvirt() { libvirtd.SaveCapabilities(filepath.Join(h.libvirtRoot(), "cache")) }
+// SaveLibvirtCapabilities saves the QEMU capabilities probed by the host's
+// libvirtd in the shared cache, for the next daemon (call it when the bed is
+// done); the bed kills the daemons with the host.
+func (h *Host) SaveLibvirtCapabilities() {
+	libvirtd.SaveCapabilities(filepath.Join(h.libvirtRoot(), "cache"))
+}
 
 // mountLibvirt mounts the private directories in the host, once.
 func (h *Host) mountLibvirt(ctx context.Context, root string) error {

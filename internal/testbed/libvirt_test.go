@@ -37,7 +37,7 @@ func TestLibvirt(t *testing.T) {
 		if err := h.StartLibvirt(ctx, false); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(h.StopLibvirt)
+		t.Cleanup(h.SaveLibvirtCapabilities)
 		name, err := virsh(t, h, "hostname")
 		if err != nil || name != h.Name {
 			t.Fatalf("libvirtd of %s says its host name is %q (%v), want %q", h.Name, name, err, h.Name)

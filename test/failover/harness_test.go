@@ -152,7 +152,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 				t.Fatal(err)
 			}
 			// Keep the probed QEMU capabilities for the next test's daemons.
-			t.Cleanup(h.StopLibvirt)
+			t.Cleanup(h.SaveLibvirtCapabilities)
 		}
 	}
 	stopWatch := bed.WatchPower(ctx, 50*time.Millisecond)
