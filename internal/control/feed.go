@@ -135,6 +135,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 			continue
 		}
 		guests[g.Spec.Name] = true
+		f.setDef(g)
 		if err := applyGuest(st, g, f.runningOn(g.Spec.Name), f.pools); err != nil {
 			log.Error("guest not applied", "guest", g.Spec.Name, "err", err)
 		}
@@ -321,6 +322,43 @@ type feed struct {
 	live       map[string]model.NodeFacts
 	poolHealth map[string]map[string]cluster.PoolHealth // node -> pool -> check
 	pools      []storage.Pool                           // the pools as of the last change seen
+	defs       map[string]guestdef.Definition           // guests' definitions, to judge their disks when pools change
+}
+
+func (f *feed) setDef(g cluster.Guest) {
+	if f.defs == nil {
+		f.defs = map[string]guestdef.Definition{}
+	}
+	f.defs[g.Spec.Name] = g.Def
+}
+
+// repin judges every guest's disks against the pools anew: a pool declared
+// shared (or no longer) after its guests were configured changes whether
+// they may leave their node at once, not at their next edit.
+func (f *feed) repin() []Input {
+	pinned := make(map[string]bool, len(f.defs))
+	for name, def := range f.defs {
+		capable, _ := storage.FailoverCapable(def, f.pools)
+		pinned[name] = !capable
+	}
+	log := f.log
+	return []Input{{Spec: func(st *manager.State) error {
+		for name, p := range pinned {
+			g := st.Guest(name)
+			if g == nil || g.Spec.Pinned == p {
+				continue
+			}
+			spec := g.Spec
+			spec.Pinned = p
+			if err := st.UpdateGuestSpec(spec); err != nil {
+				return err
+			}
+			if log != nil {
+				log.Info("guest's storage verdict changed with the pools", "guest", name, "pinned", p)
+			}
+		}
+		return nil
+	}}}
 }
 
 func (f *feed) setReport(node, guest string, r hostctl.Report) {
@@ -457,12 +495,14 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 	case strings.HasPrefix(key, cluster.PrefixGuests):
 		name := strings.TrimPrefix(key, cluster.PrefixGuests)
 		if del {
+			delete(f.defs, name)
 			return []Input{{Spec: func(st *manager.State) error { return st.RemoveGuest(name) }}}
 		}
 		var g cluster.Guest
 		if json.Unmarshal(ev.Kv.Value, &g) != nil {
 			return nil
 		}
+		f.setDef(g)
 		running := f.runningOn(g.Spec.Name)
 		pools := slices.Clone(f.pools)
 		return []Input{{Spec: func(st *manager.State) error { return applyGuest(st, g, running, pools) }}}
@@ -488,15 +528,13 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			return nil
 		}}}
 	case strings.HasPrefix(key, cluster.PrefixPools):
-		// New guests and edits see the pools as they are now; guests already
-		// configured keep their verdict until edited.
 		name := strings.TrimPrefix(key, cluster.PrefixPools)
 		f.pools = slices.DeleteFunc(f.pools, func(p storage.Pool) bool { return p.Name == name })
 		var p storage.Pool
 		if !del && json.Unmarshal(ev.Kv.Value, &p) == nil {
 			f.pools = append(f.pools, p)
 		}
-		return nil
+		return f.repin()
 	case strings.HasPrefix(key, cluster.PrefixPoolHealth):
 		node := f.setPoolHealth(key, ev.Kv.Value)
 		if del {
