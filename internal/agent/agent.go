@@ -546,15 +546,17 @@ func (a *Agent) Stop(ctx context.Context) {
 	if a.stopElection != nil {
 		a.stopElection()
 	}
+	keepLease := false
 	if a.live != nil {
 		a.mu.Lock()
 		keep := a.keepLease
 		a.mu.Unlock()
 		if keep != nil && keep() {
-			// Guests still run here: the host is not down. The lease
-			// expires by itself unless the agent comes back first and
-			// resumes it (an upgrade or restart).
-			a.live.Release()
+			// Guests still run here: the host is not down. The lease is
+			// renewed until the store member has stopped (which can take
+			// seconds), then left to expire by itself unless the agent
+			// comes back first and resumes it (an upgrade or restart).
+			keepLease = true
 			a.writeLease(a.live.Lease())
 			a.log.Info("agent stopping with guests running: lease kept until it expires", "op", "stop")
 		} else {
@@ -571,6 +573,12 @@ func (a *Agent) Stop(ctx context.Context) {
 	}
 	a.wg.Wait()
 	t1 := a.now()
+	if keepLease {
+		if a.st != nil {
+			a.st.StopMember()
+		}
+		a.live.Release()
+	}
 	a.teardown()
 	if a.dir != nil {
 		a.dir.unlock()

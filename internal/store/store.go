@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -77,6 +78,10 @@ type Store struct {
 	cli    *clientv3.Client
 	server *embed.Etcd
 	log    *slog.Logger
+
+	closeMu       sync.Mutex
+	memberStopped bool
+	cliClosed     bool
 }
 
 // StartEmbedded starts this host's etcd member and waits until it is ready
@@ -201,17 +206,76 @@ func (s *Store) Client() *clientv3.Client { return s.cli }
 // Server is this host's embedded etcd member, or nil.
 func (s *Store) Server() *embed.Etcd { return s.server }
 
-// Close closes the client and stops the embedded member.
+// Close stops the embedded member (StopMember) and closes the client.
 func (s *Store) Close() error {
-	err := s.cli.Close()
-	if s.server != nil {
-		s.handOver()
-		// Raft is stopped now: requests still pending fail at once instead
-		// of holding up the listeners' shutdown for the request timeout.
-		s.server.Server.HardStop()
-		s.server.Close()
+	s.StopMember()
+	return s.closeClient()
+}
+
+func (s *Store) closeClient() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.cliClosed {
+		return nil
 	}
-	return err
+	s.cliClosed = true
+	return s.cli.Close()
+}
+
+// StopMember stops this host's embedded member, if it has one, and keeps
+// the client working through the other members: it hands store leadership
+// over, points the client at the others, then stops raft and the member's
+// listeners. An agent stopping with guests running keeps its lease alive
+// this way until the very end: closing the listeners waits for the streams
+// other hosts' clients hold on this member (etcd allows them its request
+// timeout, several seconds), and a lease left without keepalives meanwhile
+// could expire before the agent is back (an upgrade would fence the host).
+// With no other member the client is closed first: its own streams would
+// hold the listeners up.
+func (s *Store) StopMember() {
+	s.closeMu.Lock()
+	if s.server == nil || s.memberStopped {
+		s.closeMu.Unlock()
+		return
+	}
+	s.memberStopped = true
+	s.closeMu.Unlock()
+	s.handOver()
+	if !s.avoidLocalMember() {
+		_ = s.closeClient()
+	}
+	// Raft is stopped now: requests still pending fail at once instead of
+	// holding up the listeners' shutdown for the request timeout.
+	s.server.Server.HardStop()
+	s.server.Close()
+}
+
+// avoidLocalMember points the client at the other members' endpoints only,
+// so that its streams leave this host's member. It reports false when there
+// is no other endpoint.
+func (s *Store) avoidLocalMember() bool {
+	local := map[string]bool{}
+	cfg := s.server.Config()
+	for _, us := range [][]url.URL{cfg.AdvertiseClientUrls, cfg.ListenClientUrls} {
+		for _, u := range us {
+			local[u.Host] = true
+		}
+	}
+	var others []string
+	for _, ep := range s.cli.Endpoints() {
+		host := ep
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		if !local[host] {
+			others = append(others, ep)
+		}
+	}
+	if len(others) == 0 {
+		return false
+	}
+	s.cli.SetEndpoints(others...)
+	return true
 }
 
 // handOver moves store leadership to another voting member before this

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,4 +272,127 @@ func TestOperatorConfirmsOff(t *testing.T) {
 	c.waitHosts(90*time.Second, "h1")
 	c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h1" }, "g1")
 	c.noDoubleRun()
+}
+
+// (f) Planned work on h1, the preferred host of g1 and g2: maintenance moves
+// them away live and brings them back live; a graceful shutdown (policy
+// migrate) moves them away live, h1 leaves cleanly and is never fenced, and
+// once it is back they go home live. g3 on h3 never notices, and no guest
+// restarts at any point.
+func TestMaintenanceAndGracefulShutdown(t *testing.T) {
+	eachHypervisor(t, func(t *testing.T, hv string) {
+		c := newCluster(t, options{hypervisor: hv})
+		c.domain("h1-first", "h1", "h2", "h3")
+		c.guest("g1", "h1-first", "")
+		c.guest("g2", "h1-first", "")
+		c.guest("g3", "", "h3")
+		home := func(g, n string) bool { return n == map[bool]string{true: "h3", false: "h1"}[g == "g3"] }
+		away := func(g, n string) bool { return n != "h1" && (g != "g3" || n == "h3") }
+		c.waitRunning(120*time.Second, home)
+		boots := map[string]int{}
+		now := time.Now()
+		for _, g := range c.guests {
+			c.waitStamp(g, now, 60*time.Second)
+			boots[g] = len(c.segments(g))
+		}
+		// sameBoots checks that no guest restarted and that each still
+		// writes its disk.
+		sameBoots := func(step string) {
+			t.Helper()
+			now := time.Now()
+			for _, g := range c.guests {
+				c.waitStamp(g, now, 30*time.Second)
+				if n := len(c.segments(g)); n != boots[g] {
+					t.Errorf("%s: %s restarted (%d boots, want %d): %+v", step, g, n, boots[g], c.segments(g))
+				}
+			}
+			c.noDoubleRun()
+		}
+		t0 := time.Now()
+
+		if err := c.bed.Maintenance(c.ctx, "h1", true); err != nil {
+			t.Fatal(err)
+		}
+		on := c.waitRunning(90*time.Second, away)
+		t.Logf("maintenance on h1: guests on %v after %v", on, time.Since(t0).Round(100*time.Millisecond))
+		sameBoots("maintenance on")
+		t1 := time.Now()
+		if err := c.bed.Maintenance(c.ctx, "h1", false); err != nil {
+			t.Fatal(err)
+		}
+		c.waitRunning(90*time.Second, home)
+		t.Logf("maintenance off: g1 and g2 home after %v", time.Since(t1).Round(100*time.Millisecond))
+		sameBoots("maintenance off")
+
+		t2 := time.Now()
+		if err := c.bed.Shutdown(c.ctx, "h1"); err != nil {
+			t.Fatal(err)
+		}
+		on = c.waitRunning(30*time.Second, away)
+		t.Logf("graceful shutdown of h1: it was empty and off after %v; guests on %v", time.Since(t2).Round(100*time.Millisecond), on)
+		c.waitHostState("h1", api.HostOffline, 30*time.Second)
+		sameBoots("graceful shutdown")
+		t3 := time.Now()
+		if err := c.bed.PowerOn(c.ctx, "h1"); err != nil {
+			t.Fatal(err)
+		}
+		c.waitHosts(90*time.Second, "h1")
+		c.waitRunning(120*time.Second, home)
+		t.Logf("h1 back: g1 and g2 home after %v", time.Since(t3).Round(100*time.Millisecond))
+		sameBoots("back after shutdown")
+		if got := c.fencedCount("h1", t0); got != 0 {
+			t.Errorf("h1 fenced %d times during planned work", got)
+		}
+	})
+}
+
+// (g) An upgrade: the agent of a host running guests is stopped (SIGTERM)
+// and started again, twice. Its guests keep running, the host never goes
+// offline and is not fenced: the new agent resumes the old one's lease. The
+// host is h2, a store member but not its leader (whose hand-over would
+// restart every lease's countdown): its agent takes seconds to stop while
+// other hosts' streams leave its member, and its lease must be renewed
+// meanwhile.
+func TestAgentRestartKeepsGuests(t *testing.T) {
+	eachHypervisor(t, func(t *testing.T, hv string) {
+		c := newCluster(t, options{hypervisor: hv})
+		c.domain("h2-first", "h2", "h1", "h3")
+		c.guest("g1", "h2-first", "")
+		c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h2" })
+		t0 := time.Now()
+		c.waitStamp("g1", t0, 60*time.Second)
+		boots := len(c.segments("g1"))
+		n := c.node("h2")
+		for i := range 2 {
+			n.mu.Lock()
+			p := n.proc
+			n.mu.Unlock()
+			stop := time.Now()
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			<-p.Done()
+			stopped := time.Since(stop)
+			if err := c.startAgent(n, nil); err != nil {
+				t.Fatal(err)
+			}
+			c.waitReady(n, 60*time.Second)
+			t.Logf("restart %d: agent stopped in %v, ready again %v after SIGTERM", i+1, stopped.Round(10*time.Millisecond), time.Since(stop).Round(10*time.Millisecond))
+		}
+		// Past a lease TTL: had the lease lapsed, h2 would be down by now.
+		c.waitStamp("g1", time.Now().Add(store.DefaultLeaseTTL), 60*time.Second)
+		c.waitRunning(30*time.Second, func(g, n string) bool { return n == "h2" })
+		if got := len(c.segments("g1")); got != boots {
+			t.Errorf("g1 restarted by the agent's restart: %d boots, want %d", got, boots)
+		}
+		for _, e := range c.events() {
+			if e.At.After(t0) && (strings.HasPrefix(e.Msg, "node h2 failed") || strings.HasPrefix(e.Msg, "node h2 is offline")) {
+				t.Errorf("h2 went down during its agent's restart: %s", e.Msg)
+			}
+		}
+		if got := c.fencedCount("h2", t0); got != 0 {
+			t.Errorf("h2 fenced %d times by an agent restart", got)
+		}
+		c.noDoubleRun()
+	})
 }

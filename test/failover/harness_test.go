@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/storage"
@@ -145,6 +147,18 @@ func newCluster(t testing.TB, o options) *testCluster {
 			}
 			return c.startAgent(c.node(h.Name), nil)
 		},
+		Shutdown: func(_ context.Context, h *testbed.Host) error { return c.gracefulShutdown(c.node(h.Name)) },
+		Maintenance: func(_ context.Context, h *testbed.Host, on bool) error {
+			var err error
+			c.api(func(ctx context.Context, cl *client.Client) error {
+				_, err = cl.Maintenance(ctx, h.Name, on)
+				if err != nil && (client.IsStatus(err, 409) || client.IsStatus(err, 404)) {
+					return nil // refused: the answer, not a transient failure
+				}
+				return err
+			})
+			return err
+		},
 	})
 	if c.hv == "libvirt" {
 		for _, h := range bed.Hosts() {
@@ -259,6 +273,40 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	}
 	n.proc, n.from = p, st.Size()
 	return nil
+}
+
+// gracefulShutdown is a host's shutdown sequence (docs/daemon.md): record the
+// shutdown, wait until the manager says the host is empty (`haven node
+// shutdown --wait`), then stop the agent (SIGTERM), which leaves the cluster
+// cleanly. The bed then powers the host off.
+func (c *testCluster) gracefulShutdown(n *node) error {
+	path := "/api/v1/nodes/" + n.name + "/shutdown"
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		var st ha.ShutdownStatus
+		return cl.Do(ctx, "POST", path, ha.ShutdownRequest{}, &st)
+	})
+	empty := c.poll(n.name+" empty for its shutdown", 120*time.Second, func() bool {
+		var st ha.ShutdownStatus
+		err := c.tryAPI(func(ctx context.Context, cl *client.Client) error { return cl.Do(ctx, "GET", path, nil, &st) })
+		return err == nil && st.Ready
+	})
+	stopping := time.Now()
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("shut down %s: its agent does not run", n.name)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-p.Done():
+		c.t.Logf("shutdown of %s: empty after %v, agent stopped %v after SIGTERM", n.name, empty.Round(100*time.Millisecond), time.Since(stopping).Round(100*time.Millisecond))
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("shut down %s: its agent did not stop within 30 s of SIGTERM", n.name)
+	}
 }
 
 // logOf is n's agent output since its latest start.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,6 +71,31 @@ var faults = []fault{
 			}
 			// One fault at a time: the restart is over when the agent
 			// (and its store member) is ready again.
+			c.waitReady(n, 60*time.Second)
+			return false
+		},
+		undo: func(c *testCluster, v string) {},
+	},
+	{
+		// An upgrade: the agent stops (SIGTERM) and starts again; its guests
+		// ride it out and the host is not fenced.
+		name:        "agent restart",
+		keepsGuests: true,
+		inject: func(c *testCluster, v string) bool {
+			n := c.node(v)
+			n.mu.Lock()
+			p := n.proc
+			n.mu.Unlock()
+			if p == nil {
+				c.t.Fatalf("agent of %s does not run", v)
+			}
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				c.t.Fatal(err)
+			}
+			<-p.Done()
+			if err := c.startAgent(n, nil); err != nil {
+				c.t.Fatal(err)
+			}
 			c.waitReady(n, 60*time.Second)
 			return false
 		},
