@@ -122,6 +122,10 @@ func genScenario(seed uint64) string {
 	b.WriteString("events:\n")
 	ne := 1 + r.IntN(14)
 	t := 0
+	// off: the node's plug was pulled by an event of this burst and no event
+	// since can have powered it on: an operator may confirm it off (the
+	// world would catch a confirmation of a node that runs).
+	off := map[string]bool{}
 	for i := 0; i < ne; i++ {
 		t += r.IntN(40)
 		n := nodes[r.IntN(nn)]
@@ -166,8 +170,28 @@ func genScenario(seed uint64) string {
 			do = pick("start", "stop", "disable", "start") + " " + g
 		case 15:
 			do = pick("migrate", "relocate") + " " + g + " " + n
+		case 16:
+			if off[n] {
+				do = "confirm off " + n
+			} else {
+				do = "crash " + g
+			}
 		default:
 			do = "crash " + g
+		}
+		if strings.HasPrefix(do, "power off ") && r.IntN(4) == 0 {
+			// Its fence device fails as it dies, and the operator, having
+			// seen it dark, confirms it off a little later.
+			fmt.Fprintf(&b, "  - {at: %ds, do: %q}\n", t, "fence "+n+" fails")
+			fmt.Fprintf(&b, "  - {at: %ds, do: %q}\n", t, do)
+			t += 12 + r.IntN(20)
+			do = "confirm off " + n
+		}
+		switch {
+		case strings.HasPrefix(do, "power off "), strings.HasPrefix(do, "confirm off "):
+			off[n] = true
+		case strings.HasPrefix(do, "power on "), strings.HasPrefix(do, "reboot "), strings.HasPrefix(do, "shutdown "):
+			off[n] = false
 		}
 		fmt.Fprintf(&b, "  - {at: %ds, do: %q}\n", t, do)
 	}
