@@ -7,6 +7,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"sort"
 	"strconv"
@@ -195,15 +196,11 @@ func runFenceTest(ctx context.Context, env *Env, args []string) error {
 func runNodeFence(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("node fence", env)
 	yes := fs.Bool("yes", false, "confirm: the host is powered off at once, with every guest on it")
-	pos, err := opsArgs(fs, args)
+	pos, err := oneNodeWithYes(fs, args, yes, func(node string) string {
+		return fmt.Sprintf("fencing powers %s off at once, with every guest on it: add --yes to go ahead", node)
+	})
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one node name")
-	}
-	if !*yes {
-		return Usagef("fencing powers %s off at once, with every guest on it: add --yes to go ahead", pos[0])
 	}
 	c, err := cf.client(env)
 	if err != nil {
@@ -248,19 +245,32 @@ func runNodeFence(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
+// oneNodeWithYes parses the arguments of a command that acts on one node
+// and does harm unless meant: without --yes it refuses, saying what would
+// happen (risk).
+func oneNodeWithYes(fs *flag.FlagSet, args []string, yes *bool, risk func(node string) string) ([]string, error) {
+	pos, err := opsArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, Usagef("give one node name")
+	}
+	if !*yes {
+		return nil, Usagef("%s", risk(pos[0]))
+	}
+	return pos, nil
+}
+
 func runNodeConfirmOff(ctx context.Context, env *Env, args []string) error {
 	fs, cf := opsFlags("node confirm-off", env)
 	yes := fs.Bool("yes", false, "confirm: you have checked that the host is powered off")
 	wait := fs.Duration("wait", time.Minute, "how long to wait for the manager to carry the command out")
-	pos, err := opsArgs(fs, args)
+	pos, err := oneNodeWithYes(fs, args, yes, func(node string) string {
+		return fmt.Sprintf("the manager will start %s's guests elsewhere at once: if %s still runs them, they run twice and their disks are corrupted. Check that it is powered off (its power light, its PDU outlet), then add --yes", node, node)
+	})
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one node name")
-	}
-	if !*yes {
-		return Usagef("the manager will start %s's guests elsewhere at once: if %s still runs them, they run twice and their disks are corrupted. Check that it is powered off (its power light, its PDU outlet), then add --yes", pos[0], pos[0])
 	}
 	c, err := cf.client(env)
 	if err != nil {

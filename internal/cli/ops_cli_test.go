@@ -126,6 +126,8 @@ func TestOperatorCLI(t *testing.T) {
 			{"domain", "create", "d1", "--member", "n1:high"},
 			{"node", "maintenance", "n1", "maybe"},
 			{"node", "fence", "n2"},
+			{"node", "confirm-off", "n2"},
+			{"node", "confirm-off", "n1", "n2", "--yes"},
 			{"fence", "test"},
 			{"fence", "set", "-"},
 			{"policy", "set"},
@@ -296,6 +298,13 @@ levels:
 		}
 		fails(t, "admin", 1, "(field name)", "node", "fence", "n1", "--yes")
 		fails(t, "operator", 1, `needs "admin"`, "node", "fence", "n2", "--yes")
+		// The command reaches the manager (this test's stand-in accepts it;
+		// the real manager's checks are tested in internal/api and the
+		// failover tests).
+		if out := ok(t, "node", "confirm-off", "n2", "--yes"); !strings.Contains(out, "confirm off n2: accepted") {
+			t.Fatalf("confirm-off said %q", out)
+		}
+		fails(t, "operator", 1, `needs "admin"`, "node", "confirm-off", "n1", "--yes")
 		bad := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(bad, []byte("levels: {n2: [{devices: [nodev]}]}\n"), 0o644)
 		fails(t, "admin", 1, "(field levels)", "fence", "set", bad)
