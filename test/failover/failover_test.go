@@ -364,20 +364,8 @@ func TestAgentRestartKeepsGuests(t *testing.T) {
 		boots := len(c.segments("g1"))
 		n := c.node("h2")
 		for i := range 2 {
-			n.mu.Lock()
-			p := n.proc
-			n.mu.Unlock()
-			stop := time.Now()
-			if err := p.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			<-p.Done()
-			stopped := time.Since(stop)
-			if err := c.startAgent(n, nil); err != nil {
-				t.Fatal(err)
-			}
-			c.waitReady(n, 60*time.Second)
-			t.Logf("restart %d: agent stopped in %v, ready again %v after SIGTERM", i+1, stopped.Round(10*time.Millisecond), time.Since(stop).Round(10*time.Millisecond))
+			stopped, ready := c.restartAgent(n, syscall.SIGTERM)
+			t.Logf("restart %d: agent stopped in %v, ready again %v after SIGTERM", i+1, stopped.Round(10*time.Millisecond), ready.Round(10*time.Millisecond))
 		}
 		// Past a lease TTL: had the lease lapsed, h2 would be down by now.
 		c.waitStamp("g1", time.Now().Add(store.DefaultLeaseTTL), 60*time.Second)

@@ -290,23 +290,52 @@ func (c *testCluster) gracefulShutdown(n *node) error {
 		err := c.tryAPI(func(ctx context.Context, cl *client.Client) error { return cl.Do(ctx, "GET", path, nil, &st) })
 		return err == nil && st.Ready
 	})
-	stopping := time.Now()
+	stopped := c.stopAgent(n, syscall.SIGTERM)
+	c.t.Logf("shutdown of %s: empty after %v, agent stopped %v after SIGTERM", n.name, empty.Round(100*time.Millisecond), stopped.Round(100*time.Millisecond))
+	return nil
+}
+
+// stopAgent stops n's agent, with SIGTERM (an orderly stop: an upgrade, a
+// shutdown) or SIGKILL (a crash, through the bed's AgentKill), and waits
+// until it has exited; it returns how long that took.
+func (c *testCluster) stopAgent(n *node, sig syscall.Signal) time.Duration {
+	c.t.Helper()
 	n.mu.Lock()
 	p := n.proc
 	n.mu.Unlock()
-	if p == nil {
-		return fmt.Errorf("shut down %s: its agent does not run", n.name)
+	if p == nil || p.Exited() {
+		c.t.Fatalf("stop the agent of %s: it does not run", n.name)
 	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		return err
+	start := time.Now()
+	var err error
+	if sig == syscall.SIGKILL {
+		err = c.bed.AgentKill(c.ctx, n.name)
+	} else {
+		err = p.Signal(sig)
+	}
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	select {
 	case <-p.Done():
-		c.t.Logf("shutdown of %s: empty after %v, agent stopped %v after SIGTERM", n.name, empty.Round(100*time.Millisecond), time.Since(stopping).Round(100*time.Millisecond))
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("shut down %s: its agent did not stop within 30 s of SIGTERM", n.name)
+	case <-time.After(60 * time.Second):
+		c.t.Fatalf("the agent of %s did not exit within 60 s of %v", n.name, sig)
 	}
+	return time.Since(start)
+}
+
+// restartAgent stops n's agent with sig (stopAgent) and starts it again; it
+// returns once the new agent (and its store member) is ready, with how long
+// the stop took and how long until ready.
+func (c *testCluster) restartAgent(n *node, sig syscall.Signal) (stopped, ready time.Duration) {
+	c.t.Helper()
+	start := time.Now()
+	stopped = c.stopAgent(n, sig)
+	if err := c.startAgent(n, nil); err != nil {
+		c.t.Fatal(err)
+	}
+	c.waitReady(n, 60*time.Second)
+	return stopped, time.Since(start)
 }
 
 // logOf is n's agent output since its latest start.

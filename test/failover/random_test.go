@@ -52,26 +52,12 @@ var faults = []fault{
 	},
 	{
 		// kill -9 of the agent, restarted at once: the lease outlives it and
-		// the guests keep running (adopted by the new agent).
+		// the guests keep running (adopted by the new agent). One fault at a
+		// time: it is over when the agent (and its store member) is ready.
 		name:        "agent kill -9",
 		keepsGuests: true,
 		inject: func(c *testCluster, v string) bool {
-			n := c.node(v)
-			n.mu.Lock()
-			p := n.proc
-			n.mu.Unlock()
-			if err := c.bed.AgentKill(c.ctx, v); err != nil {
-				c.t.Fatal(err)
-			}
-			if p != nil {
-				<-p.Done()
-			}
-			if err := c.startAgent(n, nil); err != nil {
-				c.t.Fatal(err)
-			}
-			// One fault at a time: the restart is over when the agent
-			// (and its store member) is ready again.
-			c.waitReady(n, 60*time.Second)
+			c.restartAgent(c.node(v), syscall.SIGKILL)
 			return false
 		},
 		undo: func(c *testCluster, v string) {},
@@ -82,21 +68,7 @@ var faults = []fault{
 		name:        "agent restart",
 		keepsGuests: true,
 		inject: func(c *testCluster, v string) bool {
-			n := c.node(v)
-			n.mu.Lock()
-			p := n.proc
-			n.mu.Unlock()
-			if p == nil {
-				c.t.Fatalf("agent of %s does not run", v)
-			}
-			if err := p.Signal(syscall.SIGTERM); err != nil {
-				c.t.Fatal(err)
-			}
-			<-p.Done()
-			if err := c.startAgent(n, nil); err != nil {
-				c.t.Fatal(err)
-			}
-			c.waitReady(n, 60*time.Second)
+			c.restartAgent(c.node(v), syscall.SIGTERM)
 			return false
 		},
 		undo: func(c *testCluster, v string) {},
