@@ -15,6 +15,18 @@ type Definition struct {
 	// SerialLog, when set, is a file the guest's first serial port is written
 	// to (test guests print their counter there).
 	SerialLog string `json:"serial_log,omitempty"`
+	// GuestAgent says the guest runs qemu-guest-agent: Haven adds its
+	// virtio-serial channel and pings it as a heartbeat, so that a hung
+	// guest kernel counts as a crash (see Checks).
+	GuestAgent bool `json:"guest_agent,omitempty"`
+	// Health are the guest's health checks (see Check).
+	Health []Check `json:"health,omitempty"`
+	// Address is where tcp and http checks reach the guest; empty: the
+	// first address the guest agent reports (guest-network-get-interfaces).
+	Address string `json:"address,omitempty"`
+	// NoPanicDevice leaves out the pvpanic device Haven adds by default
+	// (through which a guest kernel panic is seen as a crash at once).
+	NoPanicDevice bool `json:"no_panic_device,omitempty"`
 	// RawXML, when set, is a libvirt domain XML used as the base by the
 	// libvirt driver; the fields above still name the guest and its size.
 	RawXML string `json:"raw_xml,omitempty"`

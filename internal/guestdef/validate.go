@@ -112,6 +112,7 @@ func (d Definition) Validate() error {
 	if d.Boot.Initrd != "" && !strings.HasPrefix(d.Boot.Initrd, "/") {
 		add("boot.initrd", "%q is not an absolute path", d.Boot.Initrd)
 	}
+	d.validateHealth(add)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -5,6 +5,7 @@ package hypervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -100,4 +101,14 @@ type Driver interface {
 	Migrate(ctx context.Context, name string, target MigrationTarget, progress func(Progress)) error
 	// Close releases the connection; running guests keep running.
 	Close() error
+}
+
+// GuestAgent is implemented by drivers that reach a guest's qemu-guest-agent
+// through the virtio-serial channel they add to guests that need it
+// (guestdef.Definition.NeedsAgent).
+type GuestAgent interface {
+	// AgentCommand sends one guest agent command (JSON with "execute" and
+	// "arguments") to a running guest and returns its "return" value. It
+	// gives up when ctx ends: a hung guest never answers.
+	AgentCommand(ctx context.Context, name string, cmd []byte) (json.RawMessage, error)
 }

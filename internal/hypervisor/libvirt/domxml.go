@@ -133,6 +133,20 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 		}}
 		dev.Consoles = nil
 	}
+	if !def.NoPanicDevice && len(dev.Panics) == 0 {
+		// pvpanic: a guest kernel panic is a crashed event at once
+		// (on_crash destroy ends the domain).
+		dev.Panics = []libvirtxml.DomainPanic{{Model: "isa"}}
+	}
+	if def.NeedsAgent() && !hasAgentChannel(dev) {
+		// The guest agent's channel; libvirt picks the socket path in its
+		// own per-domain directory and Haven reaches the agent through
+		// libvirt (AgentCommand).
+		dev.Channels = append(dev.Channels, libvirtxml.DomainChannel{
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: AgentChannel}},
+		})
+	}
 	if def.RawXML == "" {
 		// A lean machine: no balloon, no USB; fewer devices boot faster.
 		dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}
@@ -144,6 +158,18 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 		return "", fmt.Errorf("build domain XML for guest %q: %w", def.Name, err)
 	}
 	return out, nil
+}
+
+// AgentChannel is the virtio-serial port name qemu-guest-agent listens on.
+const AgentChannel = "org.qemu.guest_agent.0"
+
+func hasAgentChannel(dev *libvirtxml.DomainDeviceList) bool {
+	for _, c := range dev.Channels {
+		if c.Target != nil && c.Target.VirtIO != nil && c.Target.VirtIO.Name == AgentChannel {
+			return true
+		}
+	}
+	return false
 }
 
 func diskXML(i int, d guestdef.Disk) (libvirtxml.DomainDisk, error) {

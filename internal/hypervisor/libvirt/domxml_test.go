@@ -53,12 +53,19 @@ func TestDomainXML(t *testing.T) {
 		}, ""},
 		{"no image lock", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d.img", NoImageLock: true}}}, "qemu", "", []string{`<shareable></shareable>`}, ""},
 		{"no image lock on qcow2", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d.qcow2", Format: "qcow2", NoImageLock: true}}}, "qemu", "", nil, "needs a raw image"},
+		{"pvpanic by default", guestdef.Definition{Name: "x", Memory: 1 << 30}, "qemu", "", []string{`<panic model="isa">`}, ""},
+		{"guest agent channel", guestdef.Definition{Name: "x", Memory: 1 << 30, GuestAgent: true}, "qemu", "", []string{
+			`<channel type="unix">`, `<source mode="bind">`, `<target type="virtio" name="org.qemu.guest_agent.0">`}, ""},
 		{"no name", guestdef.Definition{Memory: 1 << 20}, "qemu", "", nil, "no name"},
 		{"no memory", guestdef.Definition{Name: "x"}, "qemu", "", nil, "no memory"},
 		{"unresolved volume", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Pool: "p", Volume: "v"}}}, "qemu", "", nil, "no resolved path"},
 		{"bad bus", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d", Bus: "floppy"}}}, "qemu", "", nil, "unknown bus"},
 		{"nic without backend", guestdef.Definition{Name: "x", Memory: 1 << 30, NICs: []guestdef.NIC{{}}}, "qemu", "", nil, "neither a bridge"},
 		{"bad raw xml", guestdef.Definition{Name: "x", Memory: 1 << 30, RawXML: "<domain"}, "qemu", "", nil, "parse its raw libvirt XML"},
+	}
+	noPanic, _ := DomainXML(guestdef.Definition{Name: "x", Memory: 1 << 30, NoPanicDevice: true}, "qemu", "")
+	if strings.Contains(noPanic, "<panic") || strings.Contains(noPanic, "<channel") {
+		t.Errorf("no_panic_device and no agent still give devices:\n%s", noPanic)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ package libvirt
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/hypervisor/guestagent"
 )
 
 // Config says which libvirtd to drive and how.
@@ -1214,4 +1216,43 @@ func typedUint(params []golibvirt.TypedParam, field string) (uint64, bool) {
 func formatUUID(u golibvirt.UUID) string {
 	b := u[:]
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// AgentCommand implements hypervisor.GuestAgent through libvirt's own
+// connection to the guest agent (virDomainQemuAgentCommand). libvirt is told
+// to give up a little before ctx's deadline, and an overrun of the guest (a
+// hung kernel) never counts against libvirtd: the call is abandoned, the
+// connection kept.
+func (d *Driver) AgentCommand(ctx context.Context, name string, cmd []byte) (json.RawMessage, error) {
+	wait := int32(5)
+	if dl, ok := ctx.Deadline(); ok {
+		wait = int32(max(1, time.Until(dl)/time.Second))
+	}
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(wait)*time.Second+d.cfg.ConnectTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	var out golibvirt.OptString
+	err := d.call(callCtx, func(l *golibvirt.Libvirt) error {
+		dom, err := lookup(l, name)
+		if err != nil {
+			return err
+		}
+		out, err = l.QEMUDomainAgentCommand(dom, string(cmd), wait, 0)
+		return err
+	})
+	if err == nil && len(out) == 0 {
+		err = errors.New("libvirt returned no answer")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("guest agent did not answer: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("guest agent of %q: %w", name, err)
+	}
+	ret, err := guestagent.Decode([]byte(out[0]))
+	if err != nil {
+		return nil, fmt.Errorf("guest agent of %q: %w", name, err)
+	}
+	return ret, nil
 }

@@ -69,7 +69,7 @@ func lifecycleEvent(event, detail int32) (kind hypervisor.EventKind, reason stri
 		if golibvirt.DomainEventCrashedDetailType(detail) == golibvirt.DomainEventCrashedCrashloaded {
 			return hypervisor.EventCrashed, "crashloaded", true
 		}
-		return hypervisor.EventCrashed, "panicked", true
+		return hypervisor.EventCrashed, "guest panicked", true
 	case golibvirt.DomainEventPmsuspended:
 		return hypervisor.EventPaused, "pm-suspended", true
 	}

@@ -28,7 +28,7 @@ func TestLifecycleEvent(t *testing.T) {
 		{"qemu died", int32(golibvirt.DomainEventStopped), int32(golibvirt.DomainEventStoppedFailed), hypervisor.EventCrashed, "qemu-died", true},
 		{"crashed", int32(golibvirt.DomainEventStopped), int32(golibvirt.DomainEventStoppedCrashed), hypervisor.EventCrashed, "crashed", true},
 		{"migrated away", int32(golibvirt.DomainEventStopped), int32(golibvirt.DomainEventStoppedMigrated), hypervisor.EventMigrated, "migrated", true},
-		{"panicked", int32(golibvirt.DomainEventCrashed), int32(golibvirt.DomainEventCrashedPanicked), hypervisor.EventCrashed, "panicked", true},
+		{"panicked", int32(golibvirt.DomainEventCrashed), int32(golibvirt.DomainEventCrashedPanicked), hypervisor.EventCrashed, "guest panicked", true},
 		{"shutdown notice", int32(golibvirt.DomainEventShutdown), 0, "", "", false},
 		{"defined", int32(golibvirt.DomainEventDefined), 0, "", "", false},
 		{"unknown", 99, 0, "", "", false},

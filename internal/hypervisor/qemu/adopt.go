@@ -82,7 +82,7 @@ func (d *Driver) adopt(ctx context.Context, name string) error {
 		return fmt.Errorf("watch QEMU pid %d: %w", pid, err)
 	}
 	_, incErr := os.Stat(filepath.Join(dir, "incoming"))
-	g := &guest{name: name, dir: dir, def: def, pid: pid, exited: make(chan struct{}), incoming: incErr == nil}
+	g := &guest{name: name, dir: dir, def: def, pid: pid, exited: make(chan struct{}), agentMu: make(chan struct{}, 1), incoming: incErr == nil}
 	d.setState(g, hypervisor.Running, "adopted")
 	d.mu.Lock()
 	d.guests[name] = g

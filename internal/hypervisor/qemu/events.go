@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/haven-ha/haven/internal/hypervisor"
 )
@@ -41,12 +42,16 @@ func (d *Driver) onExit(g *guest, how string) {
 		os.Remove(filepath.Join(g.dir, "qmp.sock"))
 		os.Remove(filepath.Join(g.dir, "qemu.pid"))
 		os.Remove(filepath.Join(g.dir, "incoming"))
+		os.Remove(filepath.Join(g.dir, "qga.sock"))
 	}
 	var kind hypervisor.EventKind
 	var reason string
 	switch {
 	case g.migratedAway:
 		d.setState(g, hypervisor.Shutoff, "migrated away")
+	case g.panicked:
+		kind, reason = hypervisor.EventCrashed, "guest panicked"
+		d.setState(g, hypervisor.Crashed, reason)
 	case g.incoming && !g.stopping:
 		kind, reason = hypervisor.EventStopped, "incoming migration failed: "+how
 		d.setState(g, hypervisor.Shutoff, reason)
@@ -79,6 +84,21 @@ func (d *Driver) onQMPEvent(g *guest, e qmpEvent) {
 	var reason string
 	d.mu.Lock()
 	switch e.Event {
+	case "GUEST_PANICKED":
+		// The pvpanic device: the guest kernel panicked. QEMU pauses or
+		// exits by its panic action; either way the guest is dead, and
+		// is reported crashed once its QEMU is gone (killed here, so that
+		// a paused one does not linger).
+		if !g.panicked && !g.stopping && !g.incoming {
+			g.panicked = true
+			pid := g.pid
+			d.mu.Unlock()
+			d.log.Warn("guest kernel panicked; killing its QEMU", "guest", g.name, "pid", pid)
+			if pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return
+		}
 	case "SHUTDOWN":
 		var data struct {
 			Guest  bool   `json:"guest"`

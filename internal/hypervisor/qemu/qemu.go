@@ -13,6 +13,7 @@
 //	RUNDIR/NAME/def.json   the definition it was started with
 //	RUNDIR/NAME/incoming   present while waiting for an incoming migration
 //	RUNDIR/NAME/qemu.log   QEMU's stdout and stderr
+//	RUNDIR/NAME/qga.sock   the guest agent channel (guests that need it)
 package qemu
 
 import (
@@ -21,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +36,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/hypervisor/guestagent"
 )
 
 // Config configures a QEMU driver for one host.
@@ -83,7 +86,10 @@ type Driver struct {
 	closed bool
 }
 
-var _ hypervisor.Driver = (*Driver)(nil)
+var (
+	_ hypervisor.Driver     = (*Driver)(nil)
+	_ hypervisor.GuestAgent = (*Driver)(nil)
+)
 
 // guest is one QEMU process and what the driver knows of it. Fields after mu
 // are guarded by Driver.mu.
@@ -94,6 +100,9 @@ type guest struct {
 	pid    int
 	child  *exec.Cmd // nil when adopted
 	exited chan struct{}
+	// agentMu holds one guest agent command at a time (its channel takes
+	// one client).
+	agentMu chan struct{}
 
 	mon *monitor
 
@@ -106,6 +115,7 @@ type guest struct {
 	shutdownGuest  bool   // the guest shut itself down
 	migrating      bool
 	migratedAway   bool
+	panicked       bool // GUEST_PANICKED: the guest kernel panicked
 	incoming       bool
 	starting       bool // launch has not returned: its error reports an exit
 	gone           bool // the process exited
@@ -242,7 +252,7 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 		return hypervisor.ErrAlreadyRunning
 	}
 	// Reserve the name while starting.
-	g := &guest{name: def.Name, dir: dir, def: def, exited: make(chan struct{}), incoming: incoming != "", starting: true}
+	g := &guest{name: def.Name, dir: dir, def: def, exited: make(chan struct{}), agentMu: make(chan struct{}, 1), incoming: incoming != "", starting: true}
 	d.setState(g, hypervisor.Shutoff, "starting")
 	d.guests[def.Name] = g
 	d.mu.Unlock()
@@ -365,6 +375,7 @@ func (d *Driver) args(def guestdef.Definition, dir string) []string {
 	if d.accel.Accel == hypervisor.AccelKVM {
 		a = append(a, "-cpu", "host")
 	}
+	a = append(a, agentArgs(def, dir)...)
 	if def.SerialLog != "" {
 		a = append(a, "-chardev", "file,id=serial0,path="+qemuOpt(def.SerialLog)+",append=on", "-serial", "chardev:serial0")
 	}
@@ -450,4 +461,49 @@ func qemuLogTail(dir string) string {
 		b = b[len(b)-600:]
 	}
 	return ": qemu said: " + strings.TrimSpace(string(b))
+}
+
+// agentArgs are the devices of the guest agent channel (its socket in the
+// guest's run dir) and the pvpanic device.
+func agentArgs(def guestdef.Definition, dir string) []string {
+	var a []string
+	if !def.NoPanicDevice {
+		a = append(a, "-device", "pvpanic")
+	}
+	if def.NeedsAgent() {
+		a = append(a,
+			"-chardev", "socket,id=qga0,path="+qemuOpt(filepath.Join(dir, "qga.sock"))+",server=on,wait=off",
+			"-device", "virtio-serial-pci,id=vser0",
+			"-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0")
+	}
+	return a
+}
+
+// AgentCommand implements hypervisor.GuestAgent over the guest's
+// RUNDIR/NAME/qga.sock, one command at a time per guest.
+func (d *Driver) AgentCommand(ctx context.Context, name string, cmd []byte) (json.RawMessage, error) {
+	g, err := d.live(name)
+	if err != nil {
+		return nil, fmt.Errorf("guest agent of %q: %w", name, err)
+	}
+	if !g.def.NeedsAgent() {
+		return nil, fmt.Errorf("guest agent of %q: the guest declares no guest agent (guest_agent) and has no agent check, so it has no agent channel", name)
+	}
+	select {
+	case g.agentMu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("guest agent of %q: busy: %w", name, ctx.Err())
+	}
+	defer func() { <-g.agentMu }()
+	var dl net.Dialer
+	conn, err := dl.DialContext(ctx, "unix", filepath.Join(g.dir, "qga.sock"))
+	if err != nil {
+		return nil, fmt.Errorf("guest agent of %q: %w", name, err)
+	}
+	defer conn.Close()
+	ret, err := guestagent.Exchange(ctx, conn, cmd)
+	if err != nil {
+		return nil, fmt.Errorf("guest agent of %q: %w", name, err)
+	}
+	return ret, nil
 }
