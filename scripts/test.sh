@@ -18,5 +18,7 @@ echo "== go build"
 go build -o bin/haven ./cmd/haven
 echo "== haven sim run (shared scenarios)"
 if [ -d ../shared/scenarios ]; then ./bin/haven sim run ../shared/scenarios >/tmp/haven-sim-shared.log || { tail -50 /tmp/haven-sim-shared.log; exit 1; }; tail -1 /tmp/haven-sim-shared.log; fi
+echo "== haven sim run (shared scenarios, new rules)"
+if [ -d ../shared/scenarios-new ]; then ./bin/haven sim run ../shared/scenarios-new >/tmp/haven-sim-shared-new.log || { tail -50 /tmp/haven-sim-shared-new.log; exit 1; }; tail -1 /tmp/haven-sim-shared-new.log; fi
 echo "== go test -race"
 go test -race -count=1 -timeout 20m -p 2 ./... 2>&1 | tee /tmp/haven-test.log

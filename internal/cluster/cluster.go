@@ -34,6 +34,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -81,11 +82,33 @@ var (
 type Policy struct {
 	Fencing        model.FencingMode    `json:"fencing"`
 	ShutdownPolicy model.ShutdownPolicy `json:"shutdown_policy"`
+	// QuorumLoss: what a host does when it loses the quorate side while it
+	// runs guests (empty: stop). freeze needs fencing agent.
+	QuorumLoss model.QuorumLossPolicy `json:"quorum_loss,omitempty"`
+	// Preemption lets a guest short of room stop guests of lower priority.
+	Preemption bool `json:"preemption,omitempty"`
 }
 
-// DefaultPolicy is agent fencing and migrate on shutdown.
+// DefaultPolicy is agent fencing, migrate on shutdown, stop on quorum loss
+// and no preemption.
 func DefaultPolicy() Policy {
-	return Policy{Fencing: model.FencingAgent, ShutdownPolicy: model.ShutdownMigrate}
+	return Policy{Fencing: model.FencingAgent, ShutdownPolicy: model.ShutdownMigrate, QuorumLoss: model.QuorumLossStop}
+}
+
+// Apply sets the manager configuration's policy fields from p (empty
+// fields: the defaults).
+func (p Policy) Apply(c *manager.Config) {
+	d := DefaultPolicy()
+	c.Fencing, c.ShutdownPolicy, c.QuorumLoss, c.Preemption = p.Fencing, p.ShutdownPolicy, p.QuorumLoss, p.Preemption
+	if c.Fencing == "" {
+		c.Fencing = d.Fencing
+	}
+	if c.ShutdownPolicy == "" {
+		c.ShutdownPolicy = d.ShutdownPolicy
+	}
+	if c.QuorumLoss == "" {
+		c.QuorumLoss = d.QuorumLoss
+	}
 }
 
 // Guest is a guest under cluster control: the manager's policy and the
@@ -131,6 +154,8 @@ func CheckSpec(s model.GuestSpec) error {
 		return fieldErr("max_restarts", "%d is out of range 0..1000", s.MaxRestarts)
 	case s.MaxRelocations < 0 || s.MaxRelocations > 1000:
 		return fieldErr("max_relocations", "%d is out of range 0..1000", s.MaxRelocations)
+	case s.Priority < 0 || s.Priority > model.MaxPriority:
+		return fieldErr("priority", "%d is out of range 0..%d", s.Priority, model.MaxPriority)
 	case s.RestartWindow < 0:
 		return fieldErr("restart_window", "must not be negative")
 	case s.Domain != "" && !ValidName(s.Domain):
@@ -243,6 +268,15 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 	case model.ShutdownMigrate, model.ShutdownStop, model.ShutdownFreeze:
 	default:
 		return fieldErr("shutdown_policy", "%q is not one of migrate, stop, freeze", p.ShutdownPolicy)
+	}
+	switch p.QuorumLoss {
+	case "", model.QuorumLossStop:
+	case model.QuorumLossFreeze:
+		if p.Fencing != model.FencingAgent {
+			return fieldErr("quorum_loss", "freeze needs fencing agent (fence devices): with the watchdog a host that loses the quorate side must self-fence")
+		}
+	default:
+		return fieldErr("quorum_loss", "%q is not one of stop, freeze", p.QuorumLoss)
 	}
 	_, err := s.cli.Put(ctx, KeyPolicy, mustJSON(p))
 	return err

@@ -79,9 +79,10 @@ func RunManager(ctx context.Context, d Daemon) error {
 		}
 	}
 	if st == nil {
-		st = manager.New(manager.Config{Fencing: policy.Fencing, ShutdownPolicy: policy.ShutdownPolicy, Timings: d.Timings})
+		st = manager.New(manager.Config{Timings: d.Timings})
 	}
-	st.Config.Fencing, st.Config.ShutdownPolicy, st.Config.Timings = policy.Fencing, policy.ShutdownPolicy, d.Timings
+	policy.Apply(&st.Config)
+	st.Config.Timings = d.Timings
 
 	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
 	for _, kv := range kvs(9) {
@@ -111,6 +112,9 @@ func RunManager(ctx context.Context, d Daemon) error {
 		if !st.HasNode(name) {
 			facts := f.live[name]
 			if err := st.AddNode(name, facts.Memory, facts.CPUs); err != nil {
+				return err
+			}
+			if err := st.SetWitness(name, facts.Witness); err != nil {
 				return err
 			}
 		}
@@ -390,7 +394,7 @@ func isRunning(s hostctl.GuestState) bool {
 }
 
 func (f *feed) nodeReport(name string, facts model.NodeFacts) manager.NodeReport {
-	r := manager.NodeReport{Name: name, Memory: facts.Memory, CPUs: facts.CPUs, BootID: facts.BootID}
+	r := manager.NodeReport{Name: name, Memory: facts.Memory, CPUs: facts.CPUs, BootID: facts.BootID, Witness: facts.Witness}
 	for guest, rep := range f.reports[name] {
 		if isRunning(rep.State) {
 			r.Running = append(r.Running, guest)
@@ -524,7 +528,7 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			return nil
 		}
 		return []Input{{Spec: func(st *manager.State) error {
-			st.Config.Fencing, st.Config.ShutdownPolicy = p.Fencing, p.ShutdownPolicy
+			p.Apply(&st.Config)
 			return nil
 		}}}
 	case strings.HasPrefix(key, cluster.PrefixPools):

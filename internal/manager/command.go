@@ -84,6 +84,8 @@ func (s *State) canTake(g *Guest, node string) error {
 	switch {
 	case n == nil:
 		return ErrUnknownNode
+	case n.Witness:
+		return ErrWitness
 	case n.Status != NodeOnline:
 		return ErrNodeOffline
 	case n.Maintenance:
@@ -137,6 +139,7 @@ func (st *stepper) command(c Command) {
 		return
 	}
 	g := s.Guest(c.Guest)
+	g.Preempted = false // an operator's word starts afresh
 	switch c.Kind {
 	case CmdStart:
 		g.Spec.State = model.DesiredStarted

@@ -28,6 +28,8 @@ type NodeReport struct {
 	Stale bool `json:"stale,omitempty"`
 	// BootedAt is when this incarnation of the node booted (zero: unknown).
 	BootedAt time.Time `json:"booted_at,omitempty"`
+	// Witness: the node's agent runs as a witness (votes, runs no guest).
+	Witness bool `json:"witness,omitempty"`
 }
 
 // Sync gives a newly elected manager (and the first step) the full picture:

@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/model"
@@ -73,6 +75,9 @@ func (st *stepper) reconcile() {
 }
 
 func (st *stepper) stop(g *Guest, p Purpose, target string, force bool) {
+	if p != PurposePreempt {
+		g.PreemptedBy = ""
+	}
 	id := st.newID()
 	g.Op = &Op{ID: id, Kind: OpStop, Node: g.Node, Target: target, Purpose: p, Force: force}
 	msg := string(p)
@@ -113,7 +118,7 @@ func (st *stepper) place() {
 	for i, n := range s.Nodes {
 		snap.Nodes[i] = placement.Node{
 			Name: n.Name, Memory: n.Memory, Used: used[i], Guests: cnt[i],
-			Eligible: n.Status == NodeOnline && !n.Maintenance && n.Shutdown == nil,
+			Eligible: n.Status == NodeOnline && !n.Maintenance && n.Shutdown == nil && !n.Witness,
 		}
 	}
 	idx := func(name string) int {
@@ -122,8 +127,17 @@ func (st *stepper) place() {
 		}
 		return -1
 	}
-	// A guest waiting out its restart delay keeps its place on its node.
+	// A guest waiting out its restart delay keeps its place on its node; one
+	// for which guests are being preempted has its place where they stop.
 	for _, g := range s.Guests {
+		if g.PreemptOn != "" {
+			if i := idx(g.PreemptOn); g.State != GuestRecovering || g.Op != nil || g.Spec.State != model.DesiredStarted || i < 0 || !snap.Nodes[i].Eligible {
+				g.PreemptOn, g.PreemptVictims = "", nil
+			} else {
+				snap.Nodes[i].Used += g.Spec.Memory
+				snap.Nodes[i].Guests++
+			}
+		}
 		if g.State == GuestRecovering && g.Need == NeedRestart && g.Op == nil && g.Spec.State == model.DesiredStarted {
 			if i := idx(g.Node); i >= 0 {
 				snap.Nodes[i].Used += g.Spec.Memory
@@ -139,6 +153,7 @@ func (st *stepper) place() {
 			continue
 		}
 		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
+		r.Priority = g.Spec.Priority
 		if len(g.Spec.Pools) > 0 || (g.Spec.Pinned && g.Node != "") {
 			for i, n := range s.Nodes {
 				if !s.hasPools(g, n) || (g.Spec.Pinned && g.Node != "" && n.Name != g.Node) {
@@ -157,6 +172,20 @@ func (st *stepper) place() {
 				continue
 			}
 			p := PurposePlace
+			if g.PreemptOn != "" {
+				if st.preempting(g) {
+					continue // it starts once its victims have stopped
+				}
+				// They have stopped: it starts there (its place was kept).
+				r.Prefer, r.Reserved = idx(g.PreemptOn), g.Spec.Memory
+				if g.Need == NeedMove {
+					r.LastFailed = idx(g.Node)
+					p = PurposeMove
+				}
+				reqs = append(reqs, r)
+				wants = append(wants, want{g: g, purpose: p})
+				continue
+			}
 			switch g.Need {
 			case NeedRestart:
 				i := idx(g.Node)
@@ -211,10 +240,22 @@ func (st *stepper) place() {
 	if len(reqs) == 0 {
 		return
 	}
-	plan := placement.Plan(&snap, reqs)
-	for i, a := range plan {
+	planner := placement.NewPlanner(&snap)
+	var victims [][]placement.Victim
+	taken := map[string]bool{}
+	for _, i := range placement.Order(reqs) {
 		w := wants[i]
 		g := w.g
+		a := planner.Place(&reqs[i])
+		if a.Node < 0 && s.Config.Preemption && !w.move && w.purpose != PurposeRestart && g.PreemptOn == "" && !g.Preempted {
+			if victims == nil {
+				victims = st.victims()
+			}
+			if pr := planner.Preempt(&reqs[i], victims, taken); pr.Node >= 0 {
+				st.preempt(g, s.Nodes[pr.Node].Name, victims[pr.Node], pr.Victims)
+				continue
+			}
+		}
 		if a.Node < 0 {
 			if w.purpose == PurposeRestart {
 				// Its node cannot take it back: place it, preferring that node.
@@ -227,6 +268,7 @@ func (st *stepper) place() {
 			continue
 		}
 		target := s.Nodes[a.Node].Name
+		g.PreemptOn, g.PreemptVictims = "", nil
 		if w.move {
 			st.move(g, target, w.purpose)
 			continue
@@ -249,6 +291,52 @@ func (st *stepper) place() {
 		g.Need = ""
 		g.RetryAt = time.Time{}
 		st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: target, Op: id, Msg: string(w.purpose)})
+	}
+}
+
+// preempting reports whether a stop of one of g's preemption victims is
+// still in flight.
+func (st *stepper) preempting(g *Guest) bool {
+	for _, name := range g.PreemptVictims {
+		if v := st.s.Guest(name); v != nil && v.Op != nil && v.PreemptedBy == g.Spec.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// victims lists, per node index, the guests preemption may stop there:
+// started, running, with no operation in flight.
+func (st *stepper) victims() [][]placement.Victim {
+	s := st.s
+	out := make([][]placement.Victim, len(s.Nodes))
+	for _, g := range s.Guests {
+		if !g.Running || g.State != GuestStarted || g.Op != nil {
+			continue
+		}
+		if i, ok := s.nodeIdx[g.Node]; ok {
+			out[i] = append(out[i], placement.Victim{Guest: g.Spec.Name, Memory: g.Spec.Memory, Priority: g.Spec.Priority})
+		}
+	}
+	return out
+}
+
+// preempt stops the chosen victims on node to make room for g, which starts
+// there once they have stopped.
+func (st *stepper) preempt(g *Guest, node string, cands []placement.Victim, chosen []int) {
+	g.PreemptOn = node
+	g.PreemptVictims = nil
+	var names []string
+	for _, k := range chosen {
+		v := st.s.Guest(cands[k].Guest)
+		g.PreemptVictims = append(g.PreemptVictims, v.Spec.Name)
+		names = append(names, fmt.Sprintf("%s (priority %d)", v.Spec.Name, v.Spec.Priority))
+	}
+	st.logf("preemption: %s (priority %d) has no room; stopping %s on %s to make room for it", g.Spec.Name, g.Spec.Priority, strings.Join(names, ", "), node)
+	for _, name := range g.PreemptVictims {
+		v := st.s.Guest(name)
+		v.PreemptedBy = g.Spec.Name
+		st.stop(v, PurposePreempt, "", false)
 	}
 }
 

@@ -36,6 +36,9 @@ func New(cfg Config) *State {
 	if cfg.ShutdownPolicy == "" {
 		cfg.ShutdownPolicy = model.ShutdownMigrate
 	}
+	if cfg.QuorumLoss == "" {
+		cfg.QuorumLoss = model.QuorumLossStop
+	}
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = DefaultTimings()
 	}
@@ -53,6 +56,29 @@ func (s *State) AddNode(name string, memory int64, cpus int) error {
 	sort.Slice(s.Nodes, func(a, b int) bool { return s.Nodes[a].Name < s.Nodes[b].Name })
 	s.reindex()
 	return nil
+}
+
+// SetWitness marks a configured node as a witness (it votes for quorum and
+// never runs guests) or as an ordinary node. A NodeUp or Sync report also
+// sets it from NodeReport.Witness.
+func (s *State) SetWitness(name string, witness bool) error {
+	n := s.node(name)
+	if n == nil {
+		return fmt.Errorf("set witness %q: %w", name, ErrUnknownNode)
+	}
+	n.Witness = witness
+	return nil
+}
+
+// Witnesses returns the names of the witness nodes, in name order.
+func (s *State) Witnesses() []string {
+	var out []string
+	for _, n := range s.Nodes {
+		if n.Witness {
+			out = append(out, n.Name)
+		}
+	}
+	return out
 }
 
 // AddDomain configures a failover domain. Members must be configured nodes.

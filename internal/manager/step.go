@@ -3,6 +3,7 @@ package manager
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/model"
@@ -81,6 +82,7 @@ func (st *stepper) sync(e Sync) {
 		case ok && n.Status != NodeOnline:
 			st.nodeUp(r, false)
 		case ok:
+			n.Witness = r.Witness
 		case n.Status == NodeOnline || (n.Status == NodeOffline && st.runsGuests(n.Name)):
 			// Down, or never seen up while guests are recorded running on
 			// it: they must be fenced before they run anywhere else.
@@ -105,6 +107,7 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 	if r.CPUs > 0 {
 		n.CPUs = r.CPUs
 	}
+	n.Witness = r.Witness
 	if n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID {
 		st.nodeDown(n.Name) // a new boot: the old incarnation failed
 	}
@@ -151,7 +154,8 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 	st.s.UpSeq++ // failed failbacks may be tried again
 	if sd := n.Shutdown; sd != nil && prev != NodeOnline {
 		n.Shutdown = nil
-		if sd.Policy == model.ShutdownMigrate {
+		if sd.Policy == model.ShutdownMigrate && !n.Maintenance {
+			// In maintenance, its guests come back when it ends.
 			st.markReturns(n.Name)
 		}
 	}
@@ -193,7 +197,8 @@ func (st *stepper) nodeDown(name string) {
 		if g.ReturnTo == name {
 			g.ReturnTo = ""
 		}
-		if g.EvacuatedFrom == name {
+		if g.EvacuatedFrom == name && !n.Maintenance {
+			// Its maintenance (still on) brings it back when it ends.
 			g.EvacuatedFrom = ""
 		}
 		op := g.Op
@@ -273,8 +278,11 @@ func (st *stepper) nodeShutdown(e NodeShutdown) {
 // inventory reconciles the manager's view with agents' lists of running
 // guests, for the online nodes in inv (node -> guests running there).
 func (st *stepper) inventory(inv map[string][]string) {
-	for node := range inv {
+	for node, list := range inv {
 		if n := st.s.node(node); n == nil || n.Status != NodeOnline {
+			delete(inv, node)
+		} else if n.Witness && len(list) > 0 {
+			st.logf("witness %s reports guests running (%s); a witness runs no guest: ignored", node, strings.Join(list, ", "))
 			delete(inv, node)
 		}
 	}
@@ -399,6 +407,7 @@ func (st *stepper) result(e GuestResult) {
 	switch e.Result {
 	case ResultStarted:
 		g.Op = nil
+		g.Preempted = false
 		g.Running = true
 		g.Node = op.Node
 		g.State = GuestStarted
@@ -414,6 +423,7 @@ func (st *stepper) result(e GuestResult) {
 		st.stopped(g, op)
 	case ResultStopFailed:
 		g.Op = nil
+		st.unpreempt(g)
 		g.State = GuestFailed
 		g.Running = true
 		st.logf("%s could not be stopped on %s (%s): failed, still running there; it runs nowhere else until the node is fenced or a stop succeeds", g.Spec.Name, op.Node, e.Err)
@@ -474,6 +484,17 @@ func (st *stepper) moved(g *Guest, op *Op) {
 // stopped handles a stop that succeeded.
 func (st *stepper) stopped(g *Guest, op *Op) {
 	from := op.Node
+	g.PreemptedBy = ""
+	if op.Purpose == PurposePreempt && g.Spec.State == model.DesiredStarted {
+		// Stopped to make room: it waits for room like any recovering
+		// guest; this is no crash (no restart or move is counted).
+		g.State = GuestRecovering
+		g.Need = NeedPlace
+		g.RetryAt = time.Time{}
+		g.Preempted = true
+		st.logf("%s stopped on %s to make room; it is placed again when there is room (it preempts no other guest)", g.Spec.Name, from)
+		return
+	}
 	if op.Purpose == PurposeFreeze {
 		if g.Spec.State == model.DesiredStarted {
 			g.State = GuestFrozen
@@ -503,6 +524,20 @@ func (st *stepper) stopped(g *Guest, op *Op) {
 		g.State = GuestRecovering
 		g.Need = NeedPlace
 	}
+}
+
+// unpreempt: g's preemption stop did not happen (it failed, or g is gone
+// from its node); the guest it made room for no longer waits for it and is
+// placed afresh.
+func (st *stepper) unpreempt(g *Guest) {
+	if g.PreemptedBy == "" {
+		return
+	}
+	if p := st.s.Guest(g.PreemptedBy); p != nil && p.PreemptOn != "" {
+		st.logf("%s could not be preempted; %s is placed afresh", g.Spec.Name, p.Spec.Name)
+		p.PreemptOn, p.PreemptVictims = "", nil
+	}
+	g.PreemptedBy = ""
 }
 
 // settleDesired puts a guest that is not running into its desired state.

@@ -66,7 +66,25 @@ func DefaultTimings() Timings {
 type Config struct {
 	Fencing        model.FencingMode    `json:"fencing"`
 	ShutdownPolicy model.ShutdownPolicy `json:"shutdown_policy"`
-	Timings        Timings              `json:"timings"`
+	// QuorumLoss is what a node does when it loses the quorate side while
+	// it runs guests (stop: self-fence; freeze: keep them, only with
+	// FencingAgent). The manager's own rules are the same under both: the
+	// quorate side fails and fences such a node; the policy is here so that
+	// the shells (daemon, simulator) read it from one place and tell the
+	// agents.
+	QuorumLoss model.QuorumLossPolicy `json:"quorum_loss,omitempty"`
+	// Preemption lets a guest that has no candidate node for lack of
+	// memory alone stop running guests of strictly lower priority to get
+	// room (see docs/manager.md).
+	Preemption bool    `json:"preemption,omitempty"`
+	Timings    Timings `json:"timings"`
+}
+
+// SelfFences reports whether a node that loses the quorate side while it
+// runs guests must stop them and power itself off at its self-fence
+// deadline (quorum_loss stop, or any watchdog cluster).
+func (c Config) SelfFences() bool {
+	return c.QuorumLoss != model.QuorumLossFreeze || c.Fencing == model.FencingWatchdog
 }
 
 // GuestState is a guest's runtime state as the manager reports it.
@@ -121,10 +139,14 @@ type Node struct {
 	CPUs        int        `json:"cpus"`
 	Status      NodeStatus `json:"status"`
 	Maintenance bool       `json:"maintenance,omitempty"`
-	Shutdown    *Shutdown  `json:"shutdown,omitempty"`
-	Fence       *Fence     `json:"fence,omitempty"`
-	BootID      string     `json:"boot_id,omitempty"`
-	DownAt      time.Time  `json:"down_at"`
+	// Witness: the node votes for quorum and takes part in no placement:
+	// nothing is ever placed, started, migrated or failed back onto it, a
+	// command naming it as a target is rejected, and it is never fenced.
+	Witness  bool      `json:"witness,omitempty"`
+	Shutdown *Shutdown `json:"shutdown,omitempty"`
+	Fence    *Fence    `json:"fence,omitempty"`
+	BootID   string    `json:"boot_id,omitempty"`
+	DownAt   time.Time `json:"down_at"`
 	// Fences counts fences that succeeded (not the operator's confirmations
 	// that the node is off).
 	Fences int `json:"fences"` // MissingPools are storage pools not usable on the node (its agent's
@@ -169,6 +191,7 @@ const (
 	PurposeShutdown Purpose = "shutdown" // stop for a shutdown with policy stop
 	PurposeFreeze   Purpose = "freeze"   // stop for a shutdown with policy freeze
 	PurposeUnfreeze Purpose = "unfreeze" // start of a frozen guest on its node
+	PurposePreempt  Purpose = "preempt"  // stop to make room for a guest of higher priority
 )
 
 // Op is an operation in flight on a guest.
@@ -228,6 +251,18 @@ type Guest struct {
 	// MoveFailedAt is when its last migration failed; the manager does not
 	// try again in a step at that same moment.
 	MoveFailedAt time.Time `json:"move_failed_at"`
+	// PreemptOn is the node where guests of lower priority are being
+	// stopped to make room for this recovering guest; it starts there once
+	// PreemptVictims have stopped (its memory is reserved there meanwhile).
+	PreemptOn      string   `json:"preempt_on,omitempty"`
+	PreemptVictims []string `json:"preempt_victims,omitempty"`
+	// PreemptedBy names the guest a preemption stop of this guest makes
+	// room for (set while that stop is in flight).
+	PreemptedBy string `json:"preempted_by,omitempty"`
+	// Preempted: it was stopped by a preemption and has not run since; it
+	// waits for room and never preempts others itself. Cleared when it
+	// runs again and by an operator's start, stop or disable.
+	Preempted bool `json:"preempted,omitempty"`
 }
 
 // Sentinel errors for operator commands that cannot be carried out. Validate
@@ -246,6 +281,7 @@ var (
 	ErrPoolMissing      = errors.New("a storage pool the guest needs is not usable on node")
 	ErrPinned           = errors.New("the guest's disks are not on shared storage: it runs only on its own node")
 	ErrSameNode         = errors.New("guest is already on that node")
+	ErrWitness          = errors.New("node is a witness: it never runs guests")
 	ErrFencing          = errors.New("guest waits for its failed node to be fenced")
 	ErrInMaintenance    = errors.New("node is already in maintenance")
 	ErrNotInMaintenance = errors.New("node is not in maintenance")

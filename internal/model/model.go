@@ -52,19 +52,39 @@ const (
 	ShutdownFreeze  ShutdownPolicy = "freeze"
 )
 
+// QuorumLossPolicy says what a node does when it loses the quorate side
+// while it runs guests.
+type QuorumLossPolicy string
+
+const (
+	// QuorumLossStop: it stops its guests and powers itself off at its
+	// self-fence deadline (the default; the only choice without fence
+	// devices).
+	QuorumLossStop QuorumLossPolicy = "stop"
+	// QuorumLossFreeze: it keeps its guests running, never self-fences and
+	// starts, stops or moves nothing until it is in a quorate side again;
+	// the quorate side fences it with its device. Only with FencingAgent.
+	QuorumLossFreeze QuorumLossPolicy = "freeze"
+)
+
+// MaxPriority bounds a guest's priority (0..MaxPriority).
+const MaxPriority = 1000
+
 // NodeFacts is what a host's agent reports about itself, stored under its
 // lease so it disappears when the host does.
 type NodeFacts struct {
-	Name         string    `json:"name"`
-	Memory       int64     `json:"memory"` // bytes available to guests
-	CPUs         int       `json:"cpus"`
-	Hypervisor   string    `json:"hypervisor"` // "qemu", "libvirt", "sim"
-	AgentVersion string    `json:"agent_version"`
-	BootID       string    `json:"boot_id"`
-	APIAddr      string    `json:"api_addr"`  // https://host:port
-	PeerAddr     string    `json:"peer_addr"` // store peer URL, when a store member
-	StoreMember  bool      `json:"store_member"`
-	Since        time.Time `json:"since"` // when this agent came up
+	Name         string `json:"name"`
+	Memory       int64  `json:"memory"` // bytes available to guests
+	CPUs         int    `json:"cpus"`
+	Hypervisor   string `json:"hypervisor"` // "qemu", "libvirt", "sim"
+	AgentVersion string `json:"agent_version"`
+	BootID       string `json:"boot_id"`
+	APIAddr      string `json:"api_addr"`  // https://host:port
+	PeerAddr     string `json:"peer_addr"` // store peer URL, when a store member
+	StoreMember  bool   `json:"store_member"`
+	// Witness: the host votes for quorum and never runs guests.
+	Witness bool      `json:"witness,omitempty"`
+	Since   time.Time `json:"since"` // when this agent came up
 }
 
 // DomainMember is one node of a failover domain with its priority; higher is
@@ -97,6 +117,10 @@ type GuestSpec struct {
 	RestartWindow  time.Duration `json:"restart_window"`
 	MaxRelocations int           `json:"max_relocations"`
 	Migratable     bool          `json:"migratable"`
+	// Priority (0..MaxPriority, default 0) orders placement when several
+	// guests need a node at once (highest first) and, with preemption on,
+	// lets a guest stop guests of strictly lower priority to get room.
+	Priority int `json:"priority,omitempty"`
 	// Pools are the storage pools the guest's disks are on: a host that
 	// does not have all of them usable cannot run it.
 	Pools []string `json:"pools,omitempty"`

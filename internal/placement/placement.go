@@ -30,6 +30,9 @@ type Snapshot struct {
 type Request struct {
 	Guest  string
 	Memory int64
+	// Priority orders requests placed together: highest first, then guest
+	// name in byte order.
+	Priority int
 	// Tiers lists node indices, most preferred tier first. Nil means one tier
 	// holding every node.
 	Tiers [][]int
@@ -66,29 +69,168 @@ type Assignment struct {
 	ClearedTried bool
 }
 
-// Plan places the requests one at a time in guest name order, each seeing the
-// memory and guest count of those placed before it. The snapshot is not
-// changed.
+// Plan places the requests one at a time in placement order (Order), each
+// seeing the memory and guest count of those placed before it. The snapshot
+// is not changed.
 func Plan(snap *Snapshot, reqs []Request) []Assignment {
-	nodes := make([]Node, len(snap.Nodes))
-	copy(nodes, snap.Nodes)
+	p := NewPlanner(snap)
+	out := make([]Assignment, len(reqs))
+	for _, i := range Order(reqs) {
+		out[i] = p.Place(&reqs[i])
+	}
+	return out
+}
+
+// Order returns the indices of reqs in placement order: highest Priority
+// first, then guest name in byte order.
+func Order(reqs []Request) []int {
 	order := make([]int, len(reqs))
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return reqs[order[a]].Guest < reqs[order[b]].Guest })
-	out := make([]Assignment, len(reqs))
-	for _, i := range order {
-		a := Choose(nodes, &reqs[i])
-		if a.Node >= 0 && a.Node == reqs[i].Prefer && reqs[i].Reserved > 0 {
-			nodes[a.Node].Used += reqs[i].Memory - reqs[i].Reserved
-		} else if a.Node >= 0 {
-			nodes[a.Node].Used += reqs[i].Memory
-			nodes[a.Node].Guests++
+	sort.SliceStable(order, func(a, b int) bool {
+		ra, rb := &reqs[order[a]], &reqs[order[b]]
+		if ra.Priority != rb.Priority {
+			return ra.Priority > rb.Priority
 		}
-		out[i] = a
+		return ra.Guest < rb.Guest
+	})
+	return order
+}
+
+// Planner places requests one at a time on a working copy of a snapshot,
+// each seeing the memory and guests of those placed (or reserved) before.
+type Planner struct {
+	nodes []Node
+}
+
+// NewPlanner returns a planner over a copy of snap.
+func NewPlanner(snap *Snapshot) *Planner {
+	nodes := make([]Node, len(snap.Nodes))
+	copy(nodes, snap.Nodes)
+	return &Planner{nodes: nodes}
+}
+
+// Nodes returns the working copy (read only).
+func (p *Planner) Nodes() []Node { return p.nodes }
+
+// Place chooses a node for r and counts r there.
+func (p *Planner) Place(r *Request) Assignment {
+	a := Choose(p.nodes, r)
+	if a.Node >= 0 && a.Node == r.Prefer && r.Reserved > 0 {
+		p.nodes[a.Node].Used += r.Memory - r.Reserved
+	} else if a.Node >= 0 {
+		p.nodes[a.Node].Used += r.Memory
+		p.nodes[a.Node].Guests++
 	}
-	return out
+	return a
+}
+
+// Victim is a running guest that preemption may stop.
+type Victim struct {
+	Guest    string
+	Memory   int64
+	Priority int
+}
+
+// Preemption is the outcome of Preempt: stop Victims on Node (indices into
+// the candidates given for that node), then start the guest there.
+type Preemption struct {
+	Node    int // -1: no node can make room
+	Victims []int
+}
+
+// Preempt finds where stopping running guests of strictly lower priority
+// than r would make room for r, for a request that Place could not place.
+// victims[i] lists the guests that may be stopped on node i (running, no
+// operation in flight, not already chosen); taken marks those chosen by an
+// earlier preemption of the same plan. Nodes are looked at in r's tiers from
+// the most preferred; a node qualifies when it is eligible, not tried, not
+// unfit, and stopping its lowest-priority guests first (ties: name order)
+// makes r fit. In the first tier with such a node, the node needing the
+// fewest stops wins; ties go by projected memory use after the stops and r's
+// start, compared exactly, then fewest guests, then node order (name). The
+// chosen node's accounting in the planner changes as if the victims were gone
+// and r placed; the victims are marked taken.
+func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool) Preemption {
+	type cand struct {
+		node  int
+		stops []int
+		after Node
+	}
+	eval := func(i int) (cand, bool) {
+		n := &p.nodes[i]
+		if !n.Eligible || n.Memory <= 0 || r.Memory > n.Memory || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) {
+			return cand{}, false
+		}
+		if i >= len(victims) {
+			return cand{}, false
+		}
+		vs := victims[i]
+		order := make([]int, 0, len(vs))
+		for k, v := range vs {
+			if v.Priority < r.Priority && !taken[v.Guest] {
+				order = append(order, k)
+			}
+		}
+		sort.SliceStable(order, func(a, b int) bool {
+			va, vb := &vs[order[a]], &vs[order[b]]
+			if va.Priority != vb.Priority {
+				return va.Priority < vb.Priority
+			}
+			return va.Guest < vb.Guest
+		})
+		free := n.Memory - n.Used
+		after := *n
+		var stops []int
+		for _, k := range order {
+			if free >= r.Memory {
+				break
+			}
+			free += vs[k].Memory
+			after.Used -= vs[k].Memory
+			after.Guests--
+			stops = append(stops, k)
+		}
+		if free < r.Memory || len(stops) == 0 {
+			return cand{}, false
+		}
+		return cand{node: i, stops: stops, after: after}, true
+	}
+	tiers := r.Tiers
+	if tiers == nil {
+		all := make([]int, len(p.nodes))
+		for i := range all {
+			all[i] = i
+		}
+		tiers = [][]int{all}
+	}
+	for _, tier := range tiers {
+		var best *cand
+		for _, i := range tier {
+			c, ok := eval(i)
+			if !ok {
+				continue
+			}
+			if best == nil || len(c.stops) < len(best.stops) ||
+				(len(c.stops) == len(best.stops) && better(&c.after, c.node, &best.after, best.node, r.Memory)) {
+				cc := c
+				best = &cc
+			}
+		}
+		if best == nil {
+			continue
+		}
+		n := &p.nodes[best.node]
+		*n = best.after
+		n.Used += r.Memory
+		n.Guests++
+		for _, k := range best.stops {
+			taken[victims[best.node][k].Guest] = true
+		}
+		return Preemption{Node: best.node, Victims: best.stops}
+	}
+	return Preemption{Node: -1}
 }
 
 // Choose picks the node for one request over nodes, without changing them.

@@ -245,7 +245,7 @@ func (p *parser) seq(v *yaml.Node, key string) []*yaml.Node {
 }
 
 func (p *parser) scenario(root *yaml.Node) *Scenario {
-	sc := &Scenario{File: p.file, Fencing: model.FencingAgent, Shutdown: model.ShutdownMigrate, Settle: 300 * time.Second}
+	sc := &Scenario{File: p.file, Fencing: model.FencingAgent, Shutdown: model.ShutdownMigrate, QuorumLoss: model.QuorumLossStop, Settle: 300 * time.Second}
 	var clusterN, domainsN, guestsN, eventsN, expectN *yaml.Node
 	seen := p.fields(root, "", []string{"name", "description", "cluster", "domains", "guests", "events", "expect"}, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -300,8 +300,8 @@ func (p *parser) scenario(root *yaml.Node) *Scenario {
 }
 
 func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
-	var nodesN *yaml.Node
-	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "settle", "nodes"}, func(key string, k, v *yaml.Node) {
+	var nodesN, quorumN *yaml.Node
+	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "nodes"}, func(key string, k, v *yaml.Node) {
 		ck := "cluster." + key
 		switch key {
 		case "fencing":
@@ -318,12 +318,25 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 			default:
 				p.errf(v, ck, "%q is not migrate, stop or freeze", s)
 			}
+		case "quorum_loss":
+			quorumN = v
+			switch s := p.str(v, ck); s {
+			case "stop", "freeze":
+				sc.QuorumLoss = model.QuorumLossPolicy(s)
+			default:
+				p.errf(v, ck, "%q is not stop or freeze", s)
+			}
+		case "preemption":
+			sc.Preemption = p.onOff(v, ck)
 		case "settle":
 			sc.Settle = p.duration(v, ck)
 		case "nodes":
 			nodesN = v
 		}
 	})
+	if sc.QuorumLoss == model.QuorumLossFreeze && sc.Fencing == model.FencingWatchdog {
+		p.errf(quorumN, "cluster.quorum_loss", "freeze needs fence devices (fencing: agent): with fencing: watchdog a node that loses the quorate side must self-fence")
+	}
 	if nodesN == nil {
 		if n.Kind == yaml.MappingNode {
 			p.errf(n, "cluster.nodes", "required: at least one node")
@@ -337,7 +350,7 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 	seen := map[string]bool{}
 	for _, it := range items {
 		nd := Node{Memory: 64 * model.GiB, CPUs: 16, PowerOn: true, Line: it.Line}
-		f := p.fields(it, "cluster.nodes", []string{"name", "memory", "cpus", "power"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "cluster.nodes", []string{"name", "memory", "cpus", "power", "witness"}, func(key string, k, v *yaml.Node) {
 			ck := "cluster.nodes." + key
 			switch key {
 			case "name":
@@ -346,6 +359,8 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 				nd.Memory = p.size(v, ck)
 			case "cpus":
 				nd.CPUs = p.integer(v, ck, 1)
+			case "witness":
+				nd.Witness = p.boolean(v, ck)
 			case "power":
 				switch {
 				case v.Kind == yaml.ScalarNode && v.Value == "on" || v.Value == "true":
@@ -442,6 +457,10 @@ func (p *parser) domains(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				p.errf(m, "domains.members", "unknown node %q", mem.Node)
 				continue
 			}
+			if nodes[mem.Node].Witness {
+				p.errf(m, "domains.members", "node %q is a witness: it never runs guests, so no domain may list it", mem.Node)
+				continue
+			}
 			if mseen[mem.Node] {
 				p.errf(m, "domains.members", "node %q listed twice", mem.Node)
 				continue
@@ -468,11 +487,13 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 	used := map[string]int64{}
 	var maxMem int64
 	for _, nd := range sc.Nodes {
-		maxMem = max(maxMem, nd.Memory)
+		if !nd.Witness {
+			maxMem = max(maxMem, nd.Memory)
+		}
 	}
 	for _, it := range p.seq(n, "guests") {
 		g := Guest{Spec: model.DefaultGuestSpec(""), Line: it.Line}
-		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "migratable", "faults"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "faults"}, func(key string, k, v *yaml.Node) {
 			ck := "guests." + key
 			switch key {
 			case "name":
@@ -481,6 +502,8 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				g.Spec.Node = p.name(v, ck)
 				if g.Spec.Node != "" && nodes[g.Spec.Node] == nil {
 					p.errf(v, ck, "unknown node %q", g.Spec.Node)
+				} else if g.Spec.Node != "" && nodes[g.Spec.Node].Witness {
+					p.errf(v, ck, "node %q is a witness: it never runs guests", g.Spec.Node)
 				}
 			case "state":
 				switch s := p.str(v, ck); s {
@@ -511,6 +534,11 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				g.Spec.RestartWindow = p.duration(v, ck)
 			case "max_relocations":
 				g.Spec.MaxRelocations = p.integer(v, ck, 0)
+			case "priority":
+				g.Spec.Priority = p.integer(v, ck, 0)
+				if g.Spec.Priority > model.MaxPriority {
+					p.errf(v, ck, "%d is more than %d (priority is 0..%d)", g.Spec.Priority, model.MaxPriority, model.MaxPriority)
+				}
 			case "migratable":
 				g.Spec.Migratable = p.boolean(v, ck)
 			case "faults":
@@ -542,7 +570,7 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 		if g.Spec.Memory > maxMem && maxMem > 0 {
 			p.errf(it, "guests.memory", "guest %q needs %d bytes, more than any node has", g.Spec.Name, g.Spec.Memory)
 		}
-		if nd := nodes[g.Spec.Node]; nd != nil {
+		if nd := nodes[g.Spec.Node]; nd != nil && !nd.Witness {
 			if d := doms[g.Spec.Domain]; d != nil && d.Restricted {
 				in := false
 				for _, m := range d.Members {
@@ -688,14 +716,14 @@ func (p *parser) expects(sc *Scenario, n *yaml.Node, nodes map[string]*Node, gue
 	for _, it := range p.seq(n, "expect") {
 		x := Expect{Line: it.Line, Times: -1}
 		var atN, byN, stateN *yaml.Node
-		f := p.fields(it, "expect", []string{"at", "by", "guest", "node", "state", "fenced", "not_fenced", "times"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "expect", []string{"at", "by", "guest", "node", "state", "fenced", "not_fenced", "times", "never_stopped"}, func(key string, k, v *yaml.Node) {
 			ck := "expect." + key
 			switch key {
 			case "at":
 				atN = v
 			case "by":
 				byN = v
-			case "guest":
+			case "guest", "never_stopped":
 				x.Guest = p.name(v, ck)
 				if x.Guest != "" && guests[x.Guest] == nil {
 					p.errf(v, ck, "unknown guest %q", x.Guest)
@@ -716,6 +744,18 @@ func (p *parser) expects(sc *Scenario, n *yaml.Node, nodes map[string]*Node, gue
 			continue
 		}
 		switch {
+		case f["never_stopped"] != nil:
+			x.Kind = ExpectNeverStopped
+			for _, k := range []string{"at", "by", "guest", "node", "state", "fenced", "not_fenced", "times"} {
+				if f[k] != nil {
+					p.errf(f[k], "expect."+k, "not allowed with never_stopped")
+				}
+			}
+			if g := guests[x.Guest]; g != nil && (g.Spec.Node == "" || g.Spec.State != model.DesiredStarted) {
+				p.errf(f["never_stopped"], "expect.never_stopped", "guest %q must be started at t=0 (state started with a node:) to be checked as never stopped", x.Guest)
+			}
+			sc.Expects = append(sc.Expects, x)
+			continue
 		case f["fenced"] != nil || f["not_fenced"] != nil:
 			x.Kind = ExpectFenced
 			if f["not_fenced"] != nil {
@@ -748,7 +788,7 @@ func (p *parser) expects(sc *Scenario, n *yaml.Node, nodes map[string]*Node, gue
 				p.errf(stateN, "expect.state", "%q is not a node state (%s)", x.State, strings.Join(nodeStates, ", "))
 			}
 		default:
-			p.errf(it, "expect", "say what to check: guest, node, fenced or not_fenced")
+			p.errf(it, "expect", "say what to check: guest, node, fenced, not_fenced or never_stopped")
 			continue
 		}
 		if f["times"] != nil {
@@ -780,6 +820,20 @@ func (p *parser) expects(sc *Scenario, n *yaml.Node, nodes map[string]*Node, gue
 		}
 		sc.Expects = append(sc.Expects, x)
 	}
+}
+
+// onOff reads on/off (or true/false).
+func (p *parser) onOff(v *yaml.Node, key string) bool {
+	if v.Kind == yaml.ScalarNode {
+		switch v.Value {
+		case "on", "true":
+			return true
+		case "off", "false":
+			return false
+		}
+	}
+	p.errf(v, key, "must be on or off")
+	return false
 }
 
 func contains(s []string, v string) bool {

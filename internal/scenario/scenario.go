@@ -17,6 +17,8 @@ type Scenario struct {
 	Description string
 	Fencing     model.FencingMode
 	Shutdown    model.ShutdownPolicy
+	QuorumLoss  model.QuorumLossPolicy
+	Preemption  bool
 	Settle      time.Duration
 	Nodes       []Node
 	Domains     []model.Domain
@@ -40,6 +42,7 @@ type Node struct {
 	Memory  int64
 	CPUs    int
 	PowerOn bool
+	Witness bool // votes for quorum, never runs a guest
 	Line    int
 }
 
@@ -102,6 +105,9 @@ const (
 	ExpectNode      ExpectKind = "node"
 	ExpectFenced    ExpectKind = "fenced"
 	ExpectNotFenced ExpectKind = "not_fenced"
+	// ExpectNeverStopped: the guest ran from t=0 to the end without a stop,
+	// crash or restart (a live migration is not a stop).
+	ExpectNeverStopped ExpectKind = "never_stopped"
 )
 
 // Expect is one expectation.

@@ -18,7 +18,17 @@ type Monitor struct {
 	connected bool
 	lostAt    time.Time
 	fenced    bool
+	freeze    bool
 }
+
+// SetFreeze sets the cluster's quorum_loss policy as it applies to this
+// host: with freeze set (quorum_loss: freeze, fence devices present) a host
+// that loses the quorate side keeps its guests running and never
+// self-fences; the quorate side fences it with its device.
+func (m *Monitor) SetFreeze(freeze bool) { m.freeze = freeze }
+
+// Freeze reports whether the monitor runs under quorum_loss freeze.
+func (m *Monitor) Freeze() bool { return m.freeze }
 
 // New returns a monitor for a host that is in the cluster now. ttl is the
 // lease TTL: the host's lease, renewed until it lost the cluster, expires at
@@ -60,10 +70,10 @@ const (
 )
 
 // Decide says what to do at now with running guests on the host. A host
-// running no guest never self-fences.
+// running no guest never self-fences, nor does one under freeze.
 func (m *Monitor) Decide(now time.Time, running int) Decision {
 	d, cut := m.Deadline()
-	if !cut || m.fenced || running == 0 || now.Before(d) {
+	if !cut || m.fenced || m.freeze || running == 0 || now.Before(d) {
 		return Wait
 	}
 	m.fenced = true

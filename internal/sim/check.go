@@ -61,11 +61,32 @@ func (w *World) check() {
 		}
 	}
 	for _, n := range w.nodes {
+		if n.witness && len(n.vms) > 0 {
+			w.violate("w"+n.name, "witness %s runs guests", n.name)
+		}
 		if n.power != powerOn && len(n.vms) > 0 {
 			w.violate("3"+n.name, "invariant 3: guests run on %s, which is powered off", n.name)
 		}
 		if u := n.used + frozen[n.name]; u > n.memory {
 			w.violate("4"+n.name, "invariant 4: guests on %s use %d bytes, more than its %d", n.name, u, n.memory)
 		}
+	}
+}
+
+// checkPreempt: a preemption stop happens only with preemption on, for a
+// guest of strictly higher priority than the one stopped (SCENARIOS.md,
+// Preemption).
+func (w *World) checkPreempt(a manager.Action) {
+	g := w.mgr.Guest(a.Guest)
+	if g == nil || g.Op == nil || g.Op.ID != a.Op || g.Op.Purpose != manager.PurposePreempt {
+		return
+	}
+	if !w.mgr.Config.Preemption {
+		w.violate("p"+a.Guest, "%s is preempted although preemption is off", a.Guest)
+		return
+	}
+	by := w.mgr.Guest(g.PreemptedBy)
+	if by == nil || by.Spec.Priority <= g.Spec.Priority {
+		w.violate("p"+a.Guest, "%s (priority %d) is preempted for %q, which does not have a higher priority", a.Guest, g.Spec.Priority, g.PreemptedBy)
 	}
 }

@@ -74,6 +74,8 @@ func Describe(x scenario.Expect) string {
 			return fmt.Sprintf("node %s fenced exactly %d times", x.Node, x.Times)
 		}
 		return fmt.Sprintf("node %s fenced at least once", x.Node)
+	case scenario.ExpectNeverStopped:
+		return fmt.Sprintf("guest %s never stopped", x.Guest)
 	}
 	return fmt.Sprintf("node %s never fenced", x.Node)
 }
@@ -96,6 +98,20 @@ func (w *World) eval(x scenario.Expect) (bool, string) {
 	case scenario.ExpectFenced:
 		c := w.mgr.Node(x.Node).Fences
 		return c > 0 && (x.Times < 0 || c == x.Times), fmt.Sprintf("fenced %d times", c)
+	case scenario.ExpectNeverStopped:
+		where := ""
+		for _, n := range w.nodes {
+			if v := n.vms[x.Guest]; v != nil && v.state != vmIncoming {
+				where = n.name
+			}
+		}
+		switch {
+		case w.stopped[x.Guest]:
+			return false, "it was stopped, crashed or lost"
+		case where == "":
+			return false, "it does not run at the end"
+		}
+		return true, ""
 	}
 	c := w.mgr.Node(x.Node).Fences
 	return c == 0, fmt.Sprintf("fenced %d times", c)
@@ -147,7 +163,7 @@ func Run(sc *scenario.Scenario, opt Options) *Result {
 	}
 	w.run(cps, at, after)
 	for i, x := range sc.Expects {
-		if x.Kind == scenario.ExpectFenced || x.Kind == scenario.ExpectNotFenced {
+		if x.Kind == scenario.ExpectFenced || x.Kind == scenario.ExpectNotFenced || x.Kind == scenario.ExpectNeverStopped {
 			ok, seen := w.eval(x)
 			res.Expects[i].OK = ok
 			if !ok {

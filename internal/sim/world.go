@@ -63,6 +63,7 @@ type simNode struct {
 	name      string
 	memory    int64
 	cpus      int
+	witness   bool
 	power     power
 	agentUp   bool
 	netOff    bool
@@ -184,7 +185,8 @@ type World struct {
 	dirty   bool
 
 	// checker
-	live       map[string]int // counted copies per guest
+	live       map[string]int  // counted copies per guest
+	stopped    map[string]bool // guests whose copy was stopped, crashed or lost at least once
 	unclean    map[string]uncleanEnd
 	Violations []string
 	seenViol   map[string]bool
@@ -207,17 +209,23 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		tm = manager.DefaultTimings()
 	}
 	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
-		timers: map[time.Duration]bool{}, live: map[string]int{}, unclean: map[string]uncleanEnd{}}
-	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, Timings: tm})
+		timers: map[time.Duration]bool{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
+	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm})
 	for _, n := range sc.Nodes {
-		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, agentUp: true, vms: map[string]*vm{}, mon: selffence.New(tm.LeaseTTL)}
+		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, mon: w.monitor()}
+		if n.Witness {
+			sn.memory = 0 // a witness runs no guest: its memory is ignored
+		}
 		if n.PowerOn {
 			sn.power = powerOn
 			sn.bootID = 1
 		}
 		w.nodes = append(w.nodes, sn)
 		w.byName[n.Name] = sn
-		if err := w.mgr.AddNode(n.Name, n.Memory, n.CPUs); err != nil {
+		if err := w.mgr.AddNode(n.Name, sn.memory, n.CPUs); err != nil {
+			panic(err)
+		}
+		if err := w.mgr.SetWitness(n.Name, n.Witness); err != nil {
 			panic(err)
 		}
 	}
@@ -247,6 +255,14 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		w.push(&item{t: tm.Tick, kind: itTick})
 	}
 	return w
+}
+
+// monitor returns a new self-fence monitor following the cluster's
+// quorum_loss policy.
+func (w *World) monitor() *selffence.Monitor {
+	m := selffence.New(w.tm.LeaseTTL)
+	m.SetFreeze(!w.mgr.Config.SelfFences())
+	return m
 }
 
 func (w *World) push(it *item) {
@@ -407,6 +423,9 @@ func (w *World) exec(acts []manager.Action) {
 		w.logf("manager", "%s", a)
 		switch a.Kind {
 		case manager.ActStart, manager.ActStop, manager.ActMigrate:
+			if a.Kind == manager.ActStop {
+				w.checkPreempt(a)
+			}
 			n := w.byName[a.Node]
 			if n == nil || n.power != powerOn {
 				continue // addressed to an incarnation that is gone
@@ -416,6 +435,9 @@ func (w *World) exec(acts []manager.Action) {
 				w.runInbox(n)
 			}
 		case manager.ActFence:
+			if n := w.byName[a.Node]; n != nil && n.witness {
+				w.violate("wf"+n.name, "witness %s is fenced", n.name)
+			}
 			w.push(&item{t: w.now + FenceAction, kind: itFenceDone, node: a.Node, op: a.Op})
 		case manager.ActShutdownReady:
 			n := w.byName[a.Node]
@@ -447,6 +469,17 @@ func (w *World) report(n *simNode, ev manager.Event) { n.outbox = append(n.outbo
 
 // agentDo carries out one manager action on node n's hypervisor.
 func (w *World) agentDo(n *simNode, a manager.Action) {
+	if !n.reachable() {
+		w.violate("cut"+n.name+a.Guest, "%s acted on %q while it is not in the quorate side", n.name, a)
+	}
+	if n.witness && (a.Kind == manager.ActStart || a.Kind == manager.ActMigrate) {
+		w.violate("w"+n.name+a.Guest, "witness %s was told to run %s", n.name, a.Guest)
+	}
+	if a.Kind == manager.ActMigrate {
+		if t := w.byName[a.Target]; t != nil && t.witness {
+			w.violate("w"+t.name+a.Guest, "%s is migrated to witness %s", a.Guest, t.name)
+		}
+	}
 	gi := w.guests[a.Guest]
 	w.token++
 	tok := w.token
@@ -506,6 +539,7 @@ func (w *World) removeVM(n *simNode, g string) {
 	n.used -= w.guests[g].spec.Memory
 	if v.state != vmIncoming {
 		w.live[g]--
+		w.stopped[g] = true
 	}
 }
 
@@ -610,7 +644,7 @@ func (w *World) handle(it *item) {
 		n.inbox, n.outbox = nil, nil
 		n.epoch++
 		n.agentUp = true
-		n.mon = selffence.New(w.tm.LeaseTTL)
+		n.mon = w.monitor()
 		n.sfSched = false
 		w.logf("node", "%s has booted", n.name)
 		if n.leaseLive {
@@ -889,7 +923,7 @@ func (w *World) refresh() {
 		n.inQ = n.power == powerOn && key(n) == qkey
 		if n.power == powerOn {
 			n.mon.Observe(w.wall(), n.inQ)
-			if d, cut := n.mon.Deadline(); cut && len(n.vms) > 0 {
+			if d, cut := n.mon.Deadline(); cut && len(n.vms) > 0 && !n.mon.Freeze() {
 				at := d.Sub(Epoch)
 				if at < w.now {
 					at = w.now
@@ -925,10 +959,11 @@ func (w *World) refresh() {
 	if cur := w.byName[w.mgrNode]; cur != nil && cur.reachable() {
 		seat = cur.name
 	} else {
+		// The lowest-named reachable node that is not a witness; a witness
+		// only when no other node of the quorate side is reachable.
 		for _, n := range w.nodes {
-			if n.reachable() {
+			if n.reachable() && (seat == "" || w.byName[seat].witness && !n.witness) {
 				seat = n.name
-				break
 			}
 		}
 	}
@@ -971,7 +1006,7 @@ func (w *World) refresh() {
 }
 
 func (w *World) report0(n *simNode) manager.NodeReport {
-	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, BootID: fmt.Sprint(n.bootID), BootedAt: Epoch.Add(n.bootedAt)}
+	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, BootID: fmt.Sprint(n.bootID), BootedAt: Epoch.Add(n.bootedAt), Witness: n.witness}
 	if n.reachable() {
 		r.Running = n.running()
 	} else {
