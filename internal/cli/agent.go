@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,32 +19,38 @@ import (
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/spf13/pflag"
 )
 
 func init() {
 	Register(&Command{
 		Path:  "agent",
-		Args:  "--node NAME --data-dir DIR --listen HOST:PORT --peer-listen HOST:PORT (--init | --join URL --token T) | --dev",
 		Short: "run the per-host Haven agent (creates, joins or rejoins a cluster)",
-		Run:   runAgent,
+		Long: `Run the per-host Haven agent. The first host creates the cluster (--init)
+and prints a join token; the others join it (--join URL --token T). An agent
+restarted with the same --data-dir rejoins by itself. --dev runs a one-host
+cluster on 127.0.0.1 with everything defaulted, to try Haven out.`,
+		Example: `haven agent --dev
+haven agent --node h1 --data-dir /var/lib/haven --listen 10.0.0.1:7400 --peer-listen 10.0.0.1:7401 --init
+haven agent --node h2 --data-dir /var/lib/haven --listen 10.0.0.2:7400 --peer-listen 10.0.0.2:7401 --join https://10.0.0.1:7400 --token JOIN-TOKEN`,
+		Flags: agentFlags,
 	})
 	Register(&Command{
-		Path:  "token create",
-		Args:  "--role admin|operator|viewer|join [--name N] [--ttl 24h] [-o json]",
-		Short: "create an API token or a join token",
-		Run:   runTokenCreate,
+		Path:    "token create",
+		Short:   "create an API token or a join token",
+		Example: "haven token create --role viewer --name grafana\nhaven token create --role join --ttl 1h",
+		Flags:   tokenCreateFlags,
 	})
 	Register(&Command{
 		Path:  "token list",
-		Args:  "[-o json]",
 		Short: "list API and join tokens (without secrets)",
-		Run:   runTokenList,
+		Flags: tokenListFlags,
 	})
 	Register(&Command{
 		Path:  "token revoke",
 		Args:  "ID",
 		Short: "revoke a token",
-		Run:   runTokenRevoke,
+		Flags: tokenRevokeFlags,
 	})
 }
 
@@ -55,9 +60,7 @@ const (
 	devPeerListen = "127.0.0.1:7401"
 )
 
-func runAgent(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+func agentFlags(fs *pflag.FlagSet) Runner {
 	host, _ := os.Hostname()
 	var cfg agent.Config
 	var endpoints, logLevel string
@@ -82,14 +85,19 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	fs.UintVar(&cfg.StoreElectionMs, "store-election-ms", store.DefaultElectionMs, "embedded etcd election timeout, ms")
 	fs.StringVar(&cfg.Hypervisor, "hypervisor", "qemu", "hypervisor driver: qemu, libvirt, or none for a host that runs no guests")
 	var hostOpts ha.HostOptions
-	hostOpts.RegisterFlags(fs)
+	gfs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	hostOpts.RegisterFlags(gfs)
+	fs.AddGoFlagSet(gfs)
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
+	return func(ctx context.Context, env *Env, args []string) error {
+		if err := wantN(args, 0, ""); err != nil {
+			return err
+		}
+		return runAgent(ctx, env, fs, cfg, hostOpts, endpoints, logLevel)
 	}
-	if fs.NArg() > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
+}
+
+func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config, hostOpts ha.HostOptions, endpoints, logLevel string) error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		return Usagef("--log-level %q: use debug, info, warn or error", logLevel)
@@ -99,7 +107,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 		cfg.StoreEndpoints = strings.Split(endpoints, ",")
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
 	if cfg.Dev {
 		if err := prepareDev(&cfg, set); err != nil {
 			return err
@@ -174,104 +182,92 @@ func prepareDev(cfg *agent.Config, set map[string]bool) error {
 	return nil
 }
 
+// devStatusHint is the command that shows a dev cluster's status: the CLI
+// finds the dev agent by itself only in its default data dir.
+func devStatusHint(dataDir string) string {
+	if filepath.Clean(dataDir) == filepath.Clean(client.DevDataDir()) {
+		return "haven status"
+	}
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	return "HAVEN_DATA_DIR=" + dataDir + " haven status"
+}
+
 func printInit(w io.Writer, a *agent.Agent, cfg agent.Config) {
 	fmt.Fprintf(w, "Cluster %q created; node %q is up at %s\n", cfg.ClusterName, cfg.Node, a.APIURL())
 	fmt.Fprintf(w, "Admin token (also in %s, mode 0600):\n  %s\n", filepath.Join(cfg.DataDir, "admin.token"), a.AdminToken())
 	if cfg.Dev {
-		fmt.Fprintf(w, "CLI on this host: haven status\n")
+		fmt.Fprintf(w, "CLI on this host: %s\n", devStatusHint(cfg.DataDir))
 		return
 	}
-	lh, _, _ := net.SplitHostPort(cfg.Listen)
-	_ = lh
 	fmt.Fprintf(w, "Join other hosts (token valid %v) with:\n", api.DefaultJoinTokenTTL)
 	fmt.Fprintf(w, "  haven agent --node NAME --data-dir %s --listen HOST:PORT --peer-listen HOST:PORT --join %s --token %s\n", client.DefaultDataDir, a.APIURL(), a.JoinToken())
 }
 
-// clientFlags are the connection flags of every command that uses the API.
-type clientFlags struct {
-	o      client.Options
-	output string
-}
-
-func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.o.Server, "server", "", "agent API URL (default $HAVEN_SERVER, else the local agent)")
-	fs.StringVar(&c.o.Token, "token", "", "API token (default $HAVEN_TOKEN, else the local admin token)")
-	fs.StringVar(&c.o.CAFile, "ca", "", "cluster CA certificate (default $HAVEN_CACERT, else the local agent's)")
-	fs.StringVar(&c.output, "o", "table", "output format: table or json")
-}
-
-func (c *clientFlags) client(env *Env) (*client.Client, error) {
-	if c.output != "table" && c.output != "json" {
-		return nil, Usagef("-o %q: use table or json", c.output)
-	}
-	return client.FromOptions(c.o, env.Getenv)
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func runTokenCreate(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
+func tokenCreateFlags(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	var req api.TokenRequest
 	var role string
 	fs.StringVar(&role, "role", "", "admin, operator, viewer or join")
 	fs.StringVar(&req.Name, "name", "", "a label for the token")
 	fs.StringVar(&req.TTL, "ttl", "", "lifetime such as 24h (join tokens default to 24h; others never expire)")
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
+	return func(ctx context.Context, env *Env, args []string) error {
+		if err := wantN(args, 0, ""); err != nil {
+			return err
+		}
+		if role == "" {
+			return Usagef("--role is required")
+		}
+		req.Role = store.Role(role)
+		c, err := cf.client(env)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		resp, err := c.CreateToken(ctx, req)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, resp)
+		}
+		fmt.Fprintln(env.Stdout, resp.Token)
+		return nil
 	}
-	if role == "" {
-		return Usagef("--role is required")
-	}
-	req.Role = store.Role(role)
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	resp, err := c.CreateToken(ctx, req)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, resp)
-	}
-	fmt.Fprintln(env.Stdout, resp.Token)
-	return nil
 }
 
-func runTokenList(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("token list", env)
-	_, c, err := cf.connect(env, fs, args, 0, "")
-	if err != nil {
-		return err
+func tokenListFlags(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 0, "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ts, err := c.Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, ts)
+		}
+		tw := newTable(env.Stdout, "ID", "ROLE", "NAME", "CREATED", "EXPIRES")
+		for _, t := range ts {
+			tw.row(t.ID, string(t.Role), t.Name, fmtTime(t.Created), fmtTime(t.Expires))
+		}
+		return tw.flush()
 	}
-	defer c.Close()
-	ts, err := c.Tokens(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, ts)
-	}
-	tw := newTable(env.Stdout, "ID", "ROLE", "NAME", "CREATED", "EXPIRES")
-	for _, t := range ts {
-		tw.row(t.ID, string(t.Role), t.Name, fmtTime(t.Created), fmtTime(t.Expires))
-	}
-	return tw.flush()
 }
 
-func runTokenRevoke(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("token revoke", env)
-	pos, c, err := cf.connect(env, fs, args, 1, "one token ID")
-	if err != nil {
-		return err
+func tokenRevokeFlags(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 1, "one token ID")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.RevokeToken(ctx, args[0])
 	}
-	defer c.Close()
-	return c.RevokeToken(ctx, pos[0])
 }

@@ -1,7 +1,8 @@
-// Package cli owns the `haven` command line: the command tree, flag parsing
-// conventions, output formats and exit codes. Each feature adds its commands
-// in a file of its own with Register, from an init function. Commands that act
-// on a cluster talk to an agent through its API client only.
+// Package cli owns the `haven` command line: the command tree (built with
+// cobra), flag conventions, output formats and exit codes. Each feature adds
+// its commands in a file of its own with Register, from an init function.
+// Commands that act on a cluster talk to an agent through its API client
+// only.
 package cli
 
 import (
@@ -14,6 +15,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Env is what a command may touch of the outside world. Tests pass their own.
@@ -24,17 +28,28 @@ type Env struct {
 	Getenv func(string) string
 }
 
+// Runner runs a command with its positional arguments; its flags are
+// already parsed into the variables its Command.Flags bound.
+type Runner func(ctx context.Context, env *Env, args []string) error
+
 // Command is one leaf of the command tree, such as "guest start".
 type Command struct {
 	// Path is the words that select the command, such as "guest start".
 	Path string
-	// Args is the synopsis of the arguments, for the help text.
+	// Args is the synopsis of the positional arguments, such as "NAME NODE".
 	Args string
-	// Short is a one-line description.
-	Short string
-	// Run runs the command. Returning a UsageError prints the command's help
-	// and exits 2; any other error exits 1.
-	Run func(ctx context.Context, env *Env, args []string) error
+	// Short is a one-line description; Long an optional longer one.
+	Short, Long string
+	// Example shows one or more invocations, one per line, with comments.
+	Example string
+	// Hidden keeps the command out of help and completion.
+	Hidden bool
+	// Flags defines the command's flags on fs and returns the function
+	// that runs it. It is called once per command line.
+	Flags func(fs *pflag.FlagSet) Runner
+	// Complete, if set, completes the positional arguments (for example
+	// with guest names from the cluster).
+	Complete func(ctx context.Context, env *Env, args []string, toComplete string) []string
 }
 
 // UsageError reports a wrong invocation of a command.
@@ -52,13 +67,30 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 
 var commands = map[string]*Command{}
 
-// Register adds a command to the tree. It panics on a duplicate path, which
-// is a programming error.
+// Register adds a command to the tree. It panics on a duplicate path or a
+// command without Flags, which are programming errors.
 func Register(c *Command) {
 	if _, dup := commands[c.Path]; dup {
 		panic("cli: duplicate command " + c.Path)
 	}
+	if c.Flags == nil {
+		panic("cli: command " + c.Path + " has no Flags")
+	}
 	commands[c.Path] = c
+}
+
+// groupShort describes the commands that only group others.
+var groupShort = map[string]string{
+	"guest":       "guests under cluster control: list, create, start, stop, migrate",
+	"node":        "the cluster's hosts: list, maintenance, shutdown, fence",
+	"domain":      "failover domains: the hosts a guest prefers",
+	"fence":       "fence devices and levels",
+	"policy":      "the cluster policy: fencing mode and shutdown policy",
+	"pool":        "storage pools and their volumes",
+	"pool volume": "volumes (guest disks) in a pool",
+	"token":       "API and join tokens",
+	"user":        "users of the web UI and the API",
+	"sim":         "the deterministic cluster simulator",
 }
 
 // Main runs the command line and returns the process exit code.
@@ -71,23 +103,9 @@ func Main(args []string) int {
 
 // Run is Main with the environment passed in.
 func Run(ctx context.Context, env *Env, args []string) int {
-	cmd, rest := lookup(args)
-	if cmd == nil {
-		if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-			printHelp(env.Stdout, prefixOf(args[min(1, len(args)):]))
-			return 0
-		}
-		fmt.Fprintf(env.Stderr, "haven: unknown command %q\n\n", strings.Join(args, " "))
-		printHelp(env.Stderr, prefixOf(args))
-		return 2
-	}
-	for _, a := range rest {
-		if a == "-h" || a == "--help" || a == "-help" {
-			printCommandHelp(env.Stdout, cmd)
-			return 0
-		}
-	}
-	err := cmd.Run(ctx, env, rest)
+	root := NewRoot(env)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
 	var ue *UsageError
 	var ee *ExitError
 	switch {
@@ -96,58 +114,168 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	case errors.As(err, &ee):
 		return ee.Code
 	case errors.As(err, &ue):
-		fmt.Fprintf(env.Stderr, "haven %s: %s\n", cmd.Path, ue.Msg)
-		printCommandHelp(env.Stderr, cmd)
+		fmt.Fprintf(env.Stderr, "%s: %s\n", cmd.CommandPath(), ue.Msg)
+		if cmd.Runnable() {
+			fmt.Fprintf(env.Stderr, "Usage: %s\n", cmd.UseLine())
+		}
+		fmt.Fprintf(env.Stderr, "Run '%s --help' for its flags and examples.\n", cmd.CommandPath())
+		return 2
+	case isUnknownCommand(err):
+		fmt.Fprintf(env.Stderr, "%s: %v\nRun '%s --help' for the list of commands.\n", cmd.CommandPath(), strings.TrimRight(err.Error(), "\n"), cmd.CommandPath())
 		return 2
 	default:
-		fmt.Fprintf(env.Stderr, "haven %s: %v\n", cmd.Path, err)
+		fmt.Fprintf(env.Stderr, "%s: %v\n", cmd.CommandPath(), err)
 		return 1
 	}
 }
 
-// lookup finds the longest registered path that prefixes args.
-func lookup(args []string) (*Command, []string) {
-	for n := min(len(args), 3); n > 0; n-- {
-		if c, ok := commands[strings.Join(args[:n], " ")]; ok {
-			return c, args[n:]
-		}
-	}
-	return nil, args
+func isUnknownCommand(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command ")
 }
 
-// prefixOf keeps the leading words of args that are not flags.
-func prefixOf(args []string) string {
-	var words []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			break
-		}
-		words = append(words, a)
-	}
-	return strings.Join(words, " ")
-}
+// NewRoot builds the command tree with every registered command, wired
+// to env. Completion (`haven completion bash|zsh|fish`) and man pages
+// (`haven man DIR`, hidden) come from this same tree.
+func NewRoot(env *Env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "haven",
+		Short: "Haven: high availability for virtual machines",
+		Long: `Haven keeps virtual machines running on a cluster of hosts: it restarts
+them when they fail, fences hosts that stop answering and moves their guests
+elsewhere. The one binary is the per-host agent (haven agent), the operator
+CLI and the simulator (haven sim).
 
-func printHelp(w io.Writer, prefix string) {
-	fmt.Fprintln(w, "Usage: haven COMMAND [ARGS]")
-	fmt.Fprintln(w, "\nCommands:")
+Commands that act on a cluster reach an agent's API. They find it in
+--server, $HAVEN_SERVER, the client config (~/.config/haven/config.yaml) or
+the local agent's data dir; when one host does not answer they try the
+cluster's other hosts.`,
+		Example: `  haven agent --dev                  # a one-host cluster to try things
+  haven status                       # hosts, manager, quorum
+  haven guest list
+  haven guest migrate web1 h3 --wait 2m`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetIn(env.Stdin)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &UsageError{Msg: err.Error()} })
+	root.CompletionOptions.HiddenDefaultCmd = false
+	root.SuggestionsMinimumDistance = 2
+
+	nodes := map[string]*cobra.Command{"": root}
+	var group func(path string) *cobra.Command
+	group = func(path string) *cobra.Command {
+		if c, ok := nodes[path]; ok {
+			return c
+		}
+		parentPath, word := splitPath(path)
+		parent := group(parentPath)
+		short := groupShort[path]
+		if short == "" {
+			short = "commands for " + path
+		}
+		c := &cobra.Command{
+			Use:                        word,
+			Short:                      short,
+			Args:                       cobra.ArbitraryArgs,
+			SuggestionsMinimumDistance: 2,
+			RunE: func(c *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return c.Help()
+				}
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+				if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+				}
+				return errors.New(msg)
+			},
+		}
+		nodes[path] = c
+		parent.AddCommand(c)
+		return c
+	}
 	paths := make([]string, 0, len(commands))
 	for p := range commands {
-		if prefix == "" || p == prefix || strings.HasPrefix(p, prefix+" ") {
-			paths = append(paths, p)
-		}
-	}
-	if len(paths) == 0 {
-		for p := range commands {
-			paths = append(paths, p)
-		}
+		paths = append(paths, p)
 	}
 	sort.Strings(paths)
 	for _, p := range paths {
-		fmt.Fprintf(w, "  %-28s %s\n", p, commands[p].Short)
+		spec := commands[p]
+		parentPath, word := splitPath(p)
+		use := word
+		if spec.Args != "" {
+			use += " " + spec.Args
+		}
+		c := &cobra.Command{
+			Use:     use,
+			Short:   spec.Short,
+			Long:    spec.Long,
+			Example: indent(spec.Example),
+			Hidden:  spec.Hidden,
+			Args:    cobra.ArbitraryArgs,
+		}
+		if c.Long == "" {
+			c.Long = upperFirst(spec.Short) + "."
+		}
+		run := spec.Flags(c.Flags())
+		c.RunE = func(c *cobra.Command, args []string) error {
+			return run(c.Context(), env, args)
+		}
+		if spec.Complete != nil {
+			complete := spec.Complete
+			c.ValidArgsFunction = func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				return complete(c.Context(), env, args, toComplete), cobra.ShellCompDirectiveNoFileComp
+			}
+		}
+		if old, ok := nodes[p]; ok {
+			// A group that is also a command itself: keep its children.
+			for _, child := range old.Commands() {
+				old.RemoveCommand(child)
+				c.AddCommand(child)
+			}
+			group(parentPath).RemoveCommand(old)
+		}
+		nodes[p] = c
+		group(parentPath).AddCommand(c)
 	}
-	fmt.Fprintln(w, "\nRun 'haven COMMAND --help' for a command's flags.")
+	return root
 }
 
-func printCommandHelp(w io.Writer, c *Command) {
-	fmt.Fprintf(w, "Usage: haven %s %s\n  %s\n", c.Path, c.Args, c.Short)
+func splitPath(p string) (parent, word string) {
+	i := strings.LastIndexByte(p, ' ')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+func indent(ex string) string {
+	if ex == "" {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(ex, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + strings.TrimLeft(l, " \t")
+	}
+	return strings.Join(lines, "\n")
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// wantN checks there are exactly n positional arguments; what names them
+// in the error ("" when there are none).
+func wantN(args []string, n int, what string) error {
+	switch {
+	case len(args) == n:
+		return nil
+	case n == 0:
+		return Usagef("unexpected arguments: %s", strings.Join(args, " "))
+	}
+	return Usagef("give %s", what)
 }

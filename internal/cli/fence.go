@@ -5,9 +5,10 @@ package cli
 // by hand, and the cluster policy (fencing mode, shutdown policy).
 
 import (
+	"github.com/spf13/pflag"
+
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"sort"
 	"strconv"
@@ -16,62 +17,66 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/fence"
 )
 
 func init() {
-	Register(&Command{Path: "fence show", Args: "[-o table|json]", Short: "show the fence devices and each node's levels (secrets redacted)", Run: runFenceShow})
-	Register(&Command{Path: "fence set", Args: "FILE [--no-check]", Short: "replace the fencing configuration from a JSON or YAML file (- for stdin)", Run: runFenceSet})
-	Register(&Command{Path: "fence test", Args: "NODE [-o table|json]", Short: "ask each fence device of NODE for its power status, without fencing", Run: runFenceTest})
-	Register(&Command{Path: "node fence", Args: "NAME --yes [-o table|json]", Short: "fence (power off) a host now through its fence devices", Run: runNodeFence})
-	Register(&Command{Path: "node confirm-off", Args: "NAME --yes [--wait 60s] [-o table|json]", Short: "tell the manager a failed host is powered off (its fence device fails): its guests recover now", Run: runNodeConfirmOff})
-	Register(&Command{Path: "policy show", Args: "[-o table|json]", Short: "show the cluster policy: fencing mode and shutdown policy", Run: runPolicyShow})
-	Register(&Command{Path: "policy set", Args: "[--fencing agent|watchdog] [--shutdown-policy migrate|stop|freeze]", Short: "change the cluster policy", Run: runPolicySet})
+	Register(&Command{Path: "fence show", Short: "show the fence devices and each node's levels (secrets redacted)", Flags: cmdFenceShow})
+	Register(&Command{Path: "fence set", Args: "FILE", Example: "haven fence set fencing.yaml\nhaven fence set - < fencing.json", Short: "replace the fencing configuration from a JSON or YAML file (- for stdin)", Flags: cmdFenceSet})
+	Register(&Command{Path: "fence test", Args: "NODE", Example: "haven fence test h2", Short: "ask each fence device of NODE for its power status, without fencing", Flags: cmdFenceTest})
+	Register(&Command{Path: "node fence", Args: "NAME --yes", Example: "haven node fence h2 --yes", Short: "fence (power off) a host now through its fence devices", Flags: cmdNodeFence})
+	Register(&Command{Path: "node confirm-off", Args: "NAME --yes", Example: "haven node confirm-off h2 --yes", Short: "tell the manager a failed host is powered off (its fence device fails): its guests recover now", Flags: cmdNodeConfirmOff})
+	Register(&Command{Path: "policy show", Short: "show the cluster policy: fencing mode and shutdown policy", Flags: cmdPolicyShow})
+	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop", Short: "change the cluster policy", Flags: cmdPolicySet})
 }
 
-func runFenceShow(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("fence show", env)
-	_, c, err := cf.connect(env, fs, args, 0, "")
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	fc, err := c.FenceConfig(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, fc)
-	}
-	if len(fc.Devices) == 0 && len(fc.Levels) == 0 {
-		fmt.Fprintln(env.Stdout, "No fencing configured. Write a configuration and load it with `haven fence set FILE` (see docs/fencing.md).")
-		return nil
-	}
-	action := string(fc.Action)
-	if action == "" {
-		action = string(fence.ActionOff)
-	}
-	fmt.Fprintf(env.Stdout, "Action: %s\n\n", action)
-	tw := newTable(env.Stdout, "DEVICE", "AGENT", "PARAMS", "PLUGS")
-	for _, d := range fc.Devices {
-		tw.row(d.Name, d.Agent, kvList(d.Params), kvList(d.Plugs))
-	}
-	if err := tw.flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(env.Stdout)
-	tw = newTable(env.Stdout, "NODE", "LEVEL", "DEVICES")
-	nodes := make([]string, 0, len(fc.Levels))
-	for n := range fc.Levels {
-		nodes = append(nodes, n)
-	}
-	sort.Strings(nodes)
-	for _, n := range nodes {
-		for i, l := range fc.Levels[n] {
-			tw.row(n, strconv.Itoa(i+1), strings.Join(l.Devices, " + "))
+func cmdFenceShow(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 0, "")
+		if err != nil {
+			return err
 		}
+		defer c.Close()
+		fc, err := c.FenceConfig(ctx)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, fc)
+		}
+		if len(fc.Devices) == 0 && len(fc.Levels) == 0 {
+			fmt.Fprintln(env.Stdout, "No fencing configured. Write a configuration and load it with `haven fence set FILE` (see docs/fencing.md).")
+			return nil
+		}
+		action := string(fc.Action)
+		if action == "" {
+			action = string(fence.ActionOff)
+		}
+		fmt.Fprintf(env.Stdout, "Action: %s\n\n", action)
+		tw := newTable(env.Stdout, "DEVICE", "AGENT", "PARAMS", "PLUGS")
+		for _, d := range fc.Devices {
+			tw.row(d.Name, d.Agent, kvList(d.Params), kvList(d.Plugs))
+		}
+		if err := tw.flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout)
+		tw = newTable(env.Stdout, "NODE", "LEVEL", "DEVICES")
+		nodes := make([]string, 0, len(fc.Levels))
+		for n := range fc.Levels {
+			nodes = append(nodes, n)
+		}
+		sort.Strings(nodes)
+		for _, n := range nodes {
+			for i, l := range fc.Levels[n] {
+				tw.row(n, strconv.Itoa(i+1), strings.Join(l.Devices, " + "))
+			}
+		}
+		return tw.flush()
 	}
-	return tw.flush()
 }
 
 func kvList(m map[string]string) string {
@@ -121,216 +126,241 @@ func fenceBody(data []byte) (json.RawMessage, error) {
 	return b, nil
 }
 
-func runFenceSet(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("fence set", env)
+func cmdFenceSet(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	noCheck := fs.Bool("no-check", false, "store without checking the devices against their agents' metadata (for agents not installed on the host answering)")
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one configuration file (- for stdin)")
-	}
-	data, err := readInput(env, pos[0])
-	if err != nil {
-		return err
-	}
-	body, err := fenceBody(data)
-	if err != nil {
-		return Usagef("%s: %v", pos[0], err)
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	set := c.SetFenceConfigValidated
-	if *noCheck {
-		set = c.SetFenceConfig
-	}
-	fc, err := set(ctx, body)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, fc)
-	}
-	fmt.Fprintf(env.Stdout, "fencing configuration stored: %d devices, levels for %d nodes; check each node with `haven fence test NODE`\n", len(fc.Devices), len(fc.Levels))
-	return nil
-}
-
-func runFenceTest(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("fence test", env)
-	pos, c, err := cf.connect(env, fs, args, 1, "one node name")
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	out, err := c.FenceTest(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		if err := printJSON(env.Stdout, out); err != nil {
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		if len(pos) != 1 {
+			return Usagef("give one configuration file (- for stdin)")
+		}
+		data, err := readInput(env, pos[0])
+		if err != nil {
 			return err
 		}
-	} else {
-		tw := newTable(env.Stdout, "LEVEL", "DEVICE", "POWER", "OK", "TOOK", "ERROR")
-		for _, d := range out.Result.Devices {
-			tw.row(strconv.Itoa(d.Level), d.Device, d.Power, strconv.FormatBool(d.OK), d.Duration.Round(time.Millisecond).String(), d.Error)
+		body, err := fenceBody(data)
+		if err != nil {
+			return Usagef("%s: %v", pos[0], err)
 		}
-		if err := tw.flush(); err != nil {
+		c, err := cf.client(env)
+		if err != nil {
 			return err
 		}
+		defer c.Close()
+		set := c.SetFenceConfigValidated
+		if *noCheck {
+			set = c.SetFenceConfig
+		}
+		fc, err := set(ctx, body)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, fc)
+		}
+		fmt.Fprintf(env.Stdout, "fencing configuration stored: %d devices, levels for %d nodes; check each node with `haven fence test NODE`\n", len(fc.Devices), len(fc.Levels))
+		return nil
 	}
-	if !out.OK {
-		fmt.Fprintf(env.Stderr, "haven fence test: %s\n", out.Error)
-		return &ExitError{Code: 1}
-	}
-	if cf.output != "json" {
-		fmt.Fprintf(env.Stdout, "every fence device of %s answered\n", pos[0])
-	}
-	return nil
 }
 
-func runNodeFence(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("node fence", env)
+func cmdFenceTest(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		c, err := cf.connect(env, args, 1, "one node name")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		out, err := c.FenceTest(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			if err := printJSON(env.Stdout, out); err != nil {
+				return err
+			}
+		} else {
+			tw := newTable(env.Stdout, "LEVEL", "DEVICE", "POWER", "OK", "TOOK", "ERROR")
+			for _, d := range out.Result.Devices {
+				tw.row(strconv.Itoa(d.Level), d.Device, d.Power, strconv.FormatBool(d.OK), d.Duration.Round(time.Millisecond).String(), d.Error)
+			}
+			if err := tw.flush(); err != nil {
+				return err
+			}
+		}
+		if !out.OK {
+			fmt.Fprintf(env.Stderr, "haven fence test: %s\n", out.Error)
+			return &ExitError{Code: 1}
+		}
+		if cf.output != "json" {
+			fmt.Fprintf(env.Stdout, "every fence device of %s answered\n", pos[0])
+		}
+		return nil
+	}
+}
+
+func cmdNodeFence(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	yes := fs.Bool("yes", false, "confirm: the host is powered off at once, with every guest on it")
-	pos, err := oneNodeWithYes(fs, args, yes, func(node string) string {
-		return fmt.Sprintf("fencing powers %s off at once, with every guest on it: add --yes to go ahead", node)
-	})
-	if err != nil {
-		return err
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	out, err := c.FenceNode(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		if err := printJSON(env.Stdout, out); err != nil {
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		c, err := oneNodeWithYes(ctx, env, cf, args, yes, func(node string) string {
+			return fmt.Sprintf("fencing powers %s off at once, with every guest on it: add --yes to go ahead", node)
+		})
+		if err != nil {
 			return err
 		}
-	} else {
-		tw := newTable(env.Stdout, "LEVEL", "DEVICE", "ACTION", "OK", "TOOK", "ERROR")
-		for _, a := range out.Result.Attempts {
-			tw.row(strconv.Itoa(a.Level), a.Device, a.Action, strconv.FormatBool(a.OK), a.Duration.Round(time.Millisecond).String(), a.Error)
-		}
-		if err := tw.flush(); err != nil {
+		defer c.Close()
+		out, err := c.FenceNode(ctx, pos[0])
+		if err != nil {
 			return err
 		}
-	}
-	if !out.OK {
-		fmt.Fprintf(env.Stderr, "haven node fence: %s\n", out.Error)
-		return &ExitError{Code: 1}
-	}
-	if cf.output != "json" {
-		how := "powered off"
-		if out.Result.Action == fence.ActionReboot {
-			how = "rebooted"
+		if cf.output == "json" {
+			if err := printJSON(env.Stdout, out); err != nil {
+				return err
+			}
+		} else {
+			tw := newTable(env.Stdout, "LEVEL", "DEVICE", "ACTION", "OK", "TOOK", "ERROR")
+			for _, a := range out.Result.Attempts {
+				tw.row(strconv.Itoa(a.Level), a.Device, a.Action, strconv.FormatBool(a.OK), a.Duration.Round(time.Millisecond).String(), a.Error)
+			}
+			if err := tw.flush(); err != nil {
+				return err
+			}
 		}
-		confirmed := ""
-		if out.Result.Confirmed {
-			confirmed = ", confirmed off"
+		if !out.OK {
+			fmt.Fprintf(env.Stderr, "haven node fence: %s\n", out.Error)
+			return &ExitError{Code: 1}
 		}
-		fmt.Fprintf(env.Stdout, "node %s fenced: %s by level %d (%s)%s\n", pos[0], how, out.Result.Level, strings.Join(out.Result.Devices, " + "), confirmed)
-		if out.Told != "" {
-			fmt.Fprintf(env.Stdout, "the manager was waiting for this fence: it recovers %s's guests now (command %s)\n", pos[0], out.Told)
+		if cf.output != "json" {
+			how := "powered off"
+			if out.Result.Action == fence.ActionReboot {
+				how = "rebooted"
+			}
+			confirmed := ""
+			if out.Result.Confirmed {
+				confirmed = ", confirmed off"
+			}
+			fmt.Fprintf(env.Stdout, "node %s fenced: %s by level %d (%s)%s\n", pos[0], how, out.Result.Level, strings.Join(out.Result.Devices, " + "), confirmed)
+			if out.Told != "" {
+				fmt.Fprintf(env.Stdout, "the manager was waiting for this fence: it recovers %s's guests now (command %s)\n", pos[0], out.Told)
+			}
 		}
+		return nil
 	}
-	return nil
 }
 
-// oneNodeWithYes parses the arguments of a command that acts on one node
-// and does harm unless meant: without --yes it refuses, saying what would
-// happen (risk).
-func oneNodeWithYes(fs *flag.FlagSet, args []string, yes *bool, risk func(node string) string) ([]string, error) {
-	pos, err := opsArgs(fs, args)
+// oneNodeWithYes checks the arguments of a command that acts on one node
+// and does harm unless meant: the node must exist (checked first, so a
+// typo is not met with a warning), and without --yes it refuses, saying
+// what would happen (risk). It returns the open client.
+func oneNodeWithYes(ctx context.Context, env *Env, cf *clientFlags, pos []string, yes *bool, risk func(node string) string) (*client.Client, error) {
+	c, err := cf.connect(env, pos, 1, "one node name")
 	if err != nil {
 		return nil, err
 	}
-	if len(pos) != 1 {
-		return nil, Usagef("give one node name")
+	if err := checkNode(ctx, c, pos[0]); err != nil {
+		c.Close()
+		return nil, err
 	}
 	if !*yes {
+		c.Close()
 		return nil, Usagef("%s", risk(pos[0]))
 	}
-	return pos, nil
+	return c, nil
 }
 
-func runNodeConfirmOff(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("node confirm-off", env)
+// checkNode fails with the cluster's node names when name is not one.
+func checkNode(ctx context.Context, c *client.Client, name string) error {
+	ns, err := c.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, n := range ns {
+		if n.Name == name {
+			return nil
+		}
+		names = append(names, n.Name)
+	}
+	return fmt.Errorf("no node named %q in this cluster (its nodes: %s)", name, strings.Join(names, ", "))
+}
+
+func cmdNodeConfirmOff(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	yes := fs.Bool("yes", false, "confirm: you have checked that the host is powered off")
 	wait := fs.Duration("wait", time.Minute, "how long to wait for the manager to carry the command out")
-	pos, err := oneNodeWithYes(fs, args, yes, func(node string) string {
-		return fmt.Sprintf("the manager will start %s's guests elsewhere at once: if %s still runs them, they run twice and their disks are corrupted. Check that it is powered off (its power light, its PDU outlet), then add --yes", node, node)
-	})
-	if err != nil {
-		return err
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		c, err := oneNodeWithYes(ctx, env, cf, args, yes, func(node string) string {
+			return fmt.Sprintf("the manager will start %s's guests elsewhere at once: if %s still runs them, they run twice and their disks are corrupted. Check that it is powered off (its power light, its PDU outlet), then add --yes", node, node)
+		})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		res, err := c.ConfirmOff(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return finishCommand(ctx, env, c, cf, res, *wait)
 	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	res, err := c.ConfirmOff(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return finishCommand(ctx, env, c, cf, res, *wait)
 }
 
-func runPolicyShow(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("policy show", env)
-	_, c, err := cf.connect(env, fs, args, 0, "")
-	if err != nil {
-		return err
+func cmdPolicyShow(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 0, "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		p, err := c.Policy(ctx)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, p)
+		}
+		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\n", p.Fencing, p.ShutdownPolicy)
+		return nil
 	}
-	defer c.Close()
-	p, err := c.Policy(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, p)
-	}
-	fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\n", p.Fencing, p.ShutdownPolicy)
-	return nil
 }
 
-func runPolicySet(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("policy set", env)
+func cmdPolicySet(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	fencing := fs.String("fencing", "", "agent (fence devices) or watchdog (hosts self-fence)")
 	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
-	if err := wantArgs(fs, args, 0, ""); err != nil {
-		return err
+	return func(ctx context.Context, env *Env, args []string) error {
+		if err := wantN(args, 0, ""); err != nil {
+			return err
+		}
+		body := map[string]any{}
+		if *fencing != "" {
+			body["fencing"] = *fencing
+		}
+		if *shutdown != "" {
+			body["shutdown_policy"] = *shutdown
+		}
+		if len(body) == 0 {
+			return Usagef("nothing to change: give --fencing or --shutdown-policy")
+		}
+		c, err := cf.client(env)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		p, err := c.SetPolicy(ctx, body)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, p)
+		}
+		fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s\n", p.Fencing, p.ShutdownPolicy)
+		return nil
 	}
-	body := map[string]any{}
-	if *fencing != "" {
-		body["fencing"] = *fencing
-	}
-	if *shutdown != "" {
-		body["shutdown_policy"] = *shutdown
-	}
-	if len(body) == 0 {
-		return Usagef("nothing to change: give --fencing or --shutdown-policy")
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	p, err := c.SetPolicy(ctx, body)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, p)
-	}
-	fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s\n", p.Fencing, p.ShutdownPolicy)
-	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,95 +16,26 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/spf13/pflag"
 )
 
 func init() {
-	Register(&Command{Path: "guest list", Args: "[-o table|json]", Short: "list guests with their state and node", Run: runGuestList})
-	Register(&Command{Path: "guest show", Args: "NAME [-o table|json]", Short: "show a guest: policy, definition, state, counts, history", Run: runGuestShow})
-	Register(&Command{Path: "guest create", Args: "NAME [--memory 1GiB] [--vcpus N] [--domain D] [--recovery restart|relocate|disable] [--disk PATH|pool=P,volume=V] [--nic bridge=BR] [-f FORM.json] ...", Short: "put a new guest under cluster control", Run: runGuestCreate})
-	Register(&Command{Path: "guest import", Args: "FILE [--format libvirt|xen] [--name NAME] [policy flags of guest create]", Short: "create a guest from a libvirt domain XML or a Xen config file", Run: runGuestImport})
-	Register(&Command{Path: "guest edit", Args: "NAME [flags of guest create] [--rev N]", Short: "change a guest's policy or definition (takes effect on its next start)", Run: runGuestEdit})
-	Register(&Command{Path: "guest delete", Args: "NAME", Short: "remove a stopped or disabled guest from cluster control", Run: runGuestDelete})
-	for _, c := range []struct{ kind, args, short string }{
-		{"start", "NAME", "start a guest (clusvcadm -e)"},
-		{"stop", "NAME", "stop a guest; it stays stopped until started"},
-		{"disable", "NAME", "stop a guest and keep the manager from starting it (clusvcadm -d)"},
-		{"migrate", "NAME NODE", "live-migrate a running guest to NODE (clusvcadm -M)"},
-		{"relocate", "NAME NODE", "stop a guest and start it on NODE (clusvcadm -r)"},
+	Register(&Command{Path: "guest list", Example: "haven guest list\nhaven guest list -o json", Short: "list guests with their state and node", Flags: cmdGuestList})
+	Register(&Command{Path: "guest show", Args: "NAME", Example: "haven guest show web1", Complete: completeGuestThenNode, Short: "show a guest: policy, definition, state, counts, history", Flags: cmdGuestShow})
+	Register(&Command{Path: "guest create", Args: "NAME", Example: "haven guest create web1 --memory 2GiB --vcpus 2 --disk /srv/vm/web1.qcow2 --nic bridge=br0\nhaven guest create web2 --disk pool=shared,volume=web2 --domain web --recovery relocate\nhaven guest create -f web3.json", Short: "put a new guest under cluster control", Flags: cmdGuestCreate})
+	Register(&Command{Path: "guest import", Args: "FILE", Example: "virsh dumpxml web1 > web1.xml && haven guest import web1.xml\nhaven guest import /etc/xen/db1.cfg --format xen --name db1", Short: "create a guest from a libvirt domain XML or a Xen config file", Flags: cmdGuestImport})
+	Register(&Command{Path: "guest edit", Args: "NAME", Example: "haven guest edit web1 --memory 4GiB\nhaven guest edit web1 --vcpus 4 --rev 17", Complete: completeGuestThenNode, Short: "change a guest's policy or definition (takes effect on its next start)", Flags: cmdGuestEdit})
+	Register(&Command{Path: "guest delete", Args: "NAME", Example: "haven guest delete web1", Complete: completeGuestThenNode, Short: "remove a stopped or disabled guest from cluster control", Flags: cmdGuestDelete})
+	for _, c := range []struct{ kind, args, short, example string }{
+		{"start", "NAME", "start a guest (clusvcadm -e)", "haven guest start web1\nhaven guest start web1 --wait 2m   # until it runs, or why it failed"},
+		{"stop", "NAME", "stop a guest; it stays stopped until started", "haven guest stop web1"},
+		{"disable", "NAME", "stop a guest and keep the manager from starting it (clusvcadm -d)", "haven guest disable web1"},
+		{"migrate", "NAME NODE", "live-migrate a running guest to NODE (clusvcadm -M)", "haven guest migrate web1 h3\nhaven guest migrate web1 h3 --wait 5m"},
+		{"relocate", "NAME NODE", "stop a guest and start it on NODE (clusvcadm -r)", "haven guest relocate web1 h3"},
 	} {
-		Register(&Command{Path: "guest " + c.kind, Args: c.args + " [--wait 60s] [-o table|json]", Short: c.short, Run: guestCommandRunner(c.kind)})
+		Register(&Command{Path: "guest " + c.kind, Args: c.args, Short: c.short, Example: c.example, Flags: guestCommandFlags(c.kind), Complete: completeGuestThenNode})
 	}
 }
-
-// opsArgs parses flags that may come before or after the positional
-// arguments ("guest create web1 --memory 2GiB") and returns the latter.
-func opsArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, Usagef("%v", err)
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-// wantArgs parses args and checks there are exactly n positional
-// arguments; what names them in the error ("" when there are none).
-func wantArgs(fs *flag.FlagSet, args []string, n int, what string) error {
-	pos, err := opsArgs(fs, args)
-	switch {
-	case err != nil:
-		return err
-	case len(pos) == n:
-		return nil
-	case n == 0:
-		return Usagef("unexpected arguments: %s", strings.Join(pos, " "))
-	}
-	return Usagef("give %s", what)
-}
-
-// connect parses a command's flags and arguments, checks there are exactly n
-// positional arguments (what names them in the usage error), and opens the
-// API client; the caller closes it.
-func (cf *clientFlags) connect(env *Env, fs *flag.FlagSet, args []string, n int, what string) ([]string, *client.Client, error) {
-	pos, err := opsArgs(fs, args)
-	switch {
-	case err != nil:
-		return nil, nil, err
-	case len(pos) != n && n == 0:
-		return nil, nil, Usagef("unexpected arguments: %s", strings.Join(pos, " "))
-	case len(pos) != n:
-		return nil, nil, Usagef("give %s", what)
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pos, c, nil
-}
-
-// opsFlags makes a flag set with the connection flags.
-func opsFlags(name string, env *Env) (*flag.FlagSet, *clientFlags) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	cf := &clientFlags{}
-	cf.register(fs)
-	return fs, cf
-}
-
-// listFlag is a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // guestFlags are the flags of guest create, import and edit. Only the
 // flags given end up in the request body.
@@ -117,7 +47,7 @@ type guestFlags struct {
 	noDisks, noNICs                                                                bool
 }
 
-func (g *guestFlags) register(fs *flag.FlagSet, create bool) {
+func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	fs.StringVar(&g.memory, "memory", "", "memory, such as 512MiB or 2GiB (default 1GiB)")
 	fs.IntVar(&g.vcpus, "vcpus", 0, "virtual CPUs (default 1)")
 	fs.StringVar(&g.domain, "domain", "", "failover domain (empty: any host)")
@@ -142,9 +72,9 @@ func (g *guestFlags) register(fs *flag.FlagSet, create bool) {
 }
 
 // body returns the request fields for the flags given.
-func (g *guestFlags) body(fs *flag.FlagSet) (map[string]any, error) {
+func (g *guestFlags) body(fs *pflag.FlagSet) (map[string]any, error) {
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
 	b := map[string]any{}
 	if set["memory"] {
 		n, err := api.ParseSize(g.memory)
@@ -241,43 +171,50 @@ func readInput(env *Env, name string) ([]byte, error) {
 	return b, nil
 }
 
-func runGuestList(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("guest list", env)
-	_, c, err := cf.connect(env, fs, args, 0, "")
-	if err != nil {
-		return err
+func cmdGuestList(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 0, "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		gs, err := c.Guests(ctx)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, gs)
+		}
+		tw := newTable(env.Stdout, "NAME", "STATE", "NODE", "DESIRED", "DOMAIN", "MEMORY", "VCPUS")
+		for _, g := range gs {
+			tw.row(g.Name, g.State, g.Node, string(g.Desired), g.Domain, api.FormatSize(g.Memory), strconv.Itoa(g.VCPUs))
+		}
+		return tw.flush()
 	}
-	defer c.Close()
-	gs, err := c.Guests(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, gs)
-	}
-	tw := newTable(env.Stdout, "NAME", "STATE", "NODE", "DESIRED", "DOMAIN", "MEMORY", "VCPUS")
-	for _, g := range gs {
-		tw.row(g.Name, g.State, g.Node, string(g.Desired), g.Domain, api.FormatSize(g.Memory), strconv.Itoa(g.VCPUs))
-	}
-	return tw.flush()
 }
 
-func runGuestShow(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("guest show", env)
-	pos, c, err := cf.connect(env, fs, args, 1, "one guest name")
-	if err != nil {
-		return err
+func cmdGuestShow(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		c, err := cf.connect(env, args, 1, "one guest name")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		g, err := c.Guest(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, g)
+		}
+		printGuest(env.Stdout, g)
+		return nil
 	}
-	defer c.Close()
-	g, err := c.Guest(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, g)
-	}
-	printGuest(env.Stdout, g)
-	return nil
 }
 
 func printGuest(w io.Writer, g *api.GuestInfo) {
@@ -366,190 +303,189 @@ func paren(s string) string {
 	return "(" + s + ")"
 }
 
-func runGuestCreate(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("guest create", env)
+func cmdGuestCreate(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	var gf guestFlags
 	gf.register(fs, true)
-	form := fs.String("f", "", "a JSON guest form (see docs/api.md); flags override its fields; - reads stdin")
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 1 || (len(pos) == 0 && *form == "") {
-		return Usagef("give the guest's name (or -f FORM.json naming it)")
-	}
-	body := map[string]any{}
-	if *form != "" {
-		b, err := readInput(env, *form)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(b, &body); err != nil {
-			return Usagef("-f %s: not a JSON object: %v", *form, err)
-		}
-	}
-	fb, err := gf.body(fs)
-	if err != nil {
-		return err
-	}
-	for k, v := range fb {
-		body[k] = v
-	}
-	if len(pos) == 1 {
-		body["name"] = pos[0]
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	g, err := c.CreateGuest(ctx, body)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, g)
-	}
-	fmt.Fprintf(env.Stdout, "guest %q created (%s, %d vCPUs, desired state %s)\n", g.Name, api.FormatSize(g.Spec.Memory), g.Spec.CPUs, g.Spec.State)
-	return nil
-}
-
-func runGuestImport(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("guest import", env)
-	var gf guestFlags
-	gf.register(fs, true)
-	format := fs.String("format", "", "libvirt (domain XML) or xen (xm/xl config); default: guessed from the file")
-	name := fs.String("name", "", "name of the guest (default: the name in the file)")
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one configuration file (- for stdin)")
-	}
-	data, err := readInput(env, pos[0])
-	if err != nil {
-		return err
-	}
-	if *format == "" {
-		*format = "xen"
-		if strings.HasPrefix(strings.TrimSpace(string(data)), "<") {
-			*format = "libvirt"
-		}
-	}
-	if *format != "libvirt" && *format != "xen" {
-		return Usagef("--format %q: use libvirt or xen", *format)
-	}
-	extra, err := gf.body(fs)
-	if err != nil {
-		return err
-	}
-	if *name != "" {
-		extra["name"] = *name
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	g, err := c.ImportGuest(ctx, *format, data, extra)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, g)
-	}
-	fmt.Fprintf(env.Stdout, "guest %q imported from %s (%s, %d vCPUs, %d disks, desired state %s)\n", g.Name, pos[0], api.FormatSize(g.Spec.Memory), g.Spec.CPUs, len(g.Definition.Disks), g.Spec.State)
-	return nil
-}
-
-func runGuestEdit(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("guest edit", env)
-	var gf guestFlags
-	gf.register(fs, false)
-	rev := fs.Int64("rev", 0, "fail if the guest changed since it was read at this rev (see guest show)")
-	pos, err := opsArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return Usagef("give one guest name")
-	}
-	body, err := gf.body(fs)
-	if err != nil {
-		return err
-	}
-	if len(body) == 0 {
-		return Usagef("nothing to change: give flags such as --memory or --vcpus")
-	}
-	if *rev != 0 {
-		body["rev"] = *rev
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	g, err := c.EditGuest(ctx, pos[0], body)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, g)
-	}
-	fmt.Fprintf(env.Stdout, "guest %q changed; a running guest gets the new definition at its next start\n", g.Name)
-	return nil
-}
-
-func runGuestDelete(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("guest delete", env)
-	pos, c, err := cf.connect(env, fs, args, 1, "one guest name")
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.DeleteGuest(ctx, pos[0]); err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, map[string]any{"deleted": pos[0]})
-	}
-	fmt.Fprintf(env.Stdout, "guest %q deleted (its disks are untouched)\n", pos[0])
-	return nil
-}
-
-func guestCommandRunner(kind string) func(context.Context, *Env, []string) error {
+	form := fs.StringP("file", "f", "", "a JSON guest form (see docs/api.md); flags override its fields; - reads stdin")
 	return func(ctx context.Context, env *Env, args []string) error {
-		fs, cf := opsFlags("guest "+kind, env)
-		wait := fs.Duration("wait", time.Minute, "how long to wait for the manager to carry the command out")
-		pos, err := opsArgs(fs, args)
+		pos := args
+		if len(pos) > 1 || (len(pos) == 0 && *form == "") {
+			return Usagef("give the guest's name (or -f FORM.json naming it)")
+		}
+		body := map[string]any{}
+		if *form != "" {
+			b, err := readInput(env, *form)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &body); err != nil {
+				return Usagef("-f %s: not a JSON object: %v", *form, err)
+			}
+		}
+		fb, err := gf.body(fs)
 		if err != nil {
 			return err
 		}
-		want := 1
-		if kind == "migrate" || kind == "relocate" {
-			want = 2
+		for k, v := range fb {
+			body[k] = v
 		}
-		if len(pos) != want {
-			if want == 2 {
-				return Usagef("give the guest's name and the target node")
-			}
-			return Usagef("give one guest name")
-		}
-		node := ""
-		if want == 2 {
-			node = pos[1]
+		if len(pos) == 1 {
+			body["name"] = pos[0]
 		}
 		c, err := cf.client(env)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		res, err := c.GuestCommand(ctx, pos[0], kind, node)
+		g, err := c.CreateGuest(ctx, body)
 		if err != nil {
 			return err
 		}
-		return finishCommand(ctx, env, c, cf, res, *wait)
+		if cf.output == "json" {
+			return printJSON(env.Stdout, g)
+		}
+		fmt.Fprintf(env.Stdout, "guest %q created (%s, %d vCPUs, desired state %s)\n", g.Name, api.FormatSize(g.Spec.Memory), g.Spec.CPUs, g.Spec.State)
+		return nil
+	}
+}
+
+func cmdGuestImport(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	var gf guestFlags
+	gf.register(fs, true)
+	format := fs.String("format", "", "libvirt (domain XML) or xen (xm/xl config); default: guessed from the file")
+	name := fs.String("name", "", "name of the guest (default: the name in the file)")
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		if len(pos) != 1 {
+			return Usagef("give one configuration file (- for stdin)")
+		}
+		data, err := readInput(env, pos[0])
+		if err != nil {
+			return err
+		}
+		if *format == "" {
+			*format = "xen"
+			if strings.HasPrefix(strings.TrimSpace(string(data)), "<") {
+				*format = "libvirt"
+			}
+		}
+		if *format != "libvirt" && *format != "xen" {
+			return Usagef("--format %q: use libvirt or xen", *format)
+		}
+		extra, err := gf.body(fs)
+		if err != nil {
+			return err
+		}
+		if *name != "" {
+			extra["name"] = *name
+		}
+		c, err := cf.client(env)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		g, err := c.ImportGuest(ctx, *format, data, extra)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, g)
+		}
+		fmt.Fprintf(env.Stdout, "guest %q imported from %s (%s, %d vCPUs, %d disks, desired state %s)\n", g.Name, pos[0], api.FormatSize(g.Spec.Memory), g.Spec.CPUs, len(g.Definition.Disks), g.Spec.State)
+		return nil
+	}
+}
+
+func cmdGuestEdit(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	var gf guestFlags
+	gf.register(fs, false)
+	rev := fs.Int64("rev", 0, "fail if the guest changed since it was read at this rev (see guest show)")
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		if len(pos) != 1 {
+			return Usagef("give one guest name")
+		}
+		body, err := gf.body(fs)
+		if err != nil {
+			return err
+		}
+		if len(body) == 0 {
+			return Usagef("nothing to change: give flags such as --memory or --vcpus")
+		}
+		if *rev != 0 {
+			body["rev"] = *rev
+		}
+		c, err := cf.client(env)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		g, err := c.EditGuest(ctx, pos[0], body)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, g)
+		}
+		fmt.Fprintf(env.Stdout, "guest %q changed; a running guest gets the new definition at its next start\n", g.Name)
+		return nil
+	}
+}
+
+func cmdGuestDelete(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+
+	return func(ctx context.Context, env *Env, args []string) error {
+		pos := args
+		c, err := cf.connect(env, args, 1, "one guest name")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.DeleteGuest(ctx, pos[0]); err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, map[string]any{"deleted": pos[0]})
+		}
+		fmt.Fprintf(env.Stdout, "guest %q deleted (its disks are untouched)\n", pos[0])
+		return nil
+	}
+}
+
+func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
+	return func(fs *pflag.FlagSet) Runner {
+		cf := addClientFlags(fs)
+		wait := fs.Duration("wait", time.Minute, "how long to wait for the outcome (0: return once the command is queued)")
+		return func(ctx context.Context, env *Env, pos []string) error {
+			want := 1
+			if kind == "migrate" || kind == "relocate" {
+				want = 2
+			}
+			if len(pos) != want {
+				if want == 2 {
+					return Usagef("give the guest's name and the target node")
+				}
+				return Usagef("give one guest name")
+			}
+			node := ""
+			if want == 2 {
+				node = pos[1]
+			}
+			c, err := cf.client(env)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.GuestCommand(ctx, pos[0], kind, node)
+			if err != nil {
+				return err
+			}
+			return finishCommand(ctx, env, c, cf, res, *wait)
+		}
 	}
 }
 

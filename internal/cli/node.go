@@ -5,27 +5,33 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/spf13/pflag"
+
 	"github.com/haven-ha/haven/internal/model"
 )
 
 func init() {
 	Register(&Command{
 		Path:  "node list",
-		Args:  "[-o table|json]",
-		Short: "list the cluster's hosts with their facts",
-		Run:   runNodeList,
+		Short: "list the cluster's hosts with their state (online, offline, maintenance) and facts",
+		Flags: nodeListFlags,
 	})
 	Register(&Command{
-		Path:  "node remove",
-		Args:  "NAME",
-		Short: "forget an offline host (registration and store membership)",
-		Run:   runNodeRemove,
+		Path:    "node remove",
+		Args:    "NAME",
+		Short:   "forget an offline host (registration and store membership)",
+		Example: "haven node remove h4",
+		Flags:   nodeRemoveFlags,
 	})
 }
 
-func runNodeList(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("node list", env)
-	_, c, err := cf.connect(env, fs, args, 0, "")
+func nodeListFlags(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, args []string) error { return runNodeList(ctx, env, cf, args) }
+}
+
+func runNodeList(ctx context.Context, env *Env, cf *clientFlags, args []string) error {
+	c, err := cf.connect(env, args, 0, "")
 	if err != nil {
 		return err
 	}
@@ -56,9 +62,13 @@ func runNodeList(ctx context.Context, env *Env, args []string) error {
 	return tw.flush()
 }
 
-func runNodeRemove(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("node remove", env)
-	pos, c, err := cf.connect(env, fs, args, 1, "one node name")
+func nodeRemoveFlags(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, args []string) error { return runNodeRemove(ctx, env, cf, args) }
+}
+
+func runNodeRemove(ctx context.Context, env *Env, cf *clientFlags, pos []string) error {
+	c, err := cf.connect(env, pos, 1, "one node name")
 	if err != nil {
 		return err
 	}

@@ -297,6 +297,9 @@ levels:
 			t.Fatalf("fence said %q", out)
 		}
 		fails(t, "admin", 1, "(field name)", "node", "fence", "n1", "--yes")
+		// A wrong name is said before any --yes is asked for.
+		fails(t, "admin", 1, `no node named "h9" in this cluster (its nodes: n1, n2)`, "node", "fence", "h9")
+		fails(t, "admin", 1, `no node named "h9"`, "node", "confirm-off", "h9")
 		fails(t, "operator", 1, `needs "admin"`, "node", "fence", "n2", "--yes")
 		// The command reaches the manager (this test's stand-in accepts it;
 		// the real manager's checks are tested in internal/api and the

@@ -8,32 +8,28 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/haven-ha/haven/internal/scenario"
 	"github.com/haven-ha/haven/internal/sim"
 )
 
 func init() {
 	Register(&Command{
-		Path:  "sim run",
-		Args:  "FILE|DIR [--json]",
-		Short: "run scenario files on the simulated cluster; exit 0 only if every expectation and invariant held",
-		Run:   runSim,
+		Path:    "sim run",
+		Args:    "FILE|DIR...",
+		Short:   "run scenario files on the simulated cluster; exit 0 only if every expectation and invariant held",
+		Example: "haven sim run scenarios/\nhaven sim run scenarios/failover.yaml --json",
+		Flags:   cmdSimRun,
 	})
 }
 
-func runSim(ctx context.Context, env *Env, args []string) error {
-	asJSON := false
-	var paths []string
-	for _, a := range args {
-		switch {
-		case a == "--json" || a == "-json":
-			asJSON = true
-		case strings.HasPrefix(a, "-"):
-			return Usagef("unknown flag %s", a)
-		default:
-			paths = append(paths, a)
-		}
-	}
+func cmdSimRun(fs *pflag.FlagSet) Runner {
+	asJSON := fs.Bool("json", false, "print each scenario's result as JSON")
+	return func(ctx context.Context, env *Env, paths []string) error { return runSim(ctx, env, *asJSON, paths) }
+}
+
+func runSim(ctx context.Context, env *Env, asJSON bool, paths []string) error {
 	if len(paths) == 0 {
 		return Usagef("name a scenario file or a directory of them")
 	}

@@ -2,39 +2,41 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/haven-ha/haven/internal/api/client"
 )
 
 func init() {
 	Register(&Command{
 		Path:  "status",
-		Args:  "[--server URL --token T --ca FILE] [-o table|json]",
-		Short: "show the cluster: manager, quorum, hosts online or offline",
-		Run:   runStatus,
+		Short: "show the cluster: manager, quorum, hosts online, offline or in maintenance",
+		Example: `haven status
+haven status -o json
+haven status --server https://10.0.0.1:7400,https://10.0.0.2:7400`,
+		Flags: statusFlags,
 	})
 }
 
-func runStatus(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return Usagef("%v", err)
+func statusFlags(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 0, "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return runStatus(ctx, env, cf, c)
 	}
-	if fs.NArg() > 0 {
-		return Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+}
+
+func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client) error {
 	st, err := c.Status(ctx)
 	if err != nil {
 		return err

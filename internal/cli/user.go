@@ -8,12 +8,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -24,163 +25,137 @@ import (
 
 func init() {
 	Register(&Command{
-		Path:  "user add",
-		Args:  "NAME --role admin|operator|viewer [--password-stdin]",
-		Short: "add a person who may log in to the web UI",
-		Run:   runUserAdd,
+		Path:    "user add",
+		Args:    "NAME --role admin|operator|viewer",
+		Short:   "add a person who may log in to the web UI",
+		Example: "haven user add ann --role operator            # asks for the password\necho \"$PW\" | haven user add bob --role viewer --password-stdin",
+		Flags:   cmdUserAdd,
 	})
 	Register(&Command{
 		Path:  "user list",
-		Args:  "[-o json]",
 		Short: "list web UI users and their roles",
-		Run:   runUserList,
+		Flags: cmdUserList,
 	})
 	Register(&Command{
-		Path:  "user set",
-		Args:  "NAME [--role R] [--password] [--password-stdin]",
-		Short: "change a web UI user's role or password",
-		Run:   runUserSet,
+		Path:    "user set",
+		Args:    "NAME",
+		Short:   "change a web UI user's role or password",
+		Example: "haven user set ann --role admin\nhaven user set ann --password",
+		Flags:   cmdUserSet,
 	})
 	Register(&Command{
-		Path:  "user remove",
-		Args:  "NAME",
-		Short: "remove a web UI user (their sessions end at once)",
-		Run:   runUserRemove,
+		Path:    "user remove",
+		Args:    "NAME",
+		Short:   "remove a web UI user (their sessions end at once)",
+		Example: "haven user remove bob",
+		Flags:   cmdUserRemove,
 	})
 }
 
-// parseInterleaved parses flags that may come before or after positional
-// arguments ("user add ann --role viewer").
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-func runUserAdd(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
+func cmdUserAdd(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	role := fs.String("role", "", "admin, operator or viewer")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return Usagef("%v", err)
+	return func(ctx context.Context, env *Env, pos []string) error {
+		if len(pos) != 1 {
+			return Usagef("give one user name")
+		}
+		if *role == "" {
+			return Usagef("--role is required: admin, operator or viewer")
+		}
+		pw, err := readPassword(env, *fromStdin, "Password for "+pos[0]+": ", true)
+		if err != nil {
+			return err
+		}
+		c, err := cf.client(env)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var u api.UserInfo
+		if err := c.Do(ctx, "POST", "/api/v1/users", api.UserRequest{Name: pos[0], Role: store.Role(*role), Password: pw}, &u); err != nil {
+			return fmt.Errorf("add user %q: %w", pos[0], err)
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, u)
+		}
+		fmt.Fprintf(env.Stdout, "User %q added with role %s; they can log in to the web UI at any agent's https://HOST:PORT/\n", u.Name, u.Role)
+		return nil
 	}
-	if len(pos) != 1 {
-		return Usagef("give one user name")
-	}
-	if *role == "" {
-		return Usagef("--role is required: admin, operator or viewer")
-	}
-	pw, err := readPassword(env, *fromStdin, "Password for "+pos[0]+": ", true)
-	if err != nil {
-		return err
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	var u api.UserInfo
-	if err := c.Do(ctx, "POST", "/api/v1/users", api.UserRequest{Name: pos[0], Role: store.Role(*role), Password: pw}, &u); err != nil {
-		return fmt.Errorf("add user %q: %w", pos[0], err)
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, u)
-	}
-	fmt.Fprintf(env.Stdout, "User %q added with role %s; they can log in to the web UI at any agent's https://HOST:PORT/\n", u.Name, u.Role)
-	return nil
 }
 
-func runUserList(ctx context.Context, env *Env, args []string) error {
-	fs, cf := opsFlags("user list", env)
-	_, c, err := cf.connect(env, fs, args, 0, "")
-	if err != nil {
-		return err
+func cmdUserList(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, args []string) error {
+		c, err := cf.connect(env, args, 0, "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var us []api.UserInfo
+		if err := c.Do(ctx, "GET", "/api/v1/users", nil, &us); err != nil {
+			return fmt.Errorf("list users: %w", err)
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, us)
+		}
+		tw := newTable(env.Stdout, "NAME", "ROLE", "CREATED", "UPDATED")
+		for _, u := range us {
+			tw.row(u.Name, string(u.Role), fmtTime(u.Created), fmtTime(u.Updated))
+		}
+		return tw.flush()
 	}
-	defer c.Close()
-	var us []api.UserInfo
-	if err := c.Do(ctx, "GET", "/api/v1/users", nil, &us); err != nil {
-		return fmt.Errorf("list users: %w", err)
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, us)
-	}
-	tw := newTable(env.Stdout, "NAME", "ROLE", "CREATED", "UPDATED")
-	for _, u := range us {
-		tw.row(u.Name, string(u.Role), fmtTime(u.Created), fmtTime(u.Updated))
-	}
-	return tw.flush()
 }
 
-func runUserSet(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("user set", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
+func cmdUserSet(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
 	role := fs.String("role", "", "new role: admin, operator or viewer")
 	newPW := fs.Bool("password", false, "set a new password (asked on the terminal)")
 	fromStdin := fs.Bool("password-stdin", false, "set a new password read from the first line of stdin")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return Usagef("%v", err)
-	}
-	if len(pos) != 1 {
-		return Usagef("give one user name")
-	}
-	req := api.UserRequest{Role: store.Role(*role)}
-	if *newPW || *fromStdin {
-		if req.Password, err = readPassword(env, *fromStdin, "New password for "+pos[0]+": ", true); err != nil {
+	return func(ctx context.Context, env *Env, pos []string) error {
+		if len(pos) != 1 {
+			return Usagef("give one user name")
+		}
+		req := api.UserRequest{Role: store.Role(*role)}
+		if *newPW || *fromStdin {
+			var err error
+			if req.Password, err = readPassword(env, *fromStdin, "New password for "+pos[0]+": ", true); err != nil {
+				return err
+			}
+		}
+		if req.Role == "" && req.Password == "" {
+			return Usagef("nothing to change: give --role and/or --password")
+		}
+		c, err := cf.client(env)
+		if err != nil {
 			return err
 		}
+		defer c.Close()
+		var u api.UserInfo
+		if err := c.Do(ctx, "PUT", "/api/v1/users/"+url.PathEscape(pos[0]), req, &u); err != nil {
+			return fmt.Errorf("change user %q: %w", pos[0], err)
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, u)
+		}
+		fmt.Fprintf(env.Stdout, "User %q: role %s\n", u.Name, u.Role)
+		return nil
 	}
-	if req.Role == "" && req.Password == "" {
-		return Usagef("nothing to change: give --role and/or --password")
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	var u api.UserInfo
-	if err := c.Do(ctx, "PUT", "/api/v1/users/"+pos[0], req, &u); err != nil {
-		return fmt.Errorf("change user %q: %w", pos[0], err)
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, u)
-	}
-	fmt.Fprintf(env.Stdout, "User %q: role %s\n", u.Name, u.Role)
-	return nil
 }
 
-func runUserRemove(ctx context.Context, env *Env, args []string) error {
-	fs := flag.NewFlagSet("user remove", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	var cf clientFlags
-	cf.register(fs)
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return Usagef("%v", err)
+func cmdUserRemove(fs *pflag.FlagSet) Runner {
+	cf := addClientFlags(fs)
+	return func(ctx context.Context, env *Env, pos []string) error {
+		c, err := cf.connect(env, pos, 1, "one user name")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Do(ctx, "DELETE", "/api/v1/users/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return fmt.Errorf("remove user %q: %w", pos[0], err)
+		}
+		return nil
 	}
-	if len(pos) != 1 {
-		return Usagef("give one user name")
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	if err := c.Do(ctx, "DELETE", "/api/v1/users/"+pos[0], nil, nil); err != nil {
-		return fmt.Errorf("remove user %q: %w", pos[0], err)
-	}
-	return nil
 }
 
 // readPassword reads a password from stdin's first line, or from the

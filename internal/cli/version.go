@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/spf13/pflag"
+
 	"github.com/haven-ha/haven/internal/version"
 )
 
@@ -12,12 +14,14 @@ func init() {
 	Register(&Command{
 		Path:  "version",
 		Short: "print the version of this haven binary",
-		Run: func(ctx context.Context, env *Env, args []string) error {
-			if len(args) > 0 {
-				return Usagef("takes no arguments")
+		Flags: func(fs *pflag.FlagSet) Runner {
+			return func(ctx context.Context, env *Env, args []string) error {
+				if len(args) > 0 {
+					return Usagef("takes no arguments")
+				}
+				fmt.Fprintf(env.Stdout, "haven %s (%s, %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				return nil
 			}
-			fmt.Fprintf(env.Stdout, "haven %s (%s, %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			return nil
 		},
 	})
 }

@@ -11,39 +11,95 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/pki"
 )
 
-// Client calls one agent's API.
+// Client calls a cluster's API. It knows one or more agents' URLs and
+// tries them in turn: an agent that does not answer within the connect
+// timeout is skipped, so one dead host does not stop the CLI. Every
+// answer names the cluster's hosts (header PeersHeader); the client adds
+// them to the URLs it tries and, with a cache dir, remembers them for the
+// next run.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
+	token    string
+	hc       *http.Client
+	cacheDir string
+
+	mu    sync.Mutex
+	bases []string // in the order to try; bases[0] answered last
 }
 
-// New makes a client for the API at base (https://host:port) with a
-// bearer token and a TLS configuration (see pki.ClientTLS and
-// pki.PinnedTLS).
+// Timeouts of one attempt. A host that does not accept a connection
+// within ConnectTimeout is skipped; RequestTimeout bounds a whole
+// ordinary call on one host (calls that run fence agents and event
+// streams have none: their context bounds them).
+const (
+	ConnectTimeout = 1500 * time.Millisecond
+	RequestTimeout = 15 * time.Second
+)
+
+// PeersHeader is the answer header that lists the API URLs of the
+// cluster's hosts, comma-separated.
+const PeersHeader = "Haven-Peers"
+
+// New makes a client for the API at base (https://host:port, or several
+// comma-separated) with a bearer token and a TLS configuration (see
+// pki.ClientTLS and pki.PinnedTLS).
 func New(base, token string, tlsCfg *tls.Config) *Client {
+	d := &net.Dialer{Timeout: ConnectTimeout, KeepAlive: 15 * time.Second}
 	tr := &http.Transport{
+		DialContext:         d.DialContext,
 		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 5 * time.Second,
+		TLSHandshakeTimeout: 3 * time.Second,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     time.Minute,
 	}
-	return &Client{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	c := &Client{token: token, hc: &http.Client{Transport: tr, Timeout: RequestTimeout}}
+	for _, b := range strings.Split(base, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			c.bases = appendNew(c.bases, b)
+		}
+	}
+	return c
 }
 
-// Base is the API's base URL.
-func (c *Client) Base() string { return c.base }
+func appendNew(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// Base is the API's base URL: the agent that answered last (the first
+// given before any call).
+func (c *Client) Base() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.bases) == 0 {
+		return ""
+	}
+	return c.bases[0]
+}
+
+// Servers lists the URLs the client tries, in order.
+func (c *Client) Servers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.bases...)
+}
 
 // Close drops idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
@@ -57,35 +113,33 @@ func IsStatus(err error, code int) bool {
 	return errors.As(err, &e) && e.Status == code
 }
 
+// Unreachable is the error when no agent answered.
+type Unreachable struct {
+	Tried []string // the URLs tried
+	Last  error    // the last attempt's error
+}
+
+func (e *Unreachable) Error() string {
+	return fmt.Sprintf("no haven agent answers (tried %s): %v; check that the hosts are up, or name a live one with --server", strings.Join(e.Tried, ", "), e.Last)
+}
+
+func (e *Unreachable) Unwrap() error { return e.Last }
+
 // Do sends in (if not nil) as JSON and decodes the answer into out (if not
-// nil). API errors are returned as *api.Error; network errors say which
-// server could not be reached.
+// nil). API errors are returned as *api.Error; when no agent answers, an
+// *Unreachable names the ones tried.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	resp, err := c.send(ctx, c.hc, method, path, body, nil)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("reach haven API at %s: %w", c.base, err)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -105,6 +159,165 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+// send makes the request on each known agent in turn until one answers.
+// It moves on after an error that proves the request was not handled:
+// no connection, a failed TLS handshake, or (for GET, which is safe to
+// repeat) a timeout.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
+	bases := c.Servers()
+	if len(bases) == 0 {
+		return nil, errors.New("no haven API URL: pass --server or set HAVEN_SERVER")
+	}
+	var last error
+	var tried []string
+	for i := 0; i < len(bases); i++ {
+		base := bases[i]
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := hc.Do(req)
+		if err == nil {
+			c.answered(base, resp.Header.Get(PeersHeader))
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		tried = append(tried, base)
+		last = fmt.Errorf("%s: %w", base, err)
+		if !retryable(method, err) {
+			return nil, fmt.Errorf("reach haven API at %s: %w", base, err)
+		}
+		if i == len(bases)-1 {
+			// Out of known agents: the cache may know more of this cluster.
+			for _, b := range c.cached(bases) {
+				bases = appendNew(bases, b)
+			}
+		}
+	}
+	return nil, &Unreachable{Tried: tried, Last: last}
+}
+
+// retryable reports whether err proves the request did not reach an
+// agent's handler (or may be repeated anyway).
+func retryable(method string, err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return method == http.MethodGet || strings.Contains(err.Error(), "TLS handshake")
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return true
+	}
+	return method == http.MethodGet && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
+}
+
+// answered moves base to the front and learns the peers an answer named.
+func (c *Client) answered(base, peers string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := []string{base}
+	for _, b := range c.bases {
+		out = appendNew(out, b)
+	}
+	for _, p := range strings.Split(peers, ",") {
+		if p = strings.TrimRight(strings.TrimSpace(p), "/"); strings.HasPrefix(p, "https://") {
+			out = appendNew(out, p)
+		}
+	}
+	c.bases = out
+	if peers != "" && c.cacheDir != "" {
+		rememberPeers(c.cacheDir, out)
+	}
+}
+
+// SetCacheDir makes the client remember the cluster's hosts in dir
+// (peers.json) and fall back to them when none of its URLs answers.
+func (c *Client) SetCacheDir(dir string) { c.cacheDir = dir }
+
+// cached returns the remembered hosts of the cluster that bases belong to.
+func (c *Client) cached(bases []string) []string {
+	if c.cacheDir == "" {
+		return nil
+	}
+	for _, group := range readPeers(c.cacheDir) {
+		for _, g := range group {
+			for _, b := range bases {
+				if g == b {
+					return group
+				}
+			}
+		}
+	}
+	return nil
+}
+
+const peersFile = "peers.json"
+
+// readPeers reads the remembered clusters: each a list of API URLs.
+func readPeers(dir string) [][]string {
+	b, err := os.ReadFile(filepath.Join(dir, peersFile))
+	if err != nil {
+		return nil
+	}
+	var groups [][]string
+	if json.Unmarshal(b, &groups) != nil {
+		return nil
+	}
+	return groups
+}
+
+// rememberPeers stores urls as one cluster's hosts, replacing the groups
+// that share a URL with it. Errors are ignored: the cache is a help only.
+func rememberPeers(dir string, urls []string) {
+	groups := [][]string{urls}
+	for _, g := range readPeers(dir) {
+		shared := false
+		for _, u := range g {
+			for _, v := range urls {
+				shared = shared || u == v
+			}
+		}
+		if !shared {
+			groups = append(groups, g)
+		}
+	}
+	b, err := json.Marshal(groups)
+	if err != nil || os.MkdirAll(dir, 0o700) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(dir, peersFile+".*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(b)
+	cerr := tmp.Close()
+	if werr != nil || cerr != nil || os.Rename(tmp.Name(), filepath.Join(dir, peersFile)) != nil {
+		os.Remove(tmp.Name())
+	}
 }
 
 // Status is GET /api/v1/status.
@@ -190,9 +403,11 @@ func FindLocal(getenv func(string) string) (*api.Local, string, error) {
 
 // Options are the connection settings a CLI command received.
 type Options struct {
-	Server string // --server or HAVEN_SERVER
+	Server string // --server or HAVEN_SERVER: one URL or several, comma-separated
 	Token  string // --token or HAVEN_TOKEN
 	CAFile string // --ca or HAVEN_CACERT
+	// CacheDir, if set, is where the client remembers the cluster's hosts.
+	CacheDir string
 }
 
 // FromOptions builds a client from flags and environment, falling back to
@@ -240,5 +455,7 @@ func FromOptions(o Options, getenv func(string) string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(o.Server, o.Token, tlsCfg), nil
+	c := New(o.Server, o.Token, tlsCfg)
+	c.SetCacheDir(o.CacheDir)
+	return c, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,9 +22,7 @@ func esc(s string) string { return url.PathEscape(s) }
 // agents (each run may take its device's timeout, 30 s by default); ctx
 // bounds them.
 func (c *Client) long() *Client {
-	lc := *c
-	lc.hc = &http.Client{Transport: c.hc.Transport}
-	return &lc
+	return &Client{token: c.token, hc: &http.Client{Transport: c.hc.Transport}, cacheDir: c.cacheDir, bases: c.Servers()}
 }
 
 // Guests is GET /api/v1/guests.
@@ -228,26 +225,14 @@ func (c *Client) Events(ctx context.Context, f EventFilter) ([]cluster.Event, er
 // returns an error (that error), or the connection breaks.
 func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluster.Event) error) error {
 	path := "/api/v1/events/stream" + f.query()
-	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	// No overall timeout: the stream lasts as long as ctx.
 	hc := &http.Client{Transport: c.hc.Transport}
-	resp, err := hc.Do(req)
+	resp, err := c.send(ctx, hc, "GET", path, nil, http.Header{"Accept": {"text/event-stream"}})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("reach haven API at %s: %w", c.base, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -286,7 +271,7 @@ func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluste
 		return nil
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("event stream from %s: %w", c.base, err)
+		return fmt.Errorf("event stream from %s: %w", c.Base(), err)
 	}
-	return fmt.Errorf("event stream from %s ended: the agent stopped; run the command again", c.base)
+	return fmt.Errorf("event stream from %s ended: the agent stopped; run the command again", c.Base())
 }

@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// TestHelpListsFlags: every command's --help shows its flags, each with a
+// description, and says how to call it.
+func TestHelpListsFlags(t *testing.T) {
+	code, out, errs := runCLI(t, "agent", "--help")
+	if code != 0 {
+		t.Fatalf("agent --help: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"Usage:", "haven agent [flags]", "Examples:", "--data-dir string", "--lease-ttl duration", "--qemu-binary string", "--dev"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("agent --help lacks %q:\n%s", want, out)
+		}
+	}
+	root := NewRoot(&Env{Getenv: func(string) string { return "" }})
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Short == "" {
+			t.Errorf("%s has no short help", c.CommandPath())
+		}
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			if strings.TrimSpace(f.Usage) == "" {
+				t.Errorf("%s --%s has no help", c.CommandPath(), f.Name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	code, out, _ = runCLI(t, "guest", "migrate", "--help")
+	if code != 0 || !strings.Contains(out, "--wait duration") || !strings.Contains(out, "haven guest migrate web1 h3") {
+		t.Errorf("guest migrate --help: exit %d:\n%s", code, out)
+	}
+}
+
+// TestBadInvocations: a bad flag prints the error and the usage line
+// once; a typo gets a suggestion; both exit 2.
+func TestBadInvocations(t *testing.T) {
+	code, out, errs := runCLI(t, "agent", "--bogus")
+	if code != 2 || out != "" || strings.Count(errs, "Usage:") != 1 || !strings.Contains(errs, "unknown flag: --bogus") {
+		t.Errorf("agent --bogus: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if n := strings.Count(errs, "\n"); n > 4 {
+		t.Errorf("agent --bogus printed %d lines of errors:\n%s", n, errs)
+	}
+	code, _, errs = runCLI(t, "gust", "list")
+	if code != 2 || !strings.Contains(errs, "Did you mean this?\n\tguest") {
+		t.Errorf("gust list: exit %d, stderr %q", code, errs)
+	}
+	code, _, errs = runCLI(t, "guest", "lst")
+	if code != 2 || !strings.Contains(errs, "Did you mean this?\n\tlist") {
+		t.Errorf("guest lst: exit %d, stderr %q", code, errs)
+	}
+	code, _, errs = runCLI(t, "guest", "start")
+	if code != 2 || !strings.Contains(errs, "give one guest name") {
+		t.Errorf("guest start: exit %d, stderr %q", code, errs)
+	}
+}
+
+// TestCompletionAndMan: completion scripts and man pages come from the
+// command tree.
+func TestCompletionAndMan(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, errs := runCLI(t, "completion", sh)
+		if code != 0 || !strings.Contains(out, "haven") || len(out) < 1000 {
+			t.Errorf("completion %s: exit %d, %d bytes, stderr %q", sh, code, len(out), errs)
+		}
+	}
+	code, out, _ := runCLI(t, "__complete", "guest", "mi")
+	if code != 0 || !strings.Contains(out, "migrate") {
+		t.Errorf("__complete guest mi: exit %d: %q", code, out)
+	}
+	code, out, _ = runCLI(t, "__complete", "events", "--gu")
+	if code != 0 || !strings.Contains(out, "--guest") {
+		t.Errorf("__complete events --gu: exit %d: %q", code, out)
+	}
+	dir := t.TempDir()
+	if code, _, errs := runCLI(t, "man", dir); code != 0 {
+		t.Fatalf("man: exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "haven-guest-migrate.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "wait") || !strings.Contains(string(b), ".SH EXAMPLE") {
+		t.Errorf("haven-guest-migrate.1 lacks flags or examples:\n%s", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "haven.1")); err != nil {
+		t.Error(err)
+	}
+	if code, out, _ := runCLI(t, "--help"); code != 0 || strings.Contains(out, "\n  man ") {
+		t.Errorf("haven --help lists the hidden man command (exit %d):\n%s", code, out)
+	}
+}
