@@ -41,6 +41,11 @@ type GuestForm struct {
 	NICs      []guestdef.NIC  `json:"nics"`
 	Boot      guestdef.Boot   `json:"boot"`
 	SerialLog string          `json:"serial_log,omitempty"`
+	// GuestAgent, Health, Address and NoPanicDevice: see guestdef.Definition.
+	GuestAgent    bool             `json:"guest_agent,omitempty"`
+	Health        []guestdef.Check `json:"health,omitempty"`
+	Address       string           `json:"address,omitempty"`
+	NoPanicDevice bool             `json:"no_panic_device,omitempty"`
 	// Format ("libvirt" or "xen") and Config (the domain XML or the Xen
 	// config file's text) import the definition.
 	Format string `json:"format,omitempty"`
@@ -284,6 +289,7 @@ func formOf(g cluster.Guest) GuestForm {
 		Recovery: s.Recovery, MaxRestarts: s.MaxRestarts, RestartWindow: Duration(s.RestartWindow),
 		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Node: s.Node,
 		Disks: d.Disks, NICs: d.NICs, Boot: d.Boot, SerialLog: d.SerialLog,
+		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice,
 	}
 }
 
@@ -298,6 +304,7 @@ func (f *GuestForm) guest(base cluster.Guest) cluster.Guest {
 	}
 	g.Def.Name, g.Def.VCPUs, g.Def.Memory = f.Name, f.VCPUs, int64(f.Memory)
 	g.Def.Disks, g.Def.NICs, g.Def.Boot, g.Def.SerialLog = f.Disks, f.NICs, f.Boot, f.SerialLog
+	g.Def.GuestAgent, g.Def.Health, g.Def.Address, g.Def.NoPanicDevice = f.GuestAgent, f.Health, f.Address, f.NoPanicDevice
 	g.Rev = f.Rev
 	return g
 }

@@ -255,7 +255,7 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 	}
 	if r.State == hostctl.Crashed && r.OrderID == "" {
 		// hostctl reports events (not order results) without an order.
-		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node})
+		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node, Reason: r.Reason})
 	}
 	if op == 0 || r.Result == hostctl.ResultPending || r.Result == "" {
 		return nil

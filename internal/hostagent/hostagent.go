@@ -20,6 +20,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/model"
@@ -64,6 +66,10 @@ type Host struct {
 	log *slog.Logger
 	ctl *hostctl.Controller
 	pub *publisher
+	// health runs the guests' health checks; a failure kills the guest
+	// and reports it crashed (hostctl.Controller.Fail).
+	health *health.Monitor
+	runCtx context.Context // Run's context, for health failures
 
 	mu       sync.Mutex
 	fenced   bool              // guests were killed for losing the cluster; guarded by mu
@@ -89,8 +95,51 @@ func New(cfg Config) *Host {
 	log = log.With("component", "host", "node", cfg.Node)
 	h := &Host{cfg: cfg, log: log, lastDone: map[string]string{}}
 	h.pub = &publisher{cli: cfg.Cluster.Raw().Client(), node: cfg.Node, live: cfg.Live, log: log, pending: map[string]*hostctl.Report{}, wake: make(chan struct{}, 1)}
-	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Logger: log, Now: cfg.Now})
+	var agentFn health.AgentFunc
+	if ga, ok := cfg.Driver.(hypervisor.GuestAgent); ok {
+		agentFn = ga.AgentCommand
+	}
+	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail})
+	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Health: h.health, Logger: log, Now: cfg.Now})
 	return h
+}
+
+// Health is the host's health check monitor.
+func (h *Host) Health() *health.Monitor { return h.health }
+
+func (h *Host) onHealthFail(guest, reason string) {
+	h.mu.Lock()
+	ctx := h.runCtx
+	h.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	h.ctl.Fail(ctx, guest, reason)
+}
+
+// adoptHealth gives the controller the definitions of adopted guests, so
+// their health checks run: what the driver started them with when it can
+// tell, else the stored definition.
+func (h *Host) adoptHealth(ctx context.Context, adopted []hostctl.Report) {
+	type definer interface {
+		Definition(name string) (guestdef.Definition, error)
+	}
+	for _, r := range adopted {
+		if d, ok := h.cfg.Driver.(definer); ok {
+			if def, err := d.Definition(r.Guest); err == nil {
+				h.ctl.SetDefinition(def)
+				continue
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		g, err := h.cfg.Cluster.Guest(cctx, r.Guest)
+		cancel()
+		if err != nil {
+			h.log.Warn("adopted guest: no definition, so no health checks", "guest", r.Guest, "err", err)
+			continue
+		}
+		h.ctl.SetDefinition(g.Def)
+	}
 }
 
 // Controller is the host's order executor.
@@ -99,10 +148,16 @@ func (h *Host) Controller() *hostctl.Controller { return h.ctl }
 // Run adopts running guests, then follows this node's orders until ctx ends.
 func (h *Host) Run(ctx context.Context) error {
 	h.loadDone()
+	h.mu.Lock()
+	h.runCtx = ctx
+	h.mu.Unlock()
 	h.readPolicy(ctx)
 	go h.pub.run(ctx)
-	if _, err := h.ctl.Adopt(ctx); err != nil {
+	go h.health.Run(ctx)
+	if adopted, err := h.ctl.Adopt(ctx); err != nil {
 		h.log.Error("adoption failed; guests already running are not reported", "err", err)
+	} else {
+		go h.adoptHealth(ctx, adopted)
 	}
 	ctlDone := make(chan struct{})
 	go func() { h.ctl.Run(ctx); close(ctlDone) }()

@@ -31,6 +31,9 @@ const (
 	OpKill    Op = "kill"    // force off at once (losing the cluster, fencing ourselves)
 	OpReceive Op = "receive" // get ready for an incoming live migration
 	OpMigrate Op = "migrate" // live-migrate to Target
+	// OpFail is the host's own order (never the manager's): the guest
+	// failed its health checks; kill it and report it crashed with Reason.
+	OpFail Op = "fail"
 )
 
 // Order is one instruction from the manager to this host about one guest.
@@ -41,6 +44,8 @@ type Order struct {
 	Def         guestdef.Definition        `json:"def"`
 	Target      hypervisor.MigrationTarget `json:"target,omitempty"`
 	StopTimeout time.Duration              `json:"stop_timeout,omitempty"`
+	// Reason is why an OpFail kills the guest.
+	Reason string `json:"reason,omitempty"`
 }
 
 // GuestState is a guest's state on this host as reported to the manager.
@@ -90,12 +95,22 @@ type Publisher interface {
 	Remove(guest string)
 }
 
+// Watcher runs the health checks of the guests running here (package
+// health): Watch when a guest starts running here, Unwatch when it stops
+// running (stopped, crashed, paused, leaving).
+type Watcher interface {
+	Watch(def guestdef.Definition)
+	Unwatch(name string)
+}
+
 // Config wires a Controller.
 type Config struct {
 	Driver    hypervisor.Driver
 	Publisher Publisher
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Health, when set, is told which guests run here.
+	Health Watcher
+	Logger *slog.Logger
+	Now    func() time.Time
 	// CallTimeout bounds every driver call but migrations and stops.
 	CallTimeout time.Duration
 	// MigrateTimeout bounds a live migration.
@@ -110,6 +125,7 @@ type Controller struct {
 	mu     sync.Mutex
 	guests map[string]*guest // guarded by mu
 	done   map[string]bool   // order IDs already carried out; guarded by mu
+	fails  int               // OpFail orders made; guarded by mu
 	wg     sync.WaitGroup
 }
 
@@ -120,6 +136,11 @@ type guest struct {
 	// expectStop is set while an order of ours stops or moves the guest, so
 	// the driver's stop event is not taken for a crash; guarded by Controller.mu.
 	expectStop bool
+	// def is the definition it was started or received with here (for
+	// its health checks); guarded by Controller.mu.
+	def     guestdef.Definition
+	hasDef  bool
+	watched bool // Health watches it; guarded by Controller.mu
 }
 
 // New returns a Controller. Call Adopt, then Run.
@@ -285,7 +306,16 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 		return context.WithTimeout(ctx, d)
 	}
 
+	if o.Op == OpStart || o.Op == OpReceive {
+		c.mu.Lock()
+		g := c.guestLocked(o.Guest)
+		g.def, g.hasDef = o.Def, true
+		c.mu.Unlock()
+	}
 	switch o.Op {
+	case OpFail:
+		c.fail(ctx, o)
+		return
 	case OpStart:
 		pending(Starting)
 		cctx, cancel := call(c.cfg.CallTimeout)
@@ -423,7 +453,9 @@ func (c *Controller) onEvent(ev hypervisor.Event) {
 		return
 	}
 	g.report = r
+	watch := c.watchLocked(g, r)
 	c.mu.Unlock()
+	watch()
 	c.log.Info("guest event", "guest", ev.Guest, "kind", string(ev.Kind), "reason", ev.Reason)
 	c.cfg.Publisher.Publish(r)
 }
@@ -435,8 +467,88 @@ func (c *Controller) set(r Report) {
 		g.expectStop = false
 	}
 	g.report = r
+	watch := c.watchLocked(g, r)
 	c.mu.Unlock()
+	watch()
 	c.cfg.Publisher.Publish(r)
+}
+
+// watchLocked decides whether the health checks of g start or stop with its
+// new report r, and returns what to tell the watcher (outside c.mu).
+func (c *Controller) watchLocked(g *guest, r Report) func() {
+	if c.cfg.Health == nil {
+		return func() {}
+	}
+	switch {
+	case r.State == Running && !g.watched && g.hasDef:
+		g.watched = true
+		def := g.def
+		return func() { c.cfg.Health.Watch(def) }
+	case r.State != Running && g.watched:
+		g.watched = false
+		return func() { c.cfg.Health.Unwatch(r.Guest) }
+	}
+	return func() {}
+}
+
+// SetDefinition gives the definition of a guest adopted here (after an
+// agent restart the driver runs it, but no order said what it is), so its
+// health checks run; they start afresh, with their start grace.
+func (c *Controller) SetDefinition(def guestdef.Definition) {
+	c.mu.Lock()
+	g := c.guestLocked(def.Name)
+	if g.hasDef {
+		c.mu.Unlock()
+		return
+	}
+	g.def, g.hasDef = def, true
+	watch := c.watchLocked(g, g.report)
+	c.mu.Unlock()
+	watch()
+}
+
+// Fail kills a guest that failed its health checks and reports it crashed
+// with reason, in turn with the guest's orders: if an order stopped or moved
+// it meanwhile, nothing happens.
+func (c *Controller) Fail(ctx context.Context, name, reason string) {
+	c.mu.Lock()
+	c.fails++
+	id := fmt.Sprintf("health-%d", c.fails)
+	c.mu.Unlock()
+	c.Submit(ctx, Order{ID: id, Guest: name, Op: OpFail, Reason: reason})
+}
+
+// fail carries out an OpFail.
+func (c *Controller) fail(ctx context.Context, o Order) {
+	c.mu.Lock()
+	state := c.guestLocked(o.Guest).report.State
+	c.mu.Unlock()
+	if state != Running {
+		c.log.Info("health failure of a guest that no longer runs here; nothing to do", "guest", o.Guest, "state", state)
+		return
+	}
+	c.log.Warn("killing a guest that failed its health checks", "guest", o.Guest, "reason", o.Reason)
+	c.expectStop(o.Guest, true)
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	err := c.cfg.Driver.Kill(cctx, o.Guest)
+	cancel()
+	if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		if st := c.probe(ctx, o.Guest); st != Stopped && st != Crashed {
+			// Still running: saying it crashed could start a second copy
+			// elsewhere. Keep reporting it running; the checks start again.
+			c.expectStop(o.Guest, false)
+			c.log.Error("could not kill a guest that failed its health checks", "guest", o.Guest, "err", err)
+			c.mu.Lock()
+			g := c.guestLocked(o.Guest)
+			g.watched = false
+			watch := c.watchLocked(g, g.report)
+			c.mu.Unlock()
+			watch()
+			return
+		}
+	}
+	// No order: the manager takes it as a crash.
+	c.set(Report{Guest: o.Guest, State: Crashed, Reason: o.Reason, At: c.cfg.Now()})
 }
 
 // replaceIncoming handles a start order for a guest the driver already

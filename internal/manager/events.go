@@ -87,6 +87,9 @@ type GuestResult struct {
 type GuestCrashed struct {
 	Guest string
 	Node  string
+	// Reason is how it died as its host saw it (e.g. "guest panicked", or
+	// the health check that failed and its last output); for the log.
+	Reason string
 }
 
 // FenceResult is a fence device's answer to attempt Attempt.

@@ -566,7 +566,11 @@ func (st *stepper) crashed(e GuestCrashed) {
 	op := g.Op
 	g.Running = false
 	g.Op = nil
-	st.logf("%s crashed on %s", g.Spec.Name, e.Node)
+	if e.Reason != "" {
+		st.logf("%s crashed on %s: %s", g.Spec.Name, e.Node, e.Reason)
+	} else {
+		st.logf("%s crashed on %s", g.Spec.Name, e.Node)
+	}
 	if op != nil && op.Kind == OpStop && op.Purpose == PurposeFreeze && g.Spec.State == model.DesiredStarted {
 		g.State = GuestFrozen
 		return

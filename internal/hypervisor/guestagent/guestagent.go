@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -74,6 +75,9 @@ func Exchange(ctx context.Context, conn net.Conn, cmd []byte) (json.RawMessage, 
 	wrap := func(err error) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("guest agent did not answer: %w", ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("guest agent did not answer: %w", context.DeadlineExceeded)
 		}
 		return fmt.Errorf("guest agent channel: %w", err)
 	}
@@ -166,7 +170,7 @@ func Exec(ctx context.Context, call Caller, argv []string) (ExecResult, error) {
 }
 
 // Addresses lists the guest's IP addresses (guest-network-get-interfaces),
-// IPv4 first, loopback and link-local left out.
+// IPv4 first; the loopback interface and link-local addresses are left out.
 func Addresses(ctx context.Context, call Caller) ([]string, error) {
 	ret, err := call(ctx, Command("guest-network-get-interfaces", nil))
 	if err != nil {
@@ -184,9 +188,12 @@ func Addresses(ctx context.Context, call Caller) ([]string, error) {
 	}
 	var v4, v6 []string
 	for _, i := range ifs {
+		if i.Name == "lo" {
+			continue
+		}
 		for _, a := range i.Addrs {
 			ip := net.ParseIP(a.Addr)
-			if ip == nil || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+			if ip == nil || ip.IsLinkLocalUnicast() {
 				continue
 			}
 			if ip.To4() != nil {

@@ -1,0 +1,398 @@
+// Package health runs the health checks of the guests on one host (see
+// guestdef.Check): guest agent pings and the heartbeat of guests that
+// declare a guest agent, TCP connects, HTTP gets and commands run through
+// the guest agent. It is built for hundreds of guests per host: one
+// scheduler goroutine keeps every check's next run in a heap, and at most
+// Workers checks run at a time.
+//
+// A check that fails Failures times in a row makes the Monitor call OnFail
+// once for that run of the guest and stop checking it; the host kills the
+// guest and reports it crashed with the reason. Failures do not count
+// during the check's start grace, unless the check has passed once in this
+// run (then the guest is up and a failure is real).
+package health
+
+import (
+	"container/heap"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hypervisor/guestagent"
+)
+
+// AgentFunc sends a guest agent command to the guest named name (see
+// hypervisor.GuestAgent).
+type AgentFunc func(ctx context.Context, name string, cmd []byte) (json.RawMessage, error)
+
+// Config wires a Monitor.
+type Config struct {
+	// Agent reaches guest agents; nil when the driver cannot (agent and
+	// exec checks then fail, saying so).
+	Agent AgentFunc
+	// OnFail is called (from a goroutine of the monitor) when a guest's
+	// check failed Failures times in a row.
+	OnFail func(guest, reason string)
+	// Workers bounds the checks running at once; default 32.
+	Workers int
+	// Dial connects tcp and http checks; default a net.Dialer.
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Result is the last outcome of one check, for status pages.
+type Result struct {
+	Check    string    `json:"check"`
+	Kind     string    `json:"kind"`
+	OK       bool      `json:"ok"`
+	Failures int       `json:"failures"` // in a row
+	Output   string    `json:"output,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Monitor runs the checks of the guests it watches.
+type Monitor struct {
+	cfg    Config
+	log    *slog.Logger
+	client *http.Client
+
+	mu     sync.Mutex
+	guests map[string]*watched // guarded by mu
+	gen    uint64              // guarded by mu
+	heap   dueHeap             // guarded by mu
+	wake   chan struct{}
+	done   chan result
+}
+
+type watched struct {
+	def     guestdef.Definition
+	gen     uint64
+	started time.Time
+	checks  []*check
+	addr    string // cached guest address for tcp and http; "" unknown
+	failed  bool
+}
+
+type check struct {
+	guestdef.Check
+	idx      int
+	failures int
+	passed   bool // passed once in this run
+	last     Result
+	running  bool
+}
+
+type due struct {
+	at    time.Time
+	guest string
+	gen   uint64
+	idx   int
+}
+
+type dueHeap []due
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(due)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+type result struct {
+	d      due
+	ok     bool
+	output string
+	addr   string // the address used, to drop from the cache on failure
+}
+
+// New returns a Monitor; Run starts it.
+func New(cfg Config) *Monitor {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 32
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = d.DialContext
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &Monitor{cfg: cfg, log: log.With("component", "health"), guests: map[string]*watched{},
+		wake: make(chan struct{}, 1), done: make(chan result, cfg.Workers)}
+	m.client = &http.Client{
+		Transport: &http.Transport{
+			DialContext:       cfg.Dial,
+			DisableKeepAlives: true, // hundreds of guests: no idle connections
+			// A health check asks whether the service answers, not who it
+			// is: guests' certificates rarely name their address.
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return m
+}
+
+// Watch starts checking a guest that has just started (or was adopted) on
+// this host, with def's checks; it replaces an earlier watch of the same
+// guest. A guest without checks is not watched.
+func (m *Monitor) Watch(def guestdef.Definition) {
+	checks := def.Checks()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.guests, def.Name)
+	if len(checks) == 0 {
+		return
+	}
+	m.gen++
+	now := m.cfg.Now()
+	w := &watched{def: def, gen: m.gen, started: now, addr: def.Address}
+	for i, c := range checks {
+		w.checks = append(w.checks, &check{Check: c, idx: i, last: Result{Check: c.Name, Kind: c.Kind(), OK: true}})
+		heap.Push(&m.heap, due{at: now.Add(c.Interval.D()), guest: def.Name, gen: w.gen, idx: i})
+	}
+	m.guests[def.Name] = w
+	m.poke()
+}
+
+// Unwatch stops checking a guest (stopped, crashed, paused, leaving).
+func (m *Monitor) Unwatch(name string) {
+	m.mu.Lock()
+	delete(m.guests, name)
+	m.mu.Unlock()
+}
+
+// Watching reports whether name's checks run.
+func (m *Monitor) Watching(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.guests[name]
+	return w != nil && !w.failed
+}
+
+// Results returns the last result of every check of a watched guest.
+func (m *Monitor) Results(name string) []Result {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.guests[name]
+	if w == nil {
+		return nil
+	}
+	out := make([]Result, 0, len(w.checks))
+	for _, c := range w.checks {
+		r := c.last
+		r.Failures = c.failures
+		out = append(out, r)
+	}
+	return out
+}
+
+func (m *Monitor) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run schedules checks until ctx ends.
+func (m *Monitor) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	inflight := 0
+	for {
+		wait := time.Hour
+		m.mu.Lock()
+		for inflight < m.cfg.Workers && len(m.heap) > 0 {
+			next := m.heap[0]
+			if d := next.at.Sub(m.cfg.Now()); d > 0 {
+				wait = d
+				break
+			}
+			heap.Pop(&m.heap)
+			w := m.guests[next.guest]
+			if w == nil || w.gen != next.gen || w.failed {
+				continue // unwatched or watched anew since
+			}
+			c := w.checks[next.idx]
+			c.running = true
+			inflight++
+			go m.probe(ctx, w.def.Name, w.addr, c.Check, next)
+		}
+		m.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-timer.C:
+		case r := <-m.done:
+			inflight--
+			m.record(r)
+		}
+	}
+}
+
+// record folds one result in and schedules the check's next run.
+func (m *Monitor) record(r result) {
+	m.mu.Lock()
+	w := m.guests[r.d.guest]
+	if w == nil || w.gen != r.d.gen || w.failed {
+		m.mu.Unlock()
+		return
+	}
+	c := w.checks[r.d.idx]
+	now := m.cfg.Now()
+	c.running = false
+	c.last = Result{Check: c.Name, Kind: c.Kind(), OK: r.ok, Output: r.output, At: now}
+	var fail string
+	if r.ok {
+		c.failures = 0
+		c.passed = true
+	} else {
+		if r.addr != "" && r.addr == w.addr && w.def.Address == "" {
+			w.addr = "" // ask the guest agent again next time
+		}
+		if c.passed || now.Sub(w.started) >= c.StartGrace.D() {
+			c.failures++
+		}
+		if c.failures >= c.Failures {
+			w.failed = true
+			what := fmt.Sprintf("health check %q (%s)", c.Name, c.Kind())
+			if c.Name == "heartbeat" {
+				what = "guest agent heartbeat (a hung guest?)"
+			}
+			fail = fmt.Sprintf("%s failed %d times in a row: %s", what, c.failures, r.output)
+		}
+	}
+	if fail == "" {
+		next := r.d.at.Add(c.Interval.D())
+		if next.Before(now) {
+			next = now.Add(c.Interval.D())
+		}
+		heap.Push(&m.heap, due{at: next, guest: r.d.guest, gen: r.d.gen, idx: r.d.idx})
+	}
+	m.mu.Unlock()
+	if fail != "" {
+		m.log.Warn("guest failed its health check", "guest", r.d.guest, "check", c.Name, "reason", fail)
+		if m.cfg.OnFail != nil {
+			m.cfg.OnFail(r.d.guest, fail)
+		}
+	}
+}
+
+// probe runs one check and hands the result to the scheduler.
+func (m *Monitor) probe(ctx context.Context, guest, addr string, c guestdef.Check, d due) {
+	cctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
+	out, usedAddr, err := m.run(cctx, guest, addr, c)
+	cancel()
+	r := result{d: d, ok: err == nil, output: out, addr: usedAddr}
+	if err != nil {
+		r.output = err.Error()
+	}
+	if usedAddr != "" && usedAddr != addr {
+		m.mu.Lock()
+		if w := m.guests[guest]; w != nil && w.gen == d.gen {
+			w.addr = usedAddr
+		}
+		m.mu.Unlock()
+	}
+	select {
+	case m.done <- r:
+	case <-ctx.Done():
+	}
+}
+
+// run carries out one check: its output on success, or why it failed.
+func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check) (string, string, error) {
+	call := func(ctx context.Context, cmd []byte) (json.RawMessage, error) {
+		if m.cfg.Agent == nil {
+			return nil, errors.New("this host's hypervisor driver cannot reach guest agents")
+		}
+		return m.cfg.Agent(ctx, guest, cmd)
+	}
+	switch {
+	case c.Agent:
+		return "", "", guestagent.Ping(ctx, call)
+	case len(c.Exec) > 0:
+		res, err := guestagent.Exec(ctx, call, c.Exec)
+		if err != nil {
+			return "", "", err
+		}
+		if res.Signal != 0 {
+			return res.Output, "", fmt.Errorf("%s killed by signal %d: %s", c.Exec[0], res.Signal, res.Output)
+		}
+		if res.ExitCode != c.ExitCode {
+			return res.Output, "", fmt.Errorf("%s exited %d, want %d: %s", c.Exec[0], res.ExitCode, c.ExitCode, res.Output)
+		}
+		return res.Output, "", nil
+	}
+	if addr == "" {
+		addrs, err := guestagent.Addresses(ctx, call)
+		if err != nil {
+			return "", "", fmt.Errorf("no address for the guest (set the definition's address, or run a guest agent): %w", err)
+		}
+		if len(addrs) == 0 {
+			return "", "", errors.New("no address for the guest: its guest agent reports none")
+		}
+		addr = addrs[0]
+	}
+	switch {
+	case c.TCP != 0:
+		target := net.JoinHostPort(addr, strconv.Itoa(c.TCP))
+		conn, err := m.cfg.Dial(ctx, "tcp", target)
+		if err != nil {
+			return "", addr, fmt.Errorf("connect %s: %w", target, err)
+		}
+		conn.Close()
+		return "connected to " + target, addr, nil
+	case c.HTTP != "":
+		u, err := url.Parse(c.HTTP)
+		if err != nil {
+			return "", addr, fmt.Errorf("URL %q: %w", c.HTTP, err)
+		}
+		if h := u.Hostname(); h == "" || h == "guest" {
+			if p := u.Port(); p != "" {
+				u.Host = net.JoinHostPort(addr, p)
+			} else {
+				u.Host = addr
+				if net.ParseIP(addr) != nil && net.ParseIP(addr).To4() == nil {
+					u.Host = "[" + addr + "]"
+				}
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, "GET", u.String(), nil)
+		if err != nil {
+			return "", addr, err
+		}
+		resp, err := m.client.Do(req)
+		if err != nil {
+			return "", addr, fmt.Errorf("GET %s: %w", u, err)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode != c.Status {
+			return "", addr, fmt.Errorf("GET %s: status %d, want %d", u, resp.StatusCode, c.Status)
+		}
+		return fmt.Sprintf("GET %s: %d", u, resp.StatusCode), addr, nil
+	}
+	return "", addr, fmt.Errorf("check %q has no kind", c.Name)
+}
