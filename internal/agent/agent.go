@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"regexp"
@@ -83,6 +84,10 @@ type Config struct {
 	// Hypervisor names the driver reported in the node facts.
 	Hypervisor string
 
+	// MetricsListen, when set, also serves /metrics, /healthz and /readyz
+	// over plain HTTP (they are always on the API).
+	MetricsListen string
+
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -130,6 +135,9 @@ type Agent struct {
 	srv      *api.Server
 	live     *store.Liveness
 	ln       net.Listener
+
+	metricsLn  net.Listener
+	metricsSrv *http.Server
 
 	caPEM, certPEM, keyPEM []byte
 
@@ -315,6 +323,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", a.cfg.Listen, err)
 	}
+	if a.cfg.MetricsListen != "" {
+		if a.metricsLn, err = net.Listen("tcp", a.cfg.MetricsListen); err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", a.cfg.MetricsListen, err)
+		}
+	}
 	switch {
 	case existing:
 		err = a.restart(ctx, p)
@@ -450,6 +463,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	a.refreshEndpoints(ctx)
 	a.srv = api.New(api.Config{Store: a.st, Node: a.cfg.Node, Logger: a.log, Now: a.now})
 	a.registerJoin()
+	a.registerHealth()
 	for _, p := range a.plugins {
 		if p.Setup != nil {
 			if err := p.Setup(ctx, a); err != nil {
@@ -462,6 +476,9 @@ func (a *Agent) serve(ctx context.Context) error {
 		return err
 	}
 	ln := a.ln
+	if a.metricsLn != nil {
+		a.serveMetricsHTTP(a.metricsLn)
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -471,7 +488,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	}()
 	facts := model.NodeFacts{
 		Name: a.cfg.Node, Memory: hostMemory(), CPUs: hostCPUs(), Hypervisor: a.cfg.Hypervisor,
-		AgentVersion: version.Version, BootID: bootID(), APIAddr: a.APIURL(),
+		AgentVersion: version.String(), BootID: bootID(), APIAddr: a.APIURL(),
 		StoreMember: a.state.StoreMember, Since: a.now().UTC(),
 	}
 	if a.state.StoreMember {
@@ -571,6 +588,9 @@ func (a *Agent) Stop(ctx context.Context) {
 	if a.srv != nil {
 		_ = a.srv.Shutdown(ctx)
 	}
+	if a.metricsSrv != nil {
+		_ = a.metricsSrv.Shutdown(ctx)
+	}
 	a.wg.Wait()
 	t1 := a.now()
 	if keepLease {
@@ -599,6 +619,9 @@ func (a *Agent) teardown() {
 	}
 	if a.ln != nil {
 		a.ln.Close()
+	}
+	if a.metricsLn != nil {
+		a.metricsLn.Close()
 	}
 }
 

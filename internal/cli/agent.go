@@ -17,7 +17,9 @@ import (
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/flagfile"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sdnotify"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/spf13/pflag"
 )
@@ -89,20 +91,68 @@ func agentFlags(fs *pflag.FlagSet) Runner {
 	hostOpts.RegisterFlags(gfs)
 	fs.AddGoFlagSet(gfs)
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	var o agentFileOpts
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text (logfmt) or json")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "also serve /metrics, /healthz and /readyz over plain HTTP on HOST:PORT (they are always on the API too)")
+	fs.StringVar(&o.configFile, "config", DefaultAgentConfig, "configuration file: a YAML mapping of these flags' names to values; flags given here override it")
+	fs.BoolVar(&o.printConfig, "print-config", false, "print the settings that result from the config file and the flags, then exit")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
 		}
-		return runAgent(ctx, env, fs, cfg, hostOpts, endpoints, logLevel)
+		if done, err := o.apply(env, fs); done || err != nil {
+			return err
+		}
+		return runAgent(ctx, env, fs, cfg, hostOpts, endpoints, logLevel, o.logFormat)
 	}
 }
 
-func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config, hostOpts ha.HostOptions, endpoints, logLevel string) error {
+// DefaultAgentConfig is the agent's configuration file, read when present.
+const DefaultAgentConfig = "/etc/haven/agent.yaml"
+
+// agentFileSkip are the agent flags a config file cannot set.
+var agentFileSkip = []string{"config", "print-config", "help"}
+
+type agentFileOpts struct {
+	logFormat, configFile string
+	printConfig           bool
+}
+
+// apply reads the config file into the flags the command line left unset,
+// and prints the result for --print-config (done is then true).
+func (o *agentFileOpts) apply(env *Env, fs *pflag.FlagSet) (done bool, err error) {
+	if o.configFile != "" {
+		// The default file is optional; one named on the command line is not.
+		if _, err := flagfile.Load(o.configFile, !fs.Changed("config"), flagfile.PFlags(fs, agentFileSkip...)); err != nil {
+			return true, err
+		}
+	}
+	if !o.printConfig {
+		return false, nil
+	}
+	out, err := flagfile.Print(flagfile.PSettings(fs, map[string]bool{"token": true}, agentFileSkip...))
+	if err != nil {
+		return true, err
+	}
+	fmt.Fprintf(env.Stdout, "# haven agent settings (config file %s, then flags)\n", o.configFile)
+	_, err = env.Stdout.Write(out)
+	return true, err
+}
+
+func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config, hostOpts ha.HostOptions, endpoints, logLevel, logFormat string) error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		return Usagef("--log-level %q: use debug, info, warn or error", logLevel)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, hopts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(env.Stderr, hopts))
+	default:
+		return Usagef("--log-format %q: use text or json", logFormat)
+	}
 	if endpoints != "" {
 		cfg.StoreEndpoints = strings.Split(endpoints, ",")
 	}
@@ -130,7 +180,20 @@ func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config
 	if tok := a.JoinToken(); tok != "" {
 		printInit(env.Stdout, a, cfg)
 	}
+	// Under systemd (Type=notify): ready now, and the watchdog kept fed
+	// while the agent's API answers its own health check.
+	sd := sdnotify.FromEnv(env.Getenv)
+	if err := sd.Notify(sdnotify.Ready, "STATUS=serving on "+a.APIURL()); err != nil {
+		cfg.Logger.Warn("tell systemd the agent is ready", "op", "start", "err", err)
+	}
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go sd.RunWatchdog(wctx, a.Healthy, func(err error) {
+		cfg.Logger.Error("agent unhealthy: withholding the systemd watchdog keep-alive", "op", "watchdog", "err", err)
+	})
 	<-ctx.Done()
+	_ = sd.Notify(sdnotify.Stopping)
+	stopWatchdog()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a.Stop(sctx)

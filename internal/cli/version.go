@@ -19,7 +19,14 @@ func init() {
 				if len(args) > 0 {
 					return Usagef("takes no arguments")
 				}
-				fmt.Fprintf(env.Stdout, "haven %s (%s, %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				rev := version.Revision()
+				if len(rev) > 12 {
+					rev = rev[:12]
+				}
+				if rev != "" {
+					rev = "commit " + rev + ", "
+				}
+				fmt.Fprintf(env.Stdout, "haven %s (%s%s, %s/%s)\n", version.String(), rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 				return nil
 			}
 		},

@@ -21,7 +21,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Defaults for the embedded etcd, tuned for a LAN: a leader failure is seen
@@ -139,10 +139,13 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
 	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{embed.StdErrLogOutput}
 	cfg.Logger = "zap"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	// etcd's warnings and errors go to the agent's log (its debug output
+	// too when the agent logs at debug).
+	etcdLevel := zapcore.WarnLevel
 	if c.Logger != nil && c.Logger.Enabled(ctx, slog.LevelDebug) {
-		cfg.ZapLoggerBuilder = nil
+		etcdLevel = zapcore.DebugLevel
 	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(slogZap(c.Logger, etcdLevel, "etcd"))
 	cfg.Metrics = "basic"
 	cfg.MaxLearners = 1
 	// etcd's strict check refuses even a learner until the local member has
@@ -180,7 +183,7 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
-		Logger:               zap.NewNop(),
+		Logger:               slogZap(log, zapcore.ErrorLevel, "etcd-client"),
 	}
 	if c.AutoSync {
 		cfg.AutoSyncInterval = 30 * time.Second

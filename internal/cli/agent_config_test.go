@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestAgentConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(file, []byte("node: fromfile\nlisten: 10.0.0.1:7400\nlease-ttl: 12s\ntoken: secret-join-token\nstore-endpoints: [https://a:2379, https://b:2379]\nlog-format: json\n"), 0o600)
+	code, out, errs := runCLI(t, "agent", "--config", file, "--node", "fromflag", "--print-config")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"node: fromflag\n", "listen: 10.0.0.1:7400\n", "lease-ttl: 12s\n", "store-endpoints: https://a:2379,https://b:2379\n", "log-format: json\n", "# log level: debug, info, warn, error\nlog-level: info\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "secret-join-token") || strings.Contains(out, "print-config:") || strings.Contains(out, "\nconfig:") {
+		t.Errorf("--print-config shows a secret or a flag a file cannot set:\n%s", out)
+	}
+	// Its output is a valid config file that gives the same settings.
+	printed := filepath.Join(dir, "printed.yaml")
+	os.WriteFile(printed, []byte(out), 0o600)
+	code, out2, errs := runCLI(t, "agent", "--config", printed, "--print-config")
+	if code != 0 {
+		t.Fatalf("printed config refused: %s", errs)
+	}
+	if strings.SplitN(out2, "\n", 2)[1] != strings.SplitN(out, "\n", 2)[1] {
+		t.Errorf("printed config does not round-trip:\n%s\nvs\n%s", out, out2)
+	}
+}
+
+func TestAgentConfigFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(file, []byte("node: h1\n# comment\nlisten-addr: 1.2.3.4:1\n"), 0o600)
+	code, _, errs := runCLI(t, "agent", "--config", file, "--print-config")
+	if code != 1 || !strings.Contains(errs, file+`:3: unknown key "listen-addr"`) {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	code, _, errs = runCLI(t, "agent", "--config", filepath.Join(dir, "missing.yaml"), "--print-config")
+	if code != 1 || !strings.Contains(errs, "missing.yaml: no such file") {
+		t.Errorf("a missing explicit config file: exit %d, stderr %q", code, errs)
+	}
+	code, _, errs = runCLI(t, "agent", "--config", file, "--log-format", "xml", "--dev")
+	if code == 0 {
+		t.Errorf("--log-format xml accepted")
+	}
+}
