@@ -172,6 +172,16 @@ func (d Definition) Checks() []Check {
 	return out
 }
 
+// HealthErrors returns the problems of the definition's health checks and
+// address, each naming its field ("health[1].tcp").
+func (d Definition) HealthErrors() []*FieldError {
+	var out []*FieldError
+	d.validateHealth(func(field, format string, a ...any) {
+		out = append(out, &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)})
+	})
+	return out
+}
+
 // validateHealth adds the problems of the health checks.
 func (d Definition) validateHealth(add func(field, format string, a ...any)) {
 	names := map[string]bool{}

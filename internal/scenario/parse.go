@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/model"
 )
 
@@ -493,7 +494,7 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 	}
 	for _, it := range p.seq(n, "guests") {
 		g := Guest{Spec: model.DefaultGuestSpec(""), Line: it.Line}
-		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "faults"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "faults", "guest_agent", "health"}, func(key string, k, v *yaml.Node) {
 			ck := "guests." + key
 			switch key {
 			case "name":
@@ -541,6 +542,10 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				}
 			case "migratable":
 				g.Spec.Migratable = p.boolean(v, ck)
+			case "guest_agent":
+				g.GuestAgent = p.boolean(v, ck)
+			case "health":
+				g.Health = p.health(v)
 			case "faults":
 				p.fields(v, "guests.faults", []string{"start_failures", "migrate_failures", "stop_fails"}, func(key string, k, v *yaml.Node) {
 					fk := "guests.faults." + key
@@ -565,6 +570,11 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 		if seen[g.Spec.Name] {
 			p.errf(f["name"], "guests.name", "duplicate guest %q", g.Spec.Name)
 			continue
+		}
+		if hn := f["health"]; hn != nil {
+			for _, fe := range (guestdef.Definition{Health: g.Health}).HealthErrors() {
+				p.errf(hn, "guests."+fe.Field, "%s", fe.Msg)
+			}
 		}
 		seen[g.Spec.Name] = true
 		if g.Spec.Memory > maxMem && maxMem > 0 {
@@ -592,6 +602,51 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 		}
 		sc.Guests = append(sc.Guests, g)
 	}
+}
+
+// health reads a guest's health checks (docs/guests.md): each one of
+// agent: true, tcp: PORT, http: URL, exec: COMMAND (a string run by /bin/sh
+// -c, or a list), with its timings.
+func (p *parser) health(n *yaml.Node) []guestdef.Check {
+	var out []guestdef.Check
+	for _, it := range p.seq(n, "guests.health") {
+		var c guestdef.Check
+		p.fields(it, "guests.health", []string{"name", "agent", "tcp", "http", "status", "exec", "exit_code", "interval", "timeout", "failures", "start_grace"}, func(key string, k, v *yaml.Node) {
+			ck := "guests.health." + key
+			switch key {
+			case "name":
+				c.Name = p.str(v, ck)
+			case "agent":
+				c.Agent = p.boolean(v, ck)
+			case "tcp":
+				c.TCP = p.integer(v, ck, 1)
+			case "http":
+				c.HTTP = p.str(v, ck)
+			case "status":
+				c.Status = p.integer(v, ck, 100)
+			case "exec":
+				if v.Kind == yaml.SequenceNode {
+					for _, a := range v.Content {
+						c.Exec = append(c.Exec, p.str(a, ck))
+					}
+				} else if cmd := p.str(v, ck); cmd != "" {
+					c.Exec = []string{"/bin/sh", "-c", cmd}
+				}
+			case "exit_code":
+				c.ExitCode = p.integer(v, ck, 0)
+			case "interval":
+				c.Interval = guestdef.Duration(p.duration(v, ck))
+			case "timeout":
+				c.Timeout = guestdef.Duration(p.duration(v, ck))
+			case "failures":
+				c.Failures = p.integer(v, ck, 1)
+			case "start_grace":
+				c.StartGrace = guestdef.Duration(p.duration(v, ck))
+			}
+		})
+		out = append(out, c)
+	}
+	return out
 }
 
 func (p *parser) events(sc *Scenario, n *yaml.Node, nodes map[string]*Node, guests map[string]*Guest) {
@@ -683,7 +738,10 @@ func parseDo(e *Event, nodes map[string]*Node, guests map[string]*Guest) error {
 	case len(w) == 2 && (w[0] == "reboot" || w[0] == "shutdown"):
 		e.Kind = EventKind(w[0])
 		return node(w[1])
-	case len(w) == 2 && (w[0] == "crash" || w[0] == "start" || w[0] == "stop" || w[0] == "disable"):
+	case len(w) == 3 && w[0] == "service" && w[2] == "dies":
+		e.Kind = ServiceDies
+		return guest(w[1])
+	case len(w) == 2 && (w[0] == "crash" || w[0] == "hang" || w[0] == "panic" || w[0] == "start" || w[0] == "stop" || w[0] == "disable"):
 		e.Kind = EventKind(w[0])
 		return guest(w[1])
 	case len(w) == 3 && w[0] == "agent" && w[1] == "restart":

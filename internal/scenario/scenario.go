@@ -7,6 +7,7 @@ package scenario
 import (
 	"time"
 
+	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/model"
 )
 
@@ -57,6 +58,11 @@ type Faults struct {
 type Guest struct {
 	Spec   model.GuestSpec
 	Faults Faults
+	// GuestAgent and Health: the guest runs a guest agent (its heartbeat
+	// notices a hang), and its health checks (the simulator keeps their
+	// timing: see docs/manager.md).
+	GuestAgent bool
+	Health     []guestdef.Check
 	Line   int
 }
 
@@ -73,6 +79,9 @@ const (
 	Reboot         EventKind = "reboot"
 	Shutdown       EventKind = "shutdown"
 	Crash          EventKind = "crash"
+	ServiceDies    EventKind = "service dies" // service GUEST dies: its health checks fail, the guest runs on
+	Hang           EventKind = "hang"         // the guest's kernel hangs: nothing in it answers
+	Panic          EventKind = "panic"        // the guest's kernel panics (seen at once by pvpanic)
 	AgentRestart   EventKind = "agent restart"
 	FenceFails     EventKind = "fence fails"
 	FenceWorks     EventKind = "fence works"

@@ -116,6 +116,9 @@ func genScenario(seed uint64) string {
 		fmt.Fprintf(&b, "    recovery: %s\n    max_restarts: %d\n    max_relocations: %d\n    migratable: %v\n    restart_window: %s\n",
 			pick("restart", "restart", "relocate", "disable"), r.IntN(3), r.IntN(3), r.IntN(4) > 0, pick("10m", "30s", "2m"))
 		if r.IntN(3) == 0 {
+			fmt.Fprintf(&b, "    guest_agent: true\n    health: [{tcp: 22, interval: %ds, timeout: 1s, failures: %d, start_grace: %ds}]\n", 2+r.IntN(10), 1+r.IntN(3), r.IntN(60))
+		}
+		if r.IntN(3) == 0 {
 			fmt.Fprintf(&b, "    faults: {start_failures: %d, migrate_failures: %d, stop_fails: %v}\n", r.IntN(3), r.IntN(2), r.IntN(12) == 0)
 		}
 	}
@@ -177,7 +180,10 @@ func genScenario(seed uint64) string {
 				do = "crash " + g
 			}
 		default:
-			do = "crash " + g
+			do = pick("crash ", "crash ", "panic ", "hang ") + g
+			if r.IntN(4) == 0 {
+				do = "service " + g + " dies"
+			}
 		}
 		if strings.HasPrefix(do, "power off ") && r.IntN(4) == 0 {
 			// Its fence device fails as it dies, and the operator, having

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/scenario"
@@ -57,6 +58,17 @@ type vm struct {
 	token     uint64
 	migrating string // source side: migration target node
 	from      string // incoming side: source node
+
+	// Health (health.go): checks run since since; passed: a check passed
+	// in this run; the service died or the kernel hung at faultAt; hgen
+	// names the current schedule of its checks.
+	since     time.Duration
+	passed    bool
+	svcDead   bool
+	hung      bool
+	faultAt   time.Duration
+	hgen      uint64
+	healthWhy string
 }
 
 type simNode struct {
@@ -91,10 +103,12 @@ type simNode struct {
 }
 
 type guestInfo struct {
-	spec      model.GuestSpec
-	startFail int
-	migFail   int
-	stopFails bool
+	spec       model.GuestSpec
+	startFail  int
+	migFail    int
+	stopFails  bool
+	guestAgent bool
+	health     []guestdef.Check
 }
 
 type itemKind int
@@ -112,6 +126,7 @@ const (
 	itTick
 	itTimer
 	itPowerOn
+	itHealthFail
 )
 
 type item struct {
@@ -236,11 +251,13 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		}
 	}
 	for _, g := range sc.Guests {
-		w.guests[g.Spec.Name] = &guestInfo{spec: g.Spec, startFail: g.Faults.StartFailures, migFail: g.Faults.MigrateFailures, stopFails: g.Faults.StopFails}
+		w.guests[g.Spec.Name] = &guestInfo{spec: g.Spec, startFail: g.Faults.StartFailures, migFail: g.Faults.MigrateFailures, stopFails: g.Faults.StopFails,
+			guestAgent: g.GuestAgent, health: g.Health}
 		running := g.Spec.Node != "" && g.Spec.State == model.DesiredStarted
 		if running {
 			n := w.byName[g.Spec.Node]
-			n.vms[g.Spec.Name] = &vm{state: vmRunning}
+			// Running since before t=0: past its checks' start grace.
+			n.vms[g.Spec.Name] = &vm{state: vmRunning, passed: true}
 			n.used += g.Spec.Memory
 			w.live[g.Spec.Name]++
 		}
@@ -507,6 +524,7 @@ func (w *World) agentDo(n *simNode, a manager.Action) {
 			w.abortMigration(n, a.Guest, v)
 		}
 		v.state, v.op, v.token = vmStopping, a.Op, tok
+		w.unwatchHealth(v)
 		w.push(&item{t: w.now + GuestStop, kind: itStopDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
 	case manager.ActMigrate:
 		v := n.vms[a.Guest]
@@ -520,6 +538,7 @@ func (w *World) agentDo(n *simNode, a manager.Action) {
 			return
 		}
 		v.migrating, v.op, v.token = t.name, a.Op, tok
+		w.unwatchHealth(v)
 		t.vms[a.Guest] = &vm{state: vmIncoming, op: a.Op, token: tok, from: n.name}
 		t.used += gi.spec.Memory
 		w.push(&item{t: w.now + Migration, kind: itMigrateDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
@@ -553,6 +572,7 @@ func (w *World) abortMigration(n *simNode, g string, v *vm) {
 	}
 	w.report(n, manager.GuestResult{Guest: g, Node: n.name, Op: v.op, Result: manager.ResultMigrateFailed, Err: "migration aborted"})
 	v.migrating = ""
+	w.watchHealth(n, g, v)
 }
 
 func (w *World) handle(it *item) {
@@ -580,6 +600,7 @@ func (w *World) handle(it *item) {
 			return
 		}
 		v.state = vmRunning
+		w.watchHealth(n, it.guest, v)
 		delete(w.unclean, it.guest)
 		w.logf("hypervisor", "%s started on %s", it.guest, n.name)
 		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStarted})
@@ -590,6 +611,7 @@ func (w *World) handle(it *item) {
 		}
 		if w.guests[it.guest].stopFails {
 			v.state = vmRunning
+			w.watchHealth(n, it.guest, v)
 			w.logf("hypervisor", "%s did not stop on %s", it.guest, n.name)
 			w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStopFailed, Err: "simulated stop failure"})
 			return
@@ -618,6 +640,9 @@ func (w *World) handle(it *item) {
 		n.used -= gi.spec.Memory
 		tv.state = vmRunning
 		tv.from = ""
+		// Memory moved: a dead service or hung kernel moved with it.
+		tv.svcDead, tv.hung, tv.faultAt = v.svcDead, v.hung, v.faultAt
+		w.watchHealth(t, it.guest, tv)
 		w.logf("hypervisor", "%s migrated from %s to %s", it.guest, n.name, t.name)
 		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultMigrated})
 	case itFenceDone:
@@ -655,6 +680,8 @@ func (w *World) handle(it *item) {
 		}
 	case itPowerOn:
 		w.powerOn(n)
+	case itHealthFail:
+		w.healthFail(n, it)
 	case itAgentBack:
 		if n.power != powerOn || n.agentUp {
 			return
@@ -662,6 +689,11 @@ func (w *World) handle(it *item) {
 		n.agentUp = true
 		ad := selffence.Adopt(n.reported, n.running())
 		w.logf("node", "agent on %s is back; adopting %d running guests", n.name, len(ad.Running))
+		for _, g := range n.running() {
+			if v := n.vms[g]; v.state == vmRunning && v.migrating == "" {
+				w.watchHealth(n, g, v) // checks start afresh for adopted guests
+			}
+		}
 		w.report(n, manager.Inventory{Node: n.name, Running: ad.Running})
 	case itLeaseExpire:
 		if !n.leaseLive || !n.hasExpire || it.op != n.leaseGen || n.expireAt != it.t {
@@ -821,13 +853,19 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 		if reboot {
 			w.push(&item{t: w.now + RebootDown, kind: itPowerOn, node: n.name})
 		}
-	case scenario.Crash:
+	case scenario.ServiceDies, scenario.Hang:
+		w.guestFault(e.Guest, e.Kind == scenario.Hang)
+	case scenario.Crash, scenario.Panic:
+		reason, how := "", "crashed"
+		if e.Kind == scenario.Panic {
+			reason, how = "guest panicked", "panicked (pvpanic)"
+		}
 		for _, x := range w.nodes {
 			v := x.vms[e.Guest]
 			if v == nil || v.state == vmIncoming || v.state == vmStarting {
 				continue
 			}
-			w.logf("hypervisor", "%s crashed on %s", e.Guest, x.name)
+			w.logf("hypervisor", "%s %s on %s", e.Guest, how, x.name)
 			if v.migrating != "" {
 				if t := w.byName[v.migrating]; t != nil && t.vms[e.Guest] != nil {
 					w.removeVM(t, e.Guest)
@@ -835,10 +873,10 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 				w.report(x, manager.GuestResult{Guest: e.Guest, Node: x.name, Op: v.op, Result: manager.ResultMigrateFailed, Err: "guest crashed"})
 			}
 			w.removeVM(x, e.Guest)
-			w.report(x, manager.GuestCrashed{Guest: e.Guest, Node: x.name})
+			w.report(x, manager.GuestCrashed{Guest: e.Guest, Node: x.name, Reason: reason})
 			return
 		}
-		w.logf("hypervisor", "crash %s: it is not running; nothing happens", e.Guest)
+		w.logf("hypervisor", "%s %s: it is not running; nothing happens", e.Kind, e.Guest)
 	case scenario.AgentRestart:
 		if n.power != powerOn || !n.agentUp {
 			w.logf("node", "agent restart on %s: no agent running; nothing happens", n.name)
