@@ -63,7 +63,7 @@ type Guest struct {
 	// timing: see docs/manager.md).
 	GuestAgent bool
 	Health     []guestdef.Check
-	Line   int
+	Line       int
 }
 
 // EventKind is the verb of an event.
