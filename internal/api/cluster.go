@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"sync"
 	"time"
@@ -28,13 +30,58 @@ func (s *Server) registerCluster() {
 
 // quorumWait bounds a quorum read before status falls back to what the
 // nearest store member knows.
-const quorumWait = 2 * time.Second
+const quorumWait = time.Second
 
 // BuildStatus computes the cluster status from the store and runs the
 // status hooks. When the store has no quorum it answers from the nearest
 // member's possibly stale data, with Stale set, Quorum.OK false and hosts
 // other than this one in state "unknown".
 func (s *Server) BuildStatus(ctx context.Context) (*Status, error) {
+	st, err := s.buildStatusQuorum(ctx)
+	if err == nil {
+		s.markUnreachable(ctx, st)
+	}
+	return st, err
+}
+
+// probeTimeout bounds the connection to another host's API that tells
+// whether it is reachable.
+const probeTimeout = 500 * time.Millisecond
+
+// markUnreachable probes, in parallel, the API of every other host that
+// counts as online, and marks those that do not accept a connection.
+func (s *Server) markUnreachable(ctx context.Context, st *Status) {
+	var wg sync.WaitGroup
+	for i := range st.Hosts {
+		h := &st.Hosts[i]
+		if h.Name == s.cfg.Node || (h.State != HostOnline && h.State != HostUnknown) || h.APIAddr == "" {
+			continue
+		}
+		u, err := url.Parse(h.APIAddr)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{Timeout: probeTimeout}
+			c, err := d.DialContext(ctx, "tcp", u.Host)
+			if err != nil {
+				h.Unreachable = true
+				return
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	for _, h := range st.Hosts {
+		if h.Manager && h.Unreachable {
+			st.ManagerUnreachable = true
+		}
+	}
+}
+
+func (s *Server) buildStatusQuorum(ctx context.Context) (*Status, error) {
 	qctx, cancel := context.WithTimeout(ctx, quorumWait)
 	out, err := s.buildStatus(qctx)
 	cancel()

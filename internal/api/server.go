@@ -79,6 +79,43 @@ type Server struct {
 	mu    sync.Mutex // guards hooks and srv
 	hooks []StatusHook
 	srv   *http.Server
+
+	peersMu sync.Mutex // guards peers and peersAt
+	peers   string
+	peersAt time.Time
+}
+
+// PeersHeader is the answer header that lists the API URLs of the
+// cluster's hosts, comma-separated, so that clients learn them from any
+// answer and try them when this agent stops answering.
+const PeersHeader = "Haven-Peers"
+
+// peersTTL is how long the peer list of PeersHeader is reused.
+const peersTTL = 5 * time.Second
+
+// peerList returns the API URLs of the registered hosts, read from the
+// local store member (no quorum needed) at most every peersTTL.
+func (s *Server) peerList(ctx context.Context) string {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	if s.cfg.Store == nil || (!s.peersAt.IsZero() && s.now().Sub(s.peersAt) < peersTTL) {
+		return s.peers
+	}
+	s.peersAt = s.now()
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	regs, err := s.cfg.Store.Nodes(store.Serializable(rctx))
+	if err != nil {
+		return s.peers
+	}
+	var urls []string
+	for _, r := range regs {
+		if strings.HasPrefix(r.APIAddr, "https://") {
+			urls = append(urls, r.APIAddr)
+		}
+	}
+	s.peers = strings.Join(urls, ",")
+	return s.peers
 }
 
 // New makes a Server with the cluster endpoints registered.
@@ -130,6 +167,9 @@ func (s *Server) Handler() http.Handler {
 			}
 			WriteError(w, Errorf(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path))
 			return
+		}
+		if p := s.peerList(r.Context()); p != "" {
+			w.Header().Set(PeersHeader, p)
 		}
 		s.mux.ServeHTTP(rw, r)
 		s.log.Debug("api request", "op", "api", "method", r.Method, "path", r.URL.Path, "code", rw.code, "took", s.now().Sub(start))

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -187,4 +189,72 @@ func errorsAs(err error, target **api.Error) bool {
 		*target = e
 	}
 	return ok
+}
+
+// TestStatusUnreachableHostsAndPeers: a host whose lease still runs but
+// whose API does not answer is marked unreachable, and so is the manager
+// on it, within a bounded time; every answer names the hosts' API URLs.
+func TestStatusUnreachableHostsAndPeers(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	st := f.srv.Store()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "https://" + ln.Addr().String()
+	ln.Close() // nothing listens: the host is "dead"
+	live := httptest.NewServer(http.NotFoundHandler())
+	defer live.Close()
+	liveURL := strings.Replace(live.URL, "http://", "https://", 1)
+	for name, u := range map[string]string{"n3": deadURL, "n4": liveURL} {
+		if err := st.RegisterNode(ctx, store.NodeRecord{Name: name, APIAddr: u}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.StartLiveness(ctx, model.NodeFacts{Name: name}, 5*time.Second, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Campaign(ctx, "n3", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var out api.Status
+	resp, err := http.DefaultClient.Do(mustReq(t, f.url+"/api/v1/status", f.tokens["viewer"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("status took %v with a dead host", took)
+	}
+	got := map[string]api.Host{}
+	for _, h := range out.Hosts {
+		got[h.Name] = h
+	}
+	if !got["n3"].Unreachable || got["n4"].Unreachable || got["n1"].Unreachable {
+		t.Errorf("unreachable: n3 %v (want true), n4 %v, n1 %v (want false)", got["n3"].Unreachable, got["n4"].Unreachable, got["n1"].Unreachable)
+	}
+	if out.Manager != "n3" || !out.ManagerUnreachable {
+		t.Errorf("manager %q unreachable %v; want n3, true", out.Manager, out.ManagerUnreachable)
+	}
+	peers := resp.Header.Get(api.PeersHeader)
+	for _, u := range []string{deadURL, liveURL, "https://127.0.0.1:1"} {
+		if !strings.Contains(peers, u) {
+			t.Errorf("%s %q lacks %s", api.PeersHeader, peers, u)
+		}
+	}
+}
+
+func mustReq(t *testing.T, url, token string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	return req
 }

@@ -24,9 +24,13 @@ type Status struct {
 	Manager      string    `json:"manager"` // node name; empty when there is none
 	ManagerSince time.Time `json:"manager_since,omitzero"`
 	ManagerTerm  int64     `json:"manager_term,omitempty"` // election key revision
-	Quorum       Quorum    `json:"quorum"`
-	Store        StoreInfo `json:"store"`
-	Hosts        []Host    `json:"hosts"`
+	// ManagerUnreachable is set when the manager's host is unreachable
+	// (see Host.Unreachable): a new manager is elected once its lease
+	// expires.
+	ManagerUnreachable bool      `json:"manager_unreachable,omitempty"`
+	Quorum             Quorum    `json:"quorum"`
+	Store              StoreInfo `json:"store"`
+	Hosts              []Host    `json:"hosts"`
 	// Stale is set when the store had no quorum: the answer is what the
 	// nearest store member last knew.
 	Stale bool `json:"stale,omitempty"`
@@ -64,6 +68,10 @@ type Host struct {
 	StoreRole   string           `json:"store_role,omitempty"` // "voter", "learner" or ""
 	APIAddr     string           `json:"api_addr"`
 	Facts       *model.NodeFacts `json:"facts,omitempty"` // present while online
+	// Unreachable is set when the host counts as online (its lease has not
+	// expired) but its API did not accept a connection from the answering
+	// agent just now: it is probably down, and its lease will expire.
+	Unreachable bool `json:"unreachable,omitempty"`
 	// Maintenance is the manager's maintenance flag of the host.
 	Maintenance bool `json:"maintenance,omitempty"`
 	// HA is the manager's view of the host: online, offline, failed (being

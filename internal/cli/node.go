@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/model"
 )
 
@@ -43,11 +44,22 @@ func runNodeList(ctx context.Context, env *Env, cf *clientFlags, args []string) 
 	if cf.output == "json" {
 		return printJSON(env.Stdout, ns)
 	}
+	// Status knows what the node records do not: maintenance, and hosts
+	// whose lease runs but that do not answer.
+	hosts := map[string]api.Host{}
+	if st, err := c.Status(ctx); err == nil {
+		for _, h := range st.Hosts {
+			hosts[h.Name] = h
+		}
+	}
 	tw := newTable(env.Stdout, "NAME", "STATE", "SINCE", "STORE", "MEMORY", "CPUS", "HYPERVISOR", "VERSION", "API")
 	for _, n := range ns {
 		state, mem, cpus, hv, ver := "offline", "", "", "", ""
 		if n.Online {
 			state = "online"
+		}
+		if h, ok := hosts[n.Name]; ok && h.State == state {
+			state = hostState(h)
 		}
 		if f := n.Facts; f != nil {
 			mem = fmt.Sprintf("%.1f GiB", float64(f.Memory)/float64(model.GiB))

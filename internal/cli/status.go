@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 )
 
@@ -44,12 +45,7 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 	if cf.output == "json" {
 		return printJSON(env.Stdout, st)
 	}
-	mgr := st.Manager
-	if mgr == "" {
-		mgr = "(none)"
-	} else if !st.ManagerSince.IsZero() {
-		mgr += " since " + fmtTime(st.ManagerSince)
-	}
+	mgr := managerLine(st)
 	q := "OK"
 	if !st.Quorum.OK {
 		q = "LOST"
@@ -65,7 +61,7 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 		fmt.Fprintf(env.Stdout, "WARNING: the store has no quorum; this is what %s last knew, and other hosts' states are unknown\n", st.Node)
 	}
 	fmt.Fprintln(env.Stdout)
-	tw := newTable(env.Stdout, "HOST", "STATE", "SINCE", "STORE", "ROLE", "API")
+	tw := newTable(env.Stdout, "HOST", "STATE", "SINCE", "HA", "STORE", "ROLE", "API")
 	for _, h := range st.Hosts {
 		role := ""
 		if h.Manager {
@@ -75,7 +71,7 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 		if storeRole == "" {
 			storeRole = "client"
 		}
-		tw.row(h.Name, h.State, fmtTime(h.Since), storeRole, role, h.APIAddr)
+		tw.row(h.Name, hostState(h), fmtTime(h.Since), h.HA, storeRole, role, h.APIAddr)
 	}
 	if err := tw.flush(); err != nil {
 		return err
@@ -112,4 +108,34 @@ func fmtTime(t time.Time) string {
 		return ""
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// managerLine says who manages the cluster, and says so when nobody does
+// or when the manager's host does not answer.
+func managerLine(st *api.Status) string {
+	switch {
+	case st.Manager == "":
+		return "none (election in progress)"
+	case st.ManagerUnreachable:
+		return st.Manager + " UNREACHABLE: its host does not answer; another host takes over when its lease expires (election pending)"
+	}
+	mgr := st.Manager
+	if !st.ManagerSince.IsZero() {
+		mgr += " since " + fmtTime(st.ManagerSince)
+	}
+	return mgr
+}
+
+// hostState is a host's state as status and node list show it:
+// online, offline or unknown, "unreachable" when its lease still runs
+// but it does not answer, and ", maintenance" when in maintenance.
+func hostState(h api.Host) string {
+	state := h.State
+	if h.Unreachable {
+		state = "unreachable"
+	}
+	if h.Maintenance {
+		state += ", maintenance"
+	}
+	return state
 }

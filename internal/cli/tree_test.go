@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/spf13/pflag"
 )
 
@@ -101,5 +103,35 @@ func TestCompletionAndMan(t *testing.T) {
 	}
 	if code, out, _ := runCLI(t, "--help"); code != 0 || strings.Contains(out, "\n  man ") {
 		t.Errorf("haven --help lists the hidden man command (exit %d):\n%s", code, out)
+	}
+}
+
+// TestStatusLines: status never names a dead manager as if it were fine,
+// says when there is none, and shows unreachable hosts and maintenance.
+func TestStatusLines(t *testing.T) {
+	for _, tt := range []struct {
+		st   api.Status
+		want string
+	}{
+		{api.Status{}, "none (election in progress)"},
+		{api.Status{Manager: "h2", ManagerUnreachable: true}, "h2 UNREACHABLE"},
+		{api.Status{Manager: "h2"}, "h2"},
+	} {
+		if got := managerLine(&tt.st); !strings.HasPrefix(got, tt.want) || (tt.want == "h2" && got != "h2") {
+			t.Errorf("managerLine(%+v) = %q; want %q", tt.st, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		h    api.Host
+		want string
+	}{
+		{api.Host{State: "online"}, "online"},
+		{api.Host{State: "online", Maintenance: true}, "online, maintenance"},
+		{api.Host{State: "online", Unreachable: true}, "unreachable"},
+		{api.Host{State: "offline"}, "offline"},
+	} {
+		if got := hostState(tt.h); got != tt.want {
+			t.Errorf("hostState(%+v) = %q; want %q", tt.h, got, tt.want)
+		}
 	}
 }

@@ -51,7 +51,7 @@ const (
 
 // PeersHeader is the answer header that lists the API URLs of the
 // cluster's hosts, comma-separated.
-const PeersHeader = "Haven-Peers"
+const PeersHeader = api.PeersHeader
 
 // New makes a client for the API at base (https://host:port, or several
 // comma-separated) with a bearer token and a TLS configuration (see

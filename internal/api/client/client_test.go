@@ -1,0 +1,128 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// deadURL is an https URL on loopback where nothing listens.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "https://" + ln.Addr().String()
+	ln.Close()
+	return u
+}
+
+// hungURL accepts connections and never answers (a frozen agent).
+func hungURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return "https://" + ln.Addr().String()
+}
+
+func agentServer(t *testing.T, peers string) *httptest.Server {
+	t.Helper()
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if peers != "" {
+			w.Header().Set(PeersHeader, peers)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"cluster":"c","node":"live"}`))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestFailsOverToLiveAgent: a dead and a frozen agent are skipped quickly
+// and the call reaches the live one, which is tried first afterwards.
+func TestFailsOverToLiveAgent(t *testing.T) {
+	live := agentServer(t, "")
+	c := New(deadURL(t)+","+hungURL(t)+","+live.URL, "tok", live.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer c.Close()
+	start := time.Now()
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("took %v to get past a dead and a frozen agent", took)
+	}
+	if st.Node != "live" || c.Base() != live.URL {
+		t.Errorf("answered by %q, base now %s; want live, %s", st.Node, c.Base(), live.URL)
+	}
+}
+
+// TestNoAgentAnswers: the error names every agent tried, quickly.
+func TestNoAgentAnswers(t *testing.T) {
+	a, b := deadURL(t), deadURL(t)
+	c := New(a+","+b, "tok", nil)
+	start := time.Now()
+	_, err := c.Status(context.Background())
+	var u *Unreachable
+	if !errors.As(err, &u) || !strings.Contains(err.Error(), a) || !strings.Contains(err.Error(), b) || !strings.Contains(err.Error(), "--server") {
+		t.Fatalf("err %v; want Unreachable naming %s and %s", err, a, b)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("took %v", took)
+	}
+}
+
+// TestLearnsPeersAndRemembers: the hosts an answer names are cached; a
+// later client that knows only a host now dead reaches another through
+// the cache.
+func TestLearnsPeersAndRemembers(t *testing.T) {
+	cache := t.TempDir()
+	first := agentServer(t, "")
+	other := agentServer(t, "")
+	firstPeers := agentServer(t, first.URL+","+other.URL)
+	tlsCfg := first.Client().Transport.(*http.Transport).TLSClientConfig
+	// All three test servers share httptest's certificate.
+	c := New(firstPeers.URL, "tok", tlsCfg)
+	c.SetCacheDir(cache)
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Servers(); len(got) != 3 {
+		t.Fatalf("servers after one answer: %v", got)
+	}
+	c.Close()
+	firstPeers.Close()
+	first.Close()
+	c2 := New(firstPeers.URL, "tok", tlsCfg)
+	c2.SetCacheDir(cache)
+	defer c2.Close()
+	if _, err := c2.Status(context.Background()); err != nil {
+		t.Fatalf("with the cache: %v", err)
+	}
+	if c2.Base() != other.URL {
+		t.Errorf("answered by %s; want %s", c2.Base(), other.URL)
+	}
+	c3 := New(firstPeers.URL, "tok", tlsCfg)
+	defer c3.Close()
+	if _, err := c3.Status(context.Background()); err == nil {
+		t.Error("without the cache a dead host answered")
+	}
+}
