@@ -46,6 +46,11 @@ func (s *State) Validate(c Command) error {
 	if g == nil {
 		return fmt.Errorf("%s guest %q: %w", c.Kind, c.Guest, ErrUnknownGuest)
 	}
+	if c.Kind == CmdStart && !g.Protected() {
+		if err := s.Admit(g.Spec); err != nil {
+			return fmt.Errorf("start %w", err)
+		}
+	}
 	if c.Kind != CmdMigrate && c.Kind != CmdRelocate {
 		return nil
 	}
@@ -167,6 +172,8 @@ func (st *stepper) command(c Command) {
 			g.Spec.State = model.DesiredStopped
 		}
 		switch {
+		case g.Running && g.Op == nil && g.State != GuestFailed && s.dependentRuns(g, "") != nil:
+			st.logf("%s stops once %s has stopped (start order)", g.Spec.Name, s.dependentRuns(g, "").Spec.Name)
 		case g.Running && g.Op == nil:
 			st.stop(g, PurposeOperator, "", g.State == GuestFailed)
 		case !g.Running && g.Op == nil && g.State != GuestFencing:

@@ -47,17 +47,23 @@ func (st *stepper) reconcile() {
 		n := s.node(g.Node)
 		switch {
 		case g.Running && g.State == GuestStarted && desired != model.DesiredStarted:
+			if s.dependentRuns(g, "") != nil {
+				continue // stops run in the reverse of the start order
+			}
 			st.stop(g, PurposeDesired, "", false)
 		case !g.Running && desired != model.DesiredStarted && (g.State == GuestRecovering || g.State == GuestFrozen || g.State == GuestStarted):
 			st.settleDesired(g)
 		case g.Running && g.State == GuestStarted && n != nil && n.Shutdown != nil && !n.Shutdown.Ready &&
 			n.Status == NodeOnline && n.Shutdown.Policy != model.ShutdownMigrate:
+			if s.dependentRuns(g, n.Name) != nil {
+				continue // stops run in the reverse of the start order
+			}
 			p := PurposeShutdown
 			if n.Shutdown.Policy == model.ShutdownFreeze {
 				p = PurposeFreeze
 			}
 			st.stop(g, p, "", false)
-		case g.State == GuestFrozen && n != nil && n.Status == NodeOnline && n.Shutdown == nil:
+		case g.State == GuestFrozen && n != nil && n.Status == NodeOnline && n.Shutdown == nil && st.depsReady(g):
 			id := st.newID()
 			g.Op = &Op{ID: id, Kind: OpStart, Node: n.Name, Purpose: PurposeUnfreeze}
 			g.State = GuestStarted
@@ -145,15 +151,26 @@ func (st *stepper) place() {
 			}
 		}
 	}
+	rs := s.ruleSet()
+	if rs != nil {
+		snap.Where = rs.where
+	}
 	var reqs []placement.Request
 	var wants []want
 	for _, g := range s.Guests {
+		if g.State != GuestRecovering {
+			g.Wait = ""
+		}
 		if g.Op != nil || (g.Spec.State != model.DesiredStarted && g.Spec.State != "") {
 			g.ReturnTo = ""
 			continue
 		}
 		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
 		r.Priority = g.Spec.Priority
+		if rs != nil {
+			r.Rules = rs.guest[g.Spec.Name]
+			r.Unfit = append(r.Unfit, rs.unfit[g.Spec.Name]...)
+		}
 		if len(g.Spec.Pools) > 0 || (g.Spec.Pinned && g.Node != "") {
 			for i, n := range s.Nodes {
 				if !s.hasPools(g, n) || (g.Spec.Pinned && g.Node != "" && n.Name != g.Node) {
@@ -169,6 +186,9 @@ func (st *stepper) place() {
 		switch {
 		case g.State == GuestRecovering:
 			if st.now.Before(g.RetryAt) {
+				continue
+			}
+			if !st.depsReady(g) {
 				continue
 			}
 			p := PurposePlace
@@ -241,6 +261,7 @@ func (st *stepper) place() {
 		return
 	}
 	planner := placement.NewPlanner(&snap)
+	planner.Requests(reqs)
 	var victims [][]placement.Victim
 	taken := map[string]bool{}
 	for _, i := range placement.Order(reqs) {
@@ -257,6 +278,10 @@ func (st *stepper) place() {
 			}
 		}
 		if a.Node < 0 {
+			if g.State == GuestRecovering {
+				why, rule := placement.Why(&snap, &reqs[i])
+				st.setWait(g, why, rule)
+			}
 			if w.purpose == PurposeRestart {
 				// Its node cannot take it back: place it, preferring that node.
 				g.Need = NeedNode
@@ -269,6 +294,7 @@ func (st *stepper) place() {
 		}
 		target := s.Nodes[a.Node].Name
 		g.PreemptOn, g.PreemptVictims = "", nil
+		g.Wait = ""
 		if w.move {
 			st.move(g, target, w.purpose)
 			continue
@@ -338,6 +364,16 @@ func (st *stepper) preempt(g *Guest, node string, cands []placement.Victim, chos
 		v.PreemptedBy = g.Spec.Name
 		st.stop(v, PurposePreempt, "", false)
 	}
+}
+
+// depsReady reports whether g's start dependencies are met, recording why it
+// waits when they are not.
+func (st *stepper) depsReady(g *Guest) bool {
+	ok, why := st.s.depsMet(g)
+	if !ok {
+		st.setWait(g, why, true)
+	}
+	return ok
 }
 
 // move moves a running guest: live if migratable, else stop then start.

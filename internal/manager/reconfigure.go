@@ -26,6 +26,11 @@ func (s *State) RemoveGuest(name string) error {
 	if g.Running || g.Op != nil || g.State == GuestFencing {
 		return fmt.Errorf("remove guest %q (%s on %s): %w: stop or disable it first", name, g.State, g.Node, ErrGuestActive)
 	}
+	for _, r := range s.Rules {
+		if slices.Contains(r.Guests, name) {
+			return fmt.Errorf("remove guest %q: affinity rule %q names it: change the rule first", name, r.Name)
+		}
+	}
 	s.Guests = slices.DeleteFunc(s.Guests, func(x *Guest) bool { return x == g })
 	s.reindex()
 	return nil
@@ -41,6 +46,11 @@ func (s *State) UpdateGuestSpec(spec model.GuestSpec) error {
 	}
 	if spec.Domain != "" && s.domain(spec.Domain) == nil {
 		return fmt.Errorf("update guest %q: domain %q is not configured", spec.Name, spec.Domain)
+	}
+	if len(spec.After) > 0 {
+		if err := s.CheckDependencies(&spec); err != nil {
+			return fmt.Errorf("update guest %q: %w", spec.Name, err)
+		}
 	}
 	spec.State, spec.Node = g.Spec.State, g.Spec.Node
 	g.Spec = spec

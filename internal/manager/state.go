@@ -22,6 +22,13 @@ type State struct {
 	// UpSeq counts changes that bring a node up or out of maintenance; a
 	// failback that failed is retried once it moves on.
 	UpSeq uint64 `json:"up_seq"`
+	// Rules are the affinity rules (see rules.go).
+	Rules []model.Rule `json:"rules,omitempty"`
+	// Broken are the rules the current placement breaks, as last reported.
+	Broken []string `json:"broken,omitempty"`
+	// Short is how much memory admission control's promise lacked at the
+	// last step (0: it holds or is off).
+	Short int64 `json:"short,omitempty"`
 
 	nodeIdx  map[string]int
 	guestIdx map[string]int
@@ -112,6 +119,11 @@ func (s *State) AddGuest(spec model.GuestSpec, running bool) error {
 	}
 	if spec.Domain != "" && s.domain(spec.Domain) == nil {
 		return fmt.Errorf("add guest %q: domain %q is not configured", spec.Name, spec.Domain)
+	}
+	if len(spec.After) > 0 {
+		if err := s.CheckDependencies(&spec); err != nil {
+			return fmt.Errorf("add guest %q: %w", spec.Name, err)
+		}
 	}
 	g := &Guest{Spec: spec, Node: spec.Node}
 	switch {

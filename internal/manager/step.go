@@ -61,6 +61,8 @@ func (s *State) Step(now time.Time, ev Event) []Action {
 		panic(fmt.Sprintf("manager: unknown event %T", ev))
 	}
 	st.reconcile()
+	st.reportViolations()
+	st.reportAdmission()
 	s.checkInvariants()
 	st.acts = append(st.acts, Action{Kind: ActPersist})
 	return st.acts
@@ -509,7 +511,7 @@ func (st *stepper) stopped(g *Guest, op *Op) {
 	case op.Target != "":
 		// Relocation: start on the target if it can still take it.
 		t := st.s.node(op.Target)
-		if t != nil && t.Status == NodeOnline && !t.Maintenance && t.Shutdown == nil {
+		if t != nil && t.Status == NodeOnline && !t.Maintenance && t.Shutdown == nil && st.depsReady(g) {
 			id := st.newID()
 			g.Op = &Op{ID: id, Kind: OpStart, Node: op.Target, From: from, Purpose: op.Purpose}
 			g.State = GuestStarted

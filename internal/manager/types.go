@@ -78,6 +78,8 @@ type Config struct {
 	// room (see docs/manager.md).
 	Preemption bool    `json:"preemption,omitempty"`
 	Timings    Timings `json:"timings"`
+	// Reserve is admission control (off when zero): see admission.go.
+	Reserve model.Reserve `json:"reserve,omitzero"`
 }
 
 // SelfFences reports whether a node that loses the quorate side while it
@@ -263,6 +265,9 @@ type Guest struct {
 	// waits for room and never preempts others itself. Cleared when it
 	// runs again and by an operator's start, stop or disable.
 	Preempted bool `json:"preempted,omitempty"`
+	// Wait says why a guest that should run is not running or not being
+	// started (a dependency, no node can take it, a rule), for operators.
+	Wait string `json:"wait,omitempty"`
 }
 
 // Sentinel errors for operator commands that cannot be carried out. Validate
@@ -287,4 +292,5 @@ var (
 	ErrNotInMaintenance = errors.New("node is not in maintenance")
 	ErrNotFailed        = errors.New("node is not a failed node waiting for its fence: only such a node can be confirmed off")
 	ErrUnknownCommand   = errors.New("unknown command")
+	ErrAdmission        = errors.New("admission control: the cluster could no longer restart every protected guest after the failures it reserves for")
 )

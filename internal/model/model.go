@@ -128,6 +128,9 @@ type GuestSpec struct {
 	// on its node: it is never moved, and after that node fails it waits for
 	// it to come back.
 	Pinned bool `json:"pinned,omitempty"`
+	// After are the guests that must run before this one starts (start
+	// order); it is stopped before them (see docs/manager.md).
+	After []string `json:"after,omitempty"`
 	// Node is where the operator or the manager last put the guest; empty
 	// until it is placed.
 	Node string `json:"node,omitempty"`

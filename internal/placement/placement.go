@@ -24,6 +24,10 @@ type Node struct {
 // in byte order; requests refer to nodes by index into Nodes.
 type Snapshot struct {
 	Nodes []Node
+	// Where maps a guest named in an affinity rule to the nodes it counts
+	// on (running, starting, stopping, frozen, arriving). Guests in no rule
+	// may be left out.
+	Where map[string][]int
 }
 
 // Request asks for a node for one guest.
@@ -51,8 +55,12 @@ type Request struct {
 	// kept for it); it is not counted twice.
 	Reserved int64
 	// Unfit are nodes that can never take this guest now (a storage pool it
-	// needs is not usable there), whatever else holds.
+	// needs is not usable there, a hard host rule), whatever else holds.
 	Unfit []int
+	// Only, when not nil, are the only nodes that may take it.
+	Only []int
+	// Rules are the guest's affinity rules (nil: none); see rules.go.
+	Rules *Rules
 }
 
 // NewRequest returns a request with no preference and no tried nodes.
@@ -70,10 +78,12 @@ type Assignment struct {
 }
 
 // Plan places the requests one at a time in placement order (Order), each
-// seeing the memory and guest count of those placed before it. The snapshot
-// is not changed.
+// seeing the memory, guest count and rule positions of those placed before
+// it; the requests of one hard together group are placed as one unit when the
+// first of them comes (see rules.go). The snapshot is not changed.
 func Plan(snap *Snapshot, reqs []Request) []Assignment {
 	p := NewPlanner(snap)
+	p.Requests(reqs)
 	out := make([]Assignment, len(reqs))
 	for _, i := range Order(reqs) {
 		out[i] = p.Place(&reqs[i])
@@ -102,28 +112,44 @@ func Order(reqs []Request) []int {
 // each seeing the memory and guests of those placed (or reserved) before.
 type Planner struct {
 	nodes []Node
+	rules
 }
 
 // NewPlanner returns a planner over a copy of snap.
 func NewPlanner(snap *Snapshot) *Planner {
 	nodes := make([]Node, len(snap.Nodes))
 	copy(nodes, snap.Nodes)
-	return &Planner{nodes: nodes}
+	return &Planner{nodes: nodes, rules: rules{snap: snap}}
 }
 
 // Nodes returns the working copy (read only).
 func (p *Planner) Nodes() []Node { return p.nodes }
 
-// Place chooses a node for r and counts r there.
+// Place chooses a node for r and counts r there. A member of a hard together
+// group is placed with the other members given to Requests (see unit).
 func (p *Planner) Place(r *Request) Assignment {
-	a := Choose(p.nodes, r)
-	if a.Node >= 0 && a.Node == r.Prefer && r.Reserved > 0 {
-		p.nodes[a.Node].Used += r.Memory - r.Reserved
-	} else if a.Node >= 0 {
-		p.nodes[a.Node].Used += r.Memory
-		p.nodes[a.Node].Guests++
+	if r.group() != "" {
+		return p.unit(r)
 	}
+	a := p.choose(p.nodes, r)
+	p.take(r, a.Node)
 	return a
+}
+
+// take counts r on node n (-1: nothing).
+func (p *Planner) take(r *Request, n int) {
+	if n < 0 {
+		return
+	}
+	if n == r.Prefer && r.Reserved > 0 {
+		p.nodes[n].Used += r.Memory - r.Reserved
+	} else {
+		p.nodes[n].Used += r.Memory
+		p.nodes[n].Guests++
+	}
+	if r.Rules != nil {
+		p.placed(r.Guest, n)
+	}
 }
 
 // Victim is a running guest that preemption may stop.
@@ -158,9 +184,14 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		stops []int
 		after Node
 	}
+	var pinned []int
+	if r.group() != "" {
+		pinned = p.pinned(r)
+	}
 	eval := func(i int) (cand, bool) {
 		n := &p.nodes[i]
-		if !n.Eligible || n.Memory <= 0 || r.Memory > n.Memory || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) {
+		if !n.Eligible || n.Memory <= 0 || r.Memory > n.Memory || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) ||
+			(r.Only != nil && !contains(r.Only, i)) || !p.hardOK(r, i) || (pinned != nil && !contains(pinned, i)) {
 			return cand{}, false
 		}
 		if i >= len(victims) {
@@ -234,42 +265,81 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 }
 
 // Choose picks the node for one request over nodes, without changing them.
+// Affinity rules see no other guest (see Planner for rules).
 func Choose(nodes []Node, r *Request) Assignment {
+	return (&Planner{}).choose(nodes, r)
+}
+
+func (p *Planner) choose(nodes []Node, r *Request) Assignment {
 	a := Assignment{Guest: r.Guest, Node: -1}
-	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory-r.Reserved) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed {
+	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory-r.Reserved) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed &&
+		!contains(r.Unfit, r.Prefer) && (r.Only == nil || contains(r.Only, r.Prefer)) && p.hardOK(r, r.Prefer) {
 		a.Node = r.Prefer
 		return a
 	}
 	if r.PreferOnly {
 		return a
 	}
-	if n := choose(nodes, r, true); n >= 0 {
+	if n := p.pick(nodes, r, true); n >= 0 {
 		a.Node = n
 		return a
 	}
 	if len(r.Tried) == 0 {
 		return a
 	}
-	if n := choose(nodes, r, false); n >= 0 {
+	if n := p.pick(nodes, r, false); n >= 0 {
 		a.Node = n
 		a.ClearedTried = true
 	}
 	return a
 }
 
-func choose(nodes []Node, r *Request, useTried bool) int {
+// pick returns the best candidate of the most preferred tier that has one:
+// fewest soft rules broken, then better (memory use, guests, name).
+func (p *Planner) pick(nodes []Node, r *Request, useTried bool) int {
 	ok := func(i int) bool {
-		if !fits(&nodes[i], r.Memory) || i == r.LastFailed || contains(r.Unfit, i) {
+		if !fits(&nodes[i], r.Memory) || i == r.LastFailed || contains(r.Unfit, i) || (r.Only != nil && !contains(r.Only, i)) || !p.hardOK(r, i) {
 			return false
 		}
 		return !useTried || !contains(r.Tried, i)
 	}
+	soft := r.Rules != nil && r.Rules.soft()
+	var scores map[int]int
+	score := func(i int) int {
+		if scores == nil {
+			scores = map[int]int{}
+		}
+		v, seen := scores[i]
+		if !seen {
+			v = p.softScore(r, i)
+			scores[i] = v
+		}
+		return v
+	}
+	consider := func(best, i int) int {
+		if !ok(i) {
+			return best
+		}
+		if best < 0 {
+			return i
+		}
+		if soft {
+			if si, sb := score(i), score(best); si != sb {
+				if si < sb {
+					return i
+				}
+				return best
+			}
+		}
+		if better(&nodes[i], i, &nodes[best], best, r.Memory) {
+			return i
+		}
+		return best
+	}
 	if r.Tiers == nil {
 		best := -1
 		for i := range nodes {
-			if ok(i) && (best < 0 || better(&nodes[i], i, &nodes[best], best, r.Memory)) {
-				best = i
-			}
+			best = consider(best, i)
 		}
 		return best
 	}
@@ -280,9 +350,7 @@ func choose(nodes []Node, r *Request, useTried bool) int {
 	for _, tier := range tiers {
 		best := -1
 		for _, i := range tier {
-			if ok(i) && (best < 0 || better(&nodes[i], i, &nodes[best], best, r.Memory)) {
-				best = i
-			}
+			best = consider(best, i)
 		}
 		if best >= 0 {
 			return best

@@ -247,8 +247,8 @@ func (p *parser) seq(v *yaml.Node, key string) []*yaml.Node {
 
 func (p *parser) scenario(root *yaml.Node) *Scenario {
 	sc := &Scenario{File: p.file, Fencing: model.FencingAgent, Shutdown: model.ShutdownMigrate, QuorumLoss: model.QuorumLossStop, Settle: 300 * time.Second}
-	var clusterN, domainsN, guestsN, eventsN, expectN *yaml.Node
-	seen := p.fields(root, "", []string{"name", "description", "cluster", "domains", "guests", "events", "expect"}, func(key string, k, v *yaml.Node) {
+	var clusterN, domainsN, guestsN, eventsN, expectN, affinityN *yaml.Node
+	seen := p.fields(root, "", []string{"name", "description", "cluster", "domains", "guests", "affinity", "events", "expect"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
 			sc.Name = p.str(v, key)
@@ -264,6 +264,8 @@ func (p *parser) scenario(root *yaml.Node) *Scenario {
 			eventsN = v
 		case "expect":
 			expectN = v
+		case "affinity":
+			affinityN = v
 		}
 	})
 	if root.Kind != yaml.MappingNode {
@@ -291,6 +293,10 @@ func (p *parser) scenario(root *yaml.Node) *Scenario {
 	for i := range sc.Guests {
 		guests[sc.Guests[i].Spec.Name] = &sc.Guests[i]
 	}
+	p.dependencies(sc, guests)
+	if affinityN != nil {
+		p.affinity(sc, affinityN, nodes, guests)
+	}
 	if eventsN != nil {
 		p.events(sc, eventsN, nodes, guests)
 	}
@@ -302,7 +308,7 @@ func (p *parser) scenario(root *yaml.Node) *Scenario {
 
 func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 	var nodesN, quorumN *yaml.Node
-	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "nodes"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "reserve", "nodes"}, func(key string, k, v *yaml.Node) {
 		ck := "cluster." + key
 		switch key {
 		case "fencing":
@@ -331,6 +337,8 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 			sc.Preemption = p.onOff(v, ck)
 		case "settle":
 			sc.Settle = p.duration(v, ck)
+		case "reserve":
+			sc.Reserve = p.reserve(v, ck)
 		case "nodes":
 			nodesN = v
 		}
@@ -494,7 +502,7 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 	}
 	for _, it := range p.seq(n, "guests") {
 		g := Guest{Spec: model.DefaultGuestSpec(""), Line: it.Line}
-		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "faults", "guest_agent", "health"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "after", "faults", "guest_agent", "health"}, func(key string, k, v *yaml.Node) {
 			ck := "guests." + key
 			switch key {
 			case "name":
@@ -546,6 +554,9 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				g.GuestAgent = p.boolean(v, ck)
 			case "health":
 				g.Health = p.health(v)
+			case "after":
+				g.Spec.After = p.names(v, ck)
+				g.afterLine = v.Line
 			case "faults":
 				p.fields(v, "guests.faults", []string{"start_failures", "migrate_failures", "stop_fails"}, func(key string, k, v *yaml.Node) {
 					fk := "guests.faults." + key

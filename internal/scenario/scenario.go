@@ -21,10 +21,12 @@ type Scenario struct {
 	QuorumLoss  model.QuorumLossPolicy
 	Preemption  bool
 	Settle      time.Duration
+	Reserve     model.Reserve // admission control (off when zero)
 	Nodes       []Node
 	Domains     []model.Domain
 	Guests      []Guest
-	Events      []Event // sorted by time, file order within a time
+	Rules       []model.Rule // affinity rules
+	Events      []Event      // sorted by time, file order within a time
 	Expects     []Expect
 }
 
@@ -64,6 +66,8 @@ type Guest struct {
 	GuestAgent bool
 	Health     []guestdef.Check
 	Line       int
+
+	afterLine int
 }
 
 // EventKind is the verb of an event.

@@ -225,7 +225,7 @@ func New(sc *scenario.Scenario, opt Options) *World {
 	}
 	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
 		timers: map[time.Duration]bool{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
-	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm})
+	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve})
 	for _, n := range sc.Nodes {
 		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, mon: w.monitor()}
 		if n.Witness {
@@ -264,6 +264,9 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		if err := w.mgr.AddGuest(g.Spec, running); err != nil {
 			panic(err)
 		}
+	}
+	if err := w.mgr.SetRules(sc.Rules); err != nil {
+		panic(err)
 	}
 	for i := range sc.Events {
 		w.push(&item{t: sc.Events[i].At, kind: itScenario, idx: i})
@@ -386,7 +389,9 @@ func (w *World) flush() {
 		ev := w.mq[0]
 		w.mq = w.mq[1:]
 		w.steps++
+		pre := w.beforeStep(ev)
 		acts := w.mgr.Step(w.wall(), ev)
+		w.checkDecisions(pre, acts)
 		if w.opt.RoundTrip {
 			data, err := json.Marshal(w.mgr)
 			if err != nil {

@@ -1,0 +1,218 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// AffinityKind is what an affinity rule asks.
+type AffinityKind string
+
+const (
+	AffinityTogether AffinityKind = "together" // the guests run on one host
+	AffinityApart    AffinityKind = "apart"    // no two of the guests run on one host
+	AffinityOn       AffinityKind = "on"       // the guests run on one of Hosts
+	AffinityOff      AffinityKind = "off"      // the guests run on none of Hosts
+)
+
+// Rule is an affinity rule. A hard rule (Soft false) is never broken by the
+// manager's placement; a soft one is kept when possible. See docs/manager.md.
+type Rule struct {
+	Name   string       `json:"name"`
+	Kind   AffinityKind `json:"kind"`
+	Guests []string     `json:"guests"`
+	Hosts  []string     `json:"hosts,omitempty"` // for on and off
+	Soft   bool         `json:"soft,omitempty"`
+}
+
+// Strength is "hard" or "soft".
+func (r Rule) Strength() string {
+	if r.Soft {
+		return "soft"
+	}
+	return "hard"
+}
+
+// Validate checks one rule on its own.
+func (r Rule) Validate() error {
+	if r.Name == "" {
+		return fmt.Errorf("rule: name is required")
+	}
+	switch r.Kind {
+	case AffinityTogether, AffinityApart:
+		if len(r.Guests) < 2 {
+			return fmt.Errorf("rule %q: %s needs at least 2 guests", r.Name, r.Kind)
+		}
+		if len(r.Hosts) > 0 {
+			return fmt.Errorf("rule %q: %s takes no hosts (hosts are for on and off)", r.Name, r.Kind)
+		}
+	case AffinityOn, AffinityOff:
+		if len(r.Guests) < 1 {
+			return fmt.Errorf("rule %q: %s needs at least 1 guest", r.Name, r.Kind)
+		}
+		if len(r.Hosts) < 1 {
+			return fmt.Errorf("rule %q: %s needs at least 1 host", r.Name, r.Kind)
+		}
+	default:
+		return fmt.Errorf("rule %q: kind %q is not together, apart, on or off", r.Name, r.Kind)
+	}
+	for _, l := range [][]string{r.Guests, r.Hosts} {
+		s := slices.Clone(l)
+		slices.Sort(s)
+		for i := 1; i < len(s); i++ {
+			if s[i] == s[i-1] {
+				return fmt.Errorf("rule %q: %q is listed twice", r.Name, s[i])
+			}
+		}
+	}
+	return nil
+}
+
+// TogetherGroups merges the hard together rules into groups (a guest in two
+// such rules joins them): it maps each guest in a group to the group's first
+// name in byte order.
+func TogetherGroups(rules []Rule) map[string]string {
+	parent := map[string]string{}
+	var find func(string) string
+	find = func(x string) string {
+		p, ok := parent[x]
+		if !ok || p == x {
+			parent[x] = x
+			return x
+		}
+		r := find(p)
+		parent[x] = r
+		return r
+	}
+	for _, r := range rules {
+		if r.Kind != AffinityTogether || r.Soft {
+			continue
+		}
+		for _, g := range r.Guests[1:] {
+			a, b := find(r.Guests[0]), find(g)
+			if a == b {
+				continue
+			}
+			if b < a {
+				a, b = b, a
+			}
+			parent[b] = a
+		}
+	}
+	out := map[string]string{}
+	for g := range parent {
+		out[g] = find(g)
+	}
+	return out
+}
+
+// CheckRules checks a set of rules together: names unique, every rule valid,
+// and no hard apart rule between two guests that hard together rules keep on
+// one host. guest and host, when not nil, say whether a name is configured.
+func CheckRules(rules []Rule, guest, host func(string) bool) error {
+	names := map[string]bool{}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+		if names[r.Name] {
+			return fmt.Errorf("rule %q: defined twice", r.Name)
+		}
+		names[r.Name] = true
+		for _, g := range r.Guests {
+			if guest != nil && !guest(g) {
+				return fmt.Errorf("rule %q: no such guest %q", r.Name, g)
+			}
+		}
+		for _, h := range r.Hosts {
+			if host != nil && !host(h) {
+				return fmt.Errorf("rule %q: no such host %q", r.Name, h)
+			}
+		}
+	}
+	groups := TogetherGroups(rules)
+	for _, r := range rules {
+		if r.Kind != AffinityApart || r.Soft {
+			continue
+		}
+		for i, a := range r.Guests {
+			for _, b := range r.Guests[i+1:] {
+				if ga, ok := groups[a]; ok && ga == groups[b] {
+					return fmt.Errorf("rule %q: %s and %s must be apart, but hard together rules keep them on one host", r.Name, a, b)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// DependencyCycle returns a cycle in the guests' start dependencies (after),
+// as the list of guests around it with the first repeated at the end, or nil.
+// after maps a guest to the guests it starts after.
+func DependencyCycle(after map[string][]string) []string {
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var path []string
+	var visit func(string) []string
+	visit = func(g string) []string {
+		color[g] = grey
+		path = append(path, g)
+		deps := slices.Clone(after[g])
+		slices.Sort(deps)
+		for _, d := range deps {
+			switch color[d] {
+			case grey:
+				i := slices.Index(path, d)
+				return append(slices.Clone(path[i:]), d)
+			case white:
+				if c := visit(d); c != nil {
+					return c
+				}
+			}
+		}
+		path = path[:len(path)-1]
+		color[g] = black
+		return nil
+	}
+	keys := make([]string, 0, len(after))
+	for g := range after {
+		keys = append(keys, g)
+	}
+	slices.Sort(keys)
+	for _, g := range keys {
+		if color[g] == white {
+			if c := visit(g); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// FormatCycle writes a dependency cycle as "a -> b -> a".
+func FormatCycle(c []string) string { return strings.Join(c, " -> ") }
+
+// Reserve is the cluster's admission control: the failover capacity kept
+// free. Zero values: off.
+type Reserve struct {
+	Hosts   int `json:"hosts,omitempty"`   // survive the loss of this many hosts
+	Percent int `json:"percent,omitempty"` // keep this percent of capacity free
+}
+
+// On reports whether admission control is on.
+func (r Reserve) On() bool { return r.Hosts > 0 || r.Percent > 0 }
+
+func (r Reserve) String() string {
+	switch {
+	case r.Hosts > 0:
+		return fmt.Sprintf("reserve: hosts %d", r.Hosts)
+	case r.Percent > 0:
+		return fmt.Sprintf("reserve: percent %d", r.Percent)
+	}
+	return "reserve: off"
+}
