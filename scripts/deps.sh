@@ -20,5 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The qemu driver runs guests as this unprivileged user (qemu -runas).
+if ! id -u haven-qemu >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  grp=(--user-group); getent group kvm >/dev/null && grp=(--gid kvm)
+  $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin "${grp[@]}" haven-qemu
+fi
 cd "$(dirname "$0")/.."
 go mod download

@@ -418,6 +418,15 @@ func (o *Ops) checkRefs(ctx context.Context, g cluster.Guest, create bool) error
 			return err
 		}
 	}
+	// Every file the guest names must be in a pool an admin declared: an
+	// operator must not make the hypervisor open any file of the host.
+	pools, err := o.pools(ctx)
+	if err != nil {
+		return err
+	}
+	if err := storage.CheckPaths(g.Def, pools, storage.Lexical); err != nil {
+		return fieldError(err)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"github.com/haven-ha/haven/internal/api"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,7 +13,11 @@ import (
 func TestLocalDiskGuestCannotMove(t *testing.T) {
 	ctx := ctxT(t)
 	op := ag.Clients["operator"]
-	disk := filepath.Join(t.TempDir(), "local.img")
+	dir := t.TempDir()
+	if _, err := ag.Clients["admin"].CreatePool(ctx, api.Pool{Name: "local1", Path: dir}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "local.img")
 	if _, err := op.CreateGuest(ctx, map[string]any{"boot": kboot, "name": "local1", "state": "stopped",
 		"disks": []map[string]any{{"path": disk, "format": "raw"}}}); err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/storage"
 )
 
 // The tests share one real agent (embedded etcd, TLS API) started by
@@ -49,6 +50,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if err := testPools(ctx, ag); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	wait := ag.PlayManager(ctx, func(c cluster.Command) error {
 		handlersMu.Lock()
 		h := handlers[c.Command.Guest]
@@ -66,6 +71,18 @@ func TestMain(m *testing.M) {
 	}
 	ag.Stop()
 	os.Exit(code)
+}
+
+// testPools declares the storage pools the tests' guests use: every file a
+// guest names must be in one (kernels in /boot, disks in /var/lib/images and
+// /guest_roots).
+func testPools(ctx context.Context, a *apitest.Agent) error {
+	for _, p := range []storage.Pool{{Name: "boot", Path: "/boot"}, {Name: "images", Path: "/var/lib/images", Shared: true}, {Name: "roots", Path: "/guest_roots"}, {Name: "libvirt", Path: "/var/lib/libvirt/images"}} {
+		if _, err := a.Clients["admin"].CreatePool(ctx, p); err != nil {
+			return fmt.Errorf("create pool %s: %w", p.Name, err)
+		}
+	}
+	return nil
 }
 
 func setHandler(t *testing.T, guest string, h apitest.CommandHandler) {

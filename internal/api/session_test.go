@@ -111,6 +111,9 @@ func startAgent(t *testing.T) *apitest.Agent {
 		t.Fatalf("start agent: %v", err)
 	}
 	t.Cleanup(ag.Stop)
+	if err := testPools(t.Context(), ag); err != nil {
+		t.Fatal(err)
+	}
 	// The web UI plugin registers these in the daemon; this test does not
 	// link it.
 	ag.A.API().RegisterSessions()

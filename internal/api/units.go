@@ -73,8 +73,12 @@ func (s *Size) UnmarshalJSON(b []byte) error {
 	}
 	switch x := v.(type) {
 	case float64:
-		if x < 0 || x > math.MaxInt64 || x != math.Trunc(x) {
+		if x < 0 || x != math.Trunc(x) {
 			return &fieldDecodeError{field: "memory", msg: fmt.Sprintf("memory %v is not a whole number of bytes", x)}
+		}
+		// float64(MaxInt64) is 2^63, which does not fit: compare with >=.
+		if x >= math.MaxInt64 {
+			return &fieldDecodeError{field: "memory", msg: fmt.Sprintf("memory %v bytes is above the maximum of 16 TiB", x)}
 		}
 		*s = Size(x)
 	case string:

@@ -28,6 +28,9 @@ func TestWithRealManager(t *testing.T) {
 	defer a.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if err := testPools(ctx, a); err != nil {
+		t.Fatal(err)
+	}
 	op := a.Clients["operator"]
 	if _, err := op.CreateGuest(ctx, map[string]any{"name": "rm1", "state": "stopped", "boot": kboot}); err != nil {
 		t.Fatal(err)

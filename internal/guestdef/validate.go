@@ -15,6 +15,26 @@ const MinMemory = 96 << 20
 // MaxVCPUs bounds vcpus to catch typos (a memory size typed as a CPU count).
 const MaxVCPUs = 1024
 
+// MaxMemory bounds memory (16 TiB): far above any host, and far below where
+// byte counts overflow once turned into KiB or MiB.
+const MaxMemory = 16 << 40
+
+// MaxDisks and MaxNICs bound a guest's devices: more than a PCI bus holds is
+// a mistake or an attack on the store and the hypervisor.
+const (
+	MaxDisks = 64
+	MaxNICs  = 32
+)
+
+// MaxCmdline bounds the kernel command line (Linux takes 2 KiB on x86 by
+// default, 4 KiB at most without a rebuild).
+const MaxCmdline = 4096
+
+// MaxPath bounds every path a definition names (PATH_MAX).
+const MaxPath = 4096
+
+var ifaceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // FieldError is one invalid field of a definition. Field is a path such as
@@ -48,6 +68,28 @@ func (d Definition) Validate() error {
 	if d.Memory < MinMemory {
 		add("memory", "%s is below the minimum of 96 MiB", sizeString(d.Memory))
 	}
+	if d.Memory > MaxMemory {
+		add("memory", "%s is above the maximum of 16 TiB", sizeString(d.Memory))
+	}
+	if len(d.Disks) > MaxDisks {
+		add("disks", "%d disks: a guest has at most %d", len(d.Disks), MaxDisks)
+		d.Disks = d.Disks[:MaxDisks]
+	}
+	if len(d.NICs) > MaxNICs {
+		add("nics", "%d NICs: a guest has at most %d", len(d.NICs), MaxNICs)
+		d.NICs = d.NICs[:MaxNICs]
+	}
+	path := func(field, p string) {
+		switch {
+		case p == "":
+		case !strings.HasPrefix(p, "/"):
+			add(field, "%q is not an absolute path", p)
+		case len(p) > MaxPath:
+			add(field, "a path of %d bytes is longer than %d", len(p), MaxPath)
+		case strings.ContainsAny(p, "\x00\n\r"):
+			add(field, "%q has a control character", p)
+		}
+	}
 	for i, disk := range d.Disks {
 		f := fmt.Sprintf("disks[%d]", i)
 		switch {
@@ -60,9 +102,7 @@ func (d Definition) Validate() error {
 		case disk.Path == "" && disk.Volume == "":
 			add(f+".volume", "pool %q needs a volume name", disk.Pool)
 		}
-		if disk.Path != "" && !strings.HasPrefix(disk.Path, "/") {
-			add(f+".path", "%q is not an absolute path", disk.Path)
-		}
+		path(f+".path", disk.Path)
 		if disk.Volume != "" && (strings.Contains(disk.Volume, "/") || disk.Volume == "." || disk.Volume == "..") {
 			add(f+".volume", "%q must be a plain name without '/'", disk.Volume)
 		}
@@ -85,6 +125,9 @@ func (d Definition) Validate() error {
 		if n.Bridge == "" && !n.User {
 			add(f+".bridge", "no bridge: name the host bridge to attach to (or user networking for tests)")
 		}
+		if n.Bridge != "" && !ifaceRE.MatchString(n.Bridge) {
+			add(f+".bridge", "%q is not a network interface name (1 to 15 letters, digits, '.', '_' or '-')", n.Bridge)
+		}
 		if n.MAC != "" {
 			if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 {
 				add(f+".mac", "%q is not a MAC address like 52:54:00:12:34:56", n.MAC)
@@ -106,11 +149,14 @@ func (d Definition) Validate() error {
 		if len(d.Disks) == 0 && d.RawXML == "" {
 			add("boot", "nothing to boot from: give a kernel or a disk")
 		}
-	} else if !strings.HasPrefix(d.Boot.Kernel, "/") {
-		add("boot.kernel", "%q is not an absolute path", d.Boot.Kernel)
 	}
-	if d.Boot.Initrd != "" && !strings.HasPrefix(d.Boot.Initrd, "/") {
-		add("boot.initrd", "%q is not an absolute path", d.Boot.Initrd)
+	path("boot.kernel", d.Boot.Kernel)
+	path("boot.initrd", d.Boot.Initrd)
+	path("serial_log", d.SerialLog)
+	if len(d.Boot.Cmdline) > MaxCmdline {
+		add("boot.cmdline", "%d bytes: the kernel command line has at most %d", len(d.Boot.Cmdline), MaxCmdline)
+	} else if strings.ContainsAny(d.Boot.Cmdline, "\x00\n\r") {
+		add("boot.cmdline", "a control character (newline) in the kernel command line")
 	}
 	d.validateHealth(add)
 	if len(errs) == 0 {

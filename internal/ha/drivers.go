@@ -21,6 +21,8 @@ type HostOptions struct {
 	Hypervisor string
 	// QEMUBinary is the emulator for the qemu driver.
 	QEMUBinary string
+	// QEMUUser is the unprivileged user QEMU drops to.
+	QEMUUser string
 	// MigrationAddr is the address incoming QEMU migrations listen on;
 	// default: the host part of the agent's --listen address.
 	MigrationAddr string
@@ -44,6 +46,7 @@ type HostOptions struct {
 // RegisterFlags adds the host options to the agent's flag set.
 func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.QEMUBinary, "qemu-binary", "qemu-system-x86_64", "qemu driver: the QEMU system emulator")
+	fs.StringVar(&o.QEMUUser, "qemu-user", qemu.DefaultUser, "qemu driver: the unprivileged user QEMU runs guests as (it must exist; \"-\": the agent's own user, only when the agent is not root)")
 	fs.StringVar(&o.MigrationAddr, "migration-addr", "", "qemu driver: address incoming live migrations listen on (default: the host of --listen)")
 	fs.StringVar(&o.DiskCache, "disk-cache", "", "qemu driver: QEMU cache= mode for guest disks (none for shared storage with O_DIRECT)")
 	fs.StringVar(&o.LibvirtSocket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirt driver: libvirtd's unix socket")
@@ -82,6 +85,7 @@ func (o HostOptions) Driver() DriverFactory {
 				Binary:        o.QEMUBinary,
 				MigrationAddr: addr,
 				DiskCache:     o.DiskCache,
+				User:          o.QEMUUser,
 				Logger:        cfg.Logger,
 			})
 		case "libvirt":

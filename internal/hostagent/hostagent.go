@@ -26,6 +26,7 @@ import (
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/selffence"
+	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/watchdog"
 )
 
@@ -100,7 +101,7 @@ func New(cfg Config) *Host {
 		agentFn = ga.AgentCommand
 	}
 	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail})
-	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Health: h.health, Logger: log, Now: cfg.Now})
+	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Health: h.health, Logger: log, Now: cfg.Now, CheckDef: h.checkDef})
 	return h
 }
 
@@ -140,6 +141,21 @@ func (h *Host) adoptHealth(ctx context.Context, adopted []hostctl.Report) {
 		}
 		h.ctl.SetDefinition(g.Def)
 	}
+}
+
+// checkDef vets a definition just before this host's hypervisor opens its
+// files: every path inside a storage pool, after resolving symlinks (the API
+// checked the same at create and edit, but the files may have changed since,
+// and the store is not the only writer of orders an attacker could aim at).
+func (h *Host) checkDef(ctx context.Context, def guestdef.Definition) error {
+	if err := def.Validate(); err != nil {
+		return err
+	}
+	pools, err := h.cfg.Cluster.Pools(ctx)
+	if err != nil {
+		return fmt.Errorf("read storage pools to check guest %q's files: %w", def.Name, err)
+	}
+	return storage.CheckPaths(def, pools, storage.Strict)
 }
 
 // Controller is the host's order executor.

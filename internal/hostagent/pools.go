@@ -43,7 +43,7 @@ func (h *Host) checkPools(ctx context.Context) {
 	}
 	for _, p := range pools {
 		ph := cluster.PoolHealth{Health: p.Check(ctx, h.cfg.Node), Checked: h.cfg.Now()}
-		if ph.OK() && p.Shared && p.Kind != storage.KindLVM {
+		if ph.OK() && p.Shared && p.Kind != storage.KindLVM && !p.Devices {
 			ph.Token = storage.NewToken()
 			if err := p.WriteMarker(h.cfg.Node, ph.Token, h.cfg.Now()); err != nil {
 				ph.Error = err.Error()

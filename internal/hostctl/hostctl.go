@@ -115,6 +115,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// MigrateTimeout bounds a live migration.
 	MigrateTimeout time.Duration
+	// CheckDef, when set, vets a definition just before the hypervisor
+	// starts it or gets ready to receive it (every file inside a storage
+	// pool, after resolving symlinks); an error fails the order.
+	CheckDef func(ctx context.Context, def guestdef.Definition) error
 }
 
 // Controller carries out orders on one host.
@@ -319,7 +323,10 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 	case OpStart:
 		pending(Starting)
 		cctx, cancel := call(c.cfg.CallTimeout)
-		err := c.cfg.Driver.Start(cctx, o.Def)
+		err := c.checkDef(cctx, o.Def)
+		if err == nil {
+			err = c.cfg.Driver.Start(cctx, o.Def)
+		}
 		cancel()
 		if errors.Is(err, hypervisor.ErrAlreadyRunning) {
 			err = c.replaceIncoming(ctx, o)
@@ -357,7 +364,11 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 		finish(Stopped, nil, hypervisor.MigrationTarget{})
 	case OpReceive:
 		cctx, cancel := call(c.cfg.CallTimeout)
-		target, err := c.cfg.Driver.PrepareIncoming(cctx, o.Def)
+		var target hypervisor.MigrationTarget
+		err := c.checkDef(cctx, o.Def)
+		if err == nil {
+			target, err = c.cfg.Driver.PrepareIncoming(cctx, o.Def)
+		}
 		cancel()
 		if err != nil {
 			finish(Stopped, fmt.Errorf("prepare incoming migration of guest %q: %w", o.Guest, err), hypervisor.MigrationTarget{})
@@ -549,6 +560,17 @@ func (c *Controller) fail(ctx context.Context, o Order) {
 	}
 	// No order: the manager takes it as a crash.
 	c.set(Report{Guest: o.Guest, State: Crashed, Reason: o.Reason, At: c.cfg.Now()})
+}
+
+// checkDef runs Config.CheckDef, when set.
+func (c *Controller) checkDef(ctx context.Context, def guestdef.Definition) error {
+	if c.cfg.CheckDef == nil {
+		return nil
+	}
+	if err := c.cfg.CheckDef(ctx, def); err != nil {
+		return fmt.Errorf("refused: %w", err)
+	}
+	return nil
 }
 
 // replaceIncoming handles a start order for a guest the driver already

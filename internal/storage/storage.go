@@ -46,6 +46,10 @@ type Pool struct {
 	// Shared says every host sees the same storage, so a guest on it can
 	// start anywhere. Agents verify it with marker files (VerifyShared).
 	Shared bool `json:"shared"`
+	// Devices marks a dir pool whose entries are block devices (an admin's
+	// statement, e.g. /dev/disk/by-id): guests may use them as raw disks.
+	// Block devices come only from such a pool or an LVM pool.
+	Devices bool `json:"devices,omitempty"`
 }
 
 func (p Pool) kind() Kind {
@@ -69,12 +73,28 @@ func (p Pool) Validate() error {
 		if p.VG != "" {
 			errs = append(errs, &guestdef.FieldError{Field: "vg", Msg: "a dir pool has no volume group"})
 		}
+		clean := filepath.Clean(p.Path)
+		for _, sys := range []string{"/proc", "/sys", "/dev", "/etc", "/run"} {
+			if clean == sys || strings.HasPrefix(clean, sys+"/") {
+				if p.Devices && sys == "/dev" && clean != "/dev" {
+					break
+				}
+				errs = append(errs, &guestdef.FieldError{Field: "path", Msg: fmt.Sprintf("%q is a system directory, not a place for guest disks", p.Path)})
+				break
+			}
+		}
+		if p.Devices && !strings.HasPrefix(clean, "/dev/") {
+			errs = append(errs, &guestdef.FieldError{Field: "devices", Msg: fmt.Sprintf("a device pool lists block devices under /dev (such as /dev/disk/by-id), not %q", p.Path)})
+		}
 	case KindLVM:
 		if !guestdef.ValidName(p.VG) {
 			errs = append(errs, &guestdef.FieldError{Field: "vg", Msg: fmt.Sprintf("%q is not a volume group name", p.VG)})
 		}
 		if p.Path != "" {
 			errs = append(errs, &guestdef.FieldError{Field: "path", Msg: "an lvm pool has no path: its volumes are /dev/VG/NAME"})
+		}
+		if p.Devices {
+			errs = append(errs, &guestdef.FieldError{Field: "devices", Msg: "an lvm pool's volumes are block devices already: leave devices unset"})
 		}
 	default:
 		errs = append(errs, &guestdef.FieldError{Field: "kind", Msg: fmt.Sprintf("%q is not dir or lvm", p.Kind)})
@@ -139,6 +159,12 @@ func (p Pool) checkDir(h Health) Health {
 		return h
 	}
 	h.Present = true
+	if p.Devices {
+		// Block devices are written by their guests, not through the
+		// directory, which udev owns.
+		h.Writable = true
+		return h
+	}
 	f, err := os.CreateTemp(p.Path, ".haven-check-"+node+"-*")
 	if err != nil {
 		h.Error = fmt.Sprintf("pool %q: cannot write in %s on node %q: %v", p.Name, p.Path, node, err)
@@ -229,7 +255,7 @@ func NewToken() string {
 // read the pool's markers and compare (VerifyShared). Like ReadMarkers it
 // blocks while the pool's mount hangs: call it after a successful Check.
 func (p Pool) WriteMarker(node, token string, now time.Time) error {
-	if p.kind() != KindDir {
+	if p.kind() != KindDir || p.Devices {
 		return fmt.Errorf("write marker of node %q in pool %q: %w", node, p.Name, ErrNoMarkers)
 	}
 	if !guestdef.ValidName(node) {
@@ -260,7 +286,7 @@ func (p Pool) WriteMarker(node, token string, now time.Time) error {
 
 // ReadMarkers reads every host's marker in the pool, by node.
 func (p Pool) ReadMarkers() (map[string]Marker, error) {
-	if p.kind() != KindDir {
+	if p.kind() != KindDir || p.Devices {
 		return nil, fmt.Errorf("read markers of pool %q: %w", p.Name, ErrNoMarkers)
 	}
 	entries, err := os.ReadDir(p.markerDir())

@@ -185,6 +185,13 @@ func startCluster(t *testing.T) *testCluster {
 		}
 		return errors.New("n2 not online")
 	})
+	// Every file a guest names must be in a storage pool: the guests'
+	// disks (/guest_roots) and the test guest's kernel.
+	for _, p := range []api.Pool{{Name: "roots", Path: "/guest_roots"}, {Name: "testguest", Path: filepath.Dir(testguest.Build(t).Kernel)}} {
+		if _, err := admin.CreatePool(ctx, p); err != nil {
+			t.Fatalf("create pool %s: %v", p.Name, err)
+		}
+	}
 	return &testCluster{n1: n1, n2: n2, admin: admin, base: n1.url}
 }
 

@@ -445,6 +445,12 @@ func (c *testCluster) sharedPool() {
 		_, err := cl.CreatePool(ctx, storage.Pool{Name: "shared", Kind: storage.KindDir, Path: c.bed.SharedDir(), Shared: true})
 		return err
 	})
+	// Every file a guest names must be in a pool: the test guest's kernel
+	// and initrd too.
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.CreatePool(ctx, storage.Pool{Name: "testguest", Kind: storage.KindDir, Path: filepath.Dir(c.files.Kernel)})
+		return err
+	})
 }
 
 // domain creates an ordered failover domain.

@@ -66,6 +66,10 @@ func shortDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// QEMU's unprivileged user must reach the disks (handOver).
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
@@ -646,7 +650,8 @@ exec qemu-system-x86_64 "$@"' ` + mnt + ` "$@"
 		t.Fatal(err)
 	}
 	ctx := ctxT(t, time.Minute)
-	d, err := New(ctx, Config{RunDir: filepath.Join(dir, "a"), Binary: wrapper, Accel: hypervisor.AccelTCG, Logger: testLogger()})
+	// The disk exists only in the wrapper's mount namespace: no hand-over.
+	d, err := New(ctx, Config{RunDir: filepath.Join(dir, "a"), Binary: wrapper, Accel: hypervisor.AccelTCG, User: "-", Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
