@@ -133,6 +133,8 @@ up() {
 
 	echo "==> Shared storage: the bed's shared directory, seen by every host"
 	"$haven" pool add shared --path "$shared" --shared
+	# Every file a guest names must be in a pool: the test guest's kernel too.
+	"$haven" pool add testguest --path "$guestdir"
 
 	echo "==> A failover domain and three guests"
 	"$haven" domain create web --member h1 --member h2 --member h3 --ordered

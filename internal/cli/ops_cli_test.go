@@ -16,6 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/api/apitest"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/storage"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a command writing and a test
@@ -86,6 +87,15 @@ func TestOperatorCLI(t *testing.T) {
 	}()
 	if err := ag.RegisterNode(ctx, "n2"); err != nil {
 		t.Fatal(err)
+	}
+	// Every file a guest names must be in a storage pool: kernels in /boot,
+	// imported disks in /guest_roots, and web1's disk in /var/lib/images,
+	// which is declared shared later in the test (its first pool, "local",
+	// is not shared).
+	for _, p := range []storage.Pool{{Name: "boot", Path: "/boot"}, {Name: "roots", Path: "/guest_roots"}, {Name: "imgs", Path: "/images"}, {Name: "local", Path: "/var/lib/images"}} {
+		if _, err := ag.Clients["admin"].CreatePool(ctx, p); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	run := func(t *testing.T, role string, args ...string) (int, string, string) {

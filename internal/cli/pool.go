@@ -122,6 +122,7 @@ func cmdPoolAdd(fs *pflag.FlagSet) Runner {
 	fs.StringVar(&p.Path, "path", "", "dir pool: the directory, mounted at this path on every host")
 	fs.StringVar(&p.VG, "vg", "", "lvm pool: the volume group visible to every host")
 	fs.BoolVar(&p.Shared, "shared", false, "every host sees the same storage (verified by the agents with marker files)")
+	fs.BoolVar(&p.Devices, "devices", false, "dir pool under /dev whose entries are block devices guests may use as raw disks (such as /dev/disk/by-id)")
 	return func(ctx context.Context, env *Env, args []string) error {
 		pos := args
 		if len(pos) != 1 {

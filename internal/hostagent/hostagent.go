@@ -148,9 +148,6 @@ func (h *Host) adoptHealth(ctx context.Context, adopted []hostctl.Report) {
 // checked the same at create and edit, but the files may have changed since,
 // and the store is not the only writer of orders an attacker could aim at).
 func (h *Host) checkDef(ctx context.Context, def guestdef.Definition) error {
-	if err := def.Validate(); err != nil {
-		return err
-	}
 	pools, err := h.cfg.Cluster.Pools(ctx)
 	if err != nil {
 		return fmt.Errorf("read storage pools to check guest %q's files: %w", def.Name, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,4 +184,51 @@ func TestOrdersReportsSelfFenceAndWatchdog(t *testing.T) {
 		lv.renew()
 		return !armed
 	})
+}
+
+// Issue 10, High 1: an order naming a file outside every storage pool (a
+// guest record written to the store behind the API's back, or a file
+// swapped since) is refused by the host before the driver sees it.
+func TestStartOrderOutsidePoolsRefused(t *testing.T) {
+	srv := storetest.Start(t)
+	st := srv.Connect(t)
+	cs := cluster.New(st)
+	cli := st.Client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	grant, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := &lease{id: grant.ID, sent: time.Now()}
+	drv := &memDriver{running: map[string]bool{}, events: make(chan hypervisor.Event, 8)}
+	h := New(Config{Node: "n1", DataDir: t.TempDir(), Cluster: cs, Live: lv, Driver: drv, LeaseTTL: 30 * time.Second, PolicyEvery: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	lv.renew()
+
+	order := hostctl.Order{ID: "1", Guest: "evil", Op: hostctl.OpStart, Def: guestdef.Definition{Name: "evil", VCPUs: 1, Memory: 128 << 20,
+		Disks: []guestdef.Disk{{Path: "/etc/shadow"}}, SerialLog: "/etc/cron.d/x"}}
+	b, _ := json.Marshal(order)
+	if _, err := cli.Put(ctx, cluster.KeyOrder("n1", "evil"), string(b)); err != nil {
+		t.Fatal(err)
+	}
+	var rep hostctl.Report
+	poll(t, "the refused start report", func() bool {
+		resp, err := cli.Get(ctx, cluster.KeyReport("n1", "evil"))
+		if err != nil || len(resp.Kvs) == 0 {
+			return false
+		}
+		return json.Unmarshal(resp.Kvs[0].Value, &rep) == nil && rep.Result == hostctl.ResultFailed
+	})
+	if !strings.Contains(rep.Error, "not inside a storage pool") {
+		t.Errorf("report error = %q, want it to say the files are outside every pool", rep.Error)
+	}
+	drv.mu.Lock()
+	running := drv.running["evil"]
+	drv.mu.Unlock()
+	if running {
+		t.Error("the driver started a guest whose disk is /etc/shadow")
+	}
 }
