@@ -267,6 +267,9 @@ func (st *stepper) place() {
 	for _, i := range placement.Order(reqs) {
 		w := wants[i]
 		g := w.g
+		if g.Op != nil {
+			continue // preempted earlier in this step: it is being stopped
+		}
 		a := planner.Place(&reqs[i])
 		if a.Node < 0 && s.Config.Preemption && !w.move && w.purpose != PurposeRestart && g.PreemptOn == "" && !g.Preempted {
 			if victims == nil {
@@ -295,6 +298,7 @@ func (st *stepper) place() {
 		target := s.Nodes[a.Node].Name
 		g.PreemptOn, g.PreemptVictims = "", nil
 		g.Wait = ""
+		taken[g.Spec.Name] = true // it moves or starts: no victim of a later preemption
 		if w.move {
 			st.move(g, target, w.purpose)
 			continue

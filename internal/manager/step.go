@@ -11,9 +11,10 @@ import (
 
 // stepper carries one step's time and output.
 type stepper struct {
-	s    *State
-	now  time.Time
-	acts []Action
+	s     *State
+	now   time.Time
+	acts  []Action
+	quiet bool // nodeDown logs nothing (rebooted said it)
 }
 
 func (st *stepper) logf(format string, a ...any) {
@@ -79,7 +80,7 @@ func (st *stepper) sync(e Sync) {
 		switch {
 		case ok && n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID:
 			// It rebooted while no manager watched: it failed and is back.
-			st.nodeDown(n.Name)
+			st.rebooted(n.Name)
 			st.nodeUp(r, false)
 		case ok && n.Status != NodeOnline:
 			st.nodeUp(r, false)
@@ -111,7 +112,7 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 	}
 	n.Witness = r.Witness
 	if n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID {
-		st.nodeDown(n.Name) // a new boot: the old incarnation failed
+		st.rebooted(n.Name) // a new boot: the old incarnation failed
 	}
 	if n.Status == NodeFailed && n.Fence != nil && n.Fence.InFlight {
 		rc := r
@@ -133,7 +134,11 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 			return
 		}
 		// Its agent's inventory says what survived: the rest is gone.
-		st.logf("node %s is back before it was fenced; no fence needed", n.Name)
+		if n.BootID != "" && r.BootID != "" && n.BootID != r.BootID {
+			st.logf("node %s is back with a new boot before it was fenced; no fence needed: the guests of its old boot died with it and are recovered", n.Name)
+		} else {
+			st.logf("node %s is back before it was fenced; no fence needed: the guests it still runs stay there", n.Name)
+		}
 		n.Fence = nil
 		for _, g := range st.s.Guests {
 			if g.State != GuestFencing || g.Node != n.Name {
@@ -186,6 +191,16 @@ func (st *stepper) runsGuests(node string) bool {
 	return false
 }
 
+// rebooted: node reports a new boot while the manager had it online; its
+// old boot failed (handled as a node failure, logged as such) and the new
+// one is back at once.
+func (st *stepper) rebooted(name string) {
+	st.logf("node %s reports a new boot: its old boot failed", name)
+	st.quiet = true
+	st.nodeDown(name)
+	st.quiet = false
+}
+
 func (st *stepper) nodeDown(name string) {
 	n := st.s.node(name)
 	if n == nil || (n.Status != NodeOnline && n.Status != NodeOffline) {
@@ -224,15 +239,19 @@ func (st *stepper) nodeDown(name string) {
 		}
 	}
 	if !needFence {
-		st.logf("node %s is offline; nothing ran there, no fence needed", name)
+		if !st.quiet {
+			st.logf("node %s is offline; nothing ran there, no fence needed", name)
+		}
 		return
 	}
 	n.Status = NodeFailed
 	t := st.s.Config.Timings
 	n.Fence = &Fence{RetryAt: st.now, DeadlineAt: st.now.Add(t.WatchdogTimeout + t.WatchdogMargin)}
-	if st.s.Config.Fencing == model.FencingWatchdog {
+	switch {
+	case st.quiet:
+	case st.s.Config.Fencing == model.FencingWatchdog:
 		st.logf("node %s failed; its guests count as fenced once its watchdog deadline passes at %s", name, fmtDur(n.Fence.DeadlineAt.Sub(st.now)))
-	} else {
+	default:
 		st.logf("node %s failed; fencing it before its guests run elsewhere", name)
 	}
 }

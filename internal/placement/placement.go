@@ -113,13 +113,16 @@ func Order(reqs []Request) []int {
 type Planner struct {
 	nodes []Node
 	rules
+	// released is memory of guests chosen by Preempt in this plan: still
+	// counted in Used (they stop later) but no longer available to preempt.
+	released []int64
 }
 
 // NewPlanner returns a planner over a copy of snap.
 func NewPlanner(snap *Snapshot) *Planner {
 	nodes := make([]Node, len(snap.Nodes))
 	copy(nodes, snap.Nodes)
-	return &Planner{nodes: nodes, rules: rules{snap: snap}}
+	return &Planner{nodes: nodes, rules: rules{snap: snap}, released: make([]int64, len(nodes))}
 }
 
 // Nodes returns the working copy (read only).
@@ -176,8 +179,9 @@ type Preemption struct {
 // makes r fit. In the first tier with such a node, the node needing the
 // fewest stops wins; ties go by projected memory use after the stops and r's
 // start, compared exactly, then fewest guests, then node order (name). The
-// chosen node's accounting in the planner changes as if the victims were gone
-// and r placed; the victims are marked taken.
+// chosen node's accounting in the planner counts r there at once, while the
+// victims stay counted until they stop (later requests see neither room);
+// the victims are marked taken.
 func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool) Preemption {
 	type cand struct {
 		node  int
@@ -211,8 +215,11 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 			}
 			return va.Guest < vb.Guest
 		})
-		free := n.Memory - n.Used
+		// Guests preempted earlier in this plan will be gone; those still
+		// to stop here are counted until then (Place sees them in Used).
+		free := n.Memory - n.Used + p.released[i]
 		after := *n
+		after.Used -= p.released[i]
 		var stops []int
 		for _, k := range order {
 			if free >= r.Memory {
@@ -252,12 +259,16 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		if best == nil {
 			continue
 		}
+		// r is counted there now; the victims stay counted until they stop.
 		n := &p.nodes[best.node]
-		*n = best.after
 		n.Used += r.Memory
 		n.Guests++
 		for _, k := range best.stops {
 			taken[victims[best.node][k].Guest] = true
+			p.released[best.node] += victims[best.node][k].Memory
+		}
+		if r.Rules != nil {
+			p.placed(r.Guest, best.node)
 		}
 		return Preemption{Node: best.node, Victims: best.stops}
 	}

@@ -122,6 +122,18 @@ func TestParseErrors(t *testing.T) {
 		{"fenced with at", base + "expect: [{fenced: n1, at: 1s}]\n", "not allowed with fenced"},
 		{"times without fenced", base + "guests: [{name: g}]\nexpect: [{at: 1s, guest: g, state: started, times: 1}]\n", "only with fenced"},
 		{"not a mapping", "- a\n- b\n", "must be a mapping"},
+		{"bad quorum_loss", "name: x\ncluster:\n  quorum_loss: pause\n  nodes: [{name: n1}]\n", `3: cluster.quorum_loss: "pause" is not stop or freeze`},
+		{"freeze with watchdog", "name: x\ncluster:\n  fencing: watchdog\n  quorum_loss: freeze\n  nodes: [{name: n1}]\n", "4: cluster.quorum_loss: freeze needs fence devices"},
+		{"bad preemption", "name: x\ncluster:\n  preemption: maybe\n  nodes: [{name: n1}]\n", "3: cluster.preemption: must be on or off"},
+		{"bad witness", "name: x\ncluster:\n  nodes: [{name: n1, witness: sometimes}]\n", "cluster.nodes.witness: must be true or false"},
+		{"guest on witness", "name: x\ncluster:\n  nodes: [{name: n1}, {name: w, witness: true}]\nguests: [{name: g, node: w, state: stopped}]\n", `4: guests.node: node "w" is a witness`},
+		{"domain lists witness", "name: x\ncluster:\n  nodes: [{name: n1}, {name: w, witness: true}]\ndomains: [{name: d, members: [n1, w]}]\n", `4: domains.members: node "w" is a witness`},
+		{"priority too high", base + "guests: [{name: g, priority: 1001}]\n", "4: guests.priority: 1001 is more than 1000"},
+		{"priority negative", base + "guests: [{name: g, priority: -1}]\n", "guests.priority: must be at least 0"},
+		{"never_stopped unknown", base + "expect: [{never_stopped: g}]\n", `4: expect.never_stopped: unknown guest "g"`},
+		{"never_stopped not placed", base + "guests: [{name: g}]\nexpect: [{never_stopped: g}]\n", "must be started at t=0"},
+		{"never_stopped stopped", base + "guests: [{name: g, node: n1, state: stopped}]\nexpect: [{never_stopped: g}]\n", "must be started at t=0"},
+		{"never_stopped with at", base + "guests: [{name: g, node: n1}]\nexpect: [{never_stopped: g, at: end}]\n", "expect.at: not allowed with never_stopped"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -137,6 +149,44 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error is not a *scenario.Error: %T", err)
 			}
 		})
+	}
+}
+
+func TestParseNewRules(t *testing.T) {
+	src := `name: new rules
+cluster:
+  quorum_loss: freeze
+  preemption: on
+  nodes:
+    - {name: n1, memory: 8GiB}
+    - {name: w, witness: true, memory: 1TiB}
+guests:
+  - {name: g, node: n1, priority: 1000, memory: 8GiB}
+expect:
+  - {never_stopped: g}
+`
+	sc, err := Parse("new.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.QuorumLoss != model.QuorumLossFreeze || !sc.Preemption {
+		t.Errorf("cluster: quorum_loss %q preemption %v", sc.QuorumLoss, sc.Preemption)
+	}
+	if sc.Nodes[0].Witness || !sc.Nodes[1].Witness {
+		t.Errorf("witness: %+v", sc.Nodes)
+	}
+	if sc.Guests[0].Spec.Priority != 1000 {
+		t.Errorf("priority %d", sc.Guests[0].Spec.Priority)
+	}
+	if x := sc.Expects[0]; x.Kind != ExpectNeverStopped || x.Guest != "g" {
+		t.Errorf("expect %+v", x)
+	}
+	sc, err = Parse("defaults.yaml", []byte("name: d\ncluster:\n  nodes: [{name: n1}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.QuorumLoss != model.QuorumLossStop || sc.Preemption {
+		t.Errorf("defaults: quorum_loss %q preemption %v", sc.QuorumLoss, sc.Preemption)
 	}
 }
 

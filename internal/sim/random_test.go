@@ -27,11 +27,17 @@ func genScenario(seed uint64) string {
 	r := rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
 	var b strings.Builder
 	pick := func(s ...string) string { return s[r.IntN(len(s))] }
-	nn := 3 + r.IntN(5)
+	nn := 2 + r.IntN(6)
 	nodes := make([]string, nn)
 	mem := make([]int, nn)
 	on := make([]bool, nn)
-	fmt.Fprintf(&b, "name: random seed %d\ncluster:\n  fencing: %s\n  shutdown_policy: %s\n  settle: 900s\n  nodes:\n", seed, pick("agent", "agent", "watchdog"), pick("migrate", "migrate", "stop", "freeze"))
+	fencing := pick("agent", "agent", "watchdog")
+	quorumLoss := "stop"
+	if fencing == "agent" {
+		quorumLoss = pick("stop", "freeze")
+	}
+	fmt.Fprintf(&b, "name: random seed %d\ncluster:\n  fencing: %s\n  shutdown_policy: %s\n  quorum_loss: %s\n  preemption: %s\n  settle: 900s\n  nodes:\n",
+		seed, fencing, pick("migrate", "migrate", "stop", "freeze"), quorumLoss, pick("off", "on"))
 	for i := range nodes {
 		nodes[i] = fmt.Sprintf("n%d", i+1)
 		mem[i] = 4 + r.IntN(13)
@@ -41,6 +47,18 @@ func genScenario(seed uint64) string {
 			p = "off"
 		}
 		fmt.Fprintf(&b, "    - {name: %s, memory: %dGiB, power: %s}\n", nodes[i], mem[i], p)
+	}
+	// Witnesses: they vote and take no guest; faults and commands may name
+	// them like any node.
+	all := nodes
+	if r.IntN(3) == 0 {
+		nw := 1 + r.IntN(2)
+		all = append([]string{}, nodes...)
+		for i := 0; i < nw; i++ {
+			name := fmt.Sprintf("w%d", i+1)
+			all = append(all, name)
+			fmt.Fprintf(&b, "    - {name: %s, witness: true}\n", name)
+		}
 	}
 	nd := r.IntN(4)
 	type dom struct {
@@ -113,8 +131,8 @@ func genScenario(seed uint64) string {
 				fmt.Fprintf(&b, "    node: %s\n", nodes[n])
 			}
 		}
-		fmt.Fprintf(&b, "    recovery: %s\n    max_restarts: %d\n    max_relocations: %d\n    migratable: %v\n    restart_window: %s\n",
-			pick("restart", "restart", "relocate", "disable"), r.IntN(3), r.IntN(3), r.IntN(4) > 0, pick("10m", "30s", "2m"))
+		fmt.Fprintf(&b, "    recovery: %s\n    max_restarts: %d\n    max_relocations: %d\n    migratable: %v\n    restart_window: %s\n    priority: %d\n",
+			pick("restart", "restart", "relocate", "disable"), r.IntN(3), r.IntN(3), r.IntN(4) > 0, pick("10m", "30s", "2m"), 100*r.IntN(4))
 		if r.IntN(3) == 0 {
 			fmt.Fprintf(&b, "    guest_agent: true\n    health: [{tcp: 22, interval: %ds, timeout: 1s, failures: %d, start_grace: %ds}]\n", 2+r.IntN(10), 1+r.IntN(3), r.IntN(60))
 		}
@@ -131,7 +149,7 @@ func genScenario(seed uint64) string {
 	off := map[string]bool{}
 	for i := 0; i < ne; i++ {
 		t += r.IntN(40)
-		n := nodes[r.IntN(nn)]
+		n := all[r.IntN(len(all))]
 		g := guests[r.IntN(ng)]
 		var do string
 		switch r.IntN(20) {
@@ -144,14 +162,14 @@ func genScenario(seed uint64) string {
 		case 4:
 			do = "network on " + n
 		case 5:
-			perm := r.Perm(nn)
-			k := 1 + r.IntN(nn-1)
+			perm := r.Perm(len(all))
+			k := 1 + r.IntN(len(all)-1)
 			var a, c []string
 			for j, x := range perm {
 				if j < k {
-					a = append(a, nodes[x])
+					a = append(a, all[x])
 				} else {
-					c = append(c, nodes[x])
+					c = append(c, all[x])
 				}
 			}
 			do = "partition " + strings.Join(a, ",") + " / " + strings.Join(c, ",")
@@ -179,6 +197,22 @@ func genScenario(seed uint64) string {
 			} else {
 				do = "crash " + g
 			}
+		case 17:
+			// Back before it was fenced: its device fails while it is cut
+			// off (or dead), and it comes back before the device works.
+			back := pick("network on ", "heal", "power on ")
+			cut := "network off "
+			if back == "power on " {
+				cut = "power off "
+			}
+			fmt.Fprintf(&b, "  - {at: %ds, do: %q}\n", t, "fence "+n+" fails")
+			fmt.Fprintf(&b, "  - {at: %ds, do: %q}\n", t, cut+n)
+			t += 5 + r.IntN(40)
+			if back == "heal" {
+				do = "heal"
+			} else {
+				do = back + n
+			}
 		default:
 			do = pick("crash ", "crash ", "panic ", "hang ") + g
 			if r.IntN(4) == 0 {
@@ -204,21 +238,21 @@ func genScenario(seed uint64) string {
 	// Faults stop: everything is repaired.
 	t += 30
 	fmt.Fprintf(&b, "  - {at: %ds, do: heal}\n", t)
-	for _, n := range nodes {
+	for _, n := range all {
 		fmt.Fprintf(&b, "  - {at: %ds, do: fence %s works}\n", t, n)
 	}
-	for _, n := range nodes {
+	for _, n := range all {
 		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+1, n)
 	}
 	// Again once shutdowns and reboots still in flight are over.
-	for _, n := range nodes {
+	for _, n := range all {
 		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+200, n)
 	}
-	for _, n := range nodes {
+	for _, n := range all {
 		fmt.Fprintf(&b, "  - {at: %ds, do: maintenance %s off}\n", t+320, n)
 	}
 	// Shutdowns that waited for room may complete once maintenance ends.
-	for _, n := range nodes {
+	for _, n := range all {
 		fmt.Fprintf(&b, "  - {at: %ds, do: power on %s}\n", t+500, n)
 	}
 	return b.String()

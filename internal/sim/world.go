@@ -10,6 +10,7 @@ import (
 	"container/heap"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -1034,7 +1035,17 @@ func (w *World) refresh() {
 		var sync manager.Sync
 		for _, n := range w.nodes {
 			if n.leaseLive {
-				sync.Nodes = append(sync.Nodes, w.report0(n))
+				r := w.report0(n)
+				sync.Nodes = append(sync.Nodes, r)
+				if !r.Stale {
+					// Its current inventory is in the Sync: inventories it
+					// queued earlier (agent restarts without a manager) are
+					// stale and dropped.
+					n.outbox = slices.DeleteFunc(n.outbox, func(ev manager.Event) bool {
+						_, inv := ev.(manager.Inventory)
+						return inv
+					})
+				}
 			}
 		}
 		w.mq = append([]manager.Event{sync}, w.mq...)
