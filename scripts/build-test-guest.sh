@@ -17,9 +17,17 @@
 #   n is one sequence shared by both, kept in guest memory, so a live
 #   migration continues it and a reboot starts a new boot id.
 #   ACPI power button (QMP system_powerdown): syncs and powers off.
+#   qemu-guest-agent: runs when the guest has its virtio-serial channel
+#                  (org.qemu.guest_agent.0); prints "HAVEN-QGA <bootid>".
+#   busybox httpd: serves "HAVEN-OK" on port 80 (loopback and any NIC);
+#                  prints "HAVEN-HTTPD <bootid>".
+#   haven-fault service|panic|hang (run through the guest agent, guest-exec):
+#                  kills httpd / panics the kernel (sysrq c; pvpanic tells
+#                  QEMU) / hangs the guest (every process stopped with
+#                  SIGSTOP, then the kernel idles in suspend-to-idle).
 set -euo pipefail
 
-VERSION=6
+VERSION=7
 OUT="${1:-${HAVEN_TESTGUEST_DIR:-/var/cache/haven/testguest}}"
 
 if [ -f "$OUT/STAMP" ] && [ "$(cat "$OUT/STAMP")" = "$VERSION" ] &&
@@ -46,13 +54,19 @@ if [ -z "$KPKG" ]; then
   echo "build-test-guest: cannot tell which kernel linux-image-amd64 depends on (apt-get update?)" >&2
   exit 1
 fi
-apt-get download "$KPKG" busybox-static >/dev/null 2>&1 || {
-  echo "build-test-guest: apt-get download $KPKG busybox-static failed" >&2
+# qemu-guest-agent and the libraries it loads.
+QGAPKGS="qemu-guest-agent libglib2.0-0 libnuma1 libudev1 liburing2 libc6 libpcre2-8-0 libcap2 libgcc-s1"
+# shellcheck disable=SC2086
+apt-get download "$KPKG" busybox-static $QGAPKGS >/dev/null 2>&1 || {
+  echo "build-test-guest: apt-get download $KPKG busybox-static $QGAPKGS failed" >&2
   exit 1
 }
-mkdir kernel bb
+mkdir kernel bb qga
 dpkg-deb -x "$(ls "$KPKG"_*.deb)" kernel
 dpkg-deb -x "$(ls busybox-static_*.deb)" bb
+for p in $QGAPKGS; do
+  dpkg-deb -x "$(ls "${p}"_*.deb)" qga
+done
 
 VMLINUZ="$(ls kernel/boot/vmlinuz-*)"
 KVER="${VMLINUZ##*/vmlinuz-}"
@@ -80,9 +94,60 @@ mkdir -p $R/bin $R/dev $R/proc $R/sys $R/tmp $R/modules
 cp bb/bin/busybox $R/bin/busybox
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev \
   virtio/virtio_pci_modern_dev virtio/virtio_pci block/virtio_blk \
-  acpi/button input/evdev; do
+  acpi/button input/evdev char/virtio_console misc/pvpanic/pvpanic \
+  misc/pvpanic/pvpanic-mmio; do
   cp "$MODDIR/drivers/$m.ko" $R/modules/
 done
+
+# qemu-ga with exactly the libraries the loader resolves from the packages
+# above (a library found anywhere else is an error: the guest must not
+# depend on this machine).
+mkdir -p $R/sbin $R/lib/x86_64-linux-gnu $R/lib64 $R/www $R/var/run
+cp qga/usr/sbin/qemu-ga $R/sbin/
+LIBPATH="$PWD/qga/lib/x86_64-linux-gnu:$PWD/qga/usr/lib/x86_64-linux-gnu"
+/lib64/ld-linux-x86-64.so.2 --list --library-path "$LIBPATH" qga/usr/sbin/qemu-ga >qga.libs
+while read -r name _ path _; do
+  case "$name" in
+  linux-vdso.so.*) continue ;;
+  /lib64/ld-linux-x86-64.so.2)
+    cp -L qga/lib64/ld-linux-x86-64.so.2 $R/lib64/
+    continue
+    ;;
+  esac
+  case "$path" in
+  "$PWD"/qga/*) cp -L "$path" $R/lib/x86_64-linux-gnu/ ;;
+  *)
+    echo "build-test-guest: qemu-ga needs $name, not in the downloaded packages ($path)" >&2
+    exit 1
+    ;;
+  esac
+done <qga.libs
+echo HAVEN-OK >$R/www/index.html
+
+cat >$R/bin/haven-fault <<'FAULT'
+#!/bin/busybox sh
+# haven-fault service|panic|hang: what the health tests do to the guest.
+case "$1" in
+service) killall httpd ;;
+panic)
+  echo 1 >/proc/sys/kernel/sysrq
+  echo c >/proc/sysrq-trigger
+  ;;
+hang)
+  # Answer nothing any more: every process but init is stopped (qemu-ga
+  # included), then the kernel idles until the host kills the guest.
+  (
+    sleep 1
+    kill -STOP -1
+    echo freeze >/sys/power/state
+  ) </dev/null >/dev/null 2>&1 &
+  ;;
+*)
+  echo "usage: haven-fault service|panic|hang" >&2
+  exit 2
+  ;;
+esac
+FAULT
 
 cat >$R/init <<'EOF'
 #!/bin/busybox sh
@@ -92,12 +157,25 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
-  virtio_pci virtio_blk button evdev; do
+  virtio_pci virtio_blk button evdev virtio_console pvpanic pvpanic-mmio; do
   insmod /modules/$m.ko 2>/dev/null
 done
 exec </dev/null >/dev/ttyS0 2>&1
 
 BOOTID=$(cat /proc/sys/kernel/random/uuid)
+
+# The service the health tests watch, and the guest agent when the guest
+# has its channel.
+ifconfig lo 127.0.0.1 up
+httpd -p 80 -h /www && echo "HAVEN-HTTPD $BOOTID"
+for p in /sys/class/virtio-ports/*; do
+  [ -e "$p/name" ] || continue
+  if [ "$(cat "$p/name")" = org.qemu.guest_agent.0 ]; then
+    LD_LIBRARY_PATH=/lib/x86_64-linux-gnu /sbin/qemu-ga -d -m virtio-serial \
+      -p "/dev/${p##*/}" -t /var/run -f /var/run/qemu-ga.pid &&
+      echo "HAVEN-QGA $BOOTID"
+  fi
+done
 
 # Power off on the ACPI power button: wait for any input event from it.
 i=0
@@ -148,7 +226,7 @@ else
   done
 fi
 EOF
-chmod 755 $R/init $R/bin/busybox
+chmod 755 $R/init $R/bin/busybox $R/bin/haven-fault $R/sbin/qemu-ga
 
 (cd $R && find . | cpio -o -H newc --quiet | gzip -9) >initrd.gz
 

@@ -191,12 +191,15 @@ type Serial struct {
 	Boots      int    // HAVEN-READY lines seen (a reboot appends another)
 	PoweredOff bool   // the guest saw the ACPI power button and powered off
 	NoACPI     bool   // the guest found no power button to listen to
+	HTTPD      bool   // its httpd (the health tests' service) started in this boot
+	Agent      bool   // its qemu-guest-agent started in this boot
 }
 
 // ParseSerial reads a serial log. Lines may carry firmware noise before the
 // HAVEN- marker and end in CR LF.
 func ParseSerial(r io.Reader) (Serial, error) {
 	var s Serial
+	httpd, agent := map[string]bool{}, map[string]bool{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for sc.Scan() {
@@ -210,6 +213,10 @@ func ParseSerial(r io.Reader) (Serial, error) {
 		case f[0] == "HAVEN-READY" && len(f) >= 2:
 			s.Ready, s.BootID, s.Count, s.PoweredOff = true, f[1], 0, false
 			s.Boots++
+		case f[0] == "HAVEN-HTTPD" && len(f) >= 2:
+			httpd[f[1]] = true
+		case f[0] == "HAVEN-QGA" && len(f) >= 2:
+			agent[f[1]] = true
 		case f[0] == "HAVEN-COUNT" && len(f) >= 3:
 			n, err := strconv.ParseInt(f[2], 10, 64)
 			if err != nil {
@@ -227,6 +234,7 @@ func ParseSerial(r io.Reader) (Serial, error) {
 			s.NoACPI = true
 		}
 	}
+	s.HTTPD, s.Agent = httpd[s.BootID], agent[s.BootID]
 	return s, sc.Err()
 }
 

@@ -564,3 +564,8 @@ func (d *Driver) AgentCommand(ctx context.Context, name string, cmd []byte) (jso
 	}
 	return ret, nil
 }
+
+// agentCaller is AgentCommand bound to one guest.
+func (d *Driver) agentCaller(name string) guestagent.Caller {
+	return func(ctx context.Context, cmd []byte) (json.RawMessage, error) { return d.AgentCommand(ctx, name, cmd) }
+}
