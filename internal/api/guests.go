@@ -15,6 +15,7 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -169,15 +170,9 @@ func (o *Ops) guestRowsState(ctx context.Context, opts ...clientv3.OpOption) ([]
 	if err != nil {
 		return nil, nil, fmt.Errorf("list guests: %w", err)
 	}
-	var st *manager.State
-	sresp, err := cli.Get(ctx, cluster.KeyManagerState, opts...)
+	st, _, err := savedstate.Read(ctx, cli, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read manager state: %w", err)
-	}
-	if len(sresp.Kvs) > 0 {
-		if st, err = cluster.DecodeState(sresp.Kvs[0].Value); err != nil {
-			return nil, nil, err
-		}
+		return nil, nil, err
 	}
 	rows := make([]GuestRow, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {

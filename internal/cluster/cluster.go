@@ -16,10 +16,11 @@
 //	commands/<id>              Command (operator command; result filled in by the manager)
 //	orders/<node>/<guest>      hostctl.Order (manager-guarded)
 //	reports/<node>/<guest>     hostctl.Report (under the node's lease)
-//	manager/state              manager.State JSON (manager-guarded)
+//	manager/...                the manager's saved state (package savedstate; manager-guarded)
 //	shutdown/<node>            Shutdown (a node going down gracefully; under its lease)
 //	shutdown-ready/<node>      written by the manager when the node is empty
 //	events/<seq>               Event (the event and audit log)
+//	incidents/<seq>            Incident (a manager step that failed on an internal error; gzip JSON)
 package cluster
 
 import (
@@ -49,10 +50,10 @@ const (
 	PrefixCommands      = store.Prefix + "commands/"
 	PrefixOrders        = store.Prefix + "orders/"
 	PrefixReports       = store.Prefix + "reports/"
-	KeyManagerState     = store.Prefix + "manager/state"
 	PrefixShutdown      = store.Prefix + "shutdown/"
 	PrefixShutdownReady = store.Prefix + "shutdown-ready/"
 	PrefixEvents        = store.Prefix + "events/"
+	PrefixIncidents     = store.Prefix + "incidents/"
 )
 
 // KeyGuest is a guest's record.

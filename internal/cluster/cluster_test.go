@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -112,31 +111,5 @@ func TestCommandsAndEvents(t *testing.T) {
 	evs, _, err := cs.Events(ctx, 100)
 	if err != nil || len(evs) != 5 || evs[0].Msg != "e7" || evs[4].Msg != "e11" {
 		t.Fatalf("after trimming to 5: %v, %v", evs, err)
-	}
-}
-
-func TestStateEncoding(t *testing.T) {
-	st := manager.New(manager.Config{})
-	for i := range 200 {
-		if err := st.AddNode(fmt.Sprintf("n%03d", i), 64*model.GiB, 16); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := EncodeState(raw)
-	if len(enc) >= len(raw)/3 {
-		t.Fatalf("encoded state is %d bytes for %d of JSON: not compressed", len(enc), len(raw))
-	}
-	for _, b := range [][]byte{enc, raw} {
-		got, err := DecodeState(b)
-		if err != nil || len(got.Nodes) != 200 {
-			t.Fatalf("DecodeState: %v nodes, %v", len(got.Nodes), err)
-		}
-	}
-	if _, err := DecodeState([]byte{0x1f, 0x8b, 1, 2}); err == nil {
-		t.Fatal("a broken state decoded")
 	}
 }

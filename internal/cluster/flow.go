@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -103,6 +103,8 @@ type ManagerWriter struct {
 	Cli *clientv3.Client
 	// CommandTTL keeps handled commands this long for their callers.
 	CommandTTL time.Duration
+
+	saver *savedstate.Saver
 }
 
 // PutOrder writes an order for node.
@@ -111,10 +113,28 @@ func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Ord
 	return err
 }
 
-// SaveState saves the manager core's state.
-func (w *ManagerWriter) SaveState(ctx context.Context, state []byte) error {
-	_, err := w.L.Do(ctx, clientv3.OpPut(KeyManagerState, string(EncodeState(state))))
-	return err
+// SaveState saves the manager core's state: the first save of a term
+// writes it whole, later ones what changed (package savedstate).
+func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
+	if w.saver == nil {
+		write := func(ctx context.Context, ops ...clientv3.Op) error {
+			_, err := w.L.Do(ctx, ops...)
+			return err
+		}
+		keys := func(ctx context.Context, prefix string) ([]string, error) {
+			resp, err := w.Cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			if err != nil {
+				return nil, err
+			}
+			out := make([]string, len(resp.Kvs))
+			for i, kv := range resp.Kvs {
+				out[i] = string(kv.Key)
+			}
+			return out, nil
+		}
+		w.saver = savedstate.NewSaver(write, keys, uint64(w.L.Rev()))
+	}
+	return w.saver.Save(ctx, s)
 }
 
 // ShutdownReady tells node its graceful shutdown may proceed.
@@ -155,14 +175,11 @@ func (w *ManagerWriter) CommandDone(ctx context.Context, id string, cmdErr error
 // ManagerState reads the saved manager state (ErrNotFound before the first
 // manager saved one).
 func (s *Store) ManagerState(ctx context.Context) (*manager.State, error) {
-	resp, err := s.cli.Get(ctx, KeyManagerState)
-	if err != nil {
-		return nil, fmt.Errorf("read manager state: %w", err)
-	}
-	if len(resp.Kvs) == 0 {
+	st, _, err := savedstate.Read(ctx, s.cli)
+	if err == nil && st == nil {
 		return nil, ErrNotFound
 	}
-	return DecodeState(resp.Kvs[0].Value)
+	return st, err
 }
 
 // Orders lists the current orders for node.
@@ -300,30 +317,65 @@ func (s *Store) TrimEvents(ctx context.Context, keep int) error {
 	return err
 }
 
-// EncodeState compresses the manager's JSON state for the store: a large
-// cluster's state (tens of thousands of guests) stays well under etcd's
-// request size limit.
-func EncodeState(state []byte) []byte {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	zw.Write(state)
-	zw.Close()
-	return buf.Bytes()
+// Incident is a manager step that failed on an internal error: what a
+// post-mortem needs. The manager writes it, raises an alert event and
+// resigns; the store keeps the state before the step.
+type Incident struct {
+	At        time.Time       `json:"at"`
+	Node      string          `json:"node"`
+	Term      int64           `json:"term"`
+	EventType string          `json:"event_type"`
+	Event     json.RawMessage `json:"event"`
+	Panic     string          `json:"panic"`
+	Stack     string          `json:"stack"`
+	// State is the manager state as the failed step left it (gzip JSON
+	// when stored).
+	State json.RawMessage `json:"state"`
 }
 
-// DecodeState restores the manager state saved with EncodeState (or as
-// plain JSON).
-func DecodeState(b []byte) (*manager.State, error) {
-	if len(b) >= 2 && b[0] == 0x1f && b[1] == 0x8b {
-		zr, err := gzip.NewReader(bytes.NewReader(b))
-		if err != nil {
-			return nil, fmt.Errorf("restore manager state: %w", err)
-		}
-		raw, err := io.ReadAll(zr)
-		if err != nil {
-			return nil, fmt.Errorf("restore manager state: %w", err)
-		}
-		b = raw
+// IncidentsKept is how many incidents the store keeps.
+const IncidentsKept = 20
+
+// AddIncident stores an incident (its state compressed) and returns its
+// key; only the newest IncidentsKept are kept.
+func (s *Store) AddIncident(ctx context.Context, in Incident) (string, error) {
+	if in.At.IsZero() {
+		in.At = time.Now()
 	}
-	return manager.Restore(b)
+	key := fmt.Sprintf("%s%020d-%s", PrefixIncidents, in.At.UnixNano(), NewID()[:6])
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if err := json.NewEncoder(zw).Encode(in); err != nil {
+		return "", fmt.Errorf("encode incident: %w", err)
+	}
+	zw.Close()
+	if _, err := s.cli.Put(ctx, key, buf.String()); err != nil {
+		return "", fmt.Errorf("store incident: %w", err)
+	}
+	resp, err := s.cli.Get(ctx, PrefixIncidents, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(IncidentsKept+1))
+	if err == nil && len(resp.Kvs) > IncidentsKept {
+		_, err = s.cli.Delete(ctx, PrefixIncidents, clientv3.WithRange(string(resp.Kvs[IncidentsKept].Key)+"\x00"))
+	}
+	return key, err
+}
+
+// Incidents reads the stored incidents, oldest first.
+func (s *Store) Incidents(ctx context.Context) ([]Incident, error) {
+	resp, err := s.cli.Get(ctx, PrefixIncidents, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("read incidents: %w", err)
+	}
+	var out []Incident
+	for _, kv := range resp.Kvs {
+		zr, err := gzip.NewReader(bytes.NewReader(kv.Value))
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		var in Incident
+		if err := json.NewDecoder(zr).Decode(&in); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, in)
+	}
+	return out, nil
 }

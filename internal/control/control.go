@@ -12,9 +12,9 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -30,8 +30,9 @@ type Writer interface {
 	// PutOrder gives node an order about one guest (replacing the previous
 	// order about that guest on that node).
 	PutOrder(ctx context.Context, node string, o hostctl.Order) error
-	// SaveState persists the manager core's state.
-	SaveState(ctx context.Context, state []byte) error
+	// SaveState persists the manager core's state (the daemon's writer
+	// writes only what changed since its last save).
+	SaveState(ctx context.Context, s *manager.State) error
 	// ShutdownReady tells a node shutting down gracefully that it is empty.
 	ShutdownReady(ctx context.Context, node string) error
 	// CommandDone records the outcome of an operator command.
@@ -220,7 +221,10 @@ func (s *Shell) input(ctx context.Context, in Input) error {
 	case in.Report != nil:
 		return s.report(ctx, in.Report.Node, in.Report.Report)
 	case in.Command != nil:
-		acts := s.cfg.State.Step(s.cfg.Now(), *in.Command)
+		acts, err := s.stepCore(*in.Command)
+		if err != nil {
+			return err
+		}
 		var rejected error
 		for _, a := range acts {
 			if a.Kind == manager.ActReject {
@@ -304,10 +308,42 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 }
 
 func (s *Shell) step(ctx context.Context, ev manager.Event) error {
-	if err := s.execute(ctx, s.cfg.State.Step(s.cfg.Now(), ev)); err != nil {
+	acts, err := s.stepCore(ev)
+	if err != nil {
+		return err
+	}
+	if err := s.execute(ctx, acts); err != nil {
 		return err
 	}
 	return s.dropAbandoned(ctx)
+}
+
+// InvariantError is a step of the core that found its state contradicting
+// itself (manager.State panics then: a bug, never an expected condition).
+// The shell stops without saving or acting on that step: the store keeps
+// the state before it, and the caller records the incident and resigns.
+type InvariantError struct {
+	Event manager.Event
+	At    time.Time
+	Panic string
+	Stack []byte
+	// State is the core's state as the failed step left it.
+	State *manager.State
+}
+
+func (e *InvariantError) Error() string {
+	return fmt.Sprintf("manager core failed on %T at %s: %s", e.Event, e.At.Format(time.RFC3339Nano), e.Panic)
+}
+
+// stepCore steps the core, turning a panic into an InvariantError.
+func (s *Shell) stepCore(ev manager.Event) (acts []manager.Action, err error) {
+	now := s.cfg.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			err = &InvariantError{Event: ev, At: now, Panic: fmt.Sprint(r), Stack: debug.Stack(), State: s.cfg.State}
+		}
+	}()
+	return s.cfg.State.Step(now, ev), nil
 }
 
 // dropAbandoned stops tracking the migrations the core gave up without a
@@ -341,11 +377,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 	if s.cfg.OnStep != nil {
 		s.cfg.OnStep(s.cfg.Now(), acts)
 	}
-	data, err := json.Marshal(s.cfg.State)
-	if err != nil {
-		panic(fmt.Sprintf("control: manager state does not marshal: %v", err))
-	}
-	if err := s.cfg.Writer.SaveState(ctx, data); err != nil {
+	if err := s.cfg.Writer.SaveState(ctx, s.cfg.State); err != nil {
 		return fmt.Errorf("persist manager state: %w", err)
 	}
 	stopTimeout := s.cfg.State.Config.Timings.StopTimeout

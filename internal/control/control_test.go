@@ -35,7 +35,7 @@ func (w *memWriter) PutOrder(ctx context.Context, node string, o hostctl.Order) 
 	w.newOrder <- struct{}{}
 	return nil
 }
-func (w *memWriter) SaveState(ctx context.Context, b []byte) error {
+func (w *memWriter) SaveState(ctx context.Context, s *manager.State) error {
 	w.mu.Lock()
 	w.saves++
 	w.mu.Unlock()

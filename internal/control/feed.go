@@ -49,126 +49,21 @@ func RunManager(ctx context.Context, d Daemon) error {
 	}
 	cs := d.Cluster
 	cli := cs.Raw().Client()
-	policy, err := cs.Policy(ctx)
+	snap, err := LoadSnapshot(ctx, cli)
 	if err != nil {
 		return err
 	}
-	snap, err := cli.Txn(ctx).Then(
-		clientv3.OpGet(store.PrefixNodeReg, clientv3.WithPrefix()),
-		clientv3.OpGet(store.PrefixNodeLive, clientv3.WithPrefix()),
-		clientv3.OpGet(cluster.PrefixDomains, clientv3.WithPrefix()),
-		clientv3.OpGet(cluster.PrefixGuests, clientv3.WithPrefix()),
-		clientv3.OpGet(cluster.PrefixReports, clientv3.WithPrefix()),
-		clientv3.OpGet(cluster.KeyManagerState),
-		clientv3.OpGet(cluster.PrefixCommands, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
-		clientv3.OpGet(cluster.PrefixShutdown, clientv3.WithPrefix()),
-		clientv3.OpGet(cluster.PrefixPoolHealth, clientv3.WithPrefix()),
-		clientv3.OpGet(cluster.PrefixPools, clientv3.WithPrefix()),
-	).Commit()
+	for _, e := range snap.Skipped {
+		log.Error("skipping an unreadable record", "err", e)
+		if err := cs.AddEvent(ctx, cluster.Event{Kind: "manager", Msg: "manager skipped an unreadable record: " + e.Error()}); err != nil && ctx.Err() == nil {
+			log.Warn("event log write failed", "err", err)
+		}
+	}
+	st, f, sync, err := prepare(snap, d.Timings, log)
 	if err != nil {
-		return fmt.Errorf("manager: read the cluster: %w", err)
+		return err
 	}
-	rev := snap.Header.Revision
-	kvs := func(i int) []*mvccpbKV { return toKVs(snap.Responses[i].GetResponseRange().Kvs) }
-
-	var st *manager.State
-	if saved := kvs(5); len(saved) == 1 {
-		st, err = cluster.DecodeState(saved[0].Value)
-		if err != nil {
-			log.Error("saved manager state unreadable; starting from the configuration", "err", err)
-		}
-	}
-	if st == nil {
-		st = manager.New(manager.Config{Timings: d.Timings})
-	}
-	policy.Apply(&st.Config)
-	st.Config.Timings = d.Timings
-
-	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
-	for _, kv := range kvs(9) {
-		var p storage.Pool
-		if json.Unmarshal(kv.Value, &p) == nil {
-			f.pools = append(f.pools, p)
-		}
-	}
-	for _, kv := range kvs(4) {
-		node, guest, ok := cluster.ReportFromKey(kv.Key)
-		var r hostctl.Report
-		if ok && json.Unmarshal(kv.Value, &r) == nil {
-			f.setReport(node, guest, r)
-		}
-	}
-	for _, kv := range kvs(1) {
-		var facts model.NodeFacts
-		if json.Unmarshal(kv.Value, &facts) == nil {
-			f.live[strings.TrimPrefix(kv.Key, store.PrefixNodeLive)] = facts
-		}
-	}
-	// Bring the configuration up to date with the records.
-	regs := map[string]bool{}
-	for _, kv := range kvs(0) {
-		name := strings.TrimPrefix(kv.Key, store.PrefixNodeReg)
-		regs[name] = true
-		if !st.HasNode(name) {
-			facts := f.live[name]
-			if err := st.AddNode(name, facts.Memory, facts.CPUs); err != nil {
-				return err
-			}
-			if err := st.SetWitness(name, facts.Witness); err != nil {
-				return err
-			}
-		}
-	}
-	domains := map[string]bool{}
-	for _, kv := range kvs(2) {
-		var dom model.Domain
-		if err := json.Unmarshal(kv.Value, &dom); err != nil {
-			log.Error("skipping unreadable domain record", "key", kv.Key, "err", err)
-			continue
-		}
-		domains[dom.Name] = true
-		if err := st.PutDomain(dom); err != nil {
-			log.Error("domain not applied", "domain", dom.Name, "err", err)
-		}
-	}
-	guests := map[string]bool{}
-	for _, kv := range kvs(3) {
-		var g cluster.Guest
-		if err := json.Unmarshal(kv.Value, &g); err != nil {
-			log.Error("skipping unreadable guest record", "key", kv.Key, "err", err)
-			continue
-		}
-		guests[g.Spec.Name] = true
-		f.setDef(g)
-		if err := applyGuest(st, g, f.runningOn(g.Spec.Name), f.pools); err != nil {
-			log.Error("guest not applied", "guest", g.Spec.Name, "err", err)
-		}
-	}
-	for _, g := range append([]*manager.Guest(nil), st.Guests...) {
-		if !guests[g.Spec.Name] {
-			if err := st.RemoveGuest(g.Spec.Name); err != nil {
-				log.Warn("deleted guest still active; kept until it stops", "guest", g.Spec.Name, "err", err)
-			}
-		}
-	}
-	for _, dom := range append([]model.Domain(nil), st.Domains...) {
-		if !domains[dom.Name] {
-			_ = st.RemoveDomain(dom.Name)
-		}
-	}
-
-	for _, kv := range kvs(8) {
-		f.setPoolHealth(kv.Key, kv.Value)
-	}
-	for node := range f.poolHealth {
-		if st.HasNode(node) {
-			_ = st.SetNodePools(node, f.missingPools(node))
-		}
-	}
-	sync := manager.Sync{}
-	for name, facts := range f.live {
-		sync.Nodes = append(sync.Nodes, f.nodeReport(name, facts))
-	}
+	rev := snap.Rev
 
 	fencer := d.Fencer
 	if fencer == nil {
@@ -210,11 +105,12 @@ func RunManager(ctx context.Context, d Daemon) error {
 			sh.migrations[g.Op.ID] = &migration{guest: g.Spec.Name, src: g.Op.Node, dst: g.Op.Target, since: d.Now()}
 		}
 	}
-	for node, rs := range f.reports {
-		for _, r := range rs {
-			if op, _ := parseOrderID(r.OrderID); inflight[op] {
-				replay = append(replay, Input{Report: &NodeReport{Node: node, Report: r}})
-			}
+	for _, nr := range snap.Reports {
+		if _, live := f.live[nr.Node]; !live {
+			continue
+		}
+		if op, _ := parseOrderID(nr.Report.OrderID); inflight[op] {
+			replay = append(replay, Input{Report: &nr})
 		}
 	}
 	// Receive reports first, so a migration resumes in order.
@@ -232,18 +128,19 @@ func RunManager(ctx context.Context, d Daemon) error {
 	defer cancel()
 	go func() {
 		// Commands queued before this term, oldest first.
-		for _, kv := range kvs(6) {
-			if in, ok := commandInput(kv.Value); ok {
-				select {
-				case inputs <- in:
-				case <-wctx.Done():
-					return
-				}
+		for _, c := range snap.Commands {
+			cmd := c.Command
+			select {
+			case inputs <- Input{Command: &cmd, CommandID: c.ID}:
+			case <-wctx.Done():
+				return
 			}
 		}
-		for _, kv := range kvs(7) {
-			if in, ok := shutdownInput(kv.Key, kv.Value); ok {
-				inputs <- in
+		for _, sd := range snap.Shutdowns {
+			select {
+			case inputs <- Input{Shutdown: &sd}:
+			case <-wctx.Done():
+				return
 			}
 		}
 	}()
@@ -253,6 +150,11 @@ func RunManager(ctx context.Context, d Daemon) error {
 	go trimEvents(wctx, cs, log)
 	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev)
 	err = sh.Run(runCtx, sync, inputs)
+	var inv *InvariantError
+	if errors.As(err, &inv) {
+		recordIncident(context.WithoutCancel(ctx), cs, d.Leader, inv, log)
+		return err
+	}
 	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -262,20 +164,90 @@ func RunManager(ctx context.Context, d Daemon) error {
 	return err
 }
 
-type mvccpbKV struct {
-	Key   string
-	Value []byte
-}
-
-func toKVs[T interface {
-	GetKey() []byte
-	GetValue() []byte
-}](in []T) []*mvccpbKV {
-	out := make([]*mvccpbKV, len(in))
-	for i, kv := range in {
-		out[i] = &mvccpbKV{Key: string(kv.GetKey()), Value: kv.GetValue()}
+// prepare restores (or creates) the core's state from a snapshot, brings
+// its configuration up to date with the records, and returns the feed that
+// follows later changes and the Sync that starts the term.
+func prepare(snap *Snapshot, timings manager.Timings, log *slog.Logger) (*manager.State, *feed, manager.Sync, error) {
+	policy := snap.Policy
+	st := snap.State
+	if st == nil {
+		st = manager.New(manager.Config{Timings: timings})
 	}
-	return out
+	policy.Apply(&st.Config)
+	st.Config.Timings = timings
+
+	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
+	f.pools = slices.Clone(snap.Pools)
+	for _, r := range snap.Reports {
+		f.setReport(r.Node, r.Report.Guest, r.Report)
+	}
+	for _, l := range snap.Live {
+		f.live[l.Name] = l.Facts
+	}
+	// Bring the configuration up to date with the records.
+	for _, name := range snap.Registered {
+		if !st.HasNode(name) {
+			facts := f.live[name]
+			if err := st.AddNode(name, facts.Memory, facts.CPUs); err != nil {
+				return nil, nil, manager.Sync{}, err
+			}
+			if err := st.SetWitness(name, facts.Witness); err != nil {
+				return nil, nil, manager.Sync{}, err
+			}
+		}
+	}
+	domains := map[string]bool{}
+	for _, dom := range snap.Domains {
+		domains[dom.Name] = true
+		if err := st.PutDomain(dom); err != nil {
+			log.Error("domain not applied", "domain", dom.Name, "err", err)
+		}
+	}
+	guests := map[string]bool{}
+	for _, g := range snap.Guests {
+		guests[g.Spec.Name] = true
+		f.setDef(g)
+		if err := applyGuest(st, g, f.runningOn(g.Spec.Name), f.pools); err != nil {
+			log.Error("guest not applied", "guest", g.Spec.Name, "err", err)
+		}
+	}
+	for _, g := range append([]*manager.Guest(nil), st.Guests...) {
+		if !guests[g.Spec.Name] {
+			if err := st.RemoveGuest(g.Spec.Name); err != nil {
+				log.Warn("deleted guest still active; kept until it stops", "guest", g.Spec.Name, "err", err)
+			}
+		}
+	}
+	for _, dom := range append([]model.Domain(nil), st.Domains...) {
+		if !domains[dom.Name] {
+			if err := st.RemoveDomain(dom.Name); err != nil {
+				log.Warn("deleted domain still in use; kept", "domain", dom.Name, "err", err)
+			}
+		}
+	}
+	for _, c := range snap.PoolHealth {
+		if f.poolHealth[c.Node] == nil {
+			f.poolHealth[c.Node] = map[string]cluster.PoolHealth{}
+		}
+		f.poolHealth[c.Node][c.Pool] = c.Health
+	}
+	nodes := make([]string, 0, len(f.poolHealth))
+	for node := range f.poolHealth {
+		nodes = append(nodes, node)
+	}
+	slices.Sort(nodes)
+	for _, node := range nodes {
+		if st.HasNode(node) {
+			if err := st.SetNodePools(node, f.missingPools(node)); err != nil {
+				log.Warn("node's pool checks not applied", "node", node, "err", err)
+			}
+		}
+	}
+	sync := manager.Sync{}
+	for _, l := range snap.Live {
+		sync.Nodes = append(sync.Nodes, f.nodeReport(l.Name, l.Facts))
+	}
+	return st, f, sync, nil
 }
 
 // applyGuest adds a guest record to the core or updates its policy.
@@ -675,6 +647,39 @@ func (d *storeDefs) Definition(guest, node string) (guestdef.Definition, error) 
 		}
 	}
 	return def, nil
+}
+
+// recordIncident keeps what a failed core step needs for a post-mortem
+// (the event, the panic, the stack and the state the step left) under
+// cluster.PrefixIncidents and raises an alert in the event log.
+func recordIncident(ctx context.Context, cs *cluster.Store, l *store.Leadership, inv *InvariantError, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	state, err := json.Marshal(inv.State)
+	if err != nil {
+		state = []byte(fmt.Sprintf("%q", "state does not encode: "+err.Error()))
+	}
+	ev, err := json.Marshal(inv.Event)
+	if err != nil {
+		ev = []byte("null")
+	}
+	node, term := "", int64(0)
+	if l != nil {
+		node, term = l.Node(), l.Rev()
+	}
+	key, err := cs.AddIncident(ctx, cluster.Incident{
+		At: inv.At, Node: node, Term: term, EventType: fmt.Sprintf("%T", inv.Event), Event: ev,
+		Panic: inv.Panic, Stack: string(inv.Stack), State: state,
+	})
+	if err != nil {
+		log.Error("manager core failed; the incident could not be recorded", "err", err, "panic", inv.Panic)
+	} else {
+		log.Error("manager core failed; incident recorded, resigning", "key", key, "panic", inv.Panic)
+	}
+	msg := fmt.Sprintf("ALERT: the manager on %s stopped on an internal error and resigned (incident %s): %s", node, key, inv.Panic)
+	if err := cs.AddEvent(ctx, cluster.Event{Kind: "alert", Node: node, Msg: msg}); err != nil {
+		log.Error("alert event not written", "err", err)
+	}
 }
 
 // EventsKept is how many event log entries the manager keeps.

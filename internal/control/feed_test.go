@@ -14,6 +14,7 @@ import (
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/store/storetest"
@@ -77,7 +78,7 @@ func TestNewManagerResumesMigration(t *testing.T) {
 		t.Fatalf("no migration in %v", acts)
 	}
 	raw, _ := json.Marshal(prev)
-	if _, err := cli.Put(ctx, cluster.KeyManagerState, string(cluster.EncodeState(raw))); err != nil {
+	if _, err := cli.Put(ctx, savedstate.KeyLegacy, string(raw)); err != nil {
 		t.Fatal(err)
 	}
 	put(t, cli, cluster.KeyReport("n1", "vm1"), hostctl.Report{Guest: "vm1", State: hostctl.Running}, clientv3.WithLease(lease.ID))

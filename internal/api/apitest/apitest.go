@@ -23,6 +23,7 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -129,7 +130,13 @@ func (t *Agent) SaveState(ctx context.Context, s *manager.State) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.A.Store().Client().Put(ctx, cluster.KeyManagerState, string(b))
+	// In the whole-state format, replacing whatever a manager saved.
+	_, err = t.A.Store().Client().Txn(ctx).Then(
+		clientv3.OpDelete(savedstate.KeyHead),
+		clientv3.OpDelete(savedstate.PrefixBase, clientv3.WithPrefix()),
+		clientv3.OpDelete(savedstate.PrefixLog, clientv3.WithPrefix()),
+		clientv3.OpPut(savedstate.KeyLegacy, string(b)),
+	).Commit()
 	return err
 }
 
