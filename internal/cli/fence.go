@@ -291,7 +291,7 @@ func checkNode(ctx context.Context, c *client.Client, name string) error {
 func cmdNodeConfirmOff(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
 	yes := fs.Bool("yes", false, "confirm: you have checked that the host is powered off")
-	wait := fs.Duration("wait", time.Minute, "how long to wait for the manager to carry the command out")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for the outcome (0: only for the manager to accept the command)")
 	return func(ctx context.Context, env *Env, args []string) error {
 		pos := args
 		c, err := oneNodeWithYes(ctx, env, cf, args, yes, func(node string) string {

@@ -16,6 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/manager"
 	"github.com/spf13/pflag"
 )
 
@@ -459,7 +460,7 @@ func cmdGuestDelete(fs *pflag.FlagSet) Runner {
 func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 	return func(fs *pflag.FlagSet) Runner {
 		cf := addClientFlags(fs)
-		wait := fs.Duration("wait", time.Minute, "how long to wait for the outcome (0: return once the command is queued)")
+		wait := fs.Duration("wait", time.Minute, "how long to wait for the outcome: running on the target, stopped, or failed with the reason (0: only for the manager to accept the command)")
 		return func(ctx context.Context, env *Env, pos []string) error {
 			want := 1
 			if kind == "migrate" || kind == "relocate" {
@@ -489,15 +490,29 @@ func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 	}
 }
 
-// finishCommand waits (up to wait) for a command the server answered
-// before the manager finished it, then prints the outcome.
+// finishCommand waits (up to wait) for a command's outcome: first for
+// the manager to accept it, then, for guest commands, until the guest
+// runs on the target, is stopped, or failed (with the reason from its
+// event log); for maintenance, until the host is empty. With wait 0 it
+// returns once the command is queued.
 func finishCommand(ctx context.Context, env *Env, c *client.Client, cf *clientFlags, res *api.CommandResult, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for !res.Done && time.Now().Before(deadline) {
+	start := time.Now()
+	// The manager takes a command up within a step; wait that long even
+	// with --wait 0.
+	deadline := start.Add(max(wait, acceptWait))
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	sleep := func() error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-tick.C:
+			return nil
+		}
+	}
+	for !res.Done && time.Now().Before(deadline) {
+		if err := sleep(); err != nil {
+			return err
 		}
 		r, err := c.Command(ctx, res.ID)
 		if err != nil {
@@ -511,15 +526,151 @@ func finishCommand(ctx context.Context, env *Env, c *client.Client, cf *clientFl
 		}
 		return errors.New(res.Error)
 	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, res)
-	}
 	if !res.Done {
-		fmt.Fprintf(env.Stdout, "%s: queued as command %s; the manager has not finished it yet (follow it with `haven events -f`)\n", res.Command, res.ID)
+		if cf.output == "json" {
+			return printJSON(env.Stdout, res)
+		}
+		fmt.Fprintf(env.Stdout, "%s: queued as command %s; the manager has not taken it up after %v (is there one? see `haven status`; follow it with `haven events -f`)\n", res.Command, res.ID, time.Since(start).Round(time.Second))
 		return nil
 	}
-	fmt.Fprintf(env.Stdout, "%s: accepted by the manager (follow it with `haven events -f`)\n", res.Command)
+	deadline = start.Add(wait)
+	if wait <= 0 || (res.Guest == "" && res.Kind != manager.CmdMaintenanceOn && res.Kind != manager.CmdMaintenanceOff) {
+		if cf.output == "json" {
+			return printJSON(env.Stdout, res)
+		}
+		fmt.Fprintf(env.Stdout, "%s: accepted by the manager (follow it with `haven events -f`)\n", res.Command)
+		return nil
+	}
+	var out outcome
+	var err error
+	for {
+		if res.Guest != "" {
+			out, err = guestOutcome(ctx, c, res)
+		} else {
+			out, err = maintenanceOutcome(ctx, c, res)
+		}
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", res.Command, err)
+		}
+		if out.done || out.failed || !time.Now().Before(deadline) {
+			break
+		}
+		if err := sleep(); err != nil {
+			return err
+		}
+	}
+	took := time.Since(start).Round(100 * time.Millisecond)
+	if cf.output == "json" {
+		if err := printJSON(env.Stdout, map[string]any{"command": res, "done": out.done, "failed": out.failed, "outcome": out.msg, "seconds": took.Seconds()}); err != nil {
+			return err
+		}
+	}
+	switch {
+	case out.failed:
+		return fmt.Errorf("%s failed after %v: %s", res.Command, took, out.msg)
+	case !out.done:
+		return fmt.Errorf("%s: not finished after %v: %s (follow it with `haven events -f`)", res.Command, wait, out.msg)
+	}
+	if cf.output != "json" {
+		fmt.Fprintf(env.Stdout, "%s: done in %v: %s\n", res.Command, took, out.msg)
+	}
 	return nil
+}
+
+// acceptWait is how long a command waits for the manager to accept it,
+// even with --wait 0.
+const acceptWait = 10 * time.Second
+
+// outcome is where a command stands: done, failed (msg says why) or
+// still under way (msg says what is seen).
+type outcome struct {
+	done, failed bool
+	msg          string
+}
+
+// guestOutcome reads a guest and says whether res's command is carried
+// out.
+func guestOutcome(ctx context.Context, c *client.Client, res *api.CommandResult) (outcome, error) {
+	g, err := c.Guest(ctx, res.Guest)
+	if err != nil {
+		return outcome{}, err
+	}
+	rt := g.Runtime
+	where := rt.State
+	if rt.Node != "" {
+		where += " on " + rt.Node
+	}
+	if rt.Running {
+		where += ", running"
+	}
+	if rt.Op != nil {
+		where += fmt.Sprintf(", %s in progress", rt.Op.Kind)
+		return outcome{msg: where}, nil
+	}
+	if rt.State == string(manager.GuestFailed) {
+		return outcome{failed: true, msg: where + ": " + lastTrouble(g.History, res.At)}, nil
+	}
+	switch res.Kind {
+	case manager.CmdStart:
+		if rt.Running && rt.State == string(manager.GuestStarted) {
+			return outcome{done: true, msg: fmt.Sprintf("%s is running on %s", g.Name, rt.Node)}, nil
+		}
+	case manager.CmdMigrate, manager.CmdRelocate:
+		if rt.Running && rt.Node == res.Node {
+			return outcome{done: true, msg: fmt.Sprintf("%s is running on %s", g.Name, rt.Node)}, nil
+		}
+		if rt.Running && rt.Node != res.Node {
+			// No operation in flight and not on the target: it failed.
+			if why := lastTrouble(g.History, res.At); why != "" {
+				return outcome{failed: true, msg: fmt.Sprintf("%s still runs on %s: %s", g.Name, rt.Node, why)}, nil
+			}
+		}
+	case manager.CmdStop, manager.CmdDisable:
+		if !rt.Running && (rt.State == string(manager.GuestStopped) || rt.State == string(manager.GuestDisabled)) {
+			return outcome{done: true, msg: fmt.Sprintf("%s is %s", g.Name, rt.State)}, nil
+		}
+	default:
+		return outcome{done: true, msg: where}, nil
+	}
+	return outcome{msg: where}, nil
+}
+
+// lastTrouble is the latest event about a guest since a time that tells
+// of a failure, or "".
+func lastTrouble(hist []cluster.Event, since time.Time) string {
+	for i := len(hist) - 1; i >= 0; i-- {
+		e := hist[i]
+		if e.At.Before(since.Add(-time.Second)) {
+			break
+		}
+		m := strings.ToLower(e.Msg)
+		if strings.Contains(m, "fail") || strings.Contains(m, "refus") || strings.Contains(m, "could not") || strings.Contains(m, "crashed") {
+			return e.Msg
+		}
+	}
+	return ""
+}
+
+// maintenanceOutcome says whether a host put in maintenance is empty (or
+// one taken out of it is back).
+func maintenanceOutcome(ctx context.Context, c *client.Client, res *api.CommandResult) (outcome, error) {
+	if res.Kind != manager.CmdMaintenanceOn {
+		return outcome{done: true, msg: "host " + res.Node + " is out of maintenance"}, nil
+	}
+	gs, err := c.Guests(ctx)
+	if err != nil {
+		return outcome{}, err
+	}
+	var left []string
+	for _, g := range gs {
+		if g.Node == res.Node && (g.Running || g.Op != nil) {
+			left = append(left, g.Name)
+		}
+	}
+	if len(left) == 0 {
+		return outcome{done: true, msg: "host " + res.Node + " is in maintenance and runs no guest"}, nil
+	}
+	return outcome{msg: fmt.Sprintf("%d guests still on %s (%s)", len(left), res.Node, strings.Join(left, ", "))}, nil
 }
 
 // eventLine formats one event log entry.

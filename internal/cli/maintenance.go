@@ -16,7 +16,7 @@ func init() {
 
 func cmdNodeMaintenance(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
-	wait := fs.Duration("wait", time.Minute, "how long to wait for the manager to carry the command out")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for the outcome (0: only for the manager to accept the command)")
 	return func(ctx context.Context, env *Env, args []string) error {
 		pos := args
 		if len(pos) != 2 || (pos[1] != "on" && pos[1] != "off") {

@@ -212,7 +212,10 @@ func TestOperatorCLI(t *testing.T) {
 	})
 
 	t.Run("guest commands", func(t *testing.T) {
-		out := ok(t, "guest", "start", "web1")
+		// This test's stand-in manager accepts commands but runs no guest:
+		// --wait 0 waits only for the acceptance (TestWaitForOutcome
+		// waits for outcomes).
+		out := ok(t, "guest", "start", "web1", "--wait", "0")
 		if !strings.Contains(out, "start web1: accepted by the manager") {
 			t.Fatalf("start said %q", out)
 		}
@@ -221,14 +224,14 @@ func TestOperatorCLI(t *testing.T) {
 		fails(t, "admin", 1, "cannot run on another host", "guest", "migrate", "web1", "n2")
 		ok(t, "pool", "add", "images", "--path", "/var/lib/images", "--shared")
 		var res api.CommandResult
-		if err := json.Unmarshal([]byte(ok(t, "guest", "migrate", "web1", "n2", "-o", "json")), &res); err != nil || !res.Done || res.Node != "n2" {
+		if err := json.Unmarshal([]byte(ok(t, "guest", "migrate", "web1", "n2", "-o", "json", "--wait=0")), &res); err != nil || !res.Done || res.Node != "n2" {
 			t.Fatalf("migrate -o json: %+v %v", res, err)
 		}
-		ok(t, "guest", "relocate", "web1", "n1")
+		ok(t, "guest", "relocate", "web1", "n1", "--wait=0")
 		fails(t, "admin", 1, "(field node)", "guest", "migrate", "web1", "nonode")
 		fails(t, "admin", 1, "(field name)", "guest", "delete", "web1") // desired started
-		ok(t, "guest", "stop", "web1")
-		ok(t, "guest", "disable", "db1")
+		ok(t, "guest", "stop", "web1", "--wait=0")
+		ok(t, "guest", "disable", "db1", "--wait=0")
 		ok(t, "guest", "delete", "web1")
 		fails(t, "admin", 1, "(field name)", "guest", "stop", "web1")
 		fails(t, "viewer", 1, "needs \"operator\"", "guest", "start", "db1")
@@ -256,10 +259,10 @@ func TestOperatorCLI(t *testing.T) {
 	})
 
 	t.Run("maintenance", func(t *testing.T) {
-		if out := ok(t, "node", "maintenance", "n1", "on"); !strings.Contains(out, "maintenance n1 on: accepted") {
+		if out := ok(t, "node", "maintenance", "n1", "on", "--wait=0"); !strings.Contains(out, "maintenance n1 on: accepted") {
 			t.Fatalf("maintenance said %q", out)
 		}
-		ok(t, "node", "maintenance", "n1", "off", "-o", "json")
+		ok(t, "node", "maintenance", "n1", "off", "-o", "json", "--wait=0")
 		fails(t, "admin", 1, "(field name)", "node", "maintenance", "ghost", "on")
 	})
 

@@ -274,7 +274,35 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 	default:
 		return nil
 	}
-	return s.step(ctx, manager.GuestResult{Guest: r.Guest, Node: node, Op: op, Result: kind, Err: r.Error})
+	if err := s.step(ctx, manager.GuestResult{Guest: r.Guest, Node: node, Op: op, Result: kind, Err: r.Error}); err != nil {
+		return err
+	}
+	switch kind {
+	case manager.ResultStarted:
+		s.done(r.Guest, node, fmt.Sprintf("%s is running on %s", r.Guest, node))
+	case manager.ResultStopped:
+		s.done(r.Guest, node, fmt.Sprintf("%s stopped on %s", r.Guest, node))
+	}
+	return nil
+}
+
+// done tells OnStep that an operation finished (the core logs when one
+// starts or fails, not when it succeeds), so that the event log and the
+// UI's live view see it.
+func (s *Shell) done(guest, node, msg string) {
+	if s.cfg.OnStep != nil {
+		s.cfg.OnStep(s.cfg.Now(), []manager.Action{{Kind: manager.ActLog, Guest: guest, Node: node, Msg: msg}})
+	}
+}
+
+// migratedMsg says that a live migration finished, how long it took from
+// the target's receive order, and the guest's downtime if known.
+func migratedMsg(m *migration, now time.Time, downtime time.Duration) string {
+	msg := fmt.Sprintf("migration of %s from %s to %s finished in %v", m.guest, m.src, m.dst, now.Sub(m.since).Round(time.Millisecond))
+	if downtime > 0 {
+		msg += fmt.Sprintf(" (downtime %v)", downtime.Round(time.Millisecond))
+	}
+	return msg
 }
 
 func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, node, phase string, r hostctl.Report) error {
@@ -302,7 +330,11 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 			return fail(r.Error)
 		}
 		delete(s.migrations, op)
-		return s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrated})
+		if err := s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrated}); err != nil {
+			return err
+		}
+		s.done(m.guest, m.dst, migratedMsg(m, s.cfg.Now(), r.Downtime))
+		return nil
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -115,7 +116,21 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newMemWriter()
-	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	var logMu sync.Mutex
+	var logs []string
+	onStep := func(_ time.Time, acts []manager.Action) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		for _, a := range acts {
+			if a.Kind == manager.ActLog {
+				logs = append(logs, a.Guest+"@"+a.Node+": "+a.Msg)
+			}
+		}
+	}
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock, OnStep: onStep})
 	in := runShell(t, sh, "n1", "n2")
 	wait := func(what string, cond func() bool) { t.Helper(); w.wait(t, what, cond) }
 	startVM1(t, w, in)
@@ -129,9 +144,21 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	if mig.Target.URI != "tcp:10.0.0.2:49152" {
 		t.Fatalf("migrate order target = %+v, want the receiver's address", mig.Target)
 	}
-	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Stopped, OrderID: mig.ID, Op: hostctl.OpMigrate, Result: hostctl.ResultOK}}}
+	clockMu.Lock()
+	now = now.Add(3200 * time.Millisecond)
+	clockMu.Unlock()
+	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Stopped, OrderID: mig.ID, Op: hostctl.OpMigrate, Result: hostctl.ResultOK, Downtime: 41 * time.Millisecond}}}
 	// A no-op input makes sure the report above was stepped.
 	in <- Input{Spec: func(*manager.State) error { return nil }}
+	// The event log hears of the start and of the finished migration.
+	logMu.Lock()
+	got := strings.Join(logs, "\n")
+	logMu.Unlock()
+	for _, want := range []string{"vm1@n1: vm1 is running on n1", "vm1@n2: migration of vm1 from n1 to n2 finished in 3.2s (downtime 41ms)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("logs lack %q:\n%s", want, got)
+		}
+	}
 	g := st.Guest("vm1")
 	if g.Node != "n2" || g.State != manager.GuestStarted || g.Op != nil {
 		t.Fatalf("after the migration: node %q state %q op %+v, want started on n2", g.Node, g.State, g.Op)

@@ -85,7 +85,10 @@ type Report struct {
 	// Progress of an outgoing migration, in bytes.
 	Total     int64     `json:"total,omitempty"`
 	Remaining int64     `json:"remaining,omitempty"`
-	At        time.Time `json:"at"`
+	// Downtime is how long a finished outgoing migration paused the guest,
+	// when the hypervisor reports it.
+	Downtime time.Duration `json:"downtime,omitempty"`
+	At       time.Time     `json:"at"`
 }
 
 // Publisher receives every new report. Remove is called when a guest no
@@ -379,9 +382,11 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 		c.expectStop(o.Guest, true)
 		pending(Leaving)
 		cctx, cancel := call(c.cfg.MigrateTimeout)
+		var downtime time.Duration
 		err := c.cfg.Driver.Migrate(cctx, o.Guest, o.Target, func(p hypervisor.Progress) {
 			r := base
 			r.State, r.At, r.Total, r.Remaining = Leaving, c.cfg.Now(), p.Total, p.Remaining
+			downtime = max(downtime, p.Downtime)
 			c.set(r)
 		})
 		cancel()
@@ -390,6 +395,7 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 			finish(c.probe(ctx, o.Guest), fmt.Errorf("migrate guest %q to %q: %w", o.Guest, o.Target.Node, err), hypervisor.MigrationTarget{})
 			return
 		}
+		base.Downtime = downtime
 		finish(Stopped, nil, hypervisor.MigrationTarget{})
 	default:
 		finish(c.probe(ctx, o.Guest), fmt.Errorf("unknown order op %q for guest %q", o.Op, o.Guest), hypervisor.MigrationTarget{})
