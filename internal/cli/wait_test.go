@@ -30,10 +30,10 @@ func TestWaitForOutcome(t *testing.T) {
 	if err := ag.RegisterNode(ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errs := cliRun(ctx, ag, "admin", "", "guest", "create", "w1", "--state", "stopped", "--kernel", "/boot/k"); code != 0 {
+	if code, _, errs := cliRun(ctx, ag, "admin", "", "pool", "add", "images", "--path", "/var/lib/images", "--shared"); code != 0 {
 		t.Fatal(errs)
 	}
-	if code, _, errs := cliRun(ctx, ag, "admin", "", "pool", "add", "images", "--path", "/var/lib/images", "--shared"); code != 0 {
+	if code, _, errs := cliRun(ctx, ag, "admin", "", "guest", "create", "w1", "--state", "stopped", "--kernel", "/var/lib/images/vmlinuz"); code != 0 {
 		t.Fatal(errs)
 	}
 	st := manager.New(manager.Config{})

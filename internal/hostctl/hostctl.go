@@ -83,8 +83,8 @@ type Report struct {
 	Error   string                     `json:"error,omitempty"`
 	Target  hypervisor.MigrationTarget `json:"target,omitempty"` // for a ready OpReceive
 	// Progress of an outgoing migration, in bytes.
-	Total     int64     `json:"total,omitempty"`
-	Remaining int64     `json:"remaining,omitempty"`
+	Total     int64 `json:"total,omitempty"`
+	Remaining int64 `json:"remaining,omitempty"`
 	// Downtime is how long a finished outgoing migration paused the guest,
 	// when the hypervisor reports it.
 	Downtime time.Duration `json:"downtime,omitempty"`
