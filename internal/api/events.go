@@ -91,6 +91,13 @@ func (o *Ops) handleEvents(w http.ResponseWriter, r *http.Request) {
 // last n (default 0) events, then every new one as it is appended, each as
 // "id: SEQ" and "data: JSON"; a comment line every Heartbeat keeps proxies
 // and clients from timing out.
+// StreamRecheck is how often a long-lived stream re-checks its caller's
+// credential.
+const StreamRecheck = 5 * time.Second
+
+// streamWriteTimeout bounds each write of a stream.
+const streamWriteTimeout = 30 * time.Second
+
 func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 	q, err := parseEventQuery(r, 0)
 	if err != nil {
@@ -113,6 +120,12 @@ func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 		backlog = backlog[i:]
 	}
 	rc := http.NewResponseController(w)
+	// The stream outlives the server's ReadTimeout: lift it (the request
+	// has no body), and bound each write instead, so that a client that
+	// stops reading is dropped.
+	_ = rc.SetReadDeadline(time.Time{})
+	writeDeadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)) }
+	writeDeadline()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -147,16 +160,31 @@ func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 	evs := o.cl.WatchEvents(ctx, rev)
 	tick := time.NewTicker(o.cfg.Heartbeat)
 	defer tick.Stop()
+	// The caller's credential is checked again while the stream lasts: a
+	// revoked or expired token, an ended session, a deleted user or a
+	// lowered role closes it.
+	recheck := time.NewTicker(min(o.cfg.Heartbeat, StreamRecheck))
+	defer recheck.Stop()
 	for {
 		select {
 		case e, ok := <-evs:
 			if !ok {
 				return
 			}
+			writeDeadline()
 			if q.match(e) && send(e) != nil {
 				return
 			}
+		case <-recheck.C:
+			if err := o.srv.Recheck(r, RoleViewer); err != nil {
+				writeDeadline()
+				b, _ := json.Marshal(map[string]string{"error": err.Error()})
+				fmt.Fprintf(w, "event: end\ndata: %s\n\n", b)
+				rc.Flush()
+				return
+			}
 		case <-tick.C:
+			writeDeadline()
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
 				return
 			}

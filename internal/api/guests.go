@@ -442,6 +442,10 @@ func (o *Ops) handleGuestCreate(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	if err := o.allowGuestWrite(w, g.Spec.Name, guestSize(g)); err != nil {
+		WriteError(w, err)
+		return
+	}
 	if err := o.cl.CreateGuest(ctx, g, o.now()); err != nil {
 		writeErr(w, err)
 		return
@@ -489,6 +493,10 @@ func (o *Ops) handleGuestEdit(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := o.checkRefs(ctx, g, false); err != nil {
 		writeErr(w, err)
+		return
+	}
+	if err := o.allowGuestWrite(w, name, guestSize(g)); err != nil {
+		WriteError(w, err)
 		return
 	}
 	if err := o.cl.UpdateGuest(ctx, g, o.now()); err != nil {
@@ -546,6 +554,12 @@ func (o *Ops) handleGuestDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	o.audit(r, name, "", "deleted guest %s", name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// guestSize is the size of g's stored record.
+func guestSize(g cluster.Guest) int {
+	b, _ := json.Marshal(g)
+	return len(b)
 }
 
 func stGuest(st *manager.State, name string) *manager.Guest {

@@ -96,3 +96,26 @@ func TestGuestSizeBounds(t *testing.T) {
 		t.Errorf("memory 2^63-1: %q, want it to name the maximum", e.Message)
 	}
 }
+
+// Issue 10, High 2: a loop of edits cannot fill the store's quota with
+// versions of one guest: edits of one guest are rate-limited.
+func TestGuestEditFloodLimited(t *testing.T) {
+	ctx := ctxT(t)
+	op := ag.Clients["operator"]
+	if _, err := op.CreateGuest(ctx, map[string]any{"name": "flood1", "state": "stopped", "boot": kboot}); err != nil {
+		t.Fatal(err)
+	}
+	limited := 0
+	for i := range 60 {
+		_, err := op.EditGuest(ctx, "flood1", map[string]any{"boot": map[string]string{"kernel": "/boot/k", "cmdline": strings.Repeat("x", 4000) + fmt.Sprint(i)}})
+		var e *api.Error
+		if asAPIError(err, &e) && e.Status == 429 {
+			limited++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if limited < 45 {
+		t.Errorf("60 quick edits of one guest: %d refused with 429, want at least 45 (a burst of 10 passes)", limited)
+	}
+}

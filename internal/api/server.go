@@ -194,8 +194,13 @@ func (s *Server) Serve(l net.Listener, tlsCfg *tls.Config) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         tlsCfg,
+		// A client gets 10 s for its headers and 30 s for its whole
+		// request (a trickled body is cut); the event stream lifts the
+		// read deadline for itself. No WriteTimeout: streams are long.
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.mu.Lock()
@@ -284,6 +289,21 @@ func (s *Server) auth(role Role, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, rec)))
 	})
+}
+
+// Recheck authenticates r again, as its handler's start did, for
+// long-lived answers (the event stream): it fails once the caller's token
+// is revoked or expired, its session ended, its user was deleted or its
+// password changed, or its role fell below role.
+func (s *Server) Recheck(r *http.Request, role Role) error {
+	rec, err := s.authenticateRequest(r)
+	if err != nil {
+		return err
+	}
+	if rec.Role.Rank() < role.Rank() {
+		return Errorf(http.StatusForbidden, "", "token %s now has role %q; this needs %q", rec.ID, displayRole(rec.Role), role)
+	}
+	return nil
 }
 
 func displayRole(r Role) string {

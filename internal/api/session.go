@@ -23,7 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -63,6 +65,9 @@ type UserRecord struct {
 	Name    string    `json:"name"`
 	Role    Role      `json:"role"`
 	Hash    string    `json:"hash"`
+	// Gen changes with the password, and a new user of an old name gets
+	// a new one: sessions opened under another generation are over.
+	Gen     string    `json:"gen,omitempty"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
 }
@@ -107,6 +112,7 @@ type Whoami struct {
 // sessionRecord is a stored session.
 type sessionRecord struct {
 	User    string    `json:"user,omitempty"`  // a user session
+	UserGen string    `json:"gen,omitempty"`   // the user's generation at login
 	TokenID string    `json:"token,omitempty"` // a session opened with an API token
 	CSRF    string    `json:"csrf"`
 	Created time.Time `json:"created"`
@@ -166,8 +172,13 @@ func CheckPassword(pw, encoded string) bool {
 var dummyHash = sync.OnceValue(func() string { return HashPassword("not a real password") })
 
 // loginGate bounds concurrent password checks (each takes 19 MiB) and
-// slows down guessing: after loginFreeFailures failed logins for one user
-// name, each further attempt waits out a growing delay.
+// slows down guessing. Failures are counted per (user name, source address)
+// and per source address, so that a guesser elsewhere does not lock the real
+// user out; after loginFreeFailures failures on a key, each further attempt
+// waits out a growing delay. An attempt is counted when it starts (begin),
+// under the lock, and forgiven when it succeeds: parallel guesses cannot all
+// pass the check before any is recorded. The table is bounded (loginTableMax
+// keys; the stalest entry makes room).
 type loginGate struct {
 	sem chan struct{}
 
@@ -182,8 +193,12 @@ type loginFailures struct {
 
 const (
 	loginFreeFailures = 5
-	loginMaxDelay     = time.Minute
-	loginForget       = 15 * time.Minute
+	// loginFreeFailuresAddr is the free failures of one address over all
+	// user names (a user who forgot which name is theirs tries a few).
+	loginFreeFailuresAddr = 20
+	loginMaxDelay         = time.Minute
+	loginForget           = 15 * time.Minute
+	loginTableMax         = 10000
 )
 
 var gates sync.Map // *Server -> *loginGate
@@ -193,41 +208,99 @@ func (s *Server) loginGate() *loginGate {
 	return g.(*loginGate)
 }
 
-// wait returns how long the caller must still wait before trying user.
-func (g *loginGate) wait(user string, now time.Time) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f := g.failures[user]
-	if f == nil || f.n < loginFreeFailures {
+// sourceKey is the throttled source of a request: its IP address (an IPv6
+// address by its /64, which one client usually holds whole).
+func sourceKey(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "?"
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+func delayFor(f *loginFailures, free int, now time.Time) time.Duration {
+	if f == nil || f.n < free {
 		return 0
 	}
-	delay := min(time.Second<<min(f.n-loginFreeFailures, 6), loginMaxDelay)
+	delay := min(time.Second<<min(f.n-free, 6), loginMaxDelay)
 	if d := f.last.Add(delay).Sub(now); d > 0 {
 		return d
 	}
 	return 0
 }
 
-func (g *loginGate) record(user string, ok bool, now time.Time) {
+// begin checks whether user may try from addr now and, if so, counts the
+// attempt as a failure until done forgives it. It returns how long to wait
+// when the attempt is refused.
+func (g *loginGate) begin(user, addr string, now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for u, f := range g.failures {
-		if now.Sub(f.last) > loginForget {
-			delete(g.failures, u)
-		}
+	uk, ak := "u\x00"+user+"\x00"+addr, "a\x00"+addr
+	if d := max(delayFor(g.failures[uk], loginFreeFailures, now), delayFor(g.failures[ak], loginFreeFailuresAddr, now)); d > 0 {
+		return d
 	}
-	if ok {
-		delete(g.failures, user)
+	for _, k := range []string{uk, ak} {
+		f := g.failures[k]
+		if f == nil {
+			g.makeRoom(now)
+			f = &loginFailures{}
+			g.failures[k] = f
+		}
+		f.n++
+		f.last = now
+	}
+	return 0
+}
+
+// done forgives a successful attempt (the user's and the address's count).
+func (g *loginGate) done(user, addr string, ok bool) {
+	if !ok {
 		return
 	}
-	f := g.failures[user]
-	if f == nil {
-		f = &loginFailures{}
-		g.failures[user] = f
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.failures, "u\x00"+user+"\x00"+addr)
+	if f := g.failures["a\x00"+addr]; f != nil {
+		f.n--
+		if f.n <= 0 {
+			delete(g.failures, "a\x00"+addr)
+		}
 	}
-	f.n++
-	f.last = now
 }
+
+// makeRoom keeps the table under loginTableMax: forgotten entries go, then
+// the stalest. Called with g.mu held.
+func (g *loginGate) makeRoom(now time.Time) {
+	if len(g.failures) < loginTableMax {
+		return
+	}
+	var oldest string
+	var at time.Time
+	for k, f := range g.failures {
+		if now.Sub(f.last) > loginForget {
+			delete(g.failures, k)
+			continue
+		}
+		if oldest == "" || f.last.Before(at) {
+			oldest, at = k, f.last
+		}
+	}
+	if len(g.failures) >= loginTableMax {
+		delete(g.failures, oldest)
+	}
+}
+
+// maxPassword bounds the passwords a login hashes.
+const maxPassword = 1024
 
 var sessionsRegistered sync.Map // *Server -> true
 
@@ -330,6 +403,9 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (*store.TokenReco
 		} else if err != nil {
 			return nil, nil, Errorf(http.StatusServiceUnavailable, "", "check session: store unavailable: %v", err)
 		}
+		if subtle.ConstantTimeCompare([]byte(u.Gen), []byte(sess.UserGen)) != 1 {
+			return nil, nil, Errorf(http.StatusUnauthorized, "", "user %q's password changed, or the user was deleted and made again, since this session began: log in again", sess.User)
+		}
 		return &store.TokenRecord{ID: "user:" + u.Name, Role: u.Role, Name: u.Name, Created: sess.Created, Expires: sess.Expires}, &sess, nil
 	case sess.TokenID != "":
 		t, err := s.cfg.Store.Token(ctx, sess.TokenID)
@@ -414,10 +490,17 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			sess.Expires, out.Expires = rec.Expires, rec.Expires
 		}
 	case req.User != "":
+		// The name is checked first, by the rules of user creation: an
+		// unbounded name never reaches the throttle's table or a log line.
+		if !ValidUserName(req.User) || len(req.Password) > maxPassword {
+			WriteError(w, Errorf(http.StatusUnauthorized, "password", "wrong user name or password"))
+			return
+		}
 		g := s.loginGate()
-		if d := g.wait(req.User, s.now()); d > 0 {
+		addr := sourceKey(r)
+		if d := g.begin(req.User, addr, s.now()); d > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(d.Seconds())+1))
-			WriteError(w, Errorf(http.StatusTooManyRequests, "password", "too many failed logins for %q; try again in %d s", req.User, int(d.Seconds())+1))
+			WriteError(w, Errorf(http.StatusTooManyRequests, "password", "too many failed logins for %q from %s; try again in %d s", req.User, addr, int(d.Seconds())+1))
 			return
 		}
 		select {
@@ -438,13 +521,13 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		<-g.sem
-		g.record(req.User, ok, s.now())
+		g.done(req.User, addr, ok)
 		if !ok {
 			s.log.Info("login failed", "op", "login", "user", req.User, "remote", r.RemoteAddr)
 			WriteError(w, Errorf(http.StatusUnauthorized, "password", "wrong user name or password"))
 			return
 		}
-		sess.User = u.Name
+		sess.User, sess.UserGen = u.Name, u.Gen
 		out.User, out.Role = u.Name, u.Role
 	default:
 		WriteError(w, Errorf(http.StatusBadRequest, "user", "give a user name and password, or an API token"))
@@ -553,7 +636,7 @@ func (s *Server) handleUserCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now().UTC()
-	u := UserRecord{Name: req.Name, Role: req.Role, Hash: HashPassword(req.Password), Created: now, Updated: now}
+	u := UserRecord{Name: req.Name, Role: req.Role, Hash: HashPassword(req.Password), Gen: randomID(12), Created: now, Updated: now}
 	b, _ := json.Marshal(u)
 	key := KeyUser(u.Name)
 	resp, err := s.cfg.Store.Client().Txn(r.Context()).
@@ -604,6 +687,7 @@ func (s *Server) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Password != "" {
 		u.Hash = HashPassword(req.Password)
+		u.Gen = randomID(12) // ends every session of the old password
 	}
 	u.Updated = s.now().UTC()
 	b, _ := json.Marshal(u)

@@ -246,10 +246,20 @@ func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluste
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	var data strings.Builder
+	kind := ""
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
+		case line == "" && kind == "end":
+			// The agent closed the stream: the credential was revoked,
+			// expired or lowered.
+			var e struct {
+				Error string `json:"error"`
+			}
+			_ = json.Unmarshal([]byte(data.String()), &e)
+			return &api.Error{Status: http.StatusUnauthorized, Message: "event stream closed by the agent: " + e.Error}
 		case line == "":
+			kind = ""
 			if data.Len() > 0 {
 				var e cluster.Event
 				if err := json.Unmarshal([]byte(data.String()), &e); err != nil {
@@ -260,6 +270,8 @@ func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluste
 					return err
 				}
 			}
+		case strings.HasPrefix(line, "event:"):
+			kind = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
 		case strings.HasPrefix(line, "data:"):
 			if data.Len() > 0 {
 				data.WriteByte('\n')
