@@ -192,8 +192,8 @@ func (s *Server) allowed(r *http.Request) []string {
 // Serve serves the API with TLS on l until Shutdown.
 func (s *Server) Serve(l net.Listener, tlsCfg *tls.Config) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
-		TLSConfig:         tlsCfg,
+		Handler:   s.Handler(),
+		TLSConfig: tlsCfg,
 		// A client gets 10 s for its headers and 30 s for its whole
 		// request (a trickled body is cut); the event stream lifts the
 		// read deadline for itself. No WriteTimeout: streams are long.

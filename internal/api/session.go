@@ -62,9 +62,9 @@ func KeyUser(name string) string { return PrefixUsers + name }
 
 // UserRecord is a stored user. Only the password's argon2id hash is kept.
 type UserRecord struct {
-	Name    string    `json:"name"`
-	Role    Role      `json:"role"`
-	Hash    string    `json:"hash"`
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	Hash string `json:"hash"`
 	// Gen changes with the password, and a new user of an old name gets
 	// a new one: sessions opened under another generation are over.
 	Gen     string    `json:"gen,omitempty"`
