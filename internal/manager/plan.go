@@ -264,6 +264,12 @@ func (st *stepper) place() {
 	planner.Requests(reqs)
 	var victims [][]placement.Victim
 	taken := map[string]bool{}
+	type start struct {
+		w      want
+		a      placement.Assignment
+		target string
+	}
+	var starts []start
 	for _, i := range placement.Order(reqs) {
 		w := wants[i]
 		g := w.g
@@ -303,6 +309,15 @@ func (st *stepper) place() {
 			st.move(g, target, w.purpose)
 			continue
 		}
+		starts = append(starts, start{w, a, target})
+	}
+	// Starts go out once every move of this step is decided: a guest whose
+	// dependency is being stopped (moved by stop and start) waits.
+	for _, x := range starts {
+		w, a, target, g := x.w, x.a, x.target, x.w.g
+		if !st.depsReady(g) {
+			continue
+		}
 		if a.ClearedTried {
 			g.Tried = []string{g.Node}
 			st.logf("%s: every candidate was tried; trying them again except %s", g.Spec.Name, g.Node)
@@ -340,8 +355,18 @@ func (st *stepper) preempting(g *Guest) bool {
 func (st *stepper) victims() [][]placement.Victim {
 	s := st.s
 	out := make([][]placement.Victim, len(s.Nodes))
+	// A guest that a guest not running yet starts after is not stopped: it
+	// would hold that one back (start order).
+	needed := map[string]bool{}
 	for _, g := range s.Guests {
-		if !g.Running || g.State != GuestStarted || g.Op != nil {
+		if !g.Running && (g.Spec.State == model.DesiredStarted || g.Spec.State == "") {
+			for _, d := range g.Spec.After {
+				needed[d] = true
+			}
+		}
+	}
+	for _, g := range s.Guests {
+		if !g.Running || g.State != GuestStarted || g.Op != nil || needed[g.Spec.Name] {
 			continue
 		}
 		if i, ok := s.nodeIdx[g.Node]; ok {

@@ -192,6 +192,13 @@ func (p *Planner) unit(r *Request) Assignment {
 			continue
 		}
 		u.Unfit = append(u.Unfit, m.Unfit...)
+		if m.Tiers != nil {
+			for i := range p.nodes {
+				if TierOf(m.Tiers, i) == len(m.Tiers) {
+					u.Unfit = append(u.Unfit, i) // outside its restricted domain
+				}
+			}
+		}
 		if m.LastFailed >= 0 {
 			u.Unfit = append(u.Unfit, m.LastFailed)
 		}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,13 +32,21 @@ func genScenario(seed uint64) string {
 	nodes := make([]string, nn)
 	mem := make([]int, nn)
 	on := make([]bool, nn)
+	// Placement policies come from their own source, so the rest of a
+	// seed's scenario is the same with or without them.
+	rp := rand.New(rand.NewPCG(seed^0x5eed, seed+7))
+	policies := rp.IntN(3) == 0
+	reserve := ""
+	if policies && rp.IntN(3) == 0 {
+		reserve = "  reserve: " + []string{"hosts 1", "percent 25", "hosts 2"}[rp.IntN(3)] + "\n"
+	}
 	fencing := pick("agent", "agent", "watchdog")
 	quorumLoss := "stop"
 	if fencing == "agent" {
 		quorumLoss = pick("stop", "freeze")
 	}
-	fmt.Fprintf(&b, "name: random seed %d\ncluster:\n  fencing: %s\n  shutdown_policy: %s\n  quorum_loss: %s\n  preemption: %s\n  settle: 900s\n  nodes:\n",
-		seed, fencing, pick("migrate", "migrate", "stop", "freeze"), quorumLoss, pick("off", "on"))
+	fmt.Fprintf(&b, "name: random seed %d\ncluster:\n%s  fencing: %s\n  shutdown_policy: %s\n  quorum_loss: %s\n  preemption: %s\n  settle: 900s\n  nodes:\n",
+		seed, reserve, fencing, pick("migrate", "migrate", "stop", "freeze"), quorumLoss, pick("off", "on"))
 	for i := range nodes {
 		nodes[i] = fmt.Sprintf("n%d", i+1)
 		mem[i] = 4 + r.IntN(13)
@@ -99,11 +108,16 @@ func genScenario(seed uint64) string {
 	ng := 1 + r.IntN(14)
 	used := make([]int, nn)
 	guests := make([]string, ng)
+	at := make([]int, ng) // node index of a started guest at t=0, or -1
 	b.WriteString("guests:\n")
 	for i := range guests {
 		guests[i] = fmt.Sprintf("g%02d", i)
+		at[i] = -1
 		gm := 1 + r.IntN(4)
 		fmt.Fprintf(&b, "  - name: %s\n    memory: %dGiB\n", guests[i], gm)
+		if policies && i > 0 && rp.IntN(4) == 0 {
+			fmt.Fprintf(&b, "    after: [%s]\n", guests[rp.IntN(i)])
+		}
 		di := -1
 		if len(doms) > 0 && r.IntN(2) == 0 {
 			di = r.IntN(len(doms))
@@ -127,6 +141,7 @@ func genScenario(seed uint64) string {
 			if ok {
 				if state == "started" {
 					used[n] += gm
+					at[i] = n
 				}
 				fmt.Fprintf(&b, "    node: %s\n", nodes[n])
 			}
@@ -139,6 +154,9 @@ func genScenario(seed uint64) string {
 		if r.IntN(3) == 0 {
 			fmt.Fprintf(&b, "    faults: {start_failures: %d, migrate_failures: %d, stop_fails: %v}\n", r.IntN(3), r.IntN(2), r.IntN(12) == 0)
 		}
+	}
+	if policies {
+		writeRules(&b, rp, nodes, guests, at)
 	}
 	b.WriteString("events:\n")
 	ne := 1 + r.IntN(14)
@@ -258,6 +276,141 @@ func genScenario(seed uint64) string {
 	return b.String()
 }
 
+// writeRules adds random affinity rules that the guests started at t=0 keep
+// (at: their node index, -1 when not started or not placed).
+func writeRules(b *strings.Builder, r *rand.Rand, nodes, guests []string, at []int) {
+	if len(guests) < 2 {
+		return
+	}
+	var rules []model.Rule
+	soft := func() bool { return r.IntN(3) == 0 }
+	for k := 0; k < 1+r.IntN(3); k++ {
+		rule := model.Rule{Name: fmt.Sprintf("r%d", k)}
+		switch r.IntN(4) {
+		case 0, 1: // apart: guests on distinct nodes at t=0
+			rule.Kind, rule.Soft = model.AffinityApart, soft()
+			seen := map[int]bool{}
+			for _, i := range r.Perm(len(guests))[:2+r.IntN(min(3, len(guests)-1))] {
+				if at[i] >= 0 && seen[at[i]] {
+					continue
+				}
+				if at[i] >= 0 {
+					seen[at[i]] = true
+				}
+				rule.Guests = append(rule.Guests, guests[i])
+			}
+			if len(rule.Guests) < 2 {
+				continue
+			}
+		case 2: // together: soft, or hard between guests not started at t=0
+			p := r.Perm(len(guests))[:2]
+			rule.Kind, rule.Soft = model.AffinityTogether, !(at[p[0]] < 0 && at[p[1]] < 0 && r.IntN(2) == 0)
+			rule.Guests = []string{guests[p[0]], guests[p[1]]}
+		default: // on/off hosts, keeping the t=0 node
+			i := r.IntN(len(guests))
+			hs := r.Perm(len(nodes))[:1+r.IntN(len(nodes)-1)]
+			rule.Kind, rule.Soft = []model.AffinityKind{model.AffinityOn, model.AffinityOff}[r.IntN(2)], soft()
+			in := false
+			for _, h := range hs {
+				in = in || h == at[i]
+				rule.Hosts = append(rule.Hosts, nodes[h])
+			}
+			if at[i] >= 0 && in != (rule.Kind == model.AffinityOn) {
+				rule.Kind = map[model.AffinityKind]model.AffinityKind{model.AffinityOn: model.AffinityOff, model.AffinityOff: model.AffinityOn}[rule.Kind]
+			}
+			rule.Guests = []string{guests[i]}
+		}
+		rules = append(rules, rule)
+	}
+	if model.CheckRules(rules, nil, nil) != nil {
+		// A hard apart between guests bound by hard together rules.
+		for i := range rules {
+			if rules[i].Kind == model.AffinityApart {
+				rules[i].Soft = true
+			}
+		}
+	}
+	if len(rules) == 0 {
+		return
+	}
+	b.WriteString("affinity:\n")
+	for _, rule := range rules {
+		hosts := ""
+		if len(rule.Hosts) > 0 {
+			hosts = ", hosts: [" + strings.Join(rule.Hosts, ", ") + "]"
+		}
+		fmt.Fprintf(b, "  - {name: %s, kind: %s, guests: [%s]%s, strength: %s}\n", rule.Name, rule.Kind, strings.Join(rule.Guests, ", "), hosts, rule.Strength())
+	}
+}
+
+// hardFit reports whether the hard affinity rules let guest g run on node
+// now, given where the other guests run (in the hypervisors), and the memory
+// g needs there (its hard together partners that run nowhere come with it).
+func hardFit(w *World, g *manager.Guest, node string) (bool, int64) {
+	runsOn := func(name string) string {
+		for _, n := range w.nodes {
+			if v := n.vms[name]; v != nil {
+				return n.name
+			}
+		}
+		return ""
+	}
+	need := g.Spec.Memory
+	for _, rule := range w.sc.Rules {
+		if rule.Soft || !slices.Contains(rule.Guests, g.Spec.Name) {
+			continue
+		}
+		switch rule.Kind {
+		case model.AffinityOn, model.AffinityOff:
+			if slices.Contains(rule.Hosts, node) != (rule.Kind == model.AffinityOn) {
+				return false, 0
+			}
+		case model.AffinityApart:
+			for _, o := range rule.Guests {
+				if o != g.Spec.Name && runsOn(o) == node {
+					return false, 0
+				}
+			}
+		case model.AffinityTogether:
+			for _, o := range rule.Guests {
+				if o == g.Spec.Name {
+					continue
+				}
+				switch on := runsOn(o); {
+				case on != "" && on != node:
+					return false, 0
+				case on == "" && w.mgr.Guest(o).Spec.State == model.DesiredStarted:
+					if !allowedIn(w.mgr, w.mgr.Guest(o), node) {
+						return false, 0
+					}
+					need += w.mgr.Guest(o).Spec.Memory
+				}
+			}
+		}
+	}
+	return true, need
+}
+
+// depsRun reports whether every guest g starts after runs or was stopped or
+// disabled by the operator.
+func depsRun(w *World, g *manager.Guest) bool {
+	for _, d := range g.Spec.After {
+		if w.mgr.Guest(d).Spec.State != model.DesiredStarted {
+			continue
+		}
+		runs := false
+		for _, n := range w.nodes {
+			if v := n.vms[d]; v != nil && v.state == vmRunning {
+				runs = true
+			}
+		}
+		if !runs {
+			return false
+		}
+	}
+	return true
+}
+
 // liveness checks that once faults stopped and the cluster settled every
 // guest that should run runs, unless no node has room for it, and that the
 // manager's view matches the hypervisors.
@@ -302,6 +455,9 @@ func liveness(w *World, expects *[]string) []string {
 		// recovering, fencing or frozen after everything was repaired:
 		// acceptable only when no node can take it.
 		room := false
+		if !depsRun(w, g) {
+			continue // it waits for a guest it starts after
+		}
 		for _, n := range w.nodes {
 			mn := m.Node(n.name)
 			if mn.Status != manager.NodeOnline || mn.Maintenance || mn.Shutdown != nil {
@@ -310,7 +466,7 @@ func liveness(w *World, expects *[]string) []string {
 			if !allowedIn(m, g, n.name) || (g.Need == manager.NeedMove && n.name == g.Node) {
 				continue
 			}
-			if n.used+frozen[n.name]+g.Spec.Memory <= n.memory {
+			if ok, need := hardFit(w, g, n.name); ok && n.used+frozen[n.name]+need <= n.memory {
 				room = true
 			}
 		}

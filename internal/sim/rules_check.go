@@ -57,7 +57,7 @@ func (w *World) checkDecisions(pre preStep, acts []manager.Action) {
 			if a.Kind == manager.ActMigrate {
 				target = a.Target
 			}
-			if a.Msg != "operator" {
+			if a.Msg != "operator" && a.Msg != "unfreeze" {
 				w.checkHardRules(a.Guest, target)
 			}
 			if a.Kind == manager.ActStart {
@@ -71,7 +71,8 @@ func (w *World) checkDecisions(pre preStep, acts []manager.Action) {
 }
 
 // checkHardRules: invariant 5, a start or migration the manager decided
-// keeps every hard affinity rule.
+// keeps every hard affinity rule. A frozen guest's start on its node is not
+// a choice (only an operator's relocate can have changed that node).
 func (w *World) checkHardRules(guest, target string) {
 	for _, r := range w.sc.Rules {
 		if r.Soft || !slices.Contains(r.Guests, guest) {
@@ -99,8 +100,10 @@ func (w *World) checkHardRules(guest, target string) {
 }
 
 // checkDeps: invariant 6, a guest is started only when every guest it
-// starts after runs (in the simulated hypervisors) or was stopped or
-// disabled by the operator.
+// starts after is known to run: its start (or arrival) was reported and no
+// stop, crash or node failure since (the manager's view right after the
+// step; a node whose lease outlived a quorum loss is believed as it was last
+// reported), or it was stopped or disabled by the operator.
 func (w *World) checkDeps(guest string) {
 	g := w.mgr.Guest(guest)
 	for _, d := range g.Spec.After {
@@ -108,14 +111,8 @@ func (w *World) checkDeps(guest string) {
 		if dg.Spec.State != model.DesiredStarted {
 			continue
 		}
-		runs := false
-		for _, n := range w.nodes {
-			if v := n.vms[d]; v != nil && v.state == vmRunning {
-				runs = true
-			}
-		}
-		if !runs {
-			w.violate("6"+guest+d+fmtT(w.now), "invariant 6: %s is started while %s, which it starts after, does not run", guest, d)
+		if !dg.Running || dg.State != manager.GuestStarted || (dg.Op != nil && dg.Op.Kind == manager.OpStop) {
+			w.violate("6"+guest+d+fmtT(w.now), "invariant 6: %s is started while %s, which it starts after, is %s (running %v)", guest, d, dg.State, dg.Running)
 		}
 	}
 }
