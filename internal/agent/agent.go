@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
@@ -87,6 +88,12 @@ type Config struct {
 	// MetricsListen, when set, also serves /metrics, /healthz and /readyz
 	// over plain HTTP (they are always on the API).
 	MetricsListen string
+	// HeartbeatListen is the UDP address for direct heartbeats between
+	// agents (package heartbeat); default: the API host with the API port
+	// + 3 (7403); "off" sends none (the lease alone tells this host's
+	// death). HeartbeatDeadAfter overrides heartbeat.DefaultDeadAfter.
+	HeartbeatListen    string
+	HeartbeatDeadAfter time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -135,6 +142,7 @@ type Agent struct {
 	srv      *api.Server
 	live     *store.Liveness
 	ln       net.Listener
+	hb       *heartbeat.Monitor
 
 	metricsLn  net.Listener
 	metricsSrv *http.Server
@@ -152,6 +160,7 @@ type Agent struct {
 	keepLease func() bool
 
 	stopElection context.CancelFunc
+	stopHB       context.CancelFunc
 	learnerTick  time.Duration // how often tidyLearners looks; tests shorten it
 
 	ready chan struct{}
@@ -215,8 +224,18 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v with a %v election timeout", cfg.LeaseTTL, floor, election)
 		}
 	}
-	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+	apiHost, apiPort, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
 		return nil, fmt.Errorf("--listen %q: want HOST:PORT: %w", cfg.Listen, err)
+	}
+	if cfg.HeartbeatListen == "" {
+		p, _ := strconv.Atoi(apiPort)
+		cfg.HeartbeatListen = net.JoinHostPort(apiHost, strconv.Itoa(p+3))
+	}
+	if cfg.HeartbeatListen != "off" {
+		if _, _, err := net.SplitHostPort(cfg.HeartbeatListen); err != nil {
+			return nil, fmt.Errorf("--heartbeat-listen %q: want HOST:PORT or off: %w", cfg.HeartbeatListen, err)
+		}
 	}
 	if len(cfg.StoreEndpoints) == 0 {
 		host, port, err := net.SplitHostPort(cfg.PeerListen)
@@ -494,6 +513,10 @@ func (a *Agent) serve(ctx context.Context) error {
 	if a.state.StoreMember {
 		facts.PeerAddr = a.peerURL()
 	}
+	a.startHeartbeat(ctx)
+	if a.hb != nil {
+		facts.HeartbeatAddr = a.hb.Addr()
+	}
 	a.live, err = a.st.ResumeLiveness(ctx, facts, a.cfg.LeaseTTL, a.cfg.KeepAlive, a.readLease())
 	if err != nil {
 		return err
@@ -560,6 +583,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // at once), stops the API and the store member.
 func (a *Agent) Stop(ctx context.Context) {
 	t0 := a.now()
+	if a.hb != nil {
+		// A planned stop: peers leave this host to its lease.
+		a.hb.Announce()
+		a.stopHB()
+	}
 	if a.stopElection != nil {
 		a.stopElection()
 	}
@@ -608,6 +636,9 @@ func (a *Agent) Stop(ctx context.Context) {
 
 // teardown closes what Start opened.
 func (a *Agent) teardown() {
+	if a.stopHB != nil {
+		a.stopHB()
+	}
 	if a.st != nil {
 		a.st.Close()
 		a.st = nil

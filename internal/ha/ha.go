@@ -90,6 +90,18 @@ func setup(ctx context.Context, a *agent.Agent) error {
 	if err := clearShutdown(ctx, a.Store(), a.Node()); err != nil {
 		return err
 	}
+	go func() {
+		select {
+		case <-a.Ready():
+		case <-ctx.Done():
+			return
+		}
+		log := a.Config().Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		failFast(ctx, a, log)
+	}()
 	o := current()
 	if o.Driver == nil {
 		return nil

@@ -83,8 +83,11 @@ type NodeFacts struct {
 	PeerAddr     string `json:"peer_addr"` // store peer URL, when a store member
 	StoreMember  bool   `json:"store_member"`
 	// Witness: the host votes for quorum and never runs guests.
-	Witness bool      `json:"witness,omitempty"`
-	Since   time.Time `json:"since"` // when this agent came up
+	Witness bool `json:"witness,omitempty"`
+	// HeartbeatAddr is where the agent receives direct heartbeats (UDP
+	// host:port; empty: it sends none, the lease alone tells its death).
+	HeartbeatAddr string    `json:"heartbeat_addr,omitempty"`
+	Since         time.Time `json:"since"` // when this agent came up
 }
 
 // DomainMember is one node of a failover domain with its priority; higher is

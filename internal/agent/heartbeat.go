@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/haven-ha/haven/internal/heartbeat"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// Heartbeat is this agent's direct-heartbeat monitor, or nil when it sends
+// none (--heartbeat-listen off, or the socket could not be bound).
+func (a *Agent) Heartbeat() *heartbeat.Monitor { return a.hb }
+
+// startHeartbeat binds the heartbeat socket and starts beating to the
+// cluster's other agents, following their live keys, and watching the
+// manager. Any failure leaves the host to its lease alone, with a warning.
+func (a *Agent) startHeartbeat(ctx context.Context) {
+	if a.cfg.HeartbeatListen == "off" {
+		return
+	}
+	secret, err := a.st.Client().Get(ctx, store.KeyCAKey)
+	if err != nil || len(secret.Kvs) != 1 {
+		a.log.Warn("no direct heartbeats: the cluster's key is unreadable; a dead host is seen when its lease expires", "op", "heartbeat", "err", err)
+		return
+	}
+	hb, err := heartbeat.New(heartbeat.Config{
+		Node: a.cfg.Node, Listen: a.cfg.HeartbeatListen, Key: heartbeat.Key(secret.Kvs[0].Value),
+		DeadAfter: a.cfg.HeartbeatDeadAfter, Logger: a.log,
+	})
+	if err != nil {
+		a.log.Warn("no direct heartbeats: a dead host is seen when its lease expires", "op", "heartbeat", "err", err)
+		return
+	}
+	a.hb = hb
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopHB = cancel
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		hb.Run(hctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.followPeers(hctx)
+	}()
+}
+
+// followPeers keeps the heartbeat peers in step with the live keys.
+func (a *Agent) followPeers(ctx context.Context) {
+	for ctx.Err() == nil {
+		live, rev, err := a.st.LiveNodes(ctx)
+		if err != nil {
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		a.hb.SetPeers(peersOf(live))
+		for ev := range a.st.WatchLive(ctx, rev) {
+			if ev.Resync {
+				break
+			}
+			if ev.Facts != nil {
+				live[ev.Node] = *ev.Facts
+			} else {
+				// A peer whose lease ended stays watched: it may be back
+				// (a new lease) any moment, and Gone needs its history.
+				continue
+			}
+			a.hb.SetPeers(peersOf(live))
+		}
+	}
+}
+
+func peersOf(live map[string]model.NodeFacts) []heartbeat.Peer {
+	ps := make([]heartbeat.Peer, 0, len(live))
+	for name, f := range live {
+		ps = append(ps, heartbeat.Peer{Name: name, Heartbeat: f.HeartbeatAddr, Probe: hostOfURL(f.APIAddr)})
+	}
+	return ps
+}
+
+// hostOfURL is the host:port of an https URL ("" if none).
+func hostOfURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return ""
+	}
+	return u.Host
+}

@@ -1,0 +1,144 @@
+package ha
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/heartbeat"
+	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// failFast runs on every agent and acts on the heartbeat monitor's Gone
+// verdicts (no heartbeat and no answer from the host's address for
+// heartbeat.DefaultDeadAfter, 1.5 s):
+//
+//   - A manager whose host is Gone loses its term: its election lease is
+//     revoked, so the next candidate takes over at once instead of after
+//     the lease TTL (8 s). Safe whoever is wrong: every manager write is
+//     guarded by its election key (docs/architecture.md), so a deposed
+//     manager that was alive after all can write nothing.
+//   - With fence devices (fencing: agent), a host that is Gone loses its
+//     liveness lease: it fails now, not at its lease's expiry. The manager
+//     does this for every host; the others only for the manager's host,
+//     so that the next manager finds it failed. Its fence device is then
+//     the safety, as for any failed host: its guests start elsewhere only
+//     once the device confirmed it off. A host alive after all (a false
+//     alarm) is fenced too; the thresholds are chosen so that a 1 s network
+//     outage, a store leader change, an agent restart or a saturated CPU
+//     never get there (test/failover).
+//
+// In watchdog mode no liveness lease is touched: the lease and the
+// self-fence deadline stay the only guarantee (docs/fencing.md).
+func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
+	hb := a.Heartbeat()
+	if hb == nil {
+		return
+	}
+	ff := &fastFail{a: a, hb: hb, cs: cluster.New(a.Store()), cli: a.Store().Client(), log: log, revoked: map[clientv3.LeaseID]bool{}}
+	t := time.NewTicker(heartbeat.DefaultInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var gone []string
+		for name, v := range hb.Verdicts() {
+			if v.State == heartbeat.Gone {
+				gone = append(gone, name)
+			}
+		}
+		if len(gone) > 0 {
+			ff.act(ctx, gone)
+		}
+	}
+}
+
+type fastFail struct {
+	a       *agent.Agent
+	hb      *heartbeat.Monitor
+	cs      *cluster.Store
+	cli     *clientv3.Client
+	log     *slog.Logger
+	policy  cluster.Policy
+	at      time.Time
+	revoked map[clientv3.LeaseID]bool
+}
+
+func (f *fastFail) act(ctx context.Context, gone []string) {
+	// Every request requires a store leader: on a side without quorum it
+	// fails at once instead of going through when the network heals,
+	// after the peers beat again.
+	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), time.Second)
+	defer cancel()
+	if time.Since(f.at) > 2*time.Second {
+		p, err := f.cs.Policy(rctx)
+		if err != nil {
+			return
+		}
+		f.policy, f.at = p, time.Now()
+	}
+	fences := f.policy.Fencing == model.FencingAgent
+	if f.a.IsManager() {
+		if fences {
+			for _, name := range gone {
+				f.endLiveness(rctx, name)
+			}
+		}
+		return
+	}
+	resp, err := f.cli.Get(rctx, store.KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) != 1 {
+		return
+	}
+	mgr, lease := string(resp.Kvs[0].Value), clientv3.LeaseID(resp.Kvs[0].Lease)
+	for _, name := range gone {
+		if name != mgr {
+			continue
+		}
+		if fences {
+			f.endLiveness(rctx, name)
+		}
+		if lease != 0 && !f.revoked[lease] && f.stillGone(name) {
+			if _, err := f.cli.Revoke(rctx, lease); err == nil {
+				f.revoked[lease] = true
+				f.log.Warn("the manager's host is dead: its term ended so that another agent takes over", "op", "election", "manager", mgr, "evidence", f.hb.Verdict(name).String())
+			}
+		}
+	}
+}
+
+func (f *fastFail) stillGone(name string) bool { return f.hb.Verdict(name).State == heartbeat.Gone }
+
+// endLiveness revokes the liveness lease of a Gone host.
+func (f *fastFail) endLiveness(ctx context.Context, name string) {
+	resp, err := f.cli.Get(ctx, store.KeyNodeLive(name))
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		return
+	}
+	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
+	if f.revoked[lease] {
+		return
+	}
+	v := f.hb.Verdict(name)
+	if v.State != heartbeat.Gone {
+		return
+	}
+	if _, err := f.cli.Revoke(ctx, lease); err != nil {
+		f.log.Warn("could not end the lease of a dead host", "op", "failover", "node", name, "err", err)
+		return
+	}
+	f.revoked[lease] = true
+	msg := name + " is dead: " + v.String() + "; failed without waiting for its lease"
+	f.log.Warn(msg, "op", "failover", "node", name)
+	if err := f.cs.AddEvent(ctx, cluster.Event{Kind: "node", Node: name, Msg: msg}); err != nil && ctx.Err() == nil {
+		f.log.Warn("event log write failed", "err", err)
+	}
+}

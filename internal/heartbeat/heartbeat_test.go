@@ -1,0 +1,142 @@
+package heartbeat
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// pair starts monitors a and b on loopback, each the other's peer; b's host
+// answers probes while answer holds.
+func pair(t *testing.T, answer *atomic.Bool) (a, b *Monitor, stopB context.CancelFunc) {
+	t.Helper()
+	key := Key([]byte("secret"))
+	mk := func(node string, probe func(context.Context, string) error) *Monitor {
+		m, err := New(Config{Node: node, Listen: "127.0.0.1:0", Key: key, Interval: 20 * time.Millisecond,
+			DeadAfter: 300 * time.Millisecond, ProbeInterval: 30 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, ProbeFunc: probe})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a = mk("a", func(ctx context.Context, addr string) error {
+		if addr != "b-host:1" {
+			return errors.New("wrong address " + addr)
+		}
+		if answer.Load() {
+			return nil
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	b = mk("b", func(context.Context, string) error { return nil })
+	a.SetPeers([]Peer{{Name: "a", Heartbeat: a.Addr()}, {Name: "b", Heartbeat: b.Addr(), Probe: "b-host:1"}})
+	b.SetPeers([]Peer{{Name: "a", Heartbeat: a.Addr(), Probe: "a-host:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	bctx, cancelB := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { a.Run(ctx); done <- struct{}{} }()
+	go func() { b.Run(bctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	return a, b, cancelB
+}
+
+func waitState(t *testing.T, m *Monitor, peer string, want State, within time.Duration) Verdict {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		v := m.Verdict(peer)
+		if v.State == want {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: state %s (%v), want %s within %v", peer, v.State, v, want, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestDeadHostIsGoneAfterBothSignals(t *testing.T) {
+	var answer atomic.Bool
+	a, _, stopB := pair(t, &answer)
+	if v := a.Verdict("nobody"); v.State != Unknown {
+		t.Fatalf("unknown peer: %v", v.State)
+	}
+	waitState(t, a, "b", Alive, 2*time.Second)
+	start := time.Now()
+	stopB()
+	v := waitState(t, a, "b", Gone, 3*time.Second)
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("gone after %v, before DeadAfter", took)
+	}
+	if v.Failed < MinFailedProbes || v.Silence < 300*time.Millisecond || v.Unanswered < 300*time.Millisecond {
+		t.Fatalf("gone on too little evidence: %+v", v)
+	}
+}
+
+func TestSilentAgentOnLiveHostIsNotGone(t *testing.T) {
+	var answer atomic.Bool
+	answer.Store(true)
+	a, _, stopB := pair(t, &answer)
+	waitState(t, a, "b", Alive, 2*time.Second)
+	stopB()
+	waitState(t, a, "b", Silent, time.Second)
+	// Well past DeadAfter, the host still answers: never Gone.
+	deadline := time.Now().Add(700 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if v := a.Verdict("b"); v.State != Silent {
+			t.Fatalf("silent agent on a live host judged %v", v)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The host stops answering: now it is gone.
+	answer.Store(false)
+	waitState(t, a, "b", Gone, 2*time.Second)
+}
+
+func TestAnnouncedStopIsLeaving(t *testing.T) {
+	var answer atomic.Bool
+	a, b, stopB := pair(t, &answer)
+	waitState(t, a, "b", Alive, 2*time.Second)
+	b.Announce()
+	waitState(t, a, "b", Leaving, time.Second)
+	stopB()
+	deadline := time.Now().Add(600 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if v := a.Verdict("b"); v.State != Leaving {
+			t.Fatalf("announced stop judged %v", v)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestForgedHeartbeatsAreDropped(t *testing.T) {
+	good := Key([]byte("secret"))
+	m := &Monitor{cfg: Config{Node: "x", Key: good}}
+	msg := m.encode(7, true)
+	got, err := decode(good, msg)
+	if err != nil || got.node != "x" || got.seq != 7 || !got.stop {
+		t.Fatalf("decode: %+v %v", got, err)
+	}
+	if _, err := decode(Key([]byte("other")), msg); err == nil {
+		t.Fatal("a heartbeat with another cluster's key was accepted")
+	}
+	msg[len(magic)+3] ^= 1
+	if _, err := decode(good, msg); err == nil {
+		t.Fatal("a tampered heartbeat was accepted")
+	}
+	if _, err := decode(good, []byte("short")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func TestProbeTCP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	// A closed port on a live host is refused: the host answered.
+	if err := ProbeTCP(ctx, "127.0.0.1:1"); err != nil {
+		t.Fatalf("refused connection counted as no answer: %v", err)
+	}
+}

@@ -1,0 +1,114 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api/client"
+)
+
+// BenchmarkGuestCrash kills a running guest's QEMU with SIGKILL, b.N times,
+// and times how long until the API reports it running again on its host
+// (its restart count grown, running), per driver of -failover.hypervisors.
+// Crash loops stay bounded: each round waits out nothing, so the guest's
+// restart budget (max_restarts in restart_window) is raised for the run.
+//
+//	go test ./test/failover/ -run '^$' -bench GuestCrash -benchtime 10x
+func BenchmarkGuestCrash(b *testing.B) {
+	for _, hv := range strings.Split(*hypervisors, ",") {
+		b.Run(hv, func(b *testing.B) { guestCrash(b, hv) })
+	}
+}
+
+func guestCrash(b *testing.B, hv string) {
+	c := newCluster(b, options{hypervisor: hv})
+	c.guest("g1", "", "h2")
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.EditGuest(ctx, "g1", map[string]any{"max_restarts": 1000, "restart_window": "1h"})
+		return err
+	})
+	c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h2" })
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		c.waitRunning(60*time.Second, func(g, n string) bool { return n == "h2" })
+		before := c.restarts("g1")
+		pid := c.qemuPID("g1", "h2")
+		b.StartTimer()
+		t0 := time.Now()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			b.Fatal(err)
+		}
+		var took time.Duration
+		c.poll("g1 running again", 30*time.Second, func() bool {
+			for time.Since(t0) < 30*time.Second {
+				var ok bool
+				_ = c.tryAPI(func(ctx context.Context, cl *client.Client) error {
+					gi, err := cl.Guest(ctx, "g1")
+					if err == nil {
+						ok = gi.Runtime.Restarts > before && gi.Runtime.Running && gi.Runtime.State == "started"
+					}
+					return err
+				})
+				if ok {
+					took = time.Since(t0)
+					return true
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			return false
+		})
+		b.StopTimer()
+		b.Logf("round %d: kill -9 of QEMU (pid %d) → reported running again %v", i+1, pid, took.Round(time.Millisecond))
+		ds = append(ds, took)
+	}
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	med, worst := ds[len(ds)/2], ds[len(ds)-1]
+	b.ReportMetric(med.Seconds(), "running-median-s")
+	b.ReportMetric(worst.Seconds(), "running-worst-s")
+	b.Logf("crash → running again: median %v worst %v over %d rounds", med.Round(10*time.Millisecond), worst.Round(10*time.Millisecond), len(ds))
+}
+
+func (c *testCluster) restarts(guest string) int {
+	c.t.Helper()
+	var n int
+	c.api(func(ctx context.Context, cl *client.Client) error {
+		gi, err := cl.Guest(ctx, guest)
+		if err == nil {
+			n = gi.Runtime.Restarts
+		}
+		return err
+	})
+	return n
+}
+
+// qemuPID is the pid of guest's QEMU on host.
+func (c *testCluster) qemuPID(guest, host string) int {
+	c.t.Helper()
+	disk := filepath.Join(c.bed.SharedDir(), guest+".img")
+	asDrive, asBlockdev := []byte("file="+disk+","), []byte(`"filename":"`+disk+`"`)
+	pids, _ := c.node(host).h.PIDs()
+	for _, pid := range pids {
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.Contains(cmd, []byte("qemu")) {
+			continue
+		}
+		if bytes.Contains(cmd, asDrive) || bytes.Contains(cmd, asBlockdev) {
+			return pid
+		}
+	}
+	c.t.Fatalf("no QEMU of %s on %s", guest, host)
+	return 0
+}
