@@ -605,6 +605,15 @@ func (st *stepper) crashed(e GuestCrashed) {
 	st.trouble(g, e.Node)
 }
 
+// restartDelay is the pause before restart number n (1 for the first since
+// the counts were last cleared): delay for the first, doubling with each
+// further restart up to 32 times delay. A crash loop is bounded by the
+// restart budget (max_restarts in restart_window); the growing pause keeps
+// a looping guest from hogging its host meanwhile.
+func restartDelay(delay time.Duration, n int) time.Duration {
+	return delay << min(max(n-1, 0), 5)
+}
+
 // trouble handles a crash or a failed start of g on a healthy node.
 func (st *stepper) trouble(g *Guest, node string) {
 	g.Running = false
@@ -628,7 +637,7 @@ func (st *stepper) trouble(g *Guest, node string) {
 			g.Restarts++
 			g.State = GuestRecovering
 			g.Need = NeedRestart
-			g.RetryAt = st.now.Add(st.s.Config.Timings.RestartDelay)
+			g.RetryAt = st.now.Add(restartDelay(st.s.Config.Timings.RestartDelay, g.Restarts))
 			st.logf("%s will restart on %s (restart %d of %d)", g.Spec.Name, node, g.Restarts, g.Spec.MaxRestarts)
 			return
 		}

@@ -37,7 +37,8 @@ type Timings struct {
 	// after the node was last heard from.
 	WatchdogMargin time.Duration `json:"watchdog_margin"`
 	// RestartDelay is the pause before restarting a crashed guest, or one
-	// that failed to start, on the same node.
+	// that failed to start, on the same node; it doubles with each further
+	// restart since the counts were last cleared, up to 32 times.
 	RestartDelay time.Duration `json:"restart_delay"`
 	// Tick is the longest time between two manager steps.
 	Tick time.Duration `json:"tick"`
@@ -48,7 +49,7 @@ type Timings struct {
 
 // DefaultTimings returns the documented defaults. With them a dead node's
 // guests run elsewhere about 12 s after it died (agent fencing), 27 s with the
-// watchdog; a crashed guest runs again about 2.5 s after the crash.
+// watchdog; a crashed guest runs again about 2.1 s after the crash (simulated 2 s start).
 func DefaultTimings() Timings {
 	return Timings{
 		LeaseTTL:        8 * time.Second,
@@ -56,7 +57,7 @@ func DefaultTimings() Timings {
 		FenceRetry:      5 * time.Second,
 		WatchdogTimeout: 10 * time.Second,
 		WatchdogMargin:  5 * time.Second,
-		RestartDelay:    500 * time.Millisecond,
+		RestartDelay:    100 * time.Millisecond,
 		Tick:            5 * time.Second,
 		StopTimeout:     60 * time.Second,
 	}
