@@ -82,8 +82,13 @@ type Config struct {
 	// 100 and 1000).
 	StoreTickMs, StoreElectionMs uint
 
-	// Hypervisor names the driver reported in the node facts.
+	// Hypervisor names the driver reported in the node facts; "none" for a
+	// host that runs no guests (never offered to placement).
 	Hypervisor string
+	// Witness makes the host a witness: a voting store member that counts
+	// for quorum and never runs guests, needs no hypervisor or fence
+	// device and is never fenced (like corosync-qdevice).
+	Witness bool
 
 	// MetricsListen, when set, also serves /metrics, /healthz and /readyz
 	// over plain HTTP (they are always on the API).
@@ -194,6 +199,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = store.DefaultKeepAlive
+	}
+	if cfg.Witness {
+		if cfg.Hypervisor != "" && cfg.Hypervisor != "none" {
+			return nil, fmt.Errorf("--witness runs no guests: drop --hypervisor %s", cfg.Hypervisor)
+		}
+		cfg.Hypervisor = "none"
 	}
 	if cfg.Hypervisor == "" {
 		cfg.Hypervisor = "qemu"
@@ -509,6 +520,9 @@ func (a *Agent) serve(ctx context.Context) error {
 		Name: a.cfg.Node, Memory: hostMemory(), CPUs: hostCPUs(), Hypervisor: a.cfg.Hypervisor,
 		AgentVersion: version.String(), BootID: bootID(), APIAddr: a.APIURL(),
 		StoreMember: a.state.StoreMember, Since: a.now().UTC(),
+		// A host without a hypervisor runs no guests: the manager takes it
+		// for a witness, never offered to placement and never fenced.
+		Witness: a.cfg.Witness || a.cfg.Hypervisor == "none",
 	}
 	if a.state.StoreMember {
 		facts.PeerAddr = a.peerURL()

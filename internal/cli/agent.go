@@ -86,6 +86,7 @@ func agentFlags(fs *pflag.FlagSet) Runner {
 	fs.UintVar(&cfg.StoreTickMs, "store-heartbeat-ms", store.DefaultTickMs, "embedded etcd heartbeat interval, ms")
 	fs.UintVar(&cfg.StoreElectionMs, "store-election-ms", store.DefaultElectionMs, "embedded etcd election timeout, ms")
 	fs.StringVar(&cfg.Hypervisor, "hypervisor", "qemu", "hypervisor driver: qemu, libvirt, or none for a host that runs no guests")
+	fs.BoolVar(&cfg.Witness, "witness", false, "join as a witness: a voting store member that counts for quorum and never runs guests (no hypervisor, no fence device, never fenced); a small VM or a Raspberry Pi outside the cluster")
 	fs.StringVar(&cfg.HeartbeatListen, "heartbeat-listen", "", "UDP address HOST:PORT for direct heartbeats between agents (default: the --listen host, port + 3; off: none, the lease alone tells this host's death)")
 	fs.DurationVar(&cfg.HeartbeatDeadAfter, "heartbeat-dead-after", 0, "a peer with no heartbeat and no answer from its address this long is dead (default 1.5s; acted on only with fence devices)")
 	var hostOpts ha.HostOptions

@@ -28,7 +28,7 @@ func init() {
 	Register(&Command{Path: "node fence", Args: "NAME --yes", Example: "haven node fence h2 --yes", Short: "fence (power off) a host now through its fence devices", Flags: cmdNodeFence})
 	Register(&Command{Path: "node confirm-off", Args: "NAME --yes", Example: "haven node confirm-off h2 --yes", Short: "tell the manager a failed host is powered off (its fence device fails): its guests recover now", Flags: cmdNodeConfirmOff})
 	Register(&Command{Path: "policy show", Short: "show the cluster policy: fencing mode and shutdown policy", Flags: cmdPolicyShow})
-	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop", Short: "change the cluster policy", Flags: cmdPolicySet})
+	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop\nhaven policy set --quorum-loss freeze", Short: "change the cluster policy", Flags: cmdPolicySet})
 }
 
 func cmdFenceShow(fs *pflag.FlagSet) Runner {
@@ -325,7 +325,7 @@ func cmdPolicyShow(fs *pflag.FlagSet) Runner {
 		if cf.output == "json" {
 			return printJSON(env.Stdout, p)
 		}
-		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\n", p.Fencing, p.ShutdownPolicy)
+		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss)
 		return nil
 	}
 }
@@ -334,6 +334,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
 	fencing := fs.String("fencing", "", "agent (fence devices) or watchdog (hosts self-fence)")
 	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
+	quorumLoss := fs.String("quorum-loss", "", "what a host cut off from the quorate side does with its guests: stop (self-fence) or freeze (keep them; only with fence devices)")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
@@ -345,8 +346,11 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		if *shutdown != "" {
 			body["shutdown_policy"] = *shutdown
 		}
+		if *quorumLoss != "" {
+			body["quorum_loss"] = *quorumLoss
+		}
 		if len(body) == 0 {
-			return Usagef("nothing to change: give --fencing or --shutdown-policy")
+			return Usagef("nothing to change: give --fencing, --shutdown-policy or --quorum-loss")
 		}
 		c, err := cf.client(env)
 		if err != nil {
@@ -360,7 +364,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		if cf.output == "json" {
 			return printJSON(env.Stdout, p)
 		}
-		fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s\n", p.Fencing, p.ShutdownPolicy)
+		fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s, quorum loss %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss)
 		return nil
 	}
 }

@@ -113,6 +113,10 @@ func setup(ctx context.Context, a *agent.Agent) error {
 	if drv == nil {
 		return nil
 	}
+	// This host may run guests: until its host side has adopted them, a
+	// stop keeps the lease (an agent stopped right after it started must
+	// not take the host down with it).
+	a.KeepLeaseOnStop(func() bool { return true })
 	log := a.Config().Logger
 	if log == nil {
 		log = slog.Default()
@@ -139,7 +143,9 @@ func setup(ctx context.Context, a *agent.Agent) error {
 			StopTimeout: t.StopTimeout,
 			Logger:      log,
 		})
-		a.KeepLeaseOnStop(func() bool { return h.Running() > 0 })
+		// Until its guests are adopted, the host may run guests it does
+		// not count yet: a stop then keeps the lease too.
+		a.KeepLeaseOnStop(func() bool { return !h.Adopted() || h.Running() > 0 })
 		if err := h.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("host side stopped", "err", err)
 		}
@@ -172,7 +178,7 @@ func WatchdogTiming(t manager.Timings) watchdog.Timing {
 		KeepaliveInterval:  t.Keepalive,
 		WatchdogTimeout:    t.WatchdogTimeout,
 		StopGuestsDeadline: t.LeaseTTL - SelfFenceMargin,
-		ManagerWait:        t.WatchdogTimeout + t.WatchdogMargin,
+		ManagerWait:        t.WatchdogWait(),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -65,6 +66,8 @@ type Config struct {
 type Host struct {
 	cfg Config
 	log *slog.Logger
+	// adopted is set once the guests already running at start are adopted.
+	adopted atomic.Bool
 	ctl *hostctl.Controller
 	pub *publisher
 	// health runs the guests' health checks; a failure kills the guest
@@ -76,6 +79,9 @@ type Host struct {
 	fenced   bool              // guests were killed for losing the cluster; guarded by mu
 	lastDone map[string]string // guest -> last order ID submitted; guarded by mu
 	mode     model.FencingMode // the cluster's fencing mode; guarded by mu
+	// freeze: quorum_loss freeze with fence devices: cut off from the
+	// quorate side, this host keeps its guests and never self-fences.
+	freeze bool // guarded by mu
 }
 
 // New returns a host side; Run starts it.
@@ -170,6 +176,7 @@ func (h *Host) Run(ctx context.Context) error {
 	if adopted, err := h.ctl.Adopt(ctx); err != nil {
 		h.log.Error("adoption failed; guests already running are not reported", "err", err)
 	} else {
+		h.adopted.Store(true)
 		go h.adoptHealth(ctx, adopted)
 	}
 	ctlDone := make(chan struct{})
@@ -242,6 +249,10 @@ func (h *Host) armWatchdog() error {
 	}
 	return h.cfg.Watchdog.Arm(watchdog.Proof{KeepaliveSent: h.cfg.Live.LastSent()})
 }
+
+// Adopted reports whether the guests already running here when the agent
+// started have been adopted: until then Running does not count them.
+func (h *Host) Adopted() bool { return h.adopted.Load() }
 
 // Running is how many guests run here (or are starting, stopping, leaving).
 func (h *Host) Running() int { return h.running() }
@@ -348,6 +359,11 @@ func (h *Host) readPolicy(ctx context.Context) {
 		h.log.Info("fencing mode", "mode", p.Fencing)
 	}
 	h.mode = p.Fencing
+	freeze := p.QuorumLoss == model.QuorumLossFreeze && p.Fencing == model.FencingAgent
+	if h.freeze != freeze {
+		h.log.Info("quorum loss policy", "quorum_loss", p.QuorumLoss, "self_fences", !freeze)
+	}
+	h.freeze = freeze
 	h.mu.Unlock()
 }
 
@@ -398,6 +414,7 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 	deadline := h.cfg.LeaseTTL - h.cfg.SelfFenceMargin
 	mon := selffence.New(deadline)
 	overdueAfter := min(2*time.Second, deadline/2)
+	frozenSaid := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -421,8 +438,9 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 			mon.Observe(now, true)
 		}
 		h.mu.Lock()
-		fenced := h.fenced
+		fenced, freeze := h.fenced, h.freeze
 		h.mu.Unlock()
+		mon.SetFreeze(freeze)
 		switch {
 		case mon.Decide(now, h.running()) == selffence.Fence:
 			h.selfFence(ctx, fmt.Sprintf("lease not confirmed since %s: lost the cluster", sent.Format(time.RFC3339Nano)))
@@ -432,6 +450,12 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 			h.fenced = false
 			h.mu.Unlock()
 			mon = selffence.New(deadline)
+		case overdue && freeze && !frozenSaid:
+			frozenSaid = true
+			h.log.Warn("cut off from the quorate side under quorum_loss freeze: guests keep running, no self-fence; the quorate side may fence this host", "op", "self-fence", "guests", h.running())
+		case !overdue && frozenSaid:
+			frozenSaid = false
+			h.log.Info("back in the quorate side", "op", "self-fence")
 		}
 		if now.Sub(sent) < deadline {
 			h.tendWatchdog(ctx, &lastPetProof)

@@ -166,10 +166,10 @@ func TestWatchdogDeadline(t *testing.T) {
 		t.Fatal("watchdog mode drove a fence device")
 	}
 	tm := DefaultTimings()
-	if a := s.Step(t0.Add(10*time.Second+tm.WatchdogTimeout+tm.WatchdogMargin-time.Millisecond), Tick{}); s.Node("n2").Fences != 0 || hasKind(a, ActStart) {
+	if a := s.Step(t0.Add(10*time.Second+tm.WatchdogWait()-time.Millisecond), Tick{}); s.Node("n2").Fences != 0 || hasKind(a, ActStart) {
 		t.Fatal("fenced before the deadline")
 	}
-	s.Step(t0.Add(10*time.Second+tm.WatchdogTimeout+tm.WatchdogMargin), Tick{})
+	s.Step(t0.Add(10*time.Second+tm.WatchdogWait()), Tick{})
 	if s.Node("n2").Fences != 1 {
 		t.Fatal("not fenced at the deadline")
 	}

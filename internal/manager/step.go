@@ -246,7 +246,7 @@ func (st *stepper) nodeDown(name string) {
 	}
 	n.Status = NodeFailed
 	t := st.s.Config.Timings
-	n.Fence = &Fence{RetryAt: st.now, DeadlineAt: st.now.Add(t.WatchdogTimeout + t.WatchdogMargin)}
+	n.Fence = &Fence{RetryAt: st.now, DeadlineAt: st.now.Add(t.WatchdogWait())}
 	switch {
 	case st.quiet:
 	case st.s.Config.Fencing == model.FencingWatchdog:
@@ -670,7 +670,7 @@ func (st *stepper) lateArrival(g *Guest, t *Node, boot string) {
 		if t.Status != NodeFailed {
 			tm := st.s.Config.Timings
 			t.Status = NodeFailed
-			t.Fence = &Fence{RetryAt: st.now, DeadlineAt: t.DownAt.Add(tm.WatchdogTimeout + tm.WatchdogMargin)}
+			t.Fence = &Fence{RetryAt: st.now, DeadlineAt: t.DownAt.Add(tm.WatchdogWait())}
 		}
 	}
 }

@@ -32,9 +32,9 @@ type Timings struct {
 	// the cluster is powered off at most this long after its self-fence
 	// deadline (its lease expiry as it sees it), even if its agent hangs.
 	WatchdogTimeout time.Duration `json:"watchdog_timeout"`
-	// WatchdogMargin is added on top: in watchdog mode the manager treats a
-	// failed node as fenced LeaseTTL expiry + WatchdogTimeout + WatchdogMargin
-	// after the node was last heard from.
+	// WatchdogMargin covers the watchdog firing late (1 s) and clocks
+	// running apart (1% each): in watchdog mode the manager treats a failed
+	// node as fenced WatchdogWait after it saw its lease expire.
 	WatchdogMargin time.Duration `json:"watchdog_margin"`
 	// RestartDelay is the pause before restarting a crashed guest, or one
 	// that failed to start, on the same node; it doubles with each further
@@ -48,19 +48,30 @@ type Timings struct {
 }
 
 // DefaultTimings returns the documented defaults. With them a dead node's
-// guests run elsewhere about 12 s after it died (agent fencing), 27 s with the
-// watchdog; a crashed guest runs again about 2.1 s after the crash (simulated 2 s start).
+// guests run elsewhere about 12 s after it died (agent fencing; the daemon's
+// direct heartbeats make it faster), 15 s with the watchdog; a crashed guest runs again about 2.1 s after the crash (simulated 2 s start).
 func DefaultTimings() Timings {
 	return Timings{
 		LeaseTTL:        8 * time.Second,
 		Keepalive:       1 * time.Second,
 		FenceRetry:      5 * time.Second,
 		WatchdogTimeout: 10 * time.Second,
-		WatchdogMargin:  5 * time.Second,
+		WatchdogMargin:  2 * time.Second,
 		RestartDelay:    100 * time.Millisecond,
 		Tick:            5 * time.Second,
 		StopTimeout:     60 * time.Second,
 	}
+}
+
+// WatchdogWait is how long after it saw a failed node's lease expire the
+// manager waits, in watchdog mode, before the node counts as fenced: the
+// node's last pet came at most one keepalive after the renewal that
+// confirmed it, and the lease outlived that renewal by LeaseTTL, so the
+// watchdog has fired by WatchdogTimeout + Keepalive - LeaseTTL after the
+// expiry, plus the margin (docs/fencing.md has the proof;
+// watchdog.Timing.Validate refuses timings for which this is too short).
+func (t Timings) WatchdogWait() time.Duration {
+	return max(t.WatchdogTimeout+t.Keepalive+t.WatchdogMargin-t.LeaseTTL, t.WatchdogMargin)
 }
 
 // Config is the cluster-wide policy the manager runs with.

@@ -781,13 +781,16 @@ func (w *World) powerOff(n *simNode, how string) {
 		if how == "loss" && v.state != vmIncoming {
 			safe := time.Duration(1<<62 - 1)
 			if w.sc.Fencing == model.FencingWatchdog {
-				// Its self-fence deadline: a lease TTL after it last renewed
-				// (now, or when it lost the quorate side), plus the watchdog.
-				d := w.now + w.tm.LeaseTTL
+				// Its watchdog's deadline: it last renewed its lease now, or
+				// when it lost the quorate side (its self-fence deadline less
+				// a lease TTL); it pets only on a renewal younger than one
+				// keepalive, and the watchdog fires a watchdog timeout after
+				// the last pet (docs/fencing.md).
+				d := w.now
 				if dl, cut := n.mon.Deadline(); cut {
-					d = min(d, dl.Sub(Epoch))
+					d = min(d, dl.Sub(Epoch)-w.tm.LeaseTTL)
 				}
-				safe = d + w.tm.WatchdogTimeout
+				safe = d + w.tm.Keepalive + w.tm.WatchdogTimeout
 			}
 			w.unclean[g] = uncleanEnd{node: n.name, epoch: n.epoch, safeAt: safe, at: w.now}
 		}

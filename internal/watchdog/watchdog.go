@@ -243,16 +243,23 @@ func stretch(d time.Duration) time.Duration {
 	return d + time.Duration(math.Ceil(float64(d)*clockRate))
 }
 
-// MinManagerWait is the shortest safe ManagerWait for the other values. The
-// worst case: the node's last pet is just before its lease expires as the
-// manager sees it (a pet needs a confirmation younger than one keepalive
-// interval, and the lease outlives any confirmation by the lease TTL). From
-// that pet the watchdog fires within WatchdogTimeout plus slack, and a live
-// agent has killed its guests within StopGuestsDeadline of its last
-// confirmation. The manager must wait out the later of the two, measured on
-// clocks that may run slightly apart.
+// MinManagerWait is the shortest safe ManagerWait for the other values
+// (docs/fencing.md proves it). Let S be when the node sent the renewal
+// behind its last pet, on its clock. The store renewed the lease no
+// earlier than S, so the manager sees it expire no earlier than S + lease
+// TTL; a pet needs a confirmation younger than one keepalive interval, so
+// the last pet is at most S + keepalive interval, and the watchdog fires
+// at most a watchdog timeout plus slack later. A live agent has killed its
+// guests within the stop-guests deadline (plus slack) of its latest
+// confirmed renewal, which is also no later than the lease's expiry less
+// the TTL. Every duration is measured on a different clock, each of which
+// may run up to 1% apart: the node's intervals are stretched twice (its
+// clock against the store's and the manager's). So the manager waits
+// max(keepalive + watchdog timeout, stop-guests deadline), stretched, plus
+// slack, less the lease TTL (never less than nothing).
 func (t Timing) MinManagerWait() time.Duration {
-	return max(stretch(t.WatchdogTimeout)+t.slack(), stretch(t.StopGuestsDeadline)+t.slack())
+	need := max(stretch(stretch(t.KeepaliveInterval+t.WatchdogTimeout)), stretch(stretch(t.StopGuestsDeadline))) + stretch(t.slack()) - t.LeaseTTL
+	return max(need, 0)
 }
 
 // FencedAt is when the manager may treat a node as fenced, given when it
@@ -312,15 +319,16 @@ func (t Timing) Validate() error {
 	// Safety: the manager may only act once the node is certain to have
 	// reset or stopped its guests.
 	if need := t.MinManagerWait(); t.ManagerWait < need {
-		room := t.ManagerWait - t.slack()
+		// room is how long the node's own intervals may last, stretched.
+		room := t.ManagerWait + t.LeaseTTL - stretch(t.slack())
 		var lower []string
-		if stretch(t.WatchdogTimeout)+t.slack() > t.ManagerWait {
-			if wd := maxWholeSeconds(room); wd >= time.Second {
+		if stretch(stretch(t.KeepaliveInterval+t.WatchdogTimeout)) > room {
+			if wd := maxWholeSeconds(maxStretched(room) - t.KeepaliveInterval); wd >= time.Second {
 				lower = append(lower, fmt.Sprintf("the watchdog timeout to %s", wd))
 			}
 		}
-		if stretch(t.StopGuestsDeadline)+t.slack() > t.ManagerWait {
-			if d := maxStretched(room); d > 0 {
+		if stretch(stretch(t.StopGuestsDeadline)) > room {
+			if d := maxStretched(maxStretched(room)); d > 0 {
 				lower = append(lower, fmt.Sprintf("the stop-guests deadline to %s", d))
 			}
 		}
@@ -328,8 +336,8 @@ func (t Timing) Validate() error {
 		if len(lower) > 0 {
 			alt = " or lower " + strings.Join(lower, " and ")
 		}
-		add("manager wait %s is too short: the node may reset or stop its guests as late as %s after its lease expires (watchdog timeout %s, stop-guests deadline %s, %s slack), so a guest could run twice: raise the manager wait to at least %s%s",
-			t.ManagerWait, need, t.WatchdogTimeout, t.StopGuestsDeadline, t.slack(), need, alt)
+		add("manager wait %s is too short: the node may reset or stop its guests as late as %s after its lease expires (keepalive %s, watchdog timeout %s, stop-guests deadline %s, lease TTL %s, %s slack), so a guest could run twice: raise the manager wait to at least %s%s",
+			t.ManagerWait, need, t.KeepaliveInterval, t.WatchdogTimeout, t.StopGuestsDeadline, t.LeaseTTL, t.slack(), need, alt)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("self-fence timing: %w", errors.Join(errs...))

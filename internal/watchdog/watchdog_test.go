@@ -232,17 +232,21 @@ func TestTimingValidate(t *testing.T) {
 			want: []string{"raise the watchdog timeout to at least 2s"}},
 		{name: "guests killed at one hiccup", t: with(func(t *Timing) { t.StopGuestsDeadline = 1500 * time.Millisecond }),
 			want: []string{"stop-guests deadline 1.5s is less than two keepalive intervals"}},
-		{name: "wait shorter than watchdog", t: with(func(t *Timing) { t.ManagerWait = 5 * time.Second }),
-			want: []string{"manager wait 5s is too short", "raise the manager wait to at least 5.04s", "lower the watchdog timeout to 3s"}},
-		{name: "wait shorter than watchdog without slack", t: with(func(t *Timing) { t.ManagerWait = 4 * time.Second }),
-			want: []string{"raise the manager wait to at least 5.04s", "lower the watchdog timeout to 2s"}},
-		{name: "wait shorter than stop-guests deadline", t: with(func(t *Timing) { t.StopGuestsDeadline = 4500 * time.Millisecond }),
-			want: []string{"raise the manager wait to at least 5.545s", "lower the stop-guests deadline to 4.059s"}},
-		{name: "slack counts", t: with(func(t *Timing) { t.FireSlack = 2 * time.Second }),
-			want: []string{"raise the manager wait to at least 6.04s"}},
-		{name: "wait covers a big slack", t: with(func(t *Timing) { t.FireSlack = 2 * time.Second; t.ManagerWait = 6040 * time.Millisecond })},
-		{name: "no room at all", t: with(func(t *Timing) { t.ManagerWait = 500 * time.Millisecond }),
-			want: []string{"raise the manager wait to at least 5.04s"}},
+		// keepalive 1s + watchdog 4s, stretched twice (5.1005s), + 1.01s
+		// slack - 5s TTL = 1.1105s.
+		{name: "wait shorter than watchdog", t: with(func(t *Timing) { t.ManagerWait = time.Second }),
+			want: []string{"manager wait 1s is too short", "raise the manager wait to at least 1.1105s", "lower the watchdog timeout to 3s"}},
+		{name: "wait far shorter than watchdog", t: with(func(t *Timing) { t.ManagerWait = 10 * time.Millisecond }),
+			want: []string{"raise the manager wait to at least 1.1105s", "lower the watchdog timeout to 2s"}},
+		// 6.5s stretched twice (6.63065s) + 1.01s - 5s = 2.64065s.
+		{name: "wait shorter than stop-guests deadline", t: with(func(t *Timing) { t.StopGuestsDeadline = 6500 * time.Millisecond; t.ManagerWait = 2 * time.Second }),
+			want: []string{"raise the manager wait to at least 2.64065s", "lower the stop-guests deadline to 5.871s"}},
+		{name: "slack counts", t: with(func(t *Timing) { t.FireSlack = 2 * time.Second; t.ManagerWait = 2 * time.Second }),
+			want: []string{"raise the manager wait to at least 2.1205s"}},
+		{name: "wait covers a big slack", t: with(func(t *Timing) { t.FireSlack = 2 * time.Second; t.ManagerWait = 2120500 * time.Microsecond })},
+		{name: "default daemon timing", t: Timing{LeaseTTL: 8 * time.Second, KeepaliveInterval: time.Second, WatchdogTimeout: 10 * time.Second, StopGuestsDeadline: 7 * time.Second, ManagerWait: 5 * time.Second}},
+		{name: "no room at all", t: with(func(t *Timing) { t.ManagerWait = time.Millisecond }),
+			want: []string{"raise the manager wait to at least 1.1105s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,8 +272,8 @@ func TestTimingValidate(t *testing.T) {
 func TestTimingSuggestionsAreValid(t *testing.T) {
 	// Following the advice in the error must give a valid timing.
 	for _, bad := range []Timing{
-		with(func(t *Timing) { t.ManagerWait = 5 * time.Second }),
-		with(func(t *Timing) { t.StopGuestsDeadline = 4500 * time.Millisecond }),
+		with(func(t *Timing) { t.ManagerWait = time.Second }),
+		with(func(t *Timing) { t.StopGuestsDeadline = 6500 * time.Millisecond; t.ManagerWait = 2 * time.Second }),
 	} {
 		fixed := bad
 		fixed.ManagerWait = bad.MinManagerWait()
@@ -277,10 +281,11 @@ func TestTimingSuggestionsAreValid(t *testing.T) {
 			t.Errorf("raising the wait to MinManagerWait is not enough: %v", err)
 		}
 		lowered := bad
+		room := bad.ManagerWait + bad.LeaseTTL - stretch(bad.slack())
 		if bad.StopGuestsDeadline == good.StopGuestsDeadline {
-			lowered.WatchdogTimeout = maxWholeSeconds(bad.ManagerWait - lowered.slack())
+			lowered.WatchdogTimeout = maxWholeSeconds(maxStretched(room) - bad.KeepaliveInterval)
 		} else {
-			lowered.StopGuestsDeadline = maxStretched(bad.ManagerWait - lowered.slack())
+			lowered.StopGuestsDeadline = maxStretched(maxStretched(room))
 		}
 		if err := lowered.Validate(); err != nil {
 			t.Errorf("lowering as suggested is not enough: %+v: %v", lowered, err)

@@ -1,0 +1,193 @@
+package failover
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/testbed"
+)
+
+var stressFor = flag.Duration("failover.stress", 0, "TestNoFalseAlarm: also saturate every CPU (spinning processes on every bed host and the root) for this long, 10m for the full check; 0 skips it")
+
+// TestNoFalseAlarm plays the events that must never fail a host: a 1 s
+// total network outage, a store leader change, an agent kill -9 followed by
+// a restart within 5 s, an agent upgrade (SIGTERM, then the new binary)
+// and, with -failover.stress, saturated CPUs. After each, no host was
+// declared dead or failed, none was fenced and every guest runs where it
+// ran, in the same boot. It runs with the first driver of
+// -failover.hypervisors only (the faults are the agents', not the
+// driver's).
+func TestNoFalseAlarm(t *testing.T) {
+	hv := strings.Split(*hypervisors, ",")[0]
+	c := newCluster(t, options{hypervisor: hv})
+	c.guest("g1", "", "h1")
+	c.guest("g2", "", "h2")
+	c.guest("g3", "", "h3")
+	where := c.waitRunning(120*time.Second, nil)
+	start := time.Now()
+	for _, g := range c.guests {
+		c.waitStamp(g, start, 60*time.Second)
+	}
+
+	check := func(what string, t0 time.Time) {
+		t.Helper()
+		// Past the detection threshold and then some: a false alarm
+		// would have shown by now.
+		c.waitStamp("g1", time.Now().Add(3*time.Second), 60*time.Second)
+		for _, e := range c.events() {
+			if !e.At.After(t0) {
+				continue
+			}
+			if strings.Contains(e.Msg, " is dead:") || (e.Kind == "manager" && strings.Contains(e.Msg, " failed") && strings.HasPrefix(e.Msg, "node ")) || e.Kind == "fence" ||
+				strings.Contains(e.Msg, "will restart") || strings.Contains(e.Msg, "crashed") {
+				t.Errorf("%s: false alarm: %s %s", what, e.At.Format("15:04:05.000"), e.Msg)
+			}
+		}
+		c.waitRunning(30*time.Second, func(g, n string) bool { return where[g] == n })
+		for _, g := range c.guests {
+			if segs := c.segments(g); len(segs) != 1 {
+				t.Errorf("%s: %s booted %d times, want once", what, g, len(segs))
+			}
+		}
+		c.noDoubleRun()
+		t.Logf("%s: no false alarm", what)
+	}
+
+	// A 1 s outage of the whole cluster network.
+	t0 := time.Now()
+	for _, n := range c.nodes {
+		if err := c.bed.NetworkCut(c.ctx, n.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-time.After(time.Second)
+	for _, n := range c.nodes {
+		if err := c.bed.NetworkRestore(c.ctx, n.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("1 s network outage", t0)
+
+	// The store leader hands over to another member.
+	t0 = time.Now()
+	from, to := c.moveStoreLeader()
+	t.Logf("store leader moved from %s to %s", from, to)
+	check("store leader change", t0)
+
+	// The manager's agent is killed and back within 5 s; then another's.
+	for _, name := range []string{c.manager(), "h2"} {
+		t0 = time.Now()
+		n := c.node(name)
+		stopped := c.stopAgent(n, syscall.SIGKILL)
+		if err := c.startAgent(n, nil); err != nil {
+			t.Fatal(err)
+		}
+		c.waitReady(n, 60*time.Second)
+		if took := time.Since(t0); took > 5*time.Second {
+			t.Logf("agent %s back %v after kill -9 (slow machine): more than 5 s", name, took.Round(10*time.Millisecond))
+		}
+		t.Logf("agent %s killed (%v) and ready again %v after kill -9", name, stopped.Round(10*time.Millisecond), time.Since(t0).Round(10*time.Millisecond))
+		check("agent kill -9 and restart on "+name, t0)
+	}
+
+	// An upgrade: SIGTERM, then the new binary.
+	t0 = time.Now()
+	stopped, ready := c.restartAgent(c.node("h3"), syscall.SIGTERM)
+	t.Logf("agent h3 upgraded: stopped %v, ready %v after SIGTERM", stopped.Round(10*time.Millisecond), ready.Round(10*time.Millisecond))
+	check("agent upgrade on h3", t0)
+
+	if *stressFor > 0 {
+		t0 = time.Now()
+		stop := c.saturate()
+		deadline := time.Now().Add(*stressFor)
+		for time.Now().Before(deadline) {
+			c.waitStamp("g1", time.Now(), 60*time.Second)
+			<-time.After(10 * time.Second)
+		}
+		stop()
+		check(fmt.Sprintf("%v of saturated CPUs", *stressFor), t0)
+	}
+}
+
+// moveStoreLeader asks the store leader to hand over to another voting
+// member, and returns both names once the store has the new leader.
+func (c *testCluster) moveStoreLeader() (from, to string) {
+	c.t.Helper()
+	from = c.storeLeader()
+	n := c.node(from)
+	read := func(f string) []byte {
+		b, _ := os.ReadFile(filepath.Join(n.dir, "pki", f))
+		return b
+	}
+	tlsCfg, err := pki.ClientTLS(read("ca.crt"), read("node.crt"), read("node.key"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ep := "https://" + n.h.Addr.String() + ":7402"
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: tlsCfg, DialTimeout: 5 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(c.ctx, 20*time.Second)
+	defer cancel()
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var target uint64
+	for _, m := range ms.Members {
+		if m.Name != from && !m.IsLearner {
+			target, to = m.ID, m.Name
+			break
+		}
+	}
+	if _, err := cli.MoveLeader(ctx, target); err != nil {
+		c.t.Fatalf("move the store leader from %s to %s: %v", from, to, err)
+	}
+	c.poll("store leader "+to, 20*time.Second, func() bool { return c.storeLeader() == to })
+	return from, to
+}
+
+// saturate keeps every CPU busy: two spinning shells on every bed host and
+// two in the root namespace. stop kills them (by PID).
+func (c *testCluster) saturate() (stop func()) {
+	c.t.Helper()
+	var procs []*exec.Cmd
+	var bedProcs []*testbed.Process
+	for range 2 {
+		cmd := exec.Command("sh", "-c", "while :; do :; done")
+		if err := cmd.Start(); err != nil {
+			c.t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+		for _, n := range c.nodes {
+			p, err := n.h.Start(c.ctx, testbed.Spec{Path: "/bin/sh", Args: []string{"-c", "while :; do :; done"}})
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			bedProcs = append(bedProcs, p)
+		}
+	}
+	return func() {
+		for _, p := range procs {
+			_ = p.Process.Kill()
+			_ = p.Wait()
+		}
+		for _, p := range bedProcs {
+			_ = p.Signal(syscall.SIGKILL)
+			<-p.Done()
+		}
+	}
+}
