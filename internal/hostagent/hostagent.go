@@ -68,8 +68,8 @@ type Host struct {
 	log *slog.Logger
 	// adopted is set once the guests already running at start are adopted.
 	adopted atomic.Bool
-	ctl *hostctl.Controller
-	pub *publisher
+	ctl     *hostctl.Controller
+	pub     *publisher
 	// health runs the guests' health checks; a failure kills the guest
 	// and reports it crashed (hostctl.Controller.Fail).
 	health *health.Monitor
