@@ -113,6 +113,33 @@ func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Ord
 	return err
 }
 
+// PutOrders writes many orders in as few guarded transactions as etcd's
+// limits allow (ordersPerTxn each).
+func (w *ManagerWriter) PutOrders(ctx context.Context, orders []NodeOrder) error {
+	for len(orders) > 0 {
+		n := min(len(orders), ordersPerTxn)
+		ops := make([]clientv3.Op, n)
+		for i, o := range orders[:n] {
+			ops[i] = clientv3.OpPut(KeyOrder(o.Node, o.Order.Guest), mustJSON(o.Order))
+		}
+		if _, err := w.L.Do(ctx, ops...); err != nil {
+			return err
+		}
+		orders = orders[n:]
+	}
+	return nil
+}
+
+// ordersPerTxn keeps a batch of orders under etcd's default limits: 128
+// operations and 1.5 MiB per request.
+const ordersPerTxn = 64
+
+// NodeOrder is an order and the node it is for.
+type NodeOrder struct {
+	Node  string
+	Order hostctl.Order
+}
+
 // SaveState saves the manager core's state: the first save of a term
 // writes it whole, later ones what changed (package savedstate).
 func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
@@ -263,6 +290,33 @@ func (s *Store) AddEvent(ctx context.Context, e Event) error {
 	e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
 	_, err := s.cli.Put(ctx, PrefixEvents+e.Seq, mustJSON(e))
 	return err
+}
+
+// AddEvents appends several events in as few transactions as etcd's
+// limits allow.
+func (s *Store) AddEvents(ctx context.Context, evs []Event) error {
+	var ops []clientv3.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		ops = ops[:0]
+		return err
+	}
+	for _, e := range evs {
+		if e.At.IsZero() {
+			e.At = time.Now()
+		}
+		e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
+		ops = append(ops, clientv3.OpPut(PrefixEvents+e.Seq, mustJSON(e)))
+		if len(ops) == ordersPerTxn {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // Events returns the last n events, oldest first.

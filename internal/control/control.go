@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
@@ -37,6 +38,16 @@ type Writer interface {
 	ShutdownReady(ctx context.Context, node string) error
 	// CommandDone records the outcome of an operator command.
 	CommandDone(ctx context.Context, id string, err error) error
+}
+
+// NodeOrder is an order and the node it is for.
+type NodeOrder = cluster.NodeOrder
+
+// OrderBatcher is implemented by writers that can write many orders in a
+// few transactions: a step that recovers a lost host's guests sends all
+// their start orders at once instead of one round trip each.
+type OrderBatcher interface {
+	PutOrders(ctx context.Context, orders []NodeOrder) error
 }
 
 // Fencer powers a failed node off through its fence devices.
@@ -412,6 +423,29 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 	if err := s.cfg.Writer.SaveState(ctx, s.cfg.State); err != nil {
 		return fmt.Errorf("persist manager state: %w", err)
 	}
+	// Orders are collected and written together, in action order; anything
+	// else that must follow them (a nested step, a shutdown answer) flushes
+	// them first.
+	var batch []NodeOrder
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		orders := batch
+		batch = nil
+		if b, ok := s.cfg.Writer.(OrderBatcher); ok {
+			if err := b.PutOrders(ctx, orders); err != nil {
+				return fmt.Errorf("send %d orders: %w", len(orders), err)
+			}
+			return nil
+		}
+		for _, o := range orders {
+			if err := s.cfg.Writer.PutOrder(ctx, o.Node, o.Order); err != nil {
+				return fmt.Errorf("order %s of guest %q on node %q: %w", o.Order.Op, o.Order.Guest, o.Node, err)
+			}
+		}
+		return nil
+	}
 	stopTimeout := s.cfg.State.Config.Timings.StopTimeout
 	for _, a := range acts {
 		switch a.Kind {
@@ -425,34 +459,34 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 			def, err := s.cfg.Defs.Definition(a.Guest, a.Node)
 			if err != nil {
 				s.log.Error("start guest: no definition", "guest", a.Guest, "node", a.Node, "err", err)
+				if err := flush(); err != nil {
+					return err
+				}
 				if err := s.step(ctx, manager.GuestResult{Guest: a.Guest, Node: a.Node, Op: a.Op, Result: manager.ResultStartFailed, Err: err.Error()}); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := s.cfg.Writer.PutOrder(ctx, a.Node, hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStart, Def: def}); err != nil {
-				return fmt.Errorf("order start of guest %q on node %q: %w", a.Guest, a.Node, err)
-			}
+			batch = append(batch, NodeOrder{Node: a.Node, Order: hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStart, Def: def}})
 		case manager.ActStop:
 			o := hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStop, StopTimeout: stopTimeout}
 			if a.Force {
 				o.Op = hostctl.OpKill
 			}
-			if err := s.cfg.Writer.PutOrder(ctx, a.Node, o); err != nil {
-				return fmt.Errorf("order stop of guest %q on node %q: %w", a.Guest, a.Node, err)
-			}
+			batch = append(batch, NodeOrder{Node: a.Node, Order: o})
 		case manager.ActMigrate:
 			def, err := s.cfg.Defs.Definition(a.Guest, a.Target)
 			if err != nil {
+				if err := flush(); err != nil {
+					return err
+				}
 				if err := s.step(ctx, manager.GuestResult{Guest: a.Guest, Node: a.Node, Op: a.Op, Result: manager.ResultMigrateFailed, Err: err.Error()}); err != nil {
 					return err
 				}
 				continue
 			}
 			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target, since: s.cfg.Now()}
-			if err := s.cfg.Writer.PutOrder(ctx, a.Target, hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}); err != nil {
-				return fmt.Errorf("order receive of guest %q on node %q: %w", a.Guest, a.Target, err)
-			}
+			batch = append(batch, NodeOrder{Node: a.Target, Order: hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}})
 		case manager.ActFence:
 			node, attempt := a.Node, a.Op
 			go func() {
@@ -467,12 +501,15 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 				}
 			}()
 		case manager.ActShutdownReady:
+			if err := flush(); err != nil {
+				return err
+			}
 			if err := s.cfg.Writer.ShutdownReady(ctx, a.Node); err != nil {
 				return fmt.Errorf("tell node %q its shutdown may proceed: %w", a.Node, err)
 			}
 		}
 	}
-	return nil
+	return flush()
 }
 
 func pick(ok bool, yes, no manager.ResultKind) manager.ResultKind {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -22,6 +23,9 @@ import (
 	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 )
+
+// The daemon's writer sends a step's orders in a few transactions.
+var _ OrderBatcher = (*cluster.ManagerWriter)(nil)
 
 // Daemon is what RunManager needs from the agent.
 type Daemon struct {
@@ -69,9 +73,9 @@ func RunManager(ctx context.Context, d Daemon) error {
 	if fencer == nil {
 		fencer = &storeFencer{cs: cs, log: log}
 	}
-	defs := d.Defs
-	if defs == nil {
-		defs = &storeDefs{cs: cs, ctx: ctx}
+	var defs Definitions = f
+	if d.Defs != nil {
+		defs = d.Defs
 	}
 	sh := New(Config{
 		State:  st,
@@ -81,12 +85,14 @@ func RunManager(ctx context.Context, d Daemon) error {
 		Logger: log,
 		Now:    d.Now,
 		OnStep: func(now time.Time, acts []manager.Action) {
+			var evs []cluster.Event
 			for _, a := range acts {
 				if ev, ok := eventOf(a, now); ok {
-					if err := cs.AddEvent(ctx, ev); err != nil && ctx.Err() == nil {
-						log.Warn("event log write failed", "err", err)
-					}
+					evs = append(evs, ev)
 				}
+			}
+			if err := cs.AddEvents(ctx, evs); err != nil && ctx.Err() == nil {
+				log.Warn("event log write failed", "err", err)
 			}
 		},
 	})
@@ -297,21 +303,49 @@ type feed struct {
 	reports    map[string]map[string]hostctl.Report
 	live       map[string]model.NodeFacts
 	poolHealth map[string]map[string]cluster.PoolHealth // node -> pool -> check
-	pools      []storage.Pool                           // the pools as of the last change seen
-	defs       map[string]guestdef.Definition           // guests' definitions, to judge their disks when pools change
+
+	// mu guards pools and defs, which the shell's goroutine reads too
+	// (Definition).
+	mu    sync.Mutex
+	pools []storage.Pool                 // the pools as of the last change seen
+	defs  map[string]guestdef.Definition // guests' definitions, to judge their disks when pools change and for orders
 }
 
 func (f *feed) setDef(g cluster.Guest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.defs == nil {
 		f.defs = map[string]guestdef.Definition{}
 	}
 	f.defs[g.Spec.Name] = g.Def
 }
 
+// Definition is a guest's definition as of the last guest and pool
+// records the feed has seen, with disk paths resolved: always at least as
+// new as the inputs the shell has stepped, since the feed records them
+// before it passes the inputs on. It saves a store read per order.
+func (f *feed) Definition(guest, node string) (guestdef.Definition, error) {
+	f.mu.Lock()
+	def, ok := f.defs[guest]
+	pools := f.pools
+	f.mu.Unlock()
+	if !ok {
+		return guestdef.Definition{}, fmt.Errorf("guest %q: no guest record: %w", guest, cluster.ErrNotFound)
+	}
+	for _, disk := range def.Disks {
+		if disk.Pool != "" {
+			return storage.ResolveDisk(def, pools)
+		}
+	}
+	return def, nil
+}
+
 // repin judges every guest's disks against the pools anew: a pool declared
 // shared (or no longer) after its guests were configured changes whether
 // they may leave their node at once, not at their next edit.
 func (f *feed) repin() []Input {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	pinned := make(map[string]bool, len(f.defs))
 	for name, def := range f.defs {
 		capable, _ := storage.FailoverCapable(def, f.pools)
@@ -471,7 +505,9 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 	case strings.HasPrefix(key, cluster.PrefixGuests):
 		name := strings.TrimPrefix(key, cluster.PrefixGuests)
 		if del {
+			f.mu.Lock()
 			delete(f.defs, name)
+			f.mu.Unlock()
 			return []Input{{Spec: func(st *manager.State) error { return st.RemoveGuest(name) }}}
 		}
 		var g cluster.Guest
@@ -480,7 +516,9 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		}
 		f.setDef(g)
 		running := f.runningOn(g.Spec.Name)
+		f.mu.Lock()
 		pools := slices.Clone(f.pools)
+		f.mu.Unlock()
 		return []Input{{Spec: func(st *manager.State) error { return applyGuest(st, g, running, pools) }}}
 	case strings.HasPrefix(key, cluster.PrefixDomains):
 		name := strings.TrimPrefix(key, cluster.PrefixDomains)
@@ -505,11 +543,14 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		}}}
 	case strings.HasPrefix(key, cluster.PrefixPools):
 		name := strings.TrimPrefix(key, cluster.PrefixPools)
-		f.pools = slices.DeleteFunc(f.pools, func(p storage.Pool) bool { return p.Name == name })
+		f.mu.Lock()
+		// A new slice: Definition may hold the old one.
+		f.pools = slices.DeleteFunc(slices.Clone(f.pools), func(p storage.Pool) bool { return p.Name == name })
 		var p storage.Pool
 		if !del && json.Unmarshal(ev.Kv.Value, &p) == nil {
 			f.pools = append(f.pools, p)
 		}
+		f.mu.Unlock()
 		return f.repin()
 	case strings.HasPrefix(key, cluster.PrefixPoolHealth):
 		node := f.setPoolHealth(key, ev.Kv.Value)
@@ -621,32 +662,6 @@ func fenceMsg(node string, res fence.Result, err error) string {
 		confirmed = ", confirmed"
 	}
 	return fmt.Sprintf("fenced %s: level %d (%s), %s%s, in %v", node, res.Level, strings.Join(res.Devices, " + "), res.Action, confirmed, res.Duration.Round(time.Millisecond))
-}
-
-// storeDefs reads guest definitions from the guest records.
-type storeDefs struct {
-	cs  *cluster.Store
-	ctx context.Context
-}
-
-func (d *storeDefs) Definition(guest, node string) (guestdef.Definition, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-	defer cancel()
-	g, err := d.cs.Guest(ctx, guest)
-	if err != nil {
-		return guestdef.Definition{}, err
-	}
-	def := g.Def
-	for _, disk := range def.Disks {
-		if disk.Pool != "" {
-			pools, err := d.cs.Pools(ctx)
-			if err != nil {
-				return def, err
-			}
-			return storage.ResolveDisk(def, pools)
-		}
-	}
-	return def, nil
 }
 
 // recordIncident keeps what a failed core step needs for a post-mortem
