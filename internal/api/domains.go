@@ -228,6 +228,13 @@ func (o *Ops) handlePolicyPut(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s", p.Fencing, p.ShutdownPolicy)
+	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
 	WriteJSON(w, http.StatusOK, p)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -35,6 +35,9 @@ type GuestForm struct {
 	RestartWindow  Duration           `json:"restart_window"`
 	MaxRelocations int                `json:"max_relocations"`
 	Migratable     bool               `json:"migratable"`
+	// Priority (0..1000) orders placement and lets the guest preempt lower
+	// ones when the cluster policy has preemption on.
+	Priority int `json:"priority"`
 	// Node is the host to place the guest on first (create only; use
 	// migrate or relocate afterwards).
 	Node      string          `json:"node,omitempty"`
@@ -289,7 +292,7 @@ func formOf(g cluster.Guest) GuestForm {
 	return GuestForm{
 		Name: s.Name, Memory: Size(s.Memory), VCPUs: s.CPUs, State: s.State, Domain: s.Domain,
 		Recovery: s.Recovery, MaxRestarts: s.MaxRestarts, RestartWindow: Duration(s.RestartWindow),
-		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Node: s.Node,
+		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, Node: s.Node,
 		Disks: d.Disks, NICs: d.NICs, Boot: d.Boot, SerialLog: d.SerialLog,
 		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice,
 	}
@@ -302,7 +305,7 @@ func (f *GuestForm) guest(base cluster.Guest) cluster.Guest {
 	g.Spec = model.GuestSpec{
 		Name: f.Name, Memory: int64(f.Memory), CPUs: f.VCPUs, State: f.State, Domain: f.Domain,
 		Recovery: f.Recovery, MaxRestarts: f.MaxRestarts, RestartWindow: time.Duration(f.RestartWindow),
-		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Node: f.Node,
+		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, Node: f.Node,
 	}
 	g.Def.Name, g.Def.VCPUs, g.Def.Memory = f.Name, f.VCPUs, int64(f.Memory)
 	g.Def.Disks, g.Def.NICs, g.Def.Boot, g.Def.SerialLog = f.Disks, f.NICs, f.Boot, f.SerialLog

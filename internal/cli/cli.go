@@ -85,7 +85,7 @@ var groupShort = map[string]string{
 	"node":        "the cluster's hosts: list, maintenance, shutdown, fence",
 	"domain":      "failover domains: the hosts a guest prefers",
 	"fence":       "fence devices and levels",
-	"policy":      "the cluster policy: fencing mode and shutdown policy",
+	"policy":      "the cluster policy: fencing mode, shutdown policy, quorum loss, preemption",
 	"pool":        "storage pools and their volumes",
 	"pool volume": "volumes (guest disks) in a pool",
 	"token":       "API and join tokens",

@@ -27,8 +27,8 @@ func init() {
 	Register(&Command{Path: "fence test", Args: "NODE", Example: "haven fence test h2", Short: "ask each fence device of NODE for its power status, without fencing", Flags: cmdFenceTest})
 	Register(&Command{Path: "node fence", Args: "NAME --yes", Example: "haven node fence h2 --yes", Short: "fence (power off) a host now through its fence devices", Flags: cmdNodeFence})
 	Register(&Command{Path: "node confirm-off", Args: "NAME --yes", Example: "haven node confirm-off h2 --yes", Short: "tell the manager a failed host is powered off (its fence device fails): its guests recover now", Flags: cmdNodeConfirmOff})
-	Register(&Command{Path: "policy show", Short: "show the cluster policy: fencing mode and shutdown policy", Flags: cmdPolicyShow})
-	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop\nhaven policy set --quorum-loss freeze", Short: "change the cluster policy", Flags: cmdPolicySet})
+	Register(&Command{Path: "policy show", Short: "show the cluster policy: fencing mode, shutdown policy, quorum loss, preemption", Flags: cmdPolicyShow})
+	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop\nhaven policy set --quorum-loss freeze --preemption on", Short: "change the cluster policy", Flags: cmdPolicySet})
 }
 
 func cmdFenceShow(fs *pflag.FlagSet) Runner {
@@ -325,7 +325,7 @@ func cmdPolicyShow(fs *pflag.FlagSet) Runner {
 		if cf.output == "json" {
 			return printJSON(env.Stdout, p)
 		}
-		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss)
+		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\nPreemption:      %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
 		return nil
 	}
 }
@@ -334,7 +334,8 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
 	fencing := fs.String("fencing", "", "agent (fence devices) or watchdog (hosts self-fence)")
 	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
-	quorumLoss := fs.String("quorum-loss", "", "what a host cut off from the quorate side does with its guests: stop (self-fence) or freeze (keep them; only with fence devices)")
+	quorumLoss := fs.String("quorum-loss", "", "what a host cut off from the quorate side does with its guests: stop (self-fence) or freeze (keep them; needs fencing agent)")
+	preemption := fs.String("preemption", "", "on: a guest short of room may stop guests of lower priority; off")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
@@ -349,8 +350,17 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		if *quorumLoss != "" {
 			body["quorum_loss"] = *quorumLoss
 		}
+		switch *preemption {
+		case "":
+		case "on":
+			body["preemption"] = true
+		case "off":
+			body["preemption"] = false
+		default:
+			return Usagef("--preemption %q: give on or off", *preemption)
+		}
 		if len(body) == 0 {
-			return Usagef("nothing to change: give --fencing, --shutdown-policy or --quorum-loss")
+			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss or --preemption")
 		}
 		c, err := cf.client(env)
 		if err != nil {
@@ -364,7 +374,14 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		if cf.output == "json" {
 			return printJSON(env.Stdout, p)
 		}
-		fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s, quorum loss %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss)
+		fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s, quorum loss %s, preemption %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
 		return nil
 	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -42,7 +42,7 @@ func init() {
 // flags given end up in the request body.
 type guestFlags struct {
 	memory, domain, recovery, window, state, node, kernel, initrd, cmdline, serial string
-	vcpus, restarts, relocations                                                   int
+	vcpus, restarts, relocations, priority                                         int
 	migratable                                                                     bool
 	disks, nics                                                                    listFlag
 	noDisks, noNICs                                                                bool
@@ -57,6 +57,7 @@ func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	fs.StringVar(&g.window, "restart-window", "", "window for max-restarts, such as 10m (default 10m)")
 	fs.IntVar(&g.relocations, "max-relocations", 0, "relocations within the window before giving up (default 1)")
 	fs.BoolVar(&g.migratable, "migratable", true, "may be live-migrated (--migratable=false to relocate instead)")
+	fs.IntVar(&g.priority, "priority", 0, "0..1000: placed first when several guests need a host; with preemption on, may stop lower ones (default 0)")
 	fs.Var(&g.disks, "disk", "disk: PATH[,format=qcow2][,bus=virtio][,readonly] or pool=P,volume=V[,...] (repeat for more)")
 	fs.Var(&g.nics, "nic", "interface: bridge=BR[,mac=MAC][,model=virtio] or user (repeat for more)")
 	fs.StringVar(&g.kernel, "kernel", "", "boot this kernel instead of the first disk")
@@ -96,7 +97,7 @@ func (g *guestFlags) body(fs *pflag.FlagSet) (map[string]any, error) {
 			b[field] = fs.Lookup(flagName).Value.String()
 		}
 	}
-	for flagName, field := range map[string]string{"vcpus": "vcpus", "max-restarts": "max_restarts", "max-relocations": "max_relocations"} {
+	for flagName, field := range map[string]string{"vcpus": "vcpus", "max-restarts": "max_restarts", "max-relocations": "max_relocations", "priority": "priority"} {
 		if set[flagName] {
 			n, _ := strconv.Atoi(fs.Lookup(flagName).Value.String())
 			b[field] = n
@@ -248,6 +249,7 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 		mig = "not migratable (moves by relocation)"
 	}
 	fmt.Fprintf(w, "  Recovery:    %s; max %d restarts in %s, max %d relocations; %s\n", s.Recovery, s.MaxRestarts, s.RestartWindow, s.MaxRelocations, mig)
+	fmt.Fprintf(w, "  Priority:    %d\n", s.Priority)
 	fmt.Fprintf(w, "  Counts:      %d restarts, %d moves\n", rt.Restarts, rt.Moves)
 	for i, k := range d.Disks {
 		where := k.Path

@@ -177,6 +177,15 @@ func TestOperatorCLI(t *testing.T) {
 		}
 		ok(t, "guest", "edit", "web1", "--vcpus", "3", "--rev", itoa(gi.Rev))
 		fails(t, "admin", 1, "(field rev)", "guest", "edit", "web1", "--vcpus", "4", "--rev", itoa(gi.Rev))
+		var gp api.GuestInfo
+		ok(t, "guest", "edit", "web1", "--priority", "700")
+		if out := ok(t, "guest", "show", "web1"); !strings.Contains(out, "Priority:    700") {
+			t.Fatalf("show after --priority 700:\n%s", out)
+		}
+		fails(t, "admin", 1, "(field priority)", "guest", "edit", "web1", "--priority", "1001")
+		if err := json.Unmarshal([]byte(ok(t, "guest", "show", "web1", "-o", "json")), &gp); err != nil || gp.Spec.Priority != 700 {
+			t.Fatalf("show -o json after --priority: %+v %v", gp.Spec, err)
+		}
 		fails(t, "admin", 1, "(field name)", "guest", "create", "web1", "--kernel", "/boot/k")
 		fails(t, "admin", 1, "(field domain)", "guest", "create", "web2", "--domain", "nodomain", "--kernel", "/boot/k")
 		fails(t, "admin", 1, "no guest named", "guest", "show", "nosuch")
@@ -332,6 +341,16 @@ levels:
 			t.Fatalf("policy set said %q", out)
 		}
 		fails(t, "admin", 1, "(field fencing)", "policy", "set", "--fencing", "prayer")
+		if out := ok(t, "policy", "show"); !strings.Contains(out, "Quorum loss:     stop") || !strings.Contains(out, "Preemption:      off") {
+			t.Fatalf("policy show lacks the defaults of quorum loss and preemption:\n%s", out)
+		}
+		if out := ok(t, "policy", "set", "--quorum-loss", "freeze", "--preemption", "on"); !strings.Contains(out, "quorum loss freeze, preemption on") {
+			t.Fatalf("policy set said %q", out)
+		}
+		fails(t, "admin", 1, "(field quorum_loss)", "policy", "set", "--fencing", "watchdog")
+		fails(t, "admin", 1, "(field quorum_loss)", "policy", "set", "--quorum-loss", "panic")
+		fails(t, "admin", 2, "give on or off", "policy", "set", "--preemption", "maybe")
+		ok(t, "policy", "set", "--quorum-loss", "stop", "--preemption", "off")
 	})
 
 	t.Run("events", func(t *testing.T) {

@@ -85,9 +85,9 @@ type Policy struct {
 	ShutdownPolicy model.ShutdownPolicy `json:"shutdown_policy"`
 	// QuorumLoss: what a host does when it loses the quorate side while it
 	// runs guests (empty: stop). freeze needs fencing agent.
-	QuorumLoss model.QuorumLossPolicy `json:"quorum_loss,omitempty"`
+	QuorumLoss model.QuorumLossPolicy `json:"quorum_loss"`
 	// Preemption lets a guest short of room stop guests of lower priority.
-	Preemption bool `json:"preemption,omitempty"`
+	Preemption bool `json:"preemption"`
 }
 
 // DefaultPolicy is agent fencing, migrate on shutdown, stop on quorum loss
@@ -254,6 +254,9 @@ func (s *Store) Policy(ctx context.Context) (Policy, error) {
 	_, err := getJSON(ctx, s.cli, KeyPolicy, &p)
 	if errors.Is(err, ErrNotFound) {
 		return DefaultPolicy(), nil
+	}
+	if p.QuorumLoss == "" {
+		p.QuorumLoss = model.QuorumLossStop // written before the field existed
 	}
 	return p, err
 }

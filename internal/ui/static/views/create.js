@@ -32,6 +32,7 @@ export function newGuest(main) {
     restart_window: inp('restart_window', {value: '10m'}),
     max_relocations: inp('max_relocations', {type: 'number', min: 0, value: 1}),
     migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: true}),
+    priority: inp('priority', {type: 'number', min: 0, max: 1000, value: 0}),
     disk: inp('disks[0].path', {placeholder: '/guest_roots/web1.qcow2'}),
     diskFormat: sel('disks[0].format', ['qcow2', 'raw'], 'qcow2'),
     bridge: inp('nics[0].bridge', {placeholder: 'br0 (empty: no network)'}),
@@ -51,6 +52,7 @@ export function newGuest(main) {
     ...row('Restart window', f.restart_window, 'such as 10m'),
     ...row('Max relocations', f.max_relocations),
     ...row('Live migration', f.migratable, 'allow moving it while it runs'),
+    ...row('Priority', f.priority, '0..1000: placed first when hosts are short; with preemption on, may stop lower ones'),
     ...row('Desired state', f.state),
   ];
   const formPart = h('div', {style: {display: 'contents'}},
@@ -95,7 +97,7 @@ export function newGuest(main) {
     const body = {
       domain: domainSel.value, recovery: f.recovery.value, max_restarts: num(f.max_restarts),
       restart_window: f.restart_window.value.trim() || undefined, max_relocations: num(f.max_relocations),
-      migratable: f.migratable.checked, state: f.state.value,
+      migratable: f.migratable.checked, state: f.state.value, priority: num(f.priority),
     };
     if (f.name.value.trim()) body.name = f.name.value.trim();
     if (mode.v === 'form') {

@@ -143,6 +143,7 @@ export function guestPage(main, name) {
       h('dt', 'Failover domain'), h('dd', sp.domain ? h('a', {href: '#/domains'}, sp.domain) : h('span.muted', 'none (any host)')),
       h('dt', 'Recovery'), h('dd', `${sp.recovery}, max ${sp.max_restarts} restarts in ${fmtDur(sp.restart_window)}, max ${sp.max_relocations} relocations`),
       h('dt', 'Live migration'), h('dd', sp.migratable ? 'allowed' : 'not allowed (relocate instead)'),
+      h('dt', 'Priority'), h('dd', String(sp.priority || 0)),
       h('dt', 'Disks'), h('dd', (d.disks || []).length ? (d.disks || []).map((k) => h('div.mono', (k.path || `${k.pool}/${k.volume}`) + (k.format ? ` (${k.format})` : '') + (k.readonly ? ' ro' : ''))) : h('span.muted', 'none')),
       h('dt', 'Network'), h('dd', (d.nics || []).length ? (d.nics || []).map((n) => h('div.mono', (n.bridge ? 'bridge ' + n.bridge : 'user networking') + (n.mac ? ' ' + n.mac : ''))) : h('span.muted', 'none')),
       d.boot && d.boot.kernel ? [h('dt', 'Kernel'), h('dd.mono', d.boot.kernel + (d.boot.cmdline ? ' ' + d.boot.cmdline : ''))] : null,
@@ -174,6 +175,7 @@ export function guestPage(main, name) {
       restart_window: inp('restart_window', fmtDur(sp.restart_window)),
       max_relocations: inp('max_relocations', sp.max_relocations, {type: 'number', min: 0}),
       migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: sp.migratable}),
+      priority: inp('priority', sp.priority || 0, {type: 'number', min: 0, max: 1000}),
     };
     api.get('/api/v1/domains').then((ds) => {
       for (const d of ds || []) f.domain.append(h('option', {value: d.name, selected: d.name === sp.domain}, d.name));
@@ -183,6 +185,7 @@ export function guestPage(main, name) {
       ...row('Memory', f.memory, 'takes effect at the next start'), ...row('vCPUs', f.vcpus),
       ...row('Failover domain', f.domain), ...row('Recovery', f.recovery), ...row('Max restarts', f.max_restarts),
       ...row('Restart window', f.restart_window), ...row('Max relocations', f.max_relocations), ...row('Live migration', f.migratable),
+      ...row('Priority', f.priority, '0..1000: placed first when hosts are short; with preemption on, may stop lower ones'),
       h('div'), h('div.actions', save, h('button', {type: 'button', onclick: () => { editing = false; drawEditor(); }}, 'Cancel')), h('div.form-error'));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -193,6 +196,7 @@ export function guestPage(main, name) {
           rev, memory: f.memory.value.trim(), vcpus: Number(f.vcpus.value), domain: f.domain.value, recovery: f.recovery.value,
           max_restarts: Number(f.max_restarts.value), restart_window: f.restart_window.value.trim(),
           max_relocations: Number(f.max_relocations.value), migratable: f.migratable.checked,
+          priority: Number(f.priority.value),
         });
         toast(`Saved ${name}`);
         editing = false;
