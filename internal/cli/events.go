@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	Register(&Command{Path: "events", Example: "haven events\nhaven events -n 100 --guest web1\nhaven events -f          # follow live; Ctrl-C ends", Short: "show the cluster's event and audit log; -f follows it live", Flags: cmdEvents})
+	Register(&Command{Path: "events", Example: "haven events\nhaven events -n 100 --guest web1\nhaven events -f          # follow live; Ctrl-C ends\nhaven events --story -n 500   # each failover as one story with its timings", Short: "show the cluster's event and audit log; -f follows it live", Flags: cmdEvents})
 }
 
 func cmdEvents(fs *pflag.FlagSet) Runner {
@@ -23,6 +23,7 @@ func cmdEvents(fs *pflag.FlagSet) Runner {
 	follow := fs.BoolP("follow", "f", false, "keep showing new events as they happen (Ctrl-C ends)")
 	fs.StringVar(&f.Guest, "guest", "", "only the events of this guest")
 	fs.StringVar(&f.Node, "node", "", "only the events of this node")
+	story := fs.Bool("story", false, "group the events into incidents: a host failing, its fence, its guests running again, each step timed from the fault")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
@@ -42,6 +43,9 @@ func cmdEvents(fs *pflag.FlagSet) Runner {
 			_, err := fmt.Fprintln(env.Stdout, eventLine(e))
 			return err
 		}
+		if *follow && *story {
+			return Usagef("--story reads the log as it is: drop -f")
+		}
 		if *follow {
 			return c.StreamEvents(ctx, f, show)
 		}
@@ -51,6 +55,14 @@ func cmdEvents(fs *pflag.FlagSet) Runner {
 		evs, err := c.Events(ctx, f)
 		if err != nil {
 			return err
+		}
+		if *story {
+			ss := stories(evs)
+			if cf.output == "json" {
+				return printJSON(env.Stdout, ss)
+			}
+			printStories(env.Stdout, ss)
+			return nil
 		}
 		if cf.output == "json" {
 			return printJSON(env.Stdout, evs)

@@ -112,4 +112,22 @@ func TestCommandsAndEvents(t *testing.T) {
 	if err != nil || len(evs) != 5 || evs[0].Msg != "e7" || evs[4].Msg != "e11" {
 		t.Fatalf("after trimming to 5: %v, %v", evs, err)
 	}
+
+	// Hosts' clocks disagree: a host whose clock is behind writes after
+	// the others. The log lists events in the order the store recorded
+	// them, the cluster's time, and the latest n are the latest recorded.
+	for i, at := range []int64{5000, 4000, 4500} {
+		if err := cs.AddEvent(ctx, Event{At: time.Unix(at, 0), Kind: "node", Msg: fmt.Sprintf("skew%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, _, err = cs.Events(ctx, 3)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("events: %v, %v", evs, err)
+	}
+	for i, e := range evs {
+		if e.Msg != fmt.Sprintf("skew%d", i) || (i > 0 && e.Rev <= evs[i-1].Rev) {
+			t.Fatalf("events not in the store's order: %+v", evs)
+		}
+	}
 }

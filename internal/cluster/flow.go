@@ -280,6 +280,10 @@ type Event struct {
 	Guest string    `json:"guest,omitempty"`
 	Who   string    `json:"who,omitempty"` // the operator, for operator actions
 	Msg   string    `json:"msg"`
+	// Rev is the store revision that recorded the event: the cluster's own
+	// clock, one order for every writer whatever the hosts' clocks say.
+	// Events are listed in Rev order.
+	Rev int64 `json:"rev,omitempty"`
 }
 
 // AddEvent appends to the event log.
@@ -319,9 +323,10 @@ func (s *Store) AddEvents(ctx context.Context, evs []Event) error {
 	return flush()
 }
 
-// Events returns the last n events, oldest first.
+// Events returns the last n events in the order the store recorded them
+// (Rev; the events of one AddEvents share a revision), oldest first.
 func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(n)))
+	resp, err := s.cli.Get(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(int64(n)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("read events: %w", err)
 	}
@@ -329,6 +334,7 @@ func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
 	for i := len(resp.Kvs) - 1; i >= 0; i-- {
 		var e Event
 		if json.Unmarshal(resp.Kvs[i].Value, &e) == nil {
+			e.Rev = resp.Kvs[i].CreateRevision
 			out = append(out, e)
 		}
 	}
@@ -349,6 +355,7 @@ func (s *Store) WatchEvents(ctx context.Context, rev int64) <-chan Event {
 				if json.Unmarshal(ev.Kv.Value, &e) != nil {
 					continue
 				}
+				e.Rev = ev.Kv.CreateRevision
 				select {
 				case out <- e:
 				case <-ctx.Done():

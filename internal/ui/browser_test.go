@@ -475,10 +475,25 @@ func TestBrowserFlow(t *testing.T) {
 				const op = document.getElementById('op');
 				if (op && op.offsetParent !== null && !window.sawMigration) window.sawMigration = op.innerText;
 			}).observe(document.getElementById('view'), {childList: true, subtree: true})`))
-		run(t, b, "migrate web1 to n2", 180*time.Second,
+		run(t, b, "migrate web1 to n2", 30*time.Second,
 			chromedp.WaitVisible(css(`#target`)),
 			chromedp.SetValue(css(`#target`), "n2"),
-			click((`button[data-action="migrate"]`)),
+			click((`button[data-action="migrate"]`)))
+		// The page learns that the migration finished from the event
+		// stream: within 2 s of the API saying so, not at the next poll.
+		mctx, mcancel := context.WithTimeout(ctx, 180*time.Second)
+		poll(mctx, t, "the API to say web1 runs on n2", func() error {
+			g, err := c.admin.Guest(mctx, "web1")
+			if err != nil {
+				return err
+			}
+			if rt := g.Runtime; rt.Node != "n2" || !rt.Running || rt.Op != nil {
+				return fmt.Errorf("web1 is %s on %s (op %v)", rt.State, rt.Node, rt.Op)
+			}
+			return nil
+		})
+		mcancel()
+		run(t, b, "the page shows web1 on n2 within 2 s of the end of its migration", 2*time.Second,
 			waitText(`#guest-node`, "n2"), waitText(`#guest-state`, "running"))
 		sctx, cancel := context.WithTimeout(b, 10*time.Second)
 		saw, err := chromedp.Run(sctx, chromedp.Evaluate[string](`window.sawMigration`))
@@ -595,6 +610,21 @@ func TestBrowserFlow(t *testing.T) {
 		waitText(`#join-cmd`, "haven agent --node n4"),
 		waitText(`#join-cmd`, "--join "+c.base+" --token hvj."))
 	shot(t, b, "join")
+
+	// A host in maintenance is up: the overview never calls it down.
+	if err := c.admin.Do(ctx, "POST", "/api/v1/nodes/n2/maintenance", api.MaintenanceRequest{On: ptr(true)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	goTo(t, b, c.base, "#/", `#hosts .host[data-host="n2"]`)
+	run(t, b, "n2 in maintenance shows as up", 20*time.Second,
+		waitText(`#hosts .host[data-host="n2"] .badge`, "maintenance"),
+		waitText(`#hosts .host[data-host="n2"] .updown`, "up "))
+	if txt := evalString(t, b, `document.querySelector('#hosts .host[data-host="n2"]').innerText`); strings.Contains(txt, "down") {
+		t.Errorf("n2, up and in maintenance, is labelled down: %q", txt)
+	}
+	if err := c.admin.Do(ctx, "POST", "/api/v1/nodes/n2/maintenance", api.MaintenanceRequest{On: ptr(false)}, nil); err != nil {
+		t.Fatal(err)
+	}
 
 	// A viewer sees no action anywhere.
 	logout(t, b)
@@ -780,4 +810,40 @@ func shrinkPNG(t *testing.T, data []byte) []byte {
 func dist2(a, b color.RGBA) int {
 	dr, dg, db := int(a.R)-int(b.R), int(a.G)-int(b.G), int(a.B)-int(b.B)
 	return dr*dr + dg*dg + db*db
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func evalString(t *testing.T, b context.Context, js string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, 10*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", js, err)
+	}
+	return out
+}
+
+// TestBrowserServingHostDies: when the agent serving the page dies, the
+// page says so and links to the cluster's other hosts.
+func TestBrowserServingHostDies(t *testing.T) {
+	needTool(t, "chromium", "chromium-browser", "google-chrome")
+	c := startCluster(t)
+	ctx := context.Background()
+	if err := c.admin.Do(ctx, "POST", "/api/v1/users", api.UserRequest{Name: "ada", Role: api.RoleAdmin, Password: "ada's secret"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t)
+	login(t, b, c.base, "ada", "ada's secret")
+	run(t, b, "overview shows both hosts", 20*time.Second, chromedp.WaitVisible(css(`#hosts .host[data-host="n2"]`)))
+	if err := syscall.Kill(-c.n1.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-c.n1.done
+	c.n1.done <- err // for the cleanup
+	run(t, b, "the page says its host is gone and offers n2", 20*time.Second,
+		chromedp.WaitVisible(css(`#hostdown`)),
+		waitText(`#hostdown`, "does not answer"),
+		chromedp.WaitVisible(css(`#hostdown a[data-host="n2"][href="`+c.n2.url+`/"]`)))
 }

@@ -9,6 +9,8 @@ export class APIError extends Error {
   }
 }
 
+const GET_TIMEOUT_MS = 6000;
+
 let csrf = '';
 let onUnauthorized = () => {};
 
@@ -23,11 +25,15 @@ export async function call(method, path, body) {
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
   }
   if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
+  // A host that lost power never answers: give up on it after a while
+  // (the page then says so and offers the other hosts).
+  if (method === 'GET') init.signal = AbortSignal.timeout(GET_TIMEOUT_MS);
   let resp;
   try {
     resp = await fetch(path, init);
   } catch (e) {
-    throw new APIError(0, `cannot reach the agent (${e.message}); is it running?`);
+    const why = e.name === 'TimeoutError' ? `no answer in ${GET_TIMEOUT_MS / 1000} s` : e.message;
+    throw new APIError(0, `cannot reach the agent (${why}); is it running?`);
   }
   const text = await resp.text();
   let data = null;

@@ -50,11 +50,32 @@ export async function refresh() {
     state.guests = rows;
     state.guestByName = new Map(rows.map((g) => [g.name, g]));
     state.lastRefresh = Date.now();
+    hostDown(false);
     renderHeader();
     changed('status');
   } catch (e) {
-    if (e.status !== 401) toast('Refresh failed: ' + e.message, true);
+    if (e.status === 0) hostDown(true);
+    else if (e.status !== 401) toast('Refresh failed: ' + e.message, true);
   }
+}
+
+// hostDown shows or hides the banner that says the host serving this page
+// does not answer, with links to the cluster's other hosts (each serves
+// the same UI; log in there).
+function hostDown(down) {
+  const box = $('hostdown');
+  if (!down) { box.hidden = true; return; }
+  const st = state.status || {};
+  const me = st.node || location.host;
+  const others = (st.hosts || []).filter((x) => x.name !== st.node && x.api_addr && x.state === 'online' && !x.unreachable);
+  fill(box,
+    h('b', `The host serving this page (${me}) does not answer.`), ' ',
+    h('span', 'It may be down; the cluster goes on without it. '),
+    others.length
+      ? h('span', 'Open the UI on another host: ', ...others.flatMap((x, i) => [i ? ', ' : '', h('a', {href: x.api_addr + '/', 'data-host': x.name}, `${x.name} (${x.api_addr})`)]))
+      : h('span', 'No other host is known to be up.'),
+    h('span.muted', ' This page retries every 5 s.'));
+  box.hidden = false;
 }
 // refreshSoon coalesces a burst of events into few refreshes: one refresh
 // REFRESH_DEBOUNCE_MS after the first event, and one more after it if events
@@ -137,7 +158,8 @@ function renderHeader() {
     qb.textContent = q.ok ? `quorum ${q.online}/${q.voters}` : `NO QUORUM ${q.online}/${q.voters}`;
     qb.className = 'badge ' + (q.ok ? 'ok' : 'bad');
     qb.title = q.ok ? 'the store accepts writes' : `the store needs ${q.needed} of ${q.voters} members online to accept changes`;
-    $('manager').textContent = st.manager ? `manager: ${st.manager}` : 'no manager';
+    $('manager').textContent = !st.manager ? 'manager: none (election in progress)'
+      : st.manager_unreachable ? `manager: ${st.manager} UNREACHABLE (a new one is elected when its lease expires)` : `manager: ${st.manager}`;
   }
   if (state.me) $('who').textContent = `${state.me.user} (${state.me.role})`;
   for (const a of document.querySelectorAll('#nav a[data-role]')) a.hidden = !can(a.dataset.role);

@@ -45,7 +45,7 @@ export function hosts(main) {
       const out = tests.get(x.name);
       return h('tr', {'data-host': x.name},
         h('td', h('b', x.name), x.api_addr ? h('div.muted.mono', x.api_addr) : null),
-        h('td', h('span.badge.s-' + x.state, x.state), x.maintenance ? [' ', h('span.badge.warn', 'maintenance')] : null,
+        h('td', h('span.badge.s-' + (x.unreachable ? 'unreachable' : x.state), x.unreachable ? 'unreachable' : x.state), x.maintenance ? [' ', h('span.badge.warn', 'maintenance')] : null,
           x.ha === 'failed' ? [' ', h('span.badge.bad', 'being fenced')] : x.ha === 'fenced' ? [' ', h('span.badge.warn', 'fenced')] : null,
           x.since ? h('div.muted', `since ${fmtAgo(x.since)}`) : null),
         h('td', x.manager ? h('span.badge.ok', 'manager') : null, ' ', x.store_role ? h('span.muted', `store ${x.store_role}`) : h('span.muted', 'store client')),

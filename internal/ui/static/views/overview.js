@@ -65,10 +65,12 @@ export function overview(main) {
       const c = card(host.name);
       // The manager's word wins: a host in maintenance, or failed and being
       // fenced, says so.
-      const health = host.maintenance ? 'maintenance' : host.ha === 'failed' || host.ha === 'fenced' ? host.ha : (host.state || 'unknown');
+      const health = host.unreachable ? 'unreachable' : host.maintenance ? 'maintenance' : host.ha === 'failed' || host.ha === 'fenced' ? host.ha : (host.state || 'unknown');
+      // Up or down is the host's own state: a host in maintenance is up.
+      const up = host.state === 'online' && !host.unreachable;
       const mem = (host.facts && host.facts.memory) || 0;
       const u = used.get(host.name) || 0;
-      const key = [health, host.manager, mem, u, count.get(host.name) || 0, host.facts && host.facts.cpus, fmtAgo(host.since, now)].join('|');
+      const key = [health, up, host.manager, mem, u, count.get(host.name) || 0, host.facts && host.facts.cpus, fmtAgo(host.since, now)].join('|');
       if (key !== c.key) {
         c.key = key;
         c.el.className = 'host ' + health;
@@ -83,7 +85,7 @@ export function overview(main) {
           h('span', `${count.get(host.name) || 0} guests`),
           h('span', `mem ${fmtBytes(u)} / ${mem ? fmtBytes(mem) : '?'}`),
           host.facts ? h('span', `${host.facts.cpus} CPUs`) : null,
-          host.since ? h('span', `${health === 'online' ? 'up' : 'down'} ${fmtAgo(host.since, now)}`) : null);
+          host.since ? h('span.updown', `${up ? 'up' : 'down'} ${fmtAgo(host.since, now)}`) : null);
       }
       // Keep the cards in the status order (by name).
       if (prev ? prev.nextSibling !== c.el : grid.firstChild !== c.el) {
