@@ -265,6 +265,9 @@ func (m *Monitor) record(r result) {
 	c.last = Result{Check: c.Name, Kind: c.Kind(), OK: r.ok, Output: r.output, At: now}
 	var fail string
 	if r.ok {
+		if !c.passed {
+			m.log.Info("health check passed; from now on its failures count", "guest", r.d.guest, "check", c.Name)
+		}
 		c.failures = 0
 		c.passed = true
 	} else {
@@ -337,11 +340,15 @@ func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check)
 		if err != nil {
 			return "", "", err
 		}
+		out := ""
+		if res.Output != "" {
+			out = ": " + res.Output
+		}
 		if res.Signal != 0 {
-			return res.Output, "", fmt.Errorf("%s killed by signal %d: %s", c.Exec[0], res.Signal, res.Output)
+			return res.Output, "", fmt.Errorf("%s killed by signal %d%s", c.Exec[0], res.Signal, out)
 		}
 		if res.ExitCode != c.ExitCode {
-			return res.Output, "", fmt.Errorf("%s exited %d, want %d: %s", c.Exec[0], res.ExitCode, c.ExitCode, res.Output)
+			return res.Output, "", fmt.Errorf("%s exited %d, want %d%s", c.Exec[0], res.ExitCode, c.ExitCode, out)
 		}
 		return res.Output, "", nil
 	}

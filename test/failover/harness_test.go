@@ -473,6 +473,13 @@ func (c *testCluster) domain(name string, members ...string) {
 // the shared dir, and has the checker watch its disk.
 func (c *testCluster) guest(name, domain, node string) {
 	c.t.Helper()
+	c.guestWith(name, domain, node, nil)
+}
+
+// guestWith creates a guest like guest, with extra fields of its form
+// (health checks, recovery...).
+func (c *testCluster) guestWith(name, domain, node string, extra map[string]any) {
+	c.t.Helper()
 	disk := filepath.Join(c.bed.SharedDir(), name+".img")
 	if err := testguest.CreateDisk(disk, 1<<20); err != nil {
 		c.t.Fatal(err)
@@ -482,6 +489,9 @@ func (c *testCluster) guest(name, domain, node string) {
 		"disks":      []guestdef.Disk{{Path: disk, Format: "raw", NoImageLock: true}},
 		"boot":       guestdef.Boot{Kernel: c.files.Kernel, Initrd: c.files.Initrd, Cmdline: testguest.Cmdline},
 		"serial_log": filepath.Join(c.bed.SharedDir(), name+".serial"),
+	}
+	for k, v := range extra {
+		form[k] = v
 	}
 	if domain != "" {
 		form["domain"] = domain
