@@ -9,6 +9,10 @@ export GOFLAGS=${GOFLAGS:--mod=mod}
 bash scripts/deps.sh
 bash scripts/build-test-guest.sh >/dev/null
 
+# Logs of this run only: two runs never overwrite each other's.
+logs=$(mktemp -d "${TMPDIR:-/tmp}/haven-test.XXXXXX")
+echo "== logs in $logs"
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
@@ -17,8 +21,9 @@ go vet ./...
 echo "== go build"
 go build -o bin/haven ./cmd/haven
 echo "== haven sim run (shared scenarios)"
-if [ -d ../shared/scenarios ]; then ./bin/haven sim run ../shared/scenarios >/tmp/haven-sim-shared.log || { tail -50 /tmp/haven-sim-shared.log; exit 1; }; tail -1 /tmp/haven-sim-shared.log; fi
+if [ -d ../shared/scenarios ]; then ./bin/haven sim run ../shared/scenarios >"$logs/sim-shared.log" || { tail -50 "$logs/sim-shared.log"; exit 1; }; tail -1 "$logs/sim-shared.log"; fi
 echo "== haven sim run (shared scenarios, new rules)"
-if [ -d ../shared/scenarios-new ]; then ./bin/haven sim run ../shared/scenarios-new >/tmp/haven-sim-shared-new.log || { tail -50 /tmp/haven-sim-shared-new.log; exit 1; }; tail -1 /tmp/haven-sim-shared-new.log; fi
-echo "== go test -race"
-go test -race -count=1 -timeout 20m -p 2 ./... 2>&1 | tee /tmp/haven-test.log
+if [ -d ../shared/scenarios-new ]; then ./bin/haven sim run ../shared/scenarios-new >"$logs/sim-shared-new.log" || { tail -50 "$logs/sim-shared-new.log"; exit 1; }; tail -1 "$logs/sim-shared-new.log"; fi
+echo "== go test -race (progress below; the whole output is in $logs/go-test.json)"
+go build -o "$logs/testprogress" ./scripts/testprogress
+go test -race -count=1 -timeout 20m -p 2 -json ./... 2>&1 | "$logs/testprogress" -log "$logs/go-test.json"
