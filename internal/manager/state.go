@@ -330,6 +330,9 @@ func (s *State) checkInvariants() {
 		if g.Op != nil && s.node(g.Op.Node) == nil {
 			bad("operation on no node")
 		}
+		if g.PreemptOn != "" && (g.State != GuestRecovering || g.Op != nil) {
+			bad("waits for a preemption but is not a recovering guest")
+		}
 		switch g.State {
 		case GuestStarted:
 			if !g.Running && g.Op == nil {

@@ -73,34 +73,35 @@ type vm struct {
 }
 
 type simNode struct {
-	name      string
-	memory    int64
-	cpus      int
-	witness   bool
-	power     power
-	agentUp   bool
-	netOff    bool
-	group     int
-	vms       map[string]*vm
-	used      int64
-	leaseLive bool
-	hasExpire bool
-	expireAt  time.Duration
-	leaseGen  uint64
-	bootID    int
-	outbox    []manager.Event
-	inbox     []manager.Action
-	mon       *selffence.Monitor
-	sfAt      time.Duration // scheduled self-fence check
-	sfSched   bool
-	inQ       bool
-	shutdown  bool // a graceful shutdown/reboot is in progress
-	reboot    bool
-	fenceFail bool
-	bootedAt  time.Duration
-	epoch     int // bumped by fence, self-fence, boot (checker)
-	reported  []string
-	powerGen  uint64
+	name        string
+	memory      int64
+	cpus        int
+	witness     bool
+	power       power
+	agentUp     bool
+	agentDownAt time.Duration // when its agent last went down (agent restart)
+	netOff      bool
+	group       int
+	vms         map[string]*vm
+	used        int64
+	leaseLive   bool
+	hasExpire   bool
+	expireAt    time.Duration
+	leaseGen    uint64
+	bootID      int
+	outbox      []manager.Event
+	inbox       []manager.Action
+	mon         *selffence.Monitor
+	sfAt        time.Duration // scheduled self-fence check
+	sfSched     bool
+	inQ         bool
+	shutdown    bool // a graceful shutdown/reboot is in progress
+	reboot      bool
+	fenceFail   bool
+	bootedAt    time.Duration
+	epoch       int // bumped by fence, self-fence, boot (checker)
+	reported    []string
+	powerGen    uint64
 }
 
 type guestInfo struct {
@@ -790,6 +791,10 @@ func (w *World) powerOff(n *simNode, how string) {
 				if dl, cut := n.mon.Deadline(); cut {
 					d = min(d, dl.Sub(Epoch)-w.tm.LeaseTTL)
 				}
+				if !n.agentUp {
+					// Its agent (which renews and pets) is down since then.
+					d = min(d, n.agentDownAt)
+				}
 				safe = d + w.tm.Keepalive + w.tm.WatchdogTimeout
 			}
 			w.unclean[g] = uncleanEnd{node: n.name, epoch: n.epoch, safeAt: safe, at: w.now}
@@ -892,6 +897,7 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 			return
 		}
 		n.agentUp = false
+		n.agentDownAt = w.now
 		n.reported = n.running()
 		w.logf("node", "agent on %s restarts", n.name)
 		w.push(&item{t: w.now + AgentRestart, kind: itAgentBack, node: n.name})
