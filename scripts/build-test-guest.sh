@@ -21,13 +21,14 @@
 #                  (org.qemu.guest_agent.0); prints "HAVEN-QGA <bootid>".
 #   busybox httpd: serves "HAVEN-OK" on port 80 (loopback and any NIC);
 #                  prints "HAVEN-HTTPD <bootid>".
+#   a shell on ttyS0 (the serial console: haven guest console, the web UI).
 #   haven-fault service|panic|hang (run through the guest agent, guest-exec):
 #                  kills httpd / panics the kernel (sysrq c; pvpanic tells
 #                  QEMU) / hangs the guest (every process stopped with
 #                  SIGSTOP, then the kernel idles in suspend-to-idle).
 set -euo pipefail
 
-VERSION=7
+VERSION=8
 OUT="${1:-${HAVEN_TESTGUEST_DIR:-/var/cache/haven/testguest}}"
 
 if [ -f "$OUT/STAMP" ] && [ "$(cat "$OUT/STAMP")" = "$VERSION" ] &&
@@ -163,6 +164,12 @@ done
 exec </dev/null >/dev/ttyS0 2>&1
 
 BOOTID=$(cat /proc/sys/kernel/random/uuid)
+
+# A shell on the serial console (haven guest console), again when it exits.
+(while :; do
+  setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+  sleep 1
+done) &
 
 # The service the health tests watch, and the guest agent when the guest
 # has its channel.

@@ -6,6 +6,7 @@ package hypervisor
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"errors"
 	"time"
 
@@ -111,4 +112,11 @@ type GuestAgent interface {
 	// "arguments") to a running guest and returns its "return" value. It
 	// gives up when ctx ends: a hung guest never answers.
 	AgentCommand(ctx context.Context, name string, cmd []byte) (json.RawMessage, error)
+}
+
+// Console is implemented by drivers that attach to a guest's serial console.
+type Console interface {
+	// OpenConsole connects to the running guest's first serial port:
+	// what is written goes to the guest, what the guest prints is read.
+	OpenConsole(ctx context.Context, name string) (net.Conn, error)
 }

@@ -120,17 +120,20 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 			dev.Interfaces = append(dev.Interfaces, nic)
 		}
 	}
-	if def.SerialLog != "" {
+	if def.SerialLog != "" || len(dev.Serials) == 0 {
+		// The first serial port is a pty (haven guest console attaches to
+		// it, OpenConsole), also written to the serial log when set.
 		port := uint(0)
-		src := &libvirtxml.DomainChardevSource{
-			// append: a migration's destination opens the same path; it must
-			// not cut what the source wrote.
-			File: &libvirtxml.DomainChardevSourceFile{Path: def.SerialLog, Append: "on"},
-		}
-		dev.Serials = []libvirtxml.DomainSerial{{
-			Source: src,
+		ser := libvirtxml.DomainSerial{
+			Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
 			Target: &libvirtxml.DomainSerialTarget{Port: &port},
-		}}
+		}
+		if def.SerialLog != "" {
+			// append: a migration's destination opens the same path; it
+			// must not cut what the source wrote.
+			ser.Log = &libvirtxml.DomainChardevLog{File: def.SerialLog, Append: "on"}
+		}
+		dev.Serials = []libvirtxml.DomainSerial{ser}
 		dev.Consoles = nil
 	}
 	if !def.NoPanicDevice && len(dev.Panics) == 0 {

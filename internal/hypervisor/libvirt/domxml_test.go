@@ -37,8 +37,8 @@ func TestDomainXML(t *testing.T) {
 		{"kernel boot", base, "qemu", "", []string{
 			`type="qemu"`, `<name>web1</name>`, `<uuid>` + GuestUUID("web1") + `</uuid>`,
 			`<memory unit="KiB">262144</memory>`, `<vcpu>2</vcpu>`, `<kernel>/k</kernel>`, `<initrd>/i</initrd>`,
-			`<cmdline>console=ttyS0</cmdline>`, `<acpi></acpi>`, `<serial type="file">`,
-			`<source path="/var/log/web1.serial" append="on">`, `<memballoon model="none">`, `<on_crash>destroy</on_crash>`,
+			`<cmdline>console=ttyS0</cmdline>`, `<acpi></acpi>`, `<serial type="pty">`,
+			`<log file="/var/log/web1.serial" append="on">`, `<memballoon model="none">`, `<on_crash>destroy</on_crash>`,
 		}, ""},
 		{"kvm and a kept uuid", base, "kvm", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", []string{`type="kvm"`, `<uuid>aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee</uuid>`}, ""},
 		{"disks and nics", withDisks, "qemu", "", []string{

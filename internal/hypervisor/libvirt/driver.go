@@ -25,6 +25,7 @@ import (
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"golang.org/x/sys/unix"
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
@@ -213,7 +214,11 @@ type Driver struct {
 	lastError error                // why the last connection attempt failed
 }
 
-var _ hypervisor.Driver = (*Driver)(nil)
+var (
+	_ hypervisor.Driver     = (*Driver)(nil)
+	_ hypervisor.GuestAgent = (*Driver)(nil)
+	_ hypervisor.Console    = (*Driver)(nil)
+)
 
 // eventsBuffer is how many events wait for the consumer before the oldest
 // is dropped.
@@ -1256,3 +1261,67 @@ func (d *Driver) AgentCommand(ctx context.Context, name string, cmd []byte) (jso
 	}
 	return ret, nil
 }
+
+// OpenConsole implements hypervisor.Console: it opens the pty libvirt gave
+// the guest's first serial port (from the live domain XML), in raw mode.
+func (d *Driver) OpenConsole(ctx context.Context, name string) (net.Conn, error) {
+	var desc string
+	err := d.call(ctx, func(l *golibvirt.Libvirt) error {
+		dom, err := lookup(l, name)
+		if err != nil {
+			return err
+		}
+		desc, err = l.DomainGetXMLDesc(dom, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("console of %q: %w", name, err)
+	}
+	dom := &libvirtxml.Domain{}
+	if err := dom.Unmarshal(desc); err != nil {
+		return nil, fmt.Errorf("console of %q: read its domain XML: %w", name, err)
+	}
+	path := ""
+	if dom.Devices != nil {
+		for _, s := range dom.Devices.Serials {
+			if s.Source != nil && s.Source.Pty != nil && s.Source.Pty.Path != "" {
+				path = s.Source.Pty.Path
+				break
+			}
+		}
+	}
+	if path == "" {
+		return nil, fmt.Errorf("console of %q: its first serial port is not a pty (a guest defined before consoles; restart it)", name)
+	}
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("console of %q: open %s: %w", name, path, err)
+	}
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err == nil {
+		// cfmakeraw: no echo, no line editing, 8-bit clean.
+		t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+		t.Oflag &^= unix.OPOST
+		t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		t.Cflag &^= unix.CSIZE | unix.PARENB
+		t.Cflag |= unix.CS8
+		t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+		err = unix.IoctlSetTermios(fd, unix.TCSETS, t)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("console of %q: raw mode on %s: %w", name, path, err)
+	}
+	return &ptyConn{File: os.NewFile(uintptr(fd), path)}, nil
+}
+
+// ptyConn is a pty as a net.Conn (the console's transport).
+type ptyConn struct{ *os.File }
+
+func (p *ptyConn) LocalAddr() net.Addr  { return ptyAddr(p.Name()) }
+func (p *ptyConn) RemoteAddr() net.Addr { return ptyAddr(p.Name()) }
+
+type ptyAddr string
+
+func (a ptyAddr) Network() string { return "pty" }
+func (a ptyAddr) String() string  { return string(a) }

@@ -43,6 +43,7 @@ func (d *Driver) onExit(g *guest, how string) {
 		os.Remove(filepath.Join(g.dir, "qemu.pid"))
 		os.Remove(filepath.Join(g.dir, "incoming"))
 		os.Remove(filepath.Join(g.dir, "qga.sock"))
+		os.Remove(filepath.Join(g.dir, "console.sock"))
 	}
 	var kind hypervisor.EventKind
 	var reason string

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"testing"
@@ -116,4 +117,38 @@ func TestHungGuestFailsHeartbeat(t *testing.T) {
 	if st, err := d.Status(ctx, "g2"); err != nil || st.State != hypervisor.Running {
 		t.Errorf("a hung guest still runs to QEMU: %+v, %v", st, err)
 	}
+}
+
+// The console is the guest's first serial port: a command typed there is
+// answered there, and the serial log still gets everything.
+func TestConsole(t *testing.T) {
+	f := newFixture(t)
+	d := newDriver(t, shortDir(t), "a")
+	ctx := ctxT(t, 2*time.Minute)
+	if err := d.Start(ctx, f.def("g3")); err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Ready })
+	conn, err := d.OpenConsole(ctx, "g3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := conn.Write([]byte("echo hv-$((6*7))\n")); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(got, []byte("hv-42")) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("console: %v; read so far: %q", err, got)
+		}
+		got = append(got, buf[:n]...)
+	}
+	waitSerial(t, f.serial, func(testguest.Serial) bool {
+		b, _ := os.ReadFile(f.serial)
+		return bytes.Contains(b, []byte("hv-42"))
+	})
 }

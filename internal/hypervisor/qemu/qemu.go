@@ -14,6 +14,7 @@
 //	RUNDIR/NAME/incoming   present while waiting for an incoming migration
 //	RUNDIR/NAME/qemu.log   QEMU's stdout and stderr
 //	RUNDIR/NAME/qga.sock   the guest agent channel (guests that need it)
+//	RUNDIR/NAME/console.sock  the first serial port (OpenConsole)
 package qemu
 
 import (
@@ -102,6 +103,7 @@ type Driver struct {
 var (
 	_ hypervisor.Driver     = (*Driver)(nil)
 	_ hypervisor.GuestAgent = (*Driver)(nil)
+	_ hypervisor.Console    = (*Driver)(nil)
 )
 
 // guest is one QEMU process and what the driver knows of it. Fields after mu
@@ -275,7 +277,7 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 	}
 	dir := d.guestDir(def.Name)
 	sock := filepath.Join(dir, "qmp.sock")
-	if len(sock) >= 108 {
+	if len(filepath.Join(dir, "console.sock")) >= 108 {
 		return fmt.Errorf("QMP socket path %s is too long for a unix socket: use a shorter run dir", sock)
 	}
 	d.mu.Lock()
@@ -424,9 +426,13 @@ func (d *Driver) args(def guestdef.Definition, dir string) []string {
 		a = append(a, "-cpu", "host")
 	}
 	a = append(a, agentArgs(def, dir)...)
+	// The first serial port: the console socket (haven guest console),
+	// also written to the serial log when the definition has one.
+	serial := "socket,id=serial0,path=" + qemuOpt(filepath.Join(dir, "console.sock")) + ",server=on,wait=off"
 	if def.SerialLog != "" {
-		a = append(a, "-chardev", "file,id=serial0,path="+qemuOpt(def.SerialLog)+",append=on", "-serial", "chardev:serial0")
+		serial += ",logfile=" + qemuOpt(def.SerialLog) + ",logappend=on"
 	}
+	a = append(a, "-chardev", serial, "-serial", "chardev:serial0")
 	if def.Boot.Kernel != "" {
 		a = append(a, "-kernel", def.Boot.Kernel)
 		if def.Boot.Initrd != "" {
@@ -568,4 +574,20 @@ func (d *Driver) AgentCommand(ctx context.Context, name string, cmd []byte) (jso
 // agentCaller is AgentCommand bound to one guest.
 func (d *Driver) agentCaller(name string) guestagent.Caller {
 	return func(ctx context.Context, cmd []byte) (json.RawMessage, error) { return d.AgentCommand(ctx, name, cmd) }
+}
+
+// OpenConsole implements hypervisor.Console: a connection to the guest's
+// first serial port (RUNDIR/NAME/console.sock). The port takes one client
+// at a time; a second waits until the first leaves.
+func (d *Driver) OpenConsole(ctx context.Context, name string) (net.Conn, error) {
+	g, err := d.live(name)
+	if err != nil {
+		return nil, fmt.Errorf("console of %q: %w", name, err)
+	}
+	var dl net.Dialer
+	conn, err := dl.DialContext(ctx, "unix", filepath.Join(g.dir, "console.sock"))
+	if err != nil {
+		return nil, fmt.Errorf("console of %q: %w", name, err)
+	}
+	return conn, nil
 }
