@@ -6,8 +6,8 @@ package hypervisor
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"errors"
+	"net"
 	"time"
 
 	"github.com/haven-ha/haven/internal/guestdef"
