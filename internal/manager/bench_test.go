@@ -115,3 +115,66 @@ func BenchmarkStateJSON(b *testing.B) {
 		}
 	}
 }
+
+// withRules adds every policy to a bigState: hard apart pairs (guests on
+// different hosts), a soft together and a host rule per 50 guests, a start
+// dependency for every 10th guest, and admission control (reserve hosts 1).
+func withRules(tb testing.TB, s *State, hosts, perHost int) {
+	var rules []model.Rule
+	n := hosts * perHost
+	for i := 0; i+1 < n; i += 2 {
+		rules = append(rules, model.Rule{Name: fmt.Sprintf("apart%06d", i), Kind: model.AffinityApart, Guests: []string{fmt.Sprintf("g%06d", i), fmt.Sprintf("g%06d", i+1)}})
+	}
+	for i := 0; i+2 < n; i += 50 {
+		rules = append(rules, model.Rule{Name: fmt.Sprintf("near%06d", i), Kind: model.AffinityTogether, Soft: true, Guests: []string{fmt.Sprintf("g%06d", i), fmt.Sprintf("g%06d", i+2)}})
+		rules = append(rules, model.Rule{Name: fmt.Sprintf("host%06d", i), Kind: model.AffinityOff, Guests: []string{fmt.Sprintf("g%06d", i+1)}, Hosts: []string{"n0001"}})
+	}
+	if err := s.SetRules(rules); err != nil {
+		tb.Fatal(err)
+	}
+	for i := 10; i < n; i += 10 {
+		spec := s.Guest(fmt.Sprintf("g%06d", i)).Spec
+		spec.After = []string{fmt.Sprintf("g%06d", i-1)}
+		if err := s.UpdateGuestSpec(spec); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	s.Config.Reserve = model.Reserve{Hosts: 1}
+}
+
+func benchRecoveryRules(b *testing.B, hosts, perHost int) {
+	s, ev := bigState(b, hosts, perHost)
+	withRules(b, s, hosts, perHost)
+	data, err := json.Marshal(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		st, err := Restore(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		acts := st.Step(t0.Add(3*time.Second), ev)
+		starts := 0
+		for _, a := range acts {
+			if a.Kind == ActStart {
+				starts++
+			}
+		}
+		if starts != perHost {
+			b.Fatalf("%d starts, want %d", starts, perHost)
+		}
+	}
+}
+
+// BenchmarkRecoveryStepRules64x8000 is BenchmarkRecoveryStep64x8000 with
+// every placement policy in use (target: under 50 ms).
+func BenchmarkRecoveryStepRules64x8000(b *testing.B) { benchRecoveryRules(b, 64, 125) }
+
+// BenchmarkRecoveryStepRules1000x50000: the same at 1,000 hosts and 50,000
+// guests (target: under 1 s).
+func BenchmarkRecoveryStepRules1000x50000(b *testing.B) { benchRecoveryRules(b, 1000, 50) }

@@ -153,7 +153,7 @@ func (st *stepper) place() {
 	}
 	rs := s.ruleSet()
 	if rs != nil {
-		snap.Where = rs.where
+		snap.Where = s.whereFn(rs)
 	}
 	var reqs []placement.Request
 	var wants []want

@@ -68,7 +68,7 @@ func TestDependencyCycleRefused(t *testing.T) {
 	}
 	spec = s.Guest("b").Spec
 	spec.After = []string{"a"}
-	if err := s.UpdateGuestSpec(spec); err == nil || !strings.Contains(err.Error(), "cycle: a -> b -> a") {
+	if err := s.UpdateGuestSpec(spec); err == nil || !strings.Contains(err.Error(), "cycle: b -> a -> b") {
 		t.Fatalf("cycle accepted: %v", err)
 	}
 }

@@ -18,42 +18,92 @@ func (s *State) SetRules(rules []model.Rule) error {
 		return fmt.Errorf("set rules: %w", err)
 	}
 	s.Rules = slices.Clone(rules)
+	s.rules = nil
 	return nil
 }
 
-// CheckDependencies reports a start-order cycle among the guests' after
-// lists, with spec replacing (or adding) the guest of its name.
+// CheckDependencies reports a start-order cycle that spec's after list would
+// close (spec replacing the guest of its name): the guests it starts after
+// must not, through their own after lists, lead back to it.
 func (s *State) CheckDependencies(spec *model.GuestSpec) error {
-	after := map[string][]string{}
-	for _, g := range s.Guests {
-		after[g.Spec.Name] = g.Spec.After
+	if slices.Contains(spec.After, spec.Name) {
+		return fmt.Errorf("guest %q: it cannot start after itself", spec.Name)
 	}
-	if spec != nil {
-		after[spec.Name] = spec.After
-		if slices.Contains(spec.After, spec.Name) {
-			return fmt.Errorf("guest %q: it cannot start after itself", spec.Name)
+	after := func(g string) []string {
+		if g == spec.Name {
+			return spec.After
 		}
+		if x := s.Guest(g); x != nil {
+			return x.Spec.After
+		}
+		return nil
 	}
-	if c := model.DependencyCycle(after); c != nil {
+	// Depth-first from spec, remembering the path to report the cycle.
+	seen := map[string]bool{}
+	var path []string
+	var walk func(g string) []string
+	walk = func(g string) []string {
+		path = append(path, g)
+		for _, d := range after(g) {
+			if d == spec.Name {
+				return append(slices.Clone(path), d)
+			}
+			if !seen[d] {
+				seen[d] = true
+				if c := walk(d); c != nil {
+					return c
+				}
+			}
+		}
+		path = path[:len(path)-1]
+		return nil
+	}
+	if c := walk(spec.Name); c != nil {
 		return fmt.Errorf("start order (after) has a cycle: %s", model.FormatCycle(c))
 	}
 	return nil
 }
 
-// ruleSet is the rules as one step applies them.
+// ruleSet is the rules as placement applies them (cached until the rules or
+// the nodes change), plus where the guests are in the current step.
 type ruleSet struct {
 	guest map[string]*placement.Rules
 	unfit map[string][]int // hard host rules: nodes a guest may not use
-	where map[string][]int
+	where map[string][]int // this step's positions, filled on demand
 }
 
-// rules builds the step's view of the affinity rules (nil when there are
+// ruleSet returns the step's view of the affinity rules (nil when there are
 // none).
 func (s *State) ruleSet() *ruleSet {
 	if len(s.Rules) == 0 {
 		return nil
 	}
-	rs := &ruleSet{guest: map[string]*placement.Rules{}, unfit: map[string][]int{}, where: map[string][]int{}}
+	if s.rules == nil {
+		s.rules = s.buildRules()
+	}
+	rs := *s.rules
+	rs.where = map[string][]int{}
+	return &rs
+}
+
+// whereFn returns placement's view of where guests count, computed once per
+// guest and step.
+func (s *State) whereFn(rs *ruleSet) func(string) []int {
+	return func(name string) []int {
+		if w, ok := rs.where[name]; ok {
+			return w
+		}
+		var w []int
+		if g := s.Guest(name); g != nil {
+			w = s.countedOn(g)
+		}
+		rs.where[name] = w
+		return w
+	}
+}
+
+func (s *State) buildRules() *ruleSet {
+	rs := &ruleSet{guest: map[string]*placement.Rules{}, unfit: map[string][]int{}}
 	get := func(g string) *placement.Rules {
 		r := rs.guest[g]
 		if r == nil {
@@ -111,11 +161,6 @@ func (s *State) ruleSet() *ruleSet {
 			}
 		}
 	}
-	for _, g := range s.Guests {
-		if _, ok := rs.guest[g.Spec.Name]; ok {
-			rs.where[g.Spec.Name] = s.countedOn(g)
-		}
-	}
 	return rs
 }
 
@@ -152,65 +197,105 @@ type Violation struct {
 func (s *State) Violations() []Violation {
 	var out []Violation
 	for _, rule := range s.Rules {
-		where := map[string][]int{}
-		for _, name := range rule.Guests {
-			if g := s.Guest(name); g != nil {
-				if w := s.countedOn(g); len(w) > 0 {
-					where[name] = w
-				}
-			}
-		}
-		var what []string
-		switch rule.Kind {
-		case model.AffinityApart:
-			for i, a := range rule.Guests {
-				for _, b := range rule.Guests[i+1:] {
-					for _, n := range where[a] {
-						if slices.Contains(where[b], n) {
-							what = append(what, fmt.Sprintf("%s and %s are both on %s", a, b, s.Nodes[n].Name))
-							break
-						}
-					}
-				}
-			}
-		case model.AffinityTogether:
-			var common []int
-			first := true
-			var on []string
-			for _, g := range rule.Guests {
-				w, ok := where[g]
-				if !ok {
-					continue
-				}
-				var names []string
-				for _, n := range w {
-					names = append(names, s.Nodes[n].Name)
-				}
-				on = append(on, g+" on "+strings.Join(names, "+"))
-				if first {
-					common, first = slices.Clone(w), false
-					continue
-				}
-				common = slices.DeleteFunc(common, func(n int) bool { return !slices.Contains(w, n) })
-			}
-			if !first && len(common) == 0 {
-				what = append(what, "not on one host: "+strings.Join(on, ", "))
-			}
-		case model.AffinityOn, model.AffinityOff:
-			for _, g := range rule.Guests {
-				for _, n := range where[g] {
-					in := slices.Contains(rule.Hosts, s.Nodes[n].Name)
-					if in != (rule.Kind == model.AffinityOn) {
-						what = append(what, fmt.Sprintf("%s is on %s", g, s.Nodes[n].Name))
-					}
-				}
-			}
-		}
-		if len(what) > 0 {
+		if what := s.broken(rule); len(what) > 0 {
 			out = append(out, Violation{Rule: rule.Name, Hard: !rule.Soft, What: strings.Join(what, "; ")})
 		}
 	}
 	return out
+}
+
+// at returns up to two nodes guest g counts on (-1: none), without
+// allocating.
+func (s *State) at(name string) [2]int {
+	w := [2]int{-1, -1}
+	g := s.Guest(name)
+	if g == nil {
+		return w
+	}
+	k := 0
+	add := func(node string) {
+		if i, ok := s.nodeIdx[node]; ok && node != "" && w[0] != i && k < 2 {
+			w[k] = i
+			k++
+		}
+	}
+	switch {
+	case g.Running || g.State == GuestFrozen:
+		add(g.Node)
+	case g.Op != nil && g.Op.Kind == OpStart:
+		add(g.Op.Node)
+	}
+	if g.Op != nil && g.Op.Target != "" {
+		add(g.Op.Target)
+	}
+	return w
+}
+
+func has(w [2]int, n int) bool { return n >= 0 && (w[0] == n || w[1] == n) }
+
+// broken says how the current placement breaks rule (nil: it holds).
+func (s *State) broken(rule model.Rule) []string {
+	var what []string
+	name := func(w [2]int) string {
+		out := s.Nodes[w[0]].Name
+		if w[1] >= 0 {
+			out += "+" + s.Nodes[w[1]].Name
+		}
+		return out
+	}
+	switch rule.Kind {
+	case model.AffinityApart:
+		for i, a := range rule.Guests {
+			wa := s.at(a)
+			if wa[0] < 0 {
+				continue
+			}
+			for _, b := range rule.Guests[i+1:] {
+				wb := s.at(b)
+				for _, n := range wa {
+					if has(wb, n) {
+						what = append(what, fmt.Sprintf("%s and %s are both on %s", a, b, s.Nodes[n].Name))
+						break
+					}
+				}
+			}
+		}
+	case model.AffinityTogether:
+		common := [2]int{-1, -1}
+		first := true
+		var on []string
+		for _, g := range rule.Guests {
+			w := s.at(g)
+			if w[0] < 0 {
+				continue
+			}
+			on = append(on, g+" on "+name(w))
+			if first {
+				common, first = w, false
+				continue
+			}
+			for k := range common {
+				if !has(w, common[k]) {
+					common[k] = -1
+				}
+			}
+		}
+		if !first && common[0] < 0 && common[1] < 0 {
+			what = append(what, "not on one host: "+strings.Join(on, ", "))
+		}
+	case model.AffinityOn, model.AffinityOff:
+		for _, g := range rule.Guests {
+			for _, n := range s.at(g) {
+				if n < 0 {
+					continue
+				}
+				if slices.Contains(rule.Hosts, s.Nodes[n].Name) != (rule.Kind == model.AffinityOn) {
+					what = append(what, fmt.Sprintf("%s is on %s", g, s.Nodes[n].Name))
+				}
+			}
+		}
+	}
+	return what
 }
 
 // reportViolations logs rules that became broken or are kept again.

@@ -33,6 +33,7 @@ type State struct {
 	nodeIdx  map[string]int
 	guestIdx map[string]int
 	tiers    map[string][][]int
+	rules    *ruleSet // the affinity rules as placement applies them
 }
 
 // New returns an empty state for a cluster with the given configuration.
@@ -210,6 +211,7 @@ func (s *State) reindex() {
 		s.guestIdx[g.Spec.Name] = i
 	}
 	s.tiers = nil
+	s.rules = nil
 }
 
 // tiersOf returns the guest's tiers of node indices (nil: one tier of all).

@@ -24,10 +24,10 @@ type Node struct {
 // in byte order; requests refer to nodes by index into Nodes.
 type Snapshot struct {
 	Nodes []Node
-	// Where maps a guest named in an affinity rule to the nodes it counts
-	// on (running, starting, stopping, frozen, arriving). Guests in no rule
-	// may be left out.
-	Where map[string][]int
+	// Where returns the nodes a guest named in an affinity rule counts on
+	// (running, starting, stopping, frozen, arriving); nil: no rules. It is
+	// asked only about the partners of guests being placed.
+	Where func(guest string) []int
 }
 
 // Request asks for a node for one guest.

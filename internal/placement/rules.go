@@ -73,10 +73,10 @@ func (p *rules) where(g string) []int {
 	if w, ok := p.moved[g]; ok {
 		return w
 	}
-	if p.snap == nil {
+	if p.snap == nil || p.snap.Where == nil {
 		return nil
 	}
-	return p.snap.Where[g]
+	return p.snap.Where(g)
 }
 
 func (p *rules) placed(g string, n int) {

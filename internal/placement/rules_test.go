@@ -12,7 +12,7 @@ func ruled(name string, mem int64, r *Rules) Request {
 }
 
 func TestHardApart(t *testing.T) {
-	snap := &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: map[string][]int{"r2": {0}}}
+	snap := &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: whereOf(map[string][]int{"r2": {0}})}
 	got := Plan(snap, []Request{ruled("r1", G, &Rules{Apart: []string{"r2"}})})
 	if got[0].Node != 1 {
 		t.Fatalf("r1 on %d, want 1 (the fuller node without r2)", got[0].Node)
@@ -24,7 +24,7 @@ func TestHardApart(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 	// No node without a peer: it waits, and Why names the peer.
-	snap = &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}), Where: map[string][]int{"r2": {0}}}
+	snap = &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}), Where: whereOf(map[string][]int{"r2": {0}})}
 	r := ruled("r1", G, &Rules{Apart: []string{"r2"}})
 	if got = Plan(snap, []Request{r}); got[0].Node != -1 {
 		t.Fatalf("placed beside its peer: %+v", got)
@@ -48,7 +48,7 @@ func TestHardTogetherUnit(t *testing.T) {
 		t.Fatalf("unit split or misplaced: %+v", got)
 	}
 	// A member that runs pins the other to its node, even a fuller one.
-	snap = &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: map[string][]int{"y": {1}}}
+	snap = &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: whereOf(map[string][]int{"y": {1}})}
 	if got = Plan(snap, []Request{ruled("x", G, grp("x", "y"))}); got[0].Node != 1 {
 		t.Fatalf("x on %d, want 1 with y", got[0].Node)
 	}
@@ -64,7 +64,7 @@ func TestHardTogetherUnit(t *testing.T) {
 }
 
 func TestSoftRules(t *testing.T) {
-	snap := &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: map[string][]int{"p": {0}}}
+	snap := &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: whereOf(map[string][]int{"p": {0}})}
 	if got := Plan(snap, []Request{ruled("x", G, &Rules{SoftApart: []string{"p"}})}); got[0].Node != 1 {
 		t.Fatalf("soft apart: %+v", got)
 	}
@@ -86,4 +86,8 @@ func TestSoftRules(t *testing.T) {
 	if got := Plan(snap, []Request{q}); got[0].Node != 0 {
 		t.Fatalf("soft rule beat the tier: %+v", got)
 	}
+}
+
+func whereOf(m map[string][]int) func(string) []int {
+	return func(g string) []int { return m[g] }
 }
