@@ -1,16 +1,72 @@
 #!/usr/bin/env bash
 # Measures Haven's failover with default timings on a 3-host test bed with a
-# real QEMU test guest and fence_testbed: pull the plug on the guest's host,
-# time detection, fencing, the start order and the guest running again
-# elsewhere; the host then comes back and the guest goes home. Prints each
-# round and the median and worst, per driver (agents on the QEMU driver, then
-# on libvirt with a libvirtd per host). Needs root (network namespaces).
+# real QEMU test guest and fence_testbed, per driver (QEMU, then libvirt with
+# a libvirtd per host):
+#   - host power loss: the guest's host loses power (rounds take turns: the
+#     manager's host, the store leader's, another); detection, fencing, the
+#     start order, the guest reported running elsewhere (API) and writing its
+#     disk again (boot included); a new manager when the manager was lost;
+#   - 2/1 partition: the guest's host is cut off from the other two;
+#   - guest crash: kill -9 of the guest's QEMU until it is reported running
+#     again.
+# With PVD=DIR (the Pacemaker + corosync + VirtualDomain bench, for instance
+# ../shared/bench/pacemaker-vd), it first runs that bench on the same machine
+# and prints each of Haven's figures as a ratio to Pacemaker's. It prints the
+# load (uptime) before and after: on a shared machine, figures measured under
+# heavy load say little. Needs root (network namespaces).
 #
-#   sudo scripts/bench-failover.sh [ROUNDS] [DRIVERS]   (default 5, qemu,libvirt)
+#   sudo [PVD=DIR] scripts/bench-failover.sh [ROUNDS] [DRIVERS]   (default 10, qemu,libvirt)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-rounds=${1:-5}
+rounds=${1:-10}
 drivers=${2:-qemu,libvirt}
 [ "$(id -u)" = 0 ] || { echo "bench-failover.sh: needs root (the test bed): run it with sudo" >&2; exit 1; }
 cd "$repo"
-exec go test ./test/failover/ -run '^$' -bench '^BenchmarkHostPowerLoss$' -benchtime "${rounds}x" -timeout 60m -v -failover.hypervisors "$drivers"
+out=$(mktemp -d /tmp/haven-bench.XXXXXX)
+echo "load before: $(uptime)"
+
+pcmk_cut="" pcmk_crash="" pcmk_migrate=""
+if [ -n "${PVD:-}" ]; then
+	base=$out/pacemaker
+	mkdir -p "$base/scripts"
+	cp "$PVD"/*.sh "$base/scripts/"
+	echo "== Pacemaker + corosync + VirtualDomain ($PVD), RUNS=$rounds"
+	PVD_BASE=$base RUNS=$rounds "$base/scripts/run-all.sh" > "$out/pacemaker.log" 2>&1 || { tail -30 "$out/pacemaker.log"; exit 1; }
+	sed -n '/== Summary/,$p' "$base/results/table.txt"
+	pick() { sed -n "s/^$1 *: \([0-9.]*\) s.*/\1/p" "$base/results/table.txt"; }
+	pcmk_cut=$(pick 'host cut -> running elsewhere')
+	pcmk_crash=$(pick 'crash -> running again, monitor 1s')
+	pcmk_migrate=$(pick 'cluster live migration -> running')
+fi
+
+bench() { # bench NAME: run one benchmark, keep its output
+	go test ./test/failover/ -run '^$' -bench "^$1\$" -benchtime "${rounds}x" -timeout 90m -v -failover.hypervisors "$drivers" | tee "$out/$1.log" |
+		grep -E 'round [0-9]+:|median|^Benchmark'
+}
+echo "== Haven, $rounds rounds per driver ($drivers)"
+bench BenchmarkHostPowerLoss
+bench BenchmarkPartition
+bench BenchmarkGuestCrash
+echo "load after: $(uptime)"
+
+# metric FILE DRIVER NAME: the value reported as NAME by the driver's
+# sub-benchmark.
+metric() {
+	awk -v d="$2" -v m="$3" '$1 ~ "/"d"-" { for (i = 2; i < NF; i++) if ($(i+1) == m) print $i }' "$out/$1.log" | tail -1
+}
+ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }' || echo "n/a"; }
+echo
+echo "== Figures (median; ratio to Pacemaker in the same run where measured)"
+for d in ${drivers//,/ }; do
+	p=$(metric BenchmarkHostPowerLoss "$d" reported-median-s)
+	w=$(metric BenchmarkHostPowerLoss "$d" running-median-s)
+	m=$(metric BenchmarkHostPowerLoss "$d" manager-median-s)
+	c=$(metric BenchmarkPartition "$d" reported-median-s)
+	k=$(metric BenchmarkGuestCrash "$d" running-median-s)
+	echo "$d: power loss -> reported running elsewhere ${p:-?} s (x$(ratio "$p" "$pcmk_cut") Pacemaker host cut ${pcmk_cut:-n/a} s); writing its disk ${w:-?} s"
+	echo "$d: manager's host lost -> new manager ${m:-?} s"
+	echo "$d: 2/1 partition -> reported running on the majority ${c:-?} s (x$(ratio "$c" "$pcmk_cut") Pacemaker host cut)"
+	echo "$d: guest kill -9 -> reported running again ${k:-?} s (x$(ratio "$k" "$pcmk_crash") Pacemaker 1 s monitor ${pcmk_crash:-n/a} s)"
+done
+[ -n "$pcmk_migrate" ] && echo "Pacemaker cluster live migration: $pcmk_migrate s"
+echo "logs: $out"

@@ -99,6 +99,10 @@ type Config struct {
 	// death). HeartbeatDeadAfter overrides heartbeat.DefaultDeadAfter.
 	HeartbeatListen    string
 	HeartbeatDeadAfter time.Duration
+	// StorageHeartbeat is a directory on storage all hosts share, where
+	// the agent also writes a heartbeat and reads the others': a host cut
+	// off from the network but alive is then reported isolated, not dead.
+	StorageHeartbeat string
 
 	Logger *slog.Logger
 	Now    func() time.Time

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/store"
@@ -29,13 +30,19 @@ func (a *Agent) startHeartbeat(ctx context.Context) {
 	}
 	hb, err := heartbeat.New(heartbeat.Config{
 		Node: a.cfg.Node, Listen: a.cfg.HeartbeatListen, Key: heartbeat.Key(secret.Kvs[0].Value),
-		DeadAfter: a.cfg.HeartbeatDeadAfter, Logger: a.log,
+		DeadAfter: a.cfg.HeartbeatDeadAfter, StorageDir: a.cfg.StorageHeartbeat, Logger: a.log,
 	})
 	if err != nil {
 		a.log.Warn("no direct heartbeats: a dead host is seen when its lease expires", "op", "heartbeat", "err", err)
 		return
 	}
 	a.hb = hb
+	a.srv.AddStatusHook(func(_ context.Context, st *api.Status) error {
+		for i := range st.Hosts {
+			st.Hosts[i].Isolated = hb.Verdict(st.Hosts[i].Name).Isolated()
+		}
+		return nil
+	})
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopHB = cancel
 	a.wg.Add(2)

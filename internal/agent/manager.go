@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,6 +18,7 @@ import (
 // electionLoop campaigns for the manager office and, each time it is won,
 // runs the WhileManager functions until the office is lost.
 func (a *Agent) electionLoop(ctx context.Context) {
+	a.endOldTerm(ctx)
 	for ctx.Err() == nil {
 		l, err := a.st.Campaign(ctx, a.cfg.Node, a.cfg.LeaseTTL)
 		if err != nil {
@@ -28,7 +32,9 @@ func (a *Agent) electionLoop(ctx context.Context) {
 		a.leader = l
 		a.mu.Unlock()
 		a.log.Info("became manager", "op", "election", "term", l.Rev())
+		a.writeTermLease(l.Lease())
 		failed := a.term(ctx, l)
+		a.writeTermLease(0)
 		a.mu.Lock()
 		a.leader = nil
 		a.mu.Unlock()
@@ -36,6 +42,41 @@ func (a *Agent) electionLoop(ctx context.Context) {
 			sleepCtx(ctx, time.Second)
 		}
 	}
+}
+
+// fileTermLease keeps the election lease of this agent's term while it is
+// the manager: an agent killed while manager is restarted by its next
+// process, which ends that term at once (endOldTerm) instead of leaving the
+// cluster without an acting manager until the lease's TTL.
+const fileTermLease = "term-lease"
+
+func (a *Agent) writeTermLease(id clientv3.LeaseID) {
+	if id == 0 {
+		_ = os.Remove(a.dir.file(fileTermLease))
+		return
+	}
+	if err := os.WriteFile(a.dir.file(fileTermLease), []byte(strconv.FormatInt(int64(id), 16)+"\n"), 0o600); err != nil {
+		a.log.Warn("term lease not saved", "op", "election", "err", err)
+	}
+}
+
+// endOldTerm revokes the election lease of the term this host's previous
+// agent process held when it died (the data dir's lock proves that process
+// is gone).
+func (a *Agent) endOldTerm(ctx context.Context) {
+	b, err := os.ReadFile(a.dir.file(fileTermLease))
+	if err != nil {
+		return
+	}
+	id, err := strconv.ParseInt(strings.TrimSpace(string(b)), 16, 64)
+	if err == nil && id != 0 {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if _, err := a.st.Client().Revoke(rctx, clientv3.LeaseID(id)); err == nil {
+			a.log.Info("ended the manager term of this host's previous agent process", "op", "election")
+		}
+		cancel()
+	}
+	_ = os.Remove(a.dir.file(fileTermLease))
 }
 
 // term runs one manager term; it reports whether a manager function failed.

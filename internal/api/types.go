@@ -72,6 +72,11 @@ type Host struct {
 	// expired) but its API did not accept a connection from the answering
 	// agent just now: it is probably down, and its lease will expire.
 	Unreachable bool `json:"unreachable,omitempty"`
+	// Isolated is set when the answering agent hears no heartbeat from the
+	// host and its address does not answer, but the host still writes its
+	// storage heartbeat (agent --storage-heartbeat): it is alive, cut off
+	// from the cluster network, not dead.
+	Isolated bool `json:"isolated,omitempty"`
 	// Maintenance is the manager's maintenance flag of the host.
 	Maintenance bool `json:"maintenance,omitempty"`
 	// HA is the manager's view of the host: online, offline, failed (being

@@ -87,6 +87,7 @@ func agentFlags(fs *pflag.FlagSet) Runner {
 	fs.UintVar(&cfg.StoreElectionMs, "store-election-ms", store.DefaultElectionMs, "embedded etcd election timeout, ms")
 	fs.StringVar(&cfg.Hypervisor, "hypervisor", "qemu", "hypervisor driver: qemu, libvirt, or none for a host that runs no guests")
 	fs.BoolVar(&cfg.Witness, "witness", false, "join as a witness: a voting store member that counts for quorum and never runs guests (no hypervisor, no fence device, never fenced); a small VM or a Raspberry Pi outside the cluster")
+	fs.StringVar(&cfg.StorageHeartbeat, "storage-heartbeat", "", "a directory on storage all hosts share (the guests' NFS): the agent also beats there, so a host cut off from the network but alive is reported isolated, not dead")
 	fs.StringVar(&cfg.HeartbeatListen, "heartbeat-listen", "", "UDP address HOST:PORT for direct heartbeats between agents (default: the --listen host, port + 3; off: none, the lease alone tells this host's death)")
 	fs.DurationVar(&cfg.HeartbeatDeadAfter, "heartbeat-dead-after", 0, "a peer with no heartbeat and no answer from its address this long is dead (default 1.5s; acted on only with fence devices)")
 	var hostOpts ha.HostOptions
@@ -161,6 +162,9 @@ func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+	if cfg.Witness && !set["hypervisor"] {
+		cfg.Hypervisor = "none" // a witness runs no guests
+	}
 	if cfg.Dev {
 		if err := prepareDev(&cfg, set); err != nil {
 			return err

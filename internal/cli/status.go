@@ -128,11 +128,15 @@ func managerLine(st *api.Status) string {
 
 // hostState is a host's state as status and node list show it:
 // online, offline or unknown, "unreachable" when its lease still runs
-// but it does not answer, and ", maintenance" when in maintenance.
+// but it does not answer, ", isolated" when it is cut off but alive on the
+// shared storage, and ", maintenance" when in maintenance.
 func hostState(h api.Host) string {
 	state := h.State
 	if h.Unreachable {
 		state = "unreachable"
+	}
+	if h.Isolated {
+		state += ", isolated (alive on the shared storage, cut off from the network)"
 	}
 	if h.Maintenance {
 		state += ", maintenance"

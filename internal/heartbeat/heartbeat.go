@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +39,11 @@ const (
 	DefaultDeadAfter     = 1500 * time.Millisecond
 	DefaultProbeInterval = 200 * time.Millisecond
 	DefaultProbeTimeout  = 300 * time.Millisecond
+	// DefaultStorageInterval is how often the storage heartbeat is
+	// written and read; a peer whose counter moved within
+	// storageFresh × that is alive on the storage.
+	DefaultStorageInterval = 500 * time.Millisecond
+	storageFresh           = 4
 	// MinFailedProbes is how many probes in a row must go unanswered
 	// before a silent peer is Gone.
 	MinFailedProbes = 3
@@ -84,7 +91,14 @@ type Config struct {
 	// ProbeFunc, when set, replaces the TCP probe (tests). It returns nil
 	// when the host answered.
 	ProbeFunc func(ctx context.Context, addr string) error
-	Logger    *slog.Logger
+	// StorageDir, when set, is a directory on storage every host shares
+	// (the guests' NFS, say): each agent also writes a counter there every
+	// StorageInterval and watches the others', which tells a host cut off
+	// from the cluster network but alive (isolated) from a dead one, as
+	// RHEL 5's qdisk and vSphere's datastore heartbeats do.
+	StorageDir      string
+	StorageInterval time.Duration
+	Logger          *slog.Logger
 }
 
 // Verdict is the monitor's view of one peer.
@@ -96,13 +110,23 @@ type Verdict struct {
 	// silent, and Failed how many probes in a row went unanswered.
 	Unanswered time.Duration
 	Failed     int
+	// StorageAlive: its storage heartbeat still moves. A Gone peer that
+	// is StorageAlive is isolated (cut off from the cluster network), not
+	// dead.
+	StorageAlive bool
 }
 
+// Isolated reports a peer cut off from the network but alive on the
+// shared storage.
+func (v Verdict) Isolated() bool { return v.State == Gone && v.StorageAlive }
+
 func (v Verdict) String() string {
-	switch v.State {
-	case Gone:
+	switch {
+	case v.Isolated():
+		return fmt.Sprintf("isolated: no heartbeat for %v and its address unanswered for %v (%d probes), but it still writes its storage heartbeat", v.Silence.Round(time.Millisecond), v.Unanswered.Round(time.Millisecond), v.Failed)
+	case v.State == Gone:
 		return fmt.Sprintf("no heartbeat for %v and its address unanswered for %v (%d probes)", v.Silence.Round(time.Millisecond), v.Unanswered.Round(time.Millisecond), v.Failed)
-	case Silent:
+	case v.State == Silent:
 		return fmt.Sprintf("no heartbeat for %v but its host answers", v.Silence.Round(time.Millisecond))
 	}
 	return string(v.State)
@@ -120,6 +144,9 @@ type peerState struct {
 	lastOK  time.Time // end of the last answered probe
 	failed  int       // probes unanswered in a row, started after lastOK
 	firstNo time.Time // start of the first of those
+
+	storage   string    // its storage heartbeat as last read
+	storageAt time.Time // when it last changed
 }
 
 // Monitor sends heartbeats to its peers and judges them.
@@ -154,6 +181,9 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
+	if cfg.StorageInterval <= 0 {
+		cfg.StorageInterval = DefaultStorageInterval
 	}
 	if cfg.ProbeFunc == nil {
 		cfg.ProbeFunc = ProbeTCP
@@ -220,6 +250,13 @@ func (m *Monitor) Run(ctx context.Context) {
 		defer wg.Done()
 		m.receive()
 	}()
+	if m.cfg.StorageDir != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.storageLoop(ctx)
+		}()
+	}
 	send := time.NewTicker(m.cfg.Interval)
 	probe := time.NewTicker(m.cfg.ProbeInterval)
 	defer send.Stop()
@@ -348,6 +385,61 @@ func (m *Monitor) receive() {
 	}
 }
 
+// storageLoop writes this node's storage heartbeat and reads the peers'.
+func (m *Monitor) storageLoop(ctx context.Context) {
+	if err := os.MkdirAll(m.cfg.StorageDir, 0o755); err != nil {
+		m.log.Warn("no storage heartbeat", "dir", m.cfg.StorageDir, "err", err)
+		return
+	}
+	t := time.NewTicker(m.cfg.StorageInterval)
+	defer t.Stop()
+	own := filepath.Join(m.cfg.StorageDir, m.cfg.Node+".hb")
+	var n uint64
+	warned := false
+	for {
+		n++
+		// The incarnation and counter: any change shows the host alive.
+		data := []byte(fmt.Sprintf("%d %d\n", m.inc, n))
+		tmp := own + ".tmp"
+		err := os.WriteFile(tmp, data, 0o644)
+		if err == nil {
+			err = os.Rename(tmp, own)
+		}
+		if err != nil && !warned {
+			warned = true
+			m.log.Warn("storage heartbeat not written", "file", own, "err", err)
+		} else if err == nil {
+			warned = false
+		}
+		m.mu.Lock()
+		names := make([]string, 0, len(m.peers))
+		for name := range m.peers {
+			names = append(names, name)
+		}
+		m.mu.Unlock()
+		for _, name := range names {
+			b, err := os.ReadFile(filepath.Join(m.cfg.StorageDir, name+".hb"))
+			if err != nil {
+				continue
+			}
+			now := time.Now()
+			m.mu.Lock()
+			if p := m.peers[name]; p != nil && p.storage != string(b) {
+				if p.storage != "" {
+					p.storageAt = now
+				}
+				p.storage = string(b)
+			}
+			m.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // probe starts a probe of every peer silent for long enough that has none
 // in flight.
 func (m *Monitor) probe(ctx context.Context) {
@@ -421,6 +513,7 @@ func (m *Monitor) Verdict(name string) Verdict {
 
 func (m *Monitor) judge(p *peerState, now time.Time) Verdict {
 	v := Verdict{Silence: now.Sub(p.lastHB), Failed: p.failed}
+	v.StorageAlive = !p.storageAt.IsZero() && now.Sub(p.storageAt) < storageFresh*m.cfg.StorageInterval
 	if !p.firstNo.IsZero() {
 		heard := p.lastHB
 		if p.lastOK.After(heard) {

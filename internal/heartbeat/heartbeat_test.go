@@ -68,7 +68,8 @@ func TestDeadHostIsGoneAfterBothSignals(t *testing.T) {
 	start := time.Now()
 	stopB()
 	v := waitState(t, a, "b", Gone, 3*time.Second)
-	if took := time.Since(start); took < 300*time.Millisecond {
+	// Its last heartbeat came at most one interval (20 ms) before it stopped.
+	if took := time.Since(start); took < 280*time.Millisecond {
 		t.Fatalf("gone after %v, before DeadAfter", took)
 	}
 	if v.Failed < MinFailedProbes || v.Silence < 300*time.Millisecond || v.Unanswered < 300*time.Millisecond {
@@ -138,5 +139,49 @@ func TestProbeTCP(t *testing.T) {
 	// A closed port on a live host is refused: the host answered.
 	if err := ProbeTCP(ctx, "127.0.0.1:1"); err != nil {
 		t.Fatalf("refused connection counted as no answer: %v", err)
+	}
+}
+
+func TestIsolatedHostStillWritesItsStorageHeartbeat(t *testing.T) {
+	key := Key([]byte("secret"))
+	dir := t.TempDir()
+	mk := func(node string) *Monitor {
+		m, err := New(Config{Node: node, Listen: "127.0.0.1:0", Key: key, Interval: 20 * time.Millisecond,
+			DeadAfter: 300 * time.Millisecond, ProbeInterval: 30 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
+			ProbeFunc:  func(ctx context.Context, _ string) error { <-ctx.Done(); return ctx.Err() },
+			StorageDir: dir, StorageInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := mk("a"), mk("b")
+	a.SetPeers([]Peer{{Name: "b", Heartbeat: b.Addr(), Probe: "b-host:1"}})
+	b.SetPeers([]Peer{{Name: "a", Heartbeat: a.Addr(), Probe: "a-host:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	bctx, stopB := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { a.Run(ctx); done <- struct{}{} }()
+	go func() { b.Run(bctx); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+	waitState(t, a, "b", Alive, 2*time.Second)
+	// b is cut off from the network (its heartbeats no longer reach a, its
+	// address does not answer) but alive: it still writes the storage.
+	b.SetPeers(nil)
+	v := waitState(t, a, "b", Gone, 3*time.Second)
+	if !v.Isolated() {
+		t.Fatalf("cut-off host writing its storage heartbeat judged %v, want isolated", v)
+	}
+	// b dies: its storage heartbeat stops too.
+	stopB()
+	deadline := time.Now().Add(2 * time.Second)
+	for a.Verdict("b").Isolated() {
+		if time.Now().After(deadline) {
+			t.Fatal("a dead host still reported isolated")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := a.Verdict("b"); v.State != Gone {
+		t.Fatalf("dead host judged %v", v)
 	}
 }

@@ -101,6 +101,11 @@ func (l *Leadership) watch() {
 // Node is the manager's node name.
 func (l *Leadership) Node() string { return l.node }
 
+// Lease is the lease of the term's election session: revoking it ends the
+// term (the agent does so for its own previous process's term after a
+// crash, so the office does not wait out the TTL).
+func (l *Leadership) Lease() clientv3.LeaseID { return l.session.Lease() }
+
 // Key is the election key this term was won with.
 func (l *Leadership) Key() string { return l.key }
 

@@ -42,11 +42,20 @@ type figures struct {
 //	scripts/bench-failover.sh [ROUNDS] [DRIVERS]
 func BenchmarkHostPowerLoss(b *testing.B) {
 	for _, hv := range strings.Split(*hypervisors, ",") {
-		b.Run(hv, func(b *testing.B) { hostPowerLoss(b, hv) })
+		b.Run(hv, func(b *testing.B) { hostLoss(b, hv, false) })
 	}
 }
 
-func hostPowerLoss(b *testing.B, hv string) {
+// BenchmarkPartition is BenchmarkHostPowerLoss with the guest's host cut
+// off from the other two (a 2/1 partition) instead of powered off: the
+// majority fences it (fence_testbed powers it off) and starts the guest.
+func BenchmarkPartition(b *testing.B) {
+	for _, hv := range strings.Split(*hypervisors, ",") {
+		b.Run(hv, func(b *testing.B) { hostLoss(b, hv, true) })
+	}
+}
+
+func hostLoss(b *testing.B, hv string, partition bool) {
 	c := newCluster(b, options{hypervisor: hv})
 	c.domain("any", "h1", "h2", "h3")
 	c.guest("g1", "any", "")
@@ -88,7 +97,19 @@ func hostPowerLoss(b *testing.B, hv string) {
 		}
 		b.StartTimer()
 		t0 := time.Now()
-		if err := c.bed.PowerOff(c.ctx, target); err != nil {
+		var err error
+		if partition {
+			var rest []string
+			for _, n := range c.names() {
+				if n != target {
+					rest = append(rest, n)
+				}
+			}
+			err = c.bed.Partition(c.ctx, []string{target}, rest)
+		} else {
+			err = c.bed.PowerOff(c.ctx, target)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 		f.reported, f.manager = c.watchRecovery("g1", target, t0, target == mgr)
@@ -117,8 +138,15 @@ func hostPowerLoss(b *testing.B, hv string) {
 			ms(f.detect), ms(f.fenced), ms(f.started), ms(f.reported), ms(f.running))
 		all = append(all, f)
 		c.noDoubleRun()
-		if err := c.bed.PowerOn(c.ctx, target); err != nil {
-			b.Fatal(err)
+		if partition {
+			if err := c.bed.Heal(c.ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if !c.node(target).h.PoweredOn() {
+			if err := c.bed.PowerOn(c.ctx, target); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	if len(all) == 0 {

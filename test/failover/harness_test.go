@@ -95,6 +95,7 @@ type testCluster struct {
 	checker *testbed.DoubleRunChecker
 	guests  []string
 	hv      string // the agents' --hypervisor
+	witness string // the host whose agent runs with --witness, if any
 
 	stopChecker func() []testbed.Violation
 }
@@ -102,6 +103,9 @@ type testCluster struct {
 type options struct {
 	hosts    int
 	watchdog bool // policy fencing=watchdog and no fence device
+	// witness names a host whose agent runs with --witness (no
+	// hypervisor, never runs guests, never fenced).
+	witness string
 	// hypervisor is the agents' driver: "qemu" (default) or "libvirt", where
 	// every host boots a libvirtd of its own before its agent.
 	hypervisor string
@@ -122,7 +126,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 	files := testguest.Build(t)
 	bed := testbed.ForTest(t, testbed.Options{Hosts: o.hosts, Leg: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor}
+	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor, witness: o.witness}
 	for _, h := range bed.Hosts() {
 		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log")})
 	}
@@ -162,6 +166,9 @@ func newCluster(t testing.TB, o options) *testCluster {
 	})
 	if c.hv == "libvirt" {
 		for _, h := range bed.Hosts() {
+			if h.Name == c.witness {
+				continue
+			}
 			if err := c.bootLibvirt(h); err != nil {
 				t.Fatal(err)
 			}
@@ -224,7 +231,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 
 // bootLibvirt starts the host's libvirtd in the libvirt variant.
 func (c *testCluster) bootLibvirt(h *testbed.Host) error {
-	if c.hv != "libvirt" {
+	if c.hv != "libvirt" || h.Name == c.witness {
 		return nil
 	}
 	return h.StartLibvirt(c.ctx, false)
@@ -264,9 +271,15 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	st, _ := f.Stat()
 	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(extra, " "))
 	addr := n.h.Addr.String()
-	args := append([]string{"agent", "--node", n.name, "--data-dir", n.dir,
+	args := []string{"agent", "--node", n.name, "--data-dir", n.dir,
 		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort,
-		"--hypervisor", c.hv, "--watchdog-device", n.h.WatchdogDevice()}, extra...)
+		"--storage-heartbeat", filepath.Join(c.bed.SharedDir(), "heartbeat")}
+	if n.name == c.witness {
+		args = append(args, "--witness")
+	} else {
+		args = append(args, "--hypervisor", c.hv, "--watchdog-device", n.h.WatchdogDevice())
+	}
+	args = append(args, extra...)
 	p, err := n.h.Start(c.ctx, testbed.Spec{Path: havenBin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
 	if err != nil {
 		return fmt.Errorf("start agent on %s: %w", n.name, err)

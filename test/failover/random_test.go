@@ -110,6 +110,29 @@ var faults = []fault{
 		},
 	},
 	{
+		// The whole cluster network is lost for 1 s: below the heartbeat
+		// threshold, nothing fails and no guest stops.
+		name:        "switch blip",
+		keepsGuests: true,
+		inject: func(c *testCluster, v string) bool {
+			isolateAll(c, time.Second)
+			return false
+		},
+		undo: func(c *testCluster, v string) {},
+	},
+	{
+		// A switch outage: every host is cut off from every other for
+		// longer than a lease. No side is quorate: nothing is fenced; under
+		// quorum_loss stop every host kills its guests at its self-fence
+		// deadline, and they run again once the network heals.
+		name: "switch outage",
+		inject: func(c *testCluster, v string) bool {
+			isolateAll(c, 10*time.Second)
+			return false
+		},
+		undo: func(c *testCluster, v string) {},
+	},
+	{
 		// The victim dies while its fence device fails: its guests must
 		// run nowhere until the device works again and fences it.
 		name:        "power off with a failing fence device",
@@ -184,6 +207,22 @@ var faults = []fault{
 		},
 		undo: func(c *testCluster, v string) {},
 	},
+}
+
+// isolateAll cuts every host off from every other for d, then heals.
+func isolateAll(c *testCluster, d time.Duration) {
+	c.t.Helper()
+	var groups [][]string
+	for _, n := range c.names() {
+		groups = append(groups, []string{n})
+	}
+	if err := c.bed.Partition(c.ctx, groups...); err != nil {
+		c.t.Fatal(err)
+	}
+	<-time.After(d) // the outage itself
+	if err := c.bed.Heal(c.ctx); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // guestsOn lists the guests whose QEMU runs on host h now.
