@@ -176,7 +176,7 @@ func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config
 	if cfg.PeerListen == "" && len(cfg.StoreEndpoints) == 0 {
 		return Usagef("--peer-listen HOST:PORT is required unless --store-endpoints is given")
 	}
-	ha.Enable(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice})
+	ha.Enable(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice, RecordDir: hostOpts.RecordDir})
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/haven-ha/haven/internal/control"
 	"github.com/haven-ha/haven/internal/scenario"
 	"github.com/haven-ha/haven/internal/sim"
 )
@@ -22,6 +23,35 @@ func init() {
 		Example: "haven sim run scenarios/\nhaven sim run scenarios/failover.yaml --json",
 		Flags:   cmdSimRun,
 	})
+	Register(&Command{
+		Path:    "sim replay",
+		Args:    "FILE",
+		Short:   "replay a manager term recorded with haven agent --record through the same core and shell; exit 0 only if every decision is the same",
+		Example: "haven sim replay /var/lib/haven/record/term-1234-h1.jsonl",
+		Flags:   cmdSimReplay,
+	})
+}
+
+func cmdSimReplay(fs *pflag.FlagSet) Runner {
+	return func(ctx context.Context, env *Env, args []string) error {
+		if len(args) != 1 {
+			return Usagef("name one recording (a term-*.jsonl file written by haven agent --record)")
+		}
+		f, err := os.Open(args[0])
+		if err != nil {
+			return fmt.Errorf("read the recording: %w", err)
+		}
+		defer f.Close()
+		res, err := control.Replay(ctx, f, env.Stdout)
+		if err != nil {
+			return fmt.Errorf("replay %s: %w", args[0], err)
+		}
+		fmt.Fprintf(env.Stdout, "%d inputs, %d decisions compared, %d differ\n", res.Steps, res.Decisions, res.Diverged)
+		if res.Diverged > 0 {
+			return &ExitError{Code: 1}
+		}
+		return nil
+	}
 }
 
 func cmdSimRun(fs *pflag.FlagSet) Runner {

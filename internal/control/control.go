@@ -14,7 +14,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,9 +77,9 @@ type Input struct {
 	// Command is an operator command to apply, with its ID for CommandDone.
 	Command   *manager.Command
 	CommandID string
-	// Spec is a change of configuration applied outside Step (a guest or
-	// domain created or deleted, a node registered).
-	Spec func(*manager.State) error
+	// Config is a change of configuration applied outside Step (a guest or
+	// domain created or deleted, a node registered), then a Tick.
+	Config *Change
 }
 
 // NodeReport is a hostctl report and the node it came from.
@@ -97,6 +99,10 @@ type Config struct {
 	// OnStep, when set, sees every action the core produced (for the event
 	// stream and tests).
 	OnStep func(now time.Time, acts []manager.Action)
+	// Record, when set, gets every input of the term as it is stepped, and
+	// the actions each step produced (see Replay). It must encode the
+	// record before it returns: the state it carries keeps changing.
+	Record func(Record)
 }
 
 // Shell runs the manager core against the real world.
@@ -106,6 +112,18 @@ type Shell struct {
 	fences chan manager.FenceResult
 	// migrations in flight by core op id; only the Run goroutine touches it.
 	migrations map[uint64]*migration
+	// clock is the time of the input being handled: every decision it
+	// leads to is taken at that one moment (and a replay sets it to the
+	// recorded moment).
+	clock time.Time
+}
+
+// now is the time of the input being handled.
+func (s *Shell) now() time.Time {
+	if s.clock.IsZero() {
+		return s.cfg.Now()
+	}
+	return s.clock
 }
 
 type migration struct {
@@ -139,6 +157,10 @@ func New(cfg Config) *Shell {
 // and timer, until ctx ends or a write fails (a write fails when leadership
 // is lost: the caller then stops being the manager).
 func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input) error {
+	s.clock = s.cfg.Now()
+	if s.cfg.Record != nil {
+		s.record(Record{State: s.cfg.State, Migrations: s.migrationList(), Sync: &sync})
+	}
 	if err := s.step(ctx, sync); err != nil {
 		return err
 	}
@@ -157,10 +179,16 @@ func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input)
 			if !ok {
 				return fmt.Errorf("manager inputs closed")
 			}
+			s.clock = s.cfg.Now()
+			s.record(Record{Input: &in})
 			err = s.input(ctx, in)
 		case fr := <-s.fences:
+			s.clock = s.cfg.Now()
+			s.record(Record{Fence: &fr})
 			err = s.step(ctx, fr)
 		case <-timer.C:
+			s.clock = s.cfg.Now()
+			s.record(Record{Tick: true})
 			err = s.step(ctx, manager.Tick{})
 		}
 		if err == nil {
@@ -182,8 +210,9 @@ func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input)
 // expireReceives fails the migrations whose target has not reported ready
 // within ReceiveTimeout.
 func (s *Shell) expireReceives(ctx context.Context) error {
-	now := s.cfg.Now()
-	for op, m := range s.migrations {
+	now := s.now()
+	for _, op := range slices.Sorted(maps.Keys(s.migrations)) {
+		m := s.migrations[op]
 		if m.sent || now.Sub(m.since) < ReceiveTimeout {
 			continue
 		}
@@ -252,8 +281,8 @@ func (s *Shell) input(ctx context.Context, in Input) error {
 			return s.cfg.Writer.CommandDone(ctx, in.CommandID, rejected)
 		}
 		return nil
-	case in.Spec != nil:
-		if err := in.Spec(s.cfg.State); err != nil {
+	case in.Config != nil:
+		if err := in.Config.Apply(s.cfg.State); err != nil {
 			s.log.Warn("configuration change refused", "err", err)
 			return nil
 		}
@@ -302,7 +331,7 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 // UI's live view see it.
 func (s *Shell) done(guest, node, msg string) {
 	if s.cfg.OnStep != nil {
-		s.cfg.OnStep(s.cfg.Now(), []manager.Action{{Kind: manager.ActLog, Guest: guest, Node: node, Msg: msg}})
+		s.cfg.OnStep(s.now(), []manager.Action{{Kind: manager.ActLog, Guest: guest, Node: node, Msg: msg}})
 	}
 }
 
@@ -344,7 +373,7 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 		if err := s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrated}); err != nil {
 			return err
 		}
-		s.done(m.guest, m.dst, migratedMsg(m, s.cfg.Now(), r.Downtime))
+		s.done(m.guest, m.dst, migratedMsg(m, s.now(), r.Downtime))
 		return nil
 	}
 	return nil
@@ -380,7 +409,7 @@ func (e *InvariantError) Error() string {
 
 // stepCore steps the core, turning a panic into an InvariantError.
 func (s *Shell) stepCore(ev manager.Event) (acts []manager.Action, err error) {
-	now := s.cfg.Now()
+	now := s.now()
 	defer func() {
 		if r := recover(); r != nil {
 			err = &InvariantError{Event: ev, At: now, Panic: fmt.Sprint(r), Stack: debug.Stack(), State: s.cfg.State}
@@ -399,7 +428,8 @@ func (s *Shell) stepCore(ev manager.Event) (acts []manager.Action, err error) {
 // soon as the source is seen failed, before any recovery start, which
 // waits for the fence.
 func (s *Shell) dropAbandoned(ctx context.Context) error {
-	for op, m := range s.migrations {
+	for _, op := range slices.Sorted(maps.Keys(s.migrations)) {
+		m := s.migrations[op]
 		if g := s.cfg.State.Guest(m.guest); g != nil && g.Op != nil && g.Op.ID == op {
 			continue
 		}
@@ -418,7 +448,10 @@ func (s *Shell) dropAbandoned(ctx context.Context) error {
 // the state: the shell saves first, then sends.
 func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 	if s.cfg.OnStep != nil {
-		s.cfg.OnStep(s.cfg.Now(), acts)
+		s.cfg.OnStep(s.now(), acts)
+	}
+	if s.cfg.Record != nil {
+		s.record(Record{Decided: true, Actions: actionStrings(acts)})
 	}
 	if err := s.cfg.Writer.SaveState(ctx, s.cfg.State); err != nil {
 		return fmt.Errorf("persist manager state: %w", err)
@@ -485,7 +518,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 				}
 				continue
 			}
-			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target, since: s.cfg.Now()}
+			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target, since: s.now()}
 			batch = append(batch, NodeOrder{Node: a.Target, Order: hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}})
 		case manager.ActFence:
 			node, attempt := a.Node, a.Op

@@ -149,7 +149,7 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	clockMu.Unlock()
 	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Stopped, OrderID: mig.ID, Op: hostctl.OpMigrate, Result: hostctl.ResultOK, Downtime: 41 * time.Millisecond}}}
 	// A no-op input makes sure the report above was stepped.
-	in <- Input{Spec: func(*manager.State) error { return nil }}
+	in <- Input{Config: &Change{}}
 	// The event log hears of the start and of the finished migration.
 	logMu.Lock()
 	got := strings.Join(logs, "\n")

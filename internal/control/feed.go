@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +40,10 @@ type Daemon struct {
 	Fencer Fencer
 	// Defs, when nil, reads definitions from the guest records.
 	Defs Definitions
+	// RecordDir, when set, is where every term's inputs are recorded, one
+	// file per term (term-<term>-<node>.jsonl), for Replay (haven sim
+	// replay).
+	RecordDir string
 }
 
 // RunManager is the manager's term in the daemon: it loads the cluster from
@@ -77,7 +83,28 @@ func RunManager(ctx context.Context, d Daemon) error {
 	if d.Defs != nil {
 		defs = d.Defs
 	}
+	var record func(Record)
+	if d.RecordDir != "" {
+		node, term := "", int64(0)
+		if d.Leader != nil {
+			node, term = d.Leader.Node(), d.Leader.Rev()
+		}
+		path := filepath.Join(d.RecordDir, fmt.Sprintf("term-%d-%s.jsonl", term, node))
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("manager: record the term: %w", err)
+		}
+		rec := NewRecorder(f)
+		defer func() {
+			if err := rec.Close(); err != nil {
+				log.Error("the term's recording is incomplete", "file", path, "err", err)
+			}
+		}()
+		record = rec.Record
+		log.Info("recording the term", "file", path)
+	}
 	sh := New(Config{
+		Record: record,
 		State:  st,
 		Writer: &cluster.ManagerWriter{L: d.Leader, Cli: cli},
 		Fencer: fencer,
@@ -351,24 +378,7 @@ func (f *feed) repin() []Input {
 		capable, _ := storage.FailoverCapable(def, f.pools)
 		pinned[name] = !capable
 	}
-	log := f.log
-	return []Input{{Spec: func(st *manager.State) error {
-		for name, p := range pinned {
-			g := st.Guest(name)
-			if g == nil || g.Spec.Pinned == p {
-				continue
-			}
-			spec := g.Spec
-			spec.Pinned = p
-			if err := st.UpdateGuestSpec(spec); err != nil {
-				return err
-			}
-			if log != nil {
-				log.Info("guest's storage verdict changed with the pools", "guest", name, "pinned", p)
-			}
-		}
-		return nil
-	}}}
+	return []Input{{Config: &Change{Pinned: pinned}}}
 }
 
 func (f *feed) setReport(node, guest string, r hostctl.Report) {
@@ -478,12 +488,7 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		if del || ev.IsModify() {
 			return nil
 		}
-		return []Input{{Spec: func(st *manager.State) error {
-			if st.HasNode(name) {
-				return nil
-			}
-			return st.AddNode(name, 0, 0)
-		}}}
+		return []Input{{Config: &Change{AddNode: name}}}
 	case strings.HasPrefix(key, cluster.PrefixReports):
 		node, guest, ok := cluster.ReportFromKey(key)
 		if !ok || del {
@@ -508,7 +513,7 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			f.mu.Lock()
 			delete(f.defs, name)
 			f.mu.Unlock()
-			return []Input{{Spec: func(st *manager.State) error { return st.RemoveGuest(name) }}}
+			return []Input{{Config: &Change{RemoveGuest: name}}}
 		}
 		var g cluster.Guest
 		if json.Unmarshal(ev.Kv.Value, &g) != nil {
@@ -519,17 +524,17 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		f.mu.Lock()
 		pools := slices.Clone(f.pools)
 		f.mu.Unlock()
-		return []Input{{Spec: func(st *manager.State) error { return applyGuest(st, g, running, pools) }}}
+		return []Input{{Config: &Change{Guest: &GuestChange{Record: g, RunningOn: running, Pools: pools}}}}
 	case strings.HasPrefix(key, cluster.PrefixDomains):
 		name := strings.TrimPrefix(key, cluster.PrefixDomains)
 		if del {
-			return []Input{{Spec: func(st *manager.State) error { return st.RemoveDomain(name) }}}
+			return []Input{{Config: &Change{RemoveDomain: name}}}
 		}
 		var d model.Domain
 		if json.Unmarshal(ev.Kv.Value, &d) != nil {
 			return nil
 		}
-		return []Input{{Spec: func(st *manager.State) error { return st.PutDomain(d) }}}
+		return []Input{{Config: &Change{Domain: &d}}}
 	case key == cluster.KeyPolicy:
 		// The fencing mode and shutdown policy apply from the next step; a
 		// deleted policy is the default one.
@@ -537,10 +542,7 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		if !del && json.Unmarshal(ev.Kv.Value, &p) != nil {
 			return nil
 		}
-		return []Input{{Spec: func(st *manager.State) error {
-			p.Apply(&st.Config)
-			return nil
-		}}}
+		return []Input{{Config: &Change{Policy: &p}}}
 	case strings.HasPrefix(key, cluster.PrefixPools):
 		name := strings.TrimPrefix(key, cluster.PrefixPools)
 		f.mu.Lock()
@@ -563,12 +565,7 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 			return nil
 		}
 		missing := f.missingPools(node)
-		return []Input{{Spec: func(st *manager.State) error {
-			if !st.HasNode(node) {
-				return nil
-			}
-			return st.SetNodePools(node, missing)
-		}}}
+		return []Input{{Config: &Change{NodePools: &NodePools{Node: node, Missing: missing}}}}
 	case strings.HasPrefix(key, cluster.PrefixShutdown):
 		if del {
 			return nil

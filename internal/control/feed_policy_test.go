@@ -29,10 +29,10 @@ func TestFeedAppliesPolicyChanges(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := manager.New(manager.Config{Fencing: model.FencingAgent, ShutdownPolicy: model.ShutdownFreeze, Timings: manager.DefaultTimings()})
 			ins := (&feed{}).translate(tc.ev)
-			if len(ins) != 1 || ins[0].Spec == nil {
-				t.Fatalf("translate(policy) = %+v, want one Spec input", ins)
+			if len(ins) != 1 || ins[0].Config == nil {
+				t.Fatalf("translate(policy) = %+v, want one Config input", ins)
 			}
-			if err := ins[0].Spec(st); err != nil {
+			if err := ins[0].Config.Apply(st); err != nil {
 				t.Fatal(err)
 			}
 			if st.Config.Fencing != tc.fence || st.Config.ShutdownPolicy != tc.shutdn {

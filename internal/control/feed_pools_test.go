@@ -25,10 +25,10 @@ func TestFeedRepinsGuestsWhenPoolsChange(t *testing.T) {
 	apply := func(ins []Input) {
 		t.Helper()
 		for _, in := range ins {
-			if in.Spec == nil {
-				t.Fatalf("input %+v: want a Spec", in)
+			if in.Config == nil {
+				t.Fatalf("input %+v: want a Config", in)
 			}
-			if err := in.Spec(st); err != nil {
+			if err := in.Config.Apply(st); err != nil {
 				t.Fatal(err)
 			}
 		}

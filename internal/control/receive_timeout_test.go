@@ -39,14 +39,14 @@ func TestMigrationGivesUpOnASilentTarget(t *testing.T) {
 	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
 
 	offset.Store(int64(ReceiveTimeout - time.Second))
-	in <- Input{Spec: func(*manager.State) error { return nil }}
+	in <- Input{Config: &Change{}}
 	if o := w.order("n2", "vm1"); o.Op != hostctl.OpReceive {
 		t.Fatalf("migration given up before ReceiveTimeout: n2's order %+v", o)
 	}
 	offset.Store(int64(ReceiveTimeout + time.Second))
-	in <- Input{Spec: func(*manager.State) error { return nil }}
+	in <- Input{Config: &Change{}}
 	wait("kill of the target's copy on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpKill })
-	in <- Input{Spec: func(*manager.State) error { return nil }}
+	in <- Input{Config: &Change{}}
 	g := st.Guest("vm1")
 	if g.Node != "n1" || g.State != manager.GuestStarted || !g.Running || g.Op != nil {
 		t.Fatalf("after the silent target: node %q state %q running %v op %+v, want started on n1 with no operation", g.Node, g.State, g.Running, g.Op)

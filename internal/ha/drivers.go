@@ -16,6 +16,9 @@ import (
 
 // HostOptions say how this host runs guests; they are `haven agent` flags.
 type HostOptions struct {
+	// RecordDir, when set, is where each manager term this agent serves
+	// records its inputs (control.Daemon.RecordDir).
+	RecordDir string
 	// Hypervisor is qemu, libvirt, or none (a host that runs no guests).
 	// Empty: the agent's --hypervisor.
 	Hypervisor string
@@ -45,6 +48,7 @@ type HostOptions struct {
 
 // RegisterFlags adds the host options to the agent's flag set.
 func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.RecordDir, "record", "", "record every input of each manager term this agent serves to DIR/term-TERM-NODE.jsonl (replay with haven sim replay FILE)")
 	fs.StringVar(&o.QEMUBinary, "qemu-binary", "qemu-system-x86_64", "qemu driver: the QEMU system emulator")
 	fs.StringVar(&o.QEMUUser, "qemu-user", qemu.DefaultUser, "qemu driver: the unprivileged user QEMU runs guests as (it must exist; \"-\": the agent's own user, only when the agent is not root)")
 	fs.StringVar(&o.MigrationAddr, "migration-addr", "", "qemu driver: address incoming live migrations listen on (default: the host of --listen)")

@@ -34,6 +34,8 @@ type Options struct {
 	// Timings override the manager's defaults; the lease TTL and keepalive
 	// always come from the agent's own configuration.
 	Timings *manager.Timings
+	// RecordDir: see HostOptions.
+	RecordDir string
 }
 
 var (
@@ -159,10 +161,11 @@ func whileManager(ctx context.Context, l *store.Leadership) error {
 		return fmt.Errorf("ha: no agent for node %q", l.Node())
 	}
 	return control.RunManager(ctx, control.Daemon{
-		Cluster: cluster.New(a.Store()),
-		Leader:  l,
-		Timings: Timings(a),
-		Logger:  a.Config().Logger,
+		Cluster:   cluster.New(a.Store()),
+		Leader:    l,
+		Timings:   Timings(a),
+		Logger:    a.Config().Logger,
+		RecordDir: current().RecordDir,
 	})
 }
 

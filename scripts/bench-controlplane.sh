@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Measures Haven's real control plane at scale (test/controlplane): a real
+# etcd, the manager in a process of its own, N simulated hosts running the
+# real host side over an in-memory hypervisor. Prints, per size, the time
+# from a lost host's fence result to all its guests ordered and to all of
+# them reported running, the standby manager's takeover after a SIGKILL of
+# the manager, the store size and the processes' RSS. Needs etcd for the
+# 1,000-host size (scripts/deps.sh installs it). No root needed.
+#
+#   scripts/bench-controlplane.sh [SIZES]     (default: 64x8000,1000x50000)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+sizes=${1:-64x8000,1000x50000}
+cd "$repo"
+for size in ${sizes//,/ }; do
+	hosts=${size%x*} guests=${size#*x}
+	args=(-cp.hosts "$hosts" -cp.guests "$guests")
+	case $size in
+	64x8000) args+=(-cp.targets 1s,3s,3s) ;;
+	1000x50000) args+=(-cp.external -cp.shm -cp.targets 5s,5s,3s) ;;
+	esac
+	go test ./test/controlplane/ -count=1 -run '^TestControlPlane$' -timeout 60m -v "${args[@]}" | grep -v '^=== RUN'
+done
