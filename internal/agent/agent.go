@@ -440,13 +440,16 @@ func (a *Agent) savePKI() error {
 // startMember starts the embedded store member.
 func (a *Agent) startMember(ctx context.Context, initialCluster string, existing bool) error {
 	ca, cert, key := a.TLSFiles()
+	if err := a.ensureCRL(); err != nil {
+		return err
+	}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	e, err := store.StartEmbedded(sctx, store.EmbeddedConfig{
 		Name: a.cfg.Node, Dir: a.dir.file(dirStore),
 		PeerURL: a.peerURL(), ClientURL: a.clientURL(),
 		InitialCluster: initialCluster, Existing: existing,
-		CAFile: ca, CertFile: cert, KeyFile: key,
+		CAFile: ca, CertFile: cert, KeyFile: key, CRLFile: a.CRLFile(),
 		TickMs: a.cfg.StoreTickMs, ElectionMs: a.cfg.StoreElectionMs,
 		Logger: a.log,
 	})
@@ -553,6 +556,11 @@ func (a *Agent) serve(ctx context.Context) error {
 	go func() {
 		defer a.wg.Done()
 		a.electionLoop(ectx)
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.syncRevocations(ectx)
 	}()
 	close(a.ready)
 	a.log.Info("agent ready", "op", "start", "cluster", a.state.Cluster, "api", a.APIURL(), "store_member", a.state.StoreMember)

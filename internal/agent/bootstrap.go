@@ -62,8 +62,8 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 	admin, join := pki.NewAPIToken(), pki.NewJoinToken(a.state.CAFingerprint)
 	cc := store.ClusterConfig{Name: a.cfg.ClusterName, ID: a.state.ClusterID, StoreMembers: a.cfg.StoreMembers, External: external, Created: now}
 	tokens := []store.TokenRecord{
-		{ID: admin.ID, Hash: admin.Hash(), Role: store.RoleAdmin, Name: "init admin (" + a.cfg.Node + ")", Created: now},
-		{ID: join.ID, Hash: join.Hash(), Role: store.RoleJoin, Name: "init join", Created: now, Expires: now.Add(api.DefaultJoinTokenTTL)},
+		{ID: admin.ID, Hash: admin.Hash(), Role: store.RoleAdmin, Name: "init admin (" + a.cfg.Node + ")", Created: now, Node: a.cfg.Node},
+		{ID: join.ID, Hash: join.Hash(), Role: store.RoleJoin, Name: "init join", Created: now, Expires: now.Add(api.DefaultJoinTokenTTL), Uses: InitJoinUses},
 	}
 	if err := a.st.InitCluster(ctx, cc, ca.CertPEM, ca.KeyPEM, tokens...); err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -227,7 +227,7 @@ func (a *Agent) join(ctx context.Context) (err error) {
 	// A host-local admin token, so the CLI works on this host without flags.
 	now := a.now().UTC()
 	admin := pki.NewAPIToken()
-	if err := a.st.PutToken(ctx, store.TokenRecord{ID: admin.ID, Hash: admin.Hash(), Role: store.RoleAdmin, Name: "local admin (" + a.cfg.Node + ")", Created: now}); err != nil {
+	if err := a.st.PutToken(ctx, store.TokenRecord{ID: admin.ID, Hash: admin.Hash(), Role: store.RoleAdmin, Name: "local admin (" + a.cfg.Node + ")", Created: now, Node: a.cfg.Node}); err != nil {
 		return err
 	}
 	if err := writeFileAtomic(a.dir.file(fileAdminToken), []byte(admin.String()+"\n"), 0o600); err != nil {

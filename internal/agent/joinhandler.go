@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -36,7 +37,7 @@ func (a *Agent) handleJoin(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	resp, err := a.admit(ctx, req)
+	resp, err := a.admit(ctx, req, *rec, sourceIP(r))
 	if err != nil {
 		a.log.Warn("join refused", "op", "join", "joining", req.Node, "err", err)
 		api.WriteError(w, err)
@@ -46,7 +47,31 @@ func (a *Agent) handleJoin(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (a *Agent) admit(ctx context.Context, req api.JoinRequest) (*api.JoinResponse, error) {
+// InitJoinUses is how many hosts the join token printed at --init admits
+// (within its 24 hours): enough to build a cluster; tokens made later with
+// `haven token create --role join` admit one host unless --uses says more.
+const InitJoinUses = 16
+
+// sourceIP is the address a request came from.
+func sourceIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if v4 := ip.To4(); v4 != nil {
+			return v4.String()
+		}
+		return ip.String()
+	}
+	return host
+}
+
+// admit admits the host of req, which came from address from with join
+// token tok: its certificate names only the node name, from, loopback
+// addresses and what tok allows; the token is spent (its last use deletes
+// it) before the host is registered.
+func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenRecord, from string) (*api.JoinResponse, error) {
 	if !ValidNodeName(req.Node) {
 		return nil, api.Errorf(http.StatusBadRequest, "node", "node name %q is not valid: use 1 to 63 lower-case letters, digits, '-', '_' or '.'", req.Node)
 	}
@@ -76,9 +101,38 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest) (*api.JoinRespon
 	if err != nil {
 		return nil, err
 	}
-	certPEM, err := ca.SignCSR([]byte(req.CSR), req.Node, a.now())
+	allowed := map[string]bool{from: true}
+	for _, h := range tok.Allow {
+		allowed[h] = true
+	}
+	allow := func(h string) bool {
+		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+			return true // every host is its own loopback
+		}
+		return allowed[h]
+	}
+	for _, u := range []string{req.APIAddr, req.PeerAddr, req.ClientAddr} {
+		if u == "" {
+			continue
+		}
+		if pu, err := url.Parse(u); err == nil && !allow(pu.Hostname()) {
+			return nil, api.Errorf(http.StatusForbidden, "api_addr", "%s names %s, which is neither the address this join came from (%s) nor allowed by join token %s: make the token with --allow %s", u, pu.Hostname(), from, tok.ID, pu.Hostname())
+		}
+	}
+	certPEM, dropped, err := ca.SignCSR([]byte(req.CSR), req.Node, allow, a.now())
 	if err != nil {
 		return nil, api.Errorf(http.StatusBadRequest, "csr", "%v", err)
+	}
+	if len(dropped) > 0 {
+		a.log.Warn("join: addresses left out of the certificate", "op", "join", "joining", req.Node, "from", from, "dropped", dropped)
+	}
+	// Spend the token now: of two joins racing for its last use, one
+	// fails here.
+	if err := a.st.UseToken(ctx, tok.ID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, api.Errorf(http.StatusUnauthorized, "", "join token %s is used up or revoked: ask an admin for a new one (`haven token create --role join`)", tok.ID)
+		}
+		return nil, err
 	}
 	cert, _ := pki.ParseCert(certPEM)
 	resp := &api.JoinResponse{Cluster: cc.Name, ClusterID: cc.ID, CACert: string(caPEM), Cert: string(certPEM), External: cc.External, StoreMembers: cc.StoreMembers}

@@ -18,6 +18,9 @@ import (
 // DefaultJoinTokenTTL is the lifetime of a join token created without a TTL.
 const DefaultJoinTokenTTL = 24 * time.Hour
 
+// MaxJoinUses bounds how many hosts one join token admits.
+const MaxJoinUses = 1000
+
 func (s *Server) registerCluster() {
 	s.HandleFunc("GET", "/api/v1/status", RoleViewer, s.handleStatus)
 	s.HandleFunc("GET", "/api/v1/nodes", RoleViewer, s.handleNodes)
@@ -330,10 +333,23 @@ func (s *Server) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	// The host's certificate is revoked (the store and every agent refuse
+	// it from now on) and its tokens (its local admin token) deleted.
+	if rec.CertSerial != "" {
+		if err := s.cfg.Store.Revoke(ctx, store.Revocation{Serial: rec.CertSerial, Node: name, Revoked: s.now().UTC()}); err != nil {
+			WriteError(w, err)
+			return
+		}
+	}
+	if err := s.cfg.Store.DeleteNodeTokens(ctx, name); err != nil {
+		WriteError(w, err)
+		return
+	}
 	if err := s.cfg.Store.DeleteNode(ctx, name); err != nil {
 		WriteError(w, err)
 		return
 	}
+	s.log.Info("node removed", "op", "node", "node", name, "revoked_cert", rec.CertSerial, "by", callerName(r))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -370,6 +386,24 @@ func (s *Server) CreateToken(ctx context.Context, req TokenRequest) (*TokenRespo
 	} else if req.Role == store.RoleJoin {
 		expires = now.Add(DefaultJoinTokenTTL)
 	}
+	if req.Role == store.RoleJoin {
+		if req.Uses == 0 {
+			req.Uses = 1
+		}
+		if req.Uses < 1 || req.Uses > MaxJoinUses {
+			return nil, Errorf(http.StatusBadRequest, "uses", "uses %d: a join token admits 1 to %d hosts", req.Uses, MaxJoinUses)
+		}
+		if len(req.Allow) > 64 {
+			return nil, Errorf(http.StatusBadRequest, "allow", "at most 64 allowed addresses")
+		}
+		for _, a := range req.Allow {
+			if !pki.ValidHostName(a) {
+				return nil, Errorf(http.StatusBadRequest, "allow", "%q is not an IP address or DNS name", a)
+			}
+		}
+	} else if req.Uses != 0 || len(req.Allow) > 0 {
+		return nil, Errorf(http.StatusBadRequest, "uses", "uses and allow are for join tokens only")
+	}
 	var tok pki.Token
 	if req.Role == store.RoleJoin {
 		caPEM, _, err := s.cfg.Store.CA(ctx)
@@ -384,11 +418,11 @@ func (s *Server) CreateToken(ctx context.Context, req TokenRequest) (*TokenRespo
 	} else {
 		tok = pki.NewAPIToken()
 	}
-	rec := store.TokenRecord{ID: tok.ID, Hash: tok.Hash(), Role: req.Role, Name: req.Name, Created: now, Expires: expires}
+	rec := store.TokenRecord{ID: tok.ID, Hash: tok.Hash(), Role: req.Role, Name: req.Name, Created: now, Expires: expires, Uses: req.Uses, Allow: req.Allow}
 	if err := s.cfg.Store.PutToken(ctx, rec); err != nil {
 		return nil, err
 	}
-	return &TokenResponse{Token: tok.String(), ID: tok.ID, Role: req.Role, Name: req.Name, Expires: expires}, nil
+	return &TokenResponse{Token: tok.String(), ID: tok.ID, Role: req.Role, Name: req.Name, Expires: expires, Uses: req.Uses}, nil
 }
 
 func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
@@ -399,7 +433,7 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]TokenInfo, 0, len(recs))
 	for _, t := range recs {
-		out = append(out, TokenInfo{ID: t.ID, Role: t.Role, Name: t.Name, Created: t.Created, Expires: t.Expires})
+		out = append(out, TokenInfo{ID: t.ID, Role: t.Role, Name: t.Name, Created: t.Created, Expires: t.Expires, Uses: t.Uses, Node: t.Node})
 	}
 	WriteJSON(w, http.StatusOK, out)
 }

@@ -109,6 +109,13 @@ type TokenRequest struct {
 	// TTL is a Go duration ("24h"); empty for no expiry (join tokens
 	// default to 24h).
 	TTL string `json:"ttl,omitempty"`
+	// Uses is how many hosts a join token admits (default 1, at most
+	// MaxJoinUses); join tokens only.
+	Uses int `json:"uses,omitempty"`
+	// Allow lists addresses (IPs or DNS names) a host joining with the
+	// token may have in its certificate besides the address it joins
+	// from (its other interfaces, its name in DNS); join tokens only.
+	Allow []string `json:"allow,omitempty"`
 }
 
 // TokenResponse returns a new token. The secret is shown only here.
@@ -118,6 +125,7 @@ type TokenResponse struct {
 	Role    store.Role `json:"role"`
 	Name    string     `json:"name,omitempty"`
 	Expires time.Time  `json:"expires,omitzero"`
+	Uses    int        `json:"uses,omitempty"`
 }
 
 // TokenInfo lists a token without its secret.
@@ -127,6 +135,8 @@ type TokenInfo struct {
 	Name    string     `json:"name,omitempty"`
 	Created time.Time  `json:"created"`
 	Expires time.Time  `json:"expires,omitzero"`
+	Uses    int        `json:"uses,omitempty"` // joins left (join tokens)
+	Node    string     `json:"node,omitempty"` // the host it belongs to
 }
 
 // JoinRequest is the body of POST /api/v1/join, authenticated by a join

@@ -282,6 +282,8 @@ func tokenCreateFlags(fs *pflag.FlagSet) Runner {
 	fs.StringVar(&role, "role", "", "admin, operator, viewer or join")
 	fs.StringVar(&req.Name, "name", "", "a label for the token")
 	fs.StringVar(&req.TTL, "ttl", "", "lifetime such as 24h (join tokens default to 24h; others never expire)")
+	fs.IntVar(&req.Uses, "uses", 0, "join tokens: how many hosts it admits (default 1)")
+	fs.StringSliceVar(&req.Allow, "allow", nil, "join tokens: addresses (IPs or DNS names) the joining host may have in its certificate besides the one it joins from")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -130,24 +131,48 @@ func NewKeyAndCSR(node string, hosts []string) (keyPEM, csrPEM []byte, err error
 }
 
 // SignCSR issues a node certificate for node from a CSR. The subject is
-// forced to the node name; the CSR contributes only its public key and its
-// addresses. The certificate is valid for both TLS server and client use.
-func (ca *CA) SignCSR(csrPEM []byte, node string, now time.Time) ([]byte, error) {
+// forced to the node name; the CSR contributes its public key and the
+// addresses it asks for, of which only those allow accepts are kept (the
+// cluster decides what a host may claim to be: its name, the address it
+// joined from, what an admin allowed). dropped lists the others. The
+// certificate is valid for both TLS server and client use.
+func (ca *CA) SignCSR(csrPEM []byte, node string, allow func(host string) bool, now time.Time) (certPEM []byte, dropped []string, err error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("sign CSR: no PEM certificate request")
+		return nil, nil, errors.New("sign CSR: no PEM certificate request")
 	}
 	csr, err := x509.ParseCertificateRequest(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("sign CSR for node %q: %w", node, err)
+		return nil, nil, fmt.Errorf("sign CSR for node %q: %w", node, err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("sign CSR for node %q: bad signature: %w", node, err)
+		return nil, nil, fmt.Errorf("sign CSR for node %q: bad signature: %w", node, err)
 	}
 	if len(csr.DNSNames)+len(csr.IPAddresses) > 64 {
-		return nil, fmt.Errorf("sign CSR for node %q: too many addresses", node)
+		return nil, nil, fmt.Errorf("sign CSR for node %q: too many addresses", node)
 	}
-	dns := append([]string{node}, csr.DNSNames...)
+	if len(csr.URIs) > 0 || len(csr.EmailAddresses) > 0 {
+		return nil, nil, fmt.Errorf("sign CSR for node %q: only DNS names and IP addresses may be asked for", node)
+	}
+	dns := []string{node}
+	for _, d := range csr.DNSNames {
+		if d == node {
+			continue
+		}
+		if allow(d) {
+			dns = append(dns, d)
+		} else {
+			dropped = append(dropped, d)
+		}
+	}
+	var ips []net.IP
+	for _, ip := range csr.IPAddresses {
+		if allow(ip.String()) {
+			ips = append(ips, ip)
+		} else {
+			dropped = append(dropped, ip.String())
+		}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randSerial(),
 		Subject:      pkix.Name{CommonName: node, Organization: ca.Cert.Subject.Organization},
@@ -156,13 +181,13 @@ func (ca *CA) SignCSR(csrPEM []byte, node string, now time.Time) ([]byte, error)
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     dedup(dns),
-		IPAddresses:  csr.IPAddresses,
+		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("sign certificate for node %q: %w", node, err)
+		return nil, nil, fmt.Errorf("sign certificate for node %q: %w", node, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), dropped, nil
 }
 
 // IssueNode makes a key and certificate for node in one step (used by the
@@ -172,7 +197,7 @@ func (ca *CA) IssueNode(node string, hosts []string, now time.Time) (certPEM, ke
 	if err != nil {
 		return nil, nil, err
 	}
-	certPEM, err = ca.SignCSR(csrPEM, node, now)
+	certPEM, _, err = ca.SignCSR(csrPEM, node, func(string) bool { return true }, now)
 	return certPEM, keyPEM, err
 }
 
@@ -275,4 +300,25 @@ func dedup(ss []string) []string {
 		}
 	}
 	return out
+}
+
+// ValidHostName reports whether s is an IP address or a DNS name.
+func ValidHostName(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

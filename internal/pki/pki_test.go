@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -116,7 +117,8 @@ func TestSignCSRForcesName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignCSR(csr, "n3", time.Now())
+	all := func(string) bool { return true }
+	certPEM, _, err := ca.SignCSR(csr, "n3", all, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +126,31 @@ func TestSignCSRForcesName(t *testing.T) {
 	if c.Subject.CommonName != "n3" {
 		t.Fatalf("CN %q, want the registered name n3", c.Subject.CommonName)
 	}
-	if _, err := ca.SignCSR([]byte("junk"), "n3", time.Now()); err == nil {
+	if _, _, err := ca.SignCSR([]byte("junk"), "n3", all, time.Now()); err == nil {
 		t.Fatal("signed junk")
+	}
+}
+
+// Issue 10, High 3: the signer keeps only the addresses the cluster allows:
+// a joining host cannot get a certificate for another host's name or for
+// 8.8.8.8.
+func TestSignCSRKeepsOnlyAllowedSANs(t *testing.T) {
+	ca, _ := NewCA("c", time.Now())
+	_, csr, err := NewKeyAndCSR("n3", []string{"10.0.0.3", "8.8.8.8", "n1", "n3.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"10.0.0.3": true, "n3.example": true}
+	certPEM, dropped, err := ca.SignCSR(csr, "n3", func(h string) bool { return allowed[h] }, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := ParseCert(certPEM)
+	if fmt.Sprint(c.DNSNames) != "[n3 n3.example]" || len(c.IPAddresses) != 1 || c.IPAddresses[0].String() != "10.0.0.3" {
+		t.Errorf("certificate names %v, addresses %v; want n3, n3.example and 10.0.0.3 only", c.DNSNames, c.IPAddresses)
+	}
+	if fmt.Sprint(dropped) != "[n1 8.8.8.8]" {
+		t.Errorf("dropped %v, want [n1 8.8.8.8]", dropped)
 	}
 }
 
@@ -175,13 +200,21 @@ func FuzzSignCSR(f *testing.F) {
 	f.Add(csr)
 	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		certPEM, err := ca.SignCSR(data, "n1", time.Now())
+		certPEM, _, err := ca.SignCSR(data, "n1", func(h string) bool { return h == "127.0.0.1" }, time.Now())
 		if err != nil {
 			return
 		}
 		c, err := ParseCert(certPEM)
 		if err != nil || c.Subject.CommonName != "n1" {
 			t.Fatalf("signed %q: %v", c.Subject.CommonName, err)
+		}
+		if len(c.DNSNames) != 1 || c.DNSNames[0] != "n1" || len(c.URIs)+len(c.EmailAddresses) > 0 {
+			t.Fatalf("signed names %v %v %v beyond the node's", c.DNSNames, c.URIs, c.EmailAddresses)
+		}
+		for _, ip := range c.IPAddresses {
+			if ip.String() != "127.0.0.1" {
+				t.Fatalf("signed address %s the cluster did not allow", ip)
+			}
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 //	/haven/nodes/live/<node>       model.NodeFacts, attached to the node's lease
 //	/haven/nodes/state/<node>      NodeState: online/offline since (leader-guarded)
 //	/haven/tokens/<id>             TokenRecord (secret hashed)
+//	/haven/pki/revoked/<serial>    Revocation: a removed host's certificate
 //
 // Other components add their own subtrees under Prefix (for example
 // /haven/guests/); they should add a constructor here for each.
@@ -29,6 +30,7 @@ const (
 	PrefixNodeLive   = Prefix + "nodes/live/"
 	PrefixNodeState  = Prefix + "nodes/state/"
 	PrefixTokens     = Prefix + "tokens/"
+	PrefixRevoked    = Prefix + "pki/revoked/"
 )
 
 // KeyNodeReg is the registration key of a node.
@@ -116,4 +118,21 @@ type TokenRecord struct {
 	Name    string    `json:"name,omitempty"`
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires,omitzero"`
+	// Uses is how many more joins a join token admits (0: no limit, for
+	// tokens made before limits existed); it is spent atomically (UseToken).
+	Uses int `json:"uses,omitempty"`
+	// Allow lists addresses (IPs or DNS names) an admin allows a host
+	// joining with this token to have in its certificate besides the
+	// address it joins from.
+	Allow []string `json:"allow,omitempty"`
+	// Node is the host the token belongs to (its local admin token),
+	// deleted with it by `haven node remove`.
+	Node string `json:"node,omitempty"`
+}
+
+// Revocation is a revoked host certificate (by serial, hex).
+type Revocation struct {
+	Serial  string    `json:"serial"`
+	Node    string    `json:"node"`
+	Revoked time.Time `json:"revoked"`
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -135,6 +136,67 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 		return fmt.Errorf("delete token %q: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+// UseToken spends one use of a join token: the last use deletes it. It
+// fails with ErrNotFound when the token is gone (used up or revoked), and
+// retries on a concurrent change, so two joins never share the last use.
+func (s *Store) UseToken(ctx context.Context, id string) error {
+	for range 10 {
+		var t TokenRecord
+		rev, err := s.getJSON(ctx, KeyToken(id), &t)
+		if err != nil {
+			return fmt.Errorf("use token %q: %w", id, err)
+		}
+		if t.Uses == 0 {
+			return nil
+		}
+		op := clientv3.OpDelete(KeyToken(id))
+		if t.Uses > 1 {
+			t.Uses--
+			op = clientv3.OpPut(KeyToken(id), mustJSON(t))
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(KeyToken(id)), "=", rev)).Then(op).Commit()
+		if err != nil {
+			return fmt.Errorf("use token %q: %w", id, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("use token %q: %w", id, ErrConflict)
+}
+
+// DeleteNodeTokens deletes the tokens that belong to node.
+func (s *Store) DeleteNodeTokens(ctx context.Context, node string) error {
+	toks, err := s.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range toks {
+		if t.Node == node {
+			if err := s.DeleteToken(ctx, t.ID); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// KeyRevoked is the key of a revoked certificate serial.
+func KeyRevoked(serial string) string { return PrefixRevoked + serial }
+
+// Revoke records a host certificate as revoked.
+func (s *Store) Revoke(ctx context.Context, r Revocation) error {
+	if _, err := s.cli.Put(ctx, KeyRevoked(r.Serial), mustJSON(r)); err != nil {
+		return fmt.Errorf("revoke certificate %s of node %q: %w", r.Serial, r.Node, err)
+	}
+	return nil
+}
+
+// Revocations lists the revoked host certificates.
+func (s *Store) Revocations(ctx context.Context) ([]Revocation, error) {
+	return listJSON[Revocation](ctx, s, PrefixRevoked)
 }
 
 // NodeStates reads the manager's online/offline records by node name.

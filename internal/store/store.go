@@ -53,10 +53,13 @@ type EmbeddedConfig struct {
 	InitialCluster string
 	// Existing is true when the member restarts or joins (data dir or
 	// cluster already exists).
-	Existing            bool
-	CAFile              string
-	CertFile            string
-	KeyFile             string
+	Existing bool
+	CAFile   string
+	CertFile string
+	KeyFile  string
+	// CRLFile, when set, is the revocation list of host certificates the
+	// member refuses (it must exist).
+	CRLFile             string
 	TickMs, ElectionMs  uint
 	QuotaBytes          int64
 	CompactionRetention string
@@ -136,6 +139,10 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
 	cfg.ClientTLSInfo.KeyFile = c.KeyFile
 	cfg.ClientTLSInfo.TrustedCAFile = c.CAFile
 	cfg.ClientTLSInfo.ClientCertAuth = true
+	// Revoked host certificates (haven node remove) are refused on every
+	// handshake: etcd reads the file each time.
+	cfg.ClientTLSInfo.CRLFile = c.CRLFile
+	cfg.PeerTLSInfo.CRLFile = c.CRLFile
 	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{embed.StdErrLogOutput}
 	cfg.Logger = "zap"
