@@ -208,3 +208,26 @@ func TestTidyLearners(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Issue 10, Medium 4: an agent does not adopt a data dir another user made
+// (a /tmp/haven-dev planted before `haven agent --dev`).
+func TestDataDirOfAnotherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a directory owned by another user")
+	}
+	dir := filepath.Join(t.TempDir(), "haven-dev")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openDataDir(dir); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Fatalf("data dir of uid 65534: %v, want it refused", err)
+	}
+	os.Chown(dir, 0, 0)
+	os.Chmod(dir, 0o777)
+	if _, err := openDataDir(dir); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Fatalf("world-writable data dir: %v, want it refused", err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/haven-ha/haven/internal/api/client"
 )
 
 // Files in an agent's data dir.
@@ -53,6 +55,11 @@ func openDataDir(dir string) (*dataDir, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	// A data dir another user made (a /tmp/haven-dev planted before
+	// `agent --dev`) would hand them this agent's keys and tokens.
+	if err := client.CheckTrusted(dir, true); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {

@@ -388,13 +388,30 @@ func FindLocal(getenv func(string) string) (*api.Local, string, error) {
 	}
 	dirs = append(dirs, DefaultDataDir, DevDataDir())
 	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, LocalFile))
+		f := filepath.Join(d, LocalFile)
+		if _, err := os.Lstat(f); err != nil {
+			continue
+		}
+		// Only files root or this user made are believed (see
+		// CheckTrusted), and so are the CA and token files they name.
+		if err := errors.Join(CheckTrusted(d, true), CheckTrusted(f, false)); err != nil {
+			return nil, d, fmt.Errorf("local agent info: %w", err)
+		}
+		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
 		var l api.Local
 		if err := json.Unmarshal(b, &l); err != nil {
-			return nil, d, fmt.Errorf("read %s: %w", filepath.Join(d, LocalFile), err)
+			return nil, d, fmt.Errorf("read %s: %w", f, err)
+		}
+		for _, p := range []string{l.CAFile, l.TokenFile} {
+			if p == "" {
+				continue
+			}
+			if err := CheckTrusted(p, false); err != nil {
+				return nil, d, fmt.Errorf("local agent info %s: %w", f, err)
+			}
 		}
 		return &l, d, nil
 	}
@@ -422,7 +439,16 @@ func FromOptions(o Options, getenv func(string) string) (*Client, error) {
 	if o.CAFile == "" {
 		o.CAFile = getenv("HAVEN_CACERT")
 	}
-	if o.Server == "" || o.Token == "" || o.CAFile == "" {
+	// A server or token given by the user is never mixed with what a local
+	// agent's files say: a named server needs its CA named too, and a
+	// token is only sent to a server the user named or the local agent.
+	switch {
+	case o.Server != "" && o.CAFile == "":
+		return nil, errors.New("no cluster CA certificate for the server you named: pass --ca FILE or set HAVEN_CACERT")
+	case o.Server == "" && o.Token != "":
+		return nil, errors.New("a token but no server: pass --server URL (and --ca FILE) with --token or HAVEN_TOKEN")
+	}
+	if o.Server == "" && o.Token == "" {
 		l, _, err := FindLocal(getenv)
 		if err != nil {
 			if o.Server == "" || o.Token == "" {
