@@ -108,9 +108,10 @@ func (st *stepper) empty(node string) bool {
 }
 
 type want struct {
-	g       *Guest
-	purpose Purpose
-	move    bool // a running guest moves (migrate or stop+start)
+	g        *Guest
+	purpose  Purpose
+	move     bool // a running guest moves (migrate or stop+start)
+	reserved bool // its preemption's victims have stopped: it takes the room kept for it
 }
 
 // place gathers every guest that needs a node in this step, places them one
@@ -196,14 +197,17 @@ func (st *stepper) place() {
 				if st.preempting(g) {
 					continue // it starts once its victims have stopped
 				}
-				// They have stopped: it starts there (its place was kept).
+				// They have stopped: it starts there (its place was kept);
+				// if that node cannot take it after all, it is placed
+				// afresh (and may preempt again from the next change).
 				r.Prefer, r.Reserved = idx(g.PreemptOn), g.Spec.Memory
+				g.PreemptOn, g.PreemptVictims = "", nil
 				if g.Need == NeedMove {
 					r.LastFailed = idx(g.Node)
 					p = PurposeMove
 				}
 				reqs = append(reqs, r)
-				wants = append(wants, want{g: g, purpose: p})
+				wants = append(wants, want{g: g, purpose: p, reserved: true})
 				continue
 			}
 			switch g.Need {
@@ -262,6 +266,14 @@ func (st *stepper) place() {
 	}
 	planner := placement.NewPlanner(&snap)
 	planner.Requests(reqs)
+	// Room that preemption stops already in flight will free.
+	for _, g := range s.Guests {
+		if op := g.Op; op != nil && op.Kind == OpStop && op.Purpose == PurposePreempt {
+			if i := idx(op.Node); i >= 0 {
+				planner.Releasing(i, g.Spec.Memory, g.Spec.Priority)
+			}
+		}
+	}
 	var victims [][]placement.Victim
 	taken := map[string]bool{}
 	type start struct {
@@ -277,7 +289,7 @@ func (st *stepper) place() {
 			continue // preempted earlier in this step: it is being stopped
 		}
 		a := planner.Place(&reqs[i])
-		if a.Node < 0 && s.Config.Preemption && !w.move && w.purpose != PurposeRestart && g.PreemptOn == "" && !g.Preempted {
+		if a.Node < 0 && s.Config.Preemption && !w.move && !w.reserved && w.purpose != PurposeRestart && g.PreemptOn == "" && !g.Preempted {
 			if victims == nil {
 				victims = st.victims()
 			}
@@ -343,7 +355,7 @@ func (st *stepper) place() {
 // still in flight.
 func (st *stepper) preempting(g *Guest) bool {
 	for _, name := range g.PreemptVictims {
-		if v := st.s.Guest(name); v != nil && v.Op != nil && v.PreemptedBy == g.Spec.Name {
+		if v := st.s.Guest(name); v != nil && v.Op != nil && v.Op.Kind == OpStop && v.Op.Purpose == PurposePreempt {
 			return true
 		}
 	}
@@ -381,6 +393,19 @@ func (st *stepper) victims() [][]placement.Victim {
 func (st *stepper) preempt(g *Guest, node string, cands []placement.Victim, chosen []int) {
 	g.PreemptOn = node
 	g.PreemptVictims = nil
+	if len(chosen) == 0 {
+		// The room comes from guests already being stopped there by an
+		// earlier preemption: it waits for them, stopping nothing more.
+		var names []string
+		for _, v := range st.s.Guests {
+			if op := v.Op; op != nil && op.Kind == OpStop && op.Purpose == PurposePreempt && op.Node == node {
+				g.PreemptVictims = append(g.PreemptVictims, v.Spec.Name)
+				names = append(names, v.Spec.Name)
+			}
+		}
+		st.logf("preemption: %s (priority %d) has no room; it waits for the room that stopping %s frees on %s, stopping nothing more", g.Spec.Name, g.Spec.Priority, strings.Join(names, ", "), node)
+		return
+	}
 	var names []string
 	for _, k := range chosen {
 		v := st.s.Guest(cands[k].Guest)

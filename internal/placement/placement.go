@@ -116,13 +116,16 @@ type Planner struct {
 	// released is memory of guests chosen by Preempt in this plan: still
 	// counted in Used (they stop later) but no longer available to preempt.
 	released []int64
+	// releasedPrio is the highest priority among those guests, per node: a
+	// request may count on their room only with a strictly higher priority.
+	releasedPrio []int
 }
 
 // NewPlanner returns a planner over a copy of snap.
 func NewPlanner(snap *Snapshot) *Planner {
 	nodes := make([]Node, len(snap.Nodes))
 	copy(nodes, snap.Nodes)
-	return &Planner{nodes: nodes, rules: rules{snap: snap}, released: make([]int64, len(nodes))}
+	return &Planner{nodes: nodes, rules: rules{snap: snap}, released: make([]int64, len(nodes)), releasedPrio: make([]int, len(nodes))}
 }
 
 // Nodes returns the working copy (read only).
@@ -176,7 +179,10 @@ type Preemption struct {
 // earlier preemption of the same plan. Nodes are looked at in r's tiers from
 // the most preferred; a node qualifies when it is eligible, not tried, not
 // unfit, and stopping its lowest-priority guests first (ties: name order)
-// makes r fit. In the first tier with such a node, the node needing the
+// makes r fit, counting as free the room that stops already decided (in
+// this plan, or given to Releasing) will free: with that room alone it
+// qualifies with zero stops. In the first tier with such a node, the node
+// needing the
 // fewest stops wins; ties go by projected memory use after the stops and r's
 // start, compared exactly, then fewest guests, then node order (name). The
 // chosen node's accounting in the planner counts r there at once, while the
@@ -217,9 +223,15 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		})
 		// Guests preempted earlier in this plan will be gone; those still
 		// to stop here are counted until then (Place sees them in Used).
-		free := n.Memory - n.Used + p.released[i]
+		var free int64
 		after := *n
-		after.Used -= p.released[i]
+		pending := p.released[i] > 0 && p.releasedPrio[i] < r.Priority
+		if pending {
+			free = n.Memory - n.Used + p.released[i]
+			after.Used -= p.released[i]
+		} else {
+			free = n.Memory - n.Used
+		}
 		var stops []int
 		for _, k := range order {
 			if free >= r.Memory {
@@ -230,7 +242,7 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 			after.Guests--
 			stops = append(stops, k)
 		}
-		if free < r.Memory || len(stops) == 0 {
+		if free < r.Memory || (len(stops) == 0 && !pending) {
 			return cand{}, false
 		}
 		return cand{node: i, stops: stops, after: after}, true
@@ -265,7 +277,7 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		n.Guests++
 		for _, k := range best.stops {
 			taken[victims[best.node][k].Guest] = true
-			p.released[best.node] += victims[best.node][k].Memory
+			p.Releasing(best.node, victims[best.node][k].Memory, victims[best.node][k].Priority)
 		}
 		if r.Rules != nil {
 			p.placed(r.Guest, best.node)
@@ -273,6 +285,20 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		return Preemption{Node: best.node, Victims: best.stops}
 	}
 	return Preemption{Node: -1}
+}
+
+// Releasing tells the planner that mem bytes counted on node i belong to a
+// guest of the given priority that a preemption is stopping: later
+// preemptions for guests of strictly higher priority than every such guest
+// there may count on that room (a request that fits once those stops
+// complete waits for them, stopping nothing more).
+func (p *Planner) Releasing(i int, mem int64, priority int) {
+	if i >= 0 && i < len(p.released) {
+		if p.released[i] == 0 || priority > p.releasedPrio[i] {
+			p.releasedPrio[i] = priority
+		}
+		p.released[i] += mem
+	}
 }
 
 // Choose picks the node for one request over nodes, without changing them.

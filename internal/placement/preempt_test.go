@@ -62,6 +62,14 @@ func TestPreempt(t *testing.T) {
 	if pr = p.Preempt(&r3, victims, taken); pr.Node >= 0 {
 		t.Fatalf("preempted for a guest of priority 0: %+v", pr)
 	}
+	// A guest of higher priority than b1 fits in the room b1's stop frees on
+	// n2 (10GiB - b2 - g = 2GiB): it waits for that, stopping nothing more,
+	// rather than stopping a guest on n1.
+	r5 := NewRequest("f", 2*G, nil)
+	r5.Priority = 100
+	if pr = p.Preempt(&r5, victims, taken); pr.Node != 1 || len(pr.Victims) != 0 {
+		t.Fatalf("preempt into freed room = %+v; want n2 with no stop", pr)
+	}
 	// Tiers first: in a domain preferring n1, n1 wins although it needs
 	// more stops.
 	p = NewPlanner(&snap)
