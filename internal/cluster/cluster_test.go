@@ -130,4 +130,23 @@ func TestCommandsAndEvents(t *testing.T) {
 			t.Fatalf("events not in the store's order: %+v", evs)
 		}
 	}
+	// One manager step's events share its time and one revision: they
+	// keep the step's order.
+	step := time.Unix(6000, 0)
+	var batch []Event
+	for i := range 8 {
+		batch = append(batch, Event{At: step, Kind: "manager", Msg: fmt.Sprintf("step%d", i)})
+	}
+	if err := cs.AddEvents(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err = cs.Events(ctx, 8)
+	if err != nil || len(evs) != 8 {
+		t.Fatalf("events: %v, %v", evs, err)
+	}
+	for i, e := range evs {
+		if e.Msg != fmt.Sprintf("step%d", i) {
+			t.Fatalf("a step's events out of order: %+v", evs)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -308,10 +309,17 @@ func (s *Store) AddEvents(ctx context.Context, evs []Event) error {
 		ops = ops[:0]
 		return err
 	}
+	var prev time.Time
 	for _, e := range evs {
 		if e.At.IsZero() {
 			e.At = time.Now()
 		}
+		// The events of one batch share a revision: keep their order in
+		// their keys (a step's events all have the step's time).
+		if !e.At.After(prev) && !prev.IsZero() {
+			e.At = prev.Add(time.Nanosecond)
+		}
+		prev = e.At
 		e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
 		ops = append(ops, clientv3.OpPut(PrefixEvents+e.Seq, mustJSON(e)))
 		if len(ops) == ordersPerTxn {
@@ -338,6 +346,13 @@ func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
 			out = append(out, e)
 		}
 	}
+	// One batch (AddEvents) shares a revision: its keys keep its order.
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Rev != out[j].Rev {
+			return out[i].Rev < out[j].Rev
+		}
+		return out[i].Seq < out[j].Seq
+	})
 	return out, resp.Header.Revision, nil
 }
 

@@ -103,6 +103,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 		record = rec.Record
 		log.Info("recording the term", "file", path)
 	}
+	attempts := map[string]int{} // fence tries per node since it failed, for the log
 	sh := New(Config{
 		Record: record,
 		State:  st,
@@ -115,7 +116,15 @@ func RunManager(ctx context.Context, d Daemon) error {
 			var evs []cluster.Event
 			for _, a := range acts {
 				if ev, ok := eventOf(a, now); ok {
+					if a.Kind == manager.ActFence {
+						// The core's attempt is an id; people count tries.
+						attempts[a.Node]++
+						ev.Msg = fmt.Sprintf("fence %s (attempt %d)", a.Node, attempts[a.Node])
+					}
 					evs = append(evs, ev)
+				}
+				if a.Kind == manager.ActLog && strings.HasPrefix(a.Msg, "node ") && strings.Contains(a.Msg, " failed") {
+					attempts[strings.Fields(a.Msg)[1]] = 0
 				}
 			}
 			if err := cs.AddEvents(ctx, evs); err != nil && ctx.Err() == nil {

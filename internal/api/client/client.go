@@ -37,7 +37,8 @@ type Client struct {
 	cacheDir string
 
 	mu    sync.Mutex
-	bases []string // in the order to try; bases[0] answered last
+	bases []string             // in the order to try; bases[0] answered last
+	down  map[string]time.Time // agents that did not answer, and when
 }
 
 // Timeouts of one attempt. A host that does not accept a connection
@@ -45,7 +46,7 @@ type Client struct {
 // ordinary call on one host (calls that run fence agents and event
 // streams have none: their context bounds them).
 const (
-	ConnectTimeout = 1500 * time.Millisecond
+	ConnectTimeout = time.Second
 	RequestTimeout = 15 * time.Second
 )
 
@@ -170,6 +171,7 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	if len(bases) == 0 {
 		return nil, errors.New("no haven API URL: pass --server or set HAVEN_SERVER")
 	}
+	bases = c.liveFirst(bases)
 	var last error
 	var tried []string
 	for i := 0; i < len(bases); i++ {
@@ -205,6 +207,7 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 		}
 		tried = append(tried, base)
 		last = fmt.Errorf("%s: %w", base, err)
+		c.markDown(base)
 		if !retryable(method, err) {
 			return nil, fmt.Errorf("reach haven API at %s: %w", base, err)
 		}
@@ -235,8 +238,64 @@ func retryable(method string, err error) bool {
 	return method == http.MethodGet && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
 }
 
+// downFor is how long an agent that did not answer is tried last (by
+// this process, and by the next ones through the cache dir).
+const downFor = time.Minute
+
+const downFile = "down.json"
+
+// liveFirst orders bases with the agents recently seen down last.
+func (c *Client) liveFirst(bases []string) []string {
+	c.mu.Lock()
+	down := c.down
+	c.mu.Unlock()
+	if down == nil && c.cacheDir != "" {
+		down = map[string]time.Time{}
+		if b, err := os.ReadFile(filepath.Join(c.cacheDir, downFile)); err == nil {
+			_ = json.Unmarshal(b, &down)
+		}
+		c.mu.Lock()
+		c.down = down
+		c.mu.Unlock()
+	}
+	var live, dead []string
+	for _, b := range bases {
+		if at, ok := down[b]; ok && time.Since(at) < downFor {
+			dead = append(dead, b)
+		} else {
+			live = append(live, b)
+		}
+	}
+	return append(live, dead...)
+}
+
+// markDown remembers that base did not answer; upAgain forgets it.
+func (c *Client) markDown(base string) { c.setDown(base, true) }
+
+func (c *Client) setDown(base string, down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down == nil {
+		c.down = map[string]time.Time{}
+	}
+	_, was := c.down[base]
+	if down {
+		c.down[base] = time.Now()
+	} else if was {
+		delete(c.down, base)
+	} else {
+		return
+	}
+	if c.cacheDir != "" {
+		if b, err := json.Marshal(c.down); err == nil {
+			writeCache(c.cacheDir, downFile, b)
+		}
+	}
+}
+
 // answered moves base to the front and learns the peers an answer named.
 func (c *Client) answered(base, peers string) {
+	c.setDown(base, false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := []string{base}
@@ -306,16 +365,25 @@ func rememberPeers(dir string, urls []string) {
 		}
 	}
 	b, err := json.Marshal(groups)
-	if err != nil || os.MkdirAll(dir, 0o700) != nil {
+	if err != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(dir, peersFile+".*")
+	writeCache(dir, peersFile, b)
+}
+
+// writeCache replaces dir/name with b; errors are ignored (the cache is
+// a help only).
+func writeCache(dir, name string, b []byte) {
+	if os.MkdirAll(dir, 0o700) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(dir, name+".*")
 	if err != nil {
 		return
 	}
 	_, werr := tmp.Write(b)
 	cerr := tmp.Close()
-	if werr != nil || cerr != nil || os.Rename(tmp.Name(), filepath.Join(dir, peersFile)) != nil {
+	if werr != nil || cerr != nil || os.Rename(tmp.Name(), filepath.Join(dir, name)) != nil {
 		os.Remove(tmp.Name())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -124,5 +125,47 @@ func TestLearnsPeersAndRemembers(t *testing.T) {
 	defer c3.Close()
 	if _, err := c3.Status(context.Background()); err == nil {
 		t.Error("without the cache a dead host answered")
+	}
+}
+
+// TestDeadAgentTriedLast: an agent that did not answer is tried last by
+// the next client (the next CLI run) for a while, through the cache dir.
+func TestDeadAgentTriedLast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	conns := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns++
+			mu.Unlock()
+			defer c.Close()
+		}
+	}()
+	hung := "https://" + ln.Addr().String()
+	live := agentServer(t, "")
+	tlsCfg := live.Client().Transport.(*http.Transport).TLSClientConfig
+	cache := t.TempDir()
+	for i := range 2 {
+		c := New(hung+","+live.URL, "tok", tlsCfg)
+		c.SetCacheDir(cache)
+		if _, err := c.Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		mu.Lock()
+		n := conns
+		mu.Unlock()
+		if n != 1 {
+			t.Fatalf("after run %d the hung agent got %d connections; want 1 (tried once, then last)", i+1, n)
+		}
 	}
 }

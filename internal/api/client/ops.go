@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -22,7 +23,10 @@ func esc(s string) string { return url.PathEscape(s) }
 // agents (each run may take its device's timeout, 30 s by default); ctx
 // bounds them.
 func (c *Client) long() *Client {
-	return &Client{token: c.token, hc: &http.Client{Transport: c.hc.Transport}, cacheDir: c.cacheDir, bases: c.Servers()}
+	c.mu.Lock()
+	down := c.down
+	c.mu.Unlock()
+	return &Client{token: c.token, hc: &http.Client{Transport: c.hc.Transport}, cacheDir: c.cacheDir, bases: c.Servers(), down: maps.Clone(down)}
 }
 
 // Guests is GET /api/v1/guests.
