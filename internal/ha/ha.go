@@ -7,17 +7,21 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/console"
 	"github.com/haven-ha/haven/internal/control"
 	"github.com/haven-ha/haven/internal/hostagent"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/watchdog"
 )
@@ -105,12 +109,15 @@ func setup(ctx context.Context, a *agent.Agent) error {
 		failFast(ctx, a, log)
 	}()
 	o := current()
-	if o.Driver == nil {
-		return nil
+	var drv hypervisor.Driver
+	if o.Driver != nil {
+		var err error
+		if drv, err = o.Driver(ctx, a); err != nil {
+			return fmt.Errorf("open hypervisor driver: %w", err)
+		}
 	}
-	drv, err := o.Driver(ctx, a)
-	if err != nil {
-		return fmt.Errorf("open hypervisor driver: %w", err)
+	if err := registerConsole(a, drv); err != nil {
+		return err
 	}
 	if drv == nil {
 		return nil
@@ -152,6 +159,25 @@ func setup(ctx context.Context, a *agent.Agent) error {
 			log.Error("host side stopped", "err", err)
 		}
 	}()
+	return nil
+}
+
+// registerConsole serves the guests' serial consoles (package console):
+// attached here for guests of this host, proxied to their host otherwise.
+func registerConsole(a *agent.Agent, drv hypervisor.Driver) error {
+	caFile, certFile, keyFile := a.TLSFiles()
+	ca, err1 := os.ReadFile(caFile)
+	cert, err2 := os.ReadFile(certFile)
+	key, err3 := os.ReadFile(keyFile)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("console: this node's certificates: %w", err)
+	}
+	tlsCfg, err := pki.ClientTLS(ca, cert, key)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	console.Register(a.API(), console.Config{Node: a.Node(), Store: a.Store(), Cluster: cluster.New(a.Store()),
+		Driver: drv, PeerTLS: tlsCfg, Logger: a.Config().Logger})
 	return nil
 }
 
