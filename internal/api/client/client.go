@@ -238,9 +238,9 @@ func retryable(method string, err error) bool {
 	return method == http.MethodGet && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
 }
 
-// downFor is how long an agent that did not answer is tried last (by
+// DownFor is how long an agent that did not answer is tried last (by
 // this process, and by the next ones through the cache dir).
-const downFor = time.Minute
+const DownFor = time.Minute
 
 const downFile = "down.json"
 
@@ -260,7 +260,7 @@ func (c *Client) liveFirst(bases []string) []string {
 	}
 	var live, dead []string
 	for _, b := range bases {
-		if at, ok := down[b]; ok && time.Since(at) < downFor {
+		if at, ok := down[b]; ok && time.Since(at) < DownFor {
 			dead = append(dead, b)
 		} else {
 			live = append(live, b)
