@@ -86,6 +86,7 @@ func RegisterOps(s *Server, cfg OpsConfig) *Ops {
 	o.registerVolumes()
 	o.registerPolicy()
 	o.registerEvents()
+	o.registerWhatIf()
 	o.handle("GET", "/api/v1/openapi.json", RolePublic, o.handleOpenAPI)
 	s.AddStatusHook(o.statusHook)
 	return o

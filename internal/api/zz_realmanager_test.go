@@ -52,6 +52,27 @@ func TestWithRealManager(t *testing.T) {
 	_, err = op.GuestCommand(ctx, "rm1", "migrate", "ghost")
 	wantErr(t, err, 400, "node")
 
+	// What if: the one host fails, or goes into maintenance: rm1 (being
+	// started: this agent has no hypervisor) has nowhere to go.
+	w, err := op.WhatIf(ctx, []string{"m1"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Waiting != 1 || len(w.Guests) != 1 || w.Guests[0].Guest != "rm1" || w.Guests[0].Wait == "" || w.Guests[0].To != "" {
+		t.Fatalf("what if m1 fails: %+v", w)
+	}
+	w, err = op.WhatIf(ctx, []string{"m1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Evacuated || len(w.Guests) != 1 || w.Guests[0].To != "m1" {
+		t.Fatalf("what if m1 goes into maintenance: %+v", w)
+	}
+	_, err = op.WhatIf(ctx, []string{"ghost"}, false)
+	wantErr(t, err, 404, "down")
+	_, err = op.WhatIf(ctx, nil, false)
+	wantErr(t, err, 400, "down")
+
 	res, err = op.Maintenance(ctx, "m1", true)
 	if err != nil {
 		t.Fatalf("maintenance on: %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/manager"
 )
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -290,4 +291,15 @@ func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluste
 		return fmt.Errorf("event stream from %s: %w", c.Base(), err)
 	}
 	return fmt.Errorf("event stream from %s ended: the agent stopped; run the command again", c.Base())
+}
+
+// WhatIf is GET /api/v1/whatif: what happens if the hosts fail (or, with
+// maintenance, are put in maintenance) now.
+func (c *Client) WhatIf(ctx context.Context, hosts []string, maintenance bool) (*manager.WhatIf, error) {
+	key := "down"
+	if maintenance {
+		key = "maintenance"
+	}
+	var w manager.WhatIf
+	return &w, c.Do(ctx, "GET", "/api/v1/whatif?"+url.Values{key: {strings.Join(hosts, ",")}}.Encode(), nil, &w)
 }
