@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/pki"
 )
@@ -192,7 +193,7 @@ func (c *testCluster) watchRecovery(guest, lost string, t0 time.Time, wantManage
 			defer wg.Done()
 			for time.Since(t0) < recoverWithin && c.ctx.Err() == nil {
 				var name string
-				_ = c.tryAPI(func(ctx context.Context, cl *client.Client) error {
+				_ = c.tryAPIExcept(lost, func(ctx context.Context, cl *client.Client) error {
 					st, err := cl.Status(ctx)
 					if err == nil && st.Quorum.OK {
 						name = st.Manager
@@ -209,7 +210,14 @@ func (c *testCluster) watchRecovery(guest, lost string, t0 time.Time, wantManage
 	}
 	c.poll(guest+" reported running elsewhere", recoverWithin, func() bool {
 		for time.Since(t0) < recoverWithin {
-			rows, err := c.guestRows()
+			rows := map[string]api.GuestRow{}
+			err := c.tryAPIExcept(lost, func(ctx context.Context, cl *client.Client) error {
+				gs, err := cl.Guests(ctx)
+				for _, g := range gs {
+					rows[g.Name] = g
+				}
+				return err
+			})
 			if r, ok := rows[guest]; err == nil && ok && r.State == "started" && r.Running && r.Node != "" && r.Node != lost {
 				reported = time.Since(t0)
 				return true
