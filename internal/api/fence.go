@@ -87,9 +87,14 @@ func (o *Ops) handleFencePut(w http.ResponseWriter, r *http.Request) {
 		byName[d.Name] = d
 	}
 	for i, d := range c.Devices {
-		d = d.KeepSecrets(byName[d.Name])
+		old, had := byName[d.Name]
+		d = d.KeepSecrets(old)
 		for k, v := range d.Params {
 			if v == fence.Redacted && d.IsSecret(k) {
+				if _, stored := old.Params[k]; had && stored {
+					WriteError(w, Errorf(http.StatusBadRequest, fmt.Sprintf("devices[%d].params.%s", i, k), "fence device %q was re-pointed (its agent or address changed): send secret %q again", d.Name, k))
+					return
+				}
 				WriteError(w, Errorf(http.StatusBadRequest, fmt.Sprintf("devices[%d].params.%s", i, k), "fence device %q: no stored value for secret %q: send the real value", d.Name, k))
 				return
 			}

@@ -641,14 +641,26 @@ func TestFence(t *testing.T) {
 		t.Fatalf("get fence config: %+v %v", read, err)
 	}
 	// Sending back what was read keeps the secret.
-	read.Devices[0].Params["ip"] = "192.0.2.9"
 	if _, err := admin.SetFenceConfig(ctx, read); err != nil {
 		t.Fatalf("set back redacted: %v", err)
 	}
 	stored, err := ag.Cluster.FenceConfig(ctx)
-	if err != nil || stored.Devices[0].Params["password"] != "s3cret" || stored.Devices[0].Params["ip"] != "192.0.2.9" {
+	if err != nil || stored.Devices[0].Params["password"] != "s3cret" || stored.Devices[0].Params["ip"] != "192.0.2.1" {
 		t.Fatalf("stored config = %+v %v", stored.Devices[0].Params, err)
 	}
+	// Issue 10, Low: re-pointed at another address, the device needs its
+	// secret again (else the stored password goes wherever the editor says).
+	read.Devices[0].Params["ip"] = "192.0.2.9"
+	_, err = admin.SetFenceConfig(ctx, read)
+	wantErr(t, err, 400, "devices[0].params.password")
+	if !strings.Contains(err.Error(), "re-pointed") {
+		t.Errorf("re-pointed device: %v, want the reason", err)
+	}
+	read.Devices[0].Params["password"] = "s3cret"
+	if _, err := admin.SetFenceConfig(ctx, read); err != nil {
+		t.Fatalf("re-point with the secret: %v", err)
+	}
+	read.Devices[0].Params["password"] = "********"
 	// A redacted secret for a device without a stored one is refused.
 	read.Devices[0].Name = "pdu9"
 	_, err = admin.SetFenceConfig(ctx, read)

@@ -158,6 +158,8 @@ func (s *Server) AddStatusHook(h StatusHook) {
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.now()
+		// HTTPS only: browsers must never try the UI over plain HTTP.
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 		rw := &statusWriter{ResponseWriter: w, code: 200}
 		// Unknown paths answer JSON too.
 		if _, pattern := s.mux.Handler(r); pattern == "" {

@@ -68,6 +68,9 @@ type Outcome struct {
 // absolute path or a bare fence_* name found on the search path.
 func (r *Runner) Resolve(agent string) (string, error) {
 	if filepath.IsAbs(agent) {
+		if !strings.HasPrefix(filepath.Base(agent), "fence_") {
+			return "", fmt.Errorf("fence agent %q: not a fence_* program", agent)
+		}
 		return checkExecutable(agent)
 	}
 	if !strings.HasPrefix(agent, "fence_") || strings.ContainsAny(agent, "/\\ ") || !validParamName(agent) {
@@ -95,6 +98,16 @@ func checkExecutable(path string) (string, error) {
 	}
 	if fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return "", fmt.Errorf("fence agent %q is not an executable file", path)
+	}
+	// The agent runs as root: only a program root (or Haven's user) owns
+	// and no one else can change.
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+			return "", fmt.Errorf("fence agent %q is owned by uid %d, not root: not run", path, sys.Uid)
+		}
+		if fi.Mode().Perm()&0o022 != 0 {
+			return "", fmt.Errorf("fence agent %q is writable by others (mode %04o): not run", path, fi.Mode().Perm())
+		}
 	}
 	return path, nil
 }

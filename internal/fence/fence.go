@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -108,14 +109,23 @@ func redactMap(d *Device, m map[string]string) map[string]string {
 // KeepSecrets returns d with every secret whose value is Redacted (a client
 // sending back what it read) replaced by the value old has for it, so an
 // update through the API need not resend passwords.
+//
+// A device re-pointed elsewhere (another agent, or another address: ip,
+// ipaddr, hostname, ipport...) keeps no secret: its password must be given
+// again, or whoever edits the configuration could send it to an address of
+// their choosing.
 func (d Device) KeepSecrets(old Device) Device {
+	same := d.Agent == old.Agent && sameTarget(d.Params, old.Params)
+	for n, p := range d.NodeParams {
+		same = same && sameTarget(p, old.NodeParams[n])
+	}
 	keep := func(m, from map[string]string) map[string]string {
 		if m == nil {
 			return nil
 		}
 		m = maps.Clone(m)
 		for k, v := range m {
-			if v == Redacted && d.IsSecret(k) {
+			if v == Redacted && d.IsSecret(k) && same {
 				if ov, ok := from[k]; ok {
 					m[k] = ov
 				}
@@ -132,6 +142,29 @@ func (d Device) KeepSecrets(old Device) Device {
 		d.NodeParams = np
 	}
 	return d
+}
+
+// sameTarget reports whether two parameter sets of a device name the same
+// place: the same address parameters (ip, ipaddr, hostname, ipport...).
+func sameTarget(a, b map[string]string) bool {
+	for _, m := range []map[string]string{a, b} {
+		for k := range m {
+			if addressParam(k) && a[k] != b[k] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// addressParam reports whether a fence parameter says where the device is.
+func addressParam(k string) bool {
+	k = strings.ToLower(strings.ReplaceAll(k, "-", "_"))
+	switch k {
+	case "ip", "ipaddr", "ipport", "hostname", "host", "addr", "address", "server", "uri", "url", "ssl_host", "api_host", "endpoint":
+		return true
+	}
+	return strings.HasSuffix(k, "_ip") || strings.HasSuffix(k, "_addr") || strings.HasSuffix(k, "_host") || strings.HasSuffix(k, "_url")
 }
 
 // Level is one fencing level of a node: devices that must all succeed.
@@ -175,6 +208,8 @@ func (c *Config) Check() error {
 			continue
 		case d.Agent == "":
 			errs = append(errs, fmt.Errorf("fence device %q: set its agent (such as fence_ipmilan)", d.Name))
+		case !strings.HasPrefix(filepath.Base(d.Agent), "fence_") || (!filepath.IsAbs(d.Agent) && strings.Contains(d.Agent, "/")):
+			errs = append(errs, fmt.Errorf("fence device %q: agent %q is not a fence agent: give fence_<kind> (such as fence_ipmilan) or the absolute path of one", d.Name, d.Agent))
 		case d.Timeout < 0:
 			errs = append(errs, fmt.Errorf("fence device %q: timeout %s is negative", d.Name, d.Timeout))
 		}
@@ -191,7 +226,16 @@ func (c *Config) Check() error {
 			}
 		}
 		for _, m := range append([]map[string]string{d.Params}, slices.Collect(maps.Values(d.NodeParams))...) {
-			for k := range m {
+			for k, v := range m {
+				// Refused here, not only when the agent runs: a stored
+				// value the agent protocol cannot carry would leave the
+				// host unfenceable.
+				if !validParamName(k) {
+					errs = append(errs, fmt.Errorf("fence device %q: parameter name %q: use letters, digits, '_' or '-'", d.Name, k))
+				}
+				if strings.ContainsAny(v, "\n\r\x00") {
+					errs = append(errs, fmt.Errorf("fence device %q: parameter %q holds a newline or NUL, which the agent protocol cannot carry", d.Name, k))
+				}
 				if reserved[k] || k == "plug" || k == "port" {
 					errs = append(errs, fmt.Errorf("fence device %q: parameter %q is set by Haven (use plugs for a node's plug): remove it", d.Name, k))
 				}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -652,10 +653,45 @@ func TestDeviceRedactedAndKeepSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	back.Params["username"] = "root"
-	back.Params["ip"] = Redacted // not a secret: kept as given
 	kept := back.KeepSecrets(d)
-	if kept.Params["password"] != "pw1" || kept.Params["pin"] != "1234" || kept.NodeParams["n2"]["password"] != "pw2" || kept.Params["username"] != "root" || kept.Params["ip"] != Redacted {
+	if kept.Params["password"] != "pw1" || kept.Params["pin"] != "1234" || kept.NodeParams["n2"]["password"] != "pw2" || kept.Params["username"] != "root" {
 		t.Errorf("KeepSecrets = %+v", kept)
+	}
+	// Issue 10, Low: re-pointed at another address (or another agent),
+	// the device keeps no secret: it must be given again.
+	moved := back
+	moved.Params = maps.Clone(back.Params)
+	moved.Params["ip"] = "203.0.113.9"
+	if k := moved.KeepSecrets(d); k.Params["password"] != Redacted || k.Params["pin"] != Redacted {
+		t.Errorf("device moved to another address kept its secrets: %+v", k)
+	}
+	other := back
+	other.Agent = "fence_redfish"
+	if k := other.KeepSecrets(d); k.Params["password"] != Redacted {
+		t.Errorf("device moved to another agent kept its secrets: %+v", k)
+	}
+	nodeMoved := back
+	nodeMoved.NodeParams = map[string]map[string]string{"n2": {"password": Redacted, "ip": "203.0.113.10"}}
+	if k := nodeMoved.KeepSecrets(d); k.NodeParams["n2"]["password"] != Redacted {
+		t.Errorf("node params moved to another address kept the secret: %+v", k)
+	}
+}
+
+// Issue 10, Low: any executable is not a fence agent, and a newline in a
+// parameter is refused when stored, not when the host must be fenced.
+func TestCheckRefusesNonFenceAgentsAndNewlines(t *testing.T) {
+	for _, agent := range []string{"/usr/bin/tty", "tty", "/bin/sh", "../fence_x", "sub/fence_x"} {
+		c := Config{Devices: []Device{{Name: "d", Agent: agent}}}
+		if err := c.Check(); err == nil || !strings.Contains(err.Error(), "not a fence agent") {
+			t.Errorf("agent %q: %v, want it refused", agent, err)
+		}
+	}
+	c := Config{Devices: []Device{{Name: "d", Agent: "fence_ipmilan", Params: map[string]string{"ip": "10.0.0.1\nplug=7"}}}}
+	if err := c.Check(); err == nil || !strings.Contains(err.Error(), "newline") {
+		t.Errorf("newline in a parameter: %v, want it refused at write", err)
+	}
+	if _, err := (&Runner{}).Resolve("/usr/bin/tty"); err == nil {
+		t.Error("Resolve ran /usr/bin/tty as a fence agent")
 	}
 }
 

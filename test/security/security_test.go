@@ -10,11 +10,14 @@ package security
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,5 +210,43 @@ func TestRemovedHostRefusedByStore(t *testing.T) {
 	l, err := x509.ParseRevocationList(b)
 	if err != nil || len(l.RevokedCertificateEntries) != 1 || l.RevokedCertificateEntries[0].SerialNumber.Cmp(cert.SerialNumber) != 0 {
 		t.Errorf("revocation list %s: %v, want the removed host's serial", filepath.Base(ag.A.CRLFile()), err)
+	}
+}
+
+// Issue 10, Low: TLS 1.2 with CBC or SHA-1 suites is refused, TLS 1.3 is
+// what hosts speak, and the UI's answers carry HSTS.
+func TestTLSOnlyAEADAndHSTS(t *testing.T) {
+	ag := startAgent(t)
+	addr := strings.TrimPrefix(ag.URL(), "https://")
+	cbc := &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_128_CBC_SHA}}
+	if c, err := tls.Dial("tcp", addr, cbc); err == nil {
+		c.Close()
+		t.Errorf("TLS 1.2 with CBC-SHA1 suites accepted (%s)", tls.CipherSuiteName(c.ConnectionState().CipherSuite))
+	}
+	for _, ep := range append([]string{addr}, strings.TrimPrefix(ag.A.Store().Client().Endpoints()[0], "https://")) {
+		if c, err := tls.Dial("tcp", ep, cbc); err == nil {
+			c.Close()
+			t.Errorf("%s: TLS 1.2 with CBC-SHA1 suites accepted", ep)
+		}
+	}
+	caPEM, _ := os.ReadFile(ag.CAFile)
+	cfg, _ := pki.ClientTLS(caPEM, nil, nil)
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Errorf("hosts speak %s, want TLS 1.3", tls.VersionName(v))
+	}
+	c.Close()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(ag.URL() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if h := resp.Header.Get("Strict-Transport-Security"); !strings.Contains(h, "max-age=") {
+		t.Errorf("no HSTS header on the UI: %q", h)
 	}
 }
