@@ -12,8 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
