@@ -200,6 +200,8 @@ down() {
 		. "$state/env"
 		testbed down --bed "$HAVEN_TESTBED" || true
 		rm -rf "$state"
+		# The test bed's parent dirs, once no other bed uses them.
+		rmdir --ignore-fail-on-non-empty /run/haven-testbed /var/tmp/haven-testbed 2>/dev/null || true
 		echo "demo down"
 	else
 		echo "no demo is up"
