@@ -59,6 +59,35 @@ type GuestForm struct {
 	Rev int64 `json:"rev,omitempty"`
 }
 
+// GuestPatch is the body of POST /api/v1/guests and PUT
+// /api/v1/guests/{name} that sets only the fields given (nil fields are
+// left out): a create takes the defaults for the others, an edit keeps
+// the guest's. Its JSON is a subset of GuestForm's.
+type GuestPatch struct {
+	Name           *string             `json:"name,omitempty"`
+	Memory         *Size               `json:"memory,omitempty"`
+	VCPUs          *int                `json:"vcpus,omitempty"`
+	State          *model.DesiredState `json:"state,omitempty"`
+	Domain         *string             `json:"domain,omitempty"`
+	Recovery       *model.Recovery     `json:"recovery,omitempty"`
+	MaxRestarts    *int                `json:"max_restarts,omitempty"`
+	RestartWindow  *Duration           `json:"restart_window,omitempty"`
+	MaxRelocations *int                `json:"max_relocations,omitempty"`
+	Migratable     *bool               `json:"migratable,omitempty"`
+	Priority       *int                `json:"priority,omitempty"`
+	Node           *string             `json:"node,omitempty"`
+	Disks          *[]guestdef.Disk    `json:"disks,omitempty"`
+	NICs           *[]guestdef.NIC     `json:"nics,omitempty"`
+	Boot           *guestdef.Boot      `json:"boot,omitempty"`
+	SerialLog      *string             `json:"serial_log,omitempty"`
+	Format         string              `json:"format,omitempty"`
+	Config         string              `json:"config,omitempty"`
+	Rev            int64               `json:"rev,omitempty"`
+}
+
+// Empty reports whether the patch sets no field.
+func (p GuestPatch) Empty() bool { return p == GuestPatch{} }
+
 // GuestRuntime is what the manager knows of a guest now.
 type GuestRuntime struct {
 	// State is the manager's state of the guest (started, stopped,

@@ -286,27 +286,27 @@ func TestGuestImportFormat(t *testing.T) {
 	// The importers are the guestdef engineer's; here the endpoint with a
 	// format it does not know, and a server with a test importer.
 	ctx := ctxT(t)
-	_, err := ag.Clients["operator"].ImportGuest(ctx, "nosuchformat", []byte("x"), nil)
+	_, err := ag.Clients["operator"].ImportGuest(ctx, "nosuchformat", []byte("x"), api.GuestPatch{})
 	wantErr(t, err, 400, "format")
 
 	srv := api.New(api.Config{Store: ag.A.Store(), Node: "n1"})
 	api.RegisterOps(srv, api.OpsConfig{Importers: map[string]api.Importer{"test": testImporter}})
 	c := localClient(t, srv, ag.Tokens["operator"])
-	g, err := c.ImportGuest(ctx, "test", []byte("name=imp1 vcpus=3"), map[string]any{"state": "disabled"})
+	g, err := c.ImportGuest(ctx, "test", []byte("name=imp1 vcpus=3"), api.GuestPatch{State: new(model.DesiredState("disabled"))})
 	if err != nil {
 		t.Fatalf("import: %v", err)
 	}
 	if g.Name != "imp1" || g.Spec.CPUs != 3 || g.Definition.VCPUs != 3 || g.Spec.Memory != 256*model.MiB || g.Spec.State != model.DesiredDisabled || g.Definition.RawXML != "<domain/>" {
 		t.Fatalf("imported = %+v", g)
 	}
-	_, err = c.ImportGuest(ctx, "test", []byte("broken"), nil)
+	_, err = c.ImportGuest(ctx, "test", []byte("broken"), api.GuestPatch{})
 	wantErr(t, err, 400, "config")
 
 	// The agent's own importers (package guestdef): a Xen config as
 	// /etc/xen/guest1 held it under Cluster Suite, and a libvirt XML.
 	op := ag.Clients["operator"]
 	xen := "name = \"xen1\"\nmemory = 512\nvcpus = 2\ndisk = [ 'file:/guest_roots/xen1.img,xvda,w' ]\nvif = [ 'mac=00:16:3e:00:00:01,bridge=xenbr0' ]\n"
-	g, err = op.ImportGuest(ctx, "xen", []byte(xen), map[string]any{"state": "stopped", "recovery": "relocate"})
+	g, err = op.ImportGuest(ctx, "xen", []byte(xen), api.GuestPatch{State: new(model.DesiredState("stopped")), Recovery: new(model.Recovery("relocate"))})
 	if err != nil {
 		t.Fatalf("import Xen config: %v", err)
 	}
@@ -317,14 +317,14 @@ func TestGuestImportFormat(t *testing.T) {
 	lv := `<domain type='kvm'><name>lv1</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
 <os><type arch='x86_64'>hvm</type></os>
 <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/lv1.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>`
-	g, err = op.ImportGuest(ctx, "libvirt", []byte(lv), map[string]any{"name": "lv1b", "state": "disabled"})
+	g, err = op.ImportGuest(ctx, "libvirt", []byte(lv), api.GuestPatch{Name: new("lv1b"), State: new(model.DesiredState("disabled"))})
 	if err != nil {
 		t.Fatalf("import libvirt XML: %v", err)
 	}
 	if g.Name != "lv1b" || g.Definition.Name != "lv1b" || g.Spec.Memory != 256*model.MiB || g.Definition.Disks[0].Format != "qcow2" {
 		t.Fatalf("imported libvirt guest = %+v", g)
 	}
-	_, err = op.ImportGuest(ctx, "libvirt", []byte("<domain"), nil)
+	_, err = op.ImportGuest(ctx, "libvirt", []byte("<domain"), api.GuestPatch{})
 	wantErr(t, err, 400, "config")
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/model"
 )
 
 // Issue 10, High 1: an operator must not make the hypervisor (root) open any
@@ -64,10 +65,10 @@ func TestGuestPathsOutsidePoolsRefused(t *testing.T) {
 
 	// Import: a Xen config or a libvirt XML naming host files.
 	xen := "name = \"atk3\"\nmemory = 512\nvcpus = 1\ndisk = [ 'phy:/dev/sda,xvda,w' ]\n"
-	_, err = op.ImportGuest(ctx, "xen", []byte(xen), map[string]any{"state": "stopped"})
+	_, err = op.ImportGuest(ctx, "xen", []byte(xen), api.GuestPatch{State: new(model.DesiredState("stopped"))})
 	wantErr(t, err, 400, "disks[0].path")
 	lv := `<domain type='kvm'><name>atk4</name><memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type>hvm</type><kernel>/etc/shadow</kernel></os></domain>`
-	_, err = op.ImportGuest(ctx, "libvirt", []byte(lv), map[string]any{"state": "stopped"})
+	_, err = op.ImportGuest(ctx, "libvirt", []byte(lv), api.GuestPatch{State: new(model.DesiredState("stopped"))})
 	wantErr(t, err, 400, "boot.kernel")
 }
 

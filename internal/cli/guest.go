@@ -16,7 +16,9 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/spf13/pflag"
 )
 
@@ -73,80 +75,95 @@ func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	}
 }
 
-// body returns the request fields for the flags given.
-func (g *guestFlags) body(fs *pflag.FlagSet) (map[string]any, error) {
+// patch returns the request fields for the flags given.
+func (g *guestFlags) patch(fs *pflag.FlagSet) (api.GuestPatch, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
-	b := map[string]any{}
+	var p api.GuestPatch
+	str := func(flagName string) *string {
+		if !set[flagName] {
+			return nil
+		}
+		v := fs.Lookup(flagName).Value.String()
+		return &v
+	}
+	num := func(flagName string) *int {
+		if !set[flagName] {
+			return nil
+		}
+		n, _ := strconv.Atoi(fs.Lookup(flagName).Value.String())
+		return &n
+	}
 	if set["memory"] {
 		n, err := api.ParseSize(g.memory)
 		if err != nil {
-			return nil, Usagef("--memory: %v", err)
+			return p, Usagef("--memory: %v", err)
 		}
-		b["memory"] = n
+		size := api.Size(n)
+		p.Memory = &size
 	}
 	if set["restart-window"] {
 		d, err := time.ParseDuration(g.window)
 		if err != nil {
-			return nil, Usagef("--restart-window %q: give a duration such as 10m", g.window)
+			return p, Usagef("--restart-window %q: give a duration such as 10m", g.window)
 		}
-		b["restart_window"] = d.String()
+		w := api.Duration(d)
+		p.RestartWindow = &w
 	}
-	for flagName, field := range map[string]string{"domain": "domain", "recovery": "recovery", "state": "state", "node": "node", "serial-log": "serial_log"} {
-		if set[flagName] {
-			b[field] = fs.Lookup(flagName).Value.String()
-		}
+	p.Domain, p.Node, p.SerialLog = str("domain"), str("node"), str("serial-log")
+	if s := str("recovery"); s != nil {
+		r := model.Recovery(*s)
+		p.Recovery = &r
 	}
-	for flagName, field := range map[string]string{"vcpus": "vcpus", "max-restarts": "max_restarts", "max-relocations": "max_relocations", "priority": "priority"} {
-		if set[flagName] {
-			n, _ := strconv.Atoi(fs.Lookup(flagName).Value.String())
-			b[field] = n
-		}
+	if s := str("state"); s != nil {
+		st := model.DesiredState(*s)
+		p.State = &st
 	}
+	p.VCPUs, p.MaxRestarts, p.MaxRelocations, p.Priority = num("vcpus"), num("max-restarts"), num("max-relocations"), num("priority")
 	if set["migratable"] {
-		b["migratable"] = g.migratable
+		p.Migratable = &g.migratable
 	}
 	if len(g.disks) > 0 || g.noDisks {
-		disks := []map[string]any{}
+		disks := []guestdef.Disk{}
 		for _, d := range g.disks {
 			m, err := parseKV(d, "path", "disk", map[string]bool{"path": true, "pool": true, "volume": true, "format": true, "bus": true, "readonly": true})
 			if err != nil {
-				return nil, err
+				return p, err
 			}
-			disks = append(disks, m)
+			disks = append(disks, guestdef.Disk{Path: m["path"], Pool: m["pool"], Volume: m["volume"], Format: m["format"], Bus: m["bus"], ReadOnly: m["readonly"] != ""})
 		}
-		b["disks"] = disks
+		p.Disks = &disks
 	}
 	if len(g.nics) > 0 || g.noNICs {
-		nics := []map[string]any{}
+		nics := []guestdef.NIC{}
 		for _, n := range g.nics {
 			m, err := parseKV(n, "bridge", "nic", map[string]bool{"bridge": true, "user": true, "mac": true, "model": true})
 			if err != nil {
-				return nil, err
+				return p, err
 			}
-			if m["bridge"] == "user" {
-				delete(m, "bridge")
-				m["user"] = true
+			nic := guestdef.NIC{Bridge: m["bridge"], User: m["user"] != "", MAC: m["mac"], Model: m["model"]}
+			if nic.Bridge == "user" {
+				nic.Bridge, nic.User = "", true
 			}
-			nics = append(nics, m)
+			nics = append(nics, nic)
 		}
-		b["nics"] = nics
+		p.NICs = &nics
 	}
 	if set["kernel"] || set["initrd"] || set["cmdline"] {
-		b["boot"] = map[string]any{"kernel": g.kernel, "initrd": g.initrd, "cmdline": g.cmdline}
+		p.Boot = &guestdef.Boot{Kernel: g.kernel, Initrd: g.initrd, Cmdline: g.cmdline}
 	}
-	return b, nil
+	return p, nil
 }
 
 // parseKV reads "a=1,b=2,flag" ("x" alone is first=x); boolean keys
-// (readonly, user) take no value.
-func parseKV(s, first, what string, keys map[string]bool) (map[string]any, error) {
-	m := map[string]any{}
+// (readonly, user) take no value and read "true".
+func parseKV(s, first, what string, keys map[string]bool) (map[string]string, error) {
+	m := map[string]string{}
 	for i, part := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(part, "=")
 		switch {
 		case !ok && (k == "readonly" || k == "user"):
-			m[k] = true
+			m[k] = "true"
 			continue
 		case !ok && i == 0:
 			k, v = first, part
@@ -316,25 +333,33 @@ func cmdGuestCreate(fs *pflag.FlagSet) Runner {
 		if len(pos) > 1 || (len(pos) == 0 && *form == "") {
 			return Usagef("give the guest's name (or -f FORM.json naming it)")
 		}
-		body := map[string]any{}
+		p, err := gf.patch(fs)
+		if err != nil {
+			return err
+		}
+		if len(pos) == 1 {
+			p.Name = &pos[0]
+		}
+		var body any = p
 		if *form != "" {
+			// The form may hold any field of the API's guest form (docs/api.md):
+			// it is sent as written, with the flags' fields over it.
 			b, err := readInput(env, *form)
 			if err != nil {
 				return err
 			}
-			if err := json.Unmarshal(b, &body); err != nil {
+			m := map[string]json.RawMessage{}
+			if err := json.Unmarshal(b, &m); err != nil {
 				return Usagef("-f %s: not a JSON object: %v", *form, err)
 			}
-		}
-		fb, err := gf.body(fs)
-		if err != nil {
-			return err
-		}
-		for k, v := range fb {
-			body[k] = v
-		}
-		if len(pos) == 1 {
-			body["name"] = pos[0]
+			pb, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(pb, &m); err != nil {
+				return err
+			}
+			body = m
 		}
 		c, err := cf.client(env)
 		if err != nil {
@@ -377,12 +402,12 @@ func cmdGuestImport(fs *pflag.FlagSet) Runner {
 		if *format != "libvirt" && *format != "xen" {
 			return Usagef("--format %q: use libvirt or xen", *format)
 		}
-		extra, err := gf.body(fs)
+		extra, err := gf.patch(fs)
 		if err != nil {
 			return err
 		}
 		if *name != "" {
-			extra["name"] = *name
+			extra.Name = name
 		}
 		c, err := cf.client(env)
 		if err != nil {
@@ -411,16 +436,14 @@ func cmdGuestEdit(fs *pflag.FlagSet) Runner {
 		if len(pos) != 1 {
 			return Usagef("give one guest name")
 		}
-		body, err := gf.body(fs)
+		body, err := gf.patch(fs)
 		if err != nil {
 			return err
 		}
-		if len(body) == 0 {
+		if body.Empty() {
 			return Usagef("nothing to change: give flags such as --memory or --vcpus")
 		}
-		if *rev != 0 {
-			body["rev"] = *rev
-		}
+		body.Rev = *rev
 		c, err := cf.client(env)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,5 +134,28 @@ func TestStatusLines(t *testing.T) {
 		if got := hostState(tt.h); got != tt.want {
 			t.Errorf("hostState(%+v) = %q; want %q", tt.h, got, tt.want)
 		}
+	}
+}
+
+// TestGuestPatch: the guest flags become a typed request holding only
+// the fields given.
+func TestGuestPatch(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	var g guestFlags
+	g.register(fs, false)
+	if err := fs.Parse([]string{"--memory", "2GiB", "--disk", "/a.qcow2,format=qcow2,readonly", "--nic", "user", "--migratable=false"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.patch(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"memory":2147483648,"migratable":false,"disks":[{"path":"/a.qcow2","format":"qcow2","readonly":true}],"nics":[{"user":true}]}`
+	if string(b) != want {
+		t.Errorf("patch = %s\nwant    %s", b, want)
 	}
 }

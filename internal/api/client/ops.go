@@ -50,15 +50,11 @@ func (c *Client) CreateGuest(ctx context.Context, body any) (*api.GuestInfo, err
 }
 
 // ImportGuest is POST /api/v1/guests with a format ("libvirt", "xen") and
-// the configuration's text; extra holds form fields to set over the
-// imported ones (may be nil).
-func (c *Client) ImportGuest(ctx context.Context, format string, config []byte, extra map[string]any) (*api.GuestInfo, error) {
-	body := map[string]any{}
-	for k, v := range extra {
-		body[k] = v
-	}
-	body["format"], body["config"] = format, string(config)
-	return c.CreateGuest(ctx, body)
+// the configuration's text; extra holds the fields to set over the
+// imported ones.
+func (c *Client) ImportGuest(ctx context.Context, format string, config []byte, extra api.GuestPatch) (*api.GuestInfo, error) {
+	extra.Format, extra.Config = format, string(config)
+	return c.CreateGuest(ctx, extra)
 }
 
 // EditGuest is PUT /api/v1/guests/{name}; body holds the fields to change
