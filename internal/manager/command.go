@@ -144,7 +144,6 @@ func (st *stepper) command(c Command) {
 		return
 	}
 	g := s.Guest(c.Guest)
-	g.Preempted = false // an operator's word starts afresh
 	switch c.Kind {
 	case CmdStart:
 		g.Spec.State = model.DesiredStarted
@@ -165,6 +164,7 @@ func (st *stepper) command(c Command) {
 			}
 		}
 	case CmdStop, CmdDisable:
+		g.Preempted = false // a later start is a fresh one
 		if c.Kind == CmdDisable {
 			g.Spec.State = model.DesiredDisabled
 			g.Restarts, g.Moves, g.Tried = 0, 0, nil

@@ -275,7 +275,8 @@ type Guest struct {
 	PreemptedBy string `json:"preempted_by,omitempty"`
 	// Preempted: it was stopped by a preemption and has not run since; it
 	// waits for room and never preempts others itself. Cleared when it
-	// runs again and by an operator's start, stop or disable.
+	// runs again and by an operator's stop or disable (a start of a
+	// recovering guest only clears its counts).
 	Preempted bool `json:"preempted,omitempty"`
 	// Wait says why a guest that should run is not running or not being
 	// started (a dependency, no node can take it, a rule), for operators.
