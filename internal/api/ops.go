@@ -87,6 +87,7 @@ func RegisterOps(s *Server, cfg OpsConfig) *Ops {
 	o.registerPolicy()
 	o.registerEvents()
 	o.registerWhatIf()
+	o.registerStore()
 	o.handle("GET", "/api/v1/openapi.json", RolePublic, o.handleOpenAPI)
 	s.AddStatusHook(o.statusHook)
 	return o

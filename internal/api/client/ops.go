@@ -299,3 +299,27 @@ func (c *Client) WhatIf(ctx context.Context, hosts []string, maintenance bool) (
 	var w manager.WhatIf
 	return &w, c.Do(ctx, "GET", "/api/v1/whatif?"+url.Values{key: {strings.Join(hosts, ",")}}.Encode(), nil, &w)
 }
+
+// StoreSnapshot is GET /api/v1/store/snapshot: it writes the store's
+// snapshot (database and SHA-256) to w and returns its size.
+func (c *Client) StoreSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	l := c.long()
+	resp, err := l.send(ctx, l.hc, "GET", "/api/v1/store/snapshot", nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		e := &api.Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("GET /api/v1/store/snapshot: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return 0, e
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("receive the store snapshot: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api/apitest"
+	"github.com/haven-ha/haven/internal/store"
+)
+
+// A backup taken through the API checks out, a viewer may not take one,
+// and its restore starts an etcd that holds the cluster's records.
+func TestStoreBackupVerifyRestore(t *testing.T) {
+	ag, err := apitest.Start("n1", t.TempDir())
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	defer ag.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := ag.A.Store().Client().Put(ctx, "/haven/guests/marker", `{"spec":{"name":"marker"}}`); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	snap := filepath.Join(dir, "b.snap")
+	if code, _, errs := cliRun(ctx, ag, "viewer", "", "store", "backup", snap); code == 0 || !strings.Contains(errs, "403") && !strings.Contains(strings.ToLower(errs), "admin") {
+		t.Fatalf("viewer backup: exit %d, %s", code, errs)
+	}
+	if _, err := os.Stat(snap); err == nil {
+		t.Fatal("a refused backup left a file")
+	}
+	code, out, errs := cliRun(ctx, ag, "admin", "", "store", "backup", snap)
+	if code != 0 || !strings.Contains(out, "SHA-256 and database check OK") {
+		t.Fatalf("backup: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, errs := cliRun(ctx, ag, "admin", "", "store", "verify", snap); code != 0 || !strings.Contains(out, "cluster ") {
+		t.Fatalf("verify: exit %d\n%s\n%s", code, out, errs)
+	}
+	b, _ := os.ReadFile(snap)
+	bad := filepath.Join(dir, "bad.snap")
+	if err := os.WriteFile(bad, b[:len(b)-10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := cliRun(ctx, ag, "admin", "", "store", "verify", bad); code == 0 || !strings.Contains(errs, "SHA-256") {
+		t.Fatalf("verify of a truncated backup: exit %d, %s", code, errs)
+	}
+
+	// Restore into a new data directory and start etcd on it.
+	l1, _ := net.Listen("tcp", "127.0.0.1:0")
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	peer, client := "http://"+l1.Addr().String(), "http://"+l2.Addr().String()
+	l1.Close()
+	l2.Close()
+	to := filepath.Join(dir, "etcd")
+	if code, _, errs := cliRun(ctx, ag, "admin", "", "store", "restore", snap, "--to", to, "--name", "r1"); code != 2 || !strings.Contains(errs, "--peer-url") {
+		t.Fatalf("restore without --peer-url: exit %d, %s", code, errs)
+	}
+	code, out, errs = cliRun(ctx, ag, "admin", "", "store", "restore", snap, "--to", to, "--name", "r1", "--peer-url", peer)
+	if code != 0 {
+		t.Fatalf("restore: exit %d\n%s\n%s", code, out, errs)
+	}
+	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{Name: "r1", Dir: to, PeerURL: peer, ClientURL: client, Existing: true})
+	if err != nil {
+		t.Fatalf("start etcd on the restored directory: %v", err)
+	}
+	defer e.Close()
+	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: []string{client}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	resp, err := st.Client().Get(ctx, "/haven/guests/marker")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("restored store: %v, %v", resp, err)
+	}
+	if resp, err := st.Client().Get(ctx, store.KeyClusterConfig); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("restored store has no cluster config: %v", err)
+	}
+}
