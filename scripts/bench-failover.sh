@@ -15,7 +15,9 @@
 # load (uptime) before and after: on a shared machine, figures measured under
 # heavy load say little. Needs root (network namespaces).
 #
-#   sudo [PVD=DIR] scripts/bench-failover.sh [ROUNDS] [DRIVERS]   (default 10, qemu,libvirt)
+#   sudo [PVD=DIR] [PARTITION_ROUNDS=N] [CRASH_ROUNDS=N] scripts/bench-failover.sh [ROUNDS] [DRIVERS]
+#   (default 10 rounds, drivers qemu,libvirt; the partition and crash
+#   benchmarks take ROUNDS unless given their own)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-10}
@@ -39,14 +41,14 @@ if [ -n "${PVD:-}" ]; then
 	pcmk_migrate=$(pick 'cluster live migration -> running')
 fi
 
-bench() { # bench NAME: run one benchmark, keep its output
-	go test ./test/failover/ -run '^$' -bench "^$1\$" -benchtime "${rounds}x" -timeout 90m -v -failover.hypervisors "$drivers" | tee "$out/$1.log" |
+bench() { # bench NAME ROUNDS: run one benchmark, keep its output
+	go test ./test/failover/ -run '^$' -bench "^$1\$" -benchtime "${2}x" -timeout 90m -v -failover.hypervisors "$drivers" | tee "$out/$1.log" |
 		grep -E 'round [0-9]+:|median|^Benchmark'
 }
-echo "== Haven, $rounds rounds per driver ($drivers)"
-bench BenchmarkHostPowerLoss
-bench BenchmarkPartition
-bench BenchmarkGuestCrash
+echo "== Haven ($drivers)"
+bench BenchmarkHostPowerLoss "$rounds"
+bench BenchmarkPartition "${PARTITION_ROUNDS:-$rounds}"
+bench BenchmarkGuestCrash "${CRASH_ROUNDS:-$rounds}"
 echo "load after: $(uptime)"
 
 # metric FILE DRIVER NAME: the value reported as NAME by the driver's
