@@ -5,6 +5,7 @@ import * as api from '../api.js';
 import {state, can, onChange, stateGroup, stateLabel} from '../state.js';
 import {toast, refresh} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
+import {openConsole} from './console.js';
 
 const LIST_MAX = 500; // rows drawn at once; the filter narrows the rest
 
@@ -54,9 +55,25 @@ export function guestPage(main, name) {
   const editor = h('div');
   let editing = false;
   const hist = h('tbody');
+  // The serial console, drawn once and kept across reloads of the page.
+  const consoleBox = h('div.panel#console', {hidden: true});
+  let closeConsole = null;
+  const toggleConsole = () => {
+    if (closeConsole) {
+      closeConsole();
+      closeConsole = null;
+      consoleBox.hidden = true;
+      consoleBox.replaceChildren();
+    } else {
+      consoleBox.hidden = false;
+      closeConsole = openConsole(consoleBox, name);
+    }
+    render();
+  };
   fill(main,
     h('h1', h('a', {href: '#/guests'}, 'Guests'), '›', title, badge),
     h('div.panel', where, progress, actions),
+    consoleBox,
     editor,
     h('div.cols',
       h('div.panel', h('h2', {style: {marginTop: 0}}, 'Definition'), def),
@@ -132,6 +149,7 @@ export function guestPage(main, name) {
           btn('Migrate', '', () => command('migrate', pick.value, err), 'live migration: the guest keeps running'),
           btn('Relocate', '', () => command('relocate', pick.value, err), 'stop here, start there'), err));
       }
+      if (rt.running || closeConsole) actions.append(btn(closeConsole ? 'Close console' : 'Console', '', toggleConsole, 'the guest\'s serial console, live (the session is in the audit log)'));
       actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain and recovery policy'));
       if (sp.state !== 'started' && !rt.running) actions.append(btn('Delete', '.danger', remove));
     }
@@ -146,6 +164,10 @@ export function guestPage(main, name) {
       h('dt', 'Priority'), h('dd', String(sp.priority || 0)),
       h('dt', 'Disks'), h('dd', (d.disks || []).length ? (d.disks || []).map((k) => h('div.mono', (k.path || `${k.pool}/${k.volume}`) + (k.format ? ` (${k.format})` : '') + (k.readonly ? ' ro' : ''))) : h('span.muted', 'none')),
       h('dt', 'Network'), h('dd', (d.nics || []).length ? (d.nics || []).map((n) => h('div.mono', (n.bridge ? 'bridge ' + n.bridge : 'user networking') + (n.mac ? ' ' + n.mac : ''))) : h('span.muted', 'none')),
+      h('dt', 'Health'), h('dd#guest-health', (d.health || []).length || d.guest_agent
+        ? [d.guest_agent ? h('div', 'guest agent (heartbeat: a hung guest is a crash)') : null,
+          ...(d.health || []).map((c) => h('div.mono', healthText(c)))]
+        : h('span.muted', 'no checks (a crash or panic is still seen)')),
       d.boot && d.boot.kernel ? [h('dt', 'Kernel'), h('dd.mono', d.boot.kernel + (d.boot.cmdline ? ' ' + d.boot.cmdline : ''))] : null,
       h('dt', 'Created'), h('dd', fmtTime(info.created)),
       h('dt', 'Updated'), h('dd', fmtTime(info.updated))));
@@ -266,7 +288,15 @@ export function guestPage(main, name) {
     if (gone) return;
     if (w && w.event && (w.event.guest === name || w.event.kind === 'node' || w.event.kind === 'fence')) load();
   });
-  return {unmount: () => { gone = true; off(); clearTimeout(timer); }};
+  return {unmount: () => { gone = true; off(); clearTimeout(timer); if (closeConsole) closeConsole(); }};
+}
+
+// healthText describes one health check (docs/guests.md).
+function healthText(c) {
+  const what = c.agent ? 'guest agent ping' : c.tcp ? `tcp ${c.tcp}` : c.http ? `http ${c.http} → ${c.status || 200}`
+    : c.exec ? `exec ${c.exec.join(' ')} → ${c.exit_code || 0}` : '?';
+  const t = [c.interval && `every ${c.interval}`, c.timeout && `timeout ${c.timeout}`, c.failures && `${c.failures} failures`, c.start_grace && `grace ${c.start_grace}`].filter(Boolean);
+  return (c.name ? c.name + ': ' : '') + what + (t.length ? ` (${t.join(', ')})` : '');
 }
 
 // fmtSize writes bytes as the server reads them back (1GiB, 384MiB).

@@ -1,0 +1,61 @@
+// console.js: a guest's serial console in its page, live, with the
+// vendored xterm.js (static/vendor/xterm, loaded on first use) over the
+// console WebSocket (GET /api/v1/guests/NAME/console, the user's session
+// cookie; operators and admins only, every session audited).
+
+import {h} from '../dom.js';
+
+let loading = null;
+
+// loadXterm adds xterm.js and its stylesheet once.
+function loadXterm() {
+  if (window.Terminal) return Promise.resolve();
+  if (loading) return loading;
+  loading = new Promise((resolve, reject) => {
+    const css = document.createElement('link');
+    css.rel = 'stylesheet';
+    css.href = '/ui/vendor/xterm/xterm.css';
+    document.head.append(css);
+    const s = document.createElement('script');
+    s.src = '/ui/vendor/xterm/xterm.js';
+    s.onload = () => resolve();
+    s.onerror = () => { loading = null; reject(new Error('could not load the terminal (xterm.js)')); };
+    document.head.append(s);
+  });
+  return loading;
+}
+
+// openConsole attaches the console of guest name inside el; it returns a
+// function that closes the session.
+export function openConsole(el, name, onEnd) {
+  const status = h('div.muted#console-status', 'Connecting…');
+  const screen = h('div#console-screen', {style: {height: '360px'}});
+  el.replaceChildren(status, screen);
+  let ws = null;
+  let term = null;
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    if (ws) ws.close();
+    if (term) term.dispose();
+  };
+  loadXterm().then(() => {
+    if (closed) return;
+    term = new window.Terminal({cursorBlink: true, convertEol: false, fontSize: 13, scrollback: 2000});
+    term.open(screen);
+    term.focus();
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    ws = new WebSocket(`${proto}//${location.host}/api/v1/guests/${encodeURIComponent(name)}/console`);
+    ws.binaryType = 'arraybuffer';
+    const enc = new TextEncoder();
+    ws.onopen = () => { status.textContent = `Connected to the serial console of ${name}. Everything typed here goes to the guest.`; };
+    ws.onmessage = (m) => term.write(new Uint8Array(m.data));
+    ws.onclose = (e) => {
+      status.textContent = e.code === 1000 ? 'The console session ended.' : `The console is closed (${e.code}${e.reason ? ': ' + e.reason : ''}).`;
+      if (onEnd) onEnd();
+    };
+    term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
+  }).catch((e) => { status.textContent = e.message; });
+  return close;
+}
