@@ -224,11 +224,26 @@ func (o *Ops) handlePolicyPut(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
+	if len(p.Rules) > 0 {
+		guests, err := o.cl.Guests(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		known := map[string]bool{}
+		for _, g := range guests {
+			known[g.Spec.Name] = true
+		}
+		if err := model.CheckRules(p.Rules, func(g string) bool { return known[g] }, nil); err != nil {
+			WriteError(w, Errorf(http.StatusBadRequest, "rules", "%v", err))
+			return
+		}
+	}
 	if err := o.cl.SetPolicy(r.Context(), p); err != nil {
 		writeErr(w, err)
 		return
 	}
-	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
+	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s, %s, %d affinity rules", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption), p.Reserve, len(p.Rules))
 	WriteJSON(w, http.StatusOK, p)
 }
 

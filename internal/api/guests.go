@@ -38,6 +38,9 @@ type GuestForm struct {
 	// Priority (0..1000) orders placement and lets the guest preempt lower
 	// ones when the cluster policy has preemption on.
 	Priority int `json:"priority"`
+	// After are the guests that must run before this one starts (start
+	// order); it stops before them.
+	After []string `json:"after,omitempty"`
 	// Node is the host to place the guest on first (create only; use
 	// migrate or relocate afterwards).
 	Node      string          `json:"node,omitempty"`
@@ -100,6 +103,9 @@ type GuestRuntime struct {
 	Restarts     int         `json:"restarts"`
 	Moves        int         `json:"moves"`
 	RunningSince time.Time   `json:"running_since,omitzero"`
+	// Wait says why a guest that should run waits (a start dependency, no
+	// host can take it, an affinity rule).
+	Wait string `json:"wait,omitempty"`
 }
 
 // StatePending is the runtime state of a guest the manager has not seen.
@@ -178,7 +184,7 @@ func runtimeOf(st *manager.State, name string) GuestRuntime {
 	if g == nil {
 		return GuestRuntime{State: StatePending}
 	}
-	return GuestRuntime{State: string(g.State), Node: g.Node, Running: g.Running, Op: g.Op, Restarts: g.Restarts, Moves: g.Moves, RunningSince: g.RunningSince}
+	return GuestRuntime{State: string(g.State), Node: g.Node, Running: g.Running, Op: g.Op, Restarts: g.Restarts, Moves: g.Moves, RunningSince: g.RunningSince, Wait: g.Wait}
 }
 
 // GuestRows lists the guests with their runtime state, by name.
@@ -321,7 +327,7 @@ func formOf(g cluster.Guest) GuestForm {
 	return GuestForm{
 		Name: s.Name, Memory: Size(s.Memory), VCPUs: s.CPUs, State: s.State, Domain: s.Domain,
 		Recovery: s.Recovery, MaxRestarts: s.MaxRestarts, RestartWindow: Duration(s.RestartWindow),
-		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, Node: s.Node,
+		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, After: s.After, Node: s.Node,
 		Disks: d.Disks, NICs: d.NICs, Boot: d.Boot, SerialLog: d.SerialLog,
 		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice,
 	}
@@ -334,7 +340,7 @@ func (f *GuestForm) guest(base cluster.Guest) cluster.Guest {
 	g.Spec = model.GuestSpec{
 		Name: f.Name, Memory: int64(f.Memory), CPUs: f.VCPUs, State: f.State, Domain: f.Domain,
 		Recovery: f.Recovery, MaxRestarts: f.MaxRestarts, RestartWindow: time.Duration(f.RestartWindow),
-		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, Node: f.Node,
+		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, After: f.After, Node: f.Node,
 	}
 	g.Def.Name, g.Def.VCPUs, g.Def.Memory = f.Name, f.VCPUs, int64(f.Memory)
 	g.Def.Disks, g.Def.NICs, g.Def.Boot, g.Def.SerialLog = f.Disks, f.NICs, f.Boot, f.SerialLog
@@ -454,6 +460,31 @@ func (o *Ops) checkRefs(ctx context.Context, g cluster.Guest, create bool) error
 	if err := storage.CheckPaths(g.Def, pools, storage.Lexical); err != nil {
 		return fieldError(err)
 	}
+	return o.checkAfter(ctx, g)
+}
+
+// checkAfter checks a guest's start dependencies: known guests, no cycle.
+func (o *Ops) checkAfter(ctx context.Context, g cluster.Guest) error {
+	if len(g.Spec.After) == 0 {
+		return nil
+	}
+	all, err := o.cl.Guests(ctx)
+	if err != nil {
+		return err
+	}
+	after := map[string][]string{}
+	for _, x := range all {
+		after[x.Spec.Name] = x.Spec.After
+	}
+	for _, d := range g.Spec.After {
+		if _, ok := after[d]; !ok || d == g.Spec.Name {
+			return Errorf(http.StatusBadRequest, "after", "%q: no other guest of that name", d)
+		}
+	}
+	after[g.Spec.Name] = g.Spec.After
+	if c := model.DependencyCycle(after); c != nil {
+		return Errorf(http.StatusBadRequest, "after", "start order would have a cycle: %s", model.FormatCycle(c))
+	}
 	return nil
 }
 
@@ -473,6 +504,20 @@ func (o *Ops) handleGuestCreate(w http.ResponseWriter, r *http.Request) {
 	if err := o.checkRefs(ctx, g, true); err != nil {
 		writeErr(w, err)
 		return
+	}
+	if g.Spec.State == model.DesiredStarted || g.Spec.State == "" {
+		// Admission control judges a guest created started like a start.
+		st, err := o.managerState(ctx)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		if st != nil {
+			if err := st.Admit(g.Spec); err != nil {
+				WriteError(w, Errorf(http.StatusConflict, "state", "create %v", err))
+				return
+			}
+		}
 	}
 	if err := o.allowGuestWrite(w, g.Spec.Name, guestSize(g)); err != nil {
 		WriteError(w, err)

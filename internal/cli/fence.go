@@ -326,6 +326,8 @@ func cmdPolicyShow(fs *pflag.FlagSet) Runner {
 			return printJSON(env.Stdout, p)
 		}
 		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\nPreemption:      %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
+		fmt.Fprintf(env.Stdout, "Admission:       %s\n", p.Reserve)
+		printRules(env, p.Rules)
 		return nil
 	}
 }
@@ -336,6 +338,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
 	quorumLoss := fs.String("quorum-loss", "", "what a host cut off from the quorate side does with its guests: stop (self-fence) or freeze (keep them; needs fencing agent)")
 	preemption := fs.String("preemption", "", "on: a guest short of room may stop guests of lower priority; off")
+	reserve := fs.String("reserve", "", "admission control: off, \"hosts N\" (room to restart every guest after losing N hosts) or \"percent P\"")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
@@ -359,8 +362,15 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		default:
 			return Usagef("--preemption %q: give on or off", *preemption)
 		}
+		if *reserve != "" {
+			r, err := parseReserve(*reserve)
+			if err != nil {
+				return err
+			}
+			body["reserve"] = r
+		}
 		if len(body) == 0 {
-			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss or --preemption")
+			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption or --reserve")
 		}
 		c, err := cf.client(env)
 		if err != nil {

@@ -43,11 +43,11 @@ func init() {
 // guestFlags are the flags of guest create, import and edit. Only the
 // flags given end up in the request body.
 type guestFlags struct {
-	memory, domain, recovery, window, state, node, kernel, initrd, cmdline, serial string
-	vcpus, restarts, relocations, priority                                         int
-	migratable                                                                     bool
-	disks, nics                                                                    listFlag
-	noDisks, noNICs                                                                bool
+	memory, domain, recovery, window, state, node, kernel, initrd, cmdline, serial, after string
+	vcpus, restarts, relocations, priority                                                int
+	migratable                                                                            bool
+	disks, nics                                                                           listFlag
+	noDisks, noNICs                                                                       bool
 }
 
 func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
@@ -60,6 +60,7 @@ func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	fs.IntVar(&g.relocations, "max-relocations", 0, "relocations within the window before giving up (default 1)")
 	fs.BoolVar(&g.migratable, "migratable", true, "may be live-migrated (--migratable=false to relocate instead)")
 	fs.IntVar(&g.priority, "priority", 0, "0..1000: placed first when several guests need a host; with preemption on, may stop lower ones (default 0)")
+	fs.StringVar(&g.after, "after", "", "start order: guests (comma-separated) that must run before it starts; it stops before them (\"\" for none)")
 	fs.Var(&g.disks, "disk", "disk: PATH[,format=qcow2][,bus=virtio][,readonly] or pool=P,volume=V[,...] (repeat for more)")
 	fs.Var(&g.nics, "nic", "interface: bridge=BR[,mac=MAC][,model=virtio] or user (repeat for more)")
 	fs.StringVar(&g.kernel, "kernel", "", "boot this kernel instead of the first disk")
@@ -122,6 +123,15 @@ func (g *guestFlags) patch(fs *pflag.FlagSet) (api.GuestPatch, error) {
 	p.VCPUs, p.MaxRestarts, p.MaxRelocations, p.Priority = num("vcpus"), num("max-restarts"), num("max-relocations"), num("priority")
 	if set["migratable"] {
 		p.Migratable = &g.migratable
+	}
+	if set["after"] {
+		after := []string{}
+		for _, x := range strings.Split(g.after, ",") {
+			if x = strings.TrimSpace(x); x != "" {
+				after = append(after, x)
+			}
+		}
+		b["after"] = after
 	}
 	if len(g.disks) > 0 || g.noDisks {
 		disks := []guestdef.Disk{}
@@ -267,6 +277,12 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 	}
 	fmt.Fprintf(w, "  Recovery:    %s; max %d restarts in %s, max %d relocations; %s\n", s.Recovery, s.MaxRestarts, s.RestartWindow, s.MaxRelocations, mig)
 	fmt.Fprintf(w, "  Priority:    %d\n", s.Priority)
+	if len(s.After) > 0 {
+		fmt.Fprintf(w, "  Starts after: %s\n", strings.Join(s.After, ", "))
+	}
+	if rt.Wait != "" {
+		fmt.Fprintf(w, "  Waits:       %s\n", rt.Wait)
+	}
 	fmt.Fprintf(w, "  Counts:      %d restarts, %d moves\n", rt.Restarts, rt.Moves)
 	for i, k := range d.Disks {
 		where := k.Path

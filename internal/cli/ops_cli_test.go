@@ -351,6 +351,34 @@ levels:
 		fails(t, "admin", 1, "(field quorum_loss)", "policy", "set", "--quorum-loss", "panic")
 		fails(t, "admin", 2, "give on or off", "policy", "set", "--preemption", "maybe")
 		ok(t, "policy", "set", "--quorum-loss", "stop", "--preemption", "off")
+
+		// Admission control, start order and affinity rules.
+		ok(t, "policy", "set", "--reserve", "hosts 1")
+		if out := ok(t, "policy", "show"); !strings.Contains(out, "Admission:       reserve: hosts 1") || !strings.Contains(out, "Affinity rules:  none") {
+			t.Fatalf("policy show:\n%s", out)
+		}
+		fails(t, "admin", 2, "give off", "policy", "set", "--reserve", "lots")
+		ok(t, "guest", "create", "app1", "--state", "stopped", "--kernel", "/boot/vmlinuz")
+		ok(t, "guest", "create", "app2", "--state", "stopped", "--after", "app1", "--kernel", "/boot/vmlinuz")
+		if out := ok(t, "guest", "show", "app2"); !strings.Contains(out, "Starts after: app1") {
+			t.Fatalf("guest show app2:\n%s", out)
+		}
+		fails(t, "admin", 1, "(field after)", "guest", "edit", "app1", "--after", "app2")
+		fails(t, "admin", 1, "(field after)", "guest", "create", "app3", "--after", "nosuch", "--kernel", "/boot/vmlinuz")
+		fails(t, "admin", 1, "(field rules)", "policy", "rule", "add", "r1", "--kind", "apart", "--guests", "app1,ghost")
+		fails(t, "admin", 2, "at least 2 guests", "policy", "rule", "add", "r1", "--kind", "apart", "--guests", "app1")
+		if out := ok(t, "policy", "rule", "add", "r1", "--kind", "apart", "--guests", "app1,app2"); !strings.Contains(out, "r1: hard apart app1,app2") {
+			t.Fatalf("rule add said %q", out)
+		}
+		if out := ok(t, "policy", "rule", "add", "r2", "--kind", "on", "--guests", "app2", "--hosts", "n1", "--soft"); !strings.Contains(out, "r2: soft on app2 hosts n1") {
+			t.Fatalf("rule add said %q", out)
+		}
+		ok(t, "policy", "rule", "delete", "r1")
+		ok(t, "policy", "rule", "delete", "r2")
+		fails(t, "admin", 1, "no rule named", "policy", "rule", "delete", "r1")
+		ok(t, "guest", "delete", "app2")
+		ok(t, "guest", "delete", "app1")
+		ok(t, "policy", "set", "--reserve", "off")
 	})
 
 	t.Run("events", func(t *testing.T) {

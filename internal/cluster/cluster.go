@@ -88,6 +88,10 @@ type Policy struct {
 	QuorumLoss model.QuorumLossPolicy `json:"quorum_loss"`
 	// Preemption lets a guest short of room stop guests of lower priority.
 	Preemption bool `json:"preemption"`
+	// Reserve is admission control (off when zero): hosts N or percent P.
+	Reserve model.Reserve `json:"reserve,omitzero"`
+	// Rules are the affinity rules (docs/manager.md).
+	Rules []model.Rule `json:"rules,omitempty"`
 }
 
 // DefaultPolicy is agent fencing, migrate on shutdown, stop on quorum loss
@@ -101,6 +105,7 @@ func DefaultPolicy() Policy {
 func (p Policy) Apply(c *manager.Config) {
 	d := DefaultPolicy()
 	c.Fencing, c.ShutdownPolicy, c.QuorumLoss, c.Preemption = p.Fencing, p.ShutdownPolicy, p.QuorumLoss, p.Preemption
+	c.Reserve = p.Reserve
 	if c.Fencing == "" {
 		c.Fencing = d.Fencing
 	}
@@ -281,6 +286,15 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 		}
 	default:
 		return fieldErr("quorum_loss", "%q is not one of stop, freeze", p.QuorumLoss)
+	}
+	switch r := p.Reserve; {
+	case r.Hosts < 0 || r.Percent < 0 || r.Percent > 100:
+		return fieldErr("reserve", "hosts must be at least 0 and percent 0..100")
+	case r.Hosts > 0 && r.Percent > 0:
+		return fieldErr("reserve", "give hosts or percent, not both")
+	}
+	if err := model.CheckRules(p.Rules, nil, nil); err != nil {
+		return fieldErr("rules", "%v", err)
 	}
 	_, err := s.cli.Put(ctx, KeyPolicy, mustJSON(p))
 	return err

@@ -68,7 +68,7 @@ func (c *Change) Apply(st *manager.State) error {
 		return st.RemoveDomain(c.RemoveDomain)
 	case c.Policy != nil:
 		c.Policy.Apply(&st.Config)
-		return nil
+		return st.PutRules(c.Policy.Rules)
 	case c.Pinned != nil:
 		// In name order, so that an error is the same on every replay.
 		for _, name := range slices.Sorted(maps.Keys(c.Pinned)) {

@@ -217,6 +217,9 @@ func prepare(snap *Snapshot, timings manager.Timings, log *slog.Logger) (*manage
 	}
 	policy.Apply(&st.Config)
 	st.Config.Timings = timings
+	if err := st.PutRules(policy.Rules); err != nil {
+		log.Error("affinity rules not applied", "err", err)
+	}
 
 	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
 	f.pools = slices.Clone(snap.Pools)

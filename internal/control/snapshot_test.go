@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func TestDecodeSnapshotSortsAndSkips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Rev != 42 || s.State != nil || s.Policy != cluster.DefaultPolicy() {
+	if s.Rev != 42 || s.State != nil || !reflect.DeepEqual(s.Policy, cluster.DefaultPolicy()) {
 		t.Fatalf("rev %d state %v policy %+v", s.Rev, s.State, s.Policy)
 	}
 	if got := strings.Join(s.Registered, ","); got != "n1,n2" {

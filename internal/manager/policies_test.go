@@ -81,8 +81,15 @@ func TestRulesChecked(t *testing.T) {
 	if err := s.SetRules([]model.Rule{{Name: "r", Kind: model.AffinityApart, Guests: []string{"a", "c"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemoveGuest("c"); err == nil || !strings.Contains(err.Error(), `rule "r" names it`) {
-		t.Fatalf("removed a guest named by a rule: %v", err)
+	// Rules put by the daemon may name guests not (or no longer) there.
+	if err := s.PutRules([]model.Rule{{Name: "r", Kind: model.AffinityApart, Guests: []string{"a", "zz"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveGuest("c"); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.Violations(); len(v) != 0 {
+		t.Fatalf("violations %+v", v)
 	}
 }
 

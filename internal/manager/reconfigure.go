@@ -26,11 +26,6 @@ func (s *State) RemoveGuest(name string) error {
 	if g.Running || g.Op != nil || g.State == GuestFencing {
 		return fmt.Errorf("remove guest %q (%s on %s): %w: stop or disable it first", name, g.State, g.Node, ErrGuestActive)
 	}
-	for _, r := range s.Rules {
-		if slices.Contains(r.Guests, name) {
-			return fmt.Errorf("remove guest %q: affinity rule %q names it: change the rule first", name, r.Name)
-		}
-	}
 	s.Guests = slices.DeleteFunc(s.Guests, func(x *Guest) bool { return x == g })
 	s.reindex()
 	return nil

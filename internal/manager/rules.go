@@ -22,6 +22,19 @@ func (s *State) SetRules(rules []model.Rule) error {
 	return nil
 }
 
+// PutRules replaces the affinity rules after checking their structure only
+// (kinds, counts, names unique, no hard apart between guests bound by hard
+// together rules): guests and hosts that are not configured are ignored by
+// the rules until they are (the daemon's rules live apart from its guests).
+func (s *State) PutRules(rules []model.Rule) error {
+	if err := model.CheckRules(rules, nil, nil); err != nil {
+		return fmt.Errorf("put rules: %w", err)
+	}
+	s.Rules = slices.Clone(rules)
+	s.rules = nil
+	return nil
+}
+
 // CheckDependencies reports a start-order cycle that spec's after list would
 // close (spec replacing the guest of its name): the guests it starts after
 // must not, through their own after lists, lead back to it.
