@@ -78,6 +78,7 @@ type GuestPatch struct {
 	MaxRelocations *int                `json:"max_relocations,omitempty"`
 	Migratable     *bool               `json:"migratable,omitempty"`
 	Priority       *int                `json:"priority,omitempty"`
+	After          *[]string           `json:"after,omitempty"`
 	Node           *string             `json:"node,omitempty"`
 	Disks          *[]guestdef.Disk    `json:"disks,omitempty"`
 	NICs           *[]guestdef.NIC     `json:"nics,omitempty"`

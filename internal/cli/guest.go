@@ -131,7 +131,7 @@ func (g *guestFlags) patch(fs *pflag.FlagSet) (api.GuestPatch, error) {
 				after = append(after, x)
 			}
 		}
-		b["after"] = after
+		p.After = &after
 	}
 	if len(g.disks) > 0 || g.noDisks {
 		disks := []guestdef.Disk{}
