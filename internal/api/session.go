@@ -42,10 +42,10 @@ import (
 // Session settings.
 const (
 	// PrefixUsers holds one UserRecord per person.
-	PrefixUsers = store.Prefix + "users/"
+	PrefixUsers = store.PrefixUsers
 	// PrefixSessions holds one session record per login, keyed by the
 	// SHA-256 of the session id, under a lease of the session's lifetime.
-	PrefixSessions = store.Prefix + "sessions/"
+	PrefixSessions = store.PrefixSessions
 	// SessionCookie is the session cookie's name. The __Host- prefix makes
 	// browsers insist on Secure, Path=/ and no Domain.
 	SessionCookie = "__Host-haven_session"

@@ -40,20 +40,20 @@ import (
 	"github.com/haven-ha/haven/internal/store"
 )
 
-// Keys and prefixes.
+// Keys and prefixes (the layout is store's: see store/keys.go).
 const (
-	KeyPolicy           = store.Prefix + "policy"
-	PrefixGuests        = store.Prefix + "guests/"
-	PrefixDomains       = store.Prefix + "domains/"
-	KeyFenceConfig      = store.Prefix + "fence/config"
-	PrefixPools         = store.Prefix + "pools/"
-	PrefixCommands      = store.Prefix + "commands/"
-	PrefixOrders        = store.Prefix + "orders/"
-	PrefixReports       = store.Prefix + "reports/"
-	PrefixShutdown      = store.Prefix + "shutdown/"
-	PrefixShutdownReady = store.Prefix + "shutdown-ready/"
-	PrefixEvents        = store.Prefix + "events/"
-	PrefixIncidents     = store.Prefix + "incidents/"
+	KeyPolicy           = store.KeyPolicy
+	PrefixGuests        = store.PrefixGuests
+	PrefixDomains       = store.PrefixDomains
+	KeyFenceConfig      = store.KeyFenceConfig
+	PrefixPools         = store.PrefixPools
+	PrefixCommands      = store.PrefixCommands
+	PrefixOrders        = store.PrefixOrders
+	PrefixReports       = store.PrefixReports
+	PrefixShutdown      = store.PrefixShutdown
+	PrefixShutdownReady = store.PrefixShutdownReady
+	PrefixEvents        = store.PrefixEvents
+	PrefixIncidents     = store.PrefixIncidents
 )
 
 // KeyGuest is a guest's record.

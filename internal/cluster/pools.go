@@ -10,11 +10,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/storage"
+	"github.com/haven-ha/haven/internal/store"
 )
 
 // PrefixPoolHealth holds each host's check of each pool, under the host's
 // lease: poolhealth/<node>/<pool>.
-const PrefixPoolHealth = "/haven/poolhealth/"
+const PrefixPoolHealth = store.PrefixPoolHealth
 
 // PoolHealth is one host's latest check of one pool.
 type PoolHealth struct {

@@ -38,12 +38,12 @@ import (
 
 // Keys.
 const (
-	PrefixManager = store.Prefix + "manager/"
-	KeyHead       = PrefixManager + "head"
-	PrefixBase    = PrefixManager + "base/"
-	PrefixLog     = PrefixManager + "log/"
+	PrefixManager = store.PrefixManager
+	KeyHead       = store.KeyManagerHead
+	PrefixBase    = store.PrefixManagerBase
+	PrefixLog     = store.PrefixManagerLog
 	// KeyLegacy is format 1: the whole state, gzip JSON or plain JSON.
-	KeyLegacy = PrefixManager + "state"
+	KeyLegacy = store.KeyManagerStateV1
 )
 
 // Version is the format this package writes.

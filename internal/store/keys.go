@@ -5,20 +5,35 @@ import (
 	"time"
 )
 
-// Key layout. Everything Haven keeps lives under Prefix.
+// Key layout: every key Haven keeps, in this one place. Everything lives
+// under Prefix; TestKeysLiveInStore keeps other packages from making keys
+// of their own.
 //
-//	/haven/cluster/config          ClusterConfig (written once, at init)
-//	/haven/cluster/manager         ManagerInfo (leader-guarded)
-//	/haven/election/manager/<id>   concurrency.Election keys (value: node name)
-//	/haven/pki/ca.crt, ca.key      cluster CA (PEM)
-//	/haven/nodes/reg/<node>        NodeRecord: persistent registration
-//	/haven/nodes/live/<node>       model.NodeFacts, attached to the node's lease
-//	/haven/nodes/state/<node>      NodeState: online/offline since (leader-guarded)
-//	/haven/tokens/<id>             TokenRecord (secret hashed)
-//	/haven/pki/revoked/<serial>    Revocation: a removed host's certificate
-//
-// Other components add their own subtrees under Prefix (for example
-// /haven/guests/); they should add a constructor here for each.
+//	/haven/cluster/config            ClusterConfig (written once, at init)
+//	/haven/cluster/manager           ManagerInfo (leader-guarded)
+//	/haven/election/manager/<id>     concurrency.Election keys (value: node name)
+//	/haven/pki/ca.crt, ca.key        cluster CA (PEM)
+//	/haven/nodes/reg/<node>          NodeRecord: persistent registration
+//	/haven/nodes/live/<node>         model.NodeFacts, attached to the node's lease
+//	/haven/nodes/state/<node>        NodeState: online/offline since (leader-guarded)
+//	/haven/tokens/<id>               TokenRecord (secret hashed)
+//	/haven/pki/revoked/<serial>      Revocation: a removed host's certificate
+//	/haven/users/<name>              the web UI's users (package api)
+//	/haven/sessions/<sha256>         web UI sessions, under a lease (package api)
+//	/haven/policy                    cluster policy (package cluster)
+//	/haven/guests/<name>             guest spec and definition (package cluster)
+//	/haven/domains/<name>            failover domains (package cluster)
+//	/haven/fence/config              fence devices and levels (package cluster)
+//	/haven/pools/<name>              storage pools (package cluster)
+//	/haven/poolhealth/<node>/<pool>  a host's check of a pool, under its lease
+//	/haven/commands/<id>             operator commands and their outcome
+//	/haven/orders/<node>/<guest>     the manager's orders (leader-guarded)
+//	/haven/reports/<node>/<guest>    the agents' guest reports, under their leases
+//	/haven/shutdown/<node>           a host going down gracefully, under its lease
+//	/haven/shutdown-ready/<node>     the manager's answer: the host is empty
+//	/haven/events/<seq>              the event and audit log
+//	/haven/incidents/<seq>           manager steps that failed on an internal error
+//	/haven/manager/...               the manager's saved state (package savedstate)
 const (
 	Prefix           = "/haven/"
 	KeyClusterConfig = Prefix + "cluster/config"
@@ -31,6 +46,30 @@ const (
 	PrefixNodeState  = Prefix + "nodes/state/"
 	PrefixTokens     = Prefix + "tokens/"
 	PrefixRevoked    = Prefix + "pki/revoked/"
+
+	PrefixUsers         = Prefix + "users/"
+	PrefixSessions      = Prefix + "sessions/"
+	KeyPolicy           = Prefix + "policy"
+	PrefixGuests        = Prefix + "guests/"
+	PrefixDomains       = Prefix + "domains/"
+	KeyFenceConfig      = Prefix + "fence/config"
+	PrefixPools         = Prefix + "pools/"
+	PrefixPoolHealth    = Prefix + "poolhealth/"
+	PrefixCommands      = Prefix + "commands/"
+	PrefixOrders        = Prefix + "orders/"
+	PrefixReports       = Prefix + "reports/"
+	PrefixShutdown      = Prefix + "shutdown/"
+	PrefixShutdownReady = Prefix + "shutdown-ready/"
+	PrefixEvents        = Prefix + "events/"
+	PrefixIncidents     = Prefix + "incidents/"
+
+	// The manager's saved state (package savedstate): the head, the base
+	// generations' chunks, the log of deltas, and format 1's single value.
+	PrefixManager     = Prefix + "manager/"
+	KeyManagerHead    = PrefixManager + "head"
+	PrefixManagerBase = PrefixManager + "base/"
+	PrefixManagerLog  = PrefixManager + "log/"
+	KeyManagerStateV1 = PrefixManager + "state"
 )
 
 // KeyNodeReg is the registration key of a node.
