@@ -69,7 +69,18 @@ func TestFilesResolve(t *testing.T) {
 			return err
 		}
 		text := string(b)
-		for _, m := range originRE.FindAllString(text, -1) {
+		check := text
+		if strings.HasPrefix(p, "vendor/") {
+			// Vendored libraries: their licence and comments name their
+			// authors' sites; nothing there is fetched.
+			switch {
+			case strings.HasSuffix(p, "/LICENSE") || strings.HasSuffix(p, "/VERSION"):
+				check = ""
+			case strings.HasSuffix(p, ".css"):
+				check = regexp.MustCompile(`(?s)/\*.*?\*/`).ReplaceAllString(text, "")
+			}
+		}
+		for _, m := range originRE.FindAllString(check, -1) {
 			if !strings.HasPrefix(m, "http://www.w3.org/") { // SVG's namespace
 				t.Errorf("%s refers to another origin: %s", p, m)
 			}
