@@ -43,3 +43,25 @@ func TestAdopt(t *testing.T) {
 		t.Fatalf("%+v", a)
 	}
 }
+
+// Under quorum_loss freeze a host cut off with guests never self-fences,
+// however long it stays cut off; switching back to stop fences it at its
+// deadline again.
+func TestMonitorFreeze(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := New(8 * time.Second)
+	m.SetFreeze(true)
+	m.Observe(t0, false)
+	if _, cut := m.Deadline(); !cut {
+		t.Fatal("a cut-off host has no deadline under freeze: the deadline is still its lease's")
+	}
+	for _, after := range []time.Duration{8 * time.Second, time.Hour} {
+		if m.Decide(t0.Add(after), 5) != Wait {
+			t.Fatalf("self-fenced under freeze %s after losing the cluster", after)
+		}
+	}
+	m.SetFreeze(false)
+	if m.Decide(t0.Add(time.Hour), 5) != Fence {
+		t.Fatal("no self-fence once the policy is stop again")
+	}
+}
