@@ -46,7 +46,9 @@ func TestConsoleAgentAndPanic(t *testing.T) {
 	}
 	conn.Close()
 
-	call := func(ctx context.Context, cmd []byte) (json.RawMessage, error) { return d.AgentCommand(ctx, def.Name, cmd) }
+	call := func(ctx context.Context, cmd []byte) (json.RawMessage, error) {
+		return d.AgentCommand(ctx, def.Name, cmd)
+	}
 	actx := ctxT(t, 30*time.Second)
 	if err := guestagent.Ping(actx, call); err != nil {
 		t.Fatalf("guest-ping through libvirt: %v", err)
