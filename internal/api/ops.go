@@ -88,6 +88,7 @@ func RegisterOps(s *Server, cfg OpsConfig) *Ops {
 	o.registerEvents()
 	o.registerWhatIf()
 	o.registerStore()
+	o.registerNotify()
 	o.handle("GET", "/api/v1/openapi.json", RolePublic, o.handleOpenAPI)
 	s.AddStatusHook(o.statusHook)
 	return o

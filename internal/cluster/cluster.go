@@ -37,6 +37,7 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/notify"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -46,6 +47,7 @@ const (
 	PrefixGuests        = store.PrefixGuests
 	PrefixDomains       = store.PrefixDomains
 	KeyFenceConfig      = store.KeyFenceConfig
+	KeyNotify           = store.KeyNotify
 	PrefixPools         = store.PrefixPools
 	PrefixCommands      = store.PrefixCommands
 	PrefixOrders        = store.PrefixOrders
@@ -297,6 +299,25 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 		return fieldErr("rules", "%v", err)
 	}
 	_, err := s.cli.Put(ctx, KeyPolicy, mustJSON(p))
+	return err
+}
+
+// NotifyConfig reads the notification configuration (none when never set).
+func (s *Store) NotifyConfig(ctx context.Context) (notify.Config, error) {
+	var c notify.Config
+	_, err := getJSON(ctx, s.cli, KeyNotify, &c)
+	if errors.Is(err, ErrNotFound) {
+		return notify.Config{}, nil
+	}
+	return c, err
+}
+
+// SetNotifyConfig writes the notification configuration after checking it.
+func (s *Store) SetNotifyConfig(ctx context.Context, c notify.Config) error {
+	if err := c.Check(); err != nil {
+		return fieldErr("webhooks", "%v", err)
+	}
+	_, err := s.cli.Put(ctx, KeyNotify, mustJSON(c))
 	return err
 }
 

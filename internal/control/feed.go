@@ -22,6 +22,7 @@ import (
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/notify"
 	"github.com/haven-ha/haven/internal/storage"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -75,9 +76,11 @@ func RunManager(ctx context.Context, d Daemon) error {
 	}
 	rev := snap.Rev
 
+	sender := notify.New(log)
+	defer sender.Wait()
 	fencer := d.Fencer
 	if fencer == nil {
-		fencer = &storeFencer{cs: cs, log: log}
+		fencer = &storeFencer{cs: cs, log: log, sender: sender}
 	}
 	var defs Definitions = f
 	if d.Defs != nil {
@@ -130,6 +133,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 			if err := cs.AddEvents(ctx, evs); err != nil && ctx.Err() == nil {
 				log.Warn("event log write failed", "err", err)
 			}
+			notifyEvents(ctx, cs, sender, evs)
 		},
 	})
 
@@ -644,8 +648,9 @@ func eventOf(a manager.Action, now time.Time) (cluster.Event, bool) {
 
 // storeFencer fences with the configuration currently in the store.
 type storeFencer struct {
-	cs  *cluster.Store
-	log *slog.Logger
+	cs     *cluster.Store
+	log    *slog.Logger
+	sender *notify.Sender
 }
 
 func (f *storeFencer) Fence(ctx context.Context, node string) error {
@@ -658,8 +663,39 @@ func (f *storeFencer) Fence(ctx context.Context, node string) error {
 		return fmt.Errorf("fence node %q: %w", node, err)
 	}
 	res, err := fn.Fence(ctx, node)
-	_ = f.cs.AddEvent(ctx, cluster.Event{Kind: "fence", Node: node, Msg: fenceMsg(node, res, err)})
+	ev := cluster.Event{Kind: "fence", Node: node, Msg: fenceMsg(node, res, err), At: time.Now()}
+	_ = f.cs.AddEvent(ctx, ev)
+	notifyEvents(ctx, f.cs, f.sender, []cluster.Event{ev})
 	return err
+}
+
+// notifyEvents sends the events that admins want to hear of at once to
+// the webhooks of the notification configuration, in the background.
+func notifyEvents(ctx context.Context, cs *cluster.Store, sender *notify.Sender, evs []cluster.Event) {
+	if sender == nil {
+		return
+	}
+	var cfg notify.Config
+	var name string
+	loaded := false
+	for _, e := range evs {
+		ne := notify.Event{At: e.At, Kind: e.Kind, Node: e.Node, Guest: e.Guest, Msg: e.Msg}
+		class, ok := notify.Classify(ne)
+		if !ok {
+			continue
+		}
+		if !loaded {
+			loaded = true
+			var err error
+			if cfg, err = cs.NotifyConfig(ctx); err != nil || len(cfg.Webhooks) == 0 {
+				return
+			}
+			if cc, err := cs.Raw().ClusterConfig(ctx); err == nil {
+				name = cc.Name
+			}
+		}
+		sender.SendAsync(cfg, notify.Notification{Cluster: name, Class: class, Event: ne, Text: notify.Text(name, ne)})
+	}
 }
 
 func fenceMsg(node string, res fence.Result, err error) string {

@@ -508,6 +508,32 @@ func TestBrowserFlow(t *testing.T) {
 			t.Fatalf("after migration the API says web1 is %s on %s (%v)", st, node, err)
 		}
 		shot(t, b, "guest")
+
+		// The overview learns that a migration finished from the event
+		// stream, within 2 s, not at its next poll (30 s). (The guest page
+		// above polls while an operation runs; the overview does not.)
+		goTo(t, b, c.base, "#/", `#hosts .host[data-host="n2"] .chip[data-guest="web1"]`)
+		res, err := c.admin.GuestCommand(ctx, "web1", "migrate", "n1")
+		if err != nil {
+			t.Fatalf("migrate web1 back to n1: %v", err)
+		}
+		t.Logf("migrating web1 back to n1 (command %s)", res.ID)
+		bctx, bcancel := context.WithTimeout(ctx, 180*time.Second)
+		poll(bctx, t, "the API to say web1 runs on n1 again", func() error {
+			g, err := c.admin.Guest(bctx, "web1")
+			if err != nil {
+				return err
+			}
+			if rt := g.Runtime; rt.Node != "n1" || !rt.Running || rt.Op != nil {
+				return fmt.Errorf("web1 is %s on %s (op %v)", rt.State, rt.Node, rt.Op)
+			}
+			return nil
+		})
+		bcancel()
+		run(t, b, "the overview shows web1 on n1 within 2 s of the end of its migration", 2*time.Second,
+			chromedp.WaitVisible(css(`#hosts .host[data-host="n1"] .chip[data-guest="web1"]`)))
+
+		goTo(t, b, c.base, "#/guest/web1", "#guest-state")
 		run(t, b, "disable web1", 120*time.Second,
 			click((`button[data-action="disable"]`)),
 			waitText(`#guest-state`, "disabled"))
