@@ -44,6 +44,26 @@ func (a *Agent) electionLoop(ctx context.Context) {
 	}
 }
 
+// storeLeaderElsewhere keeps the store's leader off the manager's host
+// while this agent is the manager (checked every 2 s): a host that is both
+// costs, when it dies, a store election before anyone can end its manager
+// term, so the new manager would act a second or two later.
+func (a *Agent) storeLeaderElsewhere(ctx context.Context, _ *store.Leadership) error {
+	if a.embedded == nil {
+		return nil
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		a.st.AvoidLeadership()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 // fileTermLease keeps the election lease of this agent's term while it is
 // the manager: an agent killed while manager is restarted by its next
 // process, which ends that term at once (endOldTerm) instead of leaving the
@@ -86,7 +106,8 @@ func (a *Agent) term(ctx context.Context, l *store.Leadership) (failed bool) {
 	if _, err := l.Do(ctx, clientv3.OpPut(store.KeyManagerInfo, string(b))); err != nil {
 		a.log.Warn("record manager info", "op", "election", "err", err)
 	}
-	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}, {Name: "store-learners", WhileManager: a.tidyLearners}}
+	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}, {Name: "store-learners", WhileManager: a.tidyLearners},
+		{Name: "store-leader-elsewhere", WhileManager: a.storeLeaderElsewhere}}
 	for _, p := range a.plugins {
 		if p.WhileManager != nil {
 			fns = append(fns, p)

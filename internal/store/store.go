@@ -297,11 +297,28 @@ func (s *Store) avoidLocalMember() bool {
 // one stops, so the others need not wait out an election timeout. It is
 // bounded: when the other members are gone too (the whole cluster is
 // stopping), it gives up after a second.
-func (s *Store) handOver() {
+func (s *Store) handOver() { s.moveLeadership("stop") }
+
+// AvoidLeadership moves store leadership away from this host's embedded
+// member, if it leads, to another voting member. The manager calls it, so
+// that the manager and the store leader live on different hosts: losing
+// one host then never costs both a store election and a new manager at
+// once. It reports whether leadership moved.
+func (s *Store) AvoidLeadership() bool {
+	s.closeMu.Lock()
+	stopped := s.server == nil || s.memberStopped
+	s.closeMu.Unlock()
+	if stopped {
+		return false
+	}
+	return s.moveLeadership("election")
+}
+
+func (s *Store) moveLeadership(op string) bool {
 	srv := s.server.Server
 	self := uint64(srv.MemberID())
 	if uint64(srv.Leader()) != self {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -310,13 +327,14 @@ func (s *Store) handOver() {
 			continue
 		}
 		if err := srv.MoveLeader(ctx, self, uint64(m.ID)); err == nil {
-			s.log.Info("handed store leadership over", "op", "stop", "peer", m.Name)
-			return
+			s.log.Info("handed store leadership over", "op", op, "peer", m.Name)
+			return true
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 	}
+	return false
 }
 
 // Member is one etcd member.

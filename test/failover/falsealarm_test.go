@@ -151,9 +151,12 @@ func (c *testCluster) moveStoreLeader() (from, to string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	// Not to the manager's host: its agent moves the store's leadership
+	// away again (the two roles live on different hosts).
+	mgr := c.manager()
 	var target uint64
 	for _, m := range ms.Members {
-		if m.Name != from && !m.IsLearner {
+		if m.Name != from && m.Name != mgr && !m.IsLearner {
 			target, to = m.ID, m.Name
 			break
 		}
