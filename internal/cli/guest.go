@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -30,10 +33,10 @@ func init() {
 	Register(&Command{Path: "guest edit", Args: "NAME", Example: "haven guest edit web1 --memory 4GiB\nhaven guest edit web1 --vcpus 4 --rev 17", Complete: completeGuestThenNode, Short: "change a guest's policy or definition (takes effect on its next start)", Flags: cmdGuestEdit})
 	Register(&Command{Path: "guest delete", Args: "NAME", Example: "haven guest delete web1", Complete: completeGuestThenNode, Short: "remove a stopped or disabled guest from cluster control", Flags: cmdGuestDelete})
 	for _, c := range []struct{ kind, args, short, example string }{
-		{"start", "NAME", "start a guest (clusvcadm -e)", "haven guest start web1\nhaven guest start web1 --wait 2m   # until it runs, or why it failed"},
-		{"stop", "NAME", "stop a guest; it stays stopped until started", "haven guest stop web1"},
+		{"start", "NAME", "start a guest (clusvcadm -e)", "haven guest start web1\nhaven guest start web1 --wait 2m   # until it runs, or why it failed\nhaven guest start --select 'web*'   # every guest whose name matches"},
+		{"stop", "NAME", "stop a guest; it stays stopped until started", "haven guest stop web1\nhaven guest stop --select 'test-*' --on-host h3"},
 		{"disable", "NAME", "stop a guest and keep the manager from starting it (clusvcadm -d)", "haven guest disable web1"},
-		{"migrate", "NAME NODE", "live-migrate a running guest to NODE (clusvcadm -M)", "haven guest migrate web1 h3\nhaven guest migrate web1 h3 --wait 5m"},
+		{"migrate", "NAME NODE", "live-migrate a running guest to NODE (clusvcadm -M)", "haven guest migrate web1 h3\nhaven guest migrate web1 h3 --wait 5m\nhaven guest migrate --on-host h1 h2        # empty h1 onto h2, live"},
 		{"relocate", "NAME NODE", "stop a guest and start it on NODE (clusvcadm -r)", "haven guest relocate web1 h3"},
 	} {
 		Register(&Command{Path: "guest " + c.kind, Args: c.args, Short: c.short, Example: c.example, Flags: guestCommandFlags(c.kind), Complete: completeGuestThenNode})
@@ -502,26 +505,40 @@ func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 	return func(fs *pflag.FlagSet) Runner {
 		cf := addClientFlags(fs)
 		wait := fs.Duration("wait", time.Minute, "how long to wait for the outcome: running on the target, stopped, or failed with the reason (0: only for the manager to accept the command)")
+		var sel selector
+		fs.StringVar(&sel.pattern, "select", "", "act on every guest whose name matches this pattern (* and ?, as in 'web*') instead of one NAME")
+		fs.StringVar(&sel.host, "on-host", "", "act on every guest on this host (with --select: those of them that match)")
 		return func(ctx context.Context, env *Env, pos []string) error {
 			want := 1
 			if kind == "migrate" || kind == "relocate" {
 				want = 2
 			}
+			if sel.any() {
+				want--
+			}
 			if len(pos) != want {
-				if want == 2 {
+				switch {
+				case sel.any() && want == 1:
+					return Usagef("give the target node (the guests come from --select/--on-host)")
+				case sel.any():
+					return Usagef("give no guest name with --select or --on-host")
+				case want == 2:
 					return Usagef("give the guest's name and the target node")
 				}
 				return Usagef("give one guest name")
 			}
 			node := ""
-			if want == 2 {
-				node = pos[1]
+			if kind == "migrate" || kind == "relocate" {
+				node = pos[len(pos)-1]
 			}
 			c, err := cf.client(env)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			if sel.any() {
+				return bulkCommand(ctx, env, c, cf, kind, node, sel, *wait)
+			}
 			res, err := c.GuestCommand(ctx, pos[0], kind, node)
 			if err != nil {
 				return err
@@ -529,6 +546,99 @@ func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 			return finishCommand(ctx, env, c, cf, res, *wait)
 		}
 	}
+}
+
+// selector picks guests by name pattern and host.
+type selector struct{ pattern, host string }
+
+func (s selector) any() bool { return s.pattern != "" || s.host != "" }
+
+func (s selector) String() string {
+	var w []string
+	if s.pattern != "" {
+		w = append(w, fmt.Sprintf("named %q", s.pattern))
+	}
+	if s.host != "" {
+		w = append(w, "on "+s.host)
+	}
+	return strings.Join(w, " and ")
+}
+
+// pick returns the names of the guests that match, sorted.
+func (s selector) pick(gs []api.GuestRow) ([]string, error) {
+	if s.pattern != "" {
+		if _, err := path.Match(s.pattern, ""); err != nil {
+			return nil, Usagef("--select %q: %v", s.pattern, err)
+		}
+	}
+	var out []string
+	for _, g := range gs {
+		if s.pattern != "" {
+			if ok, _ := path.Match(s.pattern, g.Name); !ok {
+				continue
+			}
+		}
+		if s.host != "" && g.Node != s.host {
+			continue
+		}
+		out = append(out, g.Name)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// bulkCommand gives a command to every selected guest, then waits for
+// each outcome in parallel and reports them in name order; it fails if
+// any failed.
+func bulkCommand(ctx context.Context, env *Env, c *client.Client, cf *clientFlags, kind, node string, sel selector, wait time.Duration) error {
+	gs, err := c.Guests(ctx)
+	if err != nil {
+		return err
+	}
+	names, err := sel.pick(gs)
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("no guest %s", sel)
+	}
+	if cf.output != "json" {
+		fmt.Fprintf(env.Stdout, "%s %d guests %s: %s\n", kind, len(names), sel, strings.Join(names, ", "))
+	}
+	type outcomeOf struct {
+		out, errs strings.Builder
+		err       error
+	}
+	results := make([]*outcomeOf, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		r := &outcomeOf{}
+		results[i] = r
+		res, err := c.GuestCommand(ctx, name, kind, node)
+		if err != nil {
+			r.err = err
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := &Env{Stdout: &r.out, Stderr: &r.errs, Stdin: env.Stdin, Getenv: env.Getenv}
+			r.err = finishCommand(ctx, sub, c, cf, res, wait)
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for i, r := range results {
+		fmt.Fprint(env.Stdout, r.out.String())
+		if r.err != nil {
+			failed++
+			fmt.Fprintf(env.Stderr, "%s: %v\n", names[i], r.err)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d guests failed (see above)", failed, len(names))
+	}
+	return nil
 }
 
 // finishCommand waits (up to wait) for a command's outcome: first for

@@ -237,6 +237,13 @@ func TestOperatorCLI(t *testing.T) {
 			t.Fatalf("migrate -o json: %+v %v", res, err)
 		}
 		ok(t, "guest", "relocate", "web1", "n1", "--wait=0")
+		// Bulk: every guest a pattern or a host selects.
+		if out := ok(t, "guest", "start", "--select", "web*", "--wait=0"); !strings.Contains(out, `start 1 guests named "web*": web1`) || !strings.Contains(out, "start web1: accepted") {
+			t.Fatalf("bulk start said %q", out)
+		}
+		fails(t, "admin", 1, `no guest named "zz*"`, "guest", "start", "--select", "zz*")
+		fails(t, "admin", 2, "give no guest name with --select", "guest", "start", "web1", "--select", "w*")
+		fails(t, "admin", 2, "--select \"[\"", "guest", "start", "--select", "[")
 		fails(t, "admin", 1, "(field node)", "guest", "migrate", "web1", "nonode")
 		fails(t, "admin", 1, "(field name)", "guest", "delete", "web1") // desired started
 		ok(t, "guest", "stop", "web1", "--wait=0")

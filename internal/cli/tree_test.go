@@ -159,3 +159,22 @@ func TestGuestPatch(t *testing.T) {
 		t.Errorf("patch = %s\nwant    %s", b, want)
 	}
 }
+
+// TestSelector: bulk commands pick guests by name pattern and host.
+func TestSelector(t *testing.T) {
+	gs := []api.GuestRow{{Name: "web2", Node: "h1"}, {Name: "db1", Node: "h1"}, {Name: "web1", Node: "h2"}, {Name: "web10", Node: "h1"}}
+	for _, tt := range []struct {
+		s    selector
+		want string
+	}{
+		{selector{pattern: "web*"}, "web1 web10 web2"},
+		{selector{host: "h1"}, "db1 web10 web2"},
+		{selector{pattern: "web?", host: "h1"}, "web2"},
+		{selector{pattern: "x*"}, ""},
+	} {
+		got, err := tt.s.pick(gs)
+		if err != nil || strings.Join(got, " ") != tt.want {
+			t.Errorf("%s: %v %v; want %s", tt.s, got, err, tt.want)
+		}
+	}
+}
