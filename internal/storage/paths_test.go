@@ -110,3 +110,38 @@ func TestCheckPathsDevices(t *testing.T) {
 		t.Errorf("/dev/null via a device pool: %v", err)
 	}
 }
+
+// FuzzCheckPaths: whatever path an operator sends, an accepted one lies
+// inside a pool after cleaning, and a block-device pool never holds a
+// kernel.
+func FuzzCheckPaths(f *testing.F) {
+	pools := []Pool{{Name: "img", Path: "/var/lib/images"}, {Name: "dev", Path: "/dev/disk/by-id", Devices: true}, {Name: "vg", Kind: KindLVM, VG: "vg0"}}
+	for _, s := range []string{"/var/lib/images/a.img", "/var/lib/images/../../etc/shadow", "/etc/shadow", "/dev/vg0/lv", "/dev/disk/by-id/x", "/var/lib/images", "/var/lib/imagesX/a", "//var//lib/images/./a"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, disk, kernel string) {
+		def := guestdef.Definition{Name: "g", Disks: []guestdef.Disk{{Path: disk}}, Boot: guestdef.Boot{Kernel: kernel}}
+		err := CheckPaths(def, pools, Lexical)
+		if err != nil {
+			return
+		}
+		inside := func(p string, devices bool) bool {
+			c := filepath.Clean(p)
+			for _, pl := range pools {
+				root, dev := pl.root()
+				if devices || !dev {
+					if within(c, root) {
+						return true
+					}
+				}
+			}
+			return false
+		}
+		if disk != "" && !inside(disk, true) {
+			t.Fatalf("disk %q accepted outside every pool", disk)
+		}
+		if kernel != "" && !inside(kernel, false) {
+			t.Fatalf("kernel %q accepted outside every dir pool", kernel)
+		}
+	})
+}

@@ -63,7 +63,9 @@ func (h *fakeHV) Start(ctx context.Context, def guestdef.Definition) error {
 	return nil
 }
 
-func (h *fakeHV) Stop(ctx context.Context, name string, _ time.Duration) error { return h.Kill(ctx, name) }
+func (h *fakeHV) Stop(ctx context.Context, name string, _ time.Duration) error {
+	return h.Kill(ctx, name)
+}
 
 func (h *fakeHV) Kill(ctx context.Context, name string) error {
 	h.mu.Lock()

@@ -47,6 +47,20 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 			return "", fmt.Errorf("build domain XML for guest %q: parse its raw libvirt XML: %w", def.Name, err)
 		}
 	}
+	// Raw XML is a base for tuning, never a way around Haven's checks:
+	// no emulator binary, security label or command line of its own, and
+	// no device that opens host files or hardware (disks and the serial
+	// log come from def, checked against the storage pools).
+	dom.SecLabel = nil
+	dom.QEMUCommandline, dom.QEMUCapabilities, dom.QEMUOverride = nil, nil, nil
+	dom.BHyveCommandline, dom.XenCommandline, dom.LXCNamespace = nil, nil, nil
+	dom.OS = stripOSFiles(dom.OS)
+	if dv := dom.Devices; dv != nil {
+		dv.Emulator = ""
+		dv.Disks, dv.Filesystems, dv.Hostdevs, dv.RedirDevs, dv.Smartcards = nil, nil, nil, nil, nil
+		dv.Serials, dv.Parallels, dv.Consoles, dv.Channels = nil, nil, nil, nil
+		dv.TPMs, dv.RNGs, dv.Shmems, dv.NVRAM, dv.Leases, dv.PStore = nil, nil, nil, nil, nil, nil
+	}
 	dom.Type = domainType
 	dom.Name = def.Name
 	switch {
@@ -173,6 +187,16 @@ func hasAgentChannel(dev *libvirtxml.DomainDeviceList) bool {
 		}
 	}
 	return false
+}
+
+// stripOSFiles drops the files raw XML's <os> could name (kernel, initrd,
+// device tree, loader, NVRAM): def's kernel and initrd are set afterwards.
+func stripOSFiles(os *libvirtxml.DomainOS) *libvirtxml.DomainOS {
+	if os == nil {
+		return nil
+	}
+	os.Kernel, os.Initrd, os.DTB, os.Loader, os.NVRam = "", "", "", nil, nil
+	return os
 }
 
 func diskXML(i int, d guestdef.Disk) (libvirtxml.DomainDisk, error) {

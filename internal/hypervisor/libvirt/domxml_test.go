@@ -49,7 +49,7 @@ func TestDomainXML(t *testing.T) {
 		}, ""},
 		{"raw xml is the base", raw, "qemu", "", []string{
 			`type="qemu"`, `<name>web1</name>`, `<uuid>11111111-2222-3333-4444-555555555555</uuid>`,
-			`<memory unit="KiB">262144</memory>`, `<watchdog model="i6300esb" action="reset">`, `<emulator>/usr/bin/qemu-system-x86_64</emulator>`,
+			`<memory unit="KiB">262144</memory>`, `<watchdog model="i6300esb" action="reset">`,
 		}, ""},
 		{"no image lock", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d.img", NoImageLock: true}}}, "qemu", "", []string{`<shareable></shareable>`}, ""},
 		{"no image lock on qcow2", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Path: "/d.qcow2", Format: "qcow2", NoImageLock: true}}}, "qemu", "", nil, "needs a raw image"},
@@ -104,6 +104,27 @@ func TestGuestUUID(t *testing.T) {
 
 // FuzzDomainXML feeds arbitrary raw XML: DomainXML must not panic, and
 // whatever it accepts must parse back with the definition's name.
+// Issue 10, High 1: raw XML cannot bring its own emulator binary, command
+// line, security label or devices that open host files.
+func TestRawXMLCannotEscape(t *testing.T) {
+	def := guestdef.Definition{Name: "x", Memory: 1 << 30, RawXML: `<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>x</name><memory>1</memory>
+<os><type>hvm</type><kernel>/etc/shadow</kernel><loader>/etc/passwd</loader></os><seclabel type='none'/>
+<devices><emulator>/bin/sh</emulator><disk type='file'><source file='/etc/shadow'/><target dev='vda'/></disk>
+<hostdev mode='subsystem' type='pci'><source><address domain='0' bus='0' slot='1' function='0'/></source></hostdev>
+<filesystem type='mount'><source dir='/'/><target dir='root'/></filesystem>
+<serial type='file'><source path='/etc/cron.d/x'/></serial></devices>
+<qemu:commandline><qemu:arg value='-drive'/><qemu:arg value='file=/etc/shadow'/></qemu:commandline></domain>`}
+	x, err := DomainXML(def, "qemu", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"/bin/sh", "/etc/shadow", "/etc/passwd", "/etc/cron.d", "hostdev", "filesystem", "seclabel", "commandline"} {
+		if strings.Contains(x, bad) {
+			t.Errorf("domain XML keeps %q from the raw XML:\n%s", bad, x)
+		}
+	}
+}
+
 func FuzzDomainXML(f *testing.F) {
 	f.Add(`<domain type='kvm'><name>a</name><memory>1024</memory><devices><disk type='file'/></devices></domain>`)
 	f.Add(`<domain><os><type>hvm</type><kernel>/k</kernel></os></domain>`)
