@@ -53,6 +53,7 @@ type GuestForm struct {
 	Health        []guestdef.Check `json:"health,omitempty"`
 	Address       string           `json:"address,omitempty"`
 	NoPanicDevice bool             `json:"no_panic_device,omitempty"`
+	Display       string           `json:"display,omitempty"`
 	// Format ("libvirt" or "xen") and Config (the domain XML or the Xen
 	// config file's text) import the definition.
 	Format string `json:"format,omitempty"`
@@ -330,7 +331,7 @@ func formOf(g cluster.Guest) GuestForm {
 		Recovery: s.Recovery, MaxRestarts: s.MaxRestarts, RestartWindow: Duration(s.RestartWindow),
 		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, After: s.After, Node: s.Node,
 		Disks: d.Disks, NICs: d.NICs, Boot: d.Boot, SerialLog: d.SerialLog,
-		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice,
+		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice, Display: d.Display,
 	}
 }
 
@@ -346,6 +347,7 @@ func (f *GuestForm) guest(base cluster.Guest) cluster.Guest {
 	g.Def.Name, g.Def.VCPUs, g.Def.Memory = f.Name, f.VCPUs, int64(f.Memory)
 	g.Def.Disks, g.Def.NICs, g.Def.Boot, g.Def.SerialLog = f.Disks, f.NICs, f.Boot, f.SerialLog
 	g.Def.GuestAgent, g.Def.Health, g.Def.Address, g.Def.NoPanicDevice = f.GuestAgent, f.Health, f.Address, f.NoPanicDevice
+	g.Def.Display = f.Display
 	g.Rev = f.Rev
 	return g
 }

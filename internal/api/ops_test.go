@@ -1005,7 +1005,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 		routes = append(routes, route{r.Method, r.Pattern})
 	}
 	re := regexp.MustCompile(`Handle(?:Func)?\(\s*"([A-Z]+)",\s*"(/api/v1/[^"]*)"`)
-	for _, dir := range []string{".", "../agent", "../ha"} {
+	for _, dir := range []string{".", "../agent", "../ha", "../console"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {

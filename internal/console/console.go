@@ -29,8 +29,12 @@ import (
 	"github.com/haven-ha/haven/internal/store"
 )
 
-// Path is the console endpoint's pattern.
-const Path = "/api/v1/guests/{name}/console"
+// Path is the console endpoint's pattern; DisplayPath the graphical
+// display's (VNC's RFB protocol in binary messages, for noVNC).
+const (
+	Path        = "/api/v1/guests/{name}/console"
+	DisplayPath = "/api/v1/guests/{name}/vnc"
+)
 
 // Config wires the console endpoint of one agent.
 type Config struct {
@@ -55,18 +59,45 @@ func Register(s *api.Server, cfg Config) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "console")}
-	s.HandleFunc("GET", Path, api.RoleOperator, h.serve)
+	log := cfg.Logger.With("component", "console")
+	s.HandleFunc("GET", "/api/v1/guests/{name}/console", api.RoleOperator, (&handler{cfg: cfg, log: log, kind: kindConsole}).serve)
+	s.HandleFunc("GET", "/api/v1/guests/{name}/vnc", api.RoleOperator, (&handler{cfg: cfg, log: log, kind: kindDisplay}).serve)
 }
 
+type kind int
+
+const (
+	kindConsole kind = iota
+	kindDisplay
+)
+
 type handler struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	kind kind
+}
+
+// what names the session's kind in messages.
+func (h *handler) what() string {
+	if h.kind == kindDisplay {
+		return "graphical display (VNC)"
+	}
+	return "serial console"
+}
+
+// open connects to the guest's console or display here.
+func (h *handler) open(ctx context.Context, name string) (net.Conn, error) {
+	if h.kind == kindDisplay {
+		return h.cfg.Driver.(hypervisor.Display).OpenDisplay(ctx, name)
+	}
+	return h.cfg.Driver.(hypervisor.Console).OpenConsole(ctx, name)
 }
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  16 << 10,
 	WriteBufferSize: 16 << 10,
+	// noVNC may ask for the "binary" subprotocol.
+	Subprotocols: []string{"binary"},
 	// The default origin check: a browser page of another site may not
 	// open a console with the user's session cookie.
 }
@@ -90,7 +121,7 @@ const localParam = "local"
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	local := r.URL.Query().Get(localParam) != ""
-	if runsHere(r.Context(), h.cfg.Driver, name) {
+	if h.runsHere(r.Context(), name) {
 		h.attach(w, r, name)
 		return
 	}
@@ -106,11 +137,14 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	h.proxy(w, r, name, node, addr)
 }
 
-func runsHere(ctx context.Context, d hypervisor.Driver, name string) bool {
+func (h *handler) runsHere(ctx context.Context, name string) bool {
+	d := h.cfg.Driver
 	if d == nil {
 		return false
 	}
-	if _, ok := d.(hypervisor.Console); !ok {
+	_, console := d.(hypervisor.Console)
+	_, display := d.(hypervisor.Display)
+	if (h.kind == kindConsole && !console) || (h.kind == kindDisplay && !display) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -147,7 +181,7 @@ func (h *handler) where(ctx context.Context, name string) (string, string, error
 func (h *handler) attach(w http.ResponseWriter, r *http.Request, name string) {
 	ctx := r.Context()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := h.cfg.Driver.(hypervisor.Console).OpenConsole(cctx, name)
+	conn, err := h.open(cctx, name)
 	cancel()
 	if err != nil {
 		api.WriteError(w, api.Errorf(http.StatusBadGateway, "", "%v", err))
@@ -161,11 +195,11 @@ func (h *handler) attach(w http.ResponseWriter, r *http.Request, name string) {
 	defer ws.Close()
 	who := caller(r)
 	start := h.cfg.Now()
-	h.audit(name, who, fmt.Sprintf("opened the serial console of %s on %s", name, h.cfg.Node))
-	h.log.Info("console session opened", "guest", name, "who", who)
+	h.audit(name, who, fmt.Sprintf("opened the %s of %s on %s", h.what(), name, h.cfg.Node))
+	h.log.Info("console session opened", "guest", name, "who", who, "kind", h.what())
 	why := pump(ws, conn)
-	h.audit(name, who, fmt.Sprintf("closed the serial console of %s on %s after %s", name, h.cfg.Node, h.cfg.Now().Sub(start).Round(time.Second)))
-	h.log.Info("console session closed", "guest", name, "who", who, "why", why)
+	h.audit(name, who, fmt.Sprintf("closed the %s of %s on %s after %s", h.what(), name, h.cfg.Node, h.cfg.Now().Sub(start).Round(time.Second)))
+	h.log.Info("console session closed", "guest", name, "who", who, "kind", h.what(), "why", why)
 }
 
 // pump copies between the WebSocket and the console until either ends.
@@ -221,7 +255,11 @@ func (h *handler) proxy(w http.ResponseWriter, r *http.Request, name, node, addr
 		api.WriteError(w, api.Errorf(http.StatusBadGateway, "", "host %s has a bad API address %q", node, addr))
 		return
 	}
-	target := url.URL{Scheme: "wss", Host: u.Host, Path: "/api/v1/guests/" + url.PathEscape(name) + "/console", RawQuery: localParam + "=1"}
+	suffix := "/console"
+	if h.kind == kindDisplay {
+		suffix = "/vnc"
+	}
+	target := url.URL{Scheme: "wss", Host: u.Host, Path: "/api/v1/guests/" + url.PathEscape(name) + suffix, RawQuery: localParam + "=1"}
 	hdr := http.Header{}
 	for _, k := range []string{"Authorization", "Cookie"} {
 		if v := r.Header.Get(k); v != "" {
@@ -237,7 +275,7 @@ func (h *handler) proxy(w http.ResponseWriter, r *http.Request, name, node, addr
 			code = resp.StatusCode
 			msg = fmt.Sprintf("host %s answered %s", node, resp.Status)
 		}
-		api.WriteError(w, api.Errorf(code, "", "console of %q through host %s: %s", name, node, msg))
+		api.WriteError(w, api.Errorf(code, "", "%s of %q through host %s: %s", h.what(), name, node, msg))
 		return
 	}
 	defer peer.Close()

@@ -24,6 +24,10 @@ type Definition struct {
 	// Address is where tcp and http checks reach the guest; empty: the
 	// first address the guest agent reports (guest-network-get-interfaces).
 	Address string `json:"address,omitempty"`
+	// Display "vnc" gives the guest a graphical display (VGA), served only
+	// on a unix socket in its run directory and shown in the web UI through
+	// the agent (noVNC over the API's WebSocket); "" (default) none.
+	Display string `json:"display,omitempty"`
 	// NoPanicDevice leaves out the pvpanic device Haven adds by default
 	// (through which a guest kernel panic is seen as a crash at once).
 	NoPanicDevice bool `json:"no_panic_device,omitempty"`

@@ -237,6 +237,11 @@ func (d Definition) validateHealth(add func(field, format string, a ...any)) {
 			names[c.Name] = true
 		}
 	}
+	switch d.Display {
+	case "", "vnc":
+	default:
+		add("display", "%q is not a display: use vnc, or leave it out for none", d.Display)
+	}
 	if d.Address != "" && strings.ContainsAny(d.Address, "/ ") {
 		add("address", "%q is not a host name or IP address", d.Address)
 	}

@@ -28,6 +28,8 @@ func TestHealthChecksValidate(t *testing.T) {
 		{"timeout above interval", func(d *Definition) {
 			d.Health = []Check{{TCP: 1, Interval: Duration(time.Second), Timeout: Duration(2 * time.Second)}}
 		}, []string{"health[0].timeout: 2s is longer than the interval 1s"}},
+		{"bad display", func(d *Definition) { d.Display = "spice" },
+			[]string{`display: "spice" is not a display: use vnc`}},
 		{"duplicate names", func(d *Definition) { d.Health = []Check{{Name: "a", TCP: 1}, {Name: "a", TCP: 2}} },
 			[]string{`health[1].name: "a" names two checks`}},
 	}

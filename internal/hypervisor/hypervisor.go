@@ -114,6 +114,13 @@ type GuestAgent interface {
 	AgentCommand(ctx context.Context, name string, cmd []byte) (json.RawMessage, error)
 }
 
+// Display is implemented by drivers that reach a guest's graphical display.
+type Display interface {
+	// OpenDisplay connects to the running guest's VNC server (RFB), which
+	// listens only on a local unix socket.
+	OpenDisplay(ctx context.Context, name string) (net.Conn, error)
+}
+
 // Console is implemented by drivers that attach to a guest's serial console.
 type Console interface {
 	// OpenConsole connects to the running guest's first serial port:

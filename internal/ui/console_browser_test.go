@@ -34,25 +34,31 @@ func TestBrowserConsole(t *testing.T) {
 		}
 	}
 	files := testguest.Build(t)
-	if err := c.admin.Do(ctx, "POST", "/api/v1/guests", map[string]any{"name": "con1", "memory": testguest.Memory, "node": "n2",
-		"boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline}}, nil); err != nil {
-		t.Fatalf("create guest con1: %v", err)
+	for _, g := range []map[string]any{
+		{"name": "con1", "memory": testguest.Memory, "node": "n2", "boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline}},
+		{"name": "vnc1", "memory": testguest.Memory, "node": "n2", "display": "vnc", "boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline}},
+	} {
+		if err := c.admin.Do(ctx, "POST", "/api/v1/guests", g, nil); err != nil {
+			t.Fatalf("create guest %s: %v", g["name"], err)
+		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, 120*time.Second)
-	poll(rctx, t, "con1 to run on n2", func() error {
-		st, node, err := guestRuntime(rctx, c.admin, "con1")
-		if err != nil {
-			return err
-		}
-		if st != "started" || node != "n2" {
-			return fmt.Errorf("con1 is %s on %q", st, node)
-		}
-		g, err := c.admin.Guest(rctx, "con1")
-		if err != nil || !g.Runtime.Running {
-			return fmt.Errorf("con1 not running yet (%v)", err)
-		}
-		return nil
-	})
+	for _, name := range []string{"con1", "vnc1"} {
+		poll(rctx, t, name+" to run on n2", func() error {
+			st, node, err := guestRuntime(rctx, c.admin, name)
+			if err != nil {
+				return err
+			}
+			if st != "started" || node != "n2" {
+				return fmt.Errorf("%s is %s on %q", name, st, node)
+			}
+			g, err := c.admin.Guest(rctx, name)
+			if err != nil || !g.Runtime.Running {
+				return fmt.Errorf("%s not running yet (%v)", name, err)
+			}
+			return nil
+		})
+	}
 	cancel()
 
 	b := newBrowser(t)
@@ -83,6 +89,17 @@ func TestBrowserConsole(t *testing.T) {
 	run(t, b, "close the console", 20*time.Second, click(`button[data-action="close console"]`),
 		chromedp.WaitNotPresent(css(`#console-screen`)))
 
+	// The graphical display of vnc1, through n1 too: noVNC connects (the
+	// RFB handshake with the guest's VNC server went through both agents).
+	goTo(t, b, c.base, "#/guest/vnc1", `button[data-action="display"]`)
+	run(t, b, "open the display", 60*time.Second,
+		click(`button[data-action="display"]`),
+		waitText(`#display-status`, "Connected to the display of vnc1"),
+		chromedp.WaitVisible(css(`#display-screen canvas`)))
+	shot(t, b, "display")
+	run(t, b, "close the display", 20*time.Second, click(`button[data-action="close display"]`),
+		chromedp.WaitNotPresent(css(`#display-screen`)))
+
 	// The audit log has the session, opened and closed, by ada, on n2.
 	var opened, closed bool
 	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
@@ -96,8 +113,12 @@ func TestBrowserConsole(t *testing.T) {
 			opened = opened || (e.Guest == "con1" && strings.Contains(e.Msg, "opened the serial console of con1 on n2") && strings.Contains(e.Who, "ada"))
 			closed = closed || (e.Guest == "con1" && strings.Contains(e.Msg, "closed the serial console of con1 on n2") && strings.Contains(e.Who, "ada"))
 		}
-		if !opened || !closed {
-			return fmt.Errorf("opened %v, closed %v", opened, closed)
+		display := false
+		for _, e := range evs {
+			display = display || (e.Guest == "vnc1" && strings.Contains(e.Msg, "opened the graphical display (VNC) of vnc1 on n2") && strings.Contains(e.Who, "ada"))
+		}
+		if !opened || !closed || !display {
+			return fmt.Errorf("console opened %v, closed %v; display opened %v", opened, closed, display)
 		}
 		return nil
 	})

@@ -164,6 +164,15 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: AgentChannel}},
 		})
 	}
+	if def.Display == "vnc" && len(dev.Graphics) == 0 {
+		// VGA, and VNC on a unix socket libvirt places (OpenDisplay reads
+		// it from the live XML): no port open to the network.
+		dev.Graphics = []libvirtxml.DomainGraphic{{VNC: &libvirtxml.DomainGraphicVNC{
+			Listeners: []libvirtxml.DomainGraphicListener{{Socket: &libvirtxml.DomainGraphicListenerSocket{}}}}}}
+		if len(dev.Videos) == 0 {
+			dev.Videos = []libvirtxml.DomainVideo{{Model: libvirtxml.DomainVideoModel{Type: "vga"}}}
+		}
+	}
 	if def.RawXML == "" {
 		// A lean machine: no balloon, no USB; fewer devices boot faster.
 		dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}

@@ -56,6 +56,8 @@ func TestDomainXML(t *testing.T) {
 		{"pvpanic by default", guestdef.Definition{Name: "x", Memory: 1 << 30}, "qemu", "", []string{`<panic model="isa">`}, ""},
 		{"guest agent channel", guestdef.Definition{Name: "x", Memory: 1 << 30, GuestAgent: true}, "qemu", "", []string{
 			`<channel type="unix">`, `<source mode="bind">`, `<target type="virtio" name="org.qemu.guest_agent.0">`}, ""},
+		{"vnc display on a socket", guestdef.Definition{Name: "x", Memory: 1 << 30, Display: "vnc"}, "qemu", "", []string{
+			`<graphics type="vnc">`, `<listen type="socket">`, `<model type="vga">`}, ""},
 		{"no name", guestdef.Definition{Memory: 1 << 20}, "qemu", "", nil, "no name"},
 		{"no memory", guestdef.Definition{Name: "x"}, "qemu", "", nil, "no memory"},
 		{"unresolved volume", guestdef.Definition{Name: "x", Memory: 1 << 30, Disks: []guestdef.Disk{{Pool: "p", Volume: "v"}}}, "qemu", "", nil, "no resolved path"},

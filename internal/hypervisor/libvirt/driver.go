@@ -218,6 +218,7 @@ var (
 	_ hypervisor.Driver     = (*Driver)(nil)
 	_ hypervisor.GuestAgent = (*Driver)(nil)
 	_ hypervisor.Console    = (*Driver)(nil)
+	_ hypervisor.Display    = (*Driver)(nil)
 )
 
 // eventsBuffer is how many events wait for the consumer before the oldest
@@ -1262,9 +1263,8 @@ func (d *Driver) AgentCommand(ctx context.Context, name string, cmd []byte) (jso
 	return ret, nil
 }
 
-// OpenConsole implements hypervisor.Console: it opens the pty libvirt gave
-// the guest's first serial port (from the live domain XML), in raw mode.
-func (d *Driver) OpenConsole(ctx context.Context, name string) (net.Conn, error) {
+// liveXML reads a running guest's live domain XML.
+func (d *Driver) liveXML(ctx context.Context, name string) (*libvirtxml.Domain, error) {
 	var desc string
 	err := d.call(ctx, func(l *golibvirt.Libvirt) error {
 		dom, err := lookup(l, name)
@@ -1275,11 +1275,53 @@ func (d *Driver) OpenConsole(ctx context.Context, name string) (net.Conn, error)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("console of %q: %w", name, err)
+		return nil, err
 	}
 	dom := &libvirtxml.Domain{}
 	if err := dom.Unmarshal(desc); err != nil {
-		return nil, fmt.Errorf("console of %q: read its domain XML: %w", name, err)
+		return nil, fmt.Errorf("read its domain XML: %w", err)
+	}
+	return dom, nil
+}
+
+// OpenDisplay implements hypervisor.Display: the VNC unix socket libvirt
+// gave the guest (from the live domain XML).
+func (d *Driver) OpenDisplay(ctx context.Context, name string) (net.Conn, error) {
+	dom, err := d.liveXML(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("display of %q: %w", name, err)
+	}
+	path := ""
+	if dom.Devices != nil {
+		for _, g := range dom.Devices.Graphics {
+			if g.VNC == nil {
+				continue
+			}
+			path = g.VNC.Socket
+			for _, l := range g.VNC.Listeners {
+				if l.Socket != nil && l.Socket.Socket != "" {
+					path = l.Socket.Socket
+				}
+			}
+		}
+	}
+	if path == "" {
+		return nil, fmt.Errorf("display of %q: the guest has no VNC display on a unix socket (display: vnc)", name)
+	}
+	var dl net.Dialer
+	conn, err := dl.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("display of %q: %w", name, err)
+	}
+	return conn, nil
+}
+
+// OpenConsole implements hypervisor.Console: it opens the pty libvirt gave
+// the guest's first serial port (from the live domain XML), in raw mode.
+func (d *Driver) OpenConsole(ctx context.Context, name string) (net.Conn, error) {
+	dom, err := d.liveXML(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("console of %q: %w", name, err)
 	}
 	path := ""
 	if dom.Devices != nil {

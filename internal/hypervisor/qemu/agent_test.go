@@ -23,6 +23,17 @@ func TestAgentAndPanicDevices(t *testing.T) {
 	if a := d.args(off, "/run/h/g"); slices.Contains(a, "pvpanic") {
 		t.Errorf("pvpanic despite no_panic_device: %v", a)
 	}
+	if strings.Contains(a, "-vnc") {
+		t.Errorf("a display without display: vnc: %s", a)
+	}
+	vnc := plain
+	vnc.Display = "vnc"
+	if a := strings.Join(d.args(vnc, "/run/h/g"), " "); !strings.Contains(a, "-vga std -vnc unix:/run/h/g/vnc.sock") {
+		t.Errorf("display vnc: %s", a)
+	}
+	if !strings.Contains(a, "socket,id=serial0,path=/run/h/g/console.sock,server=on,wait=off") {
+		t.Errorf("no console socket: %s", a)
+	}
 	withAgent := plain
 	withAgent.Health = []guestdef.Check{{Exec: []string{"/bin/true"}}}
 	a = strings.Join(d.args(withAgent, "/run/h/g"), " ")

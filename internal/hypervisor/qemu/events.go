@@ -44,6 +44,7 @@ func (d *Driver) onExit(g *guest, how string) {
 		os.Remove(filepath.Join(g.dir, "incoming"))
 		os.Remove(filepath.Join(g.dir, "qga.sock"))
 		os.Remove(filepath.Join(g.dir, "console.sock"))
+		os.Remove(filepath.Join(g.dir, "vnc.sock"))
 	}
 	var kind hypervisor.EventKind
 	var reason string

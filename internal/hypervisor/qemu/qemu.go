@@ -15,6 +15,7 @@
 //	RUNDIR/NAME/qemu.log   QEMU's stdout and stderr
 //	RUNDIR/NAME/qga.sock   the guest agent channel (guests that need it)
 //	RUNDIR/NAME/console.sock  the first serial port (OpenConsole)
+//	RUNDIR/NAME/vnc.sock   the VNC server of a guest with display vnc (OpenDisplay)
 package qemu
 
 import (
@@ -104,6 +105,7 @@ var (
 	_ hypervisor.Driver     = (*Driver)(nil)
 	_ hypervisor.GuestAgent = (*Driver)(nil)
 	_ hypervisor.Console    = (*Driver)(nil)
+	_ hypervisor.Display    = (*Driver)(nil)
 )
 
 // guest is one QEMU process and what the driver knows of it. Fields after mu
@@ -426,6 +428,10 @@ func (d *Driver) args(def guestdef.Definition, dir string) []string {
 		a = append(a, "-cpu", "host")
 	}
 	a = append(a, agentArgs(def, dir)...)
+	if def.Display == "vnc" {
+		// VGA, and VNC on a unix socket only (OpenDisplay): no port open.
+		a = append(a, "-vga", "std", "-vnc", "unix:"+filepath.Join(dir, "vnc.sock"))
+	}
 	// The first serial port: the console socket (haven guest console),
 	// also written to the serial log when the definition has one.
 	serial := "socket,id=serial0,path=" + qemuOpt(filepath.Join(dir, "console.sock")) + ",server=on,wait=off"
@@ -588,6 +594,24 @@ func (d *Driver) OpenConsole(ctx context.Context, name string) (net.Conn, error)
 	conn, err := dl.DialContext(ctx, "unix", filepath.Join(g.dir, "console.sock"))
 	if err != nil {
 		return nil, fmt.Errorf("console of %q: %w", name, err)
+	}
+	return conn, nil
+}
+
+// OpenDisplay implements hypervisor.Display: the guest's VNC server on
+// RUNDIR/NAME/vnc.sock.
+func (d *Driver) OpenDisplay(ctx context.Context, name string) (net.Conn, error) {
+	g, err := d.live(name)
+	if err != nil {
+		return nil, fmt.Errorf("display of %q: %w", name, err)
+	}
+	if g.def.Display != "vnc" {
+		return nil, fmt.Errorf("display of %q: the guest has no graphical display (display: vnc)", name)
+	}
+	var dl net.Dialer
+	conn, err := dl.DialContext(ctx, "unix", filepath.Join(g.dir, "vnc.sock"))
+	if err != nil {
+		return nil, fmt.Errorf("display of %q: %w", name, err)
 	}
 	return conn, nil
 }

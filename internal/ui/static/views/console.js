@@ -59,3 +59,45 @@ export function openConsole(el, name, onEnd) {
   }).catch((e) => { status.textContent = e.message; });
   return close;
 }
+
+let loadingVNC = null;
+
+// loadNoVNC adds the vendored noVNC bundle (window.RFB) once.
+function loadNoVNC() {
+  if (window.RFB) return Promise.resolve();
+  if (loadingVNC) return loadingVNC;
+  loadingVNC = new Promise((resolve, reject) => {
+    const s = document.createElement('script');
+    s.src = '/ui/vendor/novnc/novnc-rfb.js';
+    s.onload = () => resolve();
+    s.onerror = () => { loadingVNC = null; reject(new Error('could not load the display client (noVNC)')); };
+    document.head.append(s);
+  });
+  return loadingVNC;
+}
+
+// openDisplay shows the graphical display of guest name inside el through
+// noVNC over the display WebSocket (GET /api/v1/guests/NAME/vnc); it
+// returns a function that closes the session.
+export function openDisplay(el, name) {
+  const status = h('div.muted#display-status', 'Connecting…');
+  const screen = h('div#display-screen', {style: {height: '480px', background: '#000'}});
+  el.replaceChildren(status, screen);
+  let rfb = null;
+  let closed = false;
+  loadNoVNC().then(() => {
+    if (closed) return;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    rfb = new window.RFB(screen, `${proto}//${location.host}/api/v1/guests/${encodeURIComponent(name)}/vnc`);
+    rfb.scaleViewport = true;
+    rfb.addEventListener('connect', () => { status.textContent = `Connected to the display of ${name}. Keys and mouse go to the guest.`; });
+    rfb.addEventListener('disconnect', (e) => {
+      status.textContent = e.detail && e.detail.clean ? 'The display session ended.' : 'The display is closed (the guest stopped, or the connection failed).';
+    });
+  }).catch((e) => { status.textContent = e.message; });
+  return () => {
+    if (closed) return;
+    closed = true;
+    if (rfb) rfb.disconnect();
+  };
+}

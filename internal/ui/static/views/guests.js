@@ -5,7 +5,7 @@ import * as api from '../api.js';
 import {state, can, onChange, stateGroup, stateLabel} from '../state.js';
 import {toast, refresh} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
-import {openConsole} from './console.js';
+import {openConsole, openDisplay} from './console.js';
 
 const LIST_MAX = 500; // rows drawn at once; the filter narrows the rest
 
@@ -58,6 +58,21 @@ export function guestPage(main, name) {
   // The serial console, drawn once and kept across reloads of the page.
   const consoleBox = h('div.panel#console', {hidden: true});
   let closeConsole = null;
+  // The graphical display (noVNC), likewise.
+  const displayBox = h('div.panel#display', {hidden: true});
+  let closeDisplay = null;
+  const toggleDisplay = () => {
+    if (closeDisplay) {
+      closeDisplay();
+      closeDisplay = null;
+      displayBox.hidden = true;
+      displayBox.replaceChildren();
+    } else {
+      displayBox.hidden = false;
+      closeDisplay = openDisplay(displayBox, name);
+    }
+    render();
+  };
   const toggleConsole = () => {
     if (closeConsole) {
       closeConsole();
@@ -74,6 +89,7 @@ export function guestPage(main, name) {
     h('h1', h('a', {href: '#/guests'}, 'Guests'), '›', title, badge),
     h('div.panel', where, progress, actions),
     consoleBox,
+    displayBox,
     editor,
     h('div.cols',
       h('div.panel', h('h2', {style: {marginTop: 0}}, 'Definition'), def),
@@ -149,6 +165,7 @@ export function guestPage(main, name) {
           btn('Migrate', '', () => command('migrate', pick.value, err), 'live migration: the guest keeps running'),
           btn('Relocate', '', () => command('relocate', pick.value, err), 'stop here, start there'), err));
       }
+      if ((rt.running && (info.definition || {}).display === 'vnc') || closeDisplay) actions.append(btn(closeDisplay ? 'Close display' : 'Display', '', toggleDisplay, 'the guest\'s graphical display (VNC through the agent; the session is in the audit log)'));
       if (rt.running || closeConsole) actions.append(btn(closeConsole ? 'Close console' : 'Console', '', toggleConsole, 'the guest\'s serial console, live (the session is in the audit log)'));
       actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain and recovery policy'));
       if (sp.state !== 'started' && !rt.running) actions.append(btn('Delete', '.danger', remove));
@@ -288,7 +305,7 @@ export function guestPage(main, name) {
     if (gone) return;
     if (w && w.event && (w.event.guest === name || w.event.kind === 'node' || w.event.kind === 'fence')) load();
   });
-  return {unmount: () => { gone = true; off(); clearTimeout(timer); if (closeConsole) closeConsole(); }};
+  return {unmount: () => { gone = true; off(); clearTimeout(timer); if (closeConsole) closeConsole(); if (closeDisplay) closeDisplay(); }};
 }
 
 // healthText describes one health check (docs/guests.md).
