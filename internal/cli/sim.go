@@ -112,7 +112,11 @@ func runSim(ctx context.Context, env *Env, asJSON bool, paths []string) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		r := sim.Run(sc, sim.Options{})
+		r := sim.Run(sc, sim.Options{Stop: func() bool { return ctx.Err() != nil }})
+		if ctx.Err() != nil {
+			fmt.Fprintf(env.Stderr, "haven sim run: stopped (%v) in %s\n", context.Cause(ctx), sc.File)
+			return &ExitError{Code: 1}
+		}
 		if asJSON {
 			r.WriteJSON(env.Stdout)
 		} else {

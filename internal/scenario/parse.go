@@ -34,12 +34,26 @@ func (e *Error) Error() string {
 
 // Load reads and parses a scenario file.
 func Load(path string) (*Scenario, error) {
+	if st, err := os.Stat(path); err == nil && st.Size() > MaxFileBytes {
+		return nil, fmt.Errorf("load scenario %s: %d bytes; a scenario file has at most %d", path, st.Size(), MaxFileBytes)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load scenario: %w", err)
 	}
 	return Parse(path, data)
 }
+
+// Bounds of a scenario file: far above any test of a real cluster, and
+// low enough that a run ends in seconds (`haven sim run` on a file of
+// unknown origin).
+const (
+	MaxFileBytes = 4 << 20
+	MaxNodes     = 1000
+	MaxGuests    = 20000
+	MaxEvents    = 20000
+	MaxExpects   = 20000
+)
 
 type parser struct {
 	file string
@@ -58,6 +72,9 @@ func (p *parser) errf(n *yaml.Node, key, format string, a ...any) {
 // errors found are returned together (errors.Join of *Error).
 func Parse(file string, data []byte) (*Scenario, error) {
 	p := &parser{file: file}
+	if len(data) > MaxFileBytes {
+		return nil, &Error{File: file, Line: 1, Msg: fmt.Sprintf("%d bytes: a scenario file has at most %d", len(data), MaxFileBytes)}
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
@@ -68,6 +85,14 @@ func Parse(file string, data []byte) (*Scenario, error) {
 	sc := p.scenario(doc.Content[0])
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
+	}
+	for _, b := range []struct {
+		what string
+		n, max int
+	}{{"nodes", len(sc.Nodes), MaxNodes}, {"guests", len(sc.Guests), MaxGuests}, {"events", len(sc.Events), MaxEvents}, {"expectations", len(sc.Expects), MaxExpects}} {
+		if b.n > b.max {
+			return nil, &Error{File: file, Line: 1, Msg: fmt.Sprintf("%d %s: a scenario has at most %d", b.n, b.what, b.max)}
+		}
 	}
 	return sc, nil
 }

@@ -171,6 +171,9 @@ func Run(sc *scenario.Scenario, opt Options) *Result {
 			}
 		}
 	}
+	if w.Stopped {
+		res.Expects = append(res.Expects, ExpectResult{Text: "the run reached its end", Seen: "stopped at " + fmtT(w.now)})
+	}
 	inv := ExpectResult{Text: "invariants held at every step", OK: len(w.Violations) == 0}
 	if !inv.OK {
 		inv.Seen = strings.Join(w.Violations, "; ")

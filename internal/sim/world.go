@@ -178,10 +178,15 @@ type Options struct {
 	// RoundTrip persists and restores the manager's state after every
 	// step, as if a new manager took over each time (tests persistence).
 	RoundTrip bool
+	// Stop, when set, is asked before every processed item; true ends the
+	// run there (SIGTERM on `haven sim run`).
+	Stop func() bool
 }
 
 // World is one simulated cluster running one scenario.
 type World struct {
+	// Stopped is set when Options.Stop ended the run early.
+	Stopped bool
 	sc      *scenario.Scenario
 	opt     Options
 	tm      manager.Timings
@@ -322,6 +327,10 @@ func (w *World) run(checkpoints []time.Duration, at func(time.Duration), after f
 	after()
 	cp := 0
 	for len(w.q) > 0 {
+		if w.opt.Stop != nil && w.opt.Stop() {
+			w.Stopped = true
+			break
+		}
 		next := w.q[0].t
 		if next > w.end {
 			break
@@ -353,6 +362,9 @@ func (w *World) run(checkpoints []time.Duration, at func(time.Duration), after f
 		if w.opt.OnStep != nil {
 			w.opt.OnStep(w)
 		}
+	}
+	if w.Stopped {
+		return
 	}
 	for cp < len(checkpoints) {
 		w.now = checkpoints[cp]
