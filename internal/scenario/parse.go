@@ -87,7 +87,7 @@ func Parse(file string, data []byte) (*Scenario, error) {
 		return nil, errors.Join(p.errs...)
 	}
 	for _, b := range []struct {
-		what string
+		what   string
 		n, max int
 	}{{"nodes", len(sc.Nodes), MaxNodes}, {"guests", len(sc.Guests), MaxGuests}, {"events", len(sc.Events), MaxEvents}, {"expectations", len(sc.Expects), MaxExpects}} {
 		if b.n > b.max {
