@@ -15,7 +15,7 @@
 # load (uptime) before and after: on a shared machine, figures measured under
 # heavy load say little. Needs root (network namespaces).
 #
-#   sudo [PVD=DIR] [PARTITION_ROUNDS=N] [CRASH_ROUNDS=N] scripts/bench-failover.sh [ROUNDS] [DRIVERS]
+#   sudo [PVD=DIR] [PVD_RUNS=N] [PARTITION_ROUNDS=N] [CRASH_ROUNDS=N] scripts/bench-failover.sh [ROUNDS] [DRIVERS]
 #   (default 10 rounds, drivers qemu,libvirt; the partition and crash
 #   benchmarks take ROUNDS unless given their own)
 set -euo pipefail
@@ -32,8 +32,8 @@ if [ -n "${PVD:-}" ]; then
 	base=$out/pacemaker
 	mkdir -p "$base/scripts"
 	cp "$PVD"/*.sh "$base/scripts/"
-	echo "== Pacemaker + corosync + VirtualDomain ($PVD), RUNS=$rounds"
-	PVD_BASE=$base RUNS=$rounds "$base/scripts/run-all.sh" > "$out/pacemaker.log" 2>&1 || { tail -30 "$out/pacemaker.log"; exit 1; }
+	echo "== Pacemaker + corosync + VirtualDomain ($PVD), RUNS=${PVD_RUNS:-$rounds}"
+	PVD_BASE=$base RUNS=${PVD_RUNS:-$rounds} "$base/scripts/run-all.sh" > "$out/pacemaker.log" 2>&1 || { tail -30 "$out/pacemaker.log"; exit 1; }
 	sed -n '/== Summary/,$p' "$base/results/table.txt"
 	pick() { sed -n "s/^$1 *: \([0-9.]*\) s.*/\1/p" "$base/results/table.txt"; }
 	pcmk_cut=$(pick 'host cut -> running elsewhere')
