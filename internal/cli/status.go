@@ -117,7 +117,7 @@ func managerLine(st *api.Status) string {
 	case st.Manager == "":
 		return "none (election in progress)"
 	case st.ManagerUnreachable:
-		return st.Manager + " UNREACHABLE: its host does not answer; another host takes over when its lease expires (election pending)"
+		return st.Manager + " UNREACHABLE: its host does not answer; another host takes over once it is seen dead (about 1.5 s) or its lease expires (election pending)"
 	}
 	mgr := st.Manager
 	if !st.ManagerSince.IsZero() {
