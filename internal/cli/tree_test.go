@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/spf13/pflag"
 )
 
@@ -176,5 +177,17 @@ func TestSelector(t *testing.T) {
 		if err != nil || strings.Join(got, " ") != tt.want {
 			t.Errorf("%s: %v %v; want %s", tt.s, got, err, tt.want)
 		}
+	}
+}
+
+// TestDevHint: the CLI line agent --dev prints works with a custom
+// --data-dir (the CLI finds the dev agent by itself only in the default).
+func TestDevHint(t *testing.T) {
+	if got := devStatusHint(client.DevDataDir()); got != "haven status" {
+		t.Errorf("default dir: %q", got)
+	}
+	dir := t.TempDir()
+	if got := devStatusHint(dir); got != "HAVEN_DATA_DIR="+dir+" haven status" {
+		t.Errorf("custom dir: %q", got)
 	}
 }
