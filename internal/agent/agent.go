@@ -125,17 +125,13 @@ type Plugin struct {
 	WhileManager LeaderFunc
 }
 
-var (
-	pluginsMu sync.Mutex
-	plugins   []Plugin
-)
+// Option configures an agent at New.
+type Option func(*Agent)
 
-// Register adds a plugin to every agent started afterwards in this
-// process. Call it from an init function.
-func Register(p Plugin) {
-	pluginsMu.Lock()
-	defer pluginsMu.Unlock()
-	plugins = append(plugins, p)
+// WithPlugins adds plugins to the agent, set up in the order given after
+// the agent's own operator API. A plugin value belongs to one agent.
+func WithPlugins(ps ...Plugin) Option {
+	return func(a *Agent) { a.plugins = append(a.plugins, ps...) }
 }
 
 // Agent is one host's daemon.
@@ -185,7 +181,7 @@ var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$`)
 func ValidNodeName(name string) bool { return nodeNameRE.MatchString(name) }
 
 // New checks cfg and fills in defaults. Nothing is touched until Start.
-func New(cfg Config) (*Agent, error) {
+func New(cfg Config, opts ...Option) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -262,10 +258,11 @@ func New(cfg Config) (*Agent, error) {
 			cfg.StoreClientListen = net.JoinHostPort(host, strconv.Itoa(p+1))
 		}
 	}
-	pluginsMu.Lock()
-	ps := append([]Plugin(nil), plugins...)
-	pluginsMu.Unlock()
-	return &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), now: cfg.Now, plugins: ps, ready: make(chan struct{}), done: make(chan struct{})}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), now: cfg.Now, plugins: []Plugin{operatorAPI()}, ready: make(chan struct{}), done: make(chan struct{})}
+	for _, o := range opts {
+		o(a)
+	}
+	return a, nil
 }
 
 // OnManager adds a LeaderFunc for this agent only (call before Start).

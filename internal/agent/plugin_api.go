@@ -8,17 +8,18 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 )
 
-// The operator endpoints of the API (guests, domains, commands, fencing,
-// pools, policy, events, the OpenAPI document) and the guests in the status.
-func init() {
-	Register(Plugin{Name: "operator-api", Setup: func(ctx context.Context, a *Agent) error {
+// operatorAPI is the operator endpoints of the API (guests, domains,
+// commands, fencing, pools, policy, events, the OpenAPI document) and the
+// guests in the status: part of every agent.
+func operatorAPI() Plugin {
+	return Plugin{Name: "operator-api", Setup: func(ctx context.Context, a *Agent) error {
 		api.RegisterOps(a.API(), api.OpsConfig{
 			Cluster:   cluster.New(a.Store()),
 			Importers: guestImporters(),
 			Context:   ctx,
 		})
 		return nil
-	}})
+	}}
 }
 
 // guestImporters are the configuration formats `haven guest import` reads.

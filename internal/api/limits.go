@@ -51,11 +51,9 @@ type writeLimiter struct {
 	guests map[string]*bucket
 }
 
-var limiters sync.Map // *Ops -> *writeLimiter
-
 func (o *Ops) limiter() *writeLimiter {
-	l, _ := limiters.LoadOrStore(o, &writeLimiter{guests: map[string]*bucket{}})
-	return l.(*writeLimiter)
+	o.limiterOnce.Do(func() { o.writes = &writeLimiter{guests: map[string]*bucket{}} })
+	return o.writes
 }
 
 // allowGuestWrite charges a write of size bytes to guest name, or returns

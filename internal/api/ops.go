@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/cluster"
@@ -60,6 +61,9 @@ type Ops struct {
 	cfg    OpsConfig
 	log    *slog.Logger
 	routes []Route
+
+	limiterOnce sync.Once
+	writes      *writeLimiter // per-guest and byte write budgets
 }
 
 // RegisterOps registers the operator endpoints and the guest status hook on

@@ -84,6 +84,12 @@ type Server struct {
 	peersMu sync.Mutex // guards peers and peersAt
 	peers   string
 	peersAt time.Time
+
+	// The login throttle and whether the session endpoints are served:
+	// per server, so that servers in one process share nothing.
+	gateOnce     sync.Once
+	gate         *loginGate
+	sessionsOnce sync.Once
 }
 
 // PeersHeader is the answer header that lists the API URLs of the

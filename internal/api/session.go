@@ -201,11 +201,11 @@ const (
 	loginTableMax         = 10000
 )
 
-var gates sync.Map // *Server -> *loginGate
-
 func (s *Server) loginGate() *loginGate {
-	g, _ := gates.LoadOrStore(s, &loginGate{sem: make(chan struct{}, 2), failures: map[string]*loginFailures{}})
-	return g.(*loginGate)
+	s.gateOnce.Do(func() {
+		s.gate = &loginGate{sem: make(chan struct{}, 2), failures: map[string]*loginFailures{}}
+	})
+	return s.gate
 }
 
 // sourceKey is the throttled source of a request: its IP address (an IPv6
@@ -302,14 +302,13 @@ func (g *loginGate) makeRoom(now time.Time) {
 // maxPassword bounds the passwords a login hashes.
 const maxPassword = 1024
 
-var sessionsRegistered sync.Map // *Server -> true
-
 // RegisterSessions adds the login, logout, whoami and user endpoints; a
 // second call on the same server does nothing.
 func (s *Server) RegisterSessions() {
-	if _, done := sessionsRegistered.LoadOrStore(s, true); done {
-		return
-	}
+	s.sessionsOnce.Do(s.registerSessions)
+}
+
+func (s *Server) registerSessions() {
 	s.HandleFunc("POST", "/api/v1/login", RolePublic, s.handleLogin)
 	s.HandleFunc("POST", "/api/v1/logout", RolePublic, s.handleLogout)
 	s.HandleFunc("GET", "/api/v1/whoami", RolePublic, s.handleWhoami)

@@ -1,8 +1,5 @@
 package api_test
 
-// This file sorts last on purpose: ha.Enable registers the HA plugin for
-// every agent started afterwards in this test binary.
-
 import (
 	"context"
 	"testing"
@@ -20,8 +17,7 @@ import (
 // takes the queued commands, applies them to its state and marks them
 // done, and the API's synchronous checks then see that state.
 func TestWithRealManager(t *testing.T) {
-	ha.Enable(ha.Options{})
-	a, err := apitest.Start("m1", "")
+	a, err := apitest.Start("m1", "", ha.New(ha.Options{}))
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sdnotify"
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/ui"
 	"github.com/spf13/pflag"
 )
 
@@ -176,8 +177,12 @@ func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config
 	if cfg.PeerListen == "" && len(cfg.StoreEndpoints) == 0 {
 		return Usagef("--peer-listen HOST:PORT is required unless --store-endpoints is given")
 	}
-	ha.Enable(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice, RecordDir: hostOpts.RecordDir})
-	a, err := agent.New(cfg)
+	// Every part of the agent, wired here: the HA plugin (host side,
+	// shutdown, consoles, the manager's term) and the web UI.
+	a, err := agent.New(cfg, agent.WithPlugins(
+		ha.New(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice, RecordDir: hostOpts.RecordDir}),
+		ui.New(),
+	))
 	if err != nil {
 		return err
 	}

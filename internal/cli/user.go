@@ -19,8 +19,6 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/store"
-	// The web UI is part of every agent this binary runs.
-	_ "github.com/haven-ha/haven/internal/ui"
 )
 
 func init() {

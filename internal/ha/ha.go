@@ -2,7 +2,8 @@
 // the host side (package hostagent: the manager's orders carried out through
 // the hypervisor driver, guest reports, self-fencing); on the elected agent
 // it runs the manager (package control around the pure core in package
-// manager). It is a plugin of package agent, enabled with Enable.
+// manager). It is a plugin of package agent: cmd/haven wires it with
+// agent.New(cfg, agent.WithPlugins(ha.New(opts), ...)).
 package ha
 
 import (
@@ -42,35 +43,27 @@ type Options struct {
 	RecordDir string
 }
 
-var (
-	once   sync.Once
-	mu     sync.Mutex
-	opts   Options
-	agents = map[string]*agent.Agent{} // by node name, for the manager term
-)
-
-// Enable registers the plugin with every agent started afterwards; a
-// second call only replaces the options.
-func Enable(o Options) {
-	mu.Lock()
-	opts = o
-	mu.Unlock()
-	once.Do(func() {
-		agent.Register(agent.Plugin{Name: "ha", Setup: setup, WhileManager: whileManager})
-	})
+// plugin is the HA plugin of one agent.
+type plugin struct {
+	opts Options
+	mu   sync.Mutex
+	a    *agent.Agent // set at Setup
 }
 
-func current() Options {
-	mu.Lock()
-	defer mu.Unlock()
-	return opts
+// New returns the HA plugin for one agent (agent.WithPlugins): the host
+// side (its hypervisor driver, orders, reports, self-fencing), graceful
+// shutdown, the guests' consoles, and the manager's term when the agent is
+// elected.
+func New(o Options) agent.Plugin {
+	p := &plugin{opts: o}
+	return agent.Plugin{Name: "ha", Setup: p.setup, WhileManager: p.whileManager}
 }
 
-// Timings are the manager's timings for agent a.
-func Timings(a *agent.Agent) manager.Timings {
+// Timings are the manager's timings for agent a with options o.
+func Timings(a *agent.Agent, o Options) manager.Timings {
 	t := manager.DefaultTimings()
-	if o := current().Timings; o != nil {
-		t = *o
+	if o.Timings != nil {
+		t = *o.Timings
 	}
 	cfg := a.Config()
 	if cfg.LeaseTTL > 0 {
@@ -82,16 +75,20 @@ func Timings(a *agent.Agent) manager.Timings {
 	return t
 }
 
-func agentFor(l *store.Leadership) *agent.Agent {
-	mu.Lock()
-	defer mu.Unlock()
-	return agents[l.Node()]
+func (p *plugin) agent() *agent.Agent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.a
 }
 
-func setup(ctx context.Context, a *agent.Agent) error {
-	mu.Lock()
-	agents[a.Node()] = a
-	mu.Unlock()
+func (p *plugin) setup(ctx context.Context, a *agent.Agent) error {
+	p.mu.Lock()
+	if p.a != nil && p.a != a {
+		p.mu.Unlock()
+		return fmt.Errorf("ha: this plugin already serves agent %q: give each agent its own ha.New", p.a.Node())
+	}
+	p.a = a
+	p.mu.Unlock()
 	registerShutdown(a.API(), a.Store())
 	if err := clearShutdown(ctx, a.Store(), a.Node()); err != nil {
 		return err
@@ -108,7 +105,7 @@ func setup(ctx context.Context, a *agent.Agent) error {
 		}
 		failFast(ctx, a, log)
 	}()
-	o := current()
+	o := p.opts
 	var drv hypervisor.Driver
 	if o.Driver != nil {
 		var err error
@@ -136,7 +133,7 @@ func setup(ctx context.Context, a *agent.Agent) error {
 		case <-ctx.Done():
 			return
 		}
-		t := Timings(a)
+		t := Timings(a, o)
 		wd, err := openWatchdog(o.WatchdogDevice, t, log)
 		if err != nil {
 			log.Error("watchdog unusable: this host will refuse guests in watchdog fencing mode", "op", "watchdog", "err", err)
@@ -181,17 +178,17 @@ func registerConsole(a *agent.Agent, drv hypervisor.Driver) error {
 	return nil
 }
 
-func whileManager(ctx context.Context, l *store.Leadership) error {
-	a := agentFor(l)
+func (p *plugin) whileManager(ctx context.Context, l *store.Leadership) error {
+	a := p.agent()
 	if a == nil {
-		return fmt.Errorf("ha: no agent for node %q", l.Node())
+		return fmt.Errorf("ha: elected on node %q before the plugin's setup", l.Node())
 	}
 	return control.RunManager(ctx, control.Daemon{
 		Cluster:   cluster.New(a.Store()),
 		Leader:    l,
-		Timings:   Timings(a),
+		Timings:   Timings(a, p.opts),
 		Logger:    a.Config().Logger,
-		RecordDir: current().RecordDir,
+		RecordDir: p.opts.RecordDir,
 	})
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/model"
 	// The agent started in-process serves the UI.
-	_ "github.com/haven-ha/haven/internal/ui"
 )
 
 // TestBrowserScale loads the overview of a cluster of 64 hosts and 2,000

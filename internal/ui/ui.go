@@ -30,8 +30,9 @@ func Files() fs.FS {
 	return sub
 }
 
-func init() {
-	agent.Register(agent.Plugin{Name: "ui", Setup: setup})
+// New returns the web UI plugin for an agent (agent.WithPlugins).
+func New() agent.Plugin {
+	return agent.Plugin{Name: "ui", Setup: setup}
 }
 
 func setup(_ context.Context, a *agent.Agent) error {

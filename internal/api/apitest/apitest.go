@@ -25,6 +25,7 @@ import (
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/ui"
 )
 
 // Agent is a running agent and what a test needs to talk to it.
@@ -42,8 +43,9 @@ type Agent struct {
 }
 
 // Start starts an agent named node with a fresh cluster in dir (a temporary
-// directory when empty). Stop it with Stop.
-func Start(node, dir string) (*Agent, error) {
+// directory when empty), with the web UI and the given plugins, as
+// cmd/haven wires an agent. Stop it with Stop.
+func Start(node, dir string, plugins ...agent.Plugin) (*Agent, error) {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "haven-apitest-")
 		if err != nil {
@@ -63,7 +65,7 @@ func Start(node, dir string) (*Agent, error) {
 	a, err := agent.New(agent.Config{
 		Node: node, DataDir: filepath.Join(dir, "data"), Listen: ports[0], PeerListen: ports[1], StoreClientListen: ports[2],
 		Init: true, StoreMembers: 1, ClusterName: "test",
-	})
+	}, agent.WithPlugins(append([]agent.Plugin{ui.New()}, plugins...)...))
 	if err != nil {
 		return nil, err
 	}
