@@ -126,6 +126,8 @@ type GuestRow struct {
 	// Op is the operation in flight: its kind (start, stop, migrate), node
 	// and, for a migration, target.
 	Op *manager.Op `json:"op,omitempty"`
+	// Wait says why it waits (see GuestRuntime).
+	Wait string `json:"wait,omitempty"`
 }
 
 // GuestInfo is the answer of GET /api/v1/guests/{name}.
@@ -225,7 +227,7 @@ func (o *Ops) guestRowsState(ctx context.Context, opts ...clientv3.OpOption) ([]
 		if node == "" {
 			node = g.Spec.Node
 		}
-		rows = append(rows, GuestRow{Name: g.Spec.Name, State: rt.State, Node: node, Desired: g.Spec.State, Domain: g.Spec.Domain, Memory: g.Spec.Memory, VCPUs: g.Spec.CPUs, Running: rt.Running, Op: rt.Op})
+		rows = append(rows, GuestRow{Name: g.Spec.Name, State: rt.State, Node: node, Desired: g.Spec.State, Domain: g.Spec.Domain, Memory: g.Spec.Memory, VCPUs: g.Spec.CPUs, Running: rt.Running, Op: rt.Op, Wait: rt.Wait})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	return rows, st, nil

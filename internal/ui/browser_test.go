@@ -668,10 +668,17 @@ func TestBrowserFlow(t *testing.T) {
 		{"#/users", "#view .panel"},
 	} {
 		goTo(t, b, c.base, page.hash, page.wait)
-		if n := evalInt(t, b, `document.querySelectorAll('#view button').length`); n != 0 {
+		// What if (read only) is for viewers too.
+		if n := evalInt(t, b, `document.querySelectorAll('#view button:not([data-action^="whatif"])').length`); n != 0 {
 			t.Errorf("viewer sees %d buttons on %s: %s", n, page.hash, tail(viewHTML(b), 1500))
 		}
 	}
+	// A viewer asks what would happen if n1 failed: the manager's core
+	// answers, nothing changes.
+	goTo(t, b, c.base, "#/hosts", `#host-table tr[data-host="n1"]`)
+	run(t, b, "the viewer sees what would happen if n1 failed", 20*time.Second,
+		click(`tr[data-host="n1"] button[data-action="whatif-down"]`),
+		waitText(`#whatif-result`, "What if n1 failed now"), waitText(`#whatif-result`, "Admission control: off"))
 	// And the API refuses a viewer's change even with the session's token.
 	code := evalInt(t, b, `(async () => {
 		const me = await (await fetch('/api/v1/whoami')).json();

@@ -26,7 +26,7 @@ export function guestList(main) {
     const shown = rows.slice(0, LIST_MAX);
     body.replaceChildren(...shown.map((g) => h('tr', {'data-guest': g.name},
       h('td', h('a', {href: '#/guest/' + encodeURIComponent(g.name)}, g.name)),
-      h('td', h('span.badge.s-' + stateLabel(g), stateLabel(g))),
+      h('td', h('span.badge.s-' + stateLabel(g), stateLabel(g)), g.wait ? h('div.muted.wait', {title: g.wait}, g.wait) : null),
       h('td', g.node || h('span.muted', '—')),
       h('td', g.domain || h('span.muted', 'any host')),
       h('td', g.desired),
@@ -130,7 +130,9 @@ export function guestPage(main, name) {
       h('dt', 'Runs on'), h('dd#guest-node', rt.node ? h('b', rt.node) : h('span.muted', 'no host')),
       h('dt', 'Desired'), h('dd', sp.state),
       h('dt', 'Running since'), h('dd', rt.running_since ? `${fmtTime(rt.running_since)} (${fmtAgo(rt.running_since)})` : '—'),
-      h('dt', 'Restarts / moves'), h('dd', `${rt.restarts || 0} / ${rt.moves || 0}`)));
+      h('dt', 'Restarts / moves'), h('dd', `${rt.restarts || 0} / ${rt.moves || 0}`),
+      sp.after && sp.after.length ? [h('dt', 'Starts after'), h('dd', sp.after.join(', '))] : null,
+      rt.wait ? [h('dt', 'Waits'), h('dd#guest-wait', h('span.badge.warn', 'waiting'), ' ', rt.wait)] : null));
 
     // Live migration (or any operation in flight).
     if (rt.op) {

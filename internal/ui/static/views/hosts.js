@@ -1,7 +1,9 @@
 // Hosts: health and facts, maintenance on/off (operator), confirming a
 // failed host off when its fence device cannot act (admin), and the fencing
 // set-up per host with a Test button (admin): fence devices, and each
-// host's levels.
+// host's levels. Per host, "What if it fails" and "What if maintenance"
+// ask the manager's core what would happen (GET /api/v1/whatif), changing
+// nothing.
 import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
 import * as api from '../api.js';
 import {state, can, onChange} from '../state.js';
@@ -11,11 +13,13 @@ import {row, showError, clearErrors} from './form.js';
 export function hosts(main) {
   const table = h('tbody');
   const fencing = h('div#fencing');
+  const whatif = h('div#whatif');
   const tests = new Map(); // node -> last test outcome element
   fill(main, h('h1', 'Hosts & fencing'),
     h('div.tablewrap', h('table#host-table',
       h('thead', h('tr', h('th', 'Host'), h('th', 'State'), h('th', 'Role'), h('th.num', 'Memory'), h('th.num', 'CPUs'), h('th', 'Hypervisor'), h('th', 'Agent'), h('th', 'Fencing levels'), h('th', ''))),
       table)),
+    whatif,
     fencing);
   let fc = null; // redacted fence configuration (admin only)
 
@@ -42,6 +46,10 @@ export function hosts(main) {
       if (can('admin') && fc && (fc.levels || {})[x.name]) {
         acts.append(h('button.small', {type: 'button', 'data-action': 'fence-test', title: 'ask each fence device for the power state, without fencing', onclick: () => test(x.name)}, 'Test fencing'));
       }
+      if (x.state === 'online' || x.maintenance) {
+        if (x.state === 'online') acts.append(h('button.small', {type: 'button', 'data-action': 'whatif-down', title: 'what the manager would do if this host failed now (nothing changes)', onclick: () => whatIf(x.name, false)}, 'What if it fails'));
+        if (!x.maintenance) acts.append(h('button.small', {type: 'button', 'data-action': 'whatif-maintenance', title: 'would an evacuation succeed, and where would each guest go (nothing changes)', onclick: () => whatIf(x.name, true)}, 'What if maintenance'));
+      }
       const out = tests.get(x.name);
       return h('tr', {'data-host': x.name},
         h('td', h('b', x.name), x.api_addr ? h('div.muted.mono', x.api_addr) : null),
@@ -65,6 +73,44 @@ export function hosts(main) {
       toast(res && res._accepted ? `${what}: sent; the manager is working on it` : what);
       refresh();
     } catch (e) { toast(`maintenance ${node}: ${e.message}`, true); }
+  }
+
+  // whatIf shows what the manager's core would do if node failed (or went
+  // into maintenance) now.
+  async function whatIf(node, maint) {
+    const what = maint ? `went into maintenance` : `failed`;
+    fill(whatif, h('div.panel', h('h2', {style: {marginTop: 0}}, `What if ${node} ${what} now`), h('p.muted', 'asking the manager…')));
+    let w;
+    try {
+      w = await api.get(`/api/v1/whatif?${maint ? 'maintenance' : 'down'}=${api.enc(node)}`);
+    } catch (e) {
+      fill(whatif, h('div.panel', h('h2', {style: {marginTop: 0}}, `What if ${node} ${what} now`), h('div.field-error', e.message)));
+      return;
+    }
+    const secs = (ns) => (ns ? `${(ns / 1e9).toFixed(1)} s` : '—');
+    const guests = w.guests || [];
+    const rows = guests.map((g) => h('tr', {'data-guest': g.guest},
+      h('td', h('a', {href: '#/guest/' + encodeURIComponent(g.guest)}, g.guest)),
+      h('td', g.from || '—'),
+      h('td', g.to ? h('b', g.to) : h('span.muted', 'nowhere')),
+      h('td', h('span.badge.s-' + g.state, g.state)),
+      h('td.num', g.after ? secs(g.after) + (g.moved ? ' (live)' : '') : '—'),
+      h('td', g.wait || '')));
+    const a = w.admission || {};
+    const reserve = a.reserve || {};
+    const admission = !(reserve.hosts || reserve.percent) ? 'off'
+      : a.short > 0 ? `would NOT hold: short by ${fmtBytes(a.short)}` : 'would still hold';
+    const verdict = maint
+      ? (w.evacuated ? h('span.badge.ok', 'evacuation succeeds') : h('span.badge.bad', 'evacuation does NOT succeed: guests stay'))
+      : h('span', `Every stopped guest runs again ${secs(w.recovered)} after the failure`, w.waiting ? [', but ', h('span.badge.bad', `${w.waiting} would wait`)] : '');
+    fill(whatif, h('div.panel#whatif-result', {'data-node': node},
+      h('h2', {style: {marginTop: 0}}, `What if ${node} ${what} now `, h('button.small', {type: 'button', onclick: () => whatif.replaceChildren()}, 'Close')),
+      h('p', verdict),
+      guests.length ? h('div.tablewrap', h('table#whatif-table', h('thead', h('tr', h('th', 'Guest'), h('th', 'From'), h('th', 'To'), h('th', 'State'), h('th.num', 'Runs after'), h('th', 'Why it waits'))), h('tbody', rows)))
+        : h('p.muted', 'No guest is affected.'),
+      h('p', `Admission control: ${admission}.`),
+      (w.violations || []).map((v) => h('p', h('span.badge.warn', `rule ${v.rule}`), ' ', v.what)),
+      h('p.muted', 'Assumes every fence, start and migration succeeds (fence 2 s, start 2 s, migration 5 s). Nothing was changed.')));
   }
 
   async function confirmOff(node) {
