@@ -880,3 +880,56 @@ func TestBrowserServingHostDies(t *testing.T) {
 		waitText(`#hostdown`, "does not answer"),
 		chromedp.WaitVisible(css(`#hostdown a[data-host="n2"][href="`+c.n2.url+`/"]`)))
 }
+
+// TestBrowserFailoverTimeline: a host with a guest dies; the Failovers
+// page tells the incident as a timeline, from the host failing on, live.
+func TestBrowserFailoverTimeline(t *testing.T) {
+	needTool(t, "chromium", "chromium-browser", "google-chrome")
+	c := startCluster(t)
+	ctx := context.Background()
+	if err := c.admin.Do(ctx, "POST", "/api/v1/users", api.UserRequest{Name: "ada", Role: api.RoleAdmin, Password: "ada's secret"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	files := testguest.Build(t)
+	if _, err := c.admin.CreateGuest(ctx, map[string]any{"name": "vm2", "memory": "128MiB", "node": "n2",
+		"boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline}}); err != nil {
+		t.Fatal(err)
+	}
+	if !waitManagerTakesGuest(t, c, "vm2") {
+		t.Skip("WAITING ON WIRING: the manager did not take vm2 in")
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 120*time.Second)
+	poll(rctx, t, "vm2 to run on n2", func() error {
+		st, node, err := guestRuntime(rctx, c.admin, "vm2")
+		if err != nil {
+			return err
+		}
+		if st != "started" || node != "n2" {
+			return fmt.Errorf("vm2 is %s on %s", st, node)
+		}
+		g, err := c.admin.Guest(rctx, "vm2")
+		if err != nil || !g.Runtime.Running {
+			return fmt.Errorf("vm2 not running yet (%v)", err)
+		}
+		return nil
+	})
+	rcancel()
+	b := newBrowser(t)
+	login(t, b, c.base, "ada", "ada's secret")
+	goTo(t, b, c.base, "#/incidents", "#incidents")
+	run(t, b, "no failover yet", 10*time.Second, waitText(`#incidents`, "No failover"))
+	// n2 dies: its agent is killed (its guest keeps running, as after a
+	// crash of the agent): the manager sees n2 fail and tries to fence it
+	// (no fence device here: it fails and retries).
+	if err := syscall.Kill(-c.n2.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-c.n2.done
+	c.n2.done <- err // for the cleanup
+	run(t, b, "the Failovers page shows n2's incident live", 60*time.Second,
+		chromedp.WaitVisible(css(`#incidents .incident[data-node="n2"]`)),
+		waitText(`#incidents .incident[data-node="n2"] h2`, "Host n2 failed"),
+		waitText(`#incidents .incident[data-node="n2"] .timeline`, "+0.0 s"),
+		waitText(`#incidents .incident[data-node="n2"] .timeline`, "fenc"))
+	shot(t, b, "failovers")
+}

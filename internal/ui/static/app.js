@@ -8,6 +8,7 @@ import {guestList, guestPage} from './views/guests.js';
 import {domains} from './views/domains.js';
 import {hosts} from './views/hosts.js';
 import {events} from './views/events.js';
+import {incidents} from './views/incidents.js';
 import {newGuest} from './views/create.js';
 import {join} from './views/join.js';
 import {users} from './views/users.js';
@@ -23,6 +24,7 @@ const routes = [
   [/^#\/domains$/, domains, 'domains'],
   [/^#\/hosts$/, hosts, 'hosts'],
   [/^#\/events$/, events, 'events'],
+  [/^#\/incidents$/, incidents, 'incidents'],
   [/^#\/new$/, newGuest, 'new'],
   [/^#\/join$/, join, 'join'],
   [/^#\/users$/, users, 'users'],
