@@ -32,6 +32,7 @@ pkgs=(
   libvirt-daemon-system libvirt-clients
   etcd-server etcd-client
   fence-agents
+  systemd-container
   chromium chromium-driver
   iproute2 iptables procps psmisc util-linux
   ca-certificates curl

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/metrics"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -31,6 +32,7 @@ func (a *Agent) electionLoop(ctx context.Context) {
 		a.mu.Lock()
 		a.leader = l
 		a.mu.Unlock()
+		metrics.IsManager.Set(1)
 		a.log.Info("became manager", "op", "election", "term", l.Rev())
 		a.writeTermLease(l.Lease())
 		failed := a.term(ctx, l)
@@ -38,6 +40,10 @@ func (a *Agent) electionLoop(ctx context.Context) {
 		a.mu.Lock()
 		a.leader = nil
 		a.mu.Unlock()
+		// Only the manager exports the cluster's guests and hosts.
+		metrics.IsManager.Set(0)
+		metrics.Guests.Reset()
+		metrics.Hosts.Reset()
 		if failed {
 			sleepCtx(ctx, time.Second)
 		}

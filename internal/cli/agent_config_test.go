@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/model"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,5 +52,16 @@ func TestAgentConfigFileErrors(t *testing.T) {
 	code, _, errs = runCLI(t, "agent", "--config", file, "--log-format", "xml", "--dev")
 	if code == 0 {
 		t.Errorf("--log-format xml accepted")
+	}
+}
+
+func TestStatusVersionsLine(t *testing.T) {
+	h := func(name, v string) api.Host { return api.Host{Name: name, Facts: &model.NodeFacts{AgentVersion: v}} }
+	if got := versionsLine([]api.Host{h("h1", "1.0.0"), h("h2", "1.0.0"), {Name: "h3"}}); got != "" {
+		t.Errorf("one version: %q", got)
+	}
+	got := versionsLine([]api.Host{h("h1", "1.1.0"), h("h2", "1.0.0"), h("h3", "1.1.0")})
+	if got != "Versions: MIXED (upgrade in progress): 1.0.0 on h2; 1.1.0 on h1, h3" {
+		t.Errorf("mixed: %q", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -76,10 +77,37 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 	if err := tw.flush(); err != nil {
 		return err
 	}
+	if line := versionsLine(st.Hosts); line != "" {
+		fmt.Fprintf(env.Stdout, "\n%s\n", line)
+	}
 	if st.Guests != nil {
 		fmt.Fprintf(env.Stdout, "\nGuests: %d\n", st.Guests.Total)
 	}
 	return nil
+}
+
+// versionsLine says which Haven versions the online hosts' agents run when
+// they differ (a rolling upgrade in progress), else "".
+func versionsLine(hosts []api.Host) string {
+	on := map[string][]string{}
+	for _, h := range hosts {
+		if h.Facts != nil && h.Facts.AgentVersion != "" {
+			on[h.Facts.AgentVersion] = append(on[h.Facts.AgentVersion], h.Name)
+		}
+	}
+	if len(on) < 2 {
+		return ""
+	}
+	vs := make([]string, 0, len(on))
+	for v := range on {
+		vs = append(vs, v)
+	}
+	sort.Strings(vs)
+	parts := make([]string, 0, len(vs))
+	for _, v := range vs {
+		parts = append(parts, v+" on "+strings.Join(on[v], ", "))
+	}
+	return "Versions: MIXED (upgrade in progress): " + strings.Join(parts, "; ")
 }
 
 type table struct {

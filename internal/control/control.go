@@ -25,6 +25,7 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/metrics"
 )
 
 // Writer is every write the manager makes. The daemon's implementation makes
@@ -107,6 +108,7 @@ type Config struct {
 
 // Shell runs the manager core against the real world.
 type Shell struct {
+	rec    recoveryClock // recovery latencies for metrics
 	cfg    Config
 	log    *slog.Logger
 	fences chan manager.FenceResult
@@ -380,10 +382,13 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 }
 
 func (s *Shell) step(ctx context.Context, ev manager.Event) error {
+	now := s.now()
+	s.rec.before(s.cfg.State, now, ev)
 	acts, err := s.stepCore(ev)
 	if err != nil {
 		return err
 	}
+	s.rec.after(s.cfg.State, now, ev, acts)
 	if err := s.execute(ctx, acts); err != nil {
 		return err
 	}
@@ -447,15 +452,20 @@ func (s *Shell) dropAbandoned(ctx context.Context) error {
 // acted on by an agent that then reports back... so orders are written after
 // the state: the shell saves first, then sends.
 func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
+	t0 := time.Now()
+	defer func() { metrics.ManagerStep.Observe(time.Since(t0).Seconds()) }()
 	if s.cfg.OnStep != nil {
 		s.cfg.OnStep(s.now(), acts)
 	}
 	if s.cfg.Record != nil {
 		s.record(Record{Decided: true, Actions: actionStrings(acts)})
 	}
+	countStates(s.cfg.State)
+	ts := time.Now()
 	if err := s.cfg.Writer.SaveState(ctx, s.cfg.State); err != nil {
 		return fmt.Errorf("persist manager state: %w", err)
 	}
+	metrics.StoreWrite.WithLabelValues("save_state").Observe(time.Since(ts).Seconds())
 	// Orders are collected and written together, in action order; anything
 	// else that must follow them (a nested step, a shutdown answer) flushes
 	// them first.
@@ -524,6 +534,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 			node, attempt := a.Node, a.Op
 			go func() {
 				err := s.cfg.Fencer.Fence(ctx, node)
+				metrics.Fences.WithLabelValues(pick(err == nil, "ok", "failed")).Inc()
 				res := manager.FenceResult{Node: node, Attempt: attempt, OK: err == nil}
 				if err != nil {
 					res.Err = err.Error()
@@ -545,7 +556,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 	return flush()
 }
 
-func pick(ok bool, yes, no manager.ResultKind) manager.ResultKind {
+func pick[T any](ok bool, yes, no T) T {
 	if ok {
 		return yes
 	}

@@ -44,11 +44,15 @@ type HostOptions struct {
 	// guests run: a Linux watchdog device, or "file:PATH" for the test bed's
 	// emulated one. Empty: none (the host then runs no guests in that mode).
 	WatchdogDevice string
+	// GuestScope places each QEMU in a systemd scope of its own: auto (when
+	// systemd runs the host), systemd or none (qemu.ParseScopeMode).
+	GuestScope string
 }
 
 // RegisterFlags adds the host options to the agent's flag set.
 func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.RecordDir, "record", "", "record every input of each manager term this agent serves to DIR/term-TERM-NODE.jsonl (replay with haven sim replay FILE)")
+	fs.StringVar(&o.GuestScope, "guest-scope", "auto", "qemu driver: run each QEMU in a systemd scope of its own, outside the agent's cgroup, so stopping or restarting the agent's unit never kills guests: auto (when systemd runs the host), systemd, or none")
 	fs.StringVar(&o.QEMUBinary, "qemu-binary", "qemu-system-x86_64", "qemu driver: the QEMU system emulator")
 	fs.StringVar(&o.QEMUUser, "qemu-user", qemu.DefaultUser, "qemu driver: the unprivileged user QEMU runs guests as (it must exist; \"-\": the agent's own user, only when the agent is not root)")
 	fs.StringVar(&o.MigrationAddr, "migration-addr", "", "qemu driver: address incoming live migrations listen on (default: the host of --listen)")
@@ -83,6 +87,10 @@ func (o HostOptions) Driver() DriverFactory {
 			if addr == "" {
 				addr = host
 			}
+			scope, err := qemu.ParseScopeMode(o.GuestScope)
+			if err != nil {
+				return nil, err
+			}
 			return qemu.New(ctx, qemu.Config{
 				RunDir:        filepath.Join(a.DataDir(), "qemu"),
 				Node:          a.Node(),
@@ -90,6 +98,7 @@ func (o HostOptions) Driver() DriverFactory {
 				MigrationAddr: addr,
 				DiskCache:     o.DiskCache,
 				User:          o.QEMUUser,
+				Scope:         scope,
 				Logger:        cfg.Logger,
 			})
 		case "libvirt":

@@ -14,6 +14,9 @@ import (
 // and their runtime state. It is plain data (see Restore); Step changes it in
 // place. Nodes and Guests are kept sorted by name.
 type State struct {
+	// Schema is the version of this format (StateSchema when saved). A
+	// state saved before versions existed reads as 0 and is format 1.
+	Schema  int            `json:"schema,omitempty"`
 	Config  Config         `json:"config"`
 	Nodes   []*Node        `json:"nodes"`
 	Domains []model.Domain `json:"domains,omitempty"`
@@ -50,7 +53,7 @@ func New(cfg Config) *State {
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = DefaultTimings()
 	}
-	s := &State{Config: cfg, NextID: 1}
+	s := &State{Schema: StateSchema, Config: cfg, NextID: 1}
 	s.reindex()
 	return s
 }
@@ -153,10 +156,21 @@ func (s *State) AddGuest(spec model.GuestSpec, running bool) error {
 
 // Restore decodes a state saved with json.Marshal and checks it.
 func Restore(data []byte) (*State, error) {
+	var head struct {
+		Schema int `json:"schema"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("restore manager state: %w", err)
+	}
+	if head.Schema > StateSchema {
+		return nil, &SchemaError{What: "manager state", Have: head.Schema, Know: StateSchema}
+	}
 	s := &State{}
 	if err := json.Unmarshal(data, s); err != nil {
 		return nil, fmt.Errorf("restore manager state: %w", err)
 	}
+	// Formats 0 (before versions) and 1 read alike; the next save is 1.
+	s.Schema = StateSchema
 	sort.Slice(s.Nodes, func(a, b int) bool { return s.Nodes[a].Name < s.Nodes[b].Name })
 	sort.Slice(s.Guests, func(a, b int) bool { return s.Guests[a].Spec.Name < s.Guests[b].Spec.Name })
 	s.reindex()
@@ -172,6 +186,24 @@ func Restore(data []byte) (*State, error) {
 		s.NextID = 1
 	}
 	return s, nil
+}
+
+// StateSchema is the version of the manager state's format that this
+// build writes; Restore reads every version up to it. Bump it when a
+// change would make an older agent misread the state (a field whose
+// absence it would take wrongly), and keep reading the older versions.
+const StateSchema = 1
+
+// SchemaError reports stored data of a format newer than this build
+// reads: a newer agent wrote it (during an upgrade, or before a
+// downgrade).
+type SchemaError struct {
+	What       string
+	Have, Know int
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("%s has schema version %d, newer than this agent reads (up to %d): it was written by a newer Haven; upgrade this host's haven", e.What, e.Have, e.Know)
 }
 
 // Guest returns the guest named name, or nil.

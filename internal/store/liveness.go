@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/haven-ha/haven/internal/metrics"
 	"log/slog"
 	"math"
 	"sync"
@@ -158,6 +159,7 @@ func (l *Liveness) renew(ctx context.Context) {
 		_, err = l.s.cli.KeepAliveOnce(kctx, id)
 		cancel()
 		if err == nil {
+			metrics.Keepalive.Observe(time.Since(sent).Seconds())
 			l.mu.Lock()
 			l.renewed, l.sent = time.Now(), sent
 			l.mu.Unlock()

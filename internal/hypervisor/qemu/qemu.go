@@ -76,6 +76,9 @@ type Config struct {
 	// AdoptTimeout bounds connecting to each running guest when the driver
 	// opens; default 5 s.
 	AdoptTimeout time.Duration
+	// Scope says where QEMU runs: in a systemd scope of its own when systemd
+	// runs the host (the default), or not (scope.go).
+	Scope ScopeMode
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now.
@@ -330,7 +333,12 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 	if err != nil {
 		return fail(err)
 	}
-	cmd := exec.Command(d.cfg.Binary, args...)
+	prog, args, err := d.scopeCommand(def.Name, d.cfg.Binary, args)
+	if err != nil {
+		logf.Close()
+		return fail(err)
+	}
+	cmd := exec.Command(prog, args...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: QEMU outlives the agent and its signals.

@@ -1,0 +1,91 @@
+package control
+
+import (
+	"time"
+
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/metrics"
+)
+
+// recoveryClock times recoveries for haven_recovery_seconds: from the
+// fault the manager saw (a host's lease expired: failover; a guest crashed:
+// restart) to the first start order for the guest, and to its start
+// result. A recovery the manager abandons (the guest is disabled, stopped
+// or left failed) is dropped unmeasured. It lives in the manager's term:
+// a new manager does not know the faults its predecessor saw.
+type recoveryClock struct {
+	pending map[string]*recovery
+}
+
+type recovery struct {
+	kind    string // failover or restart
+	since   time.Time
+	ordered bool
+}
+
+// before notes the guests that ev puts into recovery, while the state
+// still says where they ran.
+func (c *recoveryClock) before(st *manager.State, now time.Time, ev manager.Event) {
+	if c.pending == nil {
+		c.pending = map[string]*recovery{}
+	}
+	switch e := ev.(type) {
+	case manager.NodeDown:
+		for _, g := range st.Guests {
+			if g.Node == e.Node && g.Running {
+				c.pending[g.Spec.Name] = &recovery{kind: "failover", since: now}
+			}
+		}
+	case manager.GuestCrashed:
+		if _, ok := c.pending[e.Guest]; !ok {
+			c.pending[e.Guest] = &recovery{kind: "restart", since: now}
+		}
+	}
+}
+
+// after observes start orders and start results.
+func (c *recoveryClock) after(st *manager.State, now time.Time, ev manager.Event, acts []manager.Action) {
+	for _, a := range acts {
+		if r := c.pending[a.Guest]; r != nil && a.Kind == manager.ActStart && !r.ordered {
+			r.ordered = true
+			metrics.Recovery.WithLabelValues(r.kind, "order").Observe(now.Sub(r.since).Seconds())
+		}
+	}
+	if e, ok := ev.(manager.GuestResult); ok && e.Result == manager.ResultStarted {
+		if r := c.pending[e.Guest]; r != nil {
+			metrics.Recovery.WithLabelValues(r.kind, "running").Observe(now.Sub(r.since).Seconds())
+			delete(c.pending, e.Guest)
+		}
+	}
+	for name := range c.pending {
+		g := st.Guest(name)
+		if g == nil || g.State == manager.GuestDisabled || g.State == manager.GuestFailed || g.State == manager.GuestStopped {
+			delete(c.pending, name)
+		}
+	}
+}
+
+// countStates exports the guests and hosts by state.
+func countStates(st *manager.State) {
+	guests := map[string]float64{}
+	for _, s := range []manager.GuestState{manager.GuestStarted, manager.GuestStopped, manager.GuestDisabled, manager.GuestFailed, manager.GuestRecovering, manager.GuestFencing, manager.GuestFrozen} {
+		guests[string(s)] = 0
+	}
+	for _, g := range st.Guests {
+		guests[string(g.State)]++
+	}
+	for k, v := range guests {
+		metrics.Guests.WithLabelValues(k).Set(v)
+	}
+	hosts := map[string]float64{"online": 0, "offline": 0, "failed": 0, "fenced": 0, "left": 0, "maintenance": 0}
+	for _, n := range st.Nodes {
+		if n.Maintenance {
+			hosts["maintenance"]++
+			continue
+		}
+		hosts[string(n.Status)]++
+	}
+	for k, v := range hosts {
+		metrics.Hosts.WithLabelValues(k).Set(v)
+	}
+}

@@ -1,0 +1,74 @@
+package control
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/haven-ha/haven/internal/hostctl"
+	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/metrics"
+	"github.com/haven-ha/haven/internal/model"
+)
+
+// histogram reads the count and sum of one labelled histogram.
+func histogram(t *testing.T, kind, phase string) (uint64, float64) {
+	t.Helper()
+	var m dto.Metric
+	if err := metrics.Recovery.WithLabelValues(kind, phase).(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
+// A crash seen at t, the restart order at t+RestartDelay, the guest running
+// 3 s later: haven_recovery_seconds{kind=restart} records both phases.
+func TestRecoveryLatencyMetrics(t *testing.T) {
+	st := manager.New(manager.Config{})
+	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
+		t.Fatal(err)
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, true); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock})
+	ctx := context.Background()
+	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	n0, s0 := histogram(t, "restart", "order")
+	r0, rs0 := histogram(t, "restart", "running")
+	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Crashed, Reason: "qemu exited"}); err != nil {
+		t.Fatal(err)
+	}
+	delay := st.Config.Timings.RestartDelay
+	advance(delay)
+	if err := sh.step(ctx, manager.Tick{}); err != nil {
+		t.Fatal(err)
+	}
+	o := w.order("n1", "vm1")
+	if o.Op != hostctl.OpStart {
+		t.Fatalf("no restart order: %v", w.log)
+	}
+	if n, s := histogram(t, "restart", "order"); n != n0+1 || s-s0 != delay.Seconds() {
+		t.Fatalf("order phase: count %d (was %d), sum +%v, want 1 more and +%v", n, n0, s-s0, delay.Seconds())
+	}
+	advance(3 * time.Second)
+	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: o.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	if n, s := histogram(t, "restart", "running"); n != r0+1 || s-rs0 != (delay+3*time.Second).Seconds() {
+		t.Fatalf("running phase: count %d (was %d), sum +%v, want 1 more and +%v", n, r0, s-rs0, (delay + 3*time.Second).Seconds())
+	}
+}
