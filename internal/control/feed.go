@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -252,11 +253,22 @@ func prepare(snap *Snapshot, timings manager.Timings, log *slog.Logger) (*manage
 			log.Error("domain not applied", "domain", dom.Name, "err", err)
 		}
 	}
+	// Which live node's agent reports each guest running: the first in
+	// name order if two do (the Sync then sees both).
+	runningOn := map[string]string{}
+	for _, r := range snap.Reports {
+		if _, live := f.live[r.Node]; !live || !isRunning(r.Report.State) {
+			continue
+		}
+		if _, seen := runningOn[r.Report.Guest]; !seen {
+			runningOn[r.Report.Guest] = r.Node
+		}
+	}
 	guests := map[string]bool{}
 	for _, g := range snap.Guests {
 		guests[g.Spec.Name] = true
 		f.setDef(g)
-		if err := applyGuest(st, g, f.runningOn(g.Spec.Name), f.pools); err != nil {
+		if err := applyGuest(st, g, runningOn[g.Spec.Name], f.pools); err != nil {
 			log.Error("guest not applied", "guest", g.Spec.Name, "err", err)
 		}
 	}
@@ -404,13 +416,14 @@ func (f *feed) setReport(node, guest string, r hostctl.Report) {
 	f.reports[node][guest] = r
 }
 
-// runningOn says which node's agent reports a guest running, if any.
+// runningOn says which live node's agent reports a guest running, if any
+// (the first in name order if two do).
 func (f *feed) runningOn(guest string) string {
-	for node, rs := range f.reports {
+	for _, node := range slices.Sorted(maps.Keys(f.reports)) {
 		if _, live := f.live[node]; !live {
 			continue
 		}
-		if r, ok := rs[guest]; ok && isRunning(r.State) {
+		if r, ok := f.reports[node][guest]; ok && isRunning(r.State) {
 			return node
 		}
 	}
@@ -432,6 +445,7 @@ func (f *feed) nodeReport(name string, facts model.NodeFacts) manager.NodeReport
 			r.Running = append(r.Running, guest)
 		}
 	}
+	slices.Sort(r.Running)
 	return r
 }
 

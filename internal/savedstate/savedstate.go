@@ -121,12 +121,24 @@ func Decode(kvs []KV) (*manager.State, error) {
 	if err != nil || d == nil {
 		return nil, err
 	}
+	if d.whole != nil {
+		// No deltas over the base: restore it as it is.
+		st, err := manager.Restore(d.whole)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", d.where, err)
+		}
+		return st, nil
+	}
 	return d.restore()
 }
 
 // doc is the state as JSON pieces: the top-level fields, and the nodes
 // and guests by name, so that deltas replace single records.
 type doc struct {
+	// whole is the state's JSON when no delta applies to it: it is then
+	// restored as it is, without being split.
+	whole  []byte
+	where  string // what whole was read from
 	top    map[string]json.RawMessage
 	nodes  map[string]json.RawMessage
 	guests map[string]json.RawMessage
@@ -156,7 +168,7 @@ func decodeDoc(kvs []KV) (*doc, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decode %s: %w", KeyLegacy, err)
 		}
-		return splitDoc(raw, KeyLegacy)
+		return &doc{whole: raw, where: KeyLegacy}, nil
 	}
 	if head.Version != Version {
 		return nil, fmt.Errorf("decode %s: format version %d, this haven reads version %d", KeyHead, head.Version, Version)
@@ -173,10 +185,6 @@ func decodeDoc(kvs []KV) (*doc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode base generation %d: %w", head.Gen, err)
 	}
-	d, err := splitDoc(raw, fmt.Sprintf("base generation %d", head.Gen))
-	if err != nil {
-		return nil, err
-	}
 	var logKeys []string
 	pfx := prefixLogGen(head.Gen)
 	for k := range byKey {
@@ -185,6 +193,13 @@ func decodeDoc(kvs []KV) (*doc, error) {
 		}
 	}
 	slices.Sort(logKeys) // zero-padded sequence numbers
+	if len(logKeys) == 0 {
+		return &doc{whole: raw, where: fmt.Sprintf("base generation %d", head.Gen)}, nil
+	}
+	d, err := splitDoc(raw, fmt.Sprintf("base generation %d", head.Gen))
+	if err != nil {
+		return nil, err
+	}
 	for _, k := range logKeys {
 		raw, err := gunzip(byKey[k])
 		if err != nil {
@@ -223,6 +238,30 @@ func gzipBytes(b []byte) []byte {
 	return buf.Bytes()
 }
 
+// recordName finds a node's or guest's name cheaply: this package writes
+// them with the name first ({"name":"x"... or {"spec":{"name":"x"...); any
+// other shape is decoded in full.
+func recordName(b []byte, guest bool) (string, bool) {
+	pfx := []byte(`{"name":"`)
+	if guest {
+		pfx = []byte(`{"spec":{"name":"`)
+	}
+	if bytes.HasPrefix(b, pfx) {
+		rest := b[len(pfx):]
+		if i := bytes.IndexByte(rest, '"'); i > 0 && bytes.IndexByte(rest[:i], '\\') < 0 {
+			return string(rest[:i]), true
+		}
+	}
+	var x named
+	if err := json.Unmarshal(b, &x); err != nil {
+		return "", false
+	}
+	if guest {
+		return x.Spec.Name, x.Spec.Name != ""
+	}
+	return x.Name, x.Name != ""
+}
+
 type named struct {
 	Name string `json:"name"`
 	Spec struct {
@@ -246,18 +285,18 @@ func splitDoc(raw []byte, where string) (*doc, error) {
 	delete(top, "nodes")
 	delete(top, "guests")
 	for i, n := range nodes {
-		var x named
-		if err := json.Unmarshal(n, &x); err != nil || x.Name == "" {
-			return nil, fmt.Errorf("decode %s: nodes[%d] has no name (%v)", where, i, err)
+		name, ok := recordName(n, false)
+		if !ok {
+			return nil, fmt.Errorf("decode %s: nodes[%d] has no name", where, i)
 		}
-		d.nodes[x.Name] = n
+		d.nodes[name] = n
 	}
 	for i, g := range guests {
-		var x named
-		if err := json.Unmarshal(g, &x); err != nil || x.Spec.Name == "" {
-			return nil, fmt.Errorf("decode %s: guests[%d] has no name (%v)", where, i, err)
+		name, ok := recordName(g, true)
+		if !ok {
+			return nil, fmt.Errorf("decode %s: guests[%d] has no name", where, i)
 		}
-		d.guests[x.Spec.Name] = g
+		d.guests[name] = g
 	}
 	return d, nil
 }
@@ -286,18 +325,18 @@ func (d *doc) apply(dl Delta, where string) error {
 		delete(d.guests, g)
 	}
 	for i, n := range dl.Nodes {
-		var x named
-		if err := json.Unmarshal(n, &x); err != nil || x.Name == "" {
-			return fmt.Errorf("decode %s: nodes[%d] has no name (%v)", where, i, err)
+		name, ok := recordName(n, false)
+		if !ok {
+			return fmt.Errorf("decode %s: nodes[%d] has no name", where, i)
 		}
-		d.nodes[x.Name] = n
+		d.nodes[name] = n
 	}
 	for i, g := range dl.Guests {
-		var x named
-		if err := json.Unmarshal(g, &x); err != nil || x.Spec.Name == "" {
-			return fmt.Errorf("decode %s: guests[%d] has no name (%v)", where, i, err)
+		name, ok := recordName(g, true)
+		if !ok {
+			return fmt.Errorf("decode %s: guests[%d] has no name", where, i)
 		}
-		d.guests[x.Spec.Name] = g
+		d.guests[name] = g
 	}
 	return nil
 }
