@@ -101,10 +101,10 @@ func sameState(t *testing.T, want, got *manager.State) {
 	}
 }
 
-// A host failure at 64 x 125 saves only the lost host's guests, and every
-// save restores to the state saved.
+// A host failure (125 guests a host) saves only the lost host's guests,
+// and every save restores to the state saved.
 func TestSaveIncremental(t *testing.T) {
-	s := bigState(t, 64, 125)
+	s := bigState(t, 16, 125)
 	m := &memKV{kv: map[string]string{}}
 	sv := NewSaver(m.write, m.keys, 100)
 	if err := sv.Save(context.Background(), s); err != nil {
