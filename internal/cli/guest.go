@@ -320,6 +320,20 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 		}
 		fmt.Fprintf(w, "  Boot:        %s\n", boot)
 	}
+	if d.GuestAgent {
+		fmt.Fprintf(w, "  Guest agent: yes (its heartbeat failing is a crash: a hung guest)\n")
+	}
+	for _, c := range d.Checks() {
+		if c.Name == "heartbeat" {
+			continue
+		}
+		what := map[string]string{"agent": "guest agent ping", "tcp": fmt.Sprintf("tcp %d", c.TCP),
+			"http": fmt.Sprintf("http %s → %d", c.HTTP, c.Status), "exec": fmt.Sprintf("exec %s → %d", strings.Join(c.Exec, " "), c.ExitCode)}[c.Kind()]
+		fmt.Fprintf(w, "  Health:      %s: %s (every %s, timeout %s, %d failures, grace %s)\n", c.Name, what, c.Interval.D(), c.Timeout.D(), c.Failures, c.StartGrace.D())
+	}
+	if d.Display != "" {
+		fmt.Fprintf(w, "  Display:     %s (haven's web UI shows it)\n", d.Display)
+	}
 	if !g.Failover.Capable {
 		fmt.Fprintf(w, "  Failover:    not possible: %s\n", g.Failover.Reason)
 	}

@@ -370,6 +370,15 @@ levels:
 		if out := ok(t, "guest", "show", "app2"); !strings.Contains(out, "Starts after: app1") {
 			t.Fatalf("guest show app2:\n%s", out)
 		}
+		hform := filepath.Join(dir, "health.json")
+		os.WriteFile(hform, []byte(`{"name": "app4", "state": "stopped", "boot": {"kernel": "/boot/vmlinuz"}, "guest_agent": true,
+			"health": [{"http": "http://guest:8080/health", "interval": "5s", "failures": 2}]}`), 0o644)
+		ok(t, "guest", "create", "-f", hform)
+		if out := ok(t, "guest", "show", "app4"); !strings.Contains(out, "Guest agent: yes") ||
+			!strings.Contains(out, "Health:      http: http http://guest:8080/health → 200 (every 5s, timeout 5s, 2 failures, grace 1m0s)") {
+			t.Fatalf("guest show app4:\n%s", out)
+		}
+		fails(t, "admin", 1, "health[0].tcp", "guest", "create", "-f", writeFile(t, dir, "bad-health.json", `{"name": "app5", "state": "stopped", "boot": {"kernel": "/boot/vmlinuz"}, "health": [{"tcp": 99999}]}`))
 		fails(t, "admin", 1, "(field after)", "guest", "edit", "app1", "--after", "app2")
 		fails(t, "admin", 1, "(field after)", "guest", "create", "app3", "--after", "nosuch", "--kernel", "/boot/vmlinuz")
 		fails(t, "admin", 1, "(field rules)", "policy", "rule", "add", "r1", "--kind", "apart", "--guests", "app1,ghost")
@@ -433,3 +442,12 @@ levels:
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
