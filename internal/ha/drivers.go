@@ -26,6 +26,8 @@ type HostOptions struct {
 	QEMUBinary string
 	// QEMUUser is the unprivileged user QEMU drops to.
 	QEMUUser string
+	// NoMigrationTLS turns off TLS for QEMU live migrations.
+	NoMigrationTLS bool
 	// MigrationAddr is the address incoming QEMU migrations listen on;
 	// default: the host part of the agent's --listen address.
 	MigrationAddr string
@@ -55,6 +57,7 @@ func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.GuestScope, "guest-scope", "auto", "qemu driver: run each QEMU in a systemd scope of its own, outside the agent's cgroup, so stopping or restarting the agent's unit never kills guests: auto (when systemd runs the host), systemd, or none")
 	fs.StringVar(&o.QEMUBinary, "qemu-binary", "qemu-system-x86_64", "qemu driver: the QEMU system emulator")
 	fs.StringVar(&o.QEMUUser, "qemu-user", qemu.DefaultUser, "qemu driver: the unprivileged user QEMU runs guests as (it must exist; \"-\": the agent's own user, only when the agent is not root)")
+	fs.BoolVar(&o.NoMigrationTLS, "no-migration-tls", false, "qemu driver: migrate guests over plain TCP instead of TLS with the cluster's certificates (TLS is used whenever the target offers it)")
 	fs.StringVar(&o.MigrationAddr, "migration-addr", "", "qemu driver: address incoming live migrations listen on (default: the host of --listen)")
 	fs.StringVar(&o.DiskCache, "disk-cache", "", "qemu driver: QEMU cache= mode for guest disks (none for shared storage with O_DIRECT)")
 	fs.StringVar(&o.LibvirtSocket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirt driver: libvirtd's unix socket")
@@ -91,6 +94,10 @@ func (o HostOptions) Driver() DriverFactory {
 			if err != nil {
 				return nil, err
 			}
+			var tlsCA, tlsCert, tlsKey string
+			if !o.NoMigrationTLS {
+				tlsCA, tlsCert, tlsKey = a.TLSFiles()
+			}
 			return qemu.New(ctx, qemu.Config{
 				RunDir:        filepath.Join(a.DataDir(), "qemu"),
 				Node:          a.Node(),
@@ -99,6 +106,9 @@ func (o HostOptions) Driver() DriverFactory {
 				DiskCache:     o.DiskCache,
 				User:          o.QEMUUser,
 				Scope:         scope,
+				TLSCA:         tlsCA,
+				TLSCert:       tlsCert,
+				TLSKey:        tlsKey,
 				Logger:        cfg.Logger,
 			})
 		case "libvirt":

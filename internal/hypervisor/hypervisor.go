@@ -58,6 +58,10 @@ type Event struct {
 type MigrationTarget struct {
 	Node string
 	URI  string
+	// TLS says the target listens with TLS (the cluster's certificates,
+	// checked both ways): the source must connect with TLS and check that
+	// the target's certificate names Node.
+	TLS bool `json:",omitempty"`
 }
 
 // Progress is a live migration's progress.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (
 		uri := "tcp:" + net.JoinHostPort(d.cfg.MigrationAddr, strconv.Itoa(port))
 		err = d.launch(ctx, def, uri)
 		if err == nil {
-			return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: uri}, nil
+			return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: uri, TLS: d.tlsDir != ""}, nil
 		}
 		lastErr = err
 		if !strings.Contains(err.Error(), "in use") || ctx.Err() != nil {
@@ -34,6 +35,16 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (
 		}
 	}
 	return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, lastErr)
+}
+
+// hasTLS reports whether g's QEMU was started with the migration TLS
+// credentials (an adopted guest is asked through its command line).
+func (d *Driver) hasTLS(g *guest) bool {
+	d.mu.Lock()
+	pid := g.pid
+	d.mu.Unlock()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && strings.Contains(string(b), tlsClientID)
 }
 
 func freePort(addr string) (int, error) {
@@ -97,6 +108,20 @@ func (d *Driver) migrate(ctx context.Context, g *guest, mon *monitor, target hyp
 		if err := mon.run(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bw}, nil); err != nil {
 			return fmt.Errorf("set migration bandwidth: %w", err)
 		}
+	}
+	if target.TLS {
+		if !d.hasTLS(g) {
+			return fmt.Errorf("the target listens with TLS, but this guest's QEMU has no TLS credentials (it was started without them): restart the guest, or turn migration TLS off on the target")
+		}
+		if err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-creds": tlsClientID, "tls-hostname": target.Node}, nil); err != nil {
+			return fmt.Errorf("set migration TLS: %w", err)
+		}
+	} else if d.hasTLS(g) {
+		// A target without TLS (an older agent): plain TCP.
+		if err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-creds": ""}, nil); err != nil {
+			return fmt.Errorf("clear migration TLS: %w", err)
+		}
+		log.Warn("migrating without TLS: the target does not offer it")
 	}
 	if err := mon.run(ctx, "migrate", map[string]any{"uri": target.URI}, nil); err != nil {
 		if mi, done := d.cancelMigration(g, mon, log); done {

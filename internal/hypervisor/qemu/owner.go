@@ -65,3 +65,35 @@ func reachable(path string, uid, gid int) error {
 		}
 	}
 }
+
+// QEMU's ids of the migration TLS credentials.
+const (
+	tlsServerID = "haven-tls-server"
+	tlsClientID = "haven-tls-client"
+)
+
+// writeTLSDir lays out the cluster CA and this host's certificate and key
+// in RUNDIR/.tls under the names QEMU's tls-creds-x509 reads (the host's
+// certificate serves both ends: it is valid for server and client use).
+// Only root reads the directory: QEMU loads it before dropping to its user.
+func writeTLSDir(runDir, ca, cert, key string) (string, error) {
+	dir := filepath.Join(runDir, ".tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	files := map[string]string{"ca-cert.pem": ca, "server-cert.pem": cert, "server-key.pem": key, "client-cert.pem": cert, "client-key.pem": key}
+	for name, src := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return "", err
+		}
+		tmp := filepath.Join(dir, name+".tmp")
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			return "", err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}

@@ -73,6 +73,11 @@ type Config struct {
 	// system calls, no resource control, and no spawning (unless the guest
 	// has a bridge NIC, whose setup runs qemu-bridge-helper).
 	User string
+	// TLSCA, TLSCert and TLSKey, when all set, are the cluster CA and this
+	// host's certificate and key (PEM files): live migrations then run
+	// over TLS, each end checking the other's certificate against the CA
+	// and the source checking that the target's names the target node.
+	TLSCA, TLSCert, TLSKey string
 	// AdoptTimeout bounds connecting to each running guest when the driver
 	// opens; default 5 s.
 	AdoptTimeout time.Duration
@@ -96,6 +101,8 @@ type Driver struct {
 	lock  *os.File // flock on RunDir/.lock
 	// uid and gid are cfg.User's (-1 when QEMU keeps the agent's user).
 	uid, gid int
+	// tlsDir holds QEMU's migration TLS credentials ("" without TLS).
+	tlsDir string
 
 	events *eventQueue
 
@@ -211,7 +218,15 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	} else {
 		d.accel = hypervisor.DetectAccelCached(ctx, cfg.Binary)
 	}
-	d.log.Info("qemu driver ready", "accel", d.accel.Accel, "accel_reason", d.accel.Reason, "run_dir", cfg.RunDir)
+	if cfg.TLSCA != "" && cfg.TLSCert != "" && cfg.TLSKey != "" {
+		dir, err := writeTLSDir(cfg.RunDir, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("qemu driver: migration TLS: %w", err)
+		}
+		d.tlsDir = dir
+	}
+	d.log.Info("qemu driver ready", "migration_tls", d.tlsDir != "", "accel", d.accel.Accel, "accel_reason", d.accel.Reason, "run_dir", cfg.RunDir)
 	d.adoptAll(ctx)
 	return d, nil
 }
@@ -327,7 +342,12 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 	}
 	args := d.args(def, dir)
 	if incoming != "" {
-		args = append(args, "-incoming", incoming)
+		if d.tlsDir != "" {
+			// TLS is set before listening: migrate-incoming below.
+			args = append(args, "-incoming", "defer")
+		} else {
+			args = append(args, "-incoming", incoming)
+		}
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
@@ -364,6 +384,21 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 		cmd.Process.Kill()
 		<-g.exited
 		return fail(fmt.Errorf("connect to its QMP monitor: %w%s", err, qemuLogTail(dir)))
+	}
+	if incoming != "" && d.tlsDir != "" {
+		err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-creds": tlsServerID}, nil)
+		if err == nil {
+			err = mon.run(ctx, "migrate-incoming", map[string]any{"uri": incoming}, nil)
+		}
+		if err != nil {
+			d.mu.Lock()
+			g.stopping = true
+			d.mu.Unlock()
+			mon.close()
+			cmd.Process.Kill()
+			<-g.exited
+			return fail(fmt.Errorf("listen for the migration with TLS: %w%s", err, qemuLogTail(dir)))
+		}
 	}
 	d.mu.Lock()
 	g.mon = mon
@@ -429,6 +464,12 @@ func (d *Driver) args(def guestdef.Definition, dir string) []string {
 		sandbox += ",spawn=deny"
 	}
 	a = append(a, "-sandbox", sandbox)
+	if d.tlsDir != "" {
+		// Loaded at start, before the drop to cfg.User.
+		a = append(a,
+			"-object", "tls-creds-x509,id="+tlsServerID+",dir="+qemuOpt(d.tlsDir)+",endpoint=server,verify-peer=on",
+			"-object", "tls-creds-x509,id="+tlsClientID+",dir="+qemuOpt(d.tlsDir)+",endpoint=client,verify-peer=on")
+	}
 	if d.cfg.User != "" {
 		a = append(a, "-runas", d.cfg.User)
 	}
