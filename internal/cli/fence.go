@@ -18,7 +18,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/model"
 )
 
 func init() {
@@ -327,6 +329,12 @@ func cmdPolicyShow(fs *pflag.FlagSet) Runner {
 		}
 		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\nPreemption:      %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
 		fmt.Fprintf(env.Stdout, "Admission:       %s\n", p.Reserve)
+		if b := p.Balance; b.On() {
+			b = b.WithDefaults()
+			fmt.Fprintf(env.Stdout, "Rebalancing:     %s, threshold %d points, %d move(s) at once, cool-down %s\n", b.Mode, b.Threshold, b.MaxMoves, b.Cooldown)
+		} else {
+			fmt.Fprintf(env.Stdout, "Rebalancing:     off\n")
+		}
 		printRules(env, p.Rules)
 		return nil
 	}
@@ -338,6 +346,8 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	shutdown := fs.String("shutdown-policy", "", "what a host's graceful shutdown does to its guests: migrate, stop or freeze")
 	quorumLoss := fs.String("quorum-loss", "", "what a host cut off from the quorate side does with its guests: stop (self-fence) or freeze (keep them; needs fencing agent)")
 	preemption := fs.String("preemption", "", "on: a guest short of room may stop guests of lower priority; off")
+	balance := fs.String("balance", "", "rebalancing: off, manual (propose moves) or auto (live-migrate to even out memory use)")
+	threshold := fs.Int("balance-threshold", 0, "rebalance while hosts' memory use differs by more than this many percentage points (default 20)")
 	reserve := fs.String("reserve", "", "admission control: off, \"hosts N\" (room to restart every guest after losing N hosts) or \"percent P\"")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
@@ -362,6 +372,31 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		default:
 			return Usagef("--preemption %q: give on or off", *preemption)
 		}
+		if *balance != "" || *threshold != 0 {
+			p, err := func() (*cluster.Policy, error) {
+				c, err := cf.client(env)
+				if err != nil {
+					return nil, err
+				}
+				defer c.Close()
+				return c.Policy(ctx)
+			}()
+			if err != nil {
+				return err
+			}
+			b := p.Balance
+			switch *balance {
+			case "":
+			case "off", "manual", "auto":
+				b.Mode = model.BalanceMode(*balance)
+			default:
+				return Usagef("--balance %q: give off, manual or auto", *balance)
+			}
+			if *threshold != 0 {
+				b.Threshold = *threshold
+			}
+			body["balance"] = b
+		}
 		if *reserve != "" {
 			r, err := parseReserve(*reserve)
 			if err != nil {
@@ -370,7 +405,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 			body["reserve"] = r
 		}
 		if len(body) == 0 {
-			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption or --reserve")
+			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption, --reserve or --balance")
 		}
 		c, err := cf.client(env)
 		if err != nil {

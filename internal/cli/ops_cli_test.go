@@ -395,6 +395,12 @@ levels:
 		ok(t, "guest", "delete", "app2")
 		ok(t, "guest", "delete", "app1")
 		ok(t, "policy", "set", "--reserve", "off")
+		ok(t, "policy", "set", "--balance", "auto", "--balance-threshold", "15")
+		if out := ok(t, "policy", "show"); !strings.Contains(out, "Rebalancing:     auto, threshold 15 points, 1 move(s) at once, cool-down 10m0s") {
+			t.Fatalf("policy show:\n%s", out)
+		}
+		fails(t, "admin", 2, "give off, manual or auto", "policy", "set", "--balance", "sometimes")
+		ok(t, "policy", "set", "--balance", "off")
 	})
 
 	t.Run("events", func(t *testing.T) {

@@ -94,6 +94,8 @@ type Policy struct {
 	Reserve model.Reserve `json:"reserve,omitzero"`
 	// Rules are the affinity rules (docs/manager.md).
 	Rules []model.Rule `json:"rules,omitempty"`
+	// Balance is rebalancing (off when zero).
+	Balance model.Balance `json:"balance,omitzero"`
 }
 
 // DefaultPolicy is agent fencing, migrate on shutdown, stop on quorum loss
@@ -107,7 +109,7 @@ func DefaultPolicy() Policy {
 func (p Policy) Apply(c *manager.Config) {
 	d := DefaultPolicy()
 	c.Fencing, c.ShutdownPolicy, c.QuorumLoss, c.Preemption = p.Fencing, p.ShutdownPolicy, p.QuorumLoss, p.Preemption
-	c.Reserve = p.Reserve
+	c.Reserve, c.Balance = p.Reserve, p.Balance
 	if c.Fencing == "" {
 		c.Fencing = d.Fencing
 	}
@@ -297,6 +299,12 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 	}
 	if err := model.CheckRules(p.Rules, nil, nil); err != nil {
 		return fieldErr("rules", "%v", err)
+	}
+	switch b := p.Balance; {
+	case b.Mode != "" && b.Mode != model.BalanceOff && b.Mode != model.BalanceManual && b.Mode != model.BalanceAuto:
+		return fieldErr("balance", "mode %q is not off, manual or auto", b.Mode)
+	case b.Threshold < 0 || b.Threshold > 100 || b.MaxMoves < 0 || b.Cooldown < 0:
+		return fieldErr("balance", "threshold is 0..100 points, max_moves and cooldown at least 0")
 	}
 	_, err := s.cli.Put(ctx, KeyPolicy, mustJSON(p))
 	return err

@@ -71,6 +71,7 @@ func (st *stepper) reconcile() {
 		}
 	}
 	st.place()
+	st.balance()
 	for _, n := range s.Nodes {
 		if n.Shutdown == nil || n.Shutdown.Ready || n.Status != NodeOnline || !st.empty(n.Name) {
 			continue

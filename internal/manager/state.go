@@ -32,6 +32,8 @@ type State struct {
 	// Short is how much memory admission control's promise lacked at the
 	// last step (0: it holds or is off).
 	Short int64 `json:"short,omitempty"`
+	// Proposal is the rebalancing move last proposed (balance: manual).
+	Proposal string `json:"proposal,omitempty"`
 
 	nodeIdx  map[string]int
 	guestIdx map[string]int

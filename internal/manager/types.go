@@ -92,6 +92,8 @@ type Config struct {
 	Timings    Timings `json:"timings"`
 	// Reserve is admission control (off when zero): see admission.go.
 	Reserve model.Reserve `json:"reserve,omitzero"`
+	// Balance is rebalancing (off when zero): see balance.go.
+	Balance model.Balance `json:"balance,omitzero"`
 }
 
 // SelfFences reports whether a node that loses the quorate side while it
@@ -206,6 +208,7 @@ const (
 	PurposeFreeze   Purpose = "freeze"   // stop for a shutdown with policy freeze
 	PurposeUnfreeze Purpose = "unfreeze" // start of a frozen guest on its node
 	PurposePreempt  Purpose = "preempt"  // stop to make room for a guest of higher priority
+	PurposeBalance  Purpose = "balance"  // live migration that evens out memory use
 )
 
 // Op is an operation in flight on a guest.
@@ -281,6 +284,8 @@ type Guest struct {
 	// Wait says why a guest that should run is not running or not being
 	// started (a dependency, no node can take it, a rule), for operators.
 	Wait string `json:"wait,omitempty"`
+	// BalancedAt is when rebalancing last moved it (cool-down).
+	BalancedAt time.Time `json:"balanced_at,omitzero"`
 }
 
 // Sentinel errors for operator commands that cannot be carried out. Validate

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // AffinityKind is what an affinity rule asks.
@@ -215,4 +216,43 @@ func (r Reserve) String() string {
 		return fmt.Sprintf("reserve: percent %d", r.Percent)
 	}
 	return "reserve: off"
+}
+
+// BalanceMode is how rebalancing acts.
+type BalanceMode string
+
+const (
+	BalanceOff    BalanceMode = "off"
+	BalanceManual BalanceMode = "manual" // propose moves (logged), do nothing
+	BalanceAuto   BalanceMode = "auto"   // perform them
+)
+
+// Balance is the cluster's rebalancing policy (zero: off).
+type Balance struct {
+	Mode BalanceMode `json:"mode,omitempty"`
+	// Threshold: rebalance while the memory use of the most and least used
+	// hosts differs by more than this many percentage points (default 20).
+	Threshold int `json:"threshold,omitempty"`
+	// MaxMoves bounds the rebalancing migrations in flight (default 1).
+	MaxMoves int `json:"max_moves,omitempty"`
+	// Cooldown: a guest is not moved by rebalancing again within it
+	// (default 10m).
+	Cooldown time.Duration `json:"cooldown,omitempty"`
+}
+
+// On reports whether rebalancing is manual or auto.
+func (b Balance) On() bool { return b.Mode == BalanceManual || b.Mode == BalanceAuto }
+
+// WithDefaults fills in the documented defaults.
+func (b Balance) WithDefaults() Balance {
+	if b.Threshold <= 0 {
+		b.Threshold = 20
+	}
+	if b.MaxMoves <= 0 {
+		b.MaxMoves = 1
+	}
+	if b.Cooldown <= 0 {
+		b.Cooldown = 10 * time.Minute
+	}
+	return b
 }

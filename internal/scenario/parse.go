@@ -333,7 +333,7 @@ func (p *parser) scenario(root *yaml.Node) *Scenario {
 
 func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 	var nodesN, quorumN *yaml.Node
-	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "reserve", "nodes"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "reserve", "balance", "balance_threshold", "balance_max_moves", "balance_cooldown", "nodes"}, func(key string, k, v *yaml.Node) {
 		ck := "cluster." + key
 		switch key {
 		case "fencing":
@@ -364,6 +364,22 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 			sc.Settle = p.duration(v, ck)
 		case "reserve":
 			sc.Reserve = p.reserve(v, ck)
+		case "balance":
+			switch s := p.str(v, ck); s {
+			case "off", "manual", "auto":
+				sc.Balance.Mode = model.BalanceMode(s)
+			default:
+				p.errf(v, ck, "%q is not off, manual or auto", s)
+			}
+		case "balance_threshold":
+			sc.Balance.Threshold = p.integer(v, ck, 1)
+			if sc.Balance.Threshold > 100 {
+				p.errf(v, ck, "%d is more than 100 (percentage points)", sc.Balance.Threshold)
+			}
+		case "balance_max_moves":
+			sc.Balance.MaxMoves = p.integer(v, ck, 1)
+		case "balance_cooldown":
+			sc.Balance.Cooldown = p.duration(v, ck)
 		case "nodes":
 			nodesN = v
 		}

@@ -22,6 +22,7 @@ type Scenario struct {
 	Preemption  bool
 	Settle      time.Duration
 	Reserve     model.Reserve // admission control (off when zero)
+	Balance     model.Balance // rebalancing (off when zero)
 	Nodes       []Node
 	Domains     []model.Domain
 	Guests      []Guest

@@ -40,6 +40,10 @@ func genScenario(seed uint64) string {
 	if policies && rp.IntN(3) == 0 {
 		reserve = "  reserve: " + []string{"hosts 1", "percent 25", "hosts 2"}[rp.IntN(3)] + "\n"
 	}
+	if policies && rp.IntN(2) == 0 {
+		reserve += fmt.Sprintf("  balance: %s\n  balance_threshold: %d\n  balance_max_moves: %d\n  balance_cooldown: %ds\n",
+			[]string{"auto", "auto", "manual"}[rp.IntN(3)], 5+rp.IntN(30), 1+rp.IntN(3), 30+rp.IntN(600))
+	}
 	fencing := pick("agent", "agent", "watchdog")
 	quorumLoss := "stop"
 	if fencing == "agent" {
@@ -391,11 +395,14 @@ func hardFit(w *World, g *manager.Guest, node string) (bool, int64) {
 	return true, need
 }
 
-// depsRun reports whether every guest g starts after runs or was stopped or
-// disabled by the operator.
+// depsRun reports whether every guest g starts after is met as
+// docs/manager.md says: started and running on a simulated hypervisor, or
+// stopped or disabled by the operator (a failed guest, even one still
+// running after a failed stop, is not).
 func depsRun(w *World, g *manager.Guest) bool {
 	for _, d := range g.Spec.After {
-		if w.mgr.Guest(d).Spec.State != model.DesiredStarted {
+		dg := w.mgr.Guest(d)
+		if dg.Spec.State != model.DesiredStarted {
 			continue
 		}
 		runs := false
@@ -404,7 +411,7 @@ func depsRun(w *World, g *manager.Guest) bool {
 				runs = true
 			}
 		}
-		if !runs {
+		if !runs || dg.State != manager.GuestStarted {
 			return false
 		}
 	}

@@ -232,7 +232,7 @@ func New(sc *scenario.Scenario, opt Options) *World {
 	}
 	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
 		timers: map[time.Duration]bool{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
-	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve})
+	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve, Balance: sc.Balance})
 	for _, n := range sc.Nodes {
 		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, mon: w.monitor()}
 		if n.Witness {
