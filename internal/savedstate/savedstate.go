@@ -691,5 +691,5 @@ func guestEqual(a, b *manager.Guest) bool {
 		a.EvacuatedFrom == b.EvacuatedFrom && a.ReturnTo == b.ReturnTo && a.OperatorPlaced == b.OperatorPlaced &&
 		a.FailbackBlocked == b.FailbackBlocked && a.BlockedSeq == b.BlockedSeq && a.MoveFailedAt.Equal(b.MoveFailedAt) &&
 		a.PreemptOn == b.PreemptOn && slices.Equal(a.PreemptVictims, b.PreemptVictims) && a.PreemptedBy == b.PreemptedBy &&
-		a.Preempted == b.Preempted && a.Wait == b.Wait
+		a.Preempted == b.Preempted && a.Wait == b.Wait && a.BalancedAt.Equal(b.BalancedAt)
 }
