@@ -41,6 +41,9 @@ type GuestForm struct {
 	// After are the guests that must run before this one starts (start
 	// order); it stops before them.
 	After []string `json:"after,omitempty"`
+	// Tags label the guest for selection (at most 16, each 1..32 of
+	// a-z 0-9 . _ -).
+	Tags []string `json:"tags,omitempty"`
 	// Node is the host to place the guest on first (create only; use
 	// migrate or relocate afterwards).
 	Node      string          `json:"node,omitempty"`
@@ -80,6 +83,7 @@ type GuestPatch struct {
 	Migratable     *bool               `json:"migratable,omitempty"`
 	Priority       *int                `json:"priority,omitempty"`
 	After          *[]string           `json:"after,omitempty"`
+	Tags           *[]string           `json:"tags,omitempty"`
 	Node           *string             `json:"node,omitempty"`
 	Disks          *[]guestdef.Disk    `json:"disks,omitempty"`
 	NICs           *[]guestdef.NIC     `json:"nics,omitempty"`
@@ -128,6 +132,8 @@ type GuestRow struct {
 	Op *manager.Op `json:"op,omitempty"`
 	// Wait says why it waits (see GuestRuntime).
 	Wait string `json:"wait,omitempty"`
+	// Tags are the guest's tags.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // GuestInfo is the answer of GET /api/v1/guests/{name}.
@@ -227,19 +233,41 @@ func (o *Ops) guestRowsState(ctx context.Context, opts ...clientv3.OpOption) ([]
 		if node == "" {
 			node = g.Spec.Node
 		}
-		rows = append(rows, GuestRow{Name: g.Spec.Name, State: rt.State, Node: node, Desired: g.Spec.State, Domain: g.Spec.Domain, Memory: g.Spec.Memory, VCPUs: g.Spec.CPUs, Running: rt.Running, Op: rt.Op, Wait: rt.Wait})
+		rows = append(rows, GuestRow{Name: g.Spec.Name, State: rt.State, Node: node, Desired: g.Spec.State, Domain: g.Spec.Domain, Memory: g.Spec.Memory, VCPUs: g.Spec.CPUs, Running: rt.Running, Op: rt.Op, Wait: rt.Wait, Tags: g.Spec.Tags})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	return rows, st, nil
 }
 
 func (o *Ops) handleGuestList(w http.ResponseWriter, r *http.Request) {
+	tag := r.URL.Query().Get("tag")
+	if tag != "" && !cluster.ValidTag(tag) {
+		writeErr(w, Errorf(http.StatusBadRequest, "tag", "%q is not a valid tag: use lower-case letters, digits, '.', '_' or '-', at most %d", tag, model.MaxTagLen))
+		return
+	}
 	rows, err := o.GuestRows(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
+	if tag != "" {
+		rows = FilterTag(rows, tag)
+	}
 	WriteJSON(w, http.StatusOK, rows)
+}
+
+// FilterTag keeps the rows that carry tag.
+func FilterTag(rows []GuestRow, tag string) []GuestRow {
+	out := []GuestRow{}
+	for _, g := range rows {
+		for _, t := range g.Tags {
+			if t == tag {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // statusHook adds the guests to /api/v1/status. Without store quorum it
@@ -331,7 +359,7 @@ func formOf(g cluster.Guest) GuestForm {
 	return GuestForm{
 		Name: s.Name, Memory: Size(s.Memory), VCPUs: s.CPUs, State: s.State, Domain: s.Domain,
 		Recovery: s.Recovery, MaxRestarts: s.MaxRestarts, RestartWindow: Duration(s.RestartWindow),
-		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, After: s.After, Node: s.Node,
+		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, After: s.After, Tags: s.Tags, Node: s.Node,
 		Disks: d.Disks, NICs: d.NICs, Boot: d.Boot, SerialLog: d.SerialLog,
 		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice, Display: d.Display,
 	}
@@ -344,7 +372,7 @@ func (f *GuestForm) guest(base cluster.Guest) cluster.Guest {
 	g.Spec = model.GuestSpec{
 		Name: f.Name, Memory: int64(f.Memory), CPUs: f.VCPUs, State: f.State, Domain: f.Domain,
 		Recovery: f.Recovery, MaxRestarts: f.MaxRestarts, RestartWindow: time.Duration(f.RestartWindow),
-		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, After: f.After, Node: f.Node,
+		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, After: f.After, Tags: f.Tags, Node: f.Node,
 	}
 	g.Def.Name, g.Def.VCPUs, g.Def.Memory = f.Name, f.VCPUs, int64(f.Memory)
 	g.Def.Disks, g.Def.NICs, g.Def.Boot, g.Def.SerialLog = f.Disks, f.NICs, f.Boot, f.SerialLog

@@ -212,6 +212,62 @@ func TestGuestCreateGetListEdit(t *testing.T) {
 	}
 }
 
+// manyTags is n distinct valid tags as JSON list items.
+func manyTags(n int) string {
+	var ts []string
+	for i := range n {
+		ts = append(ts, fmt.Sprintf("%q", fmt.Sprintf("t%d", i)))
+	}
+	return strings.Join(ts, ",")
+}
+
+func TestGuestTags(t *testing.T) {
+	ctx := ctxT(t)
+	op, viewer := ag.Clients["operator"], ag.Clients["viewer"]
+	for _, g := range []map[string]any{
+		{"name": "tag1", "boot": kboot, "state": "stopped", "tags": []string{"web", "prod"}},
+		{"name": "tag2", "boot": kboot, "state": "stopped", "tags": []string{"db"}},
+	} {
+		if _, err := op.CreateGuest(ctx, g); err != nil {
+			t.Fatalf("create %v: %v", g["name"], err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = op.DeleteGuest(context.Background(), "tag1")
+		_ = op.DeleteGuest(context.Background(), "tag2")
+	})
+	names := func(tag string) []string {
+		var rows []api.GuestRow
+		if err := viewer.Do(ctx, "GET", "/api/v1/guests?tag="+tag, nil, &rows); err != nil {
+			t.Fatalf("list tag %s: %v", tag, err)
+		}
+		var ns []string
+		for _, r := range rows {
+			ns = append(ns, r.Name+":"+strings.Join(r.Tags, ","))
+		}
+		return ns
+	}
+	if got := fmt.Sprint(names("prod")); got != "[tag1:web,prod]" {
+		t.Fatalf("tag prod lists %s", got)
+	}
+	if got := fmt.Sprint(names("nosuch")); got != "[]" {
+		t.Fatalf("tag nosuch lists %s", got)
+	}
+	// An edit replaces the tags; absent, they are kept.
+	if _, err := op.EditGuest(ctx, "tag2", map[string]any{"tags": []string{"db", "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.EditGuest(ctx, "tag2", map[string]any{"vcpus": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(names("prod")); got != "[tag1:web,prod tag2:db,prod]" {
+		t.Fatalf("after edit, tag prod lists %s", got)
+	}
+	if g, err := viewer.Guest(ctx, "tag2"); err != nil || fmt.Sprint(g.Spec.Tags) != "[db prod]" {
+		t.Fatalf("guest tag2: %+v %v", g, err)
+	}
+}
+
 func TestGuestErrors(t *testing.T) {
 	ctx := ctxT(t)
 	op := ag.Clients["operator"]
@@ -263,6 +319,13 @@ func TestGuestErrors(t *testing.T) {
 		{"edit node", "PUT", "/api/v1/guests/err1", "operator", `{"node":"n1"}`, 400, "node"},
 		{"edit bad vcpus", "PUT", "/api/v1/guests/err1", "operator", `{"vcpus":0}`, 400, "vcpus"},
 		{"delete unknown", "DELETE", "/api/v1/guests/nosuch", "operator", ``, 404, "name"},
+		{"bad tag", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"tags":["ok","Bad Tag"]}`, 400, "tags[1]"},
+		{"html tag", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"tags":["<b>"]}`, 400, "tags[0]"},
+		{"long tag", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"tags":["` + strings.Repeat("a", model.MaxTagLen+1) + `"]}`, 400, "tags[0]"},
+		{"tag twice", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"tags":["a","a"]}`, 400, "tags[1]"},
+		{"too many tags", "POST", "/api/v1/guests", "operator", `{"name":"e2","boot":{"kernel":"/boot/k"},"tags":[` + manyTags(model.MaxTags+1) + `]}`, 400, "tags"},
+		{"edit bad tag", "PUT", "/api/v1/guests/err1", "operator", `{"tags":[""]}`, 400, "tags[0]"},
+		{"list bad tag", "GET", "/api/v1/guests?tag=a%20b", "viewer", ``, 400, "tag"},
 		{"viewer deletes", "DELETE", "/api/v1/guests/err1", "viewer", ``, 403, ""},
 	}
 	for _, c := range cases {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,8 +50,8 @@ type guestFlags struct {
 	memory, domain, recovery, window, state, node, kernel, initrd, cmdline, serial, after string
 	vcpus, restarts, relocations, priority                                                int
 	migratable                                                                            bool
-	disks, nics                                                                           listFlag
-	noDisks, noNICs                                                                       bool
+	disks, nics, tags                                                                     listFlag
+	noDisks, noNICs, noTags                                                               bool
 }
 
 func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
@@ -64,6 +65,7 @@ func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	fs.BoolVar(&g.migratable, "migratable", true, "may be live-migrated (--migratable=false to relocate instead)")
 	fs.IntVar(&g.priority, "priority", 0, "0..1000: placed first when several guests need a host; with preemption on, may stop lower ones (default 0)")
 	fs.StringVar(&g.after, "after", "", "start order: guests (comma-separated) that must run before it starts; it stops before them (\"\" for none)")
+	fs.Var(&g.tags, "tag", "tag for selection (guest list --tag, bulk --tag): a-z, 0-9, '.', '_', '-' (repeat for more; on edit, replaces the tags)")
 	fs.Var(&g.disks, "disk", "disk: PATH[,format=qcow2][,bus=virtio][,readonly] or pool=P,volume=V[,...] (repeat for more)")
 	fs.Var(&g.nics, "nic", "interface: bridge=BR[,mac=MAC][,model=virtio] or user (repeat for more)")
 	fs.StringVar(&g.kernel, "kernel", "", "boot this kernel instead of the first disk")
@@ -76,6 +78,7 @@ func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	} else {
 		fs.BoolVar(&g.noDisks, "no-disks", false, "remove every disk")
 		fs.BoolVar(&g.noNICs, "no-nics", false, "remove every interface")
+		fs.BoolVar(&g.noTags, "no-tags", false, "remove every tag")
 	}
 }
 
@@ -135,6 +138,19 @@ func (g *guestFlags) patch(fs *pflag.FlagSet) (api.GuestPatch, error) {
 			}
 		}
 		p.After = &after
+	}
+	if len(g.tags) > 0 || g.noTags {
+		if len(g.tags) > 0 && g.noTags {
+			return p, Usagef("give --tag or --no-tags, not both")
+		}
+		tags := []string{}
+		for _, t := range g.tags {
+			if !cluster.ValidTag(t) {
+				return p, Usagef("--tag %q: use lower-case letters, digits, '.', '_' or '-', at most %d, starting with a letter or digit", t, model.MaxTagLen)
+			}
+			tags = append(tags, t)
+		}
+		p.Tags = &tags
 	}
 	if len(g.disks) > 0 || g.noDisks {
 		disks := []guestdef.Disk{}
@@ -205,6 +221,7 @@ func readInput(env *Env, name string) ([]byte, error) {
 
 func cmdGuestList(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
+	tag := fs.String("tag", "", "list only the guests with this tag")
 
 	return func(ctx context.Context, env *Env, args []string) error {
 		c, err := cf.connect(env, args, 0, "")
@@ -212,16 +229,22 @@ func cmdGuestList(fs *pflag.FlagSet) Runner {
 			return err
 		}
 		defer c.Close()
+		if *tag != "" && !cluster.ValidTag(*tag) {
+			return Usagef("--tag %q: use lower-case letters, digits, '.', '_' or '-', at most %d", *tag, model.MaxTagLen)
+		}
 		gs, err := c.Guests(ctx)
 		if err != nil {
 			return err
 		}
+		if *tag != "" {
+			gs = api.FilterTag(gs, *tag)
+		}
 		if cf.output == "json" {
 			return printJSON(env.Stdout, gs)
 		}
-		tw := newTable(env.Stdout, "NAME", "STATE", "NODE", "DESIRED", "DOMAIN", "MEMORY", "VCPUS")
+		tw := newTable(env.Stdout, "NAME", "STATE", "NODE", "DESIRED", "DOMAIN", "MEMORY", "VCPUS", "TAGS")
 		for _, g := range gs {
-			tw.row(g.Name, g.State, g.Node, string(g.Desired), g.Domain, api.FormatSize(g.Memory), strconv.Itoa(g.VCPUs))
+			tw.row(g.Name, g.State, g.Node, string(g.Desired), g.Domain, api.FormatSize(g.Memory), strconv.Itoa(g.VCPUs), strings.Join(g.Tags, ","))
 		}
 		return tw.flush()
 	}
@@ -280,6 +303,9 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 	}
 	fmt.Fprintf(w, "  Recovery:    %s; max %d restarts in %s, max %d relocations; %s\n", s.Recovery, s.MaxRestarts, s.RestartWindow, s.MaxRelocations, mig)
 	fmt.Fprintf(w, "  Priority:    %d\n", s.Priority)
+	if len(s.Tags) > 0 {
+		fmt.Fprintf(w, "  Tags:        %s\n", strings.Join(s.Tags, ", "))
+	}
 	if len(s.After) > 0 {
 		fmt.Fprintf(w, "  Starts after: %s\n", strings.Join(s.After, ", "))
 	}
@@ -522,6 +548,7 @@ func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 		var sel selector
 		fs.StringVar(&sel.pattern, "select", "", "act on every guest whose name matches this pattern (* and ?, as in 'web*') instead of one NAME")
 		fs.StringVar(&sel.host, "on-host", "", "act on every guest on this host (with --select: those of them that match)")
+		fs.StringVar(&sel.tag, "tag", "", "act on every guest with this tag (with --select/--on-host: those of them that match)")
 		return func(ctx context.Context, env *Env, pos []string) error {
 			want := 1
 			if kind == "migrate" || kind == "relocate" {
@@ -533,9 +560,9 @@ func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 			if len(pos) != want {
 				switch {
 				case sel.any() && want == 1:
-					return Usagef("give the target node (the guests come from --select/--on-host)")
+					return Usagef("give the target node (the guests come from --select/--on-host/--tag)")
 				case sel.any():
-					return Usagef("give no guest name with --select or --on-host")
+					return Usagef("give no guest name with --select, --on-host or --tag")
 				case want == 2:
 					return Usagef("give the guest's name and the target node")
 				}
@@ -563,9 +590,9 @@ func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 }
 
 // selector picks guests by name pattern and host.
-type selector struct{ pattern, host string }
+type selector struct{ pattern, host, tag string }
 
-func (s selector) any() bool { return s.pattern != "" || s.host != "" }
+func (s selector) any() bool { return s.pattern != "" || s.host != "" || s.tag != "" }
 
 func (s selector) String() string {
 	var w []string
@@ -574,6 +601,9 @@ func (s selector) String() string {
 	}
 	if s.host != "" {
 		w = append(w, "on "+s.host)
+	}
+	if s.tag != "" {
+		w = append(w, fmt.Sprintf("tagged %q", s.tag))
 	}
 	return strings.Join(w, " and ")
 }
@@ -585,6 +615,9 @@ func (s selector) pick(gs []api.GuestRow) ([]string, error) {
 			return nil, Usagef("--select %q: %v", s.pattern, err)
 		}
 	}
+	if s.tag != "" && !cluster.ValidTag(s.tag) {
+		return nil, Usagef("--tag %q: use lower-case letters, digits, '.', '_' or '-', at most %d", s.tag, model.MaxTagLen)
+	}
 	var out []string
 	for _, g := range gs {
 		if s.pattern != "" {
@@ -593,6 +626,9 @@ func (s selector) pick(gs []api.GuestRow) ([]string, error) {
 			}
 		}
 		if s.host != "" && g.Node != s.host {
+			continue
+		}
+		if s.tag != "" && !slices.Contains(g.Tags, s.tag) {
 			continue
 		}
 		out = append(out, g.Name)

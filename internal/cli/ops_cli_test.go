@@ -244,6 +244,27 @@ func TestOperatorCLI(t *testing.T) {
 		fails(t, "admin", 1, `no guest named "zz*"`, "guest", "start", "--select", "zz*")
 		fails(t, "admin", 2, "give no guest name with --select", "guest", "start", "web1", "--select", "w*")
 		fails(t, "admin", 2, "--select \"[\"", "guest", "start", "--select", "[")
+		// Tags: set on edit, listed, filtered, and selecting a bulk action.
+		ok(t, "guest", "edit", "web1", "--tag", "prod", "--tag", "web")
+		if out := ok(t, "guest", "list", "--tag", "web"); !strings.Contains(out, "web1") || strings.Contains(out, "db1") || !strings.Contains(out, "prod,web") {
+			t.Fatalf("list --tag web:\n%s", out)
+		}
+		if out := ok(t, "guest", "list", "--tag", "nosuch"); strings.Contains(out, "web1") {
+			t.Fatalf("list --tag nosuch:\n%s", out)
+		}
+		if out := ok(t, "guest", "show", "web1"); !strings.Contains(out, "Tags:        prod, web") {
+			t.Fatalf("show lacks the tags:\n%s", out)
+		}
+		if out := ok(t, "guest", "start", "--tag", "prod", "--wait=0"); !strings.Contains(out, `start 1 guests tagged "prod": web1`) {
+			t.Fatalf("bulk start --tag said %q", out)
+		}
+		fails(t, "admin", 2, `--tag "Bad"`, "guest", "start", "--tag", "Bad")
+		fails(t, "admin", 2, `--tag "a b"`, "guest", "edit", "web1", "--tag", "a b")
+		fails(t, "admin", 2, "not both", "guest", "edit", "web1", "--tag", "x", "--no-tags")
+		ok(t, "guest", "edit", "web1", "--no-tags")
+		if out := ok(t, "guest", "list", "--tag", "prod"); strings.Contains(out, "web1") {
+			t.Fatalf("after --no-tags, list --tag prod:\n%s", out)
+		}
 		fails(t, "admin", 1, "(field node)", "guest", "migrate", "web1", "nonode")
 		fails(t, "admin", 1, "(field name)", "guest", "delete", "web1") // desired started
 		ok(t, "guest", "stop", "web1", "--wait=0")

@@ -171,6 +171,19 @@ func CheckSpec(s model.GuestSpec) error {
 	case s.Domain != "" && !ValidName(s.Domain):
 		return fieldErr("domain", "%q is not a valid domain name", s.Domain)
 	}
+	if len(s.Tags) > model.MaxTags {
+		return fieldErr("tags", "%d tags is too many: at most %d", len(s.Tags), model.MaxTags)
+	}
+	seenTag := map[string]bool{}
+	for i, t := range s.Tags {
+		if !ValidTag(t) {
+			return fieldErr(fmt.Sprintf("tags[%d]", i), "%q is not a valid tag: use lower-case letters, digits, '.', '_' or '-', at most %d, starting with a letter or digit", t, model.MaxTagLen)
+		}
+		if seenTag[t] {
+			return fieldErr(fmt.Sprintf("tags[%d]", i), "%q is listed twice", t)
+		}
+		seenTag[t] = true
+	}
 	switch s.State {
 	case model.DesiredStarted, model.DesiredStopped, model.DesiredDisabled:
 	default:
@@ -182,6 +195,34 @@ func CheckSpec(s model.GuestSpec) error {
 		return fieldErr("recovery", "%q is not one of restart, relocate, disable", s.Recovery)
 	}
 	return nil
+}
+
+// ValidTag reports whether t can be a guest tag: 1..MaxTagLen characters
+// of lower-case letters, digits, '.', '_' or '-', starting with a letter or
+// digit (safe in URLs, shell words and HTML without quoting).
+func ValidTag(t string) bool {
+	if t == "" || len(t) > model.MaxTagLen {
+		return false
+	}
+	for i, c := range t {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// HasTag reports whether the spec carries tag t.
+func HasTag(s model.GuestSpec, t string) bool {
+	for _, x := range s.Tags {
+		if x == t {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckDomain validates a domain on its own.

@@ -137,7 +137,17 @@ type GuestSpec struct {
 	// Node is where the operator or the manager last put the guest; empty
 	// until it is placed.
 	Node string `json:"node,omitempty"`
+	// Tags are free labels an operator selects guests by (guest list
+	// --tag, bulk actions); the manager ignores them. At most MaxTags,
+	// each a name (see cluster.ValidTag).
+	Tags []string `json:"tags,omitempty"`
 }
+
+// MaxTags bounds the tags of one guest; MaxTagLen bounds each tag.
+const (
+	MaxTags   = 16
+	MaxTagLen = 32
+)
 
 // DefaultGuestSpec returns a spec with the documented defaults filled in.
 func DefaultGuestSpec(name string) GuestSpec {
