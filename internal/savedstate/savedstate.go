@@ -662,6 +662,7 @@ func cloneGuest(g *manager.Guest) *manager.Guest {
 	c := *g
 	c.Spec.Pools = slices.Clone(g.Spec.Pools)
 	c.Spec.After = slices.Clone(g.Spec.After)
+	c.Spec.Tags = slices.Clone(g.Spec.Tags)
 	c.Tried = slices.Clone(g.Tried)
 	c.PreemptVictims = slices.Clone(g.PreemptVictims)
 	if g.Op != nil {
@@ -679,7 +680,7 @@ func guestEqual(a, b *manager.Guest) bool {
 		a.Spec.MaxRestarts != b.Spec.MaxRestarts || a.Spec.RestartWindow != b.Spec.RestartWindow ||
 		a.Spec.MaxRelocations != b.Spec.MaxRelocations || a.Spec.Migratable != b.Spec.Migratable ||
 		!slices.Equal(a.Spec.Pools, b.Spec.Pools) || a.Spec.Pinned != b.Spec.Pinned || a.Spec.Node != b.Spec.Node || a.Spec.Priority != b.Spec.Priority ||
-		!slices.Equal(a.Spec.After, b.Spec.After) {
+		!slices.Equal(a.Spec.After, b.Spec.After) || !slices.Equal(a.Spec.Tags, b.Spec.Tags) {
 		return false
 	}
 	if (a.Op == nil) != (b.Op == nil) || (a.Op != nil && *a.Op != *b.Op) {
