@@ -11,31 +11,92 @@ const LIST_MAX = 500; // rows drawn at once; the filter narrows the rest
 
 export function guestList(main) {
   const search = h('input', {type: 'search', placeholder: 'Filter by name, host, domain or state…', 'aria-label': 'filter'});
+  const tagPick = h('select#tag-filter', {'aria-label': 'tag'});
   const count = h('span.muted');
   const body = h('tbody');
+  const selected = new Set(); // names ticked for a bulk action
+  const ops = can('operator');
+  const all = ops ? h('input#select-all', {type: 'checkbox', 'aria-label': 'select every guest shown'}) : null;
+  const bulk = h('div.toolbar#bulk', {hidden: true});
   const table = h('table#guest-table',
-    h('thead', h('tr', h('th', 'Guest'), h('th', 'State'), h('th', 'Host'), h('th', 'Domain'), h('th', 'Desired'), h('th.num', 'Memory'), h('th.num', 'vCPUs'))),
+    h('thead', h('tr', ops ? h('th', all) : null, h('th', 'Guest'), h('th', 'State'), h('th', 'Host'), h('th', 'Domain'), h('th', 'Desired'), h('th.num', 'Memory'), h('th.num', 'vCPUs'), h('th', 'Tags'))),
     body);
-  fill(main, h('h1', 'Guests', can('operator') ? h('a.button', {href: '#/new'}, 'New guest') : null),
-    h('div.toolbar', search, count), h('div.tablewrap', table));
+  fill(main, h('h1', 'Guests', ops ? h('a.button', {href: '#/new'}, 'New guest') : null),
+    h('div.toolbar', search, tagPick, count), bulk, h('div.tablewrap', table));
+  let shownNames = [];
+
+  function drawTags() {
+    const tags = [...new Set(state.guests.flatMap((g) => g.tags || []))].sort();
+    const cur = tagPick.value;
+    tagPick.replaceChildren(h('option', {value: ''}, 'any tag'), ...tags.map((t) => h('option', {value: t}, t)));
+    tagPick.value = tags.includes(cur) ? cur : '';
+    tagPick.hidden = !tags.length;
+  }
 
   function render() {
+    drawTags();
     const q = search.value.trim().toLowerCase();
-    const rows = state.guests.filter((g) => !q ||
-      [g.name, g.node, g.domain, stateLabel(g)].some((v) => v && v.toLowerCase().includes(q)));
+    const tag = tagPick.value;
+    const rows = state.guests.filter((g) => (!tag || (g.tags || []).includes(tag)) && (!q ||
+      [g.name, g.node, g.domain, stateLabel(g), ...(g.tags || [])].some((v) => v && v.toLowerCase().includes(q))));
     const shown = rows.slice(0, LIST_MAX);
-    body.replaceChildren(...shown.map((g) => h('tr', {'data-guest': g.name},
-      h('td', h('a', {href: '#/guest/' + encodeURIComponent(g.name)}, g.name)),
-      h('td', h('span.badge.s-' + stateLabel(g), stateLabel(g)), g.wait ? h('div.muted.wait', {title: g.wait}, g.wait) : null),
-      h('td', g.node || h('span.muted', '—')),
-      h('td', g.domain || h('span.muted', 'any host')),
-      h('td', g.desired),
-      h('td.num', fmtBytes(g.memory)),
-      h('td.num', String(g.vcpus || '')))));
-    if (!rows.length) body.append(h('tr', h('td.empty', {colspan: 7}, state.guests.length ? 'No guest matches the filter.' : 'No guests yet.')));
+    shownNames = shown.map((g) => g.name);
+    for (const n of [...selected]) if (!shownNames.includes(n)) selected.delete(n);
+    body.replaceChildren(...shown.map((g) => {
+      let tick = null;
+      if (ops) {
+        tick = h('input', {type: 'checkbox', 'aria-label': 'select ' + g.name, 'data-select': g.name, checked: selected.has(g.name)});
+        tick.addEventListener('change', () => { if (tick.checked) selected.add(g.name); else selected.delete(g.name); drawBulk(); });
+      }
+      return h('tr', {'data-guest': g.name},
+        ops ? h('td', tick) : null,
+        h('td', h('a', {href: '#/guest/' + encodeURIComponent(g.name)}, g.name)),
+        h('td', h('span.badge.s-' + stateLabel(g), stateLabel(g)), g.wait ? h('div.muted.wait', {title: g.wait}, g.wait) : null),
+        h('td', g.node || h('span.muted', '—')),
+        h('td', g.domain || h('span.muted', 'any host')),
+        h('td', g.desired),
+        h('td.num', fmtBytes(g.memory)),
+        h('td.num', String(g.vcpus || '')),
+        h('td.tags', (g.tags || []).map((t) => h('span.badge.tag', t))));
+    }));
+    if (!rows.length) body.append(h('tr', h('td.empty', {colspan: ops ? 9 : 8}, state.guests.length ? 'No guest matches the filter.' : 'No guests yet.')));
     count.textContent = rows.length > LIST_MAX ? `showing ${LIST_MAX} of ${rows.length}; narrow the filter` : `${rows.length} of ${state.guests.length}`;
+    drawBulk();
   }
+
+  // Bulk actions on the ticked guests: each command is sent on its own;
+  // the outcome of each is toasted.
+  function drawBulk() {
+    if (!ops) return;
+    if (all) all.checked = shownNames.length > 0 && shownNames.every((n) => selected.has(n));
+    bulk.hidden = !selected.size;
+    if (!selected.size) { bulk.replaceChildren(); return; }
+    const hosts = ((state.status && state.status.hosts) || []).filter((x) => x.state === 'online').map((x) => x.name);
+    const pick = h('select#bulk-target', {'aria-label': 'target host'}, hosts.map((t) => h('option', {value: t}, t)));
+    const btn = (label, fn) => {
+      const b = h('button', {type: 'button', 'data-bulk': label.toLowerCase()}, label);
+      b.addEventListener('click', fn);
+      return b;
+    };
+    bulk.replaceChildren(h('span', `${selected.size} selected:`),
+      btn('Start', () => run('start')), btn('Stop', () => run('stop')),
+      hosts.length ? [btn('Migrate', () => run('migrate', pick.value)), 'to', pick] : null);
+  }
+
+  async function run(kind, node) {
+    const names = [...selected].sort();
+    const res = await Promise.allSettled(names.map((n) => api.post(`/api/v1/guests/${api.enc(n)}/${kind}`, node ? {node} : {})));
+    const bad = res.map((r, i) => r.status === 'rejected' ? `${names[i]}: ${r.reason.message}` : null).filter(Boolean);
+    if (bad.length) toast(`${kind}: ${bad.join('; ')}`, true);
+    else toast(`${kind} sent for ${names.join(', ')}`);
+    selected.clear();
+    refresh();
+    render();
+  }
+
+  if (all) all.addEventListener('change', () => { for (const n of shownNames) { if (all.checked) selected.add(n); else selected.delete(n); } render(); });
   search.addEventListener('input', render);
+  tagPick.addEventListener('change', render);
   render();
   return {unmount: onChange((w) => { if (w === 'status') render(); })};
 }
@@ -132,6 +193,7 @@ export function guestPage(main, name) {
       h('dt', 'Running since'), h('dd', rt.running_since ? `${fmtTime(rt.running_since)} (${fmtAgo(rt.running_since)})` : '—'),
       h('dt', 'Restarts / moves'), h('dd', `${rt.restarts || 0} / ${rt.moves || 0}`),
       sp.after && sp.after.length ? [h('dt', 'Starts after'), h('dd', sp.after.join(', '))] : null,
+      sp.tags && sp.tags.length ? [h('dt', 'Tags'), h('dd#guest-tags', sp.tags.map((t) => h('span.badge.tag', t)))] : null,
       rt.wait ? [h('dt', 'Waits'), h('dd#guest-wait', h('span.badge.warn', 'waiting'), ' ', rt.wait)] : null));
 
     // Live migration (or any operation in flight).
