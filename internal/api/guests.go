@@ -13,6 +13,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/savedstate"
@@ -112,6 +113,11 @@ type GuestRuntime struct {
 	// Wait says why a guest that should run waits (a start dependency, no
 	// host can take it, an affinity rule).
 	Wait string `json:"wait,omitempty"`
+	// Health is the last result of each health check of the guest, as
+	// its host last reported it while the guest runs there (per check:
+	// pass or fail, failures in a row, output truncated, time). Hosts
+	// report when a check changes status, not at every run.
+	Health []health.Result `json:"health,omitempty"`
 }
 
 // StatePending is the runtime state of a guest the manager has not seen.
@@ -341,7 +347,15 @@ func (o *Ops) guestInfo(ctx context.Context, name string) (*GuestInfo, error) {
 	}
 	var fo FailoverInfo
 	fo.Capable, fo.Reason = storage.FailoverCapable(g.Def, pools)
-	return &GuestInfo{Name: name, Spec: g.Spec, Definition: g.Def, Rev: g.Rev, Created: g.Created, Updated: g.Updated, Runtime: runtimeOf(st, name), Failover: fo, History: hist}, nil
+	rt := runtimeOf(st, name)
+	if rt.Node != "" && rt.Running {
+		rep, err := o.cl.Report(ctx, rt.Node, name)
+		if err != nil && !errors.Is(err, cluster.ErrNotFound) {
+			return nil, err
+		}
+		rt.Health = rep.Health
+	}
+	return &GuestInfo{Name: name, Spec: g.Spec, Definition: g.Def, Rev: g.Rev, Created: g.Created, Updated: g.Updated, Runtime: rt, Failover: fo, History: hist}, nil
 }
 
 func (o *Ops) handleGuestGet(w http.ResponseWriter, r *http.Request) {

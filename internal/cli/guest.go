@@ -357,6 +357,25 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 			"http": fmt.Sprintf("http %s → %d", c.HTTP, c.Status), "exec": fmt.Sprintf("exec %s → %d", strings.Join(c.Exec, " "), c.ExitCode)}[c.Kind()]
 		fmt.Fprintf(w, "  Health:      %s: %s (every %s, timeout %s, %d failures, grace %s)\n", c.Name, what, c.Interval.D(), c.Timeout.D(), c.Failures, c.StartGrace.D())
 	}
+	for _, r := range rt.Health {
+		st := "passing"
+		if !r.OK {
+			st = fmt.Sprintf("FAILING (%d in a row)", r.Failures)
+			if r.Failures == 0 {
+				st = "failing (in its start grace: not counted)"
+			}
+		} else if r.At.IsZero() {
+			st = "not run yet"
+		}
+		line := fmt.Sprintf("  Check now:   %s: %s", r.Check, st)
+		if !r.At.IsZero() {
+			line += " at " + fmtTime(r.At)
+		}
+		if r.Output != "" {
+			line += fmt.Sprintf(": %q", r.Output)
+		}
+		fmt.Fprintln(w, line)
+	}
 	if d.Display != "" {
 		fmt.Fprintf(w, "  Display:     %s (haven's web UI shows it)\n", d.Display)
 	}

@@ -248,6 +248,13 @@ func (s *Store) Reports(ctx context.Context) (map[string][]hostctl.Report, int64
 	return out, resp.Header.Revision, nil
 }
 
+// Report reads node's report about guest (ErrNotFound when there is none).
+func (s *Store) Report(ctx context.Context, node, guest string) (hostctl.Report, error) {
+	var r hostctl.Report
+	_, err := getJSON(ctx, s.cli, KeyReport(node, guest), &r)
+	return r, err
+}
+
 // ReportFromKey splits a report key into node and guest.
 func ReportFromKey(key string) (node, guest string, ok bool) {
 	return strings.Cut(strings.TrimPrefix(key, PrefixReports), "/")

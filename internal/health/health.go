@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor/guestagent"
@@ -44,6 +45,12 @@ type Config struct {
 	// OnFail is called (from a goroutine of the monitor) when a guest's
 	// check failed Failures times in a row.
 	OnFail func(guest, reason string)
+	// OnChange is called (from the scheduler goroutine, without locks
+	// held) when a check of a watched guest changes status: it passes or
+	// fails where it did the opposite before, or its count of failures in
+	// a row changes. A check that keeps passing does not call it, so the
+	// status can be published without a store write every interval.
+	OnChange func(guest string)
 	// Workers bounds the checks running at once; default 32.
 	Workers int
 	// Dial connects tcp and http checks; default a net.Dialer.
@@ -189,6 +196,21 @@ func (m *Monitor) Watching(name string) bool {
 	return w != nil && !w.failed
 }
 
+// MaxOutput bounds the output kept of a check's last run, in bytes.
+const MaxOutput = 256
+
+// truncate cuts s to at most MaxOutput bytes, on a rune boundary.
+func truncate(s string) string {
+	if len(s) <= MaxOutput {
+		return s
+	}
+	cut := MaxOutput - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
 // Results returns the last result of every check of a watched guest.
 func (m *Monitor) Results(name string) []Result {
 	m.mu.Lock()
@@ -262,7 +284,8 @@ func (m *Monitor) record(r result) {
 	c := w.checks[r.d.idx]
 	now := m.cfg.Now()
 	c.running = false
-	c.last = Result{Check: c.Name, Kind: c.Kind(), OK: r.ok, Output: r.output, At: now}
+	before, beforeFailures, first := c.last.OK, c.failures, c.last.At.IsZero()
+	c.last = Result{Check: c.Name, Kind: c.Kind(), OK: r.ok, Output: truncate(r.output), At: now}
 	var fail string
 	if r.ok {
 		if !c.passed {
@@ -293,7 +316,11 @@ func (m *Monitor) record(r result) {
 		}
 		heap.Push(&m.heap, due{at: next, guest: r.d.guest, gen: r.d.gen, idx: r.d.idx})
 	}
+	changed := fail == "" && (first || before != r.ok || beforeFailures != c.failures)
 	m.mu.Unlock()
+	if changed && m.cfg.OnChange != nil {
+		m.cfg.OnChange(r.d.guest)
+	}
 	if fail != "" {
 		m.log.Warn("guest failed its health check", "guest", r.d.guest, "check", c.Name, "reason", fail)
 		if m.cfg.OnFail != nil {

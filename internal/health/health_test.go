@@ -17,6 +17,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/haven-ha/haven/internal/guestdef"
 )
@@ -52,7 +53,7 @@ func (f *fakeAgent) call(ctx context.Context, name string, cmd []byte) (json.Raw
 		}
 	}
 	f.mu.Lock()
-	alive := f.alive[name]
+	alive, exitCode := f.alive[name], f.exitCode
 	f.mu.Unlock()
 	if !alive {
 		<-ctx.Done()
@@ -69,7 +70,7 @@ func (f *fakeAgent) call(ctx context.Context, name string, cmd []byte) (json.Raw
 		return json.RawMessage(`{"pid":42}`), nil
 	case "guest-exec-status":
 		out := base64.StdEncoding.EncodeToString([]byte("httpd not running\n"))
-		return json.RawMessage(fmt.Sprintf(`{"exited":true,"exitcode":%d,"out-data":%q}`, f.exitCode, out)), nil
+		return json.RawMessage(fmt.Sprintf(`{"exited":true,"exitcode":%d,"out-data":%q}`, exitCode, out)), nil
 	case "guest-network-get-interfaces":
 		var ips []string
 		for _, a := range f.addrs {
@@ -322,5 +323,72 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// OnChange fires on a check's first result and when its status or count of
+// failures changes, not at every passing run; results carry the failures
+// in a row and a bounded output.
+func TestOnChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ag := &fakeAgent{exitCode: 0}
+		ag.set("g", true)
+		var mu sync.Mutex
+		changes := 0
+		var seen []Result
+		var m *Monitor
+		m = New(Config{Logger: quiet, Agent: ag.call, OnChange: func(g string) {
+			if g != "g" {
+				t.Errorf("change for %q", g)
+			}
+			r := m.Results(g)
+			mu.Lock()
+			changes++
+			seen = append(seen, r[0])
+			mu.Unlock()
+		}})
+		count := func() int { mu.Lock(); defer mu.Unlock(); return changes }
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go m.Run(ctx)
+		m.Watch(def("g", guestdef.Check{Name: "httpd", Exec: []string{"/bin/pidof", "httpd"}, Interval: sec(1), Failures: 5, StartGrace: sec(1)}))
+		time.Sleep(20500 * time.Millisecond) // 20 passing runs
+		if n := count(); n != 1 {
+			t.Fatalf("changes after 20 passing runs = %d, want 1 (the first result)", n)
+		}
+		ag.mu.Lock()
+		ag.exitCode = 1
+		ag.mu.Unlock()
+		time.Sleep(2 * time.Second) // two failing runs
+		if n := count(); n != 3 {
+			t.Fatalf("changes after two failures = %d, want 3", n)
+		}
+		mu.Lock()
+		last := seen[len(seen)-1]
+		mu.Unlock()
+		if last.OK || last.Failures != 2 || !strings.Contains(last.Output, "exited 1") || last.At.IsZero() {
+			t.Errorf("last result = %+v, want failing twice in a row with its output", last)
+		}
+		ag.mu.Lock()
+		ag.exitCode = 0
+		ag.mu.Unlock()
+		time.Sleep(5 * time.Second)
+		if n := count(); n != 4 {
+			t.Fatalf("changes after recovery = %d, want 4", n)
+		}
+		if r := m.Results("g"); !r[0].OK || r[0].Failures != 0 {
+			t.Errorf("after recovery = %+v", r)
+		}
+	})
+}
+
+func TestTruncate(t *testing.T) {
+	long := strings.Repeat("é", MaxOutput)
+	got := truncate(long)
+	if len(got) > MaxOutput || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
+		t.Errorf("truncate: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if truncate("short") != "short" {
+		t.Error("short output changed")
 	}
 }

@@ -106,7 +106,8 @@ func New(cfg Config) *Host {
 	if ga, ok := cfg.Driver.(hypervisor.GuestAgent); ok {
 		agentFn = ga.AgentCommand
 	}
-	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail})
+	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail, OnChange: h.onHealthChange})
+	h.pub.health = h.health.Results
 	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Health: h.health, Logger: log, Now: cfg.Now, CheckDef: h.checkDef})
 	return h
 }
@@ -122,6 +123,17 @@ func (h *Host) onHealthFail(guest, reason string) {
 		return
 	}
 	h.ctl.Fail(ctx, guest, reason)
+}
+
+// onHealthChange publishes a running guest's report again when one of its
+// checks changed status, so the store carries its health.
+func (h *Host) onHealthChange(guest string) {
+	for _, r := range h.ctl.Reports() {
+		if r.Guest == guest && r.State == hostctl.Running {
+			h.pub.Publish(r)
+			return
+		}
+	}
 }
 
 // adoptHealth gives the controller the definitions of adopted guests, so
@@ -470,6 +482,9 @@ type publisher struct {
 	node string
 	live Lease
 	log  *slog.Logger
+	// health returns a guest's health check results, attached to its
+	// reports; nil in tests without a monitor.
+	health func(guest string) []health.Result
 
 	mu      sync.Mutex
 	pending map[string]*hostctl.Report // nil value: remove; guarded by mu
@@ -478,11 +493,14 @@ type publisher struct {
 }
 
 func (p *publisher) Publish(r hostctl.Report) {
+	rc := r
+	if p.health != nil && rc.State == hostctl.Running {
+		rc.Health = p.health(r.Guest)
+	}
 	p.mu.Lock()
 	if _, ok := p.pending[r.Guest]; !ok {
 		p.order = append(p.order, r.Guest)
 	}
-	rc := r
 	p.pending[r.Guest] = &rc
 	p.mu.Unlock()
 	select {

@@ -3,6 +3,7 @@ package hostagent
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -230,5 +231,90 @@ func TestStartOrderOutsidePoolsRefused(t *testing.T) {
 	drv.mu.Unlock()
 	if running {
 		t.Error("the driver started a guest whose disk is /etc/shadow")
+	}
+}
+
+// Issue 14: a running guest's report carries its health checks' status,
+// written again when a check changes status and not at every passing run.
+func TestReportCarriesHealth(t *testing.T) {
+	srv := storetest.Start(t)
+	st := srv.Connect(t)
+	cs := cluster.New(st)
+	cli := st.Client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	grant, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	lv := &lease{id: grant.ID, sent: time.Now()}
+	drv := &memDriver{running: map[string]bool{}, events: make(chan hypervisor.Event, 8)}
+	h := New(Config{Node: "n1", DataDir: t.TempDir(), Cluster: cs, Live: lv, Driver: drv, LeaseTTL: 30 * time.Second, PolicyEvery: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	lv.renew()
+
+	ms := guestdef.Duration(100 * time.Millisecond)
+	order := hostctl.Order{ID: "1", Guest: "web", Op: hostctl.OpStart, Def: guestdef.Definition{Name: "web", VCPUs: 1, Memory: 128 << 20, Address: "127.0.0.1",
+		Health: []guestdef.Check{{Name: "port", TCP: port, Interval: ms, Timeout: guestdef.Duration(time.Second), Failures: 1000}}}}
+	b, _ := json.Marshal(order)
+	if _, err := cli.Put(ctx, cluster.KeyOrder("n1", "web"), string(b)); err != nil {
+		t.Fatal(err)
+	}
+	report := func() (hostctl.Report, int64) {
+		resp, err := cli.Get(ctx, cluster.KeyReport("n1", "web"))
+		if err != nil || len(resp.Kvs) == 0 {
+			return hostctl.Report{}, 0
+		}
+		var r hostctl.Report
+		if json.Unmarshal(resp.Kvs[0].Value, &r) != nil {
+			return hostctl.Report{}, 0
+		}
+		return r, resp.Kvs[0].ModRevision
+	}
+	var rep hostctl.Report
+	var rev int64
+	poll(t, "a report with the passing check", func() bool {
+		rep, rev = report()
+		return rep.State == hostctl.Running && len(rep.Health) == 1 && rep.Health[0].OK && !rep.Health[0].At.IsZero()
+	})
+	if c := rep.Health[0]; c.Check != "port" || c.Kind != "tcp" || !strings.Contains(c.Output, "connected to 127.0.0.1:") {
+		t.Errorf("health in the report = %+v", c)
+	}
+	// Several more passing runs: the report is not written again.
+	stored := rep.Health[0].At
+	poll(t, "five more passing runs", func() bool {
+		r := h.Health().Results("web")
+		return len(r) == 1 && r[0].OK && r[0].At.After(stored.Add(450*time.Millisecond))
+	})
+	if _, now := report(); now != rev {
+		t.Errorf("report rewritten by passing runs: revision %d, was %d", now, rev)
+	}
+	// The service goes away: the report says so, with the failures in a row.
+	ln.Close()
+	poll(t, "a report with the failing check", func() bool {
+		rep, _ = report()
+		return len(rep.Health) == 1 && !rep.Health[0].OK && rep.Health[0].Failures >= 1
+	})
+	if !strings.Contains(rep.Health[0].Output, "connect 127.0.0.1:") {
+		t.Errorf("failing output = %q", rep.Health[0].Output)
+	}
+	if !drv.isRunning("web") {
+		t.Error("guest killed before its failures reached the limit")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/hypervisor"
 )
 
@@ -89,6 +90,10 @@ type Report struct {
 	// when the hypervisor reports it.
 	Downtime time.Duration `json:"downtime,omitempty"`
 	At       time.Time     `json:"at"`
+	// Health is the last result of each of the guest's health checks
+	// while they run here (package health); the host agent fills it in
+	// when it publishes, and publishes again when a check changes status.
+	Health []health.Result `json:"health,omitempty"`
 }
 
 // Publisher receives every new report. Remove is called when a guest no
