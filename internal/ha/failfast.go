@@ -3,6 +3,8 @@ package ha
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -55,6 +57,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 				gone = append(gone, name)
 			}
 		}
+		ff.avoidGone(ctx, gone)
 		if len(gone) > 0 {
 			ff.act(ctx, gone)
 		}
@@ -70,6 +73,43 @@ type fastFail struct {
 	policy  cluster.Policy
 	at      time.Time
 	revoked map[clientv3.LeaseID]bool
+	avoided string // the gone hosts whose store members the client avoids
+}
+
+// avoidGone points this agent's store client away from the store members
+// of gone hosts, and back at every voting member once none is gone. A
+// connection to a dead member is otherwise still used until its keepalive
+// fails (seconds), and requests sent over it hang: the lease renewals, the
+// election and the new manager's first reads with them.
+func (f *fastFail) avoidGone(ctx context.Context, gone []string) {
+	if len(f.a.Config().StoreEndpoints) > 0 {
+		return // an external store: its members are not Haven's hosts
+	}
+	slices.Sort(gone)
+	key := strings.Join(gone, ",")
+	if key == f.avoided {
+		return
+	}
+	mctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	ms, err := f.a.Store().Members(mctx)
+	if err != nil {
+		return
+	}
+	var keep []string
+	for _, m := range ms {
+		if !m.Learner && !slices.Contains(gone, m.Name) {
+			keep = append(keep, m.ClientURLs...)
+		}
+	}
+	if len(keep) == 0 {
+		return
+	}
+	f.cli.SetEndpoints(keep...)
+	if key != "" {
+		f.log.Info("store client avoids the store members of dead hosts", "op", "failover", "gone", key)
+	}
+	f.avoided = key
 }
 
 func (f *fastFail) act(ctx context.Context, gone []string) {
