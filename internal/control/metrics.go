@@ -30,6 +30,20 @@ func (c *recoveryClock) before(st *manager.State, now time.Time, ev manager.Even
 		c.pending = map[string]*recovery{}
 	}
 	switch e := ev.(type) {
+	case manager.Sync:
+		// A new manager: nodes not listed are down, and their guests are
+		// recovered from now on (the old manager may have died with them).
+		up := map[string]bool{}
+		for _, n := range e.Nodes {
+			up[n.Name] = true
+		}
+		for _, g := range st.Guests {
+			if g.Running && g.Node != "" && !up[g.Node] {
+				if _, ok := c.pending[g.Spec.Name]; !ok {
+					c.pending[g.Spec.Name] = &recovery{kind: "failover", since: now}
+				}
+			}
+		}
 	case manager.NodeDown:
 		for _, g := range st.Guests {
 			if g.Node == e.Node && g.Running {

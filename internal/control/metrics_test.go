@@ -72,3 +72,83 @@ func TestRecoveryLatencyMetrics(t *testing.T) {
 		t.Fatalf("running phase: count %d (was %d), sum +%v, want 1 more and +%v", n, r0, s-rs0, (delay + 3*time.Second).Seconds())
 	}
 }
+
+// n1's lease expires while vm1 runs there: once n1 is fenced, vm1 is
+// started on n2 and haven_recovery_seconds{kind=failover} records both
+// phases.
+func TestFailoverLatencyMetrics(t *testing.T) {
+	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
+	for _, n := range []string{"n1", "n2"} {
+		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, false); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
+	in := runShell(t, sh, "n1", "n2")
+	startVM1(t, w, in)
+	o0, _ := histogram(t, "failover", "order")
+	r0, _ := histogram(t, "failover", "running")
+	in <- Input{NodeDown: "n1"}
+	w.wait(t, "start order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpStart })
+	start := w.order("n2", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	waitHistogram(t, "failover", o0+1, r0+1)
+}
+
+// The manager dies with the host it ran on: the new manager's first step
+// (a Sync without n1) starts the failover clock of n1's guests.
+func TestFailoverLatencyAfterManagerLoss(t *testing.T) {
+	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
+	for _, n := range []string{"n1", "n2"} {
+		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, true); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
+	ctx := context.Background()
+	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}, {Name: "n2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if g := st.Guest("vm1"); !g.Running || g.Node != "n1" {
+		t.Fatalf("vm1 not running on n1 after the first sync: %+v", g)
+	}
+	// A new manager (a new shell on the stored state) without n1.
+	sh = New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
+	o0, _ := histogram(t, "failover", "order")
+	r0, _ := histogram(t, "failover", "running")
+	in := runShell(t, sh, "n2")
+	w.wait(t, "start order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpStart })
+	start := w.order("n2", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
+	waitHistogram(t, "failover", o0+1, r0+1)
+}
+
+// waitHistogram polls the failover histogram's counts until they reach
+// order and running; it fails the test after 5 s.
+func waitHistogram(t *testing.T, kind string, order, running uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o, _ := histogram(t, kind, "order")
+		r, _ := histogram(t, kind, "running")
+		if o == order && r == running {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s histogram: order count %d, running count %d, want %d and %d", kind, o, r, order, running)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

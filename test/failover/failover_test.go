@@ -38,6 +38,8 @@ type homeScenario struct {
 	// must show (0 in watchdog mode, where no device runs).
 	fences int
 	within time.Duration
+	// failoverMetric: the failover's latency must show in /metrics.
+	failoverMetric bool
 }
 
 func runHome(t *testing.T, c *testCluster, s homeScenario) {
@@ -73,6 +75,9 @@ func runHome(t *testing.T, c *testCluster, s homeScenario) {
 	}
 	if got := c.fencedCount("h1", t0); got != s.fences {
 		t.Errorf("h1 fenced %d times, want %d", got, s.fences)
+	}
+	if s.failoverMetric {
+		c.waitFailoverObserved(1, 10*time.Second)
 	}
 
 	// h1 comes back: g1 and g2 go home live.
@@ -123,8 +128,9 @@ func powerLoss(t *testing.T, c *testCluster) {
 				t.Fatal(err)
 			}
 		},
-		fences: 1,
-		within: recoverWithin,
+		fences:         1,
+		within:         recoverWithin,
+		failoverMetric: true,
 	})
 }
 
