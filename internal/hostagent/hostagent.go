@@ -82,6 +82,8 @@ type Host struct {
 	// freeze: quorum_loss freeze with fence devices: cut off from the
 	// quorate side, this host keeps its guests and never self-fences.
 	freeze bool // guarded by mu
+	// alarm sends the quorum-loss notification (quorumalarm.go).
+	alarm *quorumAlarm
 }
 
 // New returns a host side; Run starts it.
@@ -101,6 +103,7 @@ func New(cfg Config) *Host {
 	}
 	log = log.With("component", "host", "node", cfg.Node)
 	h := &Host{cfg: cfg, log: log, lastDone: map[string]string{}}
+	h.alarm = newQuorumAlarm(cfg.Node, cfg.DataDir, log)
 	h.pub = &publisher{cli: cfg.Cluster.Raw().Client(), node: cfg.Node, live: cfg.Live, log: log, pending: map[string]*hostctl.Report{}, wake: make(chan struct{}, 1)}
 	var agentFn health.AgentFunc
 	if ga, ok := cfg.Driver.(hypervisor.GuestAgent); ok {
@@ -351,6 +354,7 @@ func (h *Host) policyLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		h.readPolicy(ctx)
+		h.readNotify(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -449,6 +453,7 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 		} else {
 			mon.Observe(now, true)
 		}
+		h.alarm.observe(now, sent, overdue && !sent.IsZero())
 		h.mu.Lock()
 		fenced, freeze := h.fenced, h.freeze
 		h.mu.Unlock()

@@ -1,7 +1,9 @@
 // Package notify owns the cluster's notifications: webhooks, configured by
 // admins, that receive the events an operator must hear of at once
-// (fences, guests that failed, admission-control warnings) as JSON POSTs.
-// The manager sends them as it writes those events to the log.
+// (fences, guests that failed, admission-control warnings, quorum loss) as
+// JSON POSTs. The manager sends them as it writes those events to the log;
+// quorum loss, when no manager runs, is sent by the agents that notice
+// (package hostagent).
 package notify
 
 import (
@@ -25,11 +27,12 @@ const (
 	ClassGuestFailed = "guest-failed" // a guest the manager gave up on, or that failed to start or stop
 	ClassNodeFailed  = "node-failed"  // a host failed (before its fence)
 	ClassAdmission   = "admission"    // admission control: a guest that does not fit, capacity warnings
+	ClassQuorum      = "quorum"       // the store lost quorum (sent by each agent that notices, once per incident)
 	ClassTest        = "test"         // haven notify test
 )
 
 // Classes lists every class, in the order the docs give them.
-var Classes = []string{ClassFence, ClassNodeFailed, ClassGuestFailed, ClassAdmission}
+var Classes = []string{ClassFence, ClassNodeFailed, ClassGuestFailed, ClassAdmission, ClassQuorum}
 
 // Config is the notification configuration (admin-set, in the store).
 type Config struct {
