@@ -249,6 +249,11 @@ export function guestPage(main, name) {
         ? [d.guest_agent ? h('div', 'guest agent (heartbeat: a hung guest is a crash)') : null,
           ...(d.health || []).map((c) => h('div.mono', healthText(c)))]
         : h('span.muted', 'no checks (a crash or panic is still seen)')),
+      (rt.health || []).length ? [h('dt', 'Health now'), h('dd#guest-health-now', rt.health.map((r) => h('div.health-now',
+        h('span.badge.' + (r.ok ? 'ok' : r.failures ? 'bad' : 'warn'), r.ok ? 'pass' : 'fail'), ' ',
+        h('span.mono', r.check), r.ok ? '' : ` ${r.failures} in a row${r.failures ? '' : ' (start grace)'}`,
+        r.at ? h('span.muted', ' at ' + fmtTime(r.at)) : null,
+        r.output ? h('div.mono.muted', r.output) : null)))] : null,
       d.boot && d.boot.kernel ? [h('dt', 'Kernel'), h('dd.mono', d.boot.kernel + (d.boot.cmdline ? ' ' + d.boot.cmdline : ''))] : null,
       h('dt', 'Created'), h('dd', fmtTime(info.created)),
       h('dt', 'Updated'), h('dd', fmtTime(info.updated))));
