@@ -141,13 +141,21 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 		}
 		n.Fence = nil
 		for _, g := range st.s.Guests {
-			if g.State != GuestFencing || g.Node != n.Name {
+			if g.State != GuestFencing || (g.Node != n.Name && g.AlsoOn != n.Name) {
 				continue
 			}
 			if running[g.Spec.Name] {
 				g.State = GuestStarted // still running there; a stop follows if it should not run
 				g.Running = true
+				g.Node = n.Name
+				g.AlsoOn = ""
 				continue
+			}
+			if g.AlsoOn == n.Name {
+				g.AlsoOn = ""
+			}
+			if st.awaitsFence(g) {
+				continue // the other node that may hold it is not fenced yet
 			}
 			st.afterFence(g)
 		}
@@ -222,8 +230,23 @@ func (st *stepper) nodeDown(name string) {
 		switch {
 		case g.Node == name && g.Running:
 			// Running there (incl. a stop or the source of a migration).
+			if op != nil && op.Kind == OpMigrate && op.Target != "" {
+				// It may have resumed on the target already, with the
+				// result lost with this node: recovered only once the
+				// target is fenced too, or reports it running or gone.
+				g.AlsoOn = op.Target
+				st.alsoFence(op.Target)
+			}
 			g.State = GuestFencing
 			g.Op = nil
+			needFence = true
+		case op != nil && op.Kind == OpMigrate && op.Target == name:
+			// Arriving there by live migration: it may run there now, so
+			// the node is fenced like one running it. The source's result
+			// still decides where it runs if the source stays up.
+			g.AlsoOn = name
+			needFence = true
+		case g.AlsoOn == name && g.State == GuestFencing:
 			needFence = true
 		case op != nil && op.Kind == OpStart && op.Node == name:
 			g.State = GuestFencing
@@ -348,6 +371,7 @@ func (st *stepper) inventory(inv map[string][]string) {
 		g.Running = true
 		g.Node = at
 		g.Op = nil
+		g.AlsoOn = ""
 		g.State = GuestStarted
 		g.RunningSince = st.now
 	}
@@ -397,16 +421,59 @@ func (st *stepper) fenced(n *Node, count bool) {
 	}
 	st.logf("node %s is fenced", n.Name)
 	for _, g := range st.s.Guests {
-		if g.State == GuestFencing && g.Node == n.Name {
-			st.afterFence(g)
+		if g.State != GuestFencing || (g.Node != n.Name && g.AlsoOn != n.Name) {
+			if g.AlsoOn == n.Name {
+				g.AlsoOn = "" // it cannot run there any more
+			}
+			continue
 		}
+		if g.AlsoOn == n.Name {
+			g.AlsoOn = ""
+		}
+		if st.awaitsFence(g) {
+			continue
+		}
+		st.afterFence(g)
 	}
+}
+
+// alsoFence makes sure node, which may hold a guest that was migrating to
+// it, is fenced before that guest runs elsewhere: a node already counted
+// down with nothing on it is failed now.
+func (st *stepper) alsoFence(node string) {
+	t := st.s.node(node)
+	if t == nil || t.Status != NodeOffline {
+		return
+	}
+	t.Status = NodeFailed
+	tm := st.s.Config.Timings
+	t.Fence = &Fence{RetryAt: st.now, DeadlineAt: t.DownAt.Add(tm.WatchdogWait())}
+	st.logf("node %s may hold a guest migrating to it; fencing it", node)
+}
+
+// awaitsFence reports whether a fencing guest still waits for a failed
+// node that may hold it (its node, or the target of its lost migration).
+// When only the other node is left, the guest is recorded on that one.
+func (st *stepper) awaitsFence(g *Guest) bool {
+	failed := func(name string) bool {
+		n := st.s.node(name)
+		return name != "" && n != nil && n.Status == NodeFailed
+	}
+	switch {
+	case failed(g.Node):
+		return true
+	case failed(g.AlsoOn):
+		g.Node, g.AlsoOn = g.AlsoOn, ""
+		return true
+	}
+	return false
 }
 
 // afterFence: the guest's failed node is fenced (or came back empty).
 func (st *stepper) afterFence(g *Guest) {
 	g.Running = false
 	g.Op = nil
+	g.AlsoOn = ""
 	switch g.Spec.State {
 	case model.DesiredStopped:
 		g.State = GuestStopped
@@ -450,6 +517,7 @@ func (st *stepper) result(e GuestResult) {
 		st.logf("%s could not be stopped on %s (%s): failed, still running there; it runs nowhere else until the node is fenced or a stop succeeds", g.Spec.Name, op.Node, e.Err)
 	case ResultMigrated:
 		g.Op = nil
+		g.AlsoOn = ""
 		g.Running = true
 		g.Node = op.Target
 		g.State = GuestStarted
@@ -462,6 +530,7 @@ func (st *stepper) result(e GuestResult) {
 		}
 	case ResultMigrateFailed:
 		g.Op = nil
+		g.AlsoOn = ""
 		g.MoveFailedAt = st.now
 		g.Running = true
 		g.Node = op.Node

@@ -243,9 +243,14 @@ type Guest struct {
 	Spec  model.GuestSpec `json:"spec"`
 	State GuestState      `json:"state"`
 	// Node is where it runs or is assigned, or the node it was last on.
-	Node    string    `json:"node,omitempty"`
-	Running bool      `json:"running,omitempty"` // a copy runs on Node as far as the manager knows
-	Op      *Op       `json:"op,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Running bool   `json:"running,omitempty"` // a copy runs on Node as far as the manager knows
+	Op      *Op    `json:"op,omitempty"`
+	// AlsoOn is a failed node that may hold the guest too: the target of a
+	// live migration that was in flight when its source or its target
+	// failed. A fencing guest is recovered only once both Node and AlsoOn
+	// are fenced (or back without it).
+	AlsoOn  string    `json:"also_on,omitempty"`
 	Need    Need      `json:"need,omitempty"` // for recovering guests
 	RetryAt time.Time `json:"retry_at"`       // a recovering guest waits until then
 

@@ -689,7 +689,7 @@ func guestEqual(a, b *manager.Guest) bool {
 	return a.State == b.State && a.Node == b.Node && a.Running == b.Running && a.Need == b.Need &&
 		a.RetryAt.Equal(b.RetryAt) && a.Restarts == b.Restarts && a.Moves == b.Moves &&
 		slices.Equal(a.Tried, b.Tried) && a.RunningSince.Equal(b.RunningSince) &&
-		a.EvacuatedFrom == b.EvacuatedFrom && a.ReturnTo == b.ReturnTo && a.OperatorPlaced == b.OperatorPlaced &&
+		a.AlsoOn == b.AlsoOn && a.EvacuatedFrom == b.EvacuatedFrom && a.ReturnTo == b.ReturnTo && a.OperatorPlaced == b.OperatorPlaced &&
 		a.FailbackBlocked == b.FailbackBlocked && a.BlockedSeq == b.BlockedSeq && a.MoveFailedAt.Equal(b.MoveFailedAt) &&
 		a.PreemptOn == b.PreemptOn && slices.Equal(a.PreemptVictims, b.PreemptVictims) && a.PreemptedBy == b.PreemptedBy &&
 		a.Preempted == b.Preempted && a.Wait == b.Wait && a.BalancedAt.Equal(b.BalancedAt)
