@@ -172,6 +172,9 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 		return nil, errors.New("no haven API URL: pass --server or set HAVEN_SERVER")
 	}
 	bases = c.liveFirst(bases)
+	if method == http.MethodGet && body == nil {
+		return c.sendRace(ctx, hc, path, hdr, bases)
+	}
 	var last error
 	var tried []string
 	for i := 0; i < len(bases); i++ {
@@ -219,6 +222,135 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 		}
 	}
 	return nil, &Unreachable{Tried: tried, Last: last}
+}
+
+// HedgeDelay is how long a GET waits for an agent before it asks the next
+// one too, in parallel (the first answer wins): an agent whose host died
+// (no answer to connect, or a frozen process) then costs HedgeDelay, not
+// ConnectTimeout or the TLS handshake timeout.
+const HedgeDelay = 250 * time.Millisecond
+
+// sendRace is send for a GET (safe to repeat): the agents are asked in
+// order, each HedgeDelay after the one before or at once when it failed,
+// and the first answer is returned; the agents asked before the one that
+// answered and still silent are marked down (tried last next time).
+func (c *Client) sendRace(ctx context.Context, hc *http.Client, path string, hdr http.Header, bases []string) (*http.Response, error) {
+	type result struct {
+		i    int
+		resp *http.Response
+		err  error
+	}
+	ch := make(chan result, 64)
+	var cancels []context.CancelFunc
+	pending := 0
+	start := func(i int) {
+		actx, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+		pending++
+		req, err := http.NewRequestWithContext(actx, http.MethodGet, bases[i]+path, nil)
+		if err != nil {
+			ch <- result{i, nil, err}
+			return
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		go func() {
+			resp, err := hc.Do(req)
+			ch <- result{i, resp, err}
+		}()
+	}
+	// drain closes the answers of the attempts left running.
+	drain := func(n int) {
+		go func() {
+			for range n {
+				if r := <-ch; r.resp != nil {
+					r.resp.Body.Close()
+				}
+			}
+		}()
+	}
+	var last error
+	var tried []string
+	failed := map[int]bool{}
+	start(0)
+	next := 1
+	timer := time.NewTimer(HedgeDelay)
+	defer timer.Stop()
+	for pending > 0 {
+		select {
+		case r := <-ch:
+			pending--
+			if r.err == nil {
+				base := bases[r.i]
+				for i := 0; i < next; i++ {
+					if i != r.i {
+						cancels[i]()
+						if i < r.i && !failed[i] {
+							c.markDown(bases[i])
+						}
+					}
+				}
+				drain(pending)
+				c.answered(base, r.resp.Header.Get(PeersHeader))
+				r.resp.Body = &cancelBody{ReadCloser: r.resp.Body, cancel: cancels[r.i]}
+				return r.resp, nil
+			}
+			cancels[r.i]()
+			if ctx.Err() != nil {
+				drain(pending)
+				return nil, ctx.Err()
+			}
+			err := r.err
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			failed[r.i] = true
+			tried = append(tried, bases[r.i])
+			last = fmt.Errorf("%s: %w", bases[r.i], err)
+			c.markDown(bases[r.i])
+			if next == len(bases) {
+				// Out of known agents: the cache may know more of this cluster.
+				for _, b := range c.cached(bases) {
+					bases = appendNew(bases, b)
+				}
+			}
+			if next < len(bases) {
+				start(next)
+				next++
+				timer.Reset(HedgeDelay)
+			}
+		case <-timer.C:
+			if next == len(bases) {
+				for _, b := range c.cached(bases) {
+					bases = appendNew(bases, b)
+				}
+			}
+			if next < len(bases) {
+				start(next)
+				next++
+				timer.Reset(HedgeDelay)
+			}
+		}
+	}
+	return nil, &Unreachable{Tried: tried, Last: last}
+}
+
+// cancelBody releases the winning attempt's context once its answer is
+// read and closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // retryable reports whether err proves the request did not reach an

@@ -169,3 +169,27 @@ func TestDeadAgentTriedLast(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadFirstHostAnswersFast: with the first host frozen (it accepts
+// connections and never answers, as a host that just died may) or gone,
+// a GET such as status is answered by the next host within about a
+// second, not after the connect or TLS handshake timeouts.
+func TestDeadFirstHostAnswersFast(t *testing.T) {
+	for _, first := range []struct{ name, url string }{{"frozen", hungURL(t)}, {"gone", deadURL(t)}} {
+		t.Run(first.name, func(t *testing.T) {
+			live := agentServer(t, "")
+			c := New(first.url+","+live.URL, "tok", live.Client().Transport.(*http.Transport).TLSClientConfig)
+			defer c.Close()
+			start := time.Now()
+			st, err := c.Status(context.Background())
+			took := time.Since(start)
+			if err != nil || st.Node != "live" {
+				t.Fatalf("status: %+v %v", st, err)
+			}
+			if took > time.Second {
+				t.Fatalf("status took %v with a %s first host; want under 1 s", took, first.name)
+			}
+			t.Logf("status answered in %v with a %s first host", took, first.name)
+		})
+	}
+}
