@@ -25,6 +25,41 @@ function loadXterm() {
   return loading;
 }
 
+// openStyled opens term inside el under the page's policy, which forbids
+// inline styles (style-src 'self'): xterm.js writes the rules that size its
+// rows and colour its text into <style> elements it makes, which the
+// browser would block. While it opens, the style elements it asks for are
+// inert <xterm-style> elements (hidden by style.css), and their rules are
+// carried, whenever xterm rewrites them, into constructed style sheets,
+// which the policy allows (they are CSSOM, not inline markup). It returns a
+// function that drops those sheets.
+function openStyled(term, el) {
+  const doc = document;
+  const made = [];
+  const create = doc.createElement;
+  doc.createElement = function (tag, ...rest) {
+    if (String(tag).toLowerCase() !== 'style') return create.call(this, tag, ...rest);
+    const e = create.call(this, 'xterm-style');
+    made.push(e);
+    return e;
+  };
+  try {
+    term.open(el);
+  } finally {
+    delete doc.createElement;
+  }
+  const sheets = made.map(() => new CSSStyleSheet());
+  const sync = () => made.forEach((e, i) => sheets[i].replaceSync(e.textContent));
+  sync();
+  doc.adoptedStyleSheets = [...doc.adoptedStyleSheets, ...sheets];
+  const mo = new MutationObserver(sync);
+  for (const e of made) mo.observe(e, {childList: true, characterData: true, subtree: true});
+  return () => {
+    mo.disconnect();
+    doc.adoptedStyleSheets = doc.adoptedStyleSheets.filter((s) => !sheets.includes(s));
+  };
+}
+
 // openConsole attaches the console of guest name inside el; it returns a
 // function that closes the session.
 export function openConsole(el, name, onEnd) {
@@ -43,7 +78,9 @@ export function openConsole(el, name, onEnd) {
   loadXterm().then(() => {
     if (closed) return;
     term = new window.Terminal({cursorBlink: true, convertEol: false, fontSize: 13, scrollback: 2000});
-    term.open(screen);
+    const unstyle = openStyled(term, screen);
+    const dispose = term.dispose.bind(term);
+    term.dispose = () => { unstyle(); dispose(); };
     term.focus();
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     ws = new WebSocket(`${proto}//${location.host}/api/v1/guests/${encodeURIComponent(name)}/console`);
