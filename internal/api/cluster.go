@@ -49,7 +49,7 @@ func (s *Server) BuildStatus(ctx context.Context) (*Status, error) {
 
 // probeTimeout bounds the connection to another host's API that tells
 // whether it is reachable.
-const probeTimeout = 500 * time.Millisecond
+const probeTimeout = 250 * time.Millisecond
 
 // markUnreachable probes, in parallel, the API of every other host that
 // counts as online, and marks those that do not accept a connection.

@@ -228,8 +228,10 @@ func TestStatusUnreachableHostsAndPeers(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("status took %v with a dead host", took)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("status took %v with a dead host; want under 1 s", took)
+	} else {
+		t.Logf("status answered in %v with a dead host", took)
 	}
 	got := map[string]api.Host{}
 	for _, h := range out.Hosts {
