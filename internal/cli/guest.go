@@ -27,15 +27,15 @@ import (
 )
 
 func init() {
-	Register(&Command{Path: "guest list", Example: "haven guest list\nhaven guest list -o json", Short: "list guests with their state and node", Flags: cmdGuestList})
+	Register(&Command{Path: "guest list", Example: "haven guest list\nhaven guest list --tag prod\nhaven guest list -o json", Short: "list guests with their state and node", Flags: cmdGuestList})
 	Register(&Command{Path: "guest show", Args: "NAME", Example: "haven guest show web1", Complete: completeGuestThenNode, Short: "show a guest: policy, definition, state, counts, history", Flags: cmdGuestShow})
 	Register(&Command{Path: "guest create", Args: "NAME", Example: "haven guest create web1 --memory 2GiB --vcpus 2 --disk /srv/vm/web1.qcow2 --nic bridge=br0\nhaven guest create web2 --disk pool=shared,volume=web2 --domain web --recovery relocate\nhaven guest create -f web3.json", Short: "put a new guest under cluster control", Flags: cmdGuestCreate})
 	Register(&Command{Path: "guest import", Args: "FILE", Example: "virsh dumpxml web1 > web1.xml && haven guest import web1.xml\nhaven guest import /etc/xen/db1.cfg --format xen --name db1", Short: "create a guest from a libvirt domain XML or a Xen config file", Flags: cmdGuestImport})
-	Register(&Command{Path: "guest edit", Args: "NAME", Example: "haven guest edit web1 --memory 4GiB\nhaven guest edit web1 --vcpus 4 --rev 17", Complete: completeGuestThenNode, Short: "change a guest's policy or definition (takes effect on its next start)", Flags: cmdGuestEdit})
+	Register(&Command{Path: "guest edit", Args: "NAME", Example: "haven guest edit web1 --memory 4GiB\nhaven guest edit web1 --vcpus 4 --rev 17\nhaven guest edit web1 --tag prod --tag web", Complete: completeGuestThenNode, Short: "change a guest's policy or definition (takes effect on its next start)", Flags: cmdGuestEdit})
 	Register(&Command{Path: "guest delete", Args: "NAME", Example: "haven guest delete web1", Complete: completeGuestThenNode, Short: "remove a stopped or disabled guest from cluster control", Flags: cmdGuestDelete})
 	for _, c := range []struct{ kind, args, short, example string }{
 		{"start", "NAME", "start a guest (clusvcadm -e)", "haven guest start web1\nhaven guest start web1 --wait 2m   # until it runs, or why it failed\nhaven guest start --select 'web*'   # every guest whose name matches"},
-		{"stop", "NAME", "stop a guest; it stays stopped until started", "haven guest stop web1\nhaven guest stop --select 'test-*' --on-host h3"},
+		{"stop", "NAME", "stop a guest; it stays stopped until started", "haven guest stop web1\nhaven guest stop --select 'test-*' --on-host h3\nhaven guest stop --tag batch"},
 		{"disable", "NAME", "stop a guest and keep the manager from starting it (clusvcadm -d)", "haven guest disable web1"},
 		{"migrate", "NAME NODE", "live-migrate a running guest to NODE (clusvcadm -M)", "haven guest migrate web1 h3\nhaven guest migrate web1 h3 --wait 5m\nhaven guest migrate --on-host h1 h2        # empty h1 onto h2, live"},
 		{"relocate", "NAME NODE", "stop a guest and start it on NODE (clusvcadm -r)", "haven guest relocate web1 h3"},

@@ -23,7 +23,9 @@ func init() {
 		Long: `Set the webhooks that receive, as a JSON POST, each event of the classes
 they ask for: fence (a host fenced, or a fence that failed), node-failed,
 guest-failed (a guest that failed to start or stop, or that the manager gave
-up on) and admission (admission-control warnings). The body is
+up on), admission (admission-control warnings) and quorum (the store lost
+quorum: sent by each agent that notices, once per incident, from the
+configuration it caches, as no manager runs then). The body is
 {"cluster", "class", "event": {"at", "kind", "node", "guest", "msg"}, "text"}.`,
 		Example: `haven notify set --webhook https://alerts.example.com/haven
 haven notify set --webhook https://chat.example.com/hook --classes fence,node-failed --auth "Bearer s3cret"
