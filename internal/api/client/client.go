@@ -13,11 +13,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -172,7 +174,9 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 		return nil, errors.New("no haven API URL: pass --server or set HAVEN_SERVER")
 	}
 	bases = c.liveFirst(bases)
-	if method == http.MethodGet && body == nil {
+	if method == http.MethodGet && body == nil && hc == c.hc {
+		// Ordinary reads race; long ones (snapshots, streams) are not
+		// worth asking twice.
 		return c.sendRace(ctx, hc, path, hdr, bases)
 	}
 	var last error
@@ -233,7 +237,8 @@ const HedgeDelay = 250 * time.Millisecond
 // sendRace is send for a GET (safe to repeat): the agents are asked in
 // order, each HedgeDelay after the one before or at once when it failed,
 // and the first answer is returned; the agents asked before the one that
-// answered and still silent are marked down (tried last next time).
+// answered that had not even completed a connection (TCP and TLS) are
+// marked down (tried last next time); a connected but slow one is not.
 func (c *Client) sendRace(ctx context.Context, hc *http.Client, path string, hdr http.Header, bases []string) (*http.Response, error) {
 	type result struct {
 		i    int
@@ -242,10 +247,14 @@ func (c *Client) sendRace(ctx context.Context, hc *http.Client, path string, hdr
 	}
 	ch := make(chan result, 64)
 	var cancels []context.CancelFunc
+	var connected []*atomic.Bool
 	pending := 0
 	start := func(i int) {
 		actx, cancel := context.WithCancel(ctx)
 		cancels = append(cancels, cancel)
+		got := &atomic.Bool{}
+		connected = append(connected, got)
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { got.Store(true) }})
 		pending++
 		req, err := http.NewRequestWithContext(actx, http.MethodGet, bases[i]+path, nil)
 		if err != nil {
@@ -289,7 +298,7 @@ func (c *Client) sendRace(ctx context.Context, hc *http.Client, path string, hdr
 				for i := 0; i < next; i++ {
 					if i != r.i {
 						cancels[i]()
-						if i < r.i && !failed[i] {
+						if i < r.i && !failed[i] && !connected[i].Load() {
 							c.markDown(bases[i])
 						}
 					}

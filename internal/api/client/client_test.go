@@ -193,3 +193,32 @@ func TestDeadFirstHostAnswersFast(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowHostNotMarkedDown: a host that accepted the connection but
+// answers slowly loses the race to the next one, and is not taken for
+// dead (it stays first in the order).
+func TestSlowHostNotMarkedDown(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.Write([]byte(`{"node":"slow"}`))
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	live := agentServer(t, "")
+	c := New(slow.URL+","+live.URL, "tok", slow.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer c.Close()
+	st, err := c.Status(context.Background())
+	if err != nil || st.Node != "live" {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	c.mu.Lock()
+	_, down := c.down[slow.URL]
+	c.mu.Unlock()
+	if down {
+		t.Fatal("a connected but slow host was marked down")
+	}
+}
