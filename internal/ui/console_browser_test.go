@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,8 +35,26 @@ func TestBrowserConsole(t *testing.T) {
 		}
 	}
 	files := testguest.Build(t)
+	// con1's health check: a TCP connect to a listener of this test on
+	// loopback (its host dials it), so its live status can be shown.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
 	for _, g := range []map[string]any{
-		{"name": "con1", "memory": testguest.Memory, "node": "n2", "boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline}},
+		{"name": "con1", "memory": testguest.Memory, "node": "n2", "boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline},
+			"address": "127.0.0.1", "health": []map[string]any{{"name": "port", "tcp": port, "interval": "1s"}}},
 		{"name": "vnc1", "memory": testguest.Memory, "node": "n2", "display": "vnc", "boot": map[string]any{"kernel": files.Kernel, "initrd": files.Initrd, "cmdline": testguest.Cmdline}},
 	} {
 		if err := c.admin.Do(ctx, "POST", "/api/v1/guests", g, nil); err != nil {
@@ -59,11 +78,23 @@ func TestBrowserConsole(t *testing.T) {
 			return nil
 		})
 	}
+	poll(rctx, t, "con1's passing health check in its runtime", func() error {
+		g, err := c.admin.Guest(rctx, "con1")
+		if err != nil {
+			return err
+		}
+		if h := g.Runtime.Health; len(h) != 1 || h[0].Check != "port" || !h[0].OK {
+			return fmt.Errorf("con1 health %+v", h)
+		}
+		return nil
+	})
 	cancel()
 
 	b := newBrowser(t)
 	login(t, b, c.base, "ada", "ada's secret")
 	goTo(t, b, c.base, "#/guest/con1", `button[data-action="console"]`)
+	run(t, b, "the guest page shows the live health status", 10*time.Second,
+		waitText(`#guest-health-now`, "pass"), waitText(`#guest-health-now`, "port"))
 	run(t, b, "open the console", 30*time.Second,
 		click(`button[data-action="console"]`),
 		waitText(`#console-status`, "Connected to the serial console of con1"),
