@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -117,6 +118,37 @@ func TestOperatorCLI(t *testing.T) {
 			t.Fatalf("haven %s: exit %d, stderr %q (stdout %q); want exit %d and %q", strings.Join(args, " "), code, errs, out, want, wantErr)
 		}
 	}
+
+	t.Run("status with a frozen first server", func(t *testing.T) {
+		// A host that just died may still accept connections and never
+		// answer (or not answer to connect at all): status asks the next
+		// server too after 250 ms instead of waiting for timeouts.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+		ok(t, "status") // warm up: the agent's own first status
+		start := time.Now()
+		out := ok(t, "status", "--server", "https://"+ln.Addr().String()+","+ag.URL())
+		took := time.Since(start)
+		if !strings.Contains(out, "n1") {
+			t.Fatalf("status said %q", out)
+		}
+		if took > 1500*time.Millisecond {
+			t.Fatalf("status took %v with a frozen first server; want about 1 s at most", took)
+		}
+		t.Logf("status with a frozen first server: %v", took)
+	})
 
 	t.Run("usage errors", func(t *testing.T) {
 		for _, args := range [][]string{
