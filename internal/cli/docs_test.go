@@ -112,11 +112,11 @@ func TestDocsFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m = regexp.MustCompile(`connection within (\d+) s the CLI tries the next`).FindStringSubmatch(string(cli))
+	m = regexp.MustCompile(`does not accept a connection within (\d+) s`).FindStringSubmatch(string(cli))
 	if m == nil || m[1]+"s" != client.ConnectTimeout.String() {
 		t.Errorf("cli.md states a connect timeout of %v s; the client's is %v", m, client.ConnectTimeout)
 	}
-	if !strings.Contains(string(cli), "tries the one that failed\nlast for a minute") || client.DownFor != time.Minute {
+	if !strings.Contains(string(cli), "silent are tried last for a minute") || client.DownFor != time.Minute {
 		t.Errorf("cli.md says a host that failed is tried last for a minute; the client says %v", client.DownFor)
 	}
 }
