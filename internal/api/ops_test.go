@@ -399,6 +399,15 @@ func TestGuestDelete(t *testing.T) {
 	}
 	err := op.DeleteGuest(ctx, "del1")
 	wantErr(t, err, 409, "name") // desired state started
+	// The manager knows the guest (tests before this one may have saved a
+	// manager state, which then answers for the commands).
+	withState(t, func(s *manager.State) {
+		if s.Guest("del1") == nil {
+			if err := s.AddGuest(model.DefaultGuestSpec("del1"), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 	// Disabled in the record but still running as the manager sees it.
 	if _, err := op.GuestCommand(ctx, "del1", "disable", ""); err != nil {
 		t.Fatalf("disable: %v", err)
@@ -410,6 +419,11 @@ func TestGuestDelete(t *testing.T) {
 	withState(t, func(s *manager.State) {
 		spec := g.Spec
 		spec.Node = "n1"
+		if s.Guest("del1") != nil {
+			if err := s.RemoveGuest("del1"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := s.AddGuest(spec, true); err != nil {
 			t.Fatal(err)
 		}
