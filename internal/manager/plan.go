@@ -156,6 +156,13 @@ func (st *stepper) place() {
 	rs := s.ruleSet()
 	if rs != nil {
 		snap.Where = s.whereFn(rs)
+		snap.Waiting = func(name string) int64 {
+			g := s.Guest(name)
+			if g == nil || g.Running || g.Op != nil || (g.Spec.State != model.DesiredStarted && g.Spec.State != "") {
+				return 0
+			}
+			return g.Spec.Memory
+		}
 	}
 	var reqs []placement.Request
 	var wants []want

@@ -28,6 +28,11 @@ type Snapshot struct {
 	// (running, starting, stopping, frozen, arriving); nil: no rules. It is
 	// asked only about the partners of guests being placed.
 	Where func(guest string) []int
+	// Waiting returns the memory of a guest named in an affinity rule that
+	// should run but counts nowhere (0: it runs, or should not). Preemption
+	// makes room for a hard together member's waiting partners too, even
+	// those that do not ask for a node in this plan. Nil: none wait.
+	Waiting func(guest string) int64
 }
 
 // Request asks for a node for one guest.
@@ -198,9 +203,13 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 	if r.group() != "" {
 		pinned = p.pinned(r)
 	}
+	// A member of a hard together group is placed with the members that
+	// still need a node: the stops must make room for all of them, or the
+	// room they free would only be taken again by their victims.
+	need := p.unitMemory(r)
 	eval := func(i int) (cand, bool) {
 		n := &p.nodes[i]
-		if !n.Eligible || n.Memory <= 0 || r.Memory > n.Memory || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) ||
+		if !n.Eligible || n.Memory <= 0 || need > n.Memory || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) ||
 			(r.Only != nil && !contains(r.Only, i)) || !p.hardOK(r, i) || (pinned != nil && !contains(pinned, i)) {
 			return cand{}, false
 		}
@@ -234,7 +243,7 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		}
 		var stops []int
 		for _, k := range order {
-			if free >= r.Memory {
+			if free >= need {
 				break
 			}
 			free += vs[k].Memory
@@ -242,7 +251,7 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 			after.Guests--
 			stops = append(stops, k)
 		}
-		if free < r.Memory || (len(stops) == 0 && !pending) {
+		if free < need || (len(stops) == 0 && !pending) {
 			return cand{}, false
 		}
 		return cand{node: i, stops: stops, after: after}, true
@@ -263,7 +272,7 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 				continue
 			}
 			if best == nil || len(c.stops) < len(best.stops) ||
-				(len(c.stops) == len(best.stops) && better(&c.after, c.node, &best.after, best.node, r.Memory)) {
+				(len(c.stops) == len(best.stops) && better(&c.after, c.node, &best.after, best.node, need)) {
 				cc := c
 				best = &cc
 			}

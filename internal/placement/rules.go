@@ -134,6 +134,28 @@ func (p *rules) pending(m string) bool {
 	return !done
 }
 
+// unitMemory is the memory r's hard together group needs where r goes: r's
+// own, plus that of every other member that still needs a node (in this
+// plan, placed with r as one unit; or waiting and counted nowhere, so bound
+// to follow r there).
+func (p *rules) unitMemory(r *Request) int64 {
+	mem := r.Memory
+	if r.group() == "" {
+		return mem
+	}
+	for _, m := range r.Rules.With {
+		switch {
+		case p.pending(m):
+			mem += p.reqs[p.byGuest[m]].Memory
+		case len(p.where(m)) == 0 && p.snap != nil && p.snap.Waiting != nil:
+			// Waiting, but not asking for a node in this plan (retrying
+			// later): it will have to go where r goes.
+			mem += p.snap.Waiting(m)
+		}
+	}
+	return mem
+}
+
 // pinned returns the nodes where every other member of r's group that counts
 // somewhere and is not placed with r counts (nil: no such member).
 func (p *rules) pinned(r *Request) []int {
