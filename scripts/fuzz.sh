@@ -2,7 +2,8 @@
 # Runs every fuzz target of the module (decoders of network and file input:
 # API bodies, guest definitions, libvirt XML, Xen configs, fence metadata,
 # scenario files, join tokens and CSRs, guest paths) for FUZZTIME each.
-# CI runs it briefly (scripts/test.sh: 1s each, about 3 min with the builds); by hand, longer:
+# CI runs it briefly (scripts/test.sh: 2000 inputs each, about 3 min with the
+# builds); by hand, longer (a duration, or a count such as 100000x):
 #   FUZZTIME=5m scripts/fuzz.sh            # every target
 #   FUZZTIME=1h scripts/fuzz.sh FuzzSignCSR # one
 # A failure leaves its input under the package's testdata/fuzz/ (commit it
