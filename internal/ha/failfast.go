@@ -73,7 +73,30 @@ type fastFail struct {
 	policy  cluster.Policy
 	at      time.Time
 	revoked map[clientv3.LeaseID]bool
+	// heard is, per host and per kind of lease ended ("live", "election"),
+	// when that host was last heard of at the time its lease was ended. A
+	// silence is acted on once: a lease the host takes afterwards (it
+	// booted again and re-registered before its heartbeats resumed) is the
+	// host's own proof of life, not more evidence of its death.
+	heard   map[string]time.Time
 	avoided string // the gone hosts whose store members the client avoids
+}
+
+// actOnce runs act (which ends a lease of name's) unless the silence v
+// describes was acted on already for kind; it records the silence when act
+// reports that it ended the lease.
+func (f *fastFail) actOnce(kind, name string, v heartbeat.Verdict, act func() bool) {
+	heardAt := time.Now().Add(-v.Silence).Truncate(time.Millisecond)
+	key := kind + "/" + name
+	if prev, ok := f.heard[key]; ok && !heardAt.After(prev.Add(heartbeat.DefaultInterval)) {
+		return // the same silence: its lease was ended already
+	}
+	if act() {
+		if f.heard == nil {
+			f.heard = map[string]time.Time{}
+		}
+		f.heard[key] = heardAt
+	}
 }
 
 // avoidGone points this agent's store client away from the store members
@@ -146,16 +169,18 @@ func (f *fastFail) act(ctx context.Context, gone []string) {
 		if fences {
 			f.endLiveness(rctx, name)
 		}
-		if lease != 0 && !f.revoked[lease] && f.stillGone(name) {
-			if _, err := f.cli.Revoke(rctx, lease); err == nil {
+		if v := f.hb.Verdict(name); lease != 0 && !f.revoked[lease] && v.State == heartbeat.Gone {
+			f.actOnce("election", name, v, func() bool {
+				if _, err := f.cli.Revoke(rctx, lease); err != nil {
+					return false
+				}
 				f.revoked[lease] = true
-				f.log.Warn("the manager's host is dead: its term ended so that another agent takes over", "op", "election", "manager", mgr, "evidence", f.hb.Verdict(name).String())
-			}
+				f.log.Warn("the manager's host is dead: its term ended so that another agent takes over", "op", "election", "manager", mgr, "evidence", v.String())
+				return true
+			})
 		}
 	}
 }
-
-func (f *fastFail) stillGone(name string) bool { return f.hb.Verdict(name).State == heartbeat.Gone }
 
 // endLiveness revokes the liveness lease of a Gone host.
 func (f *fastFail) endLiveness(ctx context.Context, name string) {
@@ -171,8 +196,16 @@ func (f *fastFail) endLiveness(ctx context.Context, name string) {
 	if v.State != heartbeat.Gone {
 		return
 	}
-	if _, err := f.cli.Revoke(ctx, lease); err != nil {
-		f.log.Warn("could not end the lease of a dead host", "op", "failover", "node", name, "err", err)
+	ended := false
+	f.actOnce("live", name, v, func() bool {
+		if _, err := f.cli.Revoke(ctx, lease); err != nil {
+			f.log.Warn("could not end the lease of a dead host", "op", "failover", "node", name, "err", err)
+			return false
+		}
+		ended = true
+		return true
+	})
+	if !ended {
 		return
 	}
 	f.revoked[lease] = true
