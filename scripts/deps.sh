@@ -17,6 +17,7 @@ declare -A why=(
   [etcd-server]="tests against an external etcd (service left disabled)"
   [etcd-client]="etcdctl, for those tests"
   [fence-agents]="fence_* agents (fence_dummy, fence_ipmilan...)"
+  [systemd-container]="systemd-nspawn, for the package install tests"
   [chromium]="headless browser of the web UI tests (with its GTK libraries)"
   [chromium-driver]="drives it"
   [iproute2]="test bed: network namespaces"
