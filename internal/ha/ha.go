@@ -89,6 +89,13 @@ func (p *plugin) setup(ctx context.Context, a *agent.Agent) error {
 	}
 	p.a = a
 	p.mu.Unlock()
+	if dir := p.opts.RecordDir; dir != "" {
+		// Made now, so that a wrong --record fails the start, not the
+		// first manager term this agent is elected to serve.
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("agent --record %q: %w", dir, err)
+		}
+	}
 	registerShutdown(a.API(), a.Store())
 	if err := clearShutdown(ctx, a.Store(), a.Node()); err != nil {
 		return err

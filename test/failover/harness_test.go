@@ -81,6 +81,9 @@ type node struct {
 	from int64            // log offset of the current start; guarded by mu
 }
 
+// recordDir is where n's agent records its manager terms (options.record).
+func (n *node) recordDir() string { return filepath.Join(n.h.Dir, "record") }
+
 func (n *node) apiURL() string { return "https://" + n.h.Addr.String() + ":" + apiPort }
 
 // testCluster is a bed with one agent per host, the test guests and the
@@ -98,6 +101,7 @@ type testCluster struct {
 	guests  []string
 	hv      string // the agents' --hypervisor
 	witness string // the host whose agent runs with --witness, if any
+	record  bool   // agents run with --record (options.record)
 
 	stopChecker func() []testbed.Violation
 }
@@ -111,6 +115,9 @@ type options struct {
 	// hypervisor is the agents' driver: "qemu" (default) or "libvirt", where
 	// every host boots a libvirtd of its own before its agent.
 	hypervisor string
+	// record: every agent records the manager terms it serves (--record
+	// into recordDir).
+	record bool
 }
 
 // newCluster builds the bed, starts h1 with --init and the others with
@@ -128,7 +135,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 	files := testguest.Build(t)
 	bed := testbed.ForTest(t, testbed.Options{Hosts: o.hosts, Leg: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor, witness: o.witness}
+	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor, witness: o.witness, record: o.record}
 	for _, h := range bed.Hosts() {
 		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log")})
 	}
@@ -280,6 +287,9 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 		args = append(args, "--witness")
 	} else {
 		args = append(args, "--hypervisor", c.hv, "--watchdog-device", n.h.WatchdogDevice())
+	}
+	if c.record {
+		args = append(args, "--record", n.recordDir())
 	}
 	args = append(args, extra...)
 	p, err := n.h.Start(c.ctx, testbed.Spec{Path: havenBin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
