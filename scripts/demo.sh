@@ -97,7 +97,7 @@ up() {
 			$boot_libvirt
 			exec "$haven" agent --node $h --data-dir "$dir/host/$h/work/haven" \\
 			  --listen $addr:$port --peer-listen $addr:$((port + 1)) \\
-			  --hypervisor $hv --watchdog-device= "\$@" >>"$dir/host/$h/agent.log" 2>&1
+			  --hypervisor $hv --watchdog-device= --fence-agent-dir "$repo/scripts" "\$@" >>"$dir/host/$h/agent.log" 2>&1
 		EOF
 		chmod 755 "$dir/host/$h/agent.sh"
 		cp "$dir/host/$h/agent.sh" "$dir/host/$h/boot"

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
@@ -103,6 +105,11 @@ type Config struct {
 	// the agent also writes a heartbeat and reads the others': a host cut
 	// off from the network but alive is then reported isolated, not dead.
 	StorageHeartbeat string
+	// FenceAgentDirs are directories an admin declared for fence agents of
+	// their own, besides the fence_* programs on the search path
+	// (fence.Runner.AgentDirs). Each must be owned by root and writable by
+	// no one else.
+	FenceAgentDirs []string
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -235,6 +242,14 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("lease TTL %v is below the store's minimum of %v with a %v election timeout", cfg.LeaseTTL, floor, election)
 		}
 	}
+	for _, d := range cfg.FenceAgentDirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("--fence-agent-dir %q: give an absolute path", d)
+		}
+		if err := fence.CheckAgentDir(d); err != nil {
+			return nil, fmt.Errorf("--fence-agent-dir: %w", err)
+		}
+	}
 	apiHost, apiPort, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: want HOST:PORT: %w", cfg.Listen, err)
@@ -313,6 +328,12 @@ func (a *Agent) AdminToken() string { return a.adminToken }
 
 // JoinToken is the join token created by --init (empty otherwise).
 func (a *Agent) JoinToken() string { return a.joinToken }
+
+// FenceRunner runs fence agents from the search path and the agent's
+// --fence-agent-dir directories.
+func (a *Agent) FenceRunner() *fence.Runner {
+	return &fence.Runner{AgentDirs: a.cfg.FenceAgentDirs}
+}
 
 // TLSFiles are the paths of the cluster CA, node certificate and key.
 func (a *Agent) TLSFiles() (ca, cert, key string) {

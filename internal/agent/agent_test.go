@@ -231,3 +231,23 @@ func TestDataDirOfAnotherUserRefused(t *testing.T) {
 		t.Fatalf("world-writable data dir: %v, want it refused", err)
 	}
 }
+
+// TestFenceAgentDirChecked: an agent refuses to start with a fence agent
+// directory others can write to, or a relative one.
+func TestFenceAgentDirChecked(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "agents")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	base := Config{Node: "n1", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	for dir, want := range map[string]string{open: "writable by others", "agents": "absolute path", filepath.Join(open, "missing"): "no such file"} {
+		cfg := base
+		cfg.FenceAgentDirs = []string{dir}
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--fence-agent-dir %s: %v, want an error with %q", dir, err, want)
+		}
+	}
+}

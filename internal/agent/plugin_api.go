@@ -14,9 +14,10 @@ import (
 func operatorAPI() Plugin {
 	return Plugin{Name: "operator-api", Setup: func(ctx context.Context, a *Agent) error {
 		api.RegisterOps(a.API(), api.OpsConfig{
-			Cluster:   cluster.New(a.Store()),
-			Importers: guestImporters(),
-			Context:   ctx,
+			Cluster:     cluster.New(a.Store()),
+			Importers:   guestImporters(),
+			FenceRunner: a.FenceRunner(),
+			Context:     ctx,
 		})
 		return nil
 	}}

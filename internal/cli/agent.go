@@ -91,6 +91,7 @@ func agentFlags(fs *pflag.FlagSet) Runner {
 	fs.StringVar(&cfg.StorageHeartbeat, "storage-heartbeat", "", "a directory on storage all hosts share (the guests' NFS): the agent also beats there, so a host cut off from the network but alive is reported isolated, not dead")
 	fs.StringVar(&cfg.HeartbeatListen, "heartbeat-listen", "", "UDP address HOST:PORT for direct heartbeats between agents (default: the --listen host, port + 3; off: none, the lease alone tells this host's death)")
 	fs.DurationVar(&cfg.HeartbeatDeadAfter, "heartbeat-dead-after", 0, "a peer with no heartbeat and no answer from its address this long is dead (default 1.5s; acted on only with fence devices)")
+	fs.StringSliceVar(&cfg.FenceAgentDirs, "fence-agent-dir", nil, "a directory of fence agents of your own (fence_* programs), besides the search path; owned by root and writable by no one else; repeat or separate with commas for several")
 	var hostOpts ha.HostOptions
 	gfs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	hostOpts.RegisterFlags(gfs)

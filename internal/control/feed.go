@@ -38,8 +38,10 @@ type Daemon struct {
 	Timings manager.Timings
 	Logger  *slog.Logger
 	Now     func() time.Time
-	// Fencer, when nil, fences with the fence configuration in the store.
-	Fencer Fencer
+	// Fencer, when nil, fences with the fence configuration in the store,
+	// running agents with FenceRunner (nil: the search path alone).
+	Fencer      Fencer
+	FenceRunner *fence.Runner
 	// Defs, when nil, reads definitions from the guest records.
 	Defs Definitions
 	// RecordDir, when set, is where every term's inputs are recorded, one
@@ -81,7 +83,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 	defer sender.Wait()
 	fencer := d.Fencer
 	if fencer == nil {
-		fencer = &storeFencer{cs: cs, log: log, sender: sender}
+		fencer = &storeFencer{cs: cs, log: log, sender: sender, runner: d.FenceRunner}
 	}
 	var defs Definitions = f
 	if d.Defs != nil {
@@ -665,6 +667,7 @@ type storeFencer struct {
 	cs     *cluster.Store
 	log    *slog.Logger
 	sender *notify.Sender
+	runner *fence.Runner
 }
 
 func (f *storeFencer) Fence(ctx context.Context, node string) error {
@@ -672,7 +675,7 @@ func (f *storeFencer) Fence(ctx context.Context, node string) error {
 	if err != nil {
 		return fmt.Errorf("fence node %q: read fence configuration: %w", node, err)
 	}
-	fn, err := fence.New(cfg, fence.Options{Logger: f.log})
+	fn, err := fence.New(cfg, fence.Options{Runner: f.runner, Logger: f.log})
 	if err != nil {
 		return fmt.Errorf("fence node %q: %w", node, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,9 @@ type Runner struct {
 	// SearchPath is where bare agent names (fence_ipmilan) are looked up. Nil
 	// means $PATH followed by /usr/sbin, /sbin and /usr/local/sbin.
 	SearchPath []string
+	// AgentDirs are directories an admin declared for fence agents of
+	// their own (agent --fence-agent-dir), searched after SearchPath.
+	AgentDirs []string
 	// Env is the agents' environment. Nil means Haven's own.
 	Env []string
 }
@@ -64,32 +68,104 @@ type Outcome struct {
 	Duration time.Duration
 }
 
-// Resolve turns an agent name into the executable to run. A name must be an
-// absolute path or a bare fence_* name found on the search path.
+// dirs returns the directories agents may come from: the search path and
+// the declared agent directories, absolute and cleaned.
+func (r *Runner) dirs() (search, declared []string) {
+	sp := r.SearchPath
+	if sp == nil {
+		sp = append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/sbin", "/usr/local/sbin")
+	}
+	clean := func(dirs []string) []string {
+		var out []string
+		for _, d := range dirs {
+			if d != "" && filepath.IsAbs(d) {
+				out = append(out, filepath.Clean(d))
+			}
+		}
+		return out
+	}
+	return clean(sp), clean(r.AgentDirs)
+}
+
+// Resolve turns an agent name into the executable to run: a fence_* program
+// in a directory of the search path or an agent directory, named by its
+// bare name or its absolute path. The directory (after resolving symlinks)
+// and the program must be owned by root and writable by no one else.
 func (r *Runner) Resolve(agent string) (string, error) {
+	search, declared := r.dirs()
+	dirs := append(slices.Clip(search), declared...)
+	where := "the agent search path (" + strings.Join(search, ":") + ")"
+	if len(declared) > 0 {
+		where += " or an agent directory (" + strings.Join(declared, ":") + ")"
+	} else {
+		where += " (declare a directory of your own with --fence-agent-dir)"
+	}
 	if filepath.IsAbs(agent) {
 		if !strings.HasPrefix(filepath.Base(agent), "fence_") {
 			return "", fmt.Errorf("fence agent %q: not a fence_* program", agent)
 		}
-		return checkExecutable(agent)
+		real, err := filepath.EvalSymlinks(agent)
+		if err != nil {
+			return "", fmt.Errorf("fence agent %q: %w", agent, err)
+		}
+		for _, d := range dirs {
+			rd, err := filepath.EvalSymlinks(d)
+			if err != nil || rd != filepath.Dir(real) {
+				continue
+			}
+			if err := CheckAgentDir(d); err != nil {
+				return "", fmt.Errorf("fence agent %q: %w", agent, err)
+			}
+			return checkExecutable(agent)
+		}
+		return "", fmt.Errorf("fence agent %q is not in %s: not run", agent, where)
 	}
 	if !strings.HasPrefix(agent, "fence_") || strings.ContainsAny(agent, "/\\ ") || !validParamName(agent) {
 		return "", fmt.Errorf("fence agent %q: name must be fence_<kind> (such as fence_ipmilan) or an absolute path", agent)
 	}
-	dirs := r.SearchPath
-	if dirs == nil {
-		dirs = append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/sbin", "/usr/local/sbin")
-	}
+	var refused error
 	for _, d := range dirs {
-		if d == "" || !filepath.IsAbs(d) {
-			continue
+		p, err := checkExecutable(filepath.Join(d, agent))
+		if err == nil {
+			err = CheckAgentDir(d)
 		}
-		if p, err := checkExecutable(filepath.Join(d, agent)); err == nil {
+		if err == nil {
 			return p, nil
 		}
+		if refused == nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errNotExecutable) {
+			refused = err
+		}
 	}
-	return "", fmt.Errorf("fence agent %q not found in %s: install the fence-agents package or give an absolute path", agent, strings.Join(dirs, ":"))
+	if refused != nil {
+		return "", refused
+	}
+	return "", fmt.Errorf("fence agent %q not found in %s: install the fence-agents package", agent, where)
 }
+
+// CheckAgentDir checks that dir, a directory agents are run from as root,
+// exists and that only root (or Haven's user) can change what it holds.
+func CheckAgentDir(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("fence agent directory %s: %w", dir, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return fmt.Errorf("fence agent directory %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("fence agent directory %s is not a directory", dir)
+	}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("fence agent directory %s is owned by uid %d, not root: its agents are not run", dir, sys.Uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("fence agent directory %s is writable by others (mode %04o): its agents are not run", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+var errNotExecutable = errors.New("not an executable file")
 
 func checkExecutable(path string) (string, error) {
 	fi, err := os.Stat(path)
@@ -97,7 +173,7 @@ func checkExecutable(path string) (string, error) {
 		return "", fmt.Errorf("fence agent %q: %w", path, err)
 	}
 	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("fence agent %q is not an executable file", path)
+		return "", fmt.Errorf("fence agent %q: %w", path, errNotExecutable)
 	}
 	// The agent runs as root: only a program root (or Haven's user) owns
 	// and no one else can change.

@@ -59,10 +59,21 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
+// testRunner runs the real agents and those in testdata (an agent
+// directory, as --fence-agent-dir declares one), and those in dirs.
+func testRunner(t testing.TB, dirs ...string) *Runner {
+	t.Helper()
+	td, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Runner{AgentDirs: append([]string{td}, dirs...)}
+}
+
 func newFencer(t *testing.T, cfg Config) (*Fencer, *syncBuf) {
 	t.Helper()
 	logs := &syncBuf{}
-	f, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	f, err := New(cfg, Options{Runner: testRunner(t), Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -271,7 +282,7 @@ func procGone(pid int) bool {
 func TestSecretNeverOnCommandLineAndGroupKilled(t *testing.T) {
 	const secret = "S3cret-Pa55-q9"
 	dump := filepath.Join(t.TempDir(), "dump")
-	r := &Runner{}
+	r := testRunner(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type ret struct {
@@ -369,7 +380,7 @@ func TestSecretRedactedFromValidationErrors(t *testing.T) {
 }
 
 func TestRunnerOutcome(t *testing.T) {
-	r := &Runner{}
+	r := testRunner(t)
 	base := map[string]string{"ip": "127.0.0.1", "plug": "vm1"}
 	with := func(k, v string) map[string]string {
 		m := map[string]string{k: v}
@@ -446,6 +457,90 @@ func TestResolve(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("Resolve(%q) = %q, %v; want %q", tt.agent, got, err, tt.want)
 		}
+	}
+}
+
+// TestAgentDirs: a fence_* program is run only from the search path or a
+// directory an admin declared (--fence-agent-dir), by name or by absolute
+// path; a declared directory others can write to, or a program root does
+// not own, is refused.
+func TestAgentDirs(t *testing.T) {
+	script := []byte("#!/bin/sh\nexit 0\n")
+	mk := func(dir string, mode os.FileMode) string {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "fence_foo")
+		if err := os.WriteFile(p, script, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	root := t.TempDir()
+	path, declared, outside, open := filepath.Join(root, "path"), filepath.Join(root, "declared"), filepath.Join(root, "outside"), filepath.Join(root, "open")
+	mk(path, 0o755)
+	inDeclared := mk(declared, 0o755)
+	inOutside := mk(outside, 0o755)
+	inOpen := mk(open, 0o777)
+	link := filepath.Join(declared, "fence_link")
+	if err := os.Symlink(inOutside, link); err != nil {
+		t.Fatal(err)
+	}
+
+	none := &Runner{SearchPath: []string{path}}
+	r := &Runner{SearchPath: []string{path}, AgentDirs: []string{declared}}
+	for _, tt := range []struct {
+		r       *Runner
+		agent   string
+		want    string
+		wantErr string
+	}{
+		{none, inOutside, "", "is not in the agent search path"},
+		{none, inDeclared, "", "declare a directory of your own with --fence-agent-dir"},
+		{r, inOutside, "", "not in the agent search path (" + path + ") or an agent directory (" + declared + ")"},
+		{r, inDeclared, inDeclared, ""},
+		{r, filepath.Join(declared, "..", "outside", "fence_foo"), "", "not in the agent search path"},
+		{r, link, "", "not in the agent search path"},
+		{r, filepath.Join(path, "fence_foo"), filepath.Join(path, "fence_foo"), ""},
+		{r, "fence_foo", filepath.Join(path, "fence_foo"), ""},
+		{&Runner{SearchPath: []string{outside}, AgentDirs: []string{declared}}, "fence_foo", inOutside, ""},
+		{&Runner{SearchPath: []string{root}, AgentDirs: []string{open}}, "fence_foo", "", "writable by others (mode 0777)"},
+		{&Runner{SearchPath: []string{root}, AgentDirs: []string{open}}, inOpen, "", "writable by others (mode 0777)"},
+	} {
+		got, err := tt.r.Resolve(tt.agent)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Resolve(%q) with %+v = %q, %v; want error with %q", tt.agent, tt.r, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("Resolve(%q) with %+v = %q, %v; want %q", tt.agent, tt.r, got, err, tt.want)
+		}
+	}
+	if err := CheckAgentDir(open); err == nil {
+		t.Error("CheckAgentDir accepted a world-writable directory")
+	}
+
+	// A program another user owns, in a declared directory: refused.
+	if err := os.Chown(inDeclared, 65534, 65534); err != nil {
+		t.Skipf("chown (needs root): %v", err)
+	}
+	if _, err := r.Resolve("fence_foo"); err != nil {
+		t.Errorf("fence_foo on the search path: %v", err)
+	}
+	if got, err := r.Resolve(inDeclared); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("Resolve(%q) owned by nobody = %q, %v; want refused", inDeclared, got, err)
+	}
+	if err := os.Chown(declared, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckAgentDir(declared); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("CheckAgentDir of a directory nobody owns: %v, want refused", err)
 	}
 }
 
@@ -729,7 +824,7 @@ func TestMetadataCacheRunsAgentOnce(t *testing.T) {
 	if err := os.WriteFile(agent, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c := NewMetadataCache(&Runner{})
+	c := NewMetadataCache(testRunner(t, dir))
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Add(1)
@@ -760,11 +855,12 @@ func TestMetadataCacheRunsAgentOnce(t *testing.T) {
 }
 
 func TestMetadataAgentFailure(t *testing.T) {
-	agent := filepath.Join(t.TempDir(), "fence_broken")
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "fence_broken")
 	if err := os.WriteFile(agent, []byte("#!/bin/sh\necho 'Traceback: boom' >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err := NewMetadataCache(&Runner{}).Get(context.Background(), agent)
+	_, err := NewMetadataCache(testRunner(t, dir)).Get(context.Background(), agent)
 	if err == nil || !strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "exit status 1") {
 		t.Errorf("Get = %v, want the agent's failure", err)
 	}
@@ -800,7 +896,7 @@ func BenchmarkRunSpy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := &Runner{}
+	r := testRunner(b)
 	for b.Loop() {
 		if _, err := r.Run(context.Background(), p, "monitor", map[string]string{"ip": "h"}); err != nil {
 			b.Fatal(err)

@@ -191,11 +191,12 @@ func (p *plugin) whileManager(ctx context.Context, l *store.Leadership) error {
 		return fmt.Errorf("ha: elected on node %q before the plugin's setup", l.Node())
 	}
 	return control.RunManager(ctx, control.Daemon{
-		Cluster:   cluster.New(a.Store()),
-		Leader:    l,
-		Timings:   Timings(a, p.opts),
-		Logger:    a.Config().Logger,
-		RecordDir: p.opts.RecordDir,
+		Cluster:     cluster.New(a.Store()),
+		Leader:      l,
+		Timings:     Timings(a, p.opts),
+		Logger:      a.Config().Logger,
+		RecordDir:   p.opts.RecordDir,
+		FenceRunner: a.FenceRunner(),
 	})
 }
 

@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func TestHavenFencesBedHosts(t *testing.T) {
 		}},
 		Levels: map[string][]fence.Level{"n1": {{Devices: []string{"bed"}}}, "n2": {{Devices: []string{"bed"}}}},
 	}
-	f, err := fence.New(cfg, fence.Options{})
+	f, err := fence.New(cfg, fence.Options{Runner: &fence.Runner{AgentDirs: []string{filepath.Dir(path)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,11 @@ func startAgent(t *testing.T, node string, extra ...string) *agentProc {
 	t.Helper()
 	dir := t.TempDir()
 	listen := freeAddr(t)
-	args := append([]string{"agent", "--node", node, "--data-dir", filepath.Join(dir, "data"),
+	spyDir, err := filepath.Abs("../fence/testdata") // fence_spy
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"agent", "--node", node, "--data-dir", filepath.Join(dir, "data"), "--fence-agent-dir", spyDir,
 		"--listen", listen, "--peer-listen", freeAddr(t), "--store-client-listen", freeAddr(t), "--log-level", "warn"}, extra...)
 	cmd := exec.Command(havenBin, args...)
 	logf, err := os.Create(filepath.Join(dir, "agent.log"))

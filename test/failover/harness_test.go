@@ -280,7 +280,11 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	st, _ := f.Stat()
 	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(extra, " "))
 	addr := n.h.Addr.String()
-	args := []string{"agent", "--node", n.name, "--data-dir", n.dir,
+	fenceAgent, err := testbed.FenceAgentPath()
+	if err != nil {
+		return err
+	}
+	args := []string{"agent", "--node", n.name, "--data-dir", n.dir, "--fence-agent-dir", filepath.Dir(fenceAgent),
 		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort,
 		"--storage-heartbeat", filepath.Join(c.bed.SharedDir(), "heartbeat")}
 	if n.name == c.witness {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -64,7 +65,7 @@ func Start(node, dir string, plugins ...agent.Plugin) (*Agent, error) {
 	}
 	a, err := agent.New(agent.Config{
 		Node: node, DataDir: filepath.Join(dir, "data"), Listen: ports[0], PeerListen: ports[1], StoreClientListen: ports[2],
-		Init: true, StoreMembers: 1, ClusterName: "test",
+		Init: true, StoreMembers: 1, ClusterName: "test", FenceAgentDirs: []string{fenceTestdata()},
 	}, agent.WithPlugins(append([]agent.Plugin{ui.New()}, plugins...)...))
 	if err != nil {
 		return nil, err
@@ -205,4 +206,11 @@ func hasCreate(evs []*clientv3.Event) bool {
 		}
 	}
 	return false
+}
+
+// fenceTestdata is internal/fence/testdata, where the test fence agent
+// fence_spy is: the agent's --fence-agent-dir.
+func fenceTestdata() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "fence", "testdata")
 }
