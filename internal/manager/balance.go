@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/haven-ha/haven/internal/model"
@@ -50,15 +51,16 @@ func (st *stepper) balance() {
 	}
 	used := make([]int64, len(s.Nodes))
 	cnt := make([]int, len(s.Nodes))
-	s.count(used, cnt)
+	cpus := make([]int64, len(s.Nodes))
+	s.count(used, cnt, cpus)
 	dst := -1
 	var hosts []int
-	bp := func(i int) int64 { return used[i] * 10000 / s.Nodes[i].Memory }
+	bp := func(i int) int64 { return used[i] * 10000 / s.nodeMem(s.Nodes[i]) }
 	for i, n := range s.Nodes {
 		if (n.Maintenance || n.Shutdown != nil) && used[i] > 0 {
 			return // an evacuation or shutdown has precedence
 		}
-		if n.Status != NodeOnline || n.Maintenance || n.Shutdown != nil || n.Witness || n.Memory <= 0 {
+		if n.Status != NodeOnline || n.Maintenance || n.Shutdown != nil || n.Witness || s.nodeMem(n) <= 0 {
 			continue
 		}
 		hosts = append(hosts, i)
@@ -73,7 +75,7 @@ func (st *stepper) balance() {
 		if src == dst || bp(src)-bp(dst) <= int64(b.Threshold)*100 {
 			break
 		}
-		if st.balanceFrom(b, src, dst, used, cnt) {
+		if st.balanceFrom(b, src, dst, used, cnt, cpus) {
 			return
 		}
 	}
@@ -82,15 +84,15 @@ func (st *stepper) balance() {
 
 // balanceFrom looks for the move from src to dst; it reports whether it
 // found one (and migrated it or proposed it).
-func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt []int) bool {
+func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt []int, cpus []int64) bool {
 	s := st.s
-	bp := func(i int) int64 { return used[i] * 10000 / s.Nodes[i].Memory }
-	ms, md := s.Nodes[src].Memory, s.Nodes[dst].Memory
+	bp := func(i int) int64 { return used[i] * 10000 / s.nodeMem(s.Nodes[i]) }
+	ms, md := s.nodeMem(s.Nodes[src]), s.nodeMem(s.Nodes[dst])
 	cur := bp(src) - bp(dst)
 	rs := s.ruleSet()
 	snap := placement.Snapshot{Nodes: make([]placement.Node, len(s.Nodes))}
 	for i, n := range s.Nodes {
-		snap.Nodes[i] = placement.Node{Name: n.Name, Memory: n.Memory, Used: used[i], Guests: cnt[i], Eligible: i == dst}
+		snap.Nodes[i] = placement.Node{Name: n.Name, Memory: s.nodeMem(n), Used: used[i], Guests: cnt[i], Eligible: i == dst, CPUs: s.nodeCPUs(n), CPUUsed: cpus[i]}
 	}
 	if rs != nil {
 		snap.Where = s.whereFn(rs)
@@ -113,7 +115,7 @@ func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt 
 		if t := s.tiersOf(g); t != nil && placement.TierOf(t, dst) > placement.TierOf(t, src) {
 			continue
 		}
-		m := g.Spec.Memory
+		m := s.guestMem(g)
 		diff := (used[src]-m)*10000/ms - (used[dst]+m)*10000/md
 		if diff < 0 {
 			diff = -diff
@@ -123,13 +125,15 @@ func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt 
 		}
 		r := placement.NewRequest(g.Spec.Name, m, nil)
 		r.Prefer, r.PreferOnly = dst, true
+		r.CPUs = s.guestCPUs(g)
 		if rs != nil {
 			r.Rules = rs.guest[g.Spec.Name]
-			r.Unfit = rs.unfit[g.Spec.Name]
+			r.Unfit = slices.Clone(rs.unfit[g.Spec.Name])
 			if r.Rules != nil && r.Rules.Group != "" {
 				continue // a hard together group moves only as a unit
 			}
 		}
+		s.modelUnfit(g, &r)
 		if placement.NewPlanner(&snap).Place(&r).Node != dst {
 			continue
 		}

@@ -104,8 +104,18 @@ func (s *State) canTake(g *Guest, node string) error {
 	case g.Spec.Pinned && g.Node != "" && node != g.Node:
 		return ErrPinned
 	}
-	if s.Usage()[node]+g.Spec.Memory > n.Memory {
+	if !offers(n, s.CPUModel(g)) {
+		return ErrCPUModel
+	}
+	i := s.nodeIdx[node]
+	used := make([]int64, len(s.Nodes))
+	cpus := make([]int64, len(s.Nodes))
+	s.count(used, make([]int, len(s.Nodes)), cpus)
+	if used[i]+s.guestMem(g) > s.nodeMem(n) {
 		return ErrNoRoom
+	}
+	if c := s.guestCPUs(g); c > 0 && cpus[i]+c > s.nodeCPUs(n) {
+		return ErrNoCPU
 	}
 	return nil
 }

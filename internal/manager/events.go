@@ -18,11 +18,14 @@ type Tick struct{}
 // NodeReport is what the store holds of a live node: its facts under its
 // lease and its agent's inventory of running guests.
 type NodeReport struct {
-	Name    string   `json:"name"`
-	Memory  int64    `json:"memory,omitempty"` // 0: keep the configured value
-	CPUs    int      `json:"cpus,omitempty"`
-	BootID  string   `json:"boot_id,omitempty"`
-	Running []string `json:"running,omitempty"` // guests running on it
+	Name   string `json:"name"`
+	Memory int64  `json:"memory,omitempty"` // 0: keep the configured value
+	CPUs   int    `json:"cpus,omitempty"`
+	// CPUModels are the CPU models the host offers (model.NodeFacts);
+	// nil: keep the last reported.
+	CPUModels []string `json:"cpu_models,omitempty"`
+	BootID    string   `json:"boot_id,omitempty"`
+	Running   []string `json:"running,omitempty"` // guests running on it
 	// Stale: the node's agent cannot be reached now (its lease lives on), so
 	// Running is not current and is ignored.
 	Stale bool `json:"stale,omitempty"`
@@ -183,6 +186,9 @@ type Action struct {
 	Force  bool
 	Msg    string
 	Err    error
+	// CPUModel is the CPU model the guest runs with (ActStart, ActMigrate);
+	// "" or host: the driver's default.
+	CPUModel string
 }
 
 func (a Action) String() string {

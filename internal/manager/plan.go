@@ -67,7 +67,10 @@ func (st *stepper) reconcile() {
 			id := st.newID()
 			g.Op = &Op{ID: id, Kind: OpStart, Node: n.Name, Purpose: PurposeUnfreeze}
 			g.State = GuestStarted
-			st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: n.Name, Op: id, Msg: "unfreeze"})
+			if g.CPUModel == "" {
+				g.CPUModel = s.startModel(g)
+			}
+			st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: n.Name, Op: id, Msg: "unfreeze", CPUModel: g.CPUModel})
 		}
 	}
 	st.place()
@@ -121,12 +124,14 @@ func (st *stepper) place() {
 	s := st.s
 	used := make([]int64, len(s.Nodes))
 	cnt := make([]int, len(s.Nodes))
-	s.count(used, cnt)
+	cpus := make([]int64, len(s.Nodes))
+	s.count(used, cnt, cpus)
 	snap := placement.Snapshot{Nodes: make([]placement.Node, len(s.Nodes))}
 	for i, n := range s.Nodes {
 		snap.Nodes[i] = placement.Node{
-			Name: n.Name, Memory: n.Memory, Used: used[i], Guests: cnt[i],
+			Name: n.Name, Memory: s.nodeMem(n), Used: used[i], Guests: cnt[i],
 			Eligible: n.Status == NodeOnline && !n.Maintenance && n.Shutdown == nil && !n.Witness,
+			CPUs:     s.nodeCPUs(n), CPUUsed: cpus[i],
 		}
 	}
 	idx := func(name string) int {
@@ -142,13 +147,15 @@ func (st *stepper) place() {
 			if i := idx(g.PreemptOn); g.State != GuestRecovering || g.Op != nil || g.Spec.State != model.DesiredStarted || i < 0 || !snap.Nodes[i].Eligible {
 				g.PreemptOn, g.PreemptVictims = "", nil
 			} else {
-				snap.Nodes[i].Used += g.Spec.Memory
+				snap.Nodes[i].Used += s.guestMem(g)
+				snap.Nodes[i].CPUUsed += s.guestCPUs(g)
 				snap.Nodes[i].Guests++
 			}
 		}
 		if g.State == GuestRecovering && g.Need == NeedRestart && g.Op == nil && g.Spec.State == model.DesiredStarted {
 			if i := idx(g.Node); i >= 0 {
-				snap.Nodes[i].Used += g.Spec.Memory
+				snap.Nodes[i].Used += s.guestMem(g)
+				snap.Nodes[i].CPUUsed += s.guestCPUs(g)
 				snap.Nodes[i].Guests++
 			}
 		}
@@ -156,12 +163,12 @@ func (st *stepper) place() {
 	rs := s.ruleSet()
 	if rs != nil {
 		snap.Where = s.whereFn(rs)
-		snap.Waiting = func(name string) int64 {
+		snap.Waiting = func(name string) (int64, int64) {
 			g := s.Guest(name)
 			if g == nil || g.Running || g.Op != nil || (g.Spec.State != model.DesiredStarted && g.Spec.State != "") {
-				return 0
+				return 0, 0
 			}
-			return g.Spec.Memory
+			return s.guestMem(g), s.guestCPUs(g)
 		}
 	}
 	var reqs []placement.Request
@@ -174,8 +181,10 @@ func (st *stepper) place() {
 			g.ReturnTo = ""
 			continue
 		}
-		r := placement.NewRequest(g.Spec.Name, g.Spec.Memory, s.tiersOf(g))
+		r := placement.NewRequest(g.Spec.Name, s.guestMem(g), s.tiersOf(g))
 		r.Priority = g.Spec.Priority
+		r.CPUs = s.guestCPUs(g)
+		s.modelUnfit(g, &r)
 		if rs != nil {
 			r.Rules = rs.guest[g.Spec.Name]
 			r.Unfit = append(r.Unfit, rs.unfit[g.Spec.Name]...)
@@ -208,7 +217,7 @@ func (st *stepper) place() {
 				// They have stopped: it starts there (its place was kept);
 				// if that node cannot take it after all, it is placed
 				// afresh (and may preempt again from the next change).
-				r.Prefer, r.Reserved = idx(g.PreemptOn), g.Spec.Memory
+				r.Prefer, r.Reserved, r.ReservedCPUs = idx(g.PreemptOn), s.guestMem(g), s.guestCPUs(g)
 				g.PreemptOn, g.PreemptVictims = "", nil
 				if g.Need == NeedMove {
 					r.LastFailed = idx(g.Node)
@@ -222,7 +231,7 @@ func (st *stepper) place() {
 			case NeedRestart:
 				i := idx(g.Node)
 				if i >= 0 && snap.Nodes[i].Eligible {
-					r.Prefer, r.PreferOnly, r.Tried, r.Reserved = i, true, nil, g.Spec.Memory
+					r.Prefer, r.PreferOnly, r.Tried, r.Reserved, r.ReservedCPUs = i, true, nil, s.guestMem(g), s.guestCPUs(g)
 					p = PurposeRestart
 				} else {
 					g.Need = NeedPlace
@@ -278,7 +287,7 @@ func (st *stepper) place() {
 	for _, g := range s.Guests {
 		if op := g.Op; op != nil && op.Kind == OpStop && op.Purpose == PurposePreempt {
 			if i := idx(op.Node); i >= 0 {
-				planner.Releasing(i, g.Spec.Memory, g.Spec.Priority)
+				planner.Releasing(i, s.guestMem(g), s.guestCPUs(g), g.Spec.Priority)
 			}
 		}
 	}
@@ -350,12 +359,13 @@ func (st *stepper) place() {
 			g.Restarts = 0
 		}
 		id := st.newID()
+		g.CPUModel = s.startModel(g)
 		g.Op = &Op{ID: id, Kind: OpStart, Node: target, Purpose: w.purpose}
 		g.Node = target
 		g.State = GuestStarted
 		g.Need = ""
 		g.RetryAt = time.Time{}
-		st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: target, Op: id, Msg: string(w.purpose)})
+		st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: target, Op: id, Msg: string(w.purpose), CPUModel: g.CPUModel})
 	}
 }
 
@@ -390,7 +400,7 @@ func (st *stepper) victims() [][]placement.Victim {
 			continue
 		}
 		if i, ok := s.nodeIdx[g.Node]; ok {
-			out[i] = append(out[i], placement.Victim{Guest: g.Spec.Name, Memory: g.Spec.Memory, Priority: g.Spec.Priority})
+			out[i] = append(out[i], placement.Victim{Guest: g.Spec.Name, Memory: s.guestMem(g), CPUs: s.guestCPUs(g), Priority: g.Spec.Priority})
 		}
 	}
 	return out
@@ -443,7 +453,7 @@ func (st *stepper) move(g *Guest, target string, p Purpose) {
 	if g.Spec.Migratable {
 		id := st.newID()
 		g.Op = &Op{ID: id, Kind: OpMigrate, Node: g.Node, Target: target, Purpose: p, TargetBoot: st.s.node(target).BootID}
-		st.acts = append(st.acts, Action{Kind: ActMigrate, Guest: g.Spec.Name, Node: g.Node, Target: target, Op: id, Msg: string(p)})
+		st.acts = append(st.acts, Action{Kind: ActMigrate, Guest: g.Spec.Name, Node: g.Node, Target: target, Op: id, Msg: string(p), CPUModel: st.s.CPUModel(g)})
 		return
 	}
 	st.stop(g, p, target, false)

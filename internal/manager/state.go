@@ -32,6 +32,8 @@ type State struct {
 	// Short is how much memory admission control's promise lacked at the
 	// last step (0: it holds or is off).
 	Short int64 `json:"short,omitempty"`
+	// CPUShort is the same for vCPUs (thousandths), when they are counted.
+	CPUShort int64 `json:"cpu_short,omitempty"`
 	// Proposal is the rebalancing move last proposed (balance: manual).
 	Proposal string `json:"proposal,omitempty"`
 
@@ -324,7 +326,7 @@ func (s *State) NextTimer() (time.Time, bool) {
 func (s *State) Usage() map[string]int64 {
 	used := make([]int64, len(s.Nodes))
 	cnt := make([]int, len(s.Nodes))
-	s.count(used, cnt)
+	s.count(used, cnt, nil)
 	m := make(map[string]int64, len(s.Nodes))
 	for i, n := range s.Nodes {
 		m[n.Name] = used[i]
@@ -332,23 +334,28 @@ func (s *State) Usage() map[string]int64 {
 	return m
 }
 
-func (s *State) count(used []int64, cnt []int) {
-	add := func(node string, mem int64) {
+// count adds up, per node index, the memory (guestMem), the guests and,
+// when cpus is not nil, the vCPUs (guestCPUs) counted there.
+func (s *State) count(used []int64, cnt []int, cpus []int64) {
+	add := func(node string, mem, c int64) {
 		if i, ok := s.nodeIdx[node]; ok && node != "" {
 			used[i] += mem
 			cnt[i]++
+			if cpus != nil {
+				cpus[i] += c
+			}
 		}
 	}
 	for _, g := range s.Guests {
-		m := g.Spec.Memory
+		m, c := s.guestMem(g), s.guestCPUs(g)
 		switch {
 		case g.Running || g.State == GuestFrozen:
-			add(g.Node, m)
+			add(g.Node, m, c)
 		case g.Op != nil && g.Op.Kind == OpStart:
-			add(g.Op.Node, m)
+			add(g.Op.Node, m, c)
 		}
 		if g.Op != nil && g.Op.Target != "" {
-			add(g.Op.Target, m)
+			add(g.Op.Target, m, c)
 		}
 	}
 }

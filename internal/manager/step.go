@@ -110,6 +110,9 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 	if r.CPUs > 0 {
 		n.CPUs = r.CPUs
 	}
+	if r.CPUModels != nil {
+		n.CPUModels = r.CPUModels
+	}
 	n.Witness = r.Witness
 	if n.Status == NodeOnline && r.BootID != "" && n.BootID != "" && r.BootID != n.BootID {
 		st.rebooted(n.Name) // a new boot: the old incarnation failed
@@ -604,7 +607,8 @@ func (st *stepper) stopped(g *Guest, op *Op) {
 			g.Op = &Op{ID: id, Kind: OpStart, Node: op.Target, From: from, Purpose: op.Purpose}
 			g.State = GuestStarted
 			g.Node = op.Target
-			st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: op.Target, Op: id, Msg: string(op.Purpose)})
+			g.CPUModel = st.s.startModel(g)
+			st.acts = append(st.acts, Action{Kind: ActStart, Guest: g.Spec.Name, Node: op.Target, Op: id, Msg: string(op.Purpose), CPUModel: g.CPUModel})
 			return
 		}
 		g.State = GuestRecovering

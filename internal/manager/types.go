@@ -94,6 +94,9 @@ type Config struct {
 	Reserve model.Reserve `json:"reserve,omitzero"`
 	// Balance is rebalancing (off when zero): see balance.go.
 	Balance model.Balance `json:"balance,omitzero"`
+	// Capacity: host reserves, guest overhead, vCPU counting and the CPU
+	// model (all off when zero): see capacity.go.
+	Capacity model.Capacity `json:"capacity,omitzero"`
 }
 
 // SelfFences reports whether a node that loses the quorate side while it
@@ -165,7 +168,11 @@ type Node struct {
 	DownAt   time.Time `json:"down_at"`
 	// Fences counts fences that succeeded (not the operator's confirmations
 	// that the node is off).
-	Fences int `json:"fences"` // MissingPools are storage pools not usable on the node (its agent's
+	Fences int `json:"fences"`
+	// CPUModels are the CPU models the host last reported it offers
+	// (empty: unknown, not checked).
+	CPUModels []string `json:"cpu_models,omitempty"`
+	// MissingPools are storage pools not usable on the node (its agent's
 	// last check); guests on them are not placed there.
 	MissingPools []string `json:"missing_pools,omitempty"`
 }
@@ -291,6 +298,9 @@ type Guest struct {
 	Wait string `json:"wait,omitempty"`
 	// BalancedAt is when rebalancing last moved it (cool-down).
 	BalancedAt time.Time `json:"balanced_at,omitzero"`
+	// CPUModel is the CPU model it was last started with ("" or host: none);
+	// a live migration keeps it, so a target must offer it.
+	CPUModel string `json:"cpu_model,omitempty"`
 }
 
 // Sentinel errors for operator commands that cannot be carried out. Validate

@@ -73,15 +73,18 @@ const MaxPriority = 1000
 // NodeFacts is what a host's agent reports about itself, stored under its
 // lease so it disappears when the host does.
 type NodeFacts struct {
-	Name         string `json:"name"`
-	Memory       int64  `json:"memory"` // bytes available to guests
-	CPUs         int    `json:"cpus"`
-	Hypervisor   string `json:"hypervisor"` // "qemu", "libvirt", "sim"
-	AgentVersion string `json:"agent_version"`
-	BootID       string `json:"boot_id"`
-	APIAddr      string `json:"api_addr"`  // https://host:port
-	PeerAddr     string `json:"peer_addr"` // store peer URL, when a store member
-	StoreMember  bool   `json:"store_member"`
+	Name   string `json:"name"`
+	Memory int64  `json:"memory"` // bytes available to guests
+	CPUs   int    `json:"cpus"`
+	// CPUModels are the CPU models this host can offer its guests (the
+	// x86-64 levels of model.CPULevels its CPU supports); empty: unknown.
+	CPUModels    []string `json:"cpu_models,omitempty"`
+	Hypervisor   string   `json:"hypervisor"` // "qemu", "libvirt", "sim"
+	AgentVersion string   `json:"agent_version"`
+	BootID       string   `json:"boot_id"`
+	APIAddr      string   `json:"api_addr"`  // https://host:port
+	PeerAddr     string   `json:"peer_addr"` // store peer URL, when a store member
+	StoreMember  bool     `json:"store_member"`
 	// Witness: the host votes for quorum and never runs guests.
 	Witness bool `json:"witness,omitempty"`
 	// HeartbeatAddr is where the agent receives direct heartbeats (UDP
@@ -141,6 +144,9 @@ type GuestSpec struct {
 	// --tag, bulk actions); the manager ignores them. At most MaxTags,
 	// each a name (see cluster.ValidTag).
 	Tags []string `json:"tags,omitempty"`
+	// CPUModel overrides the cluster's CPU model for this guest: a model
+	// name (e.g. x86-64-v3) or host; empty: the cluster's.
+	CPUModel string `json:"cpu_model,omitempty"`
 }
 
 // MaxTags bounds the tags of one guest; MaxTagLen bounds each tag.

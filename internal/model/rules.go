@@ -256,3 +256,118 @@ func (b Balance) WithDefaults() Balance {
 	}
 	return b
 }
+
+// Capacity is how much of each host the guests may use (cluster policy;
+// zero: all of it, CPUs not counted, no CPU model). See docs/manager.md,
+// CPU and host reserves.
+type Capacity struct {
+	// CPUOvercommit is how many guest vCPUs one host CPU may carry; 0:
+	// vCPUs are not counted. A host's CPU capacity is cpus × CPUOvercommit
+	// − CPUReserve vCPUs.
+	CPUOvercommit float64 `json:"cpu_overcommit,omitempty"`
+	// CPUReserve is the vCPUs of each host's capacity kept for the host
+	// itself (only with CPUOvercommit).
+	CPUReserve int `json:"cpu_reserve,omitempty"`
+	// MemoryReserve is the memory of each host kept for its OS: guests may
+	// use its memory minus this.
+	MemoryReserve int64 `json:"memory_reserve,omitempty"`
+	// GuestOverhead is counted on a host for each guest on top of its
+	// memory (the emulator's own memory).
+	GuestOverhead int64 `json:"guest_overhead,omitempty"`
+	// CPUModel is the cluster's CPU model: "" or CPUModelAuto (the newest
+	// level every host supports), CPUModelHost (the host's CPU, no check),
+	// or a model name such as x86-64-v2.
+	CPUModel string `json:"cpu_model,omitempty"`
+}
+
+// CPU model names with a meaning of their own.
+const (
+	CPUModelAuto = "auto" // the newest of CPULevels every host supports
+	CPUModelHost = "host" // the host's own CPU (-cpu host): no compatibility check
+)
+
+// CPULevels are the x86-64 micro-architecture levels, oldest first; each
+// includes the ones before it. Host agents report those their CPU offers.
+var CPULevels = []string{"x86-64-v1", "x86-64-v2", "x86-64-v3", "x86-64-v4"}
+
+// DefaultCapacity is the daemon's default (the simulator's is the zero
+// value): 4 vCPUs per host CPU, 1 of them reserved, 1 GiB of each host
+// for its OS, 64 MiB per guest for QEMU itself (a 128 MiB test guest's QEMU
+// holds 170 to 200 MB), the automatic CPU model.
+func DefaultCapacity() Capacity {
+	return Capacity{CPUOvercommit: 4, CPUReserve: 1, MemoryReserve: GiB, GuestOverhead: 64 * MiB, CPUModel: CPUModelAuto}
+}
+
+// CPUsOn reports whether vCPUs are counted.
+func (c Capacity) CPUsOn() bool { return c.CPUOvercommit > 0 }
+
+// CPUCapacity is the vCPU capacity of a host with cpus CPUs, in thousandths
+// of a vCPU (so that a fractional ratio is exact to 0.001): cpus ×
+// CPUOvercommit − CPUReserve, at least 0.
+func (c Capacity) CPUCapacity(cpus int) int64 {
+	v := int64(cpus)*int64(c.CPUOvercommit*1000+0.5) - int64(c.CPUReserve)*1000
+	return max(v, 0)
+}
+
+// Check reports what is wrong with c, naming the field.
+func (c Capacity) Check() error {
+	switch {
+	case c.CPUOvercommit < 0 || c.CPUOvercommit > 1000:
+		return fmt.Errorf("cpu_overcommit: %v is not 0 (off) or a ratio up to 1000", c.CPUOvercommit)
+	case c.CPUReserve < 0:
+		return fmt.Errorf("cpu_reserve: %d is negative", c.CPUReserve)
+	case c.CPUReserve > 0 && !c.CPUsOn():
+		return fmt.Errorf("cpu_reserve: needs cpu_overcommit (vCPUs are not counted without it)")
+	case c.MemoryReserve < 0:
+		return fmt.Errorf("memory_reserve: %d is negative", c.MemoryReserve)
+	case c.GuestOverhead < 0:
+		return fmt.Errorf("guest_overhead: %d is negative", c.GuestOverhead)
+	}
+	if c.CPUModel != "" && c.CPUModel != CPUModelAuto {
+		if err := CheckCPUModel(c.CPUModel); err != nil {
+			return fmt.Errorf("cpu_model: %w", err)
+		}
+	}
+	return nil
+}
+
+// CheckCPUModel checks a CPU model name (a guest's, or the cluster's other
+// than auto): host, or a name of letters, digits, '-', '_' and '.'.
+func CheckCPUModel(m string) error {
+	if m == "" || len(m) > 64 {
+		return fmt.Errorf("%q is not a CPU model name (1..64 characters)", m)
+	}
+	for _, r := range m {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%q is not a CPU model name (letters, digits, '-', '_', '.'; e.g. x86-64-v2, host)", m)
+		}
+	}
+	return nil
+}
+
+// CommonCPULevel returns the newest of CPULevels that every list of models
+// holds, skipping empty lists (hosts that report none); "" when no list is
+// given or no level is common.
+func CommonCPULevel(lists [][]string) string {
+	best := ""
+	for _, lvl := range CPULevels {
+		all, some := true, false
+		for _, l := range lists {
+			if len(l) == 0 {
+				continue
+			}
+			some = true
+			if !slices.Contains(l, lvl) {
+				all = false
+				break
+			}
+		}
+		if !some {
+			return ""
+		}
+		if all {
+			best = lvl
+		}
+	}
+	return best
+}

@@ -18,6 +18,10 @@ type Node struct {
 	Used     int64 // bytes counted on the node (running, starting, frozen, arriving, stopping)
 	Guests   int   // guests counted on the node
 	Eligible bool  // online, not in maintenance, not shutting down
+	// CPUs is the node's vCPU capacity and CPUUsed the vCPUs counted there,
+	// in thousandths of a vCPU; they matter only to requests with CPUs > 0.
+	CPUs    int64
+	CPUUsed int64
 }
 
 // Snapshot is the cluster at the moment of planning. Nodes are sorted by name
@@ -28,17 +32,20 @@ type Snapshot struct {
 	// (running, starting, stopping, frozen, arriving); nil: no rules. It is
 	// asked only about the partners of guests being placed.
 	Where func(guest string) []int
-	// Waiting returns the memory of a guest named in an affinity rule that
-	// should run but counts nowhere (0: it runs, or should not). Preemption
-	// makes room for a hard together member's waiting partners too, even
-	// those that do not ask for a node in this plan. Nil: none wait.
-	Waiting func(guest string) int64
+	// Waiting returns the memory and vCPUs (thousandths) of a guest named
+	// in an affinity rule that should run but counts nowhere (0: it runs,
+	// or should not). Preemption makes room for a hard together member's
+	// waiting partners too, even those that do not ask for a node in this
+	// plan. Nil: none wait.
+	Waiting func(guest string) (mem, cpus int64)
 }
 
 // Request asks for a node for one guest.
 type Request struct {
 	Guest  string
 	Memory int64
+	// CPUs are its vCPUs in thousandths; 0: vCPUs are not counted for it.
+	CPUs int64
 	// Priority orders requests placed together: highest first, then guest
 	// name in byte order.
 	Priority int
@@ -56,14 +63,19 @@ type Request struct {
 	// other node is considered.
 	Prefer     int
 	PreferOnly bool
-	// Reserved is memory of this guest already counted on Prefer (a place
-	// kept for it); it is not counted twice.
-	Reserved int64
+	// Reserved is memory (ReservedCPUs: vCPUs) of this guest already
+	// counted on Prefer (a place kept for it); it is not counted twice.
+	Reserved     int64
+	ReservedCPUs int64
 	// Unfit are nodes that can never take this guest now (a storage pool it
 	// needs is not usable there, a hard host rule), whatever else holds.
 	Unfit []int
 	// Only, when not nil, are the only nodes that may take it.
 	Only []int
+	// NoModel are nodes that cannot offer the guest's CPU model CPUModel;
+	// the caller lists them in Unfit too (NoModel only explains, see Why).
+	NoModel  []int
+	CPUModel string
 	// Rules are the guest's affinity rules (nil: none); see rules.go.
 	Rules *Rules
 }
@@ -118,9 +130,11 @@ func Order(reqs []Request) []int {
 type Planner struct {
 	nodes []Node
 	rules
-	// released is memory of guests chosen by Preempt in this plan: still
-	// counted in Used (they stop later) but no longer available to preempt.
-	released []int64
+	// released is memory (releasedCPUs: vCPUs) of guests chosen by Preempt
+	// in this plan: still counted in Used (they stop later) but no longer
+	// available to preempt.
+	released     []int64
+	releasedCPUs []int64
 	// releasedPrio is the highest priority among those guests, per node: a
 	// request may count on their room only with a strictly higher priority.
 	releasedPrio []int
@@ -130,7 +144,7 @@ type Planner struct {
 func NewPlanner(snap *Snapshot) *Planner {
 	nodes := make([]Node, len(snap.Nodes))
 	copy(nodes, snap.Nodes)
-	return &Planner{nodes: nodes, rules: rules{snap: snap}, released: make([]int64, len(nodes)), releasedPrio: make([]int, len(nodes))}
+	return &Planner{nodes: nodes, rules: rules{snap: snap}, released: make([]int64, len(nodes)), releasedCPUs: make([]int64, len(nodes)), releasedPrio: make([]int, len(nodes))}
 }
 
 // Nodes returns the working copy (read only).
@@ -154,8 +168,10 @@ func (p *Planner) take(r *Request, n int) {
 	}
 	if n == r.Prefer && r.Reserved > 0 {
 		p.nodes[n].Used += r.Memory - r.Reserved
+		p.nodes[n].CPUUsed += r.CPUs - r.ReservedCPUs
 	} else {
 		p.nodes[n].Used += r.Memory
+		p.nodes[n].CPUUsed += r.CPUs
 		p.nodes[n].Guests++
 	}
 	if r.Rules != nil {
@@ -167,6 +183,7 @@ func (p *Planner) take(r *Request, n int) {
 type Victim struct {
 	Guest    string
 	Memory   int64
+	CPUs     int64 // thousandths of a vCPU (0 when vCPUs are not counted)
 	Priority int
 }
 
@@ -206,10 +223,10 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 	// A member of a hard together group is placed with the members that
 	// still need a node: the stops must make room for all of them, or the
 	// room they free would only be taken again by their victims.
-	need := p.unitMemory(r)
+	need, needCPU := p.unitNeed(r)
 	eval := func(i int) (cand, bool) {
 		n := &p.nodes[i]
-		if !n.Eligible || n.Memory <= 0 || need > n.Memory || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) ||
+		if !n.Eligible || n.Memory <= 0 || need > n.Memory || (needCPU > 0 && needCPU > n.CPUs) || i == r.LastFailed || contains(r.Tried, i) || contains(r.Unfit, i) ||
 			(r.Only != nil && !contains(r.Only, i)) || !p.hardOK(r, i) || (pinned != nil && !contains(pinned, i)) {
 			return cand{}, false
 		}
@@ -232,26 +249,27 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		})
 		// Guests preempted earlier in this plan will be gone; those still
 		// to stop here are counted until then (Place sees them in Used).
-		var free int64
+		free, freeCPU := n.Memory-n.Used, n.CPUs-n.CPUUsed
 		after := *n
-		pending := p.released[i] > 0 && p.releasedPrio[i] < r.Priority
+		pending := (p.released[i] > 0 || p.releasedCPUs[i] > 0) && p.releasedPrio[i] < r.Priority
 		if pending {
-			free = n.Memory - n.Used + p.released[i]
+			free += p.released[i]
+			freeCPU += p.releasedCPUs[i]
 			after.Used -= p.released[i]
-		} else {
-			free = n.Memory - n.Used
 		}
+		enough := func() bool { return free >= need && (needCPU == 0 || freeCPU >= needCPU) }
 		var stops []int
 		for _, k := range order {
-			if free >= need {
+			if enough() {
 				break
 			}
 			free += vs[k].Memory
+			freeCPU += vs[k].CPUs
 			after.Used -= vs[k].Memory
 			after.Guests--
 			stops = append(stops, k)
 		}
-		if free < need || (len(stops) == 0 && !pending) {
+		if !enough() || (len(stops) == 0 && !pending) {
 			return cand{}, false
 		}
 		return cand{node: i, stops: stops, after: after}, true
@@ -283,10 +301,12 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 		// r is counted there now; the victims stay counted until they stop.
 		n := &p.nodes[best.node]
 		n.Used += r.Memory
+		n.CPUUsed += r.CPUs
 		n.Guests++
 		for _, k := range best.stops {
-			taken[victims[best.node][k].Guest] = true
-			p.Releasing(best.node, victims[best.node][k].Memory, victims[best.node][k].Priority)
+			v := &victims[best.node][k]
+			taken[v.Guest] = true
+			p.Releasing(best.node, v.Memory, v.CPUs, v.Priority)
 		}
 		if r.Rules != nil {
 			p.placed(r.Guest, best.node)
@@ -296,17 +316,19 @@ func (p *Planner) Preempt(r *Request, victims [][]Victim, taken map[string]bool)
 	return Preemption{Node: -1}
 }
 
-// Releasing tells the planner that mem bytes counted on node i belong to a
-// guest of the given priority that a preemption is stopping: later
+// Releasing tells the planner that mem bytes and cpus (thousandths of a
+// vCPU) counted on node i belong to a guest of the given priority that a
+// preemption is stopping: later
 // preemptions for guests of strictly higher priority than every such guest
 // there may count on that room (a request that fits once those stops
 // complete waits for them, stopping nothing more).
-func (p *Planner) Releasing(i int, mem int64, priority int) {
+func (p *Planner) Releasing(i int, mem, cpus int64, priority int) {
 	if i >= 0 && i < len(p.released) {
-		if p.released[i] == 0 || priority > p.releasedPrio[i] {
+		if (p.released[i] == 0 && p.releasedCPUs[i] == 0) || priority > p.releasedPrio[i] {
 			p.releasedPrio[i] = priority
 		}
 		p.released[i] += mem
+		p.releasedCPUs[i] += cpus
 	}
 }
 
@@ -318,7 +340,7 @@ func Choose(nodes []Node, r *Request) Assignment {
 
 func (p *Planner) choose(nodes []Node, r *Request) Assignment {
 	a := Assignment{Guest: r.Guest, Node: -1}
-	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory-r.Reserved) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed &&
+	if r.Prefer >= 0 && r.Prefer < len(nodes) && fits(&nodes[r.Prefer], r.Memory-r.Reserved, r.CPUs-r.ReservedCPUs) && !contains(r.Tried, r.Prefer) && r.Prefer != r.LastFailed &&
 		!contains(r.Unfit, r.Prefer) && (r.Only == nil || contains(r.Only, r.Prefer)) && p.hardOK(r, r.Prefer) {
 		a.Node = r.Prefer
 		return a
@@ -344,7 +366,7 @@ func (p *Planner) choose(nodes []Node, r *Request) Assignment {
 // fewest soft rules broken, then better (memory use, guests, name).
 func (p *Planner) pick(nodes []Node, r *Request, useTried bool) int {
 	ok := func(i int) bool {
-		if !fits(&nodes[i], r.Memory) || i == r.LastFailed || contains(r.Unfit, i) || (r.Only != nil && !contains(r.Only, i)) || !p.hardOK(r, i) {
+		if !fits(&nodes[i], r.Memory, r.CPUs) || i == r.LastFailed || contains(r.Unfit, i) || (r.Only != nil && !contains(r.Only, i)) || !p.hardOK(r, i) {
 			return false
 		}
 		return !useTried || !contains(r.Tried, i)
@@ -405,8 +427,10 @@ func (p *Planner) pick(nodes []Node, r *Request, useTried bool) int {
 	return -1
 }
 
-func fits(n *Node, mem int64) bool {
-	return n.Eligible && n.Memory > 0 && mem <= n.Memory-n.Used
+// fits reports whether mem bytes and cpus thousandths of a vCPU (0: not
+// counted) fit on n.
+func fits(n *Node, mem, cpus int64) bool {
+	return n.Eligible && n.Memory > 0 && mem <= n.Memory-n.Used && (cpus <= 0 || cpus <= n.CPUs-n.CPUUsed)
 }
 
 // better reports whether node a (index ia) beats node b (index ib) for a guest

@@ -28,8 +28,8 @@ func TestPreempt(t *testing.T) {
 		{Name: "n3", Memory: 8 * G, Eligible: false},
 	}}
 	victims := [][]Victim{
-		{{"a1", 3 * G, 0}, {"a2", 3 * G, 0}, {"a3", 2 * G, 0}},
-		{{"b1", 8 * G, 1}, {"b2", 2 * G, 50}},
+		{{"a1", 3 * G, 0, 0}, {"a2", 3 * G, 0, 0}, {"a3", 2 * G, 0, 0}},
+		{{"b1", 8 * G, 0, 1}, {"b2", 2 * G, 0, 50}},
 		nil,
 	}
 	r := NewRequest("g", 6*G, nil)

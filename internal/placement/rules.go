@@ -134,26 +134,30 @@ func (p *rules) pending(m string) bool {
 	return !done
 }
 
-// unitMemory is the memory r's hard together group needs where r goes: r's
-// own, plus that of every other member that still needs a node (in this
-// plan, placed with r as one unit; or waiting and counted nowhere, so bound
-// to follow r there).
-func (p *rules) unitMemory(r *Request) int64 {
-	mem := r.Memory
+// unitNeed is the memory and vCPUs r's hard together group needs where r
+// goes: r's own, plus those of every other member that still needs a node
+// (in this plan, placed with r as one unit; or waiting and counted nowhere,
+// so bound to follow r there).
+func (p *rules) unitNeed(r *Request) (mem, cpus int64) {
+	mem, cpus = r.Memory, r.CPUs
 	if r.group() == "" {
-		return mem
+		return mem, cpus
 	}
 	for _, m := range r.Rules.With {
 		switch {
 		case p.pending(m):
-			mem += p.reqs[p.byGuest[m]].Memory
+			q := &p.reqs[p.byGuest[m]]
+			mem += q.Memory
+			cpus += q.CPUs
 		case len(p.where(m)) == 0 && p.snap != nil && p.snap.Waiting != nil:
 			// Waiting, but not asking for a node in this plan (retrying
 			// later): it will have to go where r goes.
-			mem += p.snap.Waiting(m)
+			wm, wc := p.snap.Waiting(m)
+			mem += wm
+			cpus += wc
 		}
 	}
-	return mem
+	return mem, cpus
 }
 
 // pinned returns the nodes where every other member of r's group that counts
@@ -207,13 +211,15 @@ func (p *Planner) unit(r *Request) Assignment {
 	u.Rules = &Rules{}
 	*u.Rules = *lead.Rules
 	u.Unfit = slices.Clone(u.Unfit)
-	u.Memory = 0
+	u.Memory, u.CPUs = 0, 0
 	for _, m := range members {
 		u.Memory += m.Memory
+		u.CPUs += m.CPUs
 		if m == lead {
 			continue
 		}
 		u.Unfit = append(u.Unfit, m.Unfit...)
+		u.NoModel = append(u.NoModel, m.NoModel...)
 		if m.Tiers != nil {
 			for i := range p.nodes {
 				if TierOf(m.Tiers, i) == len(m.Tiers) {
@@ -229,7 +235,7 @@ func (p *Planner) unit(r *Request) Assignment {
 		}
 	}
 	if len(members) > 1 {
-		u.Reserved = 0
+		u.Reserved, u.ReservedCPUs = 0, 0
 	}
 	if only := p.pinned(&u); only != nil {
 		if u.Only != nil {
@@ -257,7 +263,7 @@ func (p *Planner) unit(r *Request) Assignment {
 // ruled reports that an affinity rule is among the reasons.
 func Why(snap *Snapshot, r *Request) (why string, ruled bool) {
 	pl := &rules{snap: snap}
-	var offline, outside, unfit, full, tried, apart, together int
+	var offline, outside, model, unfit, full, cpu, tried, apart, together int
 	var peers []string
 	for i := range snap.Nodes {
 		n := &snap.Nodes[i]
@@ -266,6 +272,8 @@ func Why(snap *Snapshot, r *Request) (why string, ruled bool) {
 			offline++
 		case r.Tiers != nil && TierOf(r.Tiers, i) == len(r.Tiers):
 			outside++
+		case contains(r.NoModel, i):
+			model++
 		case contains(r.Unfit, i):
 			unfit++
 		case r.Only != nil && !contains(r.Only, i):
@@ -279,8 +287,10 @@ func Why(snap *Snapshot, r *Request) (why string, ruled bool) {
 			}
 		case i == r.LastFailed || contains(r.Tried, i):
 			tried++
-		case !fits(n, r.Memory):
+		case !fits(n, r.Memory, 0):
 			full++
+		case !fits(n, r.Memory, r.CPUs):
+			cpu++
 		}
 	}
 	var parts []string
@@ -291,6 +301,9 @@ func Why(snap *Snapshot, r *Request) (why string, ruled bool) {
 	}
 	add(offline, "offline, in maintenance or shutting down")
 	add(outside, "outside its restricted domain")
+	if model > 0 {
+		parts = append(parts, fmt.Sprintf("%d cannot offer its CPU model %s", model, r.CPUModel))
+	}
 	add(unfit, "excluded (host rule, storage or pinned)")
 	if together > 0 {
 		parts = append(parts, fmt.Sprintf("%d not where its hard together partners run", together))
@@ -301,8 +314,9 @@ func Why(snap *Snapshot, r *Request) (why string, ruled bool) {
 	}
 	add(tried, "already tried")
 	add(full, "without room")
+	add(cpu, "without free vCPUs")
 	if len(parts) == 0 {
 		return "no node", false
 	}
-	return "no node can take it: " + strings.Join(parts, "; "), together+apart > 0 || (unfit > 0 && r.Rules != nil)
+	return "no node can take it: " + strings.Join(parts, "; "), together+apart+model > 0 || (unfit > 0 && r.Rules != nil)
 }

@@ -680,7 +680,7 @@ func guestEqual(a, b *manager.Guest) bool {
 		a.Spec.MaxRestarts != b.Spec.MaxRestarts || a.Spec.RestartWindow != b.Spec.RestartWindow ||
 		a.Spec.MaxRelocations != b.Spec.MaxRelocations || a.Spec.Migratable != b.Spec.Migratable ||
 		!slices.Equal(a.Spec.Pools, b.Spec.Pools) || a.Spec.Pinned != b.Spec.Pinned || a.Spec.Node != b.Spec.Node || a.Spec.Priority != b.Spec.Priority ||
-		!slices.Equal(a.Spec.After, b.Spec.After) || !slices.Equal(a.Spec.Tags, b.Spec.Tags) {
+		!slices.Equal(a.Spec.After, b.Spec.After) || !slices.Equal(a.Spec.Tags, b.Spec.Tags) || a.Spec.CPUModel != b.Spec.CPUModel {
 		return false
 	}
 	if (a.Op == nil) != (b.Op == nil) || (a.Op != nil && *a.Op != *b.Op) {
@@ -692,5 +692,5 @@ func guestEqual(a, b *manager.Guest) bool {
 		a.AlsoOn == b.AlsoOn && a.EvacuatedFrom == b.EvacuatedFrom && a.ReturnTo == b.ReturnTo && a.OperatorPlaced == b.OperatorPlaced &&
 		a.FailbackBlocked == b.FailbackBlocked && a.BlockedSeq == b.BlockedSeq && a.MoveFailedAt.Equal(b.MoveFailedAt) &&
 		a.PreemptOn == b.PreemptOn && slices.Equal(a.PreemptVictims, b.PreemptVictims) && a.PreemptedBy == b.PreemptedBy &&
-		a.Preempted == b.Preempted && a.Wait == b.Wait && a.BalancedAt.Equal(b.BalancedAt)
+		a.Preempted == b.Preempted && a.Wait == b.Wait && a.BalancedAt.Equal(b.BalancedAt) && a.CPUModel == b.CPUModel
 }
