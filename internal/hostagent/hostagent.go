@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +84,12 @@ type Host struct {
 	// freeze: quorum_loss freeze with fence devices: cut off from the
 	// quorate side, this host keeps its guests and never self-fences.
 	freeze bool // guarded by mu
+	// held: orders that came while self-fenced, latest per guest, carried
+	// out once the lease is confirmed again (see submit); guarded by mu.
+	held map[string]heldOrder
+	// unfenced tells Run, the one goroutine that submits orders (so they
+	// are carried out in the order they came), to release the held ones.
+	unfenced chan struct{}
 	// alarm sends the quorum-loss notification (quorumalarm.go).
 	alarm *quorumAlarm
 }
@@ -102,7 +110,7 @@ func New(cfg Config) *Host {
 		log = slog.Default()
 	}
 	log = log.With("component", "host", "node", cfg.Node)
-	h := &Host{cfg: cfg, log: log, lastDone: map[string]string{}}
+	h := &Host{cfg: cfg, log: log, lastDone: map[string]string{}, held: map[string]heldOrder{}, unfenced: make(chan struct{}, 1)}
 	h.alarm = newQuorumAlarm(cfg.Node, cfg.DataDir, log)
 	h.pub = &publisher{cli: cfg.Cluster.Raw().Client(), node: cfg.Node, live: cfg.Live, log: log, pending: map[string]*hostctl.Report{}, wake: make(chan struct{}, 1)}
 	var agentFn health.AgentFunc
@@ -209,28 +217,50 @@ func (h *Host) Run(ctx context.Context) error {
 		h.submit(ctx, o)
 	}
 	wch := cs.Raw().Client().Watch(ctx, cluster.PrefixOrders+h.cfg.Node+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for wr := range wch {
-		if err := wr.Err(); err != nil {
-			return fmt.Errorf("watch orders for node %q: %w", h.cfg.Node, err)
-		}
-		for _, ev := range wr.Events {
-			if ev.Type != clientv3.EventTypePut {
-				continue
+	for {
+		select {
+		case <-h.unfenced:
+			h.releaseHeld(ctx)
+		case wr, ok := <-wch:
+			if !ok {
+				<-ctlDone
+				return ctx.Err()
 			}
-			var o hostctl.Order
-			if err := json.Unmarshal(ev.Kv.Value, &o); err != nil {
-				h.log.Error("unreadable order", "key", string(ev.Kv.Key), "err", err)
-				continue
+			if err := wr.Err(); err != nil {
+				return fmt.Errorf("watch orders for node %q: %w", h.cfg.Node, err)
 			}
-			h.submit(ctx, o)
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				var o hostctl.Order
+				if err := json.Unmarshal(ev.Kv.Value, &o); err != nil {
+					h.log.Error("unreadable order", "key", string(ev.Kv.Key), "err", err)
+					continue
+				}
+				h.submit(ctx, o)
+			}
 		}
 	}
-	<-ctlDone
-	return ctx.Err()
+}
+
+// heldOrder is an order that came while the host was self-fenced, and the
+// lease the host held then.
+type heldOrder struct {
+	order hostctl.Order
+	lease clientv3.LeaseID
 }
 
 // submit hands an order to the controller once: an order already submitted
 // before an agent restart is not carried out again.
+//
+// While self-fenced, the host stops and kills but starts nothing: any other
+// order is held (the latest per guest) until the lease is confirmed again.
+// The watch delivers an order once, and the manager, which wrote it while it
+// saw this node online, waits for its result: dropped, the guest would stay
+// started on paper and stopped here for good. That happens after a switch
+// outage, when the store comes back and the manager answers the self-fence
+// reports with restarts before this host's next keepalive is confirmed.
 func (h *Host) submit(ctx context.Context, o hostctl.Order) {
 	h.mu.Lock()
 	if h.lastDone[o.Guest] == o.ID {
@@ -238,10 +268,12 @@ func (h *Host) submit(ctx context.Context, o hostctl.Order) {
 		return
 	}
 	if h.fenced && o.Op != hostctl.OpStop && o.Op != hostctl.OpKill {
+		h.held[o.Guest] = heldOrder{order: o, lease: h.cfg.Live.Lease()}
 		h.mu.Unlock()
-		h.log.Warn("ignoring order while self-fenced", "guest", o.Guest, "op", string(o.Op))
+		h.log.Warn("order held while self-fenced: carried out once the lease is confirmed again", "guest", o.Guest, "op", string(o.Op), "order", o.ID)
 		return
 	}
+	delete(h.held, o.Guest) // a later order replaces a held one
 	h.lastDone[o.Guest] = o.ID
 	h.saveDoneLocked()
 	watchdogMode := h.mode == model.FencingWatchdog
@@ -415,6 +447,32 @@ func (h *Host) saveDoneLocked() {
 	}
 }
 
+// releaseHeld submits the orders held while self-fenced, now that the lease
+// is confirmed again. Only those that came under the lease the host holds
+// now: if that lease ended meanwhile, the manager saw this node go down and
+// gave up its operations here (a start becomes a recovery, possibly
+// elsewhere), so carrying them out could run a guest twice.
+func (h *Host) releaseHeld(ctx context.Context) {
+	lease := h.cfg.Live.Lease()
+	h.mu.Lock()
+	if h.fenced {
+		h.mu.Unlock()
+		return // self-fenced again since
+	}
+	held := h.held
+	h.held = map[string]heldOrder{}
+	h.mu.Unlock()
+	for _, guest := range slices.Sorted(maps.Keys(held)) {
+		ho := held[guest]
+		if ho.lease != lease {
+			h.log.Warn("order held while self-fenced dropped: the lease it came under ended since, and the manager gave it up", "guest", guest, "op", string(ho.order.Op), "order", ho.order.ID)
+			continue
+		}
+		h.log.Info("carrying out an order held while self-fenced", "guest", guest, "op", string(ho.order.Op), "order", ho.order.ID)
+		h.submit(ctx, ho.order)
+	}
+}
+
 // selfFenceLoop kills every guest here once the lease could have expired
 // in the store (LeaseTTL - SelfFenceMargin after the last renewal request was
 // sent), tends the watchdog, and allows orders again once the lease is
@@ -467,6 +525,10 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 			h.fenced = false
 			h.mu.Unlock()
 			mon = selffence.New(deadline)
+			select {
+			case h.unfenced <- struct{}{}:
+			default:
+			}
 		case overdue && freeze && !frozenSaid:
 			frozenSaid = true
 			h.log.Warn("cut off from the quorate side under quorum_loss freeze: guests keep running, no self-fence; the quorate side may fence this host", "op", "self-fence", "guests", h.running())
