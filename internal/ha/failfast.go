@@ -2,11 +2,14 @@ package ha
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/agent"
@@ -42,7 +45,9 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 	if hb == nil {
 		return
 	}
-	ff := &fastFail{a: a, hb: hb, cs: cluster.New(a.Store()), cli: a.Store().Client(), log: log, revoked: map[clientv3.LeaseID]bool{}}
+	ff := newFastFail(a.Store(), hb, log)
+	ff.a = a
+	ff.leases.followAll(ctx, ff.cli)
 	t := time.NewTicker(heartbeat.DefaultInterval)
 	defer t.Stop()
 	for {
@@ -64,38 +69,138 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 	}
 }
 
+func newFastFail(st *store.Store, hb verdicts, log *slog.Logger) *fastFail {
+	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
+}
+
+// verdicts is what fastFail needs of the heartbeat monitor.
+type verdicts interface {
+	Verdict(name string) heartbeat.Verdict
+}
+
 type fastFail struct {
 	a       *agent.Agent
-	hb      *heartbeat.Monitor
+	hb      verdicts
 	cs      *cluster.Store
 	cli     *clientv3.Client
 	log     *slog.Logger
 	policy  cluster.Policy
 	at      time.Time
 	revoked map[clientv3.LeaseID]bool
-	// heard is, per host and per kind of lease ended ("live", "election"),
-	// when that host was last heard of at the time its lease was ended. A
-	// silence is acted on once: a lease the host takes afterwards (it
-	// booted again and re-registered before its heartbeats resumed) is the
-	// host's own proof of life, not more evidence of its death.
-	heard   map[string]time.Time
-	avoided string // the gone hosts whose store members the client avoids
+	// leases is when this agent first saw each liveness and election
+	// lease: a lease is ended only if it was seen before its host's
+	// silence began (mayEnd).
+	leases  *leaseLog
+	spared  map[clientv3.LeaseID]bool // leases left alone, logged once
+	avoided string                    // the gone hosts whose store members the client avoids
 }
 
-// actOnce runs act (which ends a lease of name's) unless the silence v
-// describes was acted on already for kind; it records the silence when act
-// reports that it ended the lease.
-func (f *fastFail) actOnce(kind, name string, v heartbeat.Verdict, act func() bool) {
-	heardAt := time.Now().Add(-v.Silence).Truncate(time.Millisecond)
-	key := kind + "/" + name
-	if prev, ok := f.heard[key]; ok && !heardAt.After(prev.Add(heartbeat.DefaultInterval)) {
-		return // the same silence: its lease was ended already
+// mayEnd reports whether lease, a lease of host name's, may be ended on
+// verdict v: only if v is Gone and this agent saw the lease before the
+// host's silence began. A lease granted after that (the host booted again
+// and registered before its heartbeats resumed, or registered while its
+// heartbeats cannot get through) is the host's proof of life: it could
+// only be granted by the host talking to a store quorum, so the silence
+// says nothing about it. A lease this agent has not seen yet, or first saw
+// only after the silence began, is left alone too: its host fails when the
+// lease expires, as without heartbeats.
+func (f *fastFail) mayEnd(name string, lease clientv3.LeaseID, v heartbeat.Verdict, now time.Time) bool {
+	if v.State != heartbeat.Gone || lease == 0 || f.revoked[lease] {
+		return false
 	}
-	if act() {
-		if f.heard == nil {
-			f.heard = map[string]time.Time{}
+	seen, ok := f.leases.seen(lease)
+	silent := now.Add(-v.Silence)
+	if ok && seen.Before(silent) {
+		return true
+	}
+	if !f.spared[lease] {
+		if f.spared == nil {
+			f.spared = map[clientv3.LeaseID]bool{}
 		}
-		f.heard[key] = heardAt
+		f.spared[lease] = true
+		f.log.Info("a silent host holds a lease newer than its silence: its proof of life, left to expire on its own", "op", "failover", "node", name, "lease", fmt.Sprintf("%x", int64(lease)), "evidence", v.String())
+	}
+	return false
+}
+
+// leaseLog records when this agent first saw each lease attached to the
+// keys under some prefixes (the live keys, the election keys), following
+// them with a store watch.
+type leaseLog struct {
+	mu sync.Mutex
+	at map[clientv3.LeaseID]time.Time
+}
+
+func newLeaseLog() *leaseLog { return &leaseLog{at: map[clientv3.LeaseID]time.Time{}} }
+
+// seen is when lease was first seen.
+func (l *leaseLog) seen(lease clientv3.LeaseID) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.at[lease]
+	return t, ok
+}
+
+func (l *leaseLog) note(lease clientv3.LeaseID, now time.Time) {
+	if lease == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.at[lease]; !ok {
+		l.at[lease] = now
+	}
+}
+
+func (l *leaseLog) forget(lease clientv3.LeaseID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.at, lease)
+}
+
+// followAll follows the live and the election keys in the background.
+func (l *leaseLog) followAll(ctx context.Context, cli *clientv3.Client) {
+	for _, prefix := range []string{store.PrefixNodeLive, store.KeyElection + "/"} {
+		go l.follow(ctx, cli, prefix)
+	}
+}
+
+// follow notes the leases of the keys under prefix until ctx ends: those
+// there at the start, then every new one as the watch reports it. After a
+// watch failure it starts over from a fresh read; a lease first read then is
+// noted as seen then, which only ever leaves more leases alone.
+func (l *leaseLog) follow(ctx context.Context, cli *clientv3.Client, prefix string) {
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := cli.Get(rctx, prefix, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		now := time.Now()
+		for _, kv := range resp.Kvs {
+			l.note(clientv3.LeaseID(kv.Lease), now)
+		}
+		wctx, wcancel := context.WithCancel(ctx)
+		for wr := range cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(resp.Header.Revision+1)) {
+			if wr.Err() != nil {
+				break
+			}
+			now := time.Now()
+			for _, ev := range wr.Events {
+				switch {
+				case ev.Type == mvccpb.PUT:
+					l.note(clientv3.LeaseID(ev.Kv.Lease), now)
+				case ev.PrevKv != nil:
+					l.forget(clientv3.LeaseID(ev.PrevKv.Lease))
+				}
+			}
+		}
+		wcancel()
 	}
 }
 
@@ -162,50 +267,43 @@ func (f *fastFail) act(ctx context.Context, gone []string) {
 		return
 	}
 	mgr, lease := string(resp.Kvs[0].Value), clientv3.LeaseID(resp.Kvs[0].Lease)
-	for _, name := range gone {
-		if name != mgr {
-			continue
-		}
-		if fences {
-			f.endLiveness(rctx, name)
-		}
-		if v := f.hb.Verdict(name); lease != 0 && !f.revoked[lease] && v.State == heartbeat.Gone {
-			f.actOnce("election", name, v, func() bool {
-				if _, err := f.cli.Revoke(rctx, lease); err != nil {
-					return false
-				}
-				f.revoked[lease] = true
-				f.log.Warn("the manager's host is dead: its term ended so that another agent takes over", "op", "election", "manager", mgr, "evidence", v.String())
-				return true
-			})
-		}
+	if !slices.Contains(gone, mgr) {
+		return
 	}
+	if fences {
+		f.endLiveness(rctx, mgr)
+	}
+	f.endTerm(rctx, mgr, lease)
 }
 
-// endLiveness revokes the liveness lease of a Gone host.
+// endTerm revokes lease, the election lease of the manager on host name,
+// if the host is Gone and may lose it (mayEnd).
+func (f *fastFail) endTerm(ctx context.Context, name string, lease clientv3.LeaseID) {
+	v := f.hb.Verdict(name)
+	if !f.mayEnd(name, lease, v, time.Now()) {
+		return
+	}
+	if _, err := f.cli.Revoke(ctx, lease); err != nil {
+		return
+	}
+	f.revoked[lease] = true
+	f.log.Warn("the manager's host is dead: its term ended so that another agent takes over", "op", "election", "manager", name, "evidence", v.String())
+}
+
+// endLiveness revokes the liveness lease of a Gone host, if it may
+// (mayEnd).
 func (f *fastFail) endLiveness(ctx context.Context, name string) {
 	resp, err := f.cli.Get(ctx, store.KeyNodeLive(name))
-	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+	if err != nil || len(resp.Kvs) != 1 {
 		return
 	}
 	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
-	if f.revoked[lease] {
-		return
-	}
 	v := f.hb.Verdict(name)
-	if v.State != heartbeat.Gone {
+	if !f.mayEnd(name, lease, v, time.Now()) {
 		return
 	}
-	ended := false
-	f.actOnce("live", name, v, func() bool {
-		if _, err := f.cli.Revoke(ctx, lease); err != nil {
-			f.log.Warn("could not end the lease of a dead host", "op", "failover", "node", name, "err", err)
-			return false
-		}
-		ended = true
-		return true
-	})
-	if !ended {
+	if _, err := f.cli.Revoke(ctx, lease); err != nil {
+		f.log.Warn("could not end the lease of a dead host", "op", "failover", "node", name, "err", err)
 		return
 	}
 	f.revoked[lease] = true

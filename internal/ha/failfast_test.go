@@ -1,49 +1,169 @@
 package ha
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/haven-ha/haven/internal/heartbeat"
+	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/store/storetest"
 )
 
-// TestActOnceEndsOneSilenceOnce: a host's silence ends its lease once. A
-// lease it takes while that same silence still shows (it booted again and
-// registered before its heartbeats resumed) is left alone; a new silence,
-// after it was heard again, is acted on.
-func TestActOnceEndsOneSilenceOnce(t *testing.T) {
-	f := &fastFail{}
-	calls := 0
-	act := func() bool { calls++; return true }
-	gone := func(silence time.Duration) heartbeat.Verdict {
-		return heartbeat.Verdict{State: heartbeat.Gone, Silence: silence}
+// fakeVerdicts is a heartbeat monitor whose hosts are Gone from a chosen
+// moment: the start of their silence.
+type fakeVerdicts struct {
+	mu     sync.Mutex
+	silent map[string]time.Time
+}
+
+func (f *fakeVerdicts) silentSince(name string, t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.silent == nil {
+		f.silent = map[string]time.Time{}
 	}
-	f.actOnce("live", "h1", gone(1600*time.Millisecond), act)
-	if calls != 1 {
-		t.Fatalf("first silence: %d lease ends, want 1", calls)
+	f.silent[name] = t
+}
+
+func (f *fakeVerdicts) Verdict(name string) heartbeat.Verdict {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.silent[name]
+	if !ok {
+		return heartbeat.Verdict{State: heartbeat.Alive}
 	}
-	// Moments later the same silence (last heard at the same time) names
-	// the host's new lease: nothing is ended.
-	f.actOnce("live", "h1", gone(1600*time.Millisecond+50*time.Millisecond), act)
-	if calls != 1 {
-		t.Fatalf("same silence again: %d lease ends, want 1", calls)
+	s := time.Since(t)
+	return heartbeat.Verdict{State: heartbeat.Gone, Silence: s, Unanswered: s, Failed: heartbeat.MinFailedProbes}
+}
+
+// leaseRig is a test store, a host h1 that registers leases in it, and
+// two other agents' fast detectors sharing one heartbeat view.
+type leaseRig struct {
+	t      *testing.T
+	ctx    context.Context
+	host   *clientv3.Client
+	hb     *fakeVerdicts
+	agents []*fastFail
+}
+
+func newLeaseRig(t *testing.T) *leaseRig {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	srv := storetest.Start(t)
+	r := &leaseRig{t: t, ctx: ctx, host: srv.Connect(t).Client(), hb: &fakeVerdicts{}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for range 2 {
+		f := newFastFail(srv.Connect(t), r.hb, log)
+		f.leases.followAll(ctx, f.cli)
+		r.agents = append(r.agents, f)
 	}
-	// Another kind of lease for the same silence is its own decision.
-	f.actOnce("election", "h1", gone(1700*time.Millisecond), act)
-	if calls != 2 {
-		t.Fatalf("election lease: %d lease ends, want 2", calls)
+	return r
+}
+
+// register puts key under a new lease of the host's, as its agent does
+// when it starts.
+func (r *leaseRig) register(key, val string) clientv3.LeaseID {
+	r.t.Helper()
+	g, err := r.host.Grant(r.ctx, 30)
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	// Heard from again since, then silent: a new silence.
-	f.heard["live/h1"] = f.heard["live/h1"].Add(-10 * time.Second)
-	f.actOnce("live", "h1", gone(1600*time.Millisecond), act)
-	if calls != 3 {
-		t.Fatalf("new silence: %d lease ends, want 3", calls)
+	if _, err := r.host.Put(r.ctx, key, val, clientv3.WithLease(g.ID)); err != nil {
+		r.t.Fatal(err)
 	}
-	// A failed attempt records nothing: it is tried again.
-	f2 := &fastFail{}
-	f2.actOnce("live", "h2", gone(2*time.Second), func() bool { return false })
-	f2.actOnce("live", "h2", gone(2*time.Second), act)
-	if calls != 4 {
-		t.Fatalf("after a failed attempt: %d lease ends, want 4", calls)
+	return g.ID
+}
+
+func (r *leaseRig) waitSeen(lease clientv3.LeaseID) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, f := range r.agents {
+		for {
+			if _, ok := f.leases.seen(lease); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.t.Fatalf("lease %x never seen by the watch", lease)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func (r *leaseRig) alive(lease clientv3.LeaseID) bool {
+	r.t.Helper()
+	ttl, err := r.host.TimeToLive(r.ctx, lease)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ttl.TTL > 0
+}
+
+// TestFastFailSparesLeaseNewerThanSilence: a host lost power (silent since
+// then) and its liveness lease was ended; it booted again and registered a
+// new lease before its heartbeats resumed. No agent ends that new lease,
+// neither the one that ended the old lease nor another (a new manager's)
+// that never acted on this silence, whether or not its watch already
+// reported the lease. A later silence ends it as usual.
+func TestFastFailSparesLeaseNewerThanSilence(t *testing.T) {
+	r := newLeaseRig(t)
+	key := store.KeyNodeLive("h1")
+	old := r.register(key, "{}")
+	r.waitSeen(old)
+	r.hb.silentSince("h1", time.Now())
+	first, other := r.agents[0], r.agents[1]
+	first.endLiveness(r.ctx, "h1")
+	if r.alive(old) {
+		t.Fatal("the lease of a host gone since after it was granted was not ended")
+	}
+	// Booted again, registered before its heartbeats resumed: still Gone.
+	renewed := r.register(key, "{}")
+	other.endLiveness(r.ctx, "h1") // its watch may not have reported the lease yet
+	if !r.alive(renewed) {
+		t.Fatal("an agent that did not end the old lease ended the one the host took after its silence began: it would be fenced again")
+	}
+	r.waitSeen(renewed)
+	for i, f := range r.agents {
+		f.endLiveness(r.ctx, "h1")
+		if !r.alive(renewed) {
+			t.Fatalf("agent %d ended the lease the host took after its silence began: it would be fenced again", i)
+		}
+	}
+	// Heard again, then silent again: that silence ends the lease.
+	r.hb.silentSince("h1", time.Now())
+	other.endLiveness(r.ctx, "h1")
+	if r.alive(renewed) {
+		t.Fatal("a new silence did not end the host's lease")
+	}
+}
+
+// TestFastFailSparesTermNewerThanSilence: the same for a manager's
+// election lease: a term won after the host's silence began is not ended.
+func TestFastFailSparesTermNewerThanSilence(t *testing.T) {
+	r := newLeaseRig(t)
+	old := r.register(store.KeyElection+"/1", "h1")
+	r.waitSeen(old)
+	r.hb.silentSince("h1", time.Now())
+	r.agents[0].endTerm(r.ctx, "h1", old)
+	if r.alive(old) {
+		t.Fatal("the term of a manager gone since after it began was not ended")
+	}
+	renewed := r.register(store.KeyElection+"/2", "h1")
+	r.agents[1].endTerm(r.ctx, "h1", renewed)
+	if !r.alive(renewed) {
+		t.Fatal("an agent ended a term won after the manager's silence began")
+	}
+	r.waitSeen(renewed)
+	for i, f := range r.agents {
+		f.endTerm(r.ctx, "h1", renewed)
+		if !r.alive(renewed) {
+			t.Fatalf("agent %d ended a term won after the manager's silence began", i)
+		}
 	}
 }
