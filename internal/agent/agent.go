@@ -552,6 +552,8 @@ func (a *Agent) serve(ctx context.Context) error {
 	if a.state.StoreMember {
 		facts.PeerAddr = a.peerURL()
 	}
+	a.st.SetIdentity(a.cfg.Node, a.certPEM, a.keyPEM)
+	a.ensureSecretKey(ctx)
 	a.startHeartbeat(ctx)
 	if a.hb != nil {
 		facts.HeartbeatAddr = a.hb.Addr()
@@ -575,10 +577,14 @@ func (a *Agent) serve(ctx context.Context) error {
 		defer a.wg.Done()
 		a.electionLoop(ectx)
 	}()
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		a.syncRevocations(ectx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.grantKeys(ectx)
 	}()
 	close(a.ready)
 	a.log.Info("agent ready", "op", "start", "cluster", a.state.Cluster, "api", a.APIURL(), "store_member", a.state.StoreMember)

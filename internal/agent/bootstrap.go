@@ -59,6 +59,7 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 			return err
 		}
 	}
+	a.st.SetIdentity(a.cfg.Node, a.certPEM, a.keyPEM)
 	admin, join := pki.NewAPIToken(), pki.NewJoinToken(a.state.CAFingerprint)
 	cc := store.ClusterConfig{Name: a.cfg.ClusterName, ID: a.state.ClusterID, StoreMembers: a.cfg.StoreMembers, External: external, Created: now}
 	tokens := []store.TokenRecord{
@@ -102,6 +103,8 @@ func (a *Agent) undoInit(ctx context.Context, tokens []store.TokenRecord) {
 	cli.Delete(cctx, store.KeyClusterConfig)
 	cli.Delete(cctx, store.KeyCACert)
 	cli.Delete(cctx, store.KeyCAKey)
+	cli.Delete(cctx, store.KeyHeartbeat)
+	cli.Delete(cctx, store.KeyKeyring(a.cfg.Node))
 	cli.Delete(cctx, store.KeyNodeReg(a.cfg.Node))
 	for _, t := range tokens {
 		cli.Delete(cctx, store.KeyToken(t.ID))

@@ -9,7 +9,6 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/model"
-	"github.com/haven-ha/haven/internal/store"
 )
 
 // Heartbeat is this agent's direct-heartbeat monitor, or nil when it sends
@@ -23,13 +22,13 @@ func (a *Agent) startHeartbeat(ctx context.Context) {
 	if a.cfg.HeartbeatListen == "off" {
 		return
 	}
-	secret, err := a.st.Client().Get(ctx, store.KeyCAKey)
-	if err != nil || len(secret.Kvs) != 1 {
-		a.log.Warn("no direct heartbeats: the cluster's key is unreadable; a dead host is seen when its lease expires", "op", "heartbeat", "err", err)
+	secret, err := a.st.HeartbeatKey(ctx)
+	if err != nil {
+		a.log.Warn("no direct heartbeats: the cluster's heartbeat key is unreadable; a dead host is seen when its lease expires", "op", "heartbeat", "err", err)
 		return
 	}
 	hb, err := heartbeat.New(heartbeat.Config{
-		Node: a.cfg.Node, Listen: a.cfg.HeartbeatListen, Key: heartbeat.Key(secret.Kvs[0].Value),
+		Node: a.cfg.Node, Listen: a.cfg.HeartbeatListen, Key: heartbeat.Key(secret),
 		DeadAfter: a.cfg.HeartbeatDeadAfter, StorageDir: a.cfg.StorageHeartbeat, Logger: a.log,
 	})
 	if err != nil {

@@ -186,6 +186,11 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 		}
 		return nil, fmt.Errorf("register node %q: %w", req.Node, err)
 	}
+	// The new host gets the cluster secret key, wrapped for the key of the
+	// certificate just signed. Should that fail, it asks when it starts.
+	if err := a.st.GrantKey(ctx, req.Node, certPEM); err != nil {
+		a.log.Warn("join: the cluster secret key not granted yet", "op", "join", "joining", req.Node, "err", err)
+	}
 	return resp, nil
 }
 

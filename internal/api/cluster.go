@@ -345,11 +345,19 @@ func (s *Server) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
+	// A new cluster secret key, wrapped for the hosts left: the removed
+	// host's copy no longer opens the CA key or the fence secrets. On
+	// failure the host stays registered, so removing it again retries.
+	keyID, err := s.cfg.Store.RotateSecretKey(ctx, name)
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
 	if err := s.cfg.Store.DeleteNode(ctx, name); err != nil {
 		WriteError(w, err)
 		return
 	}
-	s.log.Info("node removed", "op", "node", "node", name, "revoked_cert", rec.CertSerial, "by", callerName(r))
+	s.log.Info("node removed", "op", "node", "node", name, "revoked_cert", rec.CertSerial, "secret_key", keyID, "by", callerName(r))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -406,7 +414,7 @@ func (s *Server) CreateToken(ctx context.Context, req TokenRequest) (*TokenRespo
 	}
 	var tok pki.Token
 	if req.Role == store.RoleJoin {
-		caPEM, _, err := s.cfg.Store.CA(ctx)
+		caPEM, err := s.cfg.Store.CACert(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -260,23 +260,30 @@ func ReportFromKey(key string) (node, guest string, ok bool) {
 	return strings.Cut(strings.TrimPrefix(key, PrefixReports), "/")
 }
 
-// FenceConfig reads the fence configuration (empty when never set).
+// FenceConfig reads the fence configuration (empty when never set). It is
+// sealed in the store with the cluster secret key: its devices' passwords
+// open only on a current host.
 func (s *Store) FenceConfig(ctx context.Context) (fence.Config, error) {
 	var c fence.Config
-	_, err := getJSON(ctx, s.cli, KeyFenceConfig, &c)
+	b, err := s.st.GetSealed(ctx, KeyFenceConfig)
 	if errors.Is(err, ErrNotFound) {
 		return fence.Config{}, nil
 	}
-	return c, err
+	if err != nil {
+		return c, fmt.Errorf("read the fence configuration: %w", err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("decode the fence configuration: %w", err)
+	}
+	return c, nil
 }
 
-// SetFenceConfig writes the fence configuration after checking it.
+// SetFenceConfig writes the fence configuration, sealed, after checking it.
 func (s *Store) SetFenceConfig(ctx context.Context, c fence.Config) error {
 	if err := c.Check(); err != nil {
 		return err
 	}
-	_, err := s.cli.Put(ctx, KeyFenceConfig, mustJSON(c))
-	return err
+	return s.st.PutSealed(ctx, KeyFenceConfig, []byte(mustJSON(c)))
 }
 
 // Event is one line of the cluster's event and audit log.

@@ -12,7 +12,10 @@ import (
 //	/haven/cluster/config            ClusterConfig (written once, at init)
 //	/haven/cluster/manager           ManagerInfo (leader-guarded)
 //	/haven/election/manager/<id>     concurrency.Election keys (value: node name)
-//	/haven/pki/ca.crt, ca.key        cluster CA (PEM)
+//	/haven/pki/ca.crt, ca.key        cluster CA (PEM; the key sealed, keyring.go)
+//	/haven/pki/keyring/<node>        KeyringEntry: the cluster secret key wrapped for a host
+//	/haven/pki/key-requests/<node>   a host's certificate, asking for the secret key
+//	/haven/pki/heartbeat.key         the key of direct heartbeats between hosts
 //	/haven/nodes/reg/<node>          NodeRecord: persistent registration
 //	/haven/nodes/live/<node>         model.NodeFacts, attached to the node's lease
 //	/haven/nodes/state/<node>        NodeState: online/offline since (leader-guarded)
@@ -23,7 +26,7 @@ import (
 //	/haven/policy                    cluster policy (package cluster)
 //	/haven/guests/<name>             guest spec and definition (package cluster)
 //	/haven/domains/<name>            failover domains (package cluster)
-//	/haven/fence/config              fence devices and levels (package cluster)
+//	/haven/fence/config              fence devices and levels (package cluster; sealed)
 //	/haven/pools/<name>              storage pools (package cluster)
 //	/haven/poolhealth/<node>/<pool>  a host's check of a pool, under its lease
 //	/haven/commands/<id>             operator commands and their outcome
@@ -46,6 +49,10 @@ const (
 	PrefixNodeState  = Prefix + "nodes/state/"
 	PrefixTokens     = Prefix + "tokens/"
 	PrefixRevoked    = Prefix + "pki/revoked/"
+
+	PrefixKeyring     = Prefix + "pki/keyring/"
+	PrefixKeyRequests = Prefix + "pki/key-requests/"
+	KeyHeartbeat      = Prefix + "pki/heartbeat.key"
 
 	PrefixUsers    = Prefix + "users/"
 	PrefixSessions = Prefix + "sessions/"
@@ -82,6 +89,16 @@ func KeyNodeLive(node string) string { return PrefixNodeLive + node }
 
 // KeyNodeState is the manager's record of a node's online/offline state.
 func KeyNodeState(node string) string { return PrefixNodeState + node }
+
+// SealedKeys are the keys whose values are sealed with the cluster secret
+// key (keyring.go).
+var SealedKeys = []string{KeyCAKey, KeyFenceConfig}
+
+// KeyKeyring is the cluster secret key wrapped for node.
+func KeyKeyring(node string) string { return PrefixKeyring + node }
+
+// KeyKeyRequest is node's request for the cluster secret key.
+func KeyKeyRequest(node string) string { return PrefixKeyRequests + node }
 
 // KeyToken is the record of an API or join token.
 func KeyToken(id string) string { return PrefixTokens + id }

@@ -2,20 +2,40 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/pki"
 )
 
 // InitCluster writes the cluster's identity, CA and first tokens in one
-// transaction; ErrExists if the store already holds a cluster.
+// transaction; ErrExists if the store already holds a cluster. It makes the
+// cluster secret key, seals the CA key with it and grants it to this
+// Store's host (SetIdentity first).
 func (s *Store) InitCluster(ctx context.Context, cfg ClusterConfig, caCert, caKey []byte, tokens ...TokenRecord) error {
+	node, certPEM, _, err := s.identity()
+	if err != nil {
+		return fmt.Errorf("create cluster %q: %w", cfg.Name, err)
+	}
+	k := pki.NewSecretKey()
+	e, err := entryFor(node, certPEM, k)
+	if err != nil {
+		return err
+	}
+	sealed, err := k.Seal(KeyCAKey, caKey)
+	if err != nil {
+		return err
+	}
 	ops := []clientv3.Op{
 		clientv3.OpPut(KeyClusterConfig, mustJSON(cfg)),
 		clientv3.OpPut(KeyCACert, string(caCert)),
-		clientv3.OpPut(KeyCAKey, string(caKey)),
+		clientv3.OpPut(KeyCAKey, sealed),
+		clientv3.OpPut(KeyKeyring(node), mustJSON(e)),
+		clientv3.OpPut(KeyHeartbeat, hex.EncodeToString(pki.NewSecretKey().Key)),
 	}
 	for _, t := range tokens {
 		ops = append(ops, clientv3.OpPut(KeyToken(t.ID), mustJSON(t)))
@@ -37,17 +57,28 @@ func (s *Store) ClusterConfig(ctx context.Context) (ClusterConfig, error) {
 	return c, err
 }
 
-// CA reads the cluster CA certificate and key (PEM).
-func (s *Store) CA(ctx context.Context) (cert, key []byte, err error) {
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(KeyCACert), clientv3.OpGet(KeyCAKey)).Commit()
+// CACert reads the cluster CA certificate (PEM).
+func (s *Store) CACert(ctx context.Context) ([]byte, error) {
+	resp, err := s.cli.Get(ctx, KeyCACert)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read cluster CA: %w", err)
+		return nil, fmt.Errorf("read cluster CA: %w", err)
 	}
-	c, k := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
-	if len(c) == 0 || len(k) == 0 {
-		return nil, nil, fmt.Errorf("read cluster CA: %w", ErrNotFound)
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("read cluster CA: %w", ErrNotFound)
 	}
-	return c[0].Value, k[0].Value, nil
+	return resp.Kvs[0].Value, nil
+}
+
+// CA reads the cluster CA certificate and key (PEM), opening the key with
+// this host's cluster secret key.
+func (s *Store) CA(ctx context.Context) (cert, key []byte, err error) {
+	if cert, err = s.CACert(ctx); err != nil {
+		return nil, nil, err
+	}
+	if key, err = s.GetSealed(ctx, KeyCAKey); err != nil {
+		return nil, nil, fmt.Errorf("read cluster CA key: %w", err)
+	}
+	return cert, key, nil
 }
 
 // RegisterNode creates a node's registration; ErrExists if the name is

@@ -53,11 +53,11 @@ func TestSnapshotVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Cluster == nil || info.Cluster.Name != "prod" || info.Haven < 3 || info.Revision == 0 {
+	if info.Cluster == nil || info.Cluster.Name != "prod" || info.Haven < 5 || info.Revision == 0 {
 		t.Fatalf("info %+v", info)
 	}
-	if info.Haven != 3 {
-		t.Errorf("%d live Haven keys, want 3 (config, CA cert and key; the deleted guest is gone)", info.Haven)
+	if info.Haven != 5 {
+		t.Errorf("%d live Haven keys, want 5 (config, CA cert and sealed key, the keyring entry, the heartbeat key; the deleted guest is gone)", info.Haven)
 	}
 	data, _ := os.ReadFile(path)
 	damaged := filepath.Join(dir, "damaged.snap")

@@ -81,6 +81,7 @@ type Store struct {
 	cli    *clientv3.Client
 	server *embed.Etcd
 	log    *slog.Logger
+	id     identity // the host whose keyring entry opens sealed values
 
 	closeMu       sync.Mutex
 	memberStopped bool

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -26,6 +27,8 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/apitest"
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -248,5 +251,107 @@ func TestTLSOnlyAEADAndHSTS(t *testing.T) {
 	resp.Body.Close()
 	if h := resp.Header.Get("Strict-Transport-Security"); !strings.Contains(h, "max-age=") {
 		t.Errorf("no HSTS header on the UI: %q", h)
+	}
+}
+
+// Issue 10: the CA key and the fence secrets are not readable with a host
+// certificate alone. The store holds them sealed with the cluster secret
+// key, which a host holds wrapped for its own certificate's key; removing
+// a host rotates that key, so what the removed host kept (its key, its
+// keyring entry, a copy of the store) opens nothing the store holds after.
+func TestSecretsSealedFromRemovedHost(t *testing.T) {
+	ag := startAgent(t)
+	ctx := ctxT(t)
+	st := ag.A.Store()
+	fc := fence.Config{
+		Devices: []fence.Device{{Name: "pdu1", Agent: "fence_ipmilan", Params: map[string]string{"ip": "192.0.2.1", "password": "pdu-s3cret"}, Plugs: map[string]string{"n1": "1"}}},
+	}
+	if err := cluster.New(st).SetFenceConfig(ctx, fc); err != nil {
+		t.Fatalf("set fence config: %v", err)
+	}
+	tok, err := ag.Clients["admin"].CreateToken(ctx, api.TokenRequest{Role: "join"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, csr, err := pki.NewKeyAndCSR("j1", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := join(ctx, ag, tok.Token, api.JoinRequest{Node: "j1", CSR: string(csr), APIAddr: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	caPEM, err := os.ReadFile(ag.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What j1's certificate reads from the store while it is a host.
+	tlsCfg, err := pki.ClientTLS(caPEM, []byte(resp.Cert), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j1, err := clientv3.New(clientv3.Config{Endpoints: st.Client().Endpoints(), TLS: tlsCfg, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j1.Close()
+	raw := func(cli *clientv3.Client, key string) []byte {
+		t.Helper()
+		r, err := cli.Get(ctx, key)
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("read %s: %v (%d values)", key, err, len(r.Kvs))
+		}
+		return r.Kvs[0].Value
+	}
+	caKey, fenceRaw := raw(j1, store.KeyCAKey), raw(j1, store.KeyFenceConfig)
+	if strings.Contains(string(caKey), "PRIVATE KEY") {
+		t.Fatalf("the store holds the CA key in the clear: %.40s...", caKey)
+	}
+	if strings.Contains(string(fenceRaw), "pdu-s3cret") {
+		t.Fatal("the store holds the fence password in the clear")
+	}
+	var entry store.KeyringEntry
+	if err := json.Unmarshal(raw(j1, store.KeyKeyring("j1")), &entry); err != nil {
+		t.Fatal(err)
+	}
+	k, err := pki.UnwrapKey(keyPEM, entry.Wrapped)
+	if err != nil {
+		t.Fatalf("the joined host cannot unwrap its cluster secret key: %v", err)
+	}
+	if _, err := k.Open(store.KeyCAKey, caKey); err != nil {
+		t.Fatalf("the joined host cannot open the CA key: %v", err)
+	}
+	// Another host's key does not unwrap j1's entry.
+	otherKey, _, _ := pki.NewKeyAndCSR("x", nil)
+	if _, err := pki.UnwrapKey(otherKey, entry.Wrapped); err == nil {
+		t.Fatal("j1's keyring entry opens with another key")
+	}
+
+	if err := ag.Clients["admin"].Do(ctx, "DELETE", "/api/v1/nodes/j1", nil, nil); err != nil {
+		t.Fatalf("node remove: %v", err)
+	}
+	// After removal, even with the store's contents in hand (a CRL not
+	// configured on an external etcd, a backup), j1's key opens nothing.
+	cli := st.Client()
+	if r, err := cli.Get(ctx, store.KeyKeyring("j1")); err != nil || len(r.Kvs) != 0 {
+		t.Errorf("the removed host's keyring entry: %v, %d values, want deleted", err, len(r.Kvs))
+	}
+	if _, err := k.Open(store.KeyCAKey, raw(cli, store.KeyCAKey)); err == nil {
+		t.Error("the removed host's secret key still opens the CA key")
+	}
+	if _, err := k.Open(store.KeyFenceConfig, raw(cli, store.KeyFenceConfig)); err == nil {
+		t.Error("the removed host's secret key still opens the fence configuration")
+	}
+	// The hosts left still can, and sign joins.
+	if got, err := cluster.New(st).FenceConfig(ctx); err != nil || got.Devices[0].Params["password"] != "pdu-s3cret" {
+		t.Errorf("fence config after rotation: %v", err)
+	}
+	tok2, err := ag.Clients["admin"].CreateToken(ctx, api.TokenRequest{Role: "join"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, csr2, _ := pki.NewKeyAndCSR("j2", []string{"127.0.0.1"})
+	if _, err := join(ctx, ag, tok2.Token, api.JoinRequest{Node: "j2", CSR: string(csr2), APIAddr: "https://127.0.0.1:1"}); err != nil {
+		t.Errorf("join after rotation: %v", err)
 	}
 }

@@ -22,6 +22,10 @@ type Server struct {
 	Store     *store.Store
 	Endpoints []string
 	TLS       *tls.Config
+	// CA issued the store's certificate; Cert and Key (PEM) are the
+	// identity of every Store this server hands out (node "test").
+	CA        *pki.CA
+	Cert, Key []byte
 }
 
 // Start starts an embedded etcd and returns it connected. The cluster
@@ -58,12 +62,13 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Endpoints: []string{client}, TLS: tlsCfg}
+	s := &Server{Endpoints: []string{client}, TLS: tlsCfg, CA: ca, Cert: cert, Key: key}
 	s.Store, err = store.Connect(ctx, store.ClientConfig{Endpoints: s.Endpoints, TLS: tlsCfg}, e, nil)
 	if err != nil {
 		e.Close()
 		t.Fatal(err)
 	}
+	s.Store.SetIdentity("test", cert, key)
 	t.Cleanup(func() { s.Store.Close() })
 	return s
 }
@@ -78,6 +83,7 @@ func (s *Server) Connect(t testing.TB) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.SetIdentity("test", s.Cert, s.Key)
 	t.Cleanup(func() { st.Close() })
 	return st
 }
