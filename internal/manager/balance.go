@@ -94,6 +94,18 @@ func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt 
 	for i, n := range s.Nodes {
 		snap.Nodes[i] = placement.Node{Name: n.Name, Memory: s.nodeMem(n), Used: used[i], Guests: cnt[i], Eligible: i == dst, CPUs: s.nodeCPUs(n), CPUUsed: cpus[i]}
 	}
+	// A place kept on dst (a restart after its delay, a preemption's
+	// room) counts there as in placement.
+	for _, g := range s.Guests {
+		if g.State != GuestRecovering || g.Op != nil || g.Spec.State != model.DesiredStarted {
+			continue
+		}
+		if g.PreemptOn == s.Nodes[dst].Name || (g.Need == NeedRestart && g.Node == s.Nodes[dst].Name) {
+			snap.Nodes[dst].Used += s.guestMem(g)
+			snap.Nodes[dst].CPUUsed += s.guestCPUs(g)
+			snap.Nodes[dst].Guests++
+		}
+	}
 	if rs != nil {
 		snap.Where = s.whereFn(rs)
 	}

@@ -132,3 +132,22 @@ func TestAdmissionCountsCPUs(t *testing.T) {
 		t.Fatalf("admit b: %v", err)
 	}
 }
+
+// A stop whose result was lost (no manager when it completed) is a stop
+// when the next manager's Sync no longer finds the guest, not a crash: a
+// crash would keep its place on the node for a restart (found by the
+// random test: a preemption victim's restart took the room it freed).
+func TestLostStopResultIsAStop(t *testing.T) {
+	s := cpuState(t, model.Capacity{})
+	addGuest(t, s, "a", model.GiB, 1, "")
+	g := s.Guest("a")
+	s.Step(t0, GuestResult{Guest: "a", Node: g.Node, Op: g.Op.ID, Result: ResultStarted})
+	s.Step(t0, Command{Kind: CmdStop, Guest: "a"})
+	if g.Op == nil || g.Op.Kind != OpStop {
+		t.Fatalf("no stop in flight: %+v", g.Op)
+	}
+	acts := s.Step(t0, Sync{Nodes: []NodeReport{{Name: "n1", BootID: "1"}, {Name: "n2", BootID: "1"}}})
+	if !hasLog(acts, "a is no longer running on "+g.Node+": its stop completed") || g.State != GuestStopped || g.Running || g.Restarts != 0 {
+		t.Fatalf("a: %s running %v restarts %d; %v", g.State, g.Running, g.Restarts, acts)
+	}
+}

@@ -349,6 +349,14 @@ func (st *stepper) inventory(inv map[string][]string) {
 			if g.Op != nil && g.Op.Kind == OpMigrate {
 				continue // the migration's result decides
 			}
+			if !reported && g.Op != nil && g.Op.Kind == OpStop && g.Op.Node == g.Node {
+				// Its stop completed while the result was lost (no
+				// manager then): a stop, not a crash, so a preemption's
+				// victim leaves its room to the guest it was stopped for.
+				st.logf("%s is no longer running on %s: its stop completed", name, g.Node)
+				st.result(GuestResult{Guest: name, Node: g.Node, Op: g.Op.ID, Result: ResultStopped})
+				continue
+			}
 			if !reported {
 				st.logf("%s is no longer running on %s", name, g.Node)
 				st.crashed(GuestCrashed{Guest: name, Node: g.Node})

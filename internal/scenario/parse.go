@@ -3,9 +3,11 @@ package scenario
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -332,8 +334,9 @@ func (p *parser) scenario(root *yaml.Node) *Scenario {
 }
 
 func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
-	var nodesN, quorumN *yaml.Node
-	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "reserve", "balance", "balance_threshold", "balance_max_moves", "balance_cooldown", "nodes"}, func(key string, k, v *yaml.Node) {
+	var nodesN, quorumN, cpuReserveN *yaml.Node
+	p.fields(n, "cluster", []string{"fencing", "shutdown_policy", "quorum_loss", "preemption", "settle", "reserve", "balance", "balance_threshold", "balance_max_moves", "balance_cooldown",
+		"cpu_overcommit", "cpu_reserve", "memory_reserve", "guest_overhead", "cpu_model", "nodes"}, func(key string, k, v *yaml.Node) {
 		ck := "cluster." + key
 		switch key {
 		case "fencing":
@@ -380,10 +383,26 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 			sc.Balance.MaxMoves = p.integer(v, ck, 1)
 		case "balance_cooldown":
 			sc.Balance.Cooldown = p.duration(v, ck)
+		case "cpu_overcommit":
+			sc.Capacity.CPUOvercommit = p.overcommit(v, ck)
+		case "cpu_reserve":
+			cpuReserveN = v
+			sc.Capacity.CPUReserve = p.integer(v, ck, 0)
+		case "memory_reserve":
+			sc.Capacity.MemoryReserve = p.size(v, ck)
+		case "guest_overhead":
+			sc.Capacity.GuestOverhead = p.size(v, ck)
+		case "cpu_model":
+			if m := p.str(v, ck); m != model.CPUModelAuto {
+				sc.Capacity.CPUModel = p.cpuModel(v, ck)
+			}
 		case "nodes":
 			nodesN = v
 		}
 	})
+	if cpuReserveN != nil && !sc.Capacity.CPUsOn() {
+		p.errf(cpuReserveN, "cluster.cpu_reserve", "needs cpu_overcommit: vCPUs are not counted without it")
+	}
 	if sc.QuorumLoss == model.QuorumLossFreeze && sc.Fencing == model.FencingWatchdog {
 		p.errf(quorumN, "cluster.quorum_loss", "freeze needs fence devices (fencing: agent): with fencing: watchdog a node that loses the quorate side must self-fence")
 	}
@@ -400,7 +419,7 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 	seen := map[string]bool{}
 	for _, it := range items {
 		nd := Node{Memory: 64 * model.GiB, CPUs: 16, PowerOn: true, Line: it.Line}
-		f := p.fields(it, "cluster.nodes", []string{"name", "memory", "cpus", "power", "witness"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "cluster.nodes", []string{"name", "memory", "cpus", "power", "witness", "cpu_models"}, func(key string, k, v *yaml.Node) {
 			ck := "cluster.nodes." + key
 			switch key {
 			case "name":
@@ -411,6 +430,17 @@ func (p *parser) cluster(sc *Scenario, n *yaml.Node) {
 				nd.CPUs = p.integer(v, ck, 1)
 			case "witness":
 				nd.Witness = p.boolean(v, ck)
+			case "cpu_models":
+				for _, it := range p.seq(v, ck) {
+					if m := p.cpuModel(it, ck); m == model.CPUModelHost {
+						p.errf(it, ck, "host is not a model a node offers: list models such as x86-64-v2")
+					} else if m != "" {
+						nd.CPUModels = append(nd.CPUModels, m)
+					}
+				}
+				if len(nd.CPUModels) == 0 && v.Kind == yaml.SequenceNode {
+					p.errf(v, ck, "must list at least one model (leave the key out when unknown)")
+				}
 			case "power":
 				switch {
 				case v.Kind == yaml.ScalarNode && v.Value == "on" || v.Value == "true":
@@ -535,15 +565,25 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 		doms[sc.Domains[i].Name] = &sc.Domains[i]
 	}
 	used := map[string]int64{}
-	var maxMem int64
-	for _, nd := range sc.Nodes {
-		if !nd.Witness {
-			maxMem = max(maxMem, nd.Memory)
+	usedCPU := map[string]int64{}
+	capa := sc.Capacity
+	nodeMem := func(nd *Node) int64 { return nd.Memory - capa.MemoryReserve }
+	var maxMem, maxCPU int64
+	var lists [][]string
+	for i := range sc.Nodes {
+		if nd := &sc.Nodes[i]; !nd.Witness {
+			maxMem = max(maxMem, nodeMem(nd))
+			maxCPU = max(maxCPU, capa.CPUCapacity(nd.CPUs))
+			lists = append(lists, nd.CPUModels)
 		}
+	}
+	clusterModel := capa.CPUModel
+	if clusterModel == "" {
+		clusterModel = model.CommonCPULevel(lists)
 	}
 	for _, it := range p.seq(n, "guests") {
 		g := Guest{Spec: model.DefaultGuestSpec(""), Line: it.Line}
-		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "after", "faults", "guest_agent", "health"}, func(key string, k, v *yaml.Node) {
+		f := p.fields(it, "guests", []string{"name", "node", "state", "memory", "cpus", "cpu_model", "domain", "recovery", "max_restarts", "restart_window", "max_relocations", "priority", "migratable", "after", "faults", "guest_agent", "health"}, func(key string, k, v *yaml.Node) {
 			ck := "guests." + key
 			switch key {
 			case "name":
@@ -566,6 +606,12 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				g.Spec.Memory = p.size(v, ck)
 			case "cpus":
 				g.Spec.CPUs = p.integer(v, ck, 1)
+			case "cpu_model":
+				if p.str(v, ck) == model.CPUModelAuto {
+					p.errf(v, ck, "auto is the cluster's choice: leave the key out to use the cluster's model")
+				} else {
+					g.Spec.CPUModel = p.cpuModel(v, ck)
+				}
 			case "domain":
 				g.Spec.Domain = p.name(v, ck)
 				if g.Spec.Domain != "" && doms[g.Spec.Domain] == nil {
@@ -629,8 +675,17 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 			}
 		}
 		seen[g.Spec.Name] = true
-		if g.Spec.Memory > maxMem && maxMem > 0 {
-			p.errf(it, "guests.memory", "guest %q needs %d bytes, more than any node has", g.Spec.Name, g.Spec.Memory)
+		mem := g.Spec.Memory + capa.GuestOverhead
+		if mem > maxMem && len(lists) > 0 {
+			p.errf(it, "guests.memory", "guest %q needs %d bytes%s, more than any node has%s", g.Spec.Name, mem, pick(capa.GuestOverhead > 0, " with guest_overhead", ""), pick(capa.MemoryReserve > 0, " after memory_reserve", ""))
+		}
+		cpus := int64(g.Spec.CPUs) * 1000
+		if capa.CPUsOn() && cpus > maxCPU && len(lists) > 0 {
+			p.errf(it, "guests.cpus", "guest %q needs %d vCPUs, more than any node's capacity (cpus × cpu_overcommit - cpu_reserve: at most %s)", g.Spec.Name, g.Spec.CPUs, strconv.FormatFloat(float64(maxCPU)/1000, 'f', -1, 64))
+		}
+		gm := g.Spec.CPUModel
+		if gm == "" {
+			gm = clusterModel
 		}
 		if nd := nodes[g.Spec.Node]; nd != nil && !nd.Witness {
 			if d := doms[g.Spec.Domain]; d != nil && d.Restricted {
@@ -646,9 +701,18 @@ func (p *parser) guests(sc *Scenario, n *yaml.Node, nodes map[string]*Node) {
 				if !nd.PowerOn {
 					p.errf(f["node"], "guests.node", "guest %q is started on node %q, which is powered off at t=0", g.Spec.Name, nd.Name)
 				}
-				used[nd.Name] += g.Spec.Memory
-				if used[nd.Name] > nd.Memory {
-					p.errf(f["node"], "guests.node", "guest %q does not fit on node %q at t=0: the started guests there need %d bytes, it has %d", g.Spec.Name, nd.Name, used[nd.Name], nd.Memory)
+				used[nd.Name] += mem
+				if used[nd.Name] > nodeMem(nd) {
+					p.errf(f["node"], "guests.node", "guest %q does not fit on node %q at t=0: the started guests there need %d bytes, it has %d%s", g.Spec.Name, nd.Name, used[nd.Name], nodeMem(nd), pick(capa.MemoryReserve > 0, " after memory_reserve", ""))
+				}
+				if capa.CPUsOn() {
+					usedCPU[nd.Name] += cpus
+					if c := capa.CPUCapacity(nd.CPUs); usedCPU[nd.Name] > c {
+						p.errf(f["node"], "guests.node", "guest %q does not fit on node %q at t=0: the started guests there need %d vCPUs, its capacity is %s", g.Spec.Name, nd.Name, usedCPU[nd.Name]/1000, strconv.FormatFloat(float64(c)/1000, 'f', -1, 64))
+					}
+				}
+				if gm != "" && gm != model.CPUModelHost && len(nd.CPUModels) > 0 && !slices.Contains(nd.CPUModels, gm) {
+					p.errf(f["node"], "guests.node", "guest %q is started on node %q at t=0, which does not offer its CPU model %s (cpu_models: %s)", g.Spec.Name, nd.Name, gm, strings.Join(nd.CPUModels, ", "))
 				}
 			}
 		}
@@ -953,4 +1017,46 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// overcommit reads cpu_overcommit: off, or a ratio more than 0 and at most
+// 1000 with at most three decimals.
+func (p *parser) overcommit(v *yaml.Node, key string) float64 {
+	if v.Kind == yaml.ScalarNode && (v.Value == "off" || v.Value == "false") {
+		return 0
+	}
+	if v.Kind != yaml.ScalarNode || (v.Tag != "!!int" && v.Tag != "!!float") {
+		p.errf(v, key, "must be off or a number of vCPUs per host CPU, like 4 or 1.5")
+		return 0
+	}
+	f, err := strconv.ParseFloat(v.Value, 64)
+	switch {
+	case err != nil || f <= 0 || f > 1000:
+		p.errf(v, key, "%s is not a ratio more than 0 and at most 1000", v.Value)
+		return 0
+	case math.Abs(f*1000-math.Round(f*1000)) > 1e-6:
+		p.errf(v, key, "%s has more than three decimals", v.Value)
+		return 0
+	}
+	return f
+}
+
+// cpuModel reads a CPU model name (host, or a name such as x86-64-v2).
+func (p *parser) cpuModel(v *yaml.Node, key string) string {
+	m := p.str(v, key)
+	if m == "" {
+		return ""
+	}
+	if err := model.CheckCPUModel(m); err != nil {
+		p.errf(v, key, "%v", err)
+		return ""
+	}
+	return m
+}
+
+func pick(ok bool, yes, no string) string {
+	if ok {
+		return yes
+	}
+	return no
 }

@@ -23,12 +23,15 @@ type Scenario struct {
 	Settle      time.Duration
 	Reserve     model.Reserve // admission control (off when zero)
 	Balance     model.Balance // rebalancing (off when zero)
-	Nodes       []Node
-	Domains     []model.Domain
-	Guests      []Guest
-	Rules       []model.Rule // affinity rules
-	Events      []Event      // sorted by time, file order within a time
-	Expects     []Expect
+	// Capacity: host reserves, guest overhead, vCPU counting, CPU model
+	// (all off when zero).
+	Capacity model.Capacity
+	Nodes    []Node
+	Domains  []model.Domain
+	Guests   []Guest
+	Rules    []model.Rule // affinity rules
+	Events   []Event      // sorted by time, file order within a time
+	Expects  []Expect
 }
 
 // End is the time the run ends: the last event plus settle.
@@ -47,7 +50,10 @@ type Node struct {
 	CPUs    int
 	PowerOn bool
 	Witness bool // votes for quorum, never runs a guest
-	Line    int
+	// CPUModels are the CPU models the node offers (empty: not known, any
+	// model is accepted there).
+	CPUModels []string
+	Line      int
 }
 
 // Faults are the simulator's misbehaviours of one guest.

@@ -2,8 +2,12 @@ package sim
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
 )
 
 func (w *World) violate(key, format string, a ...any) {
@@ -46,7 +50,8 @@ func (w *World) checkStart(g string, n *simNode) {
 
 // check runs the invariants that hold at every step.
 func (w *World) check() {
-	var frozen map[string]int64
+	var frozen, frozenCPUs map[string]int64
+	frozenN := map[string]int{}
 	for _, g := range w.mgr.Guests {
 		switch g.State {
 		case manager.GuestDisabled:
@@ -55,9 +60,11 @@ func (w *World) check() {
 			}
 		case manager.GuestFrozen:
 			if frozen == nil {
-				frozen = map[string]int64{}
+				frozen, frozenCPUs = map[string]int64{}, map[string]int64{}
 			}
 			frozen[g.Node] += g.Spec.Memory
+			frozenCPUs[g.Node] += int64(g.Spec.CPUs)
+			frozenN[g.Node]++
 		}
 	}
 	for _, n := range w.nodes {
@@ -70,6 +77,51 @@ func (w *World) check() {
 		if u := n.used + frozen[n.name]; u > n.memory {
 			w.violate("4"+n.name, "invariant 4: guests on %s use %d bytes, more than its %d", n.name, u, n.memory)
 		}
+		w.checkCapacity(n, frozen[n.name], frozenCPUs[n.name], frozenN[n.name])
+	}
+}
+
+// checkCapacity: invariant 8, with a host reserve, guest overhead or vCPUs
+// counted (Haven's capacity keys), the guests on a host (as in invariant 4)
+// fit what it offers them: their memory plus the overhead of each at most
+// its memory minus memory_reserve, and their vCPUs at most cpus ×
+// cpu_overcommit − cpu_reserve. Computed from the copies on the simulated
+// hypervisor.
+func (w *World) checkCapacity(n *simNode, frozenMem, frozenCPUs int64, frozenN int) {
+	c := w.sc.Capacity
+	if n.witness || (c.MemoryReserve == 0 && c.GuestOverhead == 0 && !c.CPUsOn()) {
+		return
+	}
+	copies := len(n.vms) + frozenN
+	if u := n.used + frozenMem + int64(copies)*c.GuestOverhead; copies > 0 && u > n.memory-c.MemoryReserve {
+		w.violate("8m"+n.name, "invariant 8: guests on %s need %d bytes with their overhead, more than its %d minus the %d reserved for the host", n.name, u, n.memory, c.MemoryReserve)
+	}
+	if !c.CPUsOn() {
+		return
+	}
+	cpus := frozenCPUs
+	for g := range n.vms {
+		cpus += int64(w.guests[g].spec.CPUs)
+	}
+	if capa := c.CPUCapacity(n.cpus); cpus*1000 > capa {
+		w.violate("8c"+n.name, "invariant 8: guests on %s have %d vCPUs, more than its capacity %s (cpus × cpu_overcommit − cpu_reserve)", n.name, cpus, strconv.FormatFloat(float64(capa)/1000, 'f', -1, 64))
+	}
+}
+
+// checkCPUModel: invariant 9, a guest is started or migrated only onto a
+// host that offers the CPU model it runs with (its agent lists it, or
+// reports none).
+func (w *World) checkCPUModel(a manager.Action) {
+	target := a.Node
+	if a.Kind == manager.ActMigrate {
+		target = a.Target
+	}
+	n := w.byName[target]
+	if n == nil || a.CPUModel == "" || a.CPUModel == model.CPUModelHost || len(n.cpuModels) == 0 {
+		return
+	}
+	if !slices.Contains(n.cpuModels, a.CPUModel) {
+		w.violate("9"+a.Guest+fmtT(w.now), "invariant 9: %s is sent to %s with CPU model %s, which %s does not offer (%s)", a.Guest, n.name, a.CPUModel, n.name, strings.Join(n.cpuModels, ", "))
 	}
 }
 

@@ -44,6 +44,29 @@ func genScenario(seed uint64) string {
 		reserve += fmt.Sprintf("  balance: %s\n  balance_threshold: %d\n  balance_max_moves: %d\n  balance_cooldown: %ds\n",
 			[]string{"auto", "auto", "manual"}[rp.IntN(3)], 5+rp.IntN(30), 1+rp.IntN(3), 30+rp.IntN(600))
 	}
+	// Capacity keys (host reserves, guest overhead, vCPUs, CPU models)
+	// come from a third source, for a quarter of the runs.
+	rc := rand.New(rand.NewPCG(seed^0xc9c9, seed+13))
+	capOn := rc.IntN(4) == 0
+	var capa model.Capacity
+	if capOn {
+		if rc.IntN(3) > 0 {
+			capa.CPUOvercommit = []float64{1, 2, 4, 1.5}[rc.IntN(4)]
+			capa.CPUReserve = rc.IntN(2)
+			reserve += fmt.Sprintf("  cpu_overcommit: %v\n  cpu_reserve: %d\n", capa.CPUOvercommit, capa.CPUReserve)
+		}
+		if capa.MemoryReserve = int64(rc.IntN(3)) * 512 * model.MiB; capa.MemoryReserve > 0 {
+			reserve += fmt.Sprintf("  memory_reserve: %dMiB\n", capa.MemoryReserve/model.MiB)
+		}
+		if capa.GuestOverhead = int64(rc.IntN(3)) * 128 * model.MiB; capa.GuestOverhead > 0 {
+			reserve += fmt.Sprintf("  guest_overhead: %dMiB\n", capa.GuestOverhead/model.MiB)
+		}
+		if capa.CPUModel = []string{"", "", "x86-64-v2", "host"}[rc.IntN(4)]; capa.CPUModel != "" {
+			reserve += "  cpu_model: " + capa.CPUModel + "\n"
+		}
+	}
+	cpus := make([]int, nn)
+	models := make([][]string, nn)
 	fencing := pick("agent", "agent", "watchdog")
 	quorumLoss := "stop"
 	if fencing == "agent" {
@@ -59,8 +82,30 @@ func genScenario(seed uint64) string {
 		if !on[i] {
 			p = "off"
 		}
-		fmt.Fprintf(&b, "    - {name: %s, memory: %dGiB, power: %s}\n", nodes[i], mem[i], p)
+		extra := ""
+		if capOn {
+			cpus[i] = 2 + rc.IntN(7)
+			extra = fmt.Sprintf(", cpus: %d", cpus[i])
+			if rc.IntN(3) > 0 {
+				models[i] = model.CPULevels[:1+rc.IntN(len(model.CPULevels))]
+				extra += ", cpu_models: [" + strings.Join(models[i], ", ") + "]"
+			}
+		}
+		fmt.Fprintf(&b, "    - {name: %s, memory: %dGiB, power: %s%s}\n", nodes[i], mem[i], p, extra)
 	}
+	// What the capacity keys leave a guest on node i (MiB, thousandths of
+	// a vCPU), and the cluster's CPU model.
+	nodeMiB := func(i int) int64 { return int64(mem[i])*1024 - capa.MemoryReserve/model.MiB }
+	var maxMiB, maxCPU int64
+	for i := range nodes {
+		maxMiB, maxCPU = max(maxMiB, nodeMiB(i)), max(maxCPU, capa.CPUCapacity(cpus[i]))
+	}
+	clusterModel := capa.CPUModel
+	if clusterModel == "" {
+		clusterModel = model.CommonCPULevel(models)
+	}
+	usedMiB := make([]int64, nn)
+	usedCPU := make([]int64, nn)
 	// Witnesses: they vote and take no guest; faults and commands may name
 	// them like any node.
 	all := nodes
@@ -118,7 +163,31 @@ func genScenario(seed uint64) string {
 		guests[i] = fmt.Sprintf("g%02d", i)
 		at[i] = -1
 		gm := 1 + r.IntN(4)
+		gcpus, gmodel := 1, ""
+		if capOn {
+			for gm > 1 && int64(gm)*1024+capa.GuestOverhead/model.MiB > maxMiB {
+				gm--
+			}
+			gcpus = 1 + rc.IntN(3)
+			if capa.CPUsOn() {
+				gcpus = min(gcpus, int(maxCPU/1000))
+			}
+			if rc.IntN(5) == 0 {
+				gmodel = []string{"x86-64-v1", "x86-64-v3", "host"}[rc.IntN(3)]
+			}
+		}
 		fmt.Fprintf(&b, "  - name: %s\n    memory: %dGiB\n", guests[i], gm)
+		if capOn {
+			fmt.Fprintf(&b, "    cpus: %d\n", gcpus)
+			if gmodel != "" {
+				fmt.Fprintf(&b, "    cpu_model: %s\n", gmodel)
+			}
+		}
+		needMiB := int64(gm)*1024 + capa.GuestOverhead/model.MiB
+		effModel := gmodel
+		if effModel == "" {
+			effModel = clusterModel
+		}
 		if policies && i > 0 && rp.IntN(4) == 0 {
 			fmt.Fprintf(&b, "    after: [%s]\n", guests[rp.IntN(i)])
 		}
@@ -142,9 +211,16 @@ func genScenario(seed uint64) string {
 			if state == "started" && used[n]+gm > mem[n] {
 				ok = false
 			}
+			if capOn && state == "started" && (usedMiB[n]+needMiB > nodeMiB(n) ||
+				(capa.CPUsOn() && usedCPU[n]+int64(gcpus)*1000 > capa.CPUCapacity(cpus[n])) ||
+				(effModel != "" && effModel != model.CPUModelHost && len(models[n]) > 0 && !slices.Contains(models[n], effModel))) {
+				ok = false
+			}
 			if ok {
 				if state == "started" {
 					used[n] += gm
+					usedMiB[n] += needMiB
+					usedCPU[n] += int64(gcpus) * 1000
 					at[i] = n
 				}
 				fmt.Fprintf(&b, "    node: %s\n", nodes[n])
@@ -350,7 +426,7 @@ func writeRules(b *strings.Builder, r *rand.Rand, nodes, guests []string, at []i
 // hardFit reports whether the hard affinity rules let guest g run on node
 // now, given where the other guests run (in the hypervisors), and the memory
 // g needs there (its hard together partners that run nowhere come with it).
-func hardFit(w *World, g *manager.Guest, node string) (bool, int64) {
+func hardFit(w *World, g *manager.Guest, node string) (bool, []*manager.Guest) {
 	runsOn := func(name string) string {
 		for _, n := range w.nodes {
 			if v := n.vms[name]; v != nil {
@@ -359,7 +435,7 @@ func hardFit(w *World, g *manager.Guest, node string) (bool, int64) {
 		}
 		return ""
 	}
-	need := g.Spec.Memory
+	need := []*manager.Guest{g}
 	for _, rule := range w.sc.Rules {
 		if rule.Soft || !slices.Contains(rule.Guests, g.Spec.Name) {
 			continue
@@ -367,12 +443,12 @@ func hardFit(w *World, g *manager.Guest, node string) (bool, int64) {
 		switch rule.Kind {
 		case model.AffinityOn, model.AffinityOff:
 			if slices.Contains(rule.Hosts, node) != (rule.Kind == model.AffinityOn) {
-				return false, 0
+				return false, nil
 			}
 		case model.AffinityApart:
 			for _, o := range rule.Guests {
 				if o != g.Spec.Name && runsOn(o) == node {
-					return false, 0
+					return false, nil
 				}
 			}
 		case model.AffinityTogether:
@@ -382,17 +458,49 @@ func hardFit(w *World, g *manager.Guest, node string) (bool, int64) {
 				}
 				switch on := runsOn(o); {
 				case on != "" && on != node:
-					return false, 0
+					return false, nil
 				case on == "" && w.mgr.Guest(o).Spec.State == model.DesiredStarted:
 					if !allowedIn(w.mgr, w.mgr.Guest(o), node) {
-						return false, 0
+						return false, nil
 					}
-					need += w.mgr.Guest(o).Spec.Memory
+					if og := w.mgr.Guest(o); !slices.Contains(need, og) {
+						need = append(need, og)
+					}
 				}
 			}
 		}
 	}
 	return true, need
+}
+
+// capFit reports whether the guests of need fit on n beside its copies and
+// the memory frozen there, with the scenario's capacity keys (host memory
+// reserve, guest overhead, vCPUs, CPU models), computed from the world.
+func capFit(w *World, n *simNode, frozen int64, need []*manager.Guest) bool {
+	c := w.sc.Capacity
+	mem := n.used + frozen + int64(len(n.vms))*c.GuestOverhead
+	var cpus int64
+	for name := range n.vms {
+		cpus += int64(w.guests[name].spec.CPUs) * 1000
+	}
+	for _, g := range w.mgr.Guests {
+		if g.State == manager.GuestFrozen && g.Node == n.name {
+			mem += c.GuestOverhead
+			cpus += int64(g.Spec.CPUs) * 1000
+		}
+	}
+	for _, g := range need {
+		mem += g.Spec.Memory + c.GuestOverhead
+		cpus += int64(g.Spec.CPUs) * 1000
+		m := g.Spec.CPUModel
+		if m == "" {
+			m = w.mgr.ClusterCPUModel()
+		}
+		if m != "" && m != model.CPUModelHost && len(n.cpuModels) > 0 && !slices.Contains(n.cpuModels, m) {
+			return false
+		}
+	}
+	return mem <= n.memory-c.MemoryReserve && (!c.CPUsOn() || cpus <= c.CPUCapacity(n.cpus))
 }
 
 // depsRun reports whether every guest g starts after is met as
@@ -473,7 +581,7 @@ func liveness(w *World, expects *[]string) []string {
 			if !allowedIn(m, g, n.name) || (g.Need == manager.NeedMove && n.name == g.Node) {
 				continue
 			}
-			if ok, need := hardFit(w, g, n.name); ok && n.used+frozen[n.name]+need <= n.memory {
+			if ok, need := hardFit(w, g, n.name); ok && capFit(w, n, frozen[n.name], need) {
 				room = true
 			}
 		}

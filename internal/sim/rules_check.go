@@ -121,32 +121,48 @@ func (w *World) checkDeps(guest string) {
 // accepted leaves the protected guests' memory within the capacity minus the
 // reserve, computed here from the nodes' memory.
 func (w *World) checkAdmission(guest string) {
-	var capacity int64
-	var sizes []int64
+	c := w.sc.Capacity
+	var sizes, cpuSizes []int64
 	for _, n := range w.mgr.Nodes {
 		if n.Status == manager.NodeOnline && !n.Maintenance && n.Shutdown == nil && !n.Witness {
-			capacity += n.Memory
-			sizes = append(sizes, n.Memory)
+			sizes = append(sizes, n.Memory-c.MemoryReserve)
+			if c.CPUsOn() {
+				cpuSizes = append(cpuSizes, c.CPUCapacity(n.CPUs))
+			}
 		}
 	}
-	var reserved int64
-	if k := w.sc.Reserve.Hosts; k > 0 {
-		slices.Sort(sizes)
-		slices.Reverse(sizes)
-		for i := 0; i < k && i < len(sizes); i++ {
-			reserved += sizes[i]
-		}
-	} else {
-		reserved = (capacity*int64(w.sc.Reserve.Percent) + 99) / 100
-	}
-	var protected int64
+	capacity, reserved := w.reserved(sizes)
+	cpuCapacity, cpuReserved := w.reserved(cpuSizes)
+	var protected, cpus int64
 	for _, g := range w.mgr.Guests {
 		desired := g.Spec.State == model.DesiredStarted
 		if g.Running || (desired && g.State != manager.GuestFailed && g.State != manager.GuestStopped && g.State != manager.GuestDisabled) {
-			protected += g.Spec.Memory
+			protected += g.Spec.Memory + c.GuestOverhead
+			cpus += int64(g.Spec.CPUs) * 1000
 		}
 	}
 	if protected > capacity-reserved {
 		w.violate("7"+guest+fmtT(w.now), "invariant 7: start %s was admitted but protected guests need %d bytes, more than capacity %d minus reserve %d", guest, protected, capacity, reserved)
 	}
+	if c.CPUsOn() && cpus > cpuCapacity-cpuReserved {
+		w.violate("7c"+guest+fmtT(w.now), "invariant 7: start %s was admitted but protected guests need %d thousandths of a vCPU, more than capacity %d minus reserve %d", guest, cpus, cpuCapacity, cpuReserved)
+	}
+}
+
+// reserved returns the total of the hosts' sizes and the part the
+// scenario's reserve keeps: the largest N, or P% rounded up.
+func (w *World) reserved(sizes []int64) (total, kept int64) {
+	for _, v := range sizes {
+		total += v
+	}
+	if k := w.sc.Reserve.Hosts; k > 0 {
+		slices.Sort(sizes)
+		slices.Reverse(sizes)
+		for i := 0; i < k && i < len(sizes); i++ {
+			kept += sizes[i]
+		}
+	} else {
+		kept = (total*int64(w.sc.Reserve.Percent) + 99) / 100
+	}
+	return total, kept
 }

@@ -76,6 +76,7 @@ type simNode struct {
 	name        string
 	memory      int64
 	cpus        int
+	cpuModels   []string // the CPU models its agent reports (nil: unknown)
 	witness     bool
 	power       power
 	agentUp     bool
@@ -232,9 +233,9 @@ func New(sc *scenario.Scenario, opt Options) *World {
 	}
 	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
 		timers: map[time.Duration]bool{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
-	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve, Balance: sc.Balance})
+	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve, Balance: sc.Balance, Capacity: sc.Capacity})
 	for _, n := range sc.Nodes {
-		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, mon: w.monitor()}
+		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, cpuModels: n.CPUModels, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, mon: w.monitor()}
 		if n.Witness {
 			sn.memory = 0 // a witness runs no guest: its memory is ignored
 		}
@@ -461,6 +462,8 @@ func (w *World) exec(acts []manager.Action) {
 		case manager.ActStart, manager.ActStop, manager.ActMigrate:
 			if a.Kind == manager.ActStop {
 				w.checkPreempt(a)
+			} else {
+				w.checkCPUModel(a)
 			}
 			n := w.byName[a.Node]
 			if n == nil || n.power != powerOn {
@@ -1081,7 +1084,7 @@ func (w *World) refresh() {
 }
 
 func (w *World) report0(n *simNode) manager.NodeReport {
-	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, BootID: fmt.Sprint(n.bootID), BootedAt: Epoch.Add(n.bootedAt), Witness: n.witness}
+	r := manager.NodeReport{Name: n.name, Memory: n.memory, CPUs: n.cpus, CPUModels: n.cpuModels, BootID: fmt.Sprint(n.bootID), BootedAt: Epoch.Add(n.bootedAt), Witness: n.witness}
 	if n.reachable() {
 		r.Running = n.running()
 	} else {
