@@ -39,6 +39,7 @@ func guestCrash(b *testing.B, hv string) {
 	})
 	c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h2" })
 	var ds []time.Duration
+	stages := map[string][]time.Duration{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -46,6 +47,7 @@ func guestCrash(b *testing.B, hv string) {
 		c.poll("g1's restart count cleared", 60*time.Second, func() bool { return c.restarts("g1") == 0 })
 		before := c.restarts("g1")
 		pid := c.qemuPID("g1", "h2")
+		logStart := len(c.logOf(c.node("h2")))
 		b.StartTimer()
 		t0 := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -71,8 +73,22 @@ func guestCrash(b *testing.B, hv string) {
 			return false
 		})
 		b.StopTimer()
-		b.Logf("round %d: kill -9 of QEMU (pid %d) → reported running again %v", i+1, pid, took.Round(time.Millisecond))
+		log := c.logOf(c.node("h2"))
+		if len(log) > logStart {
+			log = log[logStart:]
+		}
+		st := crashStages(log, "g1", t0, took)
+		for _, s := range st {
+			stages[s.name] = append(stages[s.name], s.d)
+		}
+		b.Logf("round %d: kill -9 of QEMU (pid %d) → reported running again %v (%s)", i+1, pid, took.Round(time.Millisecond), st)
 		ds = append(ds, took)
+	}
+	for _, name := range crashStageNames {
+		if s := stages[name]; len(s) > 0 {
+			slices.Sort(s)
+			b.Logf("stage %s: median %v over %d rounds", name, s[len(s)/2].Round(time.Millisecond), len(s))
+		}
 	}
 	if len(ds) == 0 {
 		return
@@ -114,4 +130,65 @@ func (c *testCluster) qemuPID(guest, host string) int {
 	}
 	c.t.Fatalf("no QEMU of %s on %s", guest, host)
 	return 0
+}
+
+// crashStageNames are the stages of a crash and restart on its host, as
+// its agent's log shows them (crashStages).
+var crashStageNames = []string{"seen", "to-start", "start", "report"}
+
+type crashStage struct {
+	name string
+	d    time.Duration
+}
+
+type crashStageList []crashStage
+
+func (l crashStageList) String() string {
+	var parts []string
+	for _, s := range l {
+		parts = append(parts, s.name+" "+s.d.Round(time.Millisecond).String())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// crashStages splits the time from the kill at t0 to the API's report
+// (took) by the host agent's log: the crash seen by the agent ("seen"),
+// from there to the hypervisor start call ("to-start": the manager's
+// restart delay and order, through the store), the start itself ("start":
+// the QEMU driver's exec until its QMP monitor answers, or libvirt's
+// domain start) and from the start order done to the API's report
+// ("report"). A stage whose log lines are missing is left out.
+func crashStages(log, guest string, t0 time.Time, took time.Duration) crashStageList {
+	var crashed, started, done time.Time
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "guest="+guest+" ") {
+			continue
+		}
+		m := logTime.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			continue
+		}
+		switch {
+		case crashed.IsZero() && strings.Contains(line, `msg="guest event" component=host`) && strings.Contains(line, "kind=crashed"):
+			crashed = at
+		case !crashed.IsZero() && started.IsZero() && (strings.Contains(line, `msg="qemu started"`) || strings.Contains(line, `msg="starting guest"`)):
+			started = at
+		case !crashed.IsZero() && done.IsZero() && strings.Contains(line, `msg="order done"`) && strings.Contains(line, "op=start"):
+			done = at
+		}
+	}
+	var out crashStageList
+	if crashed.IsZero() || done.IsZero() {
+		return out
+	}
+	out = append(out, crashStage{"seen", crashed.Sub(t0)})
+	if !started.IsZero() {
+		out = append(out, crashStage{"to-start", started.Sub(crashed)}, crashStage{"start", done.Sub(started)})
+	}
+	out = append(out, crashStage{"report", t0.Add(took).Sub(done)})
+	return out
 }

@@ -725,6 +725,7 @@ func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 	if err := def.Validate(); err != nil {
 		return wrap(err)
 	}
+	d.log.Info("starting guest", "guest", name, "op", "start")
 	for {
 		err := d.start(ctx, def)
 		if !errors.Is(err, errCatchingUp) {
