@@ -160,18 +160,7 @@ func (l crashStageList) String() string {
 // ("report"). A stage whose log lines are missing is left out.
 func crashStages(log, guest string, t0 time.Time, took time.Duration) crashStageList {
 	var crashed, started, done time.Time
-	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, "guest="+guest+" ") {
-			continue
-		}
-		m := logTime.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			continue
-		}
+	guestLog(log, guest, func(at time.Time, line string) bool {
 		switch {
 		case crashed.IsZero() && strings.Contains(line, `msg="guest event" component=host`) && strings.Contains(line, "kind=crashed"):
 			crashed = at
@@ -180,7 +169,8 @@ func crashStages(log, guest string, t0 time.Time, took time.Duration) crashStage
 		case !crashed.IsZero() && done.IsZero() && strings.Contains(line, `msg="order done"`) && strings.Contains(line, "op=start"):
 			done = at
 		}
-	}
+		return true
+	})
 	var out crashStageList
 	if crashed.IsZero() || done.IsZero() {
 		return out

@@ -29,10 +29,9 @@ func BenchmarkLiveMigration(b *testing.B) {
 
 var logTime = regexp.MustCompile(`time=(\S+) `)
 
-// driverMigration finds, in the agent log since offset, when the driver's
-// live migration of guest started and completed.
-func driverMigration(log, guest string) (time.Duration, bool) {
-	var start time.Time
+// guestLog calls fn with the time and text of every line of an agent log
+// about guest, in order, until fn returns false.
+func guestLog(log, guest string, fn func(at time.Time, line string) bool) {
 	for _, line := range strings.Split(log, "\n") {
 		if !strings.Contains(line, "guest="+guest+" ") {
 			continue
@@ -45,14 +44,27 @@ func driverMigration(log, guest string) (time.Duration, bool) {
 		if err != nil {
 			continue
 		}
+		if !fn(at, line) {
+			return
+		}
+	}
+}
+
+// driverMigration finds, in the agent log since offset, when the driver's
+// live migration of guest started and completed.
+func driverMigration(log, guest string) (took time.Duration, ok bool) {
+	var start time.Time
+	guestLog(log, guest, func(at time.Time, line string) bool {
 		switch {
 		case strings.Contains(line, `msg="live migration started"`) || strings.Contains(line, `msg="migration starting"`):
 			start = at
 		case (strings.Contains(line, `msg="live migration completed"`) || strings.Contains(line, `msg="migration completed"`)) && !start.IsZero():
-			return at.Sub(start), true
+			took, ok = at.Sub(start), true
+			return false
 		}
-	}
-	return 0, false
+		return true
+	})
+	return took, ok
 }
 
 func liveMigration(b *testing.B, hv string) {
