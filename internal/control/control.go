@@ -114,6 +114,11 @@ type Shell struct {
 	fences chan manager.FenceResult
 	// migrations in flight by core op id; only the Run goroutine touches it.
 	migrations map[uint64]*migration
+	// finished is the last start or stop op of each guest whose end was
+	// logged: a host writes its report again when a health check changes
+	// status, with the same order result, and that is no new start. Only
+	// the Run goroutine touches it.
+	finished map[string]uint64
 	// clock is the time of the input being handled: every decision it
 	// leads to is taken at that one moment (and a replay sets it to the
 	// recorded moment).
@@ -152,7 +157,7 @@ func New(cfg Config) *Shell {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Shell{cfg: cfg, log: log.With("component", "manager"), fences: make(chan manager.FenceResult, 16), migrations: map[uint64]*migration{}}
+	return &Shell{cfg: cfg, log: log.With("component", "manager"), fences: make(chan manager.FenceResult, 16), migrations: map[uint64]*migration{}, finished: map[string]uint64{}}
 }
 
 // Run steps the core with sync first, then with every input, fence result
@@ -319,10 +324,15 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 	if err := s.step(ctx, manager.GuestResult{Guest: r.Guest, Node: node, Op: op, Result: kind, Err: r.Error}); err != nil {
 		return err
 	}
+	if s.finished[r.Guest] == op {
+		return nil // the same result, reported again
+	}
 	switch kind {
 	case manager.ResultStarted:
+		s.finished[r.Guest] = op
 		s.done(r.Guest, node, fmt.Sprintf("%s is running on %s", r.Guest, node))
 	case manager.ResultStopped:
+		s.finished[r.Guest] = op
 		s.done(r.Guest, node, fmt.Sprintf("%s stopped on %s", r.Guest, node))
 	}
 	return nil
