@@ -23,14 +23,25 @@ func (o *Ops) registerEvents() {
 	o.handle("GET", "/api/v1/events/stream", RoleViewer, o.handleEventStream)
 }
 
-// eventQuery reads n, guest and node from the query string.
+// eventQuery reads n, guest, node and changes from the query string.
 type eventQuery struct {
 	n           int
 	guest, node string
+	// changes: the stream also says when a host's report about a guest
+	// changed (its running state, the live status of its health checks),
+	// which is no event of the log.
+	changes bool
 }
 
 func parseEventQuery(r *http.Request, def int) (eventQuery, error) {
 	q := eventQuery{n: def, guest: r.URL.Query().Get("guest"), node: r.URL.Query().Get("node")}
+	switch s := r.URL.Query().Get("changes"); s {
+	case "", "0", "false":
+	case "1", "true":
+		q.changes = true
+	default:
+		return q, Errorf(http.StatusBadRequest, "changes", "changes=%q: give 1 or 0", s)
+	}
 	if s := r.URL.Query().Get("n"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 || n > MaxEvents {
@@ -87,10 +98,6 @@ func (o *Ops) handleEvents(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, evs)
 }
 
-// handleEventStream serves the event log as server-sent events: first the
-// last n (default 0) events, then every new one as it is appended, each as
-// "id: SEQ" and "data: JSON"; a comment line every Heartbeat keeps proxies
-// and clients from timing out.
 // StreamRecheck is how often a long-lived stream re-checks its caller's
 // credential.
 const StreamRecheck = 5 * time.Second
@@ -98,6 +105,12 @@ const StreamRecheck = 5 * time.Second
 // streamWriteTimeout bounds each write of a stream.
 const streamWriteTimeout = 30 * time.Second
 
+// handleEventStream serves the event log as server-sent events: first the
+// last n (default 0) events, then every new one as it is appended, each as
+// "id: SEQ", "event: event" and "data: JSON"; a comment line every
+// Heartbeat keeps proxies and clients from timing out. With changes=1, a
+// change of a host's report about a guest is sent too, as "event: change"
+// and "data: {"node":N,"guest":G}" (no id: it is not in the log).
 func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 	q, err := parseEventQuery(r, 0)
 	if err != nil {
@@ -158,6 +171,10 @@ func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(o.cfg.Context, cancel)
 	defer stop()
 	evs := o.cl.WatchEvents(ctx, rev)
+	var reports <-chan cluster.ReportChange // nil: never ready
+	if q.changes {
+		reports = o.cl.WatchReports(ctx, rev)
+	}
 	tick := time.NewTicker(o.cfg.Heartbeat)
 	defer tick.Stop()
 	// The caller's credential is checked again while the stream lasts: a
@@ -173,6 +190,21 @@ func (o *Ops) handleEventStream(w http.ResponseWriter, r *http.Request) {
 			}
 			writeDeadline()
 			if q.match(e) && send(e) != nil {
+				return
+			}
+		case c, ok := <-reports:
+			if !ok {
+				return
+			}
+			if (q.guest != "" && c.Guest != q.guest) || (q.node != "" && c.Node != q.node) {
+				continue
+			}
+			writeDeadline()
+			b, _ := json.Marshal(c)
+			if _, err := fmt.Fprintf(w, "event: change\ndata: %s\n\n", b); err != nil {
+				return
+			}
+			if rc.Flush() != nil {
 				return
 			}
 		case <-recheck.C:

@@ -396,6 +396,37 @@ func (s *Store) WatchEvents(ctx context.Context, rev int64) <-chan Event {
 	return out
 }
 
+// ReportChange says that a host's report about a guest was written or
+// removed: the guest's running state or the live status of its health
+// checks may have changed.
+type ReportChange struct {
+	Node  string `json:"node"`
+	Guest string `json:"guest"`
+}
+
+// WatchReports sends a ReportChange for every write or removal of a guest
+// report after revision rev, until ctx ends.
+func (s *Store) WatchReports(ctx context.Context, rev int64) <-chan ReportChange {
+	out := make(chan ReportChange, 64)
+	go func() {
+		defer close(out)
+		for wr := range s.cli.Watch(ctx, PrefixReports, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+			for _, ev := range wr.Events {
+				node, guest, ok := ReportFromKey(string(ev.Kv.Key))
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ReportChange{Node: node, Guest: guest}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
 // TrimEvents deletes all but the newest keep events.
 func (s *Store) TrimEvents(ctx context.Context, keep int) error {
 	resp, err := s.cli.Get(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(keep)+1))

@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,4 +73,44 @@ func TestBrowserGuestTags(t *testing.T) {
 	}
 	goTo(t, b, c.base, "#/guest/tg-web", "#guest-tags")
 	run(t, b, "the guest page shows the tags", 10*time.Second, waitText(`#guest-tags`, "web"))
+
+	// Edit the tags on the guest page: a bad tag is refused next to the
+	// field, good ones are saved and shown, and an empty field clears them.
+	setTags := func(what, tags string) {
+		t.Helper()
+		run(t, b, what, 10*time.Second,
+			script(`document.querySelector('#guest-edit input[name="tags"]').value = ''`),
+			typeText(`#guest-edit input[name="tags"]`, tags),
+			click(`#guest-edit button[type="submit"]`))
+	}
+	run(t, b, "open the editor with the tags filled in", 10*time.Second,
+		click(`button[data-action="edit"]`),
+		chromedp.WaitVisible(css(`#guest-edit input[name="tags"]`)))
+	if s := evalString(t, b, `document.querySelector('#guest-edit input[name="tags"]').value`); s != "prod web" {
+		t.Fatalf("the tags field holds %q, want \"prod web\"", s)
+	}
+	setTags("save a bad tag", "prod Bad!")
+	run(t, b, "the bad tag is refused next to the field", 10*time.Second,
+		waitText(`#guest-edit [data-error-for="tags"]`, `"Bad!" is not a valid tag`))
+	setTags("save good tags", "prod, api  canary")
+	run(t, b, "the page shows the new tags", 10*time.Second,
+		chromedp.WaitNotPresent(css(`#guest-edit`)),
+		waitText(`#guest-tags`, "canary"))
+	g, err := c.admin.Guest(ctx, "tg-web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(g.Spec.Tags, " "); got != "prod api canary" {
+		t.Fatalf("tg-web's tags after the edit: %q, want \"prod api canary\"", got)
+	}
+	run(t, b, "reopen the editor", 10*time.Second,
+		click(`button[data-action="edit"]`),
+		chromedp.WaitVisible(css(`#guest-edit input[name="tags"]`)))
+	setTags("clear the tags", "")
+	run(t, b, "the page shows no tags", 10*time.Second,
+		chromedp.WaitNotPresent(css(`#guest-edit`)),
+		chromedp.WaitNotPresent(css(`#guest-tags`)))
+	if g, err := c.admin.Guest(ctx, "tg-web"); err != nil || len(g.Spec.Tags) != 0 {
+		t.Fatalf("tg-web after clearing its tags: %+v, %v", g.Spec.Tags, err)
+	}
 }

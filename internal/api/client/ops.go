@@ -259,6 +259,10 @@ func (c *Client) StreamEvents(ctx context.Context, f EventFilter, fn func(cluste
 			}
 			_ = json.Unmarshal([]byte(data.String()), &e)
 			return &api.Error{Status: http.StatusUnauthorized, Message: "event stream closed by the agent: " + e.Error}
+		case line == "" && kind != "" && kind != "event":
+			// Another kind of message (a report change): not an event.
+			kind = ""
+			data.Reset()
 		case line == "":
 			kind = ""
 			if data.Len() > 0 {

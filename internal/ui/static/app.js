@@ -127,7 +127,9 @@ async function loadEvents() {
 
 function connectStream() {
   if (es) es.close();
-  es = new EventSource('/api/v1/events/stream');
+  // changes=1: also the changes of hosts' reports about guests (health
+  // checks that pass or fail), which are not in the log.
+  es = new EventSource('/api/v1/events/stream?changes=1');
   es.onopen = () => setLive(true);
   es.onerror = () => {
     setLive(false);
@@ -149,6 +151,12 @@ function connectStream() {
   };
   es.onmessage = onEvent;
   es.addEventListener('event', onEvent);
+  es.addEventListener('change', (m) => {
+    let c;
+    try { c = JSON.parse(m.data); } catch { return; }
+    changed({change: c});
+    refreshSoon();
+  });
 }
 
 function renderHeader() {

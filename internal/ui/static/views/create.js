@@ -6,6 +6,7 @@ import * as api from '../api.js';
 import {state, can} from '../state.js';
 import {toast, refresh} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
+import {parseTags, TAGS_HINT} from './guests.js';
 
 export function newGuest(main) {
   if (!can('operator')) {
@@ -33,6 +34,7 @@ export function newGuest(main) {
     max_relocations: inp('max_relocations', {type: 'number', min: 0, value: 1}),
     migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: true}),
     priority: inp('priority', {type: 'number', min: 0, max: 1000, value: 0}),
+    tags: inp('tags', {placeholder: 'prod web (optional)', autocomplete: 'off'}),
     disk: inp('disks[0].path', {placeholder: '/guest_roots/web1.qcow2'}),
     diskFormat: sel('disks[0].format', ['qcow2', 'raw'], 'qcow2'),
     bridge: inp('nics[0].bridge', {placeholder: 'br0 (empty: no network)'}),
@@ -54,6 +56,7 @@ export function newGuest(main) {
     ...row('Live migration', f.migratable, 'allow moving it while it runs'),
     ...row('Priority', f.priority, '0..1000: placed first when hosts are short; with preemption on, may stop lower ones'),
     ...row('Desired state', f.state),
+    ...row('Tags', f.tags, TAGS_HINT),
   ];
   const formPart = h('div', {style: {display: 'contents'}},
     ...row('Memory', f.memory, 'such as 512MiB or 2GiB'),
@@ -100,6 +103,8 @@ export function newGuest(main) {
       migratable: f.migratable.checked, state: f.state.value, priority: num(f.priority),
     };
     if (f.name.value.trim()) body.name = f.name.value.trim();
+    const tags = parseTags(f.tags.value);
+    if (tags.length) body.tags = tags;
     if (mode.v === 'form') {
       Object.assign(body, {memory: f.memory.value.trim(), vcpus: num(f.vcpus), node: f.node.value || undefined});
       if (f.disk.value.trim()) body.disks = [{path: f.disk.value.trim(), format: f.diskFormat.value}];

@@ -231,7 +231,7 @@ export function guestPage(main, name) {
       }
       if ((rt.running && (info.definition || {}).display === 'vnc') || closeDisplay) actions.append(btn(closeDisplay ? 'Close display' : 'Display', '', toggleDisplay, 'the guest\'s graphical display (VNC through the agent; the session is in the audit log)'));
       if (rt.running || closeConsole) actions.append(btn(closeConsole ? 'Close console' : 'Console', '', toggleConsole, 'the guest\'s serial console, live (the session is in the audit log)'));
-      actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain and recovery policy'));
+      actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain, recovery policy and tags'));
       if (sp.state !== 'started' && !rt.running) actions.append(btn('Delete', '.danger', remove));
     }
 
@@ -284,6 +284,7 @@ export function guestPage(main, name) {
       max_relocations: inp('max_relocations', sp.max_relocations, {type: 'number', min: 0}),
       migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: sp.migratable}),
       priority: inp('priority', sp.priority || 0, {type: 'number', min: 0, max: 1000}),
+      tags: inp('tags', (sp.tags || []).join(' '), {placeholder: 'prod web (none: no tags)', autocomplete: 'off'}),
     };
     api.get('/api/v1/domains').then((ds) => {
       for (const d of ds || []) f.domain.append(h('option', {value: d.name, selected: d.name === sp.domain}, d.name));
@@ -294,6 +295,7 @@ export function guestPage(main, name) {
       ...row('Failover domain', f.domain), ...row('Recovery', f.recovery), ...row('Max restarts', f.max_restarts),
       ...row('Restart window', f.restart_window), ...row('Max relocations', f.max_relocations), ...row('Live migration', f.migratable),
       ...row('Priority', f.priority, '0..1000: placed first when hosts are short; with preemption on, may stop lower ones'),
+      ...row('Tags', f.tags, TAGS_HINT),
       h('div'), h('div.actions', save, h('button', {type: 'button', onclick: () => { editing = false; drawEditor(); }}, 'Cancel')), h('div.form-error'));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -304,7 +306,7 @@ export function guestPage(main, name) {
           rev, memory: f.memory.value.trim(), vcpus: Number(f.vcpus.value), domain: f.domain.value, recovery: f.recovery.value,
           max_restarts: Number(f.max_restarts.value), restart_window: f.restart_window.value.trim(),
           max_relocations: Number(f.max_relocations.value), migratable: f.migratable.checked,
-          priority: Number(f.priority.value),
+          priority: Number(f.priority.value), tags: parseTags(f.tags.value),
         });
         toast(`Saved ${name}`);
         editing = false;
@@ -373,8 +375,18 @@ export function guestPage(main, name) {
   const off = onChange((w) => {
     if (gone) return;
     if (w && w.event && (w.event.guest === name || w.event.kind === 'node' || w.event.kind === 'fence')) load();
+    else if (w && w.change && w.change.guest === name) load();
   });
   return {unmount: () => { gone = true; off(); clearTimeout(timer); if (closeConsole) closeConsole(); if (closeDisplay) closeDisplay(); }};
+}
+
+// TAGS_HINT says how tags are typed in the guest forms.
+export const TAGS_HINT = 'separated by spaces or commas; lower-case letters, digits, . _ -; at most 16 tags';
+
+// parseTags reads the tags typed in a form: words separated by spaces or
+// commas (the server checks each).
+export function parseTags(s) {
+  return s.split(/[\s,]+/).filter(Boolean);
 }
 
 // healthText describes one health check (docs/guests.md).
