@@ -315,28 +315,10 @@ func tokenCreateFlags(fs *pflag.FlagSet) Runner {
 	}
 }
 
-func tokenListFlags(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ts, err := c.Tokens(ctx)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, ts)
-		}
-		tw := newTable(env.Stdout, "ID", "ROLE", "NAME", "CREATED", "EXPIRES")
-		for _, t := range ts {
-			tw.row(t.ID, string(t.Role), t.Name, fmtTime(t.Created), fmtTime(t.Expires))
-		}
-		return tw.flush()
-	}
-}
+var tokenListFlags = listCmd((*client.Client).Tokens, []string{"ID", "ROLE", "NAME", "CREATED", "EXPIRES"},
+	func(t api.TokenInfo) []string {
+		return []string{t.ID, string(t.Role), t.Name, fmtTime(t.Created), fmtTime(t.Expires)}
+	})
 
 func tokenRevokeFlags(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)

@@ -4,13 +4,16 @@ package cli
 // priorities or in order; restricted; nofailback), as in Cluster Suite.
 
 import (
-	"github.com/spf13/pflag"
-
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
+	"github.com/spf13/pflag"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/model"
 )
 
@@ -21,29 +24,10 @@ func init() {
 	Register(&Command{Path: "domain delete", Args: "NAME", Example: "haven domain delete web", Short: "delete a failover domain no guest uses", Flags: cmdDomainDelete})
 }
 
-func cmdDomainList(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ds, err := c.Domains(ctx)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, ds)
-		}
-		tw := newTable(env.Stdout, "NAME", "MEMBERS", "FLAGS", "GUESTS")
-		for _, d := range ds {
-			tw.row(d.Name, members(d.Domain), domainFlags(d.Domain), strings.Join(d.Guests, ","))
-		}
-		return tw.flush()
-	}
-}
+var cmdDomainList = listCmd((*client.Client).Domains, []string{"NAME", "MEMBERS", "FLAGS", "GUESTS"},
+	func(d api.DomainInfo) []string {
+		return []string{d.Name, members(d.Domain), domainFlags(d.Domain), strings.Join(d.Guests, ",")}
+	})
 
 func members(d model.Domain) string {
 	var ms []string
@@ -75,24 +59,8 @@ func domainFlags(d model.Domain) string {
 	return strings.Join(fl, ",")
 }
 
-func cmdDomainShow(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		pos := args
-		c, err := cf.connect(env, args, 1, "one domain name")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		d, err := c.Domain(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, d)
-		}
-		w := env.Stdout
+var cmdDomainShow = showCmd("one domain name", (*client.Client).Domain,
+	func(w io.Writer, d *api.DomainInfo) error {
 		fmt.Fprintf(w, "Domain %s\n", d.Name)
 		kind := "priorities (higher is preferred; equal priorities share the load)"
 		if d.Ordered {
@@ -107,8 +75,7 @@ func cmdDomainShow(fs *pflag.FlagSet) Runner {
 		}
 		fmt.Fprintf(w, "  Guests:      %s\n", g)
 		return nil
-	}
-}
+	})
 
 func cmdDomainCreate(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
@@ -150,31 +117,8 @@ func cmdDomainCreate(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, out)
-		}
-		fmt.Fprintf(env.Stdout, "failover domain %q created: %s %s\n", out.Name, members(out.Domain), paren(domainFlags(out.Domain)))
-		return nil
+		return cf.printf(env, out, "failover domain %q created: %s %s", out.Name, members(out.Domain), paren(domainFlags(out.Domain)))
 	}
 }
 
-func cmdDomainDelete(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		pos := args
-		c, err := cf.connect(env, args, 1, "one domain name")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := c.DeleteDomain(ctx, pos[0]); err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, map[string]any{"deleted": pos[0]})
-		}
-		fmt.Fprintf(env.Stdout, "failover domain %q deleted\n", pos[0])
-		return nil
-	}
-}
+var cmdDomainDelete = deleteCmd("one domain name", (*client.Client).DeleteDomain, "failover domain %q deleted")

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,40 +34,26 @@ func init() {
 	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop\nhaven policy set --quorum-loss freeze --preemption on", Short: "change the cluster policy", Flags: cmdPolicySet})
 }
 
-func cmdFenceShow(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		fc, err := c.FenceConfig(ctx)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, fc)
-		}
+var cmdFenceShow = getCmd((*client.Client).FenceConfig,
+	func(w io.Writer, fc *fence.Config) error {
 		if len(fc.Devices) == 0 && len(fc.Levels) == 0 {
-			fmt.Fprintln(env.Stdout, "No fencing configured. Write a configuration and load it with `haven fence set FILE` (see docs/fencing.md).")
+			fmt.Fprintln(w, "No fencing configured. Write a configuration and load it with `haven fence set FILE` (see docs/fencing.md).")
 			return nil
 		}
 		action := string(fc.Action)
 		if action == "" {
 			action = string(fence.ActionOff)
 		}
-		fmt.Fprintf(env.Stdout, "Action: %s\n\n", action)
-		tw := newTable(env.Stdout, "DEVICE", "AGENT", "PARAMS", "PLUGS")
+		fmt.Fprintf(w, "Action: %s\n\n", action)
+		tw := newTable(w, "DEVICE", "AGENT", "PARAMS", "PLUGS")
 		for _, d := range fc.Devices {
 			tw.row(d.Name, d.Agent, kvList(d.Params), kvList(d.Plugs))
 		}
 		if err := tw.flush(); err != nil {
 			return err
 		}
-		fmt.Fprintln(env.Stdout)
-		tw = newTable(env.Stdout, "NODE", "LEVEL", "DEVICES")
+		fmt.Fprintln(w)
+		tw = newTable(w, "NODE", "LEVEL", "DEVICES")
 		nodes := make([]string, 0, len(fc.Levels))
 		for n := range fc.Levels {
 			nodes = append(nodes, n)
@@ -78,8 +65,7 @@ func cmdFenceShow(fs *pflag.FlagSet) Runner {
 			}
 		}
 		return tw.flush()
-	}
-}
+	})
 
 func kvList(m map[string]string) string {
 	keys := make([]string, 0, len(m))
@@ -157,11 +143,7 @@ func cmdFenceSet(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, fc)
-		}
-		fmt.Fprintf(env.Stdout, "fencing configuration stored: %d devices, levels for %d nodes; check each node with `haven fence test NODE`\n", len(fc.Devices), len(fc.Levels))
-		return nil
+		return cf.printf(env, fc, "fencing configuration stored: %d devices, levels for %d nodes; check each node with `haven fence test NODE`", len(fc.Devices), len(fc.Levels))
 	}
 }
 
@@ -179,27 +161,13 @@ func cmdFenceTest(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			if err := printJSON(env.Stdout, out); err != nil {
-				return err
-			}
-		} else {
-			tw := newTable(env.Stdout, "LEVEL", "DEVICE", "POWER", "OK", "TOOK", "ERROR")
-			for _, d := range out.Result.Devices {
-				tw.row(strconv.Itoa(d.Level), d.Device, d.Power, strconv.FormatBool(d.OK), d.Duration.Round(time.Millisecond).String(), d.Error)
-			}
-			if err := tw.flush(); err != nil {
-				return err
-			}
-		}
-		if !out.OK {
-			fmt.Fprintf(env.Stderr, "haven fence test: %s\n", out.Error)
-			return &ExitError{Code: 1}
-		}
-		if cf.output != "json" {
-			fmt.Fprintf(env.Stdout, "every fence device of %s answered\n", pos[0])
-		}
-		return nil
+		return printFenceOutcome(env, cf, "fence test", out, out.OK, out.Error, func(w io.Writer) error {
+			return writeTable(w, out.Result.Devices, []string{"LEVEL", "DEVICE", "POWER", "OK", "TOOK", "ERROR"}, func(d fence.DeviceTest) []string {
+				return []string{strconv.Itoa(d.Level), d.Device, d.Power, strconv.FormatBool(d.OK), d.Duration.Round(time.Millisecond).String(), d.Error}
+			})
+		}, func(w io.Writer) {
+			fmt.Fprintf(w, "every fence device of %s answered\n", pos[0])
+		})
 	}
 }
 
@@ -219,24 +187,11 @@ func cmdNodeFence(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			if err := printJSON(env.Stdout, out); err != nil {
-				return err
-			}
-		} else {
-			tw := newTable(env.Stdout, "LEVEL", "DEVICE", "ACTION", "OK", "TOOK", "ERROR")
-			for _, a := range out.Result.Attempts {
-				tw.row(strconv.Itoa(a.Level), a.Device, a.Action, strconv.FormatBool(a.OK), a.Duration.Round(time.Millisecond).String(), a.Error)
-			}
-			if err := tw.flush(); err != nil {
-				return err
-			}
-		}
-		if !out.OK {
-			fmt.Fprintf(env.Stderr, "haven node fence: %s\n", out.Error)
-			return &ExitError{Code: 1}
-		}
-		if cf.output != "json" {
+		return printFenceOutcome(env, cf, "node fence", out, out.OK, out.Error, func(w io.Writer) error {
+			return writeTable(w, out.Result.Attempts, []string{"LEVEL", "DEVICE", "ACTION", "OK", "TOOK", "ERROR"}, func(a fence.Attempt) []string {
+				return []string{strconv.Itoa(a.Level), a.Device, a.Action, strconv.FormatBool(a.OK), a.Duration.Round(time.Millisecond).String(), a.Error}
+			})
+		}, func(w io.Writer) {
 			how := "powered off"
 			if out.Result.Action == fence.ActionReboot {
 				how = "rebooted"
@@ -245,13 +200,29 @@ func cmdNodeFence(fs *pflag.FlagSet) Runner {
 			if out.Result.Confirmed {
 				confirmed = ", confirmed off"
 			}
-			fmt.Fprintf(env.Stdout, "node %s fenced: %s by level %d (%s)%s\n", pos[0], how, out.Result.Level, strings.Join(out.Result.Devices, " + "), confirmed)
+			fmt.Fprintf(w, "node %s fenced: %s by level %d (%s)%s\n", pos[0], how, out.Result.Level, strings.Join(out.Result.Devices, " + "), confirmed)
 			if out.Told != "" {
-				fmt.Fprintf(env.Stdout, "the manager was waiting for this fence: it recovers %s's guests now (command %s)\n", pos[0], out.Told)
+				fmt.Fprintf(w, "the manager was waiting for this fence: it recovers %s's guests now (command %s)\n", pos[0], out.Told)
 			}
-		}
-		return nil
+		})
 	}
+}
+
+// printFenceOutcome prints the answer of a fence or a fence test: as JSON,
+// or as the table of devices and, when it worked, the summary. When it
+// failed, why is said on stderr and the command exits 1.
+func printFenceOutcome(env *Env, cf *clientFlags, cmd string, out any, ok bool, failure string, table func(io.Writer) error, summary func(io.Writer)) error {
+	if err := cf.print(env, out, table); err != nil {
+		return err
+	}
+	if !ok {
+		fmt.Fprintf(env.Stderr, "haven %s: %s\n", cmd, failure)
+		return &ExitError{Code: 1}
+	}
+	if cf.output != "json" {
+		summary(env.Stdout)
+	}
+	return nil
 }
 
 // oneNodeWithYes checks the arguments of a command that acts on one node
@@ -311,34 +282,19 @@ func cmdNodeConfirmOff(fs *pflag.FlagSet) Runner {
 	}
 }
 
-func cmdPolicyShow(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		p, err := c.Policy(ctx)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, p)
-		}
-		fmt.Fprintf(env.Stdout, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\nPreemption:      %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
-		fmt.Fprintf(env.Stdout, "Admission:       %s\n", p.Reserve)
+var cmdPolicyShow = getCmd((*client.Client).Policy,
+	func(w io.Writer, p *cluster.Policy) error {
+		fmt.Fprintf(w, "Fencing:         %s\nShutdown policy: %s\nQuorum loss:     %s\nPreemption:      %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
+		fmt.Fprintf(w, "Admission:       %s\n", p.Reserve)
 		if b := p.Balance; b.On() {
 			b = b.WithDefaults()
-			fmt.Fprintf(env.Stdout, "Rebalancing:     %s, threshold %d points, %d move(s) at once, cool-down %s\n", b.Mode, b.Threshold, b.MaxMoves, b.Cooldown)
+			fmt.Fprintf(w, "Rebalancing:     %s, threshold %d points, %d move(s) at once, cool-down %s\n", b.Mode, b.Threshold, b.MaxMoves, b.Cooldown)
 		} else {
-			fmt.Fprintf(env.Stdout, "Rebalancing:     off\n")
+			fmt.Fprintf(w, "Rebalancing:     off\n")
 		}
-		printRules(env, p.Rules)
+		printRules(w, p.Rules)
 		return nil
-	}
-}
+	})
 
 func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
@@ -416,11 +372,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, p)
-		}
-		fmt.Fprintf(env.Stdout, "policy set: fencing %s, shutdown policy %s, quorum loss %s, preemption %s\n", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
-		return nil
+		return cf.printf(env, p, "policy set: fencing %s, shutdown policy %s, quorum loss %s, preemption %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
 	}
 }
 

@@ -239,38 +239,14 @@ func cmdGuestList(fs *pflag.FlagSet) Runner {
 		if *tag != "" {
 			gs = api.FilterTag(gs, *tag)
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, gs)
-		}
-		tw := newTable(env.Stdout, "NAME", "STATE", "NODE", "DESIRED", "DOMAIN", "MEMORY", "VCPUS", "TAGS")
-		for _, g := range gs {
-			tw.row(g.Name, g.State, g.Node, string(g.Desired), g.Domain, api.FormatSize(g.Memory), strconv.Itoa(g.VCPUs), strings.Join(g.Tags, ","))
-		}
-		return tw.flush()
+		return printTable(env, cf, gs, []string{"NAME", "STATE", "NODE", "DESIRED", "DOMAIN", "MEMORY", "VCPUS", "TAGS"}, func(g api.GuestRow) []string {
+			return []string{g.Name, g.State, g.Node, string(g.Desired), g.Domain, api.FormatSize(g.Memory), strconv.Itoa(g.VCPUs), strings.Join(g.Tags, ",")}
+		})
 	}
 }
 
-func cmdGuestShow(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		pos := args
-		c, err := cf.connect(env, args, 1, "one guest name")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		g, err := c.Guest(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, g)
-		}
-		printGuest(env.Stdout, g)
-		return nil
-	}
-}
+var cmdGuestShow = showCmd("one guest name", (*client.Client).Guest,
+	func(w io.Writer, g *api.GuestInfo) error { printGuest(w, g); return nil })
 
 func printGuest(w io.Writer, g *api.GuestInfo) {
 	s, d, rt := g.Spec, g.Definition, g.Runtime
@@ -448,11 +424,7 @@ func cmdGuestCreate(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, g)
-		}
-		fmt.Fprintf(env.Stdout, "guest %q created (%s, %d vCPUs, desired state %s)\n", g.Name, api.FormatSize(g.Spec.Memory), g.Spec.CPUs, g.Spec.State)
-		return nil
+		return cf.printf(env, g, "guest %q created (%s, %d vCPUs, desired state %s)", g.Name, api.FormatSize(g.Spec.Memory), g.Spec.CPUs, g.Spec.State)
 	}
 }
 
@@ -496,11 +468,7 @@ func cmdGuestImport(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, g)
-		}
-		fmt.Fprintf(env.Stdout, "guest %q imported from %s (%s, %d vCPUs, %d disks, desired state %s)\n", g.Name, pos[0], api.FormatSize(g.Spec.Memory), g.Spec.CPUs, len(g.Definition.Disks), g.Spec.State)
-		return nil
+		return cf.printf(env, g, "guest %q imported from %s (%s, %d vCPUs, %d disks, desired state %s)", g.Name, pos[0], api.FormatSize(g.Spec.Memory), g.Spec.CPUs, len(g.Definition.Disks), g.Spec.State)
 	}
 }
 
@@ -531,34 +499,11 @@ func cmdGuestEdit(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, g)
-		}
-		fmt.Fprintf(env.Stdout, "guest %q changed; a running guest gets the new definition at its next start\n", g.Name)
-		return nil
+		return cf.printf(env, g, "guest %q changed; a running guest gets the new definition at its next start", g.Name)
 	}
 }
 
-func cmdGuestDelete(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		pos := args
-		c, err := cf.connect(env, args, 1, "one guest name")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := c.DeleteGuest(ctx, pos[0]); err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, map[string]any{"deleted": pos[0]})
-		}
-		fmt.Fprintf(env.Stdout, "guest %q deleted (its disks are untouched)\n", pos[0])
-		return nil
-	}
-}
+var cmdGuestDelete = deleteCmd("one guest name", (*client.Client).DeleteGuest, "guest %q deleted (its disks are untouched)")
 
 func guestCommandFlags(kind string) func(*pflag.FlagSet) Runner {
 	return func(fs *pflag.FlagSet) Runner {
@@ -747,19 +692,11 @@ func finishCommand(ctx context.Context, env *Env, c *client.Client, cf *clientFl
 		return errors.New(res.Error)
 	}
 	if !res.Done {
-		if cf.output == "json" {
-			return printJSON(env.Stdout, res)
-		}
-		fmt.Fprintf(env.Stdout, "%s: queued as command %s; the manager has not taken it up after %v (is there one? see `haven status`; follow it with `haven events -f`)\n", res.Command, res.ID, time.Since(start).Round(time.Second))
-		return nil
+		return cf.printf(env, res, "%s: queued as command %s; the manager has not taken it up after %v (is there one? see `haven status`; follow it with `haven events -f`)", res.Command, res.ID, time.Since(start).Round(time.Second))
 	}
 	deadline = start.Add(wait)
 	if wait <= 0 || (res.Guest == "" && res.Kind != manager.CmdMaintenanceOn && res.Kind != manager.CmdMaintenanceOff) {
-		if cf.output == "json" {
-			return printJSON(env.Stdout, res)
-		}
-		fmt.Fprintf(env.Stdout, "%s: accepted by the manager (follow it with `haven events -f`)\n", res.Command)
-		return nil
+		return cf.printf(env, res, "%s: accepted by the manager (follow it with `haven events -f`)", res.Command)
 	}
 	var out outcome
 	var err error

@@ -6,11 +6,13 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/notify"
 )
 
@@ -35,40 +37,28 @@ haven notify set                 # no webhook: notifications off`,
 	Register(&Command{Path: "notify test", Short: "send a test notification to every webhook and say which received it", Flags: cmdNotifyTest})
 }
 
-func cmdNotifyShow(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		var nc notify.Config
-		if err := c.Do(ctx, "GET", "/api/v1/notify", nil, &nc); err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, nc)
-		}
-		if len(nc.Webhooks) == 0 {
-			fmt.Fprintln(env.Stdout, "No notification webhook; set one with `haven notify set --webhook URL`.")
-			return nil
-		}
-		tw := newTable(env.Stdout, "WEBHOOK", "CLASSES", "AUTH")
-		for _, w := range nc.Webhooks {
-			classes := strings.Join(w.Classes, ",")
-			if classes == "" {
-				classes = "all"
-			}
-			auth := ""
-			if w.Header != "" {
-				auth = "set"
-			}
-			tw.row(w.URL, classes, auth)
-		}
-		return tw.flush()
+var cmdNotifyShow = getCmd(func(c *client.Client, ctx context.Context) (notify.Config, error) {
+	var nc notify.Config
+	return nc, c.Do(ctx, "GET", "/api/v1/notify", nil, &nc)
+}, func(w io.Writer, nc notify.Config) error {
+	if len(nc.Webhooks) == 0 {
+		fmt.Fprintln(w, "No notification webhook; set one with `haven notify set --webhook URL`.")
+		return nil
 	}
-}
+	tw := newTable(w, "WEBHOOK", "CLASSES", "AUTH")
+	for _, h := range nc.Webhooks {
+		classes := strings.Join(h.Classes, ",")
+		if classes == "" {
+			classes = "all"
+		}
+		auth := ""
+		if h.Header != "" {
+			auth = "set"
+		}
+		tw.row(h.URL, classes, auth)
+	}
+	return tw.flush()
+})
 
 func cmdNotifySet(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
@@ -100,41 +90,25 @@ func cmdNotifySet(fs *pflag.FlagSet) Runner {
 		if err := c.Do(ctx, "PUT", "/api/v1/notify", nc, &nc); err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, nc)
-		}
-		fmt.Fprintf(env.Stdout, "%d notification webhooks set; try them with `haven notify test`\n", len(nc.Webhooks))
-		return nil
+		return cf.printf(env, nc, "%d notification webhooks set; try them with `haven notify test`", len(nc.Webhooks))
 	}
 }
 
-func cmdNotifyTest(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
+var cmdNotifyTest = getCmd(func(c *client.Client, ctx context.Context) (api.NotifyTestResult, error) {
+	var res api.NotifyTestResult
+	return res, c.Do(ctx, "POST", "/api/v1/notify/test", struct{}{}, &res)
+}, func(w io.Writer, res api.NotifyTestResult) error {
+	failed := 0
+	for _, r := range res.Results {
+		if r.OK {
+			fmt.Fprintf(w, "%s: received\n", r.URL)
+		} else {
+			failed++
+			fmt.Fprintf(w, "%s: NOT received: %s\n", r.URL, r.Error)
 		}
-		defer c.Close()
-		var res api.NotifyTestResult
-		if err := c.Do(ctx, "POST", "/api/v1/notify/test", struct{}{}, &res); err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, res)
-		}
-		failed := 0
-		for _, r := range res.Results {
-			if r.OK {
-				fmt.Fprintf(env.Stdout, "%s: received\n", r.URL)
-			} else {
-				failed++
-				fmt.Fprintf(env.Stdout, "%s: NOT received: %s\n", r.URL, r.Error)
-			}
-		}
-		if failed > 0 {
-			return fmt.Errorf("%d of %d webhooks did not receive the test", failed, len(res.Results))
-		}
-		return nil
 	}
-}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d webhooks did not receive the test", failed, len(res.Results))
+	}
+	return nil
+})

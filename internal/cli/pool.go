@@ -1,14 +1,15 @@
 package cli
 
 import (
-	"github.com/spf13/pflag"
-
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
-	"github.com/haven-ha/haven/internal/api"
+	"github.com/spf13/pflag"
 
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/storage"
 )
 
@@ -20,40 +21,20 @@ func init() {
 	Register(&Command{Path: "pool volume create", Args: "POOL NAME --size SIZE", Example: "haven pool volume create shared web1 --size 20GiB\nhaven pool volume create lvm db1 --size 50GiB --format raw", Short: "create a volume (a guest disk) in a pool", Flags: cmdVolumeCreate})
 }
 
-func cmdPoolShow(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		pos := args
-		c, err := cf.connect(env, args, 1, "one pool name")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		rows, err := c.PoolHealth(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, rows)
-		}
-		tw := newTable(env.Stdout, "HOST", "USABLE", "FREE", "TOTAL", "CHECKED", "PROBLEM")
-		for _, r := range rows {
+var cmdPoolShow = showCmd("one pool name", (*client.Client).PoolHealth,
+	func(w io.Writer, rows []api.PoolHealthRow) error {
+		err := writeTable(w, rows, []string{"HOST", "USABLE", "FREE", "TOTAL", "CHECKED", "PROBLEM"}, func(r api.PoolHealthRow) []string {
 			problem := r.Error
 			if len(r.NotSharedWith) > 0 {
 				problem = fmt.Sprintf("does not see the markers of %s: not the same storage", strings.Join(r.NotSharedWith, ", "))
 			}
-			tw.row(r.Node, fmt.Sprint(r.Usable()), gib(r.Free), gib(r.Total), r.Checked.Format("15:04:05"), problem)
+			return []string{r.Node, fmt.Sprint(r.Usable()), gib(r.Free), gib(r.Total), r.Checked.Format("15:04:05"), problem}
+		})
+		if err == nil && len(rows) == 0 {
+			_, err = fmt.Fprintln(w, "no host has checked this pool yet (agents check every 10 s)")
 		}
-		if err := tw.flush(); err != nil {
-			return err
-		}
-		if len(rows) == 0 {
-			fmt.Fprintln(env.Stdout, "no host has checked this pool yet (agents check every 10 s)")
-		}
-		return nil
-	}
-}
+		return err
+	})
 
 func cmdVolumeCreate(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
@@ -77,44 +58,21 @@ func cmdVolumeCreate(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, v)
-		}
-		fmt.Fprintf(env.Stdout, "volume %s created in pool %s: %s (%s, %s)\n", v.Name, v.Pool, v.Path, api.FormatSize(v.Size), v.Format)
-		return nil
+		return cf.printf(env, v, "volume %s created in pool %s: %s (%s, %s)", v.Name, v.Pool, v.Path, api.FormatSize(v.Size), v.Format)
 	}
 }
 
-func cmdPoolList(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
+var cmdPoolList = listCmd((*client.Client).Pools, []string{"NAME", "KIND", "WHERE", "SHARED"},
+	func(p api.Pool) []string {
+		where, kind := p.Path, p.Kind
+		if kind == "" {
+			kind = storage.KindDir
 		}
-		defer c.Close()
-		pools, err := c.Pools(ctx)
-		if err != nil {
-			return err
+		if kind == storage.KindLVM {
+			where = "/dev/" + p.VG
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, pools)
-		}
-		tw := newTable(env.Stdout, "NAME", "KIND", "WHERE", "SHARED")
-		for _, p := range pools {
-			where, kind := p.Path, p.Kind
-			if kind == "" {
-				kind = storage.KindDir
-			}
-			if kind == storage.KindLVM {
-				where = "/dev/" + p.VG
-			}
-			tw.row(p.Name, string(kind), where, fmt.Sprint(p.Shared))
-		}
-		return tw.flush()
-	}
-}
+		return []string{p.Name, string(kind), where, fmt.Sprint(p.Shared)}
+	})
 
 func cmdPoolAdd(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
@@ -144,35 +102,11 @@ func cmdPoolAdd(fs *pflag.FlagSet) Runner {
 		if _, err := c.CreatePool(ctx, p); err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, p)
-		}
-		fmt.Fprintf(env.Stdout, "pool %q added\n", p.Name)
-		return nil
+		return cf.printf(env, p, "pool %q added", p.Name)
 	}
 }
 
-func cmdPoolDelete(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-
-	return func(ctx context.Context, env *Env, args []string) error {
-		pos := args
-		if len(pos) != 1 {
-			return Usagef("give one pool name")
-		}
-		name := pos[0]
-		c, err := cf.client(env)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := c.DeletePool(ctx, name); err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Stdout, "pool %q deleted\n", name)
-		return nil
-	}
-}
+var cmdPoolDelete = deleteCmd("one pool name", (*client.Client).DeletePool, "pool %q deleted")
 
 // gib formats a byte count in GiB for tables.
 func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/float64(1<<30)) }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,25 +89,21 @@ func editRules(ctx context.Context, env *Env, cf *clientFlags, change func([]mod
 	if err != nil {
 		return err
 	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, p.Rules)
-	}
-	printRules(env, p.Rules)
-	return nil
+	return cf.print(env, p.Rules, func(w io.Writer) error { printRules(w, p.Rules); return nil })
 }
 
-func printRules(env *Env, rules []model.Rule) {
+func printRules(w io.Writer, rules []model.Rule) {
 	if len(rules) == 0 {
-		fmt.Fprintln(env.Stdout, "Affinity rules:  none")
+		fmt.Fprintln(w, "Affinity rules:  none")
 		return
 	}
-	fmt.Fprintln(env.Stdout, "Affinity rules:")
+	fmt.Fprintln(w, "Affinity rules:")
 	for _, r := range rules {
 		hosts := ""
 		if len(r.Hosts) > 0 {
 			hosts = " hosts " + strings.Join(r.Hosts, ",")
 		}
-		fmt.Fprintf(env.Stdout, "  %s: %s %s %s%s\n", r.Name, r.Strength(), r.Kind, strings.Join(r.Guests, ","), hosts)
+		fmt.Fprintf(w, "  %s: %s %s %s%s\n", r.Name, r.Strength(), r.Kind, strings.Join(r.Guests, ","), hosts)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -74,36 +75,20 @@ func cmdUserAdd(fs *pflag.FlagSet) Runner {
 		if err := c.Do(ctx, "POST", "/api/v1/users", api.UserRequest{Name: pos[0], Role: store.Role(*role), Password: pw}, &u); err != nil {
 			return fmt.Errorf("add user %q: %w", pos[0], err)
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, u)
-		}
-		fmt.Fprintf(env.Stdout, "User %q added with role %s; they can log in to the web UI at any agent's https://HOST:PORT/\n", u.Name, u.Role)
-		return nil
+		return cf.printf(env, u, "User %q added with role %s; they can log in to the web UI at any agent's https://HOST:PORT/", u.Name, u.Role)
 	}
 }
 
-func cmdUserList(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-	return func(ctx context.Context, env *Env, args []string) error {
-		c, err := cf.connect(env, args, 0, "")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		var us []api.UserInfo
-		if err := c.Do(ctx, "GET", "/api/v1/users", nil, &us); err != nil {
-			return fmt.Errorf("list users: %w", err)
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, us)
-		}
-		tw := newTable(env.Stdout, "NAME", "ROLE", "CREATED", "UPDATED")
-		for _, u := range us {
-			tw.row(u.Name, string(u.Role), fmtTime(u.Created), fmtTime(u.Updated))
-		}
-		return tw.flush()
+var cmdUserList = listCmd(func(c *client.Client, ctx context.Context) ([]api.UserInfo, error) {
+	var us []api.UserInfo
+	if err := c.Do(ctx, "GET", "/api/v1/users", nil, &us); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
 	}
-}
+	return us, nil
+}, []string{"NAME", "ROLE", "CREATED", "UPDATED"},
+	func(u api.UserInfo) []string {
+		return []string{u.Name, string(u.Role), fmtTime(u.Created), fmtTime(u.Updated)}
+	})
 
 func cmdUserSet(fs *pflag.FlagSet) Runner {
 	cf := addClientFlags(fs)
@@ -133,11 +118,7 @@ func cmdUserSet(fs *pflag.FlagSet) Runner {
 		if err := c.Do(ctx, "PUT", "/api/v1/users/"+url.PathEscape(pos[0]), req, &u); err != nil {
 			return fmt.Errorf("change user %q: %w", pos[0], err)
 		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, u)
-		}
-		fmt.Fprintf(env.Stdout, "User %q: role %s\n", u.Name, u.Role)
-		return nil
+		return cf.printf(env, u, "User %q: role %s", u.Name, u.Role)
 	}
 }
 
