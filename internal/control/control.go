@@ -58,6 +58,15 @@ type Fencer interface {
 	Fence(ctx context.Context, node string) error
 }
 
+// FenceStarter is a Fencer that runs fence operations on its own clock:
+// the shell starts one and the result comes back through HandleFence (the
+// simulator's fence devices). Other Fencers are called on a goroutine of
+// their own and their results are stepped by Run.
+type FenceStarter interface {
+	Fencer
+	StartFence(node string, attempt uint64)
+}
+
 // Definitions looks up a guest's hypervisor definition (with disk paths
 // resolved for the node it is to run on).
 type Definitions interface {
@@ -81,6 +90,9 @@ type Input struct {
 	// Config is a change of configuration applied outside Step (a guest or
 	// domain created or deleted, a node registered), then a Tick.
 	Config *Change
+	// Inventory is the list of guests an agent runs after its restart. The
+	// simulator's agents send it; the daemon's report each guest instead.
+	Inventory *manager.Inventory
 }
 
 // NodeReport is a hostctl report and the node it came from.
@@ -100,6 +112,9 @@ type Config struct {
 	// OnStep, when set, sees every action the core produced (for the event
 	// stream and tests).
 	OnStep func(now time.Time, acts []manager.Action)
+	// OnDone, when set, gets the shell's own news that an operation
+	// finished (a guest running, stopped, migrated) instead of OnStep.
+	OnDone func(now time.Time, guest, node, msg string)
 	// Record, when set, gets every input of the term as it is stepped, and
 	// the actions each step produced (see Replay). It must encode the
 	// record before it returns: the state it carries keeps changing.
@@ -140,6 +155,58 @@ type migration struct {
 	since           time.Time // when the target was ordered to receive (or this term took it over)
 }
 
+// TakeOver prepares a new term to carry on the operations the previous
+// manager left in flight: their live migrations are tracked again (their
+// receive timeout counting from now), and the agents' reports about them
+// that came in before this term, among reports (from the nodes with a live
+// lease), are returned to be fed first, receive reports before the rest,
+// so that none waits for a result already given.
+func (s *Shell) TakeOver(now time.Time, reports []NodeReport, live func(node string) bool) []Input {
+	inflight := map[uint64]bool{}
+	for _, g := range s.cfg.State.Guests {
+		if g.Op == nil {
+			continue
+		}
+		inflight[g.Op.ID] = true
+		if g.Op.Kind == manager.OpMigrate {
+			s.migrations[g.Op.ID] = &migration{guest: g.Spec.Name, src: g.Op.Node, dst: g.Op.Target, since: now}
+		}
+	}
+	var replay []Input
+	for _, nr := range reports {
+		if !live(nr.Node) {
+			continue
+		}
+		if op, _ := parseOrderID(nr.Report.OrderID); inflight[op] {
+			replay = append(replay, Input{Report: &nr})
+		}
+	}
+	slices.SortStableFunc(replay, func(a, b Input) int {
+		_, pa := parseOrderID(a.Report.Report.OrderID)
+		_, pb := parseOrderID(b.Report.Report.OrderID)
+		return strings.Compare(phaseRank(pa), phaseRank(pb))
+	})
+	return replay
+}
+
+// Resume tracks migrations as a recording (or a shell handing over to
+// another with the same state) had them.
+func (s *Shell) Resume(ms []MigrationRecord) {
+	for _, m := range ms {
+		s.migrations[m.Op] = &migration{guest: m.Guest, src: m.Src, dst: m.Dst, target: m.Target, sent: m.Sent, since: m.Since}
+	}
+}
+
+// Migrations lists the live migrations the shell tracks, by op id.
+func (s *Shell) Migrations() []MigrationRecord {
+	var out []MigrationRecord
+	for _, op := range slices.Sorted(maps.Keys(s.migrations)) {
+		m := s.migrations[op]
+		out = append(out, MigrationRecord{Op: op, Guest: m.guest, Src: m.src, Dst: m.dst, Target: m.target, Sent: m.sent, Since: m.since})
+	}
+	return out
+}
+
 // ReceiveTimeout bounds a live migration's first phase: a target that has
 // not reported itself ready to receive within it (its agent restarted
 // between starting the receiving QEMU and reporting, say) fails the
@@ -162,13 +229,11 @@ func New(cfg Config) *Shell {
 
 // Run steps the core with sync first, then with every input, fence result
 // and timer, until ctx ends or a write fails (a write fails when leadership
-// is lost: the caller then stops being the manager).
+// is lost: the caller then stops being the manager). Each is handled by
+// Start, Handle, HandleFence or HandleTick at the moment it arrives: the
+// simulator calls the same four at simulated moments.
 func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input) error {
-	s.clock = s.cfg.Now()
-	if s.cfg.Record != nil {
-		s.record(Record{State: s.cfg.State, Migrations: s.migrationList(), Sync: &sync})
-	}
-	if err := s.step(ctx, sync); err != nil {
+	if err := s.Start(ctx, s.cfg.Now(), sync); err != nil {
 		return err
 	}
 	tick := s.cfg.State.Config.Timings.Tick
@@ -186,20 +251,11 @@ func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input)
 			if !ok {
 				return fmt.Errorf("manager inputs closed")
 			}
-			s.clock = s.cfg.Now()
-			s.record(Record{Input: &in})
-			err = s.input(ctx, in)
+			err = s.Handle(ctx, s.cfg.Now(), in)
 		case fr := <-s.fences:
-			s.clock = s.cfg.Now()
-			s.record(Record{Fence: &fr})
-			err = s.step(ctx, fr)
+			err = s.HandleFence(ctx, s.cfg.Now(), fr)
 		case <-timer.C:
-			s.clock = s.cfg.Now()
-			s.record(Record{Tick: true})
-			err = s.step(ctx, manager.Tick{})
-		}
-		if err == nil {
-			err = s.expireReceives(ctx)
+			err = s.HandleTick(ctx, s.cfg.Now())
 		}
 		if err != nil {
 			return err
@@ -214,9 +270,67 @@ func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input)
 	}
 }
 
+// Start begins a term at now: it records the state the term starts from
+// and steps the core with the term's Sync.
+func (s *Shell) Start(ctx context.Context, now time.Time, sync manager.Sync) error {
+	s.clock = now
+	if s.cfg.Record != nil {
+		s.record(Record{State: s.cfg.State, Migrations: s.Migrations(), Sync: &sync})
+	}
+	return s.step(ctx, sync)
+}
+
+// Handle steps one input at now, then gives up the migrations whose target
+// has not reported ready in time.
+func (s *Shell) Handle(ctx context.Context, now time.Time, in Input) error {
+	s.clock = now
+	s.record(Record{Input: &in})
+	return s.then(ctx, s.input(ctx, in))
+}
+
+// HandleFence steps a fence operation's result at now.
+func (s *Shell) HandleFence(ctx context.Context, now time.Time, fr manager.FenceResult) error {
+	s.clock = now
+	s.record(Record{Fence: &fr})
+	return s.then(ctx, s.step(ctx, fr))
+}
+
+// HandleTick steps a timer at now.
+func (s *Shell) HandleTick(ctx context.Context, now time.Time) error {
+	s.clock = now
+	s.record(Record{Tick: true})
+	return s.then(ctx, s.step(ctx, manager.Tick{}))
+}
+
+// then is what follows every input, fence result and tick.
+func (s *Shell) then(ctx context.Context, err error) error {
+	if err != nil {
+		return err
+	}
+	return s.expireReceives(ctx)
+}
+
+// NextTimer is the earliest moment the shell wants a tick: the core's next
+// timer or the first receive timeout, whichever comes first.
+func (s *Shell) NextTimer() (time.Time, bool) {
+	t, ok := s.cfg.State.NextTimer()
+	for _, m := range s.migrations {
+		if m.sent {
+			continue
+		}
+		if d := m.since.Add(ReceiveTimeout); !ok || d.Before(t) {
+			t, ok = d, true
+		}
+	}
+	return t, ok
+}
+
 // expireReceives fails the migrations whose target has not reported ready
 // within ReceiveTimeout.
 func (s *Shell) expireReceives(ctx context.Context) error {
+	if len(s.migrations) == 0 {
+		return nil
+	}
 	now := s.now()
 	for _, op := range slices.Sorted(maps.Keys(s.migrations)) {
 		m := s.migrations[op]
@@ -242,7 +356,7 @@ func (s *Shell) failMigration(ctx context.Context, op uint64, m *migration, why 
 }
 
 func (s *Shell) nextWake(tick time.Duration) time.Duration {
-	if t, ok := s.cfg.State.NextTimer(); ok {
+	if t, ok := s.NextTimer(); ok {
 		if d := t.Sub(s.cfg.Now()); d < tick {
 			return max(d, time.Millisecond)
 		}
@@ -288,6 +402,8 @@ func (s *Shell) input(ctx context.Context, in Input) error {
 			return s.cfg.Writer.CommandDone(ctx, in.CommandID, rejected)
 		}
 		return nil
+	case in.Inventory != nil:
+		return s.step(ctx, *in.Inventory)
 	case in.Config != nil:
 		if err := in.Config.Apply(s.cfg.State); err != nil {
 			s.log.Warn("configuration change refused", "err", err)
@@ -342,6 +458,10 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 // starts or fails, not when it succeeds), so that the event log and the
 // UI's live view see it.
 func (s *Shell) done(guest, node, msg string) {
+	if s.cfg.OnDone != nil {
+		s.cfg.OnDone(s.now(), guest, node, msg)
+		return
+	}
 	if s.cfg.OnStep != nil {
 		s.cfg.OnStep(s.now(), []manager.Action{{Kind: manager.ActLog, Guest: guest, Node: node, Msg: msg}})
 	}
@@ -443,6 +563,9 @@ func (s *Shell) stepCore(ev manager.Event) (acts []manager.Action, err error) {
 // soon as the source is seen failed, before any recovery start, which
 // waits for the fence.
 func (s *Shell) dropAbandoned(ctx context.Context) error {
+	if len(s.migrations) == 0 {
+		return nil
+	}
 	for _, op := range slices.Sorted(maps.Keys(s.migrations)) {
 		m := s.migrations[op]
 		if g := s.cfg.State.Guest(m.guest); g != nil && g.Op != nil && g.Op.ID == op {
@@ -475,7 +598,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 	if err := s.cfg.Writer.SaveState(ctx, s.cfg.State); err != nil {
 		return fmt.Errorf("persist manager state: %w", err)
 	}
-	metrics.StoreWrite.WithLabelValues("save_state").Observe(time.Since(ts).Seconds())
+	saveStateWrites().Observe(time.Since(ts).Seconds())
 	// Orders are collected and written together, in action order; anything
 	// else that must follow them (a nested step, a shutdown answer) flushes
 	// them first.
@@ -542,6 +665,10 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 			batch = append(batch, NodeOrder{Node: a.Target, Order: hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}})
 		case manager.ActFence:
 			node, attempt := a.Node, a.Op
+			if fs, ok := s.cfg.Fencer.(FenceStarter); ok {
+				fs.StartFence(node, attempt)
+				continue
+			}
 			go func() {
 				err := s.cfg.Fencer.Fence(ctx, node)
 				metrics.Fences.WithLabelValues(pick(err == nil, "ok", "failed")).Inc()

@@ -143,31 +143,7 @@ func RunManager(ctx context.Context, d Daemon) error {
 	// Operations the previous manager left in flight: their migrations are
 	// tracked again, and the agents' reports about them that came in before
 	// this term are fed again, so none waits for a result already given.
-	var replay []Input
-	inflight := map[uint64]bool{}
-	for _, g := range st.Guests {
-		if g.Op == nil {
-			continue
-		}
-		inflight[g.Op.ID] = true
-		if g.Op.Kind == manager.OpMigrate {
-			sh.migrations[g.Op.ID] = &migration{guest: g.Spec.Name, src: g.Op.Node, dst: g.Op.Target, since: d.Now()}
-		}
-	}
-	for _, nr := range snap.Reports {
-		if _, live := f.live[nr.Node]; !live {
-			continue
-		}
-		if op, _ := parseOrderID(nr.Report.OrderID); inflight[op] {
-			replay = append(replay, Input{Report: &nr})
-		}
-	}
-	// Receive reports first, so a migration resumes in order.
-	slices.SortStableFunc(replay, func(a, b Input) int {
-		_, pa := parseOrderID(a.Report.Report.OrderID)
-		_, pb := parseOrderID(b.Report.Report.OrderID)
-		return strings.Compare(phaseRank(pa), phaseRank(pb))
-	})
+	replay := sh.TakeOver(d.Now(), snap.Reports, func(node string) bool { _, live := f.live[node]; return live })
 
 	inputs := make(chan Input, 256+len(replay))
 	for _, in := range replay {

@@ -1,7 +1,11 @@
 package control
 
 import (
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/metrics"
@@ -79,27 +83,47 @@ func (c *recoveryClock) after(st *manager.State, now time.Time, ev manager.Event
 	}
 }
 
+// The labels of the guest and host gauges, in the order of their counts.
+var (
+	guestStates = []manager.GuestState{manager.GuestStarted, manager.GuestStopped, manager.GuestDisabled, manager.GuestFailed, manager.GuestRecovering, manager.GuestFencing, manager.GuestFrozen}
+	hostStates  = []string{"online", "offline", "failed", "fenced", "left", "maintenance"}
+	// The gauges themselves, looked up once: countStates runs at every
+	// step (of the daemon's manager, and of every simulated one).
+	stateGauges = sync.OnceValues(func() (g, h []prometheus.Gauge) {
+		for _, s := range guestStates {
+			g = append(g, metrics.Guests.WithLabelValues(string(s)))
+		}
+		for _, s := range hostStates {
+			h = append(h, metrics.Hosts.WithLabelValues(s))
+		}
+		return g, h
+	})
+	saveStateWrites = sync.OnceValue(func() prometheus.Observer { return metrics.StoreWrite.WithLabelValues("save_state") })
+)
+
 // countStates exports the guests and hosts by state.
 func countStates(st *manager.State) {
-	guests := map[string]float64{}
-	for _, s := range []manager.GuestState{manager.GuestStarted, manager.GuestStopped, manager.GuestDisabled, manager.GuestFailed, manager.GuestRecovering, manager.GuestFencing, manager.GuestFrozen} {
-		guests[string(s)] = 0
-	}
+	var guests [7]float64
+	var hosts [6]float64
 	for _, g := range st.Guests {
-		guests[string(g.State)]++
-	}
-	for k, v := range guests {
-		metrics.Guests.WithLabelValues(k).Set(v)
-	}
-	hosts := map[string]float64{"online": 0, "offline": 0, "failed": 0, "fenced": 0, "left": 0, "maintenance": 0}
-	for _, n := range st.Nodes {
-		if n.Maintenance {
-			hosts["maintenance"]++
-			continue
+		if i := slices.Index(guestStates, g.State); i >= 0 {
+			guests[i]++
 		}
-		hosts[string(n.Status)]++
 	}
-	for k, v := range hosts {
-		metrics.Hosts.WithLabelValues(k).Set(v)
+	for _, n := range st.Nodes {
+		s := string(n.Status)
+		if n.Maintenance {
+			s = "maintenance"
+		}
+		if i := slices.Index(hostStates, s); i >= 0 {
+			hosts[i]++
+		}
+	}
+	gg, hg := stateGauges()
+	for i, v := range guests {
+		gg[i].Set(v)
+	}
+	for i, v := range hosts {
+		hg[i].Set(v)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -61,15 +60,6 @@ func (s *Shell) record(r Record) {
 		r.Version = RecordVersion
 	}
 	s.cfg.Record(r)
-}
-
-func (s *Shell) migrationList() []MigrationRecord {
-	var out []MigrationRecord
-	for _, op := range slices.Sorted(maps.Keys(s.migrations)) {
-		m := s.migrations[op]
-		out = append(out, MigrationRecord{Op: op, Guest: m.guest, Src: m.src, Dst: m.dst, Target: m.target, Sent: m.sent, Since: m.since})
-	}
-	return out
 }
 
 func actionStrings(acts []manager.Action) []string {
@@ -202,9 +192,7 @@ func Replay(ctx context.Context, r io.Reader, w io.Writer) (ReplayResult, error)
 			}
 		},
 	})
-	for _, m := range first.Migrations {
-		sh.migrations[m.Op] = &migration{guest: m.Guest, src: m.Src, dst: m.Dst, target: m.Target, sent: m.Sent, since: m.Since}
-	}
+	sh.Resume(first.Migrations)
 	fmt.Fprintf(w, "term from %s: %d nodes, %d guests, %d migrations in flight\n", first.At.Format(time.RFC3339Nano), len(st.Nodes), len(st.Guests), len(first.Migrations))
 	stamp := func() string { return clock.Format("15:04:05.000") }
 	run := func(what string, f func() error) error {
@@ -213,10 +201,9 @@ func Replay(ctx context.Context, r io.Reader, w io.Writer) (ReplayResult, error)
 		if err := f(); err != nil {
 			return fmt.Errorf("line %d: %s: %w", line, what, err)
 		}
-		return sh.expireReceives(ctx)
+		return nil
 	}
-	sh.clock = clock
-	if err := run("sync "+syncString(*first.Sync), func() error { return sh.step(ctx, *first.Sync) }); err != nil {
+	if err := run("sync "+syncString(*first.Sync), func() error { return sh.then(ctx, sh.Start(ctx, clock, *first.Sync)) }); err != nil {
 		return res, err
 	}
 	for {
@@ -244,16 +231,15 @@ func Replay(ctx context.Context, r io.Reader, w io.Writer) (ReplayResult, error)
 			continue
 		}
 		clock = rec.At
-		sh.clock = clock
 		switch {
 		case rec.Input != nil:
 			in := *rec.Input
-			err = run("input "+inputString(in), func() error { return sh.input(ctx, in) })
+			err = run("input "+inputString(in), func() error { return sh.Handle(ctx, clock, in) })
 		case rec.Fence != nil:
 			fr := *rec.Fence
-			err = run(fmt.Sprintf("fence result %s attempt %d ok=%v %s", fr.Node, fr.Attempt, fr.OK, fr.Err), func() error { return sh.step(ctx, fr) })
+			err = run(fmt.Sprintf("fence result %s attempt %d ok=%v %s", fr.Node, fr.Attempt, fr.OK, fr.Err), func() error { return sh.HandleFence(ctx, clock, fr) })
 		case rec.Tick:
-			err = run("tick", func() error { return sh.step(ctx, manager.Tick{}) })
+			err = run("tick", func() error { return sh.HandleTick(ctx, clock) })
 		default:
 			return res, fmt.Errorf("read recording: line %d: neither an input, a fence result, a tick nor actions", line)
 		}
@@ -297,6 +283,8 @@ func inputString(in Input) string {
 		return s
 	case in.Command != nil:
 		return fmt.Sprintf("command %v", *in.Command)
+	case in.Inventory != nil:
+		return fmt.Sprintf("inventory %s %v", in.Inventory.Node, in.Inventory.Running)
 	case in.Config != nil:
 		b, _ := json.Marshal(in.Config)
 		return "config " + string(b)
