@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/guestdef"
-	"github.com/haven-ha/haven/internal/manager"
 )
 
 // The guests' health checks in the simulated world (docs/manager.md,
@@ -101,7 +100,7 @@ func (w *World) healthFail(n *simNode, it *item) {
 	}
 	w.logf("health", "%s on %s: %s; the agent kills it", it.guest, n.name, v.healthWhy)
 	w.removeVM(n, it.guest)
-	w.report(n, manager.GuestCrashed{Guest: it.guest, Node: n.name, Reason: v.healthWhy})
+	w.crashed(n, it.guest, v.healthWhy)
 }
 
 // guestFault applies `service GUEST dies` and `hang GUEST`.

@@ -1,9 +1,10 @@
 // Package sim owns `haven sim`: a simulated cluster (clock, store and
 // leases, network with partitions and quorum, hypervisors, fence devices,
-// agents) that runs the real manager core (package manager) and the agents'
-// self-fencing logic (package selffence) against a scenario (package
-// scenario), prints the timeline, checks the four invariants after every
-// step and evaluates the scenario's expectations.
+// agents) that runs the daemon's manager, its shell (package control) over
+// the pure core (package manager), and the agents' self-fencing logic
+// (package selffence) against a scenario (package scenario), prints the
+// timeline, checks the four invariants after every step and evaluates the
+// scenario's expectations. shell.go has what the shell talks to.
 package sim
 
 import (
@@ -15,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/internal/control"
 	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/scenario"
@@ -55,7 +58,7 @@ const (
 
 type vm struct {
 	state     vmState
-	op        uint64
+	order     hostctl.Order // the order it carries out (or last carried out)
 	token     uint64
 	migrating string // source side: migration target node
 	from      string // incoming side: source node
@@ -90,8 +93,9 @@ type simNode struct {
 	expireAt    time.Duration
 	leaseGen    uint64
 	bootID      int
-	outbox      []manager.Event
-	inbox       []manager.Action
+	outbox      []control.Input   // reports its agent has not written to the store yet
+	inbox       []hostctl.Order   // orders in the store its agent has not taken yet
+	lastDone    map[string]string // per guest, the ID of the last order its agent took
 	mon         *selffence.Monitor
 	sfAt        time.Duration // scheduled self-fence check
 	sfSched     bool
@@ -199,9 +203,12 @@ type World struct {
 	byName  map[string]*simNode
 	guests  map[string]*guestInfo
 	mgr     *manager.State
+	sh      *control.Shell
 	mgrNode string
-	mq      []manager.Event
-	fenceQ  []manager.Event
+	mq      []mgrIn
+	fenceQ  []manager.FenceResult
+	reports map[string]map[string]hostctl.Report // the store's latest report per node and guest
+	pre     preStep                              // the rules checker's view before a command's step
 	token   uint64
 	timers  map[time.Duration]bool
 	quorate bool
@@ -232,10 +239,10 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		tm = manager.DefaultTimings()
 	}
 	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
-		timers: map[time.Duration]bool{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
+		timers: map[time.Duration]bool{}, reports: map[string]map[string]hostctl.Report{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
 	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve, Balance: sc.Balance, Capacity: sc.Capacity})
 	for _, n := range sc.Nodes {
-		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, cpuModels: n.CPUModels, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, mon: w.monitor()}
+		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, cpuModels: n.CPUModels, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, lastDone: map[string]string{}, mon: w.monitor()}
 		if n.Witness {
 			sn.memory = 0 // a witness runs no guest: its memory is ignored
 		}
@@ -352,7 +359,7 @@ func (w *World) run(checkpoints []time.Duration, at func(time.Duration), after f
 			for _, b := range batch {
 				w.scenarioEvent(&w.sc.Events[b.idx])
 			}
-			w.toManager(manager.Tick{}) // every event is a change the manager steps on
+			w.toManager(mgrIn{tick: true}) // every event is a change the manager steps on
 		} else {
 			w.handle(it)
 		}
@@ -373,198 +380,6 @@ func (w *World) run(checkpoints []time.Duration, at func(time.Duration), after f
 		cp++
 	}
 	w.now = w.end
-}
-
-func (w *World) toManager(ev manager.Event) { w.mq = append(w.mq, ev) }
-
-// flush delivers pending events to the manager, one step each.
-func (w *World) flush() {
-	for i := 0; i < 1000000; i++ {
-		if w.mgrNode == "" {
-			w.mq = w.mq[:0]
-			return
-		}
-		if len(w.mq) == 0 {
-			if len(w.fenceQ) > 0 {
-				w.mq = append(w.mq, w.fenceQ...)
-				w.fenceQ = w.fenceQ[:0]
-				continue
-			}
-			if w.dirty {
-				w.dirty = false
-				w.refresh()
-				continue
-			}
-			w.deliverOutboxes()
-			if len(w.mq) == 0 {
-				w.scheduleTimer()
-				return
-			}
-		}
-		ev := w.mq[0]
-		w.mq = w.mq[1:]
-		w.steps++
-		pre := w.beforeStep(ev)
-		acts := w.mgr.Step(w.wall(), ev)
-		w.checkDecisions(pre, acts)
-		if w.opt.RoundTrip {
-			data, err := json.Marshal(w.mgr)
-			if err != nil {
-				panic(err)
-			}
-			if w.mgr, err = manager.Restore(data); err != nil {
-				panic(err)
-			}
-		}
-		w.exec(acts)
-	}
-	panic("sim: the manager does not settle")
-}
-
-func (w *World) scheduleTimer() {
-	t, ok := w.mgr.NextTimer()
-	if !ok {
-		return
-	}
-	d := t.Sub(Epoch)
-	if d <= w.now || w.timers[d] {
-		return
-	}
-	w.timers[d] = true
-	w.push(&item{t: d, kind: itTimer})
-}
-
-func (w *World) deliverOutboxes() {
-	for _, n := range w.nodes {
-		if n.reachable() && len(n.outbox) > 0 {
-			w.mq = append(w.mq, n.outbox...)
-			n.outbox = n.outbox[:0]
-		}
-	}
-}
-
-func (n *simNode) reachable() bool { return n.power == powerOn && n.inQ && n.agentUp }
-
-func (w *World) exec(acts []manager.Action) {
-	for _, a := range acts {
-		switch a.Kind {
-		case manager.ActPersist:
-			continue
-		case manager.ActLog:
-			w.logf("manager", "%s", a.Msg)
-			continue
-		case manager.ActReject:
-			w.logf("manager", "rejected: %s", a.Msg)
-			continue
-		}
-		w.logf("manager", "%s", a)
-		switch a.Kind {
-		case manager.ActStart, manager.ActStop, manager.ActMigrate:
-			if a.Kind == manager.ActStop {
-				w.checkPreempt(a)
-			} else {
-				w.checkCPUModel(a)
-			}
-			n := w.byName[a.Node]
-			if n == nil || n.power != powerOn {
-				continue // addressed to an incarnation that is gone
-			}
-			n.inbox = append(n.inbox, a)
-			if n.reachable() {
-				w.runInbox(n)
-			}
-		case manager.ActFence:
-			if n := w.byName[a.Node]; n != nil && n.witness {
-				w.violate("wf"+n.name, "witness %s is fenced", n.name)
-			}
-			w.push(&item{t: w.now + FenceAction, kind: itFenceDone, node: a.Node, op: a.Op})
-		case manager.ActShutdownReady:
-			n := w.byName[a.Node]
-			if n.power != powerOn {
-				continue
-			}
-			w.logf("node", "%s powers off (graceful %s)", n.name, map[bool]string{true: "reboot", false: "shutdown"}[n.reboot])
-			w.powerOff(n, "clean")
-			n.leaseLive, n.hasExpire = false, false
-			n.leaseGen++
-			w.toManager(manager.NodeLeft{Node: n.name})
-			if n.reboot {
-				w.push(&item{t: w.now + RebootDown, kind: itPowerOn, node: n.name})
-			}
-			w.dirty = true // the sides and the manager's seat change once this is handled
-		}
-	}
-}
-
-func (w *World) runInbox(n *simNode) {
-	for len(n.inbox) > 0 {
-		a := n.inbox[0]
-		n.inbox = n.inbox[1:]
-		w.agentDo(n, a)
-	}
-}
-
-func (w *World) report(n *simNode, ev manager.Event) { n.outbox = append(n.outbox, ev) }
-
-// agentDo carries out one manager action on node n's hypervisor.
-func (w *World) agentDo(n *simNode, a manager.Action) {
-	if !n.reachable() {
-		w.violate("cut"+n.name+a.Guest, "%s acted on %q while it is not in the quorate side", n.name, a)
-	}
-	if n.witness && (a.Kind == manager.ActStart || a.Kind == manager.ActMigrate) {
-		w.violate("w"+n.name+a.Guest, "witness %s was told to run %s", n.name, a.Guest)
-	}
-	if a.Kind == manager.ActMigrate {
-		if t := w.byName[a.Target]; t != nil && t.witness {
-			w.violate("w"+t.name+a.Guest, "%s is migrated to witness %s", a.Guest, t.name)
-		}
-	}
-	gi := w.guests[a.Guest]
-	w.token++
-	tok := w.token
-	switch a.Kind {
-	case manager.ActStart:
-		if v := n.vms[a.Guest]; v != nil {
-			if v.state == vmRunning {
-				w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultStarted})
-			}
-			return
-		}
-		w.checkStart(a.Guest, n)
-		n.vms[a.Guest] = &vm{state: vmStarting, op: a.Op, token: tok}
-		n.used += gi.spec.Memory
-		w.live[a.Guest]++
-		w.checkCopies(a.Guest)
-		w.push(&item{t: w.now + GuestStart, kind: itStartDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
-	case manager.ActStop:
-		v := n.vms[a.Guest]
-		if v == nil {
-			w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultStopped})
-			return
-		}
-		if v.migrating != "" {
-			w.abortMigration(n, a.Guest, v)
-		}
-		v.state, v.op, v.token = vmStopping, a.Op, tok
-		w.unwatchHealth(v)
-		w.push(&item{t: w.now + GuestStop, kind: itStopDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
-	case manager.ActMigrate:
-		v := n.vms[a.Guest]
-		t := w.byName[a.Target]
-		if v == nil || v.state != vmRunning || v.migrating != "" {
-			w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultMigrateFailed, Err: "not running here"})
-			return
-		}
-		if t == nil || t.power != powerOn || !w.connected(n, t) || t.vms[a.Guest] != nil {
-			w.report(n, manager.GuestResult{Guest: a.Guest, Node: n.name, Op: a.Op, Result: manager.ResultMigrateFailed, Err: "target unreachable"})
-			return
-		}
-		v.migrating, v.op, v.token = t.name, a.Op, tok
-		w.unwatchHealth(v)
-		t.vms[a.Guest] = &vm{state: vmIncoming, op: a.Op, token: tok, from: n.name}
-		t.used += gi.spec.Memory
-		w.push(&item{t: w.now + Migration, kind: itMigrateDone, node: n.name, guest: a.Guest, op: a.Op, token: tok})
-	}
 }
 
 func (w *World) connected(a, b *simNode) bool {
@@ -592,7 +407,7 @@ func (w *World) abortMigration(n *simNode, g string, v *vm) {
 			w.removeVM(t, g)
 		}
 	}
-	w.report(n, manager.GuestResult{Guest: g, Node: n.name, Op: v.op, Result: manager.ResultMigrateFailed, Err: "migration aborted"})
+	w.reply(n, v.order, hostctl.Running, "migration aborted")
 	v.migrating = ""
 	w.watchHealth(n, g, v)
 }
@@ -601,13 +416,13 @@ func (w *World) handle(it *item) {
 	n := w.byName[it.node]
 	switch it.kind {
 	case itTick:
-		w.toManager(manager.Tick{})
+		w.toManager(mgrIn{tick: true})
 		if next := it.t + w.tm.Tick; next <= w.end {
 			w.push(&item{t: next, kind: itTick})
 		}
 	case itTimer:
 		delete(w.timers, it.t)
-		w.toManager(manager.Tick{})
+		w.toManager(mgrIn{tick: true})
 	case itStartDone:
 		v := n.vms[it.guest]
 		if v == nil || v.token != it.token || v.state != vmStarting {
@@ -618,14 +433,14 @@ func (w *World) handle(it *item) {
 			gi.startFail--
 			w.removeVM(n, it.guest)
 			w.logf("hypervisor", "%s failed to start on %s", it.guest, n.name)
-			w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStartFailed, Err: "simulated start failure"})
+			w.reply(n, v.order, hostctl.Stopped, "simulated start failure")
 			return
 		}
 		v.state = vmRunning
 		w.watchHealth(n, it.guest, v)
 		delete(w.unclean, it.guest)
 		w.logf("hypervisor", "%s started on %s", it.guest, n.name)
-		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStarted})
+		w.reply(n, v.order, hostctl.Running, "")
 	case itStopDone:
 		v := n.vms[it.guest]
 		if v == nil || v.token != it.token || v.state != vmStopping {
@@ -635,12 +450,12 @@ func (w *World) handle(it *item) {
 			v.state = vmRunning
 			w.watchHealth(n, it.guest, v)
 			w.logf("hypervisor", "%s did not stop on %s", it.guest, n.name)
-			w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStopFailed, Err: "simulated stop failure"})
+			w.reply(n, v.order, hostctl.Running, "simulated stop failure")
 			return
 		}
 		w.removeVM(n, it.guest)
 		w.logf("hypervisor", "%s stopped on %s", it.guest, n.name)
-		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultStopped})
+		w.reply(n, v.order, hostctl.Stopped, "")
 	case itMigrateDone:
 		v := n.vms[it.guest]
 		if v == nil || v.token != it.token || v.migrating == "" {
@@ -666,7 +481,7 @@ func (w *World) handle(it *item) {
 		tv.svcDead, tv.hung, tv.faultAt = v.svcDead, v.hung, v.faultAt
 		w.watchHealth(t, it.guest, tv)
 		w.logf("hypervisor", "%s migrated from %s to %s", it.guest, n.name, t.name)
-		w.report(n, manager.GuestResult{Guest: it.guest, Node: n.name, Op: it.op, Result: manager.ResultMigrated})
+		w.reply(n, v.order, hostctl.Stopped, "")
 	case itFenceDone:
 		if n.fenceFail {
 			w.logf("fence", "fencing %s failed (device error)", n.name)
@@ -716,7 +531,7 @@ func (w *World) handle(it *item) {
 				w.watchHealth(n, g, v) // checks start afresh for adopted guests
 			}
 		}
-		w.report(n, manager.Inventory{Node: n.name, Running: ad.Running})
+		w.report(n, control.Input{Inventory: &manager.Inventory{Node: n.name, Running: ad.Running}})
 	case itLeaseExpire:
 		if !n.leaseLive || !n.hasExpire || it.op != n.leaseGen || n.expireAt != it.t {
 			return
@@ -726,7 +541,7 @@ func (w *World) handle(it *item) {
 		// rejoins, its inventory (in the NodeUp) says what runs there.
 		n.inbox, n.outbox = nil, nil
 		w.logf("node", "lease of %s expired", n.name)
-		w.toManager(manager.NodeDown{Node: n.name})
+		w.leaseGone(n)
 	case itSelfFence:
 		n.sfSched = false
 		if n.power != powerOn {
@@ -870,7 +685,7 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 		n.shutdown, n.reboot = true, e.Kind == scenario.Reboot
 		if n.reachable() && w.mgrNode != "" {
 			w.logf("node", "%s begins a graceful %s", n.name, what)
-			w.toManager(manager.NodeShutdown{Node: n.name, Reboot: n.reboot})
+			w.toManager(mgrIn{in: control.Input{Shutdown: &manager.NodeShutdown{Node: n.name, Reboot: n.reboot}}})
 			return
 		}
 		w.logf("node", "%s begins a graceful %s without the cluster: stopping its guests locally", n.name, what)
@@ -899,10 +714,10 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 				if t := w.byName[v.migrating]; t != nil && t.vms[e.Guest] != nil {
 					w.removeVM(t, e.Guest)
 				}
-				w.report(x, manager.GuestResult{Guest: e.Guest, Node: x.name, Op: v.op, Result: manager.ResultMigrateFailed, Err: "guest crashed"})
+				w.reply(x, v.order, hostctl.Crashed, "guest crashed")
 			}
 			w.removeVM(x, e.Guest)
-			w.report(x, manager.GuestCrashed{Guest: e.Guest, Node: x.name, Reason: reason})
+			w.crashed(x, e.Guest, reason)
 			return
 		}
 		w.logf("hypervisor", "%s %s: it is not running; nothing happens", e.Kind, e.Guest)
@@ -960,7 +775,7 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 			}
 		}
 		w.logf("manager", "operator: %s", c)
-		w.toManager(c)
+		w.toManager(mgrIn{in: control.Input{Command: &c}})
 	}
 }
 
@@ -986,7 +801,7 @@ func (w *World) refresh() {
 		}
 	}
 	w.quorate = qkey != ""
-	var store []manager.Event
+	var store []mgrIn
 	for _, n := range w.nodes {
 		n.inQ = n.power == powerOn && key(n) == qkey
 		if n.power == powerOn {
@@ -1018,7 +833,8 @@ func (w *World) refresh() {
 		case renewing:
 			n.leaseLive = true
 			n.hasExpire = false
-			store = append(store, manager.NodeUp{NodeReport: w.report0(n)})
+			r := w.report0(n)
+			store = append(store, mgrIn{in: control.Input{NodeUp: &r}})
 		}
 	}
 	// The manager's seat: kept while its node stays in the quorate side with
@@ -1051,6 +867,7 @@ func (w *World) refresh() {
 				panic(err)
 			}
 			w.mgr = st
+			w.sh = nil
 			w.logf("manager", "manager now runs on %s (state restored from the store)", seat)
 		} else {
 			w.logf("manager", "manager runs on %s", seat)
@@ -1065,14 +882,11 @@ func (w *World) refresh() {
 					// Its current inventory is in the Sync: inventories it
 					// queued earlier (agent restarts without a manager) are
 					// stale and dropped.
-					n.outbox = slices.DeleteFunc(n.outbox, func(ev manager.Event) bool {
-						_, inv := ev.(manager.Inventory)
-						return inv
-					})
+					n.outbox = slices.DeleteFunc(n.outbox, func(in control.Input) bool { return in.Inventory != nil })
 				}
 			}
 		}
-		w.mq = append([]manager.Event{sync}, w.mq...)
+		w.mq = append(w.takeOver(sync), w.mq...)
 	} else {
 		w.mq = append(w.mq, store...)
 	}
