@@ -424,6 +424,18 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 		// hostctl reports events (not order results) without an order.
 		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node, Reason: r.Reason})
 	}
+	if r.State == hostctl.Stopped && r.OrderID == "" && r.Reason == hostctl.ReasonSelfFence {
+		// Killed by its host's self-fence while the host's lease held (a
+		// keepalive late past the deadline, or a store without quorum,
+		// where leases do not expire): the node stays up here, and this
+		// report is the only news that the guest is gone. Handled as the
+		// inventory of a new term would: a crash, unless a migration's
+		// result decides.
+		if g := s.cfg.State.Guest(r.Guest); g != nil && g.Op != nil && g.Op.Kind == manager.OpMigrate {
+			return nil
+		}
+		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node, Reason: "killed by its host's self-fence"})
+	}
 	if op == 0 || r.Result == hostctl.ResultPending || r.Result == "" {
 		return nil
 	}

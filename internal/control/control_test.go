@@ -207,3 +207,46 @@ func TestCrashReportRestartsGuest(t *testing.T) {
 		t.Fatalf("after a crash: order %+v, want a restart on n1 (orders %v)", o, w.log)
 	}
 }
+
+// A guest killed by its host's self-fence while the host's lease held (a
+// keepalive late past the self-fence deadline, or a store without quorum,
+// whose leases do not expire): the node stays up for the manager, and the
+// agent's report (stopped, no order) is its only news that the guest is
+// gone. It is handled as a crash: restarted. Ignored, the guest stayed
+// started on paper and dead for good (random test, libvirt: a host back
+// from a power loss self-fenced right after a failback migration to it).
+func TestSelfFenceReportRestartsGuest(t *testing.T) {
+	st := manager.New(manager.Config{})
+	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
+		t.Fatal(err)
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, true); err != nil {
+		t.Fatal(err)
+	}
+	w := newMemWriter()
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock})
+	ctx := context.Background()
+	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Stopped, Reason: hostctl.ReasonSelfFence}); err != nil {
+		t.Fatal(err)
+	}
+	if g := st.Guest("vm1"); g.Running {
+		t.Fatalf("after its host's self-fence killed it, vm1 still counts as running on %s", g.Node)
+	}
+	mu.Lock()
+	now = now.Add(st.Config.Timings.RestartDelay)
+	mu.Unlock()
+	if err := sh.step(ctx, manager.Tick{}); err != nil {
+		t.Fatal(err)
+	}
+	if o := w.order("n1", "vm1"); o.Op != hostctl.OpStart {
+		t.Fatalf("after a self-fence: order %+v, want a restart on n1 (orders %v)", o, w.log)
+	}
+}

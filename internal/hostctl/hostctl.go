@@ -239,6 +239,10 @@ func (c *Controller) Reports() []Report {
 	return out
 }
 
+// ReasonSelfFence is the reason of the report (stopped, no order) of a
+// guest KillAll killed.
+const ReasonSelfFence = "self-fence"
+
 // KillAll forces every guest here off, for self-fencing when the host has
 // lost the cluster. It returns the first error and goes on with the others.
 func (c *Controller) KillAll(ctx context.Context) error {
@@ -263,7 +267,7 @@ func (c *Controller) KillAll(ctx context.Context) error {
 			}
 			continue
 		}
-		c.set(Report{Guest: name, State: Stopped, Reason: "self-fence", At: c.cfg.Now()})
+		c.set(Report{Guest: name, State: Stopped, Reason: ReasonSelfFence, At: c.cfg.Now()})
 	}
 	return first
 }
