@@ -118,7 +118,7 @@ func (f *fastFail) mayEnd(name string, lease clientv3.LeaseID, v heartbeat.Verdi
 			f.spared = map[clientv3.LeaseID]bool{}
 		}
 		f.spared[lease] = true
-		f.log.Info("a silent host holds a lease newer than its silence: its proof of life, left to expire on its own", "op", "failover", "node", name, "lease", fmt.Sprintf("%x", int64(lease)), "evidence", v.String())
+		f.log.Info("a silent host holds a lease not seen before its silence began (it registered again: alive); the lease is left to its TTL", "op", "failover", "node", name, "lease", fmt.Sprintf("%x", int64(lease)), "evidence", v.String())
 	}
 	return false
 }
