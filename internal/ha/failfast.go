@@ -175,10 +175,7 @@ func (l *leaseLog) follow(ctx context.Context, cli *clientv3.Client, prefix stri
 		resp, err := cli.Get(rctx, prefix, clientv3.WithPrefix())
 		cancel()
 		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
+			pause(ctx)
 			continue
 		}
 		now := time.Now()
@@ -201,6 +198,14 @@ func (l *leaseLog) follow(ctx context.Context, cli *clientv3.Client, prefix stri
 			}
 		}
 		wcancel()
+		pause(ctx) // a watch that ends at once is not retried in a busy loop
+	}
+}
+
+func pause(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 
