@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,10 @@ type Config struct {
 	// StoreTickMs and StoreElectionMs tune the embedded etcd (defaults
 	// 100 and 1000).
 	StoreTickMs, StoreElectionMs uint
+	// CertRenewBefore is how long before its expiry the host's certificate
+	// is renewed (default DefaultCertRenewBefore); the agent looks at
+	// start and then every CertCheckEvery (default 1 h).
+	CertRenewBefore, CertCheckEvery time.Duration
 
 	// Hypervisor names the driver reported in the node facts; "none" for a
 	// host that runs no guests (never offered to placement).
@@ -159,7 +164,10 @@ type Agent struct {
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 
+	// The host's PKI. certPEM changes when the certificate is renewed
+	// (under certMu, read through tlsPair once the agent serves).
 	caPEM, certPEM, keyPEM []byte
+	certMu                 sync.Mutex
 
 	plugins []Plugin
 
@@ -487,6 +495,9 @@ func (a *Agent) connect(ctx context.Context, endpoints []string) error {
 	if err != nil {
 		return err
 	}
+	// A renewed certificate is used from the next connection on.
+	tlsCfg.Certificates = nil
+	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.tlsPair() }
 	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: endpoints, TLS: tlsCfg, AutoSync: true}, a.embedded, a.log)
 	if err != nil {
 		return err
@@ -530,6 +541,8 @@ func (a *Agent) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg.Certificates = nil
+	tlsCfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.tlsPair() }
 	ln := a.ln
 	if a.metricsLn != nil {
 		a.serveMetricsHTTP(a.metricsLn)
@@ -585,6 +598,11 @@ func (a *Agent) serve(ctx context.Context) error {
 	go func() {
 		defer a.wg.Done()
 		a.grantKeys(ectx)
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.renewLoop(ectx)
 	}()
 	close(a.ready)
 	a.log.Info("agent ready", "op", "start", "cluster", a.state.Cluster, "api", a.APIURL(), "store_member", a.state.StoreMember)

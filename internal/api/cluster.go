@@ -335,8 +335,11 @@ func (s *Server) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	// The host's certificate is revoked (the store and every agent refuse
 	// it from now on) and its tokens (its local admin token) deleted.
-	if rec.CertSerial != "" {
-		if err := s.cfg.Store.Revoke(ctx, store.Revocation{Serial: rec.CertSerial, Node: name, Revoked: s.now().UTC()}); err != nil {
+	for _, serial := range append([]string{rec.CertSerial}, rec.PrevSerials...) {
+		if serial == "" {
+			continue
+		}
+		if err := s.cfg.Store.Revoke(ctx, store.Revocation{Serial: serial, Node: name, Revoked: s.now().UTC()}); err != nil {
 			WriteError(w, err)
 			return
 		}

@@ -190,6 +190,27 @@ func (ca *CA) SignCSR(csrPEM []byte, node string, allow func(host string) bool, 
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), dropped, nil
 }
 
+// Renew issues a new certificate for the holder of old: the same name,
+// addresses and public key (the host's private key never moves), valid for
+// NodeValidity from now.
+func (ca *CA) Renew(old *x509.Certificate, now time.Time) ([]byte, error) {
+	tmpl := &x509.Certificate{
+		SerialNumber: randSerial(),
+		Subject:      pkix.Name{CommonName: old.Subject.CommonName, Organization: ca.Cert.Subject.Organization},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(NodeValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     old.DNSNames,
+		IPAddresses:  old.IPAddresses,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, old.PublicKey, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w", old.Subject.CommonName, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
 // IssueNode makes a key and certificate for node in one step (used by the
 // host that creates the cluster).
 func (ca *CA) IssueNode(node string, hosts []string, now time.Time) (certPEM, keyPEM []byte, err error) {

@@ -118,13 +118,16 @@ type ClusterConfig struct {
 // NodeRecord is a node's persistent registration: name, certificate and
 // addresses. It outlives the node's lease.
 type NodeRecord struct {
-	Name        string    `json:"name"`
-	APIAddr     string    `json:"api_addr"`
-	PeerAddr    string    `json:"peer_addr,omitempty"`
-	ClientAddr  string    `json:"client_addr,omitempty"` // store client URL, when a store member
-	StoreMember bool      `json:"store_member"`
-	MemberID    uint64    `json:"member_id,omitempty"`
-	CertSerial  string    `json:"cert_serial"`
+	Name        string `json:"name"`
+	APIAddr     string `json:"api_addr"`
+	PeerAddr    string `json:"peer_addr,omitempty"`
+	ClientAddr  string `json:"client_addr,omitempty"` // store client URL, when a store member
+	StoreMember bool   `json:"store_member"`
+	MemberID    uint64 `json:"member_id,omitempty"`
+	CertSerial  string `json:"cert_serial"`
+	// PrevSerials are the host's earlier certificates (renewed, not
+	// expired yet): `haven node remove` revokes them too.
+	PrevSerials []string  `json:"prev_serials,omitempty"`
 	Registered  time.Time `json:"registered"`
 }
 

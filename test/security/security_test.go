@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +161,14 @@ func TestRemovedHostRefusedByStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, _ := pki.ParseCert(certPEM)
-	if err := ag.A.Store().RegisterNode(ctx, store.NodeRecord{Name: "gone", APIAddr: "https://127.0.0.1:1", CertSerial: cert.SerialNumber.Text(16), Registered: time.Now().UTC()}); err != nil {
+	// The host has renewed its certificate since: the earlier one (cert,
+	// still valid, tried below) is revoked with the current one.
+	currentPEM, err := ca.Renew(cert, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, _ := pki.ParseCert(currentPEM)
+	if err := ag.A.Store().RegisterNode(ctx, store.NodeRecord{Name: "gone", APIAddr: "https://127.0.0.1:1", CertSerial: current.SerialNumber.Text(16), PrevSerials: []string{cert.SerialNumber.Text(16)}, Registered: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
 	adminTok := pki.NewAPIToken()
@@ -211,8 +219,13 @@ func TestRemovedHostRefusedByStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, err := x509.ParseRevocationList(b)
-	if err != nil || len(l.RevokedCertificateEntries) != 1 || l.RevokedCertificateEntries[0].SerialNumber.Cmp(cert.SerialNumber) != 0 {
-		t.Errorf("revocation list %s: %v, want the removed host's serial", filepath.Base(ag.A.CRLFile()), err)
+	if err != nil || len(l.RevokedCertificateEntries) != 2 {
+		t.Fatalf("revocation list %s: %v, want the removed host's two serials", filepath.Base(ag.A.CRLFile()), err)
+	}
+	for _, c := range []*x509.Certificate{cert, current} {
+		if !slices.ContainsFunc(l.RevokedCertificateEntries, func(e x509.RevocationListEntry) bool { return e.SerialNumber.Cmp(c.SerialNumber) == 0 }) {
+			t.Errorf("revocation list lacks serial %s", c.SerialNumber.Text(16))
+		}
 	}
 }
 
