@@ -181,7 +181,7 @@ func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config
 	// Every part of the agent, wired here: the HA plugin (host side,
 	// shutdown, consoles, the manager's term) and the web UI.
 	a, err := agent.New(cfg, agent.WithPlugins(
-		ha.New(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice, RecordDir: hostOpts.RecordDir}),
+		ha.New(ha.Options{Driver: hostOpts.Driver(), WatchdogDevice: hostOpts.WatchdogDevice, RecordDir: hostOpts.RecordDir, HealthNetworks: hostOpts.HealthNetworks}),
 		ui.New(),
 	))
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/hypervisor"
@@ -26,8 +28,13 @@ type HostOptions struct {
 	QEMUBinary string
 	// QEMUUser is the unprivileged user QEMU drops to.
 	QEMUUser string
-	// NoMigrationTLS turns off TLS for QEMU live migrations.
+	// NoMigrationTLS turns off TLS for live migrations (both drivers).
 	NoMigrationTLS bool
+	// LibvirtTLSDir is where the libvirt driver writes the cluster's
+	// certificates for libvirt's QEMU; LibvirtQEMUConf is libvirt's
+	// qemu.conf, whose migrate_tls_x509_cert_dir must name that directory
+	// for migrations over TLS.
+	LibvirtTLSDir, LibvirtQEMUConf string
 	// MigrationAddr is the address incoming QEMU migrations listen on;
 	// default: the host part of the agent's --listen address.
 	MigrationAddr string
@@ -46,6 +53,9 @@ type HostOptions struct {
 	// guests run: a Linux watchdog device, or "file:PATH" for the test bed's
 	// emulated one. Empty: none (the host then runs no guests in that mode).
 	WatchdogDevice string
+	// HealthNetworks are where guests' tcp and http health checks may
+	// connect besides the guests' own addresses (health.Config.Networks).
+	HealthNetworks Prefixes
 	// GuestScope places each QEMU in a systemd scope of its own: auto (when
 	// systemd runs the host), systemd or none (qemu.ParseScopeMode).
 	GuestScope string
@@ -57,13 +67,16 @@ func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.GuestScope, "guest-scope", "auto", "qemu driver: run each QEMU in a systemd scope of its own, outside the agent's cgroup, so stopping or restarting the agent's unit never kills guests: auto (when systemd runs the host), systemd, or none")
 	fs.StringVar(&o.QEMUBinary, "qemu-binary", "qemu-system-x86_64", "qemu driver: the QEMU system emulator")
 	fs.StringVar(&o.QEMUUser, "qemu-user", qemu.DefaultUser, "qemu driver: the unprivileged user QEMU runs guests as (it must exist; \"-\": the agent's own user, only when the agent is not root)")
-	fs.BoolVar(&o.NoMigrationTLS, "no-migration-tls", false, "qemu driver: migrate guests over plain TCP instead of TLS with the cluster's certificates (TLS is used whenever the target offers it)")
+	fs.BoolVar(&o.NoMigrationTLS, "no-migration-tls", false, "migrate guests over plain TCP instead of TLS with the cluster's certificates (TLS is used whenever both ends offer it)")
 	fs.StringVar(&o.MigrationAddr, "migration-addr", "", "qemu driver: address incoming live migrations listen on (default: the host of --listen)")
 	fs.StringVar(&o.DiskCache, "disk-cache", "", "qemu driver: QEMU cache= mode for guest disks (none for shared storage with O_DIRECT)")
 	fs.StringVar(&o.LibvirtSocket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirt driver: libvirtd's unix socket")
 	fs.StringVar(&o.LibvirtURI, "libvirt-uri", "qemu:///system", "libvirt driver: connection URI")
 	fs.StringVar(&o.WatchdogDevice, "watchdog-device", "/dev/watchdog", "watchdog fencing: the watchdog armed while guests run (load softdog if the host has no hardware watchdog); empty for none")
 	fs.BoolVar(&o.LibvirtStrictStorage, "libvirt-strict-storage", false, "libvirt driver: also let libvirt refuse live migrations of disks on filesystems it does not know as shared (NFS, GFS2, OCFS2, Ceph...); by default Haven's shared-pool check decides")
+	fs.Var(&o.HealthNetworks, "health-network", "a network (CIDR) tcp and http health checks may connect to besides the guests' own addresses as their guest agents report them, such as the subnet of guests without a guest agent; repeat or separate with commas for several")
+	fs.StringVar(&o.LibvirtTLSDir, "libvirt-tls-dir", libvirt.DefaultMigrationTLSDir, "libvirt driver: where the agent writes the cluster's certificates for libvirt's QEMU; live migrations use TLS when qemu.conf's migrate_tls_x509_cert_dir names this directory")
+	fs.StringVar(&o.LibvirtQEMUConf, "libvirt-qemu-conf", "/etc/libvirt/qemu.conf", "libvirt driver: libvirt's qemu.conf (read for migrate_tls_x509_cert_dir and QEMU's group)")
 	fs.StringVar(&o.LibvirtMigrationURI, "libvirt-migration-uri", "", "libvirt driver: this host's URI for peer-to-peer migration (default qemu+tcp://HOST/system, HOST from --listen)")
 }
 
@@ -116,8 +129,60 @@ func (o HostOptions) Driver() DriverFactory {
 			if uri == "" {
 				uri = "qemu+tcp://" + host + "/system"
 			}
-			return libvirt.New(ctx, libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: uri, Node: a.Node(), StrictStorageCheck: o.LibvirtStrictStorage, Logger: cfg.Logger})
+			lc := libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: uri, Node: a.Node(), StrictStorageCheck: o.LibvirtStrictStorage, Logger: cfg.Logger}
+			if !o.NoMigrationTLS {
+				o.libvirtTLS(a, &lc)
+			}
+			return libvirt.New(ctx, lc)
 		}
 		return nil, fmt.Errorf("unknown --hypervisor %q: use qemu, libvirt or none", kind)
 	}
+}
+
+// libvirtTLS turns on the libvirt driver's migration TLS when libvirt's
+// QEMU reads its credentials from --libvirt-tls-dir; otherwise it says what
+// to change and migrations stay plain.
+func (o HostOptions) libvirtTLS(a *agent.Agent, lc *libvirt.Config) {
+	log := a.Config().Logger
+	qc, err := libvirt.ReadQEMUConf(o.LibvirtQEMUConf)
+	if err != nil {
+		log.Warn("libvirt live migrations without TLS", "err", err)
+		return
+	}
+	if qc.MigrateTLSDir != filepath.Clean(o.LibvirtTLSDir) {
+		log.Warn("libvirt live migrations without TLS: libvirt's QEMU reads its migration certificates elsewhere; set migrate_tls_x509_cert_dir in qemu.conf to the agent's --libvirt-tls-dir and restart libvirtd",
+			"qemu.conf", o.LibvirtQEMUConf, "migrate_tls_x509_cert_dir", qc.MigrateTLSDir, "libvirt-tls-dir", o.LibvirtTLSDir)
+		return
+	}
+	lc.MigrationTLSDir, lc.TLSGroup = o.LibvirtTLSDir, qc.GID
+	lc.TLSCA, lc.TLSCert, lc.TLSKey = a.TLSFiles()
+}
+
+// Prefixes is a list flag of networks (CIDR), repeated or comma-separated.
+type Prefixes []netip.Prefix
+
+func (p *Prefixes) String() string {
+	var s []string
+	for _, x := range *p {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, ",")
+}
+
+// Set adds the comma-separated networks of v.
+func (p *Prefixes) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		x, err := netip.ParsePrefix(f)
+		if err != nil {
+			return fmt.Errorf("%q is not a network: give ADDRESS/BITS, such as 192.0.2.0/24", f)
+		}
+		if x != x.Masked() {
+			return fmt.Errorf("%q has host bits set: did you mean %s?", f, x.Masked())
+		}
+		*p = append(*p, x)
+	}
+	return nil
 }

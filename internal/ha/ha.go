@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -41,6 +42,8 @@ type Options struct {
 	Timings *manager.Timings
 	// RecordDir: see HostOptions.
 	RecordDir string
+	// HealthNetworks: see HostOptions.
+	HealthNetworks []netip.Prefix
 }
 
 // plugin is the HA plugin of one agent.
@@ -146,15 +149,16 @@ func (p *plugin) setup(ctx context.Context, a *agent.Agent) error {
 			log.Error("watchdog unusable: this host will refuse guests in watchdog fencing mode", "op", "watchdog", "err", err)
 		}
 		h := hostagent.New(hostagent.Config{
-			Watchdog:    wd,
-			Node:        a.Node(),
-			DataDir:     a.DataDir(),
-			Cluster:     cluster.New(a.Store()),
-			Live:        a.Liveness(),
-			Driver:      drv,
-			LeaseTTL:    t.LeaseTTL,
-			StopTimeout: t.StopTimeout,
-			Logger:      log,
+			Watchdog:       wd,
+			Node:           a.Node(),
+			DataDir:        a.DataDir(),
+			Cluster:        cluster.New(a.Store()),
+			Live:           a.Liveness(),
+			Driver:         drv,
+			LeaseTTL:       t.LeaseTTL,
+			StopTimeout:    t.StopTimeout,
+			Logger:         log,
+			HealthNetworks: o.HealthNetworks,
 		})
 		// Until its guests are adopted, the host may run guests it does
 		// not count yet: a stop then keeps the lease too.

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"sync"
@@ -53,10 +54,16 @@ type Config struct {
 	OnChange func(guest string)
 	// Workers bounds the checks running at once; default 32.
 	Workers int
-	// Dial connects tcp and http checks; default a net.Dialer.
-	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Dial connects tcp and http checks; default a net.Dialer. It is only
+	// given IP addresses the checks may reach (see Networks).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Networks are where tcp and http checks may connect besides the
+	// guest's own addresses (those its guest agent reports): networks an
+	// admin declared (agent --health-network), such as the subnet of
+	// guests without a guest agent. Any other address is refused.
+	Networks []netip.Prefix
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Result is the last outcome of one check, for status pages.
@@ -148,7 +155,7 @@ func New(cfg Config) *Monitor {
 		wake: make(chan struct{}, 1), done: make(chan result, cfg.Workers)}
 	m.client = &http.Client{
 		Transport: &http.Transport{
-			DialContext:       cfg.Dial,
+			DialContext:       m.dialGuest,
 			DisableKeepAlives: true, // hundreds of guests: no idle connections
 			// A health check asks whether the service answers, not who it
 			// is: guests' certificates rarely name their address.
@@ -379,20 +386,22 @@ func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check)
 		}
 		return res.Output, "", nil
 	}
+	g := &guard{networks: m.cfg.Networks, call: call}
 	if addr == "" {
-		addrs, err := guestagent.Addresses(ctx, call)
+		addrs, err := g.guestAddrs(ctx)
 		if err != nil {
 			return "", "", fmt.Errorf("no address for the guest (set the definition's address, or run a guest agent): %w", err)
 		}
 		if len(addrs) == 0 {
 			return "", "", errors.New("no address for the guest: its guest agent reports none")
 		}
-		addr = addrs[0]
+		addr = addrs[0].String()
 	}
+	ctx = context.WithValue(ctx, guardKey{}, g)
 	switch {
 	case c.TCP != 0:
 		target := net.JoinHostPort(addr, strconv.Itoa(c.TCP))
-		conn, err := m.cfg.Dial(ctx, "tcp", target)
+		conn, err := m.dialGuest(ctx, "tcp", target)
 		if err != nil {
 			return "", addr, fmt.Errorf("connect %s: %w", target, err)
 		}
@@ -429,4 +438,91 @@ func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check)
 		return fmt.Sprintf("GET %s: %d", u, resp.StatusCode), addr, nil
 	}
 	return "", addr, fmt.Errorf("check %q has no kind", c.Name)
+}
+
+// guardKey carries a check's guard to dialGuest (through the HTTP client).
+type guardKey struct{}
+
+// guard decides where one run of a guest's check may connect: an address
+// its guest agent reports for one of its NICs (asked once per run), or one
+// in an admin-declared network. Never loopback, link-local, multicast or
+// unspecified addresses, unless declared.
+type guard struct {
+	networks []netip.Prefix
+	call     guestagent.Caller
+	asked    bool
+	addrs    []netip.Addr
+	err      error
+}
+
+func (g *guard) guestAddrs(ctx context.Context) ([]netip.Addr, error) {
+	if !g.asked {
+		g.asked = true
+		var list []string
+		if list, g.err = guestagent.Addresses(ctx, g.call); g.err == nil {
+			for _, s := range list {
+				if a, err := netip.ParseAddr(s); err == nil {
+					g.addrs = append(g.addrs, a.Unmap().WithZone(""))
+				}
+			}
+		}
+	}
+	return g.addrs, g.err
+}
+
+// allow says why a check may not connect to ip, or nil.
+func (g *guard) allow(ctx context.Context, ip netip.Addr) error {
+	ip = ip.Unmap().WithZone("")
+	for _, p := range g.networks {
+		if p.Contains(ip) {
+			return nil
+		}
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() {
+		return fmt.Errorf("%s is not the guest's address (loopback, link-local, multicast or unspecified) and not in a network declared for health checks (agent --health-network): not connected", ip)
+	}
+	addrs, err := g.guestAddrs(ctx)
+	if err != nil {
+		return fmt.Errorf("%s is not in a network declared for health checks (agent --health-network), and the guest agent cannot confirm it is the guest's: %w: not connected", ip, err)
+	}
+	for _, a := range addrs {
+		if a == ip {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is not one of the guest's addresses (its guest agent reports %v) nor in a network declared for health checks (agent --health-network): not connected", ip, addrs)
+}
+
+// dialGuest connects a check to addr (HOST:PORT) if its guard allows the
+// address: a name is resolved here and the allowed address itself dialed,
+// so a name cannot resolve differently for the check and the connection.
+func (m *Monitor) dialGuest(ctx context.Context, network, addr string) (net.Conn, error) {
+	g, _ := ctx.Value(guardKey{}).(*guard)
+	if g == nil {
+		return nil, errors.New("health check connection without a guard")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ips = []netip.Addr{ip}
+	} else if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
+		return nil, err
+	}
+	var refused error
+	for _, ip := range ips {
+		if err := g.allow(ctx, ip); err != nil {
+			if refused == nil {
+				refused = err
+			}
+			continue
+		}
+		return m.cfg.Dial(ctx, network, net.JoinHostPort(ip.WithZone("").String(), port))
+	}
+	if refused == nil {
+		refused = fmt.Errorf("%s resolves to no address", host)
+	}
+	return nil, refused
 }

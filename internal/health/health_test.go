@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -256,8 +258,9 @@ func TestBoundedConcurrency(t *testing.T) {
 	})
 }
 
-// TCP and HTTP checks against real listeners on loopback; the address
-// comes from the guest agent when the definition gives none.
+// TCP and HTTP checks against real listeners on loopback (a network the
+// test declares); the address comes from the guest agent when the
+// definition gives none.
 func TestTCPAndHTTP(t *testing.T) {
 	status := atomic.Int64{}
 	status.Store(200)
@@ -273,7 +276,7 @@ func TestTCPAndHTTP(t *testing.T) {
 	ag := &fakeAgent{addrs: []string{"127.0.0.1"}}
 	ag.set("g", true)
 	var fs failures
-	m := New(Config{Logger: quiet, Agent: ag.call, OnFail: fs.add})
+	m := New(Config{Logger: quiet, Agent: ag.call, OnFail: fs.add, Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go m.Run(ctx)
@@ -390,5 +393,87 @@ func TestTruncate(t *testing.T) {
 	}
 	if truncate("short") != "short" {
 		t.Error("short output changed")
+	}
+}
+
+// Issue 10: an operator cannot aim a host's tcp or http checks at any
+// address. A check connects only to an address the guest's agent reports
+// for the guest, or one in a network the host's admin declared; never to
+// loopback (not even when the guest reports it), whatever the definition's
+// address, the URL's host or a name resolving to it says.
+func TestCheckTargetsConfined(t *testing.T) {
+	ag := &fakeAgent{addrs: []string{"192.0.2.10", "127.0.0.1"}}
+	ag.set("g", true)
+	once := guestdef.Check{Name: "c", Interval: sec(0.1), Timeout: sec(2), Failures: 1000}
+	tcp := func(addr string, port int) guestdef.Definition {
+		c := once
+		c.TCP = port
+		d := def("g", c)
+		d.Address = addr
+		return d
+	}
+	web := func(addr, url string) guestdef.Definition {
+		c := once
+		c.HTTP = url
+		d := def("g", c)
+		d.Address = addr
+		return d
+	}
+	for _, tt := range []struct {
+		name     string
+		networks string
+		def      guestdef.Definition
+		dial     string // "" refused
+		want     string
+	}{
+		{"the guest's address, from its agent", "", tcp("", 22), "192.0.2.10:22", "connected"},
+		{"the definition's address, the guest's", "", tcp("192.0.2.10", 22), "192.0.2.10:22", "connected"},
+		{"the definition's address, elsewhere", "", tcp("10.9.9.9", 22), "", "10.9.9.9 is not one of the guest's addresses (its guest agent reports [192.0.2.10 127.0.0.1])"},
+		{"loopback the guest reports", "", tcp("127.0.0.1", 7400), "", "127.0.0.1 is not the guest's address (loopback"},
+		{"IPv4-mapped loopback", "", tcp("::ffff:127.0.0.1", 7400), "", "127.0.0.1 is not the guest's address"},
+		{"a URL naming another host", "", web("", "http://10.9.9.9:80/x"), "", "10.9.9.9 is not one of the guest's addresses"},
+		{"a name resolving to loopback", "", web("", "http://localhost:7400/"), "", "is not the guest's address (loopback"},
+		{"a declared network", "10.9.0.0/16", tcp("10.9.9.9", 22), "10.9.9.9:22", "connected"},
+		{"a URL in a declared network", "10.9.0.0/16", web("", "http://10.9.9.9:8080/x"), "10.9.9.9:8080", "GET http://10.9.9.9:8080/x"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var dialed []string
+			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				mu.Lock()
+				dialed = append(dialed, addr)
+				mu.Unlock()
+				c, s := net.Pipe()
+				go func() { // an HTTP server answering 200 once
+					http.ReadRequest(bufio.NewReader(s))
+					s.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+					s.Close()
+				}()
+				return c, nil
+			}
+			var nets []netip.Prefix
+			if tt.networks != "" {
+				nets = []netip.Prefix{netip.MustParsePrefix(tt.networks)}
+			}
+			m := New(Config{Logger: quiet, Agent: ag.call, Dial: dial, Networks: nets})
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			go m.Run(ctx)
+			m.Watch(tt.def)
+			waitFor(t, func() bool { r := m.Results("g"); return len(r) == 1 && !r[0].At.IsZero() })
+			r := m.Results("g")[0]
+			mu.Lock()
+			got := dialed
+			mu.Unlock()
+			if tt.dial == "" {
+				if r.OK || len(got) != 0 || !strings.Contains(r.Output, tt.want) {
+					t.Errorf("result %+v, dialed %v; want refused saying %q, nothing dialed", r, got, tt.want)
+				}
+				return
+			}
+			if len(got) == 0 || got[0] != tt.dial || !strings.Contains(r.Output, tt.want) {
+				t.Errorf("result %+v, dialed %v; want %s dialed, output with %q", r, got, tt.dial, tt.want)
+			}
+		})
 	}
 }

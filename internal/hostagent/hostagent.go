@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,8 +61,11 @@ type Config struct {
 	Watchdog *watchdog.Watchdog
 	// PolicyEvery is how often the cluster policy is read (default 2 s).
 	PolicyEvery time.Duration
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// HealthNetworks are where tcp and http health checks may connect
+	// besides the guests' own addresses (health.Config.Networks).
+	HealthNetworks []netip.Prefix
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Host runs the host side of one agent.
@@ -117,7 +121,7 @@ func New(cfg Config) *Host {
 	if ga, ok := cfg.Driver.(hypervisor.GuestAgent); ok {
 		agentFn = ga.AgentCommand
 	}
-	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail, OnChange: h.onHealthChange})
+	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail, OnChange: h.onHealthChange, Networks: cfg.HealthNetworks})
 	h.pub.health = h.health.Results
 	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Health: h.health, Logger: log, Now: cfg.Now, CheckDef: h.checkDef})
 	return h

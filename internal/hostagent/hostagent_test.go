@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -263,7 +264,8 @@ func TestReportCarriesHealth(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	lv := &lease{id: grant.ID, sent: time.Now()}
 	drv := &memDriver{running: map[string]bool{}, events: make(chan hypervisor.Event, 8)}
-	h := New(Config{Node: "n1", DataDir: t.TempDir(), Cluster: cs, Live: lv, Driver: drv, LeaseTTL: 30 * time.Second, PolicyEvery: 50 * time.Millisecond})
+	h := New(Config{Node: "n1", DataDir: t.TempDir(), Cluster: cs, Live: lv, Driver: drv, LeaseTTL: 30 * time.Second, PolicyEvery: 50 * time.Millisecond,
+		HealthNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // the test listener
 	done := make(chan struct{})
 	go func() { _ = h.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()

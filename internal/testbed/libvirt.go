@@ -56,7 +56,7 @@ func (h *Host) StartLibvirt(ctx context.Context, detached bool) error {
 		}
 	}
 	root := h.libvirtRoot()
-	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(h.bed.cfg.ID+"-"+h.Name, time.Now().UnixNano()), ListenAddr: h.Addr.String()}
+	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(h.bed.cfg.ID+"-"+h.Name, time.Now().UnixNano()), ListenAddr: h.Addr.String(), MigrateTLS: true}
 	if err := libvirtd.Prepare(root, cfg); err != nil {
 		return fmt.Errorf("start libvirt on host %q: %w", h.Name, err)
 	}

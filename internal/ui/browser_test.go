@@ -103,6 +103,7 @@ func startAgent(t *testing.T, node string, extra ...string) *agentProc {
 		t.Fatal(err)
 	}
 	args := append([]string{"agent", "--node", node, "--data-dir", filepath.Join(dir, "data"), "--fence-agent-dir", spyDir,
+		"--health-network", "127.0.0.0/8", // the health checks' listeners
 		"--listen", listen, "--peer-listen", freeAddr(t), "--store-client-listen", freeAddr(t), "--log-level", "warn"}, extra...)
 	cmd := exec.Command(havenBin, args...)
 	logf, err := os.Create(filepath.Join(dir, "agent.log"))

@@ -321,6 +321,9 @@ func TestMaintenanceAndGracefulShutdown(t *testing.T) {
 		on := c.waitRunning(90*time.Second, away)
 		t.Logf("maintenance on h1: guests on %v after %v", on, time.Since(t0).Round(100*time.Millisecond))
 		sameBoots("maintenance on")
+		if hv == "libvirt" {
+			c.libvirtConfined()
+		}
 		t1 := time.Now()
 		if err := c.bed.Maintenance(c.ctx, "h1", false); err != nil {
 			t.Fatal(err)

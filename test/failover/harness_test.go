@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,6 +25,7 @@ import (
 	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirtd"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/storage"
@@ -793,4 +795,60 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// libvirtConfined checks, on a libvirt cluster after live migrations, that
+// every migration went over TLS (each agent logs whether it did; that the
+// flag means TLS with the certificates checked is internal/hypervisor/
+// libvirt's TestMigrate) and that every guest's QEMU runs as libvirt's
+// unprivileged user under seccomp, not as root.
+func (c *testCluster) libvirtConfined() {
+	c.t.Helper()
+	migrations := 0
+	for _, n := range c.nodes {
+		b, _ := os.ReadFile(n.log)
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, `msg="live migration started"`) || !strings.Contains(line, "driver=libvirt") {
+				continue
+			}
+			migrations++
+			if !strings.Contains(line, " tls=true") {
+				c.t.Errorf("%s: a live migration without TLS: %s", n.name, line)
+			}
+		}
+	}
+	if migrations == 0 {
+		c.t.Error("no libvirt live migration in the agents' logs")
+	}
+	u, err := user.Lookup(libvirtd.QEMUUser)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	qemus := 0
+	for _, n := range c.nodes {
+		for _, g := range c.guests {
+			f := filepath.Join(filepath.Dir(n.h.LibvirtSocket()), "qemu", g+".pid")
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/status")
+			if err != nil {
+				continue // ended meanwhile
+			}
+			qemus++
+			for _, line := range strings.Split(string(status), "\n") {
+				if v, ok := strings.CutPrefix(line, "Uid:"); ok && strings.Fields(v)[1] != u.Uid {
+					c.t.Errorf("%s: QEMU %s runs with uids %s, want %s's %s", n.name, f, strings.TrimSpace(v), libvirtd.QEMUUser, u.Uid)
+				}
+				if v, ok := strings.CutPrefix(line, "Seccomp:"); ok && strings.TrimSpace(v) != "2" {
+					c.t.Errorf("%s: QEMU %s: Seccomp %s, want 2 (filtered)", n.name, f, strings.TrimSpace(v))
+				}
+			}
+		}
+	}
+	c.t.Logf("libvirt: %d live migrations; %d guests' QEMU processes checked for user %s and seccomp", migrations, qemus, libvirtd.QEMUUser)
+	if qemus == 0 {
+		c.t.Error("no libvirt QEMU process found")
+	}
 }

@@ -78,6 +78,17 @@ type Config struct {
 	// bypasses the host page cache (cache none or directsync), the other
 	// condition of a safe migration. Set it when libvirt should also refuse.
 	StrictStorageCheck bool
+	// MigrationTLSDir, with TLSCA, TLSCert and TLSKey (the cluster CA, this
+	// host's certificate and key), turns on live migration over TLS: the
+	// driver writes the credentials in the directory libvirt's QEMU reads
+	// them from (qemu.conf's migrate_tls_x509_cert_dir, which must name it)
+	// as hypervisor.WriteTLSCreds lays them out, readable by root and
+	// TLSGroup (the group QEMU runs as). PrepareIncoming then offers TLS,
+	// and Migrate passes VIR_MIGRATE_TLS to a target that offers it, which
+	// must present a certificate naming its node. Empty: plain migration.
+	MigrationTLSDir        string
+	TLSCA, TLSCert, TLSKey string
+	TLSGroup               int
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock used to stamp events. Default time.Now.
@@ -187,6 +198,7 @@ func (d *recordingDialer) conn() net.Conn {
 // for concurrent use.
 type Driver struct {
 	cfg        Config
+	tls        bool // migrations over TLS (Config.MigrationTLSDir)
 	domainType string
 	log        *slog.Logger
 	events     chan hypervisor.Event
@@ -244,7 +256,14 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	default:
 		return nil, fmt.Errorf("libvirt driver: domain type %q: want \"kvm\" or \"qemu\"", dt)
 	}
+	tls := cfg.MigrationTLSDir != "" && cfg.TLSCA != "" && cfg.TLSCert != "" && cfg.TLSKey != ""
+	if tls {
+		if err := hypervisor.WriteTLSCreds(cfg.MigrationTLSDir, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSGroup); err != nil {
+			return nil, fmt.Errorf("libvirt driver: %s: %w", cfg.MigrationTLSDir, err)
+		}
+	}
 	d := &Driver{
+		tls:        tls,
 		cfg:        cfg,
 		domainType: dt,
 		log:        cfg.Logger.With("driver", "libvirt"),
@@ -1019,7 +1038,7 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (
 	if _, _, err := d.current(); err != nil {
 		return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, err)
 	}
-	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI}, nil
+	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI, TLS: d.tls}, nil
 }
 
 // Migrate live-migrates a running guest peer to peer to target.URI (a
@@ -1042,6 +1061,18 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 	defer func() { expected(err != nil) }()
 	var dom golibvirt.Domain
 	flags := golibvirt.MigrateLive | golibvirt.MigratePeer2peer | golibvirt.MigratePersistDest | golibvirt.MigrateAbortOnError
+	var params []golibvirt.TypedParam
+	switch {
+	case d.tls && target.TLS:
+		// QEMU checks the target's certificate against the cluster CA and
+		// this name (tls-hostname), as the QEMU driver does.
+		flags |= golibvirt.MigrateTLS
+		params = append(params, golibvirt.TypedParam{Field: golibvirt.MigrateParamTLSDestination, Value: *golibvirt.NewTypedParamValueString(target.Node)})
+	case d.tls:
+		d.log.Warn("migrating without TLS: the target does not offer it", "guest", name, "op", "migrate", "target", target.Node)
+	case target.TLS:
+		d.log.Warn("migrating without TLS: this host has no migration TLS credentials", "guest", name, "op", "migrate", "target", target.Node)
+	}
 	err = d.callOn(ctx, c, func(l *golibvirt.Libvirt) error {
 		var err error
 		dom, err = lookup(l, name)
@@ -1077,10 +1108,10 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.l.DomainMigratePerform3Params(dom, golibvirt.OptString{target.URI}, nil, nil, flags)
+		_, err := c.l.DomainMigratePerform3Params(dom, golibvirt.OptString{target.URI}, params, nil, flags)
 		done <- err
 	}()
-	d.log.Info("live migration started", "guest", name, "op", "migrate", "target", target.URI)
+	d.log.Info("live migration started", "guest", name, "op", "migrate", "target", target.URI, "tls", flags&golibvirt.MigrateTLS != 0)
 
 	// Progress is read by a poller of its own: a slow answer during the
 	// migration is not a hung libvirtd, and must not delay noticing the end.

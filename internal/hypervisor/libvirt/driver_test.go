@@ -3,9 +3,14 @@ package libvirt_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +21,9 @@ import (
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/hypervisor/libvirt"
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirtd"
 	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirttest"
+	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/testguest"
 )
 
@@ -48,6 +55,15 @@ func newDriverWith(t testing.TB, h *libvirttest.Host, node string, edit func(*li
 		Heartbeat:    500 * time.Millisecond,
 		Logger:       testLogger(t),
 	}
+	if h.TLSDir != "" {
+		cfg.MigrationTLSDir = h.TLSDir
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = tlsFiles(t, node, h.Addr)
+		g, err := user.LookupGroup(libvirtd.QEMUGroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.TLSGroup, _ = strconv.Atoi(g.Gid)
+	}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -63,6 +79,77 @@ func newDriverWith(t testing.TB, h *libvirttest.Host, node string, edit func(*li
 func guestDef(t testing.TB, name string) guestdef.Definition {
 	files := testguest.Build(t)
 	return testguest.Definition(name, files, filepath.Join(t.TempDir(), name+".serial"), "")
+}
+
+// testCA is the cluster CA of the tests' migration TLS credentials.
+var testCA = sync.OnceValues(func() (*pki.CA, error) { return pki.NewCA("test", time.Now()) })
+
+// tlsFiles writes the test CA and a certificate of node (and addr) issued
+// by it, as an agent keeps them, and returns their paths.
+func tlsFiles(t testing.TB, node, addr string) (ca, cert, key string) {
+	t.Helper()
+	c, err := testCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := c.IssueNode(node, []string{addr}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca, cert, key = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key")
+	for p, b := range map[string][]byte{ca: c.CertPEM, cert: certPEM, key: keyPEM} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ca, cert, key
+}
+
+// qemuDir is a temporary directory libvirt's QEMU, which runs as its own
+// unprivileged user, can reach (t.TempDir's are root's alone).
+func qemuDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// checkConfined fails t unless guest's QEMU on h runs as libvirtd.QEMUUser
+// (not root) under a seccomp filter.
+func checkConfined(t testing.TB, h *libvirttest.Host, guest string) {
+	t.Helper()
+	pid, err := h.QEMUPID(guest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := user.Lookup(libvirtd.QEMUUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids, seccomp string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uids = strings.Join(strings.Fields(v), " ")
+		}
+		if v, ok := strings.CutPrefix(line, "Seccomp:"); ok {
+			seccomp = strings.TrimSpace(v)
+		}
+	}
+	if want := strings.Repeat(u.Uid+" ", 4); uids+" " != want {
+		t.Errorf("QEMU of guest %q (pid %d) runs with uids %q, want %s's %s everywhere", guest, pid, uids, libvirtd.QEMUUser, u.Uid)
+	}
+	if seccomp != "2" {
+		t.Errorf("QEMU of guest %q (pid %d): Seccomp %q, want 2 (filtered: -sandbox on)", guest, pid, seccomp)
+	}
 }
 
 func waitCount(t testing.TB, def guestdef.Definition, d time.Duration, cond func(testguest.Serial) bool) testguest.Serial {

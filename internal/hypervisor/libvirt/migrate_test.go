@@ -27,7 +27,7 @@ func TestMigrate(t *testing.T) {
 	da := newDriver(t, a, "a")
 	db := newDriver(t, b, "b")
 	def := guestDef(t, "mt1")
-	disk := filepath.Join(t.TempDir(), "mt1.img")
+	disk := filepath.Join(qemuDir(t), "mt1.img")
 	if err := testguest.CreateDisk(disk, 1<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +37,23 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("%v\n%s", err, a.LibvirtdLog())
 	}
 	before := waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Count >= 2 })
+	checkConfined(t, a, def.Name)
 
 	target, err := db.PrepareIncoming(ctxT(t, 5*time.Second), def)
-	if err != nil || target.URI != b.URI || target.Node != "b" {
-		t.Fatalf("PrepareIncoming = %+v, %v; want %s on b", target, err, b.URI)
+	if err != nil || target.URI != b.URI || target.Node != "b" || !target.TLS {
+		t.Fatalf("PrepareIncoming = %+v, %v; want %s on b with TLS", target, err, b.URI)
+	}
+	// The migration runs over TLS, the target's certificate checked: a
+	// target named otherwise than its certificate is refused (plain TCP
+	// would not care), and the guest still runs here.
+	wrong := target
+	wrong.Node = "c"
+	if err := da.Migrate(ctxT(t, 60*time.Second), def.Name, wrong, nil); err == nil {
+		t.Fatal("migration to a target whose certificate does not name it succeeded")
+	} else if !strings.Contains(err.Error(), "still runs here") || !strings.Contains(err.Error(), "TLS") {
+		t.Errorf("migration to a wrongly named target: %v; want a TLS error, the guest still running here", err)
+	} else {
+		t.Logf("wrongly named target: %v", err)
 	}
 	var calls atomic.Int32
 	var last hypervisor.Progress
@@ -66,6 +79,7 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("source Status after migration: err = %v, want ErrNotFound (definition removed)", err)
 	}
 	after := waitCount(t, def, 30*time.Second, func(s testguest.Serial) bool { return s.Count >= before.Count+2 })
+	checkConfined(t, b, def.Name)
 	if after.BootID != before.BootID || after.Boots != 1 {
 		t.Fatalf("counter reset by migration: before %+v, after %+v", before, after)
 	}

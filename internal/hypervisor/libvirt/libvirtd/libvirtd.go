@@ -46,6 +46,23 @@ const PIDFile = "/run/libvirt/libvirtd.pid"
 // VirtlogdPIDFile is virtlogd's pid file inside the namespace.
 const VirtlogdPIDFile = "/run/libvirt/virtlogd.pid"
 
+// QEMUUser and QEMUGroup are who a private daemon's QEMU runs as: Debian's
+// libvirt user (libvirt-daemon-system makes it), never root. libvirt gives
+// it the guest's disks, kernel and initrd (dynamic ownership), and QEMU
+// runs under its seccomp sandbox.
+const (
+	QEMUUser  = "libvirt-qemu"
+	QEMUGroup = "kvm"
+)
+
+// MigrateTLSSub is the directory, in the daemon's etc, of its migration TLS
+// credentials (Config.MigrateTLS).
+const MigrateTLSSub = "haven-tls"
+
+// MigrateTLSPath is MigrateTLSSub as the daemon (and processes in its mount
+// namespace) see it.
+const MigrateTLSPath = "/etc/libvirt/" + MigrateTLSSub
+
 // Config is what differs between private daemons.
 type Config struct {
 	// UUID is the host UUID libvirt reports; two hosts that migrate between
@@ -57,6 +74,10 @@ type Config struct {
 	ListenAddr string
 	// Debug logs the qemu driver at debug level.
 	Debug bool
+	// MigrateTLS makes the daemon's QEMU read live migration TLS
+	// credentials from MigrateTLSPath (qemu.conf's
+	// migrate_tls_x509_cert_dir), which the Haven driver fills.
+	MigrateTLS bool
 }
 
 // HostUUID makes a UUID unique to this process, the host name and the
@@ -71,9 +92,9 @@ func HostUUID(name string, nanos int64) string {
 
 // Files returns the configuration files of a private daemon, by name, to
 // write in its etc directory (seen as /etc/libvirt): libvirtd.conf,
-// qemu.conf, virtlogd.conf and libvirt.conf. QEMU runs as root with no
-// security driver, cgroups or namespaces of its own: the daemon shares one
-// kernel with its peers and the machine.
+// qemu.conf, virtlogd.conf and libvirt.conf. QEMU runs as QEMUUser under
+// seccomp, with no MAC security driver, cgroups or namespaces of its own:
+// the daemon shares one kernel with its peers and the machine.
 func Files(c Config) map[string]string {
 	conf := fmt.Sprintf(`# written by haven (internal/hypervisor/libvirt/libvirtd)
 host_uuid = %q
@@ -89,15 +110,19 @@ keepalive_interval = -1
 	} else {
 		conf += "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n"
 	}
-	qemu := `# written by haven (internal/hypervisor/libvirt/libvirtd)
-user = "root"
-group = "root"
-dynamic_ownership = 0
+	qemu := fmt.Sprintf(`# written by haven (internal/hypervisor/libvirt/libvirtd)
+user = %q
+group = %q
+dynamic_ownership = 1
 remember_owner = 0
+seccomp_sandbox = 1
 security_driver = "none"
 cgroup_controllers = [ ]
 namespaces = [ ]
-`
+`, QEMUUser, QEMUGroup)
+	if c.MigrateTLS {
+		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\n", MigrateTLSPath)
+	}
 	if c.ListenAddr != "" {
 		conf += fmt.Sprintf("listen_tcp = 1\nlisten_addr = %q\nauth_tcp = \"none\"\n", c.ListenAddr)
 		qemu += fmt.Sprintf("migration_address = %q\nmigration_host = %q\n", c.ListenAddr, c.ListenAddr)
@@ -133,6 +158,13 @@ func Prepare(root string, c Config) error {
 	for name, body := range Files(c) {
 		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(body), 0o644); err != nil {
 			return fmt.Errorf("prepare libvirtd: write %s: %w", name, err)
+		}
+	}
+	if c.MigrateTLS {
+		// libvirtd refuses to start with a certificate directory missing;
+		// the driver fills it.
+		if err := os.MkdirAll(filepath.Join(root, "etc", MigrateTLSSub), 0o750); err != nil {
+			return fmt.Errorf("prepare libvirtd: %w", err)
 		}
 	}
 	SeedCapabilities(filepath.Join(root, "cache"))

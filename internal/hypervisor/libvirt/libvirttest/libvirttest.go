@@ -50,6 +50,10 @@ type Host struct {
 	URI string
 	// NetNS is the network namespace name (under /run/netns), if any.
 	NetNS string
+	// TLSDir is where this libvirtd's QEMU reads its migration TLS
+	// credentials (libvirtd.MigrateTLSPath inside the host), as the test
+	// process sees it; empty for a host started by Start.
+	TLSDir string
 
 	t        testing.TB
 	mu       sync.Mutex
@@ -163,7 +167,10 @@ func newHost(t testing.TB, name, netns, addr string, peers ...peer) *Host {
 	if addr != "" {
 		h.URI = "qemu+tcp://" + addr + "/system"
 	}
-	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(name, time.Now().UnixNano()), ListenAddr: addr, Debug: os.Getenv("HAVEN_LIBVIRTTEST_DEBUG") != ""}
+	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(name, time.Now().UnixNano()), ListenAddr: addr, MigrateTLS: addr != "", Debug: os.Getenv("HAVEN_LIBVIRTTEST_DEBUG") != ""}
+	if cfg.MigrateTLS {
+		h.TLSDir = filepath.Join(dir, "etc", libvirtd.MigrateTLSSub)
+	}
 	if err := libvirtd.Prepare(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
