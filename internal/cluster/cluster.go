@@ -96,6 +96,9 @@ type Policy struct {
 	Rules []model.Rule `json:"rules,omitempty"`
 	// Balance is rebalancing (off when zero).
 	Balance model.Balance `json:"balance,omitzero"`
+	// Capacity: vCPU overcommit and host reserves, guest overhead, CPU
+	// model (nil: model.DefaultCapacity).
+	Capacity *model.Capacity `json:"capacity,omitempty"`
 }
 
 // DefaultPolicy is agent fencing, migrate on shutdown, stop on quorum loss
@@ -110,6 +113,7 @@ func (p Policy) Apply(c *manager.Config) {
 	d := DefaultPolicy()
 	c.Fencing, c.ShutdownPolicy, c.QuorumLoss, c.Preemption = p.Fencing, p.ShutdownPolicy, p.QuorumLoss, p.Preemption
 	c.Reserve, c.Balance = p.Reserve, p.Balance
+	c.Capacity = p.EffectiveCapacity()
 	if c.Fencing == "" {
 		c.Fencing = d.Fencing
 	}
@@ -119,6 +123,14 @@ func (p Policy) Apply(c *manager.Config) {
 	if c.QuorumLoss == "" {
 		c.QuorumLoss = d.QuorumLoss
 	}
+}
+
+// EffectiveCapacity is p's capacity policy, the default when unset.
+func (p Policy) EffectiveCapacity() model.Capacity {
+	if p.Capacity == nil {
+		return model.DefaultCapacity()
+	}
+	return *p.Capacity
 }
 
 // Guest is a guest under cluster control: the manager's policy and the
@@ -193,6 +205,14 @@ func CheckSpec(s model.GuestSpec) error {
 	case model.RecoveryRestart, model.RecoveryRelocate, model.RecoveryDisable:
 	default:
 		return fieldErr("recovery", "%q is not one of restart, relocate, disable", s.Recovery)
+	}
+	if s.CPUModel == model.CPUModelAuto {
+		return fieldErr("cpu_model", "auto is the cluster's choice: leave it empty to use the cluster's model")
+	}
+	if s.CPUModel != "" {
+		if err := model.CheckCPUModel(s.CPUModel); err != nil {
+			return fieldErr("cpu_model", "%v", err)
+		}
 	}
 	return nil
 }
@@ -337,6 +357,11 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 		return fieldErr("reserve", "hosts must be at least 0 and percent 0..100")
 	case r.Hosts > 0 && r.Percent > 0:
 		return fieldErr("reserve", "give hosts or percent, not both")
+	}
+	if p.Capacity != nil {
+		if err := p.Capacity.Check(); err != nil {
+			return fieldErr("capacity", "%v", err)
+		}
 	}
 	if err := model.CheckRules(p.Rules, nil, nil); err != nil {
 		return fieldErr("rules", "%v", err)

@@ -655,6 +655,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 				}
 				continue
 			}
+			def.CPUModel = a.CPUModel
 			batch = append(batch, NodeOrder{Node: a.Node, Order: hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStart, Def: def}})
 		case manager.ActStop:
 			o := hostctl.Order{ID: orderID(a.Op, ""), Guest: a.Guest, Op: hostctl.OpStop, StopTimeout: stopTimeout}
@@ -673,6 +674,7 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 				}
 				continue
 			}
+			def.CPUModel = a.CPUModel // the target runs it with the model it was started with
 			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target, since: s.now()}
 			batch = append(batch, NodeOrder{Node: a.Target, Order: hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}})
 		case manager.ActFence:

@@ -417,7 +417,7 @@ func isRunning(s hostctl.GuestState) bool {
 }
 
 func (f *feed) nodeReport(name string, facts model.NodeFacts) manager.NodeReport {
-	r := manager.NodeReport{Name: name, Memory: facts.Memory, CPUs: facts.CPUs, BootID: facts.BootID, Witness: facts.Witness}
+	r := manager.NodeReport{Name: name, Memory: facts.Memory, CPUs: facts.CPUs, CPUModels: facts.CPUModels, BootID: facts.BootID, Witness: facts.Witness}
 	for guest, rep := range f.reports[name] {
 		if isRunning(rep.State) {
 			r.Running = append(r.Running, guest)

@@ -34,6 +34,11 @@ type Definition struct {
 	// RawXML, when set, is a libvirt domain XML used as the base by the
 	// libvirt driver; the fields above still name the guest and its size.
 	RawXML string `json:"raw_xml,omitempty"`
+	// CPUModel is the CPU model the guest runs with, set by the manager
+	// for each start and migration (docs/manager.md, CPU model): a name
+	// such as x86-64-v2 (QEMU -cpu under KVM), or "" / host: the host's
+	// CPU under KVM. Under TCG the drivers keep their emulated default.
+	CPUModel string `json:"cpu_model,omitempty"`
 }
 
 // Disk is one block device of a guest.

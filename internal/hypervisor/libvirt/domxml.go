@@ -9,6 +9,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/haven-ha/haven/internal/guestdef"
+	"github.com/haven-ha/haven/internal/hypervisor"
 )
 
 // uuidNamespace seeds the name-derived UUIDs of guests Haven defines, so the
@@ -82,6 +83,9 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 	}
 	if dom.VCPU == nil {
 		dom.VCPU = &libvirtxml.DomainVCPU{Value: 1}
+	}
+	if domainType == "kvm" && def.CPUModel != "" {
+		dom.CPU = domainCPU(def.CPUModel)
 	}
 	if dom.OS == nil {
 		dom.OS = &libvirtxml.DomainOS{}
@@ -304,4 +308,22 @@ func DisksUncached(domainXML string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// domainCPU is the <cpu> of a KVM domain for a CPU model (docs/manager.md,
+// CPU model): host-passthrough for host; for an x86-64 level, qemu64 with
+// the level's features required (fallback forbidden, so a host that cannot
+// offer them refuses the start or the incoming migration); any other name
+// as a libvirt model. Under TCG ("qemu" domains) the emulated default is
+// kept.
+func domainCPU(name string) *libvirtxml.DomainCPU {
+	host, base, features := hypervisor.CPUModel(name)
+	if host {
+		return &libvirtxml.DomainCPU{Mode: "host-passthrough"}
+	}
+	c := &libvirtxml.DomainCPU{Mode: "custom", Match: "exact", Check: "partial", Model: &libvirtxml.DomainCPUModel{Value: base, Fallback: "forbid"}}
+	for _, f := range features {
+		c.Features = append(c.Features, libvirtxml.DomainCPUFeature{Policy: "require", Name: f})
+	}
+	return c
 }

@@ -474,7 +474,11 @@ func (d *Driver) args(def guestdef.Definition, dir string) []string {
 		a = append(a, "-runas", d.cfg.User)
 	}
 	if d.accel.Accel == hypervisor.AccelKVM {
-		a = append(a, "-cpu", "host")
+		// The guest's CPU model (docs/manager.md, CPU model): the
+		// host's CPU only when none is set; a live migration between
+		// hosts of different generations needs a model both offer.
+		// Under TCG QEMU's emulated default is kept (it boots anywhere).
+		a = append(a, "-cpu", hypervisor.QEMUCPUArg(def.CPUModel))
 	}
 	a = append(a, agentArgs(def, dir)...)
 	if def.Display == "vnc" {
