@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 
+	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -42,6 +43,58 @@ func init() {
 			"    --initial-cluster e1=https://10.0.0.11:2380,e2=https://10.0.0.12:2380,e3=https://10.0.0.13:2380",
 		Flags: cmdStoreRestore,
 	})
+	Register(&Command{
+		Path:    "store roles",
+		Args:    "CN|CERT-FILE...",
+		Short:   "print the etcdctl commands that confine Haven's hosts to Haven's keys in an external etcd (one user per store certificate CN)",
+		Example: "haven store roles h1 h2 h3 | sh -x\nhaven store roles /etc/haven/h1-store.pem",
+		Flags:   cmdStoreRoles,
+	})
+}
+
+// storeRolesScript is the etcdctl script that gives each store user (the
+// CN of a host's --store-cert) read and write on Haven's prefix only, and
+// turns authentication on. The user names are checked as node names are.
+func storeRolesScript(users []string) string {
+	var b strings.Builder
+	b.WriteString("# Haven's hosts may read and write " + store.Prefix + " and nothing else.\n")
+	b.WriteString("# etcd must check client certificates (--client-cert-auth) and refuse\n")
+	b.WriteString("# removed hosts (--client-crl-file: any agent's DATA/pki/revoked.crl).\n")
+	b.WriteString("set -e\n")
+	b.WriteString("etcdctl role add haven\n")
+	b.WriteString("etcdctl role grant-permission haven --prefix=true readwrite " + store.Prefix + "\n")
+	for _, u := range users {
+		fmt.Fprintf(&b, "etcdctl user add %s --no-password\netcdctl user grant-role %s haven\n", u, u)
+	}
+	b.WriteString("# etcd needs a root user before authentication is on (asks for its password).\n")
+	b.WriteString("etcdctl user get root >/dev/null 2>&1 || { etcdctl user add root && etcdctl user grant-role root root; }\n")
+	b.WriteString("etcdctl auth enable\n")
+	return b.String()
+}
+
+func cmdStoreRoles(fs *pflag.FlagSet) Runner {
+	return func(ctx context.Context, env *Env, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("store roles: name each host's store user: the CN of its --store-cert, or the certificate file")
+		}
+		var users []string
+		for _, a := range args {
+			u := a
+			if b, err := os.ReadFile(a); err == nil {
+				cert, err := pki.ParseCert(b)
+				if err != nil {
+					return fmt.Errorf("store roles: %s: %w", a, err)
+				}
+				u = cert.Subject.CommonName
+			}
+			if !pki.ValidHostName(u) || strings.HasPrefix(u, "-") {
+				return fmt.Errorf("store roles: %q is neither a certificate file nor a user name (letters, digits, '-', '.')", a)
+			}
+			users = append(users, u)
+		}
+		_, err := fmt.Fprint(env.Stdout, storeRolesScript(users))
+		return err
+	}
 }
 
 func printSnapshotInfo(env *Env, path string, info store.SnapshotInfo, asJSON bool) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api/apitest"
+	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -80,5 +81,41 @@ func TestStoreBackupVerifyRestore(t *testing.T) {
 	}
 	if resp, err := st.Client().Get(ctx, store.KeyClusterConfig); err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("restored store has no cluster config: %v", err)
+	}
+}
+
+// `haven store roles` prints the etcdctl script that confines each host's
+// store user (a CN given, or read from its certificate) to Haven's prefix.
+func TestStoreRoles(t *testing.T) {
+	ca, err := pki.NewCA("c", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _, err := ca.IssueNode("h2", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile := filepath.Join(t.TempDir(), "h2.pem")
+	if err := os.WriteFile(certFile, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "store", "roles", "h1", certFile)
+	if code != 0 {
+		t.Fatalf("store roles: %d %s", code, errs)
+	}
+	for _, want := range []string{
+		"etcdctl role grant-permission haven --prefix=true readwrite /haven/\n",
+		"etcdctl user add h1 --no-password\netcdctl user grant-role h1 haven\n",
+		"etcdctl user add h2 --no-password\netcdctl user grant-role h2 haven\n",
+		"etcdctl auth enable\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("script lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range [][]string{{"store", "roles"}, {"store", "roles", "h1; rm -rf /"}} {
+		if code, _, _ := runCLI(t, bad...); code == 0 {
+			t.Errorf("haven %v accepted", bad)
+		}
 	}
 }
