@@ -534,7 +534,7 @@ func (s *Shell) step(ctx context.Context, ev manager.Event) error {
 	if err := s.execute(ctx, acts); err != nil {
 		return err
 	}
-	return s.dropAbandoned(ctx)
+	return s.dropAbandoned(ctx, acts)
 }
 
 // InvariantError is a step of the core that found its state contradicting
@@ -573,8 +573,12 @@ func (s *Shell) stepCore(ev manager.Event) (acts []manager.Action, err error) {
 // if the migration completed just before the source died, runs the guest
 // while the manager recovers it elsewhere. The kill order goes out now, as
 // soon as the source is seen failed, before any recovery start, which
-// waits for the fence.
-func (s *Shell) dropAbandoned(ctx context.Context) error {
+// waits for the fence. Unless the same step (acts) gave the target a new
+// order about the guest: a source back with a new boot before it was fenced
+// has its guests recovered at once, maybe on the target; that order
+// replaces the receive order, and a start there replaces the waiting copy
+// (hostctl), so a kill after it would kill the new start.
+func (s *Shell) dropAbandoned(ctx context.Context, acts []manager.Action) error {
 	if len(s.migrations) == 0 {
 		return nil
 	}
@@ -584,6 +588,12 @@ func (s *Shell) dropAbandoned(ctx context.Context) error {
 			continue
 		}
 		delete(s.migrations, op)
+		if slices.ContainsFunc(acts, func(a manager.Action) bool {
+			return a.Guest == m.guest && a.Node == m.dst && (a.Kind == manager.ActStart || a.Kind == manager.ActStop)
+		}) {
+			s.log.Warn("migration abandoned by the manager; the target has a new order about the guest", "guest", m.guest, "node", m.dst, "op", "migrate")
+			continue
+		}
 		s.log.Warn("migration abandoned by the manager; killing the target's copy", "guest", m.guest, "node", m.dst, "op", "migrate")
 		if err := s.cfg.Writer.PutOrder(ctx, m.dst, hostctl.Order{ID: orderID(op, "clean"), Guest: m.guest, Op: hostctl.OpKill}); err != nil {
 			return err

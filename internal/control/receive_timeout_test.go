@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,4 +87,54 @@ func TestSourceFailureKillsTheTargetCopy(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// The source of a live migration comes back with a new boot before it was
+// fenced: in one step the core gives the migration up and starts the guest
+// again, on the migration's target. That start replaces the receive order
+// (and the agent's start replaces the waiting copy): no kill of the
+// target's copy may follow it, or it would kill the new start. (Found by
+// the simulator's random test once it ran this shell: seed 238.)
+func TestAbandonedMigrationDoesNotKillANewStartOnTheTarget(t *testing.T) {
+	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
+	for _, n := range []struct {
+		name string
+		mem  int64
+	}{{"n1", 8 * model.GiB}, {"n2", 16 * model.GiB}, {"n3", 8 * model.GiB}} {
+		if err := st.AddNode(n.name, n.mem, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, true); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	sync := manager.Sync{Nodes: []manager.NodeReport{
+		{Name: "n1", BootID: "1", Running: []string{"vm1"}}, {Name: "n2", BootID: "1"}, {Name: "n3", BootID: "1"},
+	}}
+	if err := sh.Start(ctx, now, sync); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	if err := sh.Handle(ctx, now, Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if o := w.order("n2", "vm1"); o.Op != hostctl.OpReceive {
+		t.Fatalf("n2's order after the migrate command: %+v, want receive", o)
+	}
+	now = now.Add(time.Second)
+	if err := sh.Handle(ctx, now, Input{NodeUp: &manager.NodeReport{Name: "n1", BootID: "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if o := w.order("n2", "vm1"); o.Op != hostctl.OpStart {
+		t.Fatalf("n2's last order: %+v, want the new start of vm1 (orders: %v)", o, w.log)
+	}
+	if g := st.Guest("vm1"); g.Op == nil || g.Op.Kind != manager.OpStart || g.Op.Node != "n2" {
+		t.Fatalf("vm1's operation: %+v, want a start on n2", g.Op)
+	}
 }

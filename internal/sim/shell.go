@@ -305,6 +305,17 @@ func (w *World) crashed(n *simNode, guest, reason string) {
 	w.report(n, control.Input{Report: &control.NodeReport{Node: n.name, Report: r}})
 }
 
+// dropIncoming kills a copy waiting for (or in) an incoming migration; a
+// source sending to it fails its migration and keeps the guest.
+func (w *World) dropIncoming(n *simNode, guest string, v *vm) {
+	if s := w.byName[v.from]; s != nil {
+		if sv := s.vms[guest]; sv != nil && sv.migrating == n.name {
+			w.abortMigration(s, guest, sv)
+		}
+	}
+	w.removeVM(n, guest)
+}
+
 // migrationURI names the simulated receiver of a migration on node.
 func migrationURI(node string) string { return "sim://" + node }
 
@@ -328,6 +339,11 @@ func (w *World) agentDo(n *simNode, o hostctl.Order) {
 	tok := w.token
 	switch o.Op {
 	case hostctl.OpStart:
+		if v := n.vms[o.Guest]; v != nil && v.state == vmIncoming {
+			// A copy waiting for a migration that will not come: the start
+			// replaces it, as hostctl's does.
+			w.dropIncoming(n, o.Guest, v)
+		}
 		if v := n.vms[o.Guest]; v != nil {
 			if v.state == vmRunning {
 				w.reply(n, o, hostctl.Running, "")
@@ -348,12 +364,7 @@ func (w *World) agentDo(n *simNode, o hostctl.Order) {
 		}
 		if v.state == vmIncoming {
 			// What is left of an incoming migration: gone at once.
-			if s := w.byName[v.from]; s != nil {
-				if sv := s.vms[o.Guest]; sv != nil && sv.migrating == n.name {
-					w.abortMigration(s, o.Guest, sv)
-				}
-			}
-			w.removeVM(n, o.Guest)
+			w.dropIncoming(n, o.Guest, v)
 			w.reply(n, o, hostctl.Stopped, "")
 			return
 		}
