@@ -585,25 +585,15 @@ func (a *Agent) serve(ctx context.Context) error {
 	}
 	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopElection = cancel
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.electionLoop(ectx)
-	}()
-	a.wg.Add(2)
-	go func() {
-		defer a.wg.Done()
-		a.syncRevocations(ectx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.grantKeys(ectx)
-	}()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.renewLoop(ectx)
-	}()
+	// The manager election, the revocation list, other hosts' requests
+	// for the cluster secret key, and this host's certificate renewal.
+	for _, loop := range []func(context.Context){a.electionLoop, a.syncRevocations, a.grantKeys, a.renewLoop} {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			loop(ectx)
+		}()
+	}
 	close(a.ready)
 	a.log.Info("agent ready", "op", "start", "cluster", a.state.Cluster, "api", a.APIURL(), "store_member", a.state.StoreMember)
 	return nil
