@@ -174,7 +174,17 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	}
 }
 
-func TestCrashReportRestartsGuest(t *testing.T) {
+// vm1Running is a shell whose core has vm1 running on n1 (its only node),
+// on a clock that advance moves.
+type vm1Running struct {
+	st      *manager.State
+	w       *memWriter
+	sh      *Shell
+	advance func(time.Duration)
+}
+
+func newVM1Running(t *testing.T) vm1Running {
+	t.Helper()
 	st := manager.New(manager.Config{})
 	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
 		t.Fatal(err)
@@ -189,23 +199,34 @@ func TestCrashReportRestartsGuest(t *testing.T) {
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock})
+	if err := sh.step(context.Background(), manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return vm1Running{st: st, w: w, sh: sh, advance: func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }}
+}
+
+// restartsAfter reports r from n1, then checks that vm1 no longer counts
+// as running and is ordered to start again once the restart delay passed.
+func (v vm1Running) restartsAfter(t *testing.T, r hostctl.Report) {
+	t.Helper()
 	ctx := context.Background()
-	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
+	if err := v.sh.report(ctx, "n1", r); err != nil {
 		t.Fatal(err)
 	}
-	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Crashed, Reason: "qemu exited"}); err != nil {
+	if g := v.st.Guest("vm1"); g.Running {
+		t.Fatalf("after %s (%s), vm1 still counts as running on %s", r.State, r.Reason, g.Node)
+	}
+	v.advance(v.st.Config.Timings.RestartDelay)
+	if err := v.sh.step(ctx, manager.Tick{}); err != nil {
 		t.Fatal(err)
 	}
-	// The restart comes after the restart delay.
-	mu.Lock()
-	now = now.Add(st.Config.Timings.RestartDelay)
-	mu.Unlock()
-	if err := sh.step(ctx, manager.Tick{}); err != nil {
-		t.Fatal(err)
+	if o := v.w.order("n1", "vm1"); o.Op != hostctl.OpStart {
+		t.Fatalf("after %s (%s): order %+v, want a restart on n1 (orders %v)", r.State, r.Reason, o, v.w.log)
 	}
-	if o := w.order("n1", "vm1"); o.Op != hostctl.OpStart {
-		t.Fatalf("after a crash: order %+v, want a restart on n1 (orders %v)", o, w.log)
-	}
+}
+
+func TestCrashReportRestartsGuest(t *testing.T) {
+	newVM1Running(t).restartsAfter(t, hostctl.Report{Guest: "vm1", State: hostctl.Crashed, Reason: "qemu exited"})
 }
 
 // A guest killed by its host's self-fence while the host's lease held (a
@@ -216,37 +237,5 @@ func TestCrashReportRestartsGuest(t *testing.T) {
 // started on paper and dead for good (random test, libvirt: a host back
 // from a power loss self-fenced right after a failback migration to it).
 func TestSelfFenceReportRestartsGuest(t *testing.T) {
-	st := manager.New(manager.Config{})
-	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
-		t.Fatal(err)
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, true); err != nil {
-		t.Fatal(err)
-	}
-	w := newMemWriter()
-	now := time.Unix(1000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock})
-	ctx := context.Background()
-	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Stopped, Reason: hostctl.ReasonSelfFence}); err != nil {
-		t.Fatal(err)
-	}
-	if g := st.Guest("vm1"); g.Running {
-		t.Fatalf("after its host's self-fence killed it, vm1 still counts as running on %s", g.Node)
-	}
-	mu.Lock()
-	now = now.Add(st.Config.Timings.RestartDelay)
-	mu.Unlock()
-	if err := sh.step(ctx, manager.Tick{}); err != nil {
-		t.Fatal(err)
-	}
-	if o := w.order("n1", "vm1"); o.Op != hostctl.OpStart {
-		t.Fatalf("after a self-fence: order %+v, want a restart on n1 (orders %v)", o, w.log)
-	}
+	newVM1Running(t).restartsAfter(t, hostctl.Report{Guest: "vm1", State: hostctl.Stopped, Reason: hostctl.ReasonSelfFence})
 }

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"math"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,25 +28,9 @@ func histogram(t *testing.T, kind, phase string) (uint64, float64) {
 // A crash seen at t, the restart order at t+RestartDelay, the guest running
 // 3 s later: haven_recovery_seconds{kind=restart} records both phases.
 func TestRecoveryLatencyMetrics(t *testing.T) {
-	st := manager.New(manager.Config{})
-	if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
-		t.Fatal(err)
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, true); err != nil {
-		t.Fatal(err)
-	}
-	w := newMemWriter()
-	now := time.Unix(1000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock})
+	v := newVM1Running(t)
+	st, w, sh, advance := v.st, v.w, v.sh, v.advance
 	ctx := context.Background()
-	if err := sh.step(ctx, manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", Running: []string{"vm1"}}}}); err != nil {
-		t.Fatal(err)
-	}
 	n0, s0 := histogram(t, "restart", "order")
 	r0, rs0 := histogram(t, "restart", "running")
 	if err := sh.report(ctx, "n1", hostctl.Report{Guest: "vm1", State: hostctl.Crashed, Reason: "qemu exited"}); err != nil {
