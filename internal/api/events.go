@@ -20,7 +20,7 @@ const (
 
 func (o *Ops) registerEvents() {
 	o.handle("GET", "/api/v1/events", RoleViewer, o.handleEvents)
-	o.handle("GET", "/api/v1/events/stream", RoleViewer, o.handleEventStream)
+	o.handleLong("GET", "/api/v1/events/stream", RoleViewer, o.handleEventStream)
 }
 
 // eventQuery reads n, guest, node and changes from the query string.

@@ -106,6 +106,12 @@ func (o *Ops) handle(method, pattern string, role Role, h func(http.ResponseWrit
 	o.srv.HandleFunc(method, pattern, role, h)
 }
 
+// handleLong is handle for an answer that may last (Server.HandleLong).
+func (o *Ops) handleLong(method, pattern string, role Role, h func(http.ResponseWriter, *http.Request)) {
+	o.routes = append(o.routes, Route{Method: method, Pattern: pattern, Role: role})
+	o.srv.HandleLongFunc(method, pattern, role, h)
+}
+
 func (o *Ops) now() time.Time { return o.srv.now().UTC() }
 
 // who names the caller of r for the audit log: the token's name and id.
@@ -170,7 +176,7 @@ func apiError(err error) error {
 	case errors.Is(err, cluster.ErrInUse):
 		return &Error{Status: http.StatusConflict, Field: "name", Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Status: http.StatusServiceUnavailable, Message: "the store did not answer in time: " + err.Error()}
+		return StoreUnavailable("read the store", err)
 	}
 	return err
 }

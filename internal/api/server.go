@@ -68,7 +68,15 @@ type Config struct {
 	Node   string // this agent's node name
 	Logger *slog.Logger
 	Now    func() time.Time
+	// StoreTimeout bounds the store reads of a request's authentication
+	// and of an ordinary GET (default DefaultStoreTimeout): a store that
+	// does not answer gets a 503 that says so, not a hung request.
+	StoreTimeout time.Duration
 }
+
+// DefaultStoreTimeout is Config.StoreTimeout's default: well inside the
+// client's request timeout (15 s), so that the caller hears why.
+const DefaultStoreTimeout = 5 * time.Second
 
 // Server is the API server of one agent.
 type Server struct {
@@ -134,6 +142,9 @@ func New(cfg Config) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.cfg.StoreTimeout <= 0 {
+		s.cfg.StoreTimeout = DefaultStoreTimeout
+	}
 	s.registerCluster()
 	return s
 }
@@ -144,8 +155,47 @@ func (s *Server) Store() *store.Store { return s.cfg.Store }
 // Handle registers h for method and pattern (net/http ServeMux syntax, such
 // as "/api/v1/guests/{name}"), requiring a token of at least role unless
 // role is RolePublic. The caller's token is available to h through Caller.
+//
+// A GET is a read: the whole request, its authentication included, must
+// be done within StoreTimeout, and a store read still running then fails
+// with a 503 that says the store does not answer. Long answers (streams,
+// consoles, snapshots) register with HandleLong instead.
 func (s *Server) Handle(method, pattern string, role Role, h http.Handler) {
+	h = s.auth(role, h)
+	if method == http.MethodGet {
+		h = s.bounded(h)
+	}
+	s.mux.Handle(method+" "+pattern, h)
+}
+
+// HandleLong is Handle for an answer that may last (a stream, a console,
+// a snapshot): only its authentication is bounded by StoreTimeout.
+func (s *Server) HandleLong(method, pattern string, role Role, h http.Handler) {
 	s.mux.Handle(method+" "+pattern, s.auth(role, h))
+}
+
+// HandleLongFunc is HandleLong for a function.
+func (s *Server) HandleLongFunc(method, pattern string, role Role, h func(http.ResponseWriter, *http.Request)) {
+	s.HandleLong(method, pattern, role, http.HandlerFunc(h))
+}
+
+// bounded gives h's request a deadline StoreTimeout away.
+func (s *Server) bounded(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// StoreUnavailable is the 503 of a request whose store read did not
+// finish in time (or failed): what was being done, and what to try.
+func StoreUnavailable(what string, err error) *Error {
+	msg := "the cluster store does not answer"
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg += " in time"
+	}
+	return Errorf(http.StatusServiceUnavailable, "", "%s: %s (it has lost quorum, or this agent cannot reach it: try again, or another host with --server): %v", what, msg, err)
 }
 
 // HandleFunc is Handle for a function.
@@ -273,7 +323,7 @@ func (s *Server) Authenticate(ctx context.Context, raw string) (*store.TokenReco
 		return nil, Errorf(http.StatusUnauthorized, "", "unknown or revoked token")
 	}
 	if err != nil {
-		return nil, Errorf(http.StatusServiceUnavailable, "", "check token: store unavailable: %v", err)
+		return nil, StoreUnavailable("check token", err)
 	}
 	if !rec.Expires.IsZero() && !s.now().Before(rec.Expires) {
 		return nil, Errorf(http.StatusUnauthorized, "", "token %s expired at %s; ask an admin for a new one", rec.ID, rec.Expires.Format(time.RFC3339))
@@ -344,6 +394,8 @@ func WriteError(w http.ResponseWriter, err error) {
 		e = &Error{Status: http.StatusConflict, Message: err.Error()}
 	case errors.Is(err, store.ErrNotLeader):
 		e = &Error{Status: http.StatusServiceUnavailable, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		e = StoreUnavailable("read the store", err)
 	default:
 		e = &Error{Status: http.StatusInternalServerError, Message: err.Error()}
 	}

@@ -328,7 +328,8 @@ func (s *Server) authenticateRequest(r *http.Request) (*store.TokenRecord, error
 }
 
 func (s *Server) authenticateFull(r *http.Request) (*store.TokenRecord, *sessionRecord, error) {
-	ctx := r.Context()
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
 	if r.Header.Get("Authorization") != "" {
 		rec, err := s.Authenticate(ctx, BearerToken(r))
 		return rec, nil, err
@@ -382,7 +383,7 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (*store.TokenReco
 	cli := s.cfg.Store.Client()
 	resp, err := cli.Get(ctx, sessionKey(id))
 	if err != nil {
-		return nil, nil, Errorf(http.StatusServiceUnavailable, "", "check session: store unavailable: %v", err)
+		return nil, nil, StoreUnavailable("check session", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, nil, errNoSession
@@ -400,7 +401,7 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (*store.TokenReco
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, nil, Errorf(http.StatusUnauthorized, "", "user %q no longer exists", sess.User)
 		} else if err != nil {
-			return nil, nil, Errorf(http.StatusServiceUnavailable, "", "check session: store unavailable: %v", err)
+			return nil, nil, StoreUnavailable("check session", err)
 		}
 		if subtle.ConstantTimeCompare([]byte(u.Gen), []byte(sess.UserGen)) != 1 {
 			return nil, nil, Errorf(http.StatusUnauthorized, "", "user %q's password changed, or the user was deleted and made again, since this session began: log in again", sess.User)
@@ -411,7 +412,7 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (*store.TokenReco
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, nil, Errorf(http.StatusUnauthorized, "", "the token this session was opened with was revoked; log in again")
 		} else if err != nil {
-			return nil, nil, Errorf(http.StatusServiceUnavailable, "", "check session: store unavailable: %v", err)
+			return nil, nil, StoreUnavailable("check session", err)
 		}
 		if !t.Expires.IsZero() && !s.now().Before(t.Expires) {
 			return nil, nil, Errorf(http.StatusUnauthorized, "", "token %s expired; log in again", t.ID)
@@ -516,7 +517,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			CheckPassword(req.Password, dummyHash())
 		default:
 			<-g.sem
-			WriteError(w, Errorf(http.StatusServiceUnavailable, "", "check login: store unavailable: %v", err))
+			WriteError(w, StoreUnavailable("check login", err))
 			return
 		}
 		<-g.sem

@@ -6,7 +6,7 @@ import (
 )
 
 func (o *Ops) registerStore() {
-	o.handle("GET", "/api/v1/store/snapshot", RoleAdmin, o.handleStoreSnapshot)
+	o.handleLong("GET", "/api/v1/store/snapshot", RoleAdmin, o.handleStoreSnapshot)
 }
 
 // handleStoreSnapshot streams a consistent snapshot of the store (etcd's

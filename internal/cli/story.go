@@ -29,7 +29,9 @@ type Story struct {
 }
 
 var (
-	reNodeFailed = regexp.MustCompile(`^node (\S+) (failed|reports a new boot)`)
+	// A host's fault: found dead by its peers (before its lease ends),
+	// failed, or back with a new boot.
+	reNodeFailed = regexp.MustCompile(`^(?:node (\S+) (?:failed|reports a new boot)|(\S+) is dead: )`)
 	reStart      = regexp.MustCompile(`^start (\S+) on (\S+)`)
 	reRunning    = regexp.MustCompile(`^(\S+) is running on (\S+)`)
 	reFenced     = regexp.MustCompile(`^fenced (\S+):`)
@@ -47,7 +49,13 @@ func stories(evs []cluster.Event) []*Story {
 	pending := map[*Story]map[string]bool{}
 	for _, e := range evs {
 		if m := reNodeFailed.FindStringSubmatch(e.Msg); m != nil {
-			s := &Story{Node: m[1], Start: e.At, Recovered: map[string]time.Time{}}
+			node := m[1] + m[2]
+			if s := openFor(open, node, e.At, storyMax); s != nil {
+				// Found dead, then failed by the manager: one fault.
+				s.Steps = append(s.Steps, e)
+				continue
+			}
+			s := &Story{Node: node, Start: e.At, Recovered: map[string]time.Time{}}
 			out, open = append(out, s), append(open, s)
 			pending[s] = map[string]bool{}
 			s.Steps = append(s.Steps, e)
@@ -74,6 +82,16 @@ func stories(evs []cluster.Event) []*Story {
 		}
 	}
 	return out
+}
+
+// openFor returns the story still open at t about node's fault, if any.
+func openFor(open []*Story, node string, t time.Time, max time.Duration) *Story {
+	for _, s := range open {
+		if s.Node == node && t.Sub(s.Start) <= max {
+			return s
+		}
+	}
+	return nil
 }
 
 // take reports whether e belongs to the story, and notes what it says.

@@ -46,3 +46,30 @@ func TestStories(t *testing.T) {
 		}
 	}
 }
+
+// TestStoryStartsAtTheFault: a host found dead by its peers is the fault;
+// the manager failing it seconds later (a new manager took over meanwhile)
+// belongs to the same story, and the times count from the first.
+func TestStoryStartsAtTheFault(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	evs := []cluster.Event{
+		{At: at(0), Kind: "node", Node: "h1", Msg: "h1 is dead: no heartbeat for 1.71s and its address unanswered for 1.71s (3 probes); failed without waiting for its lease"},
+		{At: at(9000), Kind: "manager", Msg: "node h1 failed; fencing it before its guests run elsewhere"},
+		{At: at(9010), Kind: "fence", Node: "h1", Msg: "fence h1 (attempt 1)"},
+		{At: at(11100), Kind: "fence", Node: "h1", Msg: "fenced h1: level 1 (bed), off, confirmed, in 1.827s"},
+		{At: at(11150), Kind: "manager", Guest: "web1", Node: "h2", Msg: "start web1 on h2 (place)"},
+		{At: at(15800), Kind: "manager", Guest: "web1", Node: "h2", Msg: "web1 is running on h2"},
+	}
+	ss := stories(evs)
+	if len(ss) != 1 || len(ss[0].Steps) != 6 {
+		t.Fatalf("%d stories (%+v); want 1 of 6 steps", len(ss), ss)
+	}
+	var b strings.Builder
+	printStories(&b, ss)
+	for _, want := range []string{"      +0.0s  h1 is dead", "      +9.0s  node h1 failed", "= fenced after 11.1s; 1 guests running again after 15.8s"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("story lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -372,21 +372,30 @@ func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
 
 // WatchEvents delivers events appended after rev until ctx ends.
 func (s *Store) WatchEvents(ctx context.Context, rev int64) <-chan Event {
-	out := make(chan Event, 64)
+	return watchPrefix(ctx, s.cli, PrefixEvents, rev, func(ev *clientv3.Event) (Event, bool) {
+		var e Event
+		if ev.Type != clientv3.EventTypePut || ev.IsModify() || json.Unmarshal(ev.Kv.Value, &e) != nil {
+			return e, false
+		}
+		e.Rev = ev.Kv.CreateRevision
+		return e, true
+	})
+}
+
+// watchPrefix sends what conv makes of each change under prefix after
+// revision rev (the changes it refuses are skipped), until ctx ends.
+func watchPrefix[T any](ctx context.Context, cli *clientv3.Client, prefix string, rev int64, conv func(*clientv3.Event) (T, bool)) <-chan T {
+	out := make(chan T, 64)
 	go func() {
 		defer close(out)
-		for wr := range s.cli.Watch(ctx, PrefixEvents, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		for wr := range cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 			for _, ev := range wr.Events {
-				if ev.Type != clientv3.EventTypePut || ev.IsModify() {
+				v, ok := conv(ev)
+				if !ok {
 					continue
 				}
-				var e Event
-				if json.Unmarshal(ev.Kv.Value, &e) != nil {
-					continue
-				}
-				e.Rev = ev.Kv.CreateRevision
 				select {
-				case out <- e:
+				case out <- v:
 				case <-ctx.Done():
 					return
 				}
@@ -407,24 +416,10 @@ type ReportChange struct {
 // WatchReports sends a ReportChange for every write or removal of a guest
 // report after revision rev, until ctx ends.
 func (s *Store) WatchReports(ctx context.Context, rev int64) <-chan ReportChange {
-	out := make(chan ReportChange, 64)
-	go func() {
-		defer close(out)
-		for wr := range s.cli.Watch(ctx, PrefixReports, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-			for _, ev := range wr.Events {
-				node, guest, ok := ReportFromKey(string(ev.Kv.Key))
-				if !ok {
-					continue
-				}
-				select {
-				case out <- ReportChange{Node: node, Guest: guest}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out
+	return watchPrefix(ctx, s.cli, PrefixReports, rev, func(ev *clientv3.Event) (ReportChange, bool) {
+		node, guest, ok := ReportFromKey(string(ev.Kv.Key))
+		return ReportChange{Node: node, Guest: guest}, ok
+	})
 }
 
 // TrimEvents deletes all but the newest keep events.

@@ -60,8 +60,8 @@ func Register(s *api.Server, cfg Config) {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger.With("component", "console")
-	s.HandleFunc("GET", "/api/v1/guests/{name}/console", api.RoleOperator, (&handler{cfg: cfg, log: log, kind: kindConsole}).serve)
-	s.HandleFunc("GET", "/api/v1/guests/{name}/vnc", api.RoleOperator, (&handler{cfg: cfg, log: log, kind: kindDisplay}).serve)
+	s.HandleLongFunc("GET", "/api/v1/guests/{name}/console", api.RoleOperator, (&handler{cfg: cfg, log: log, kind: kindConsole}).serve)
+	s.HandleLongFunc("GET", "/api/v1/guests/{name}/vnc", api.RoleOperator, (&handler{cfg: cfg, log: log, kind: kindDisplay}).serve)
 }
 
 type kind int

@@ -5,7 +5,9 @@ import {h, fill, fmtTime} from '../dom.js';
 import {state, onChange} from '../state.js';
 
 const STORY_MAX_MS = 15 * 60 * 1000;
-const reNodeFailed = /^node (\S+) (failed|reports a new boot)/;
+// A host's fault: found dead by its peers (before its lease ends), failed,
+// or back with a new boot.
+const reNodeFailed = /^(?:node (\S+) (?:failed|reports a new boot)|(\S+) is dead: )/;
 const reStart = /^start (\S+) on (\S+)/;
 const reRunning = /^(\S+) is running on (\S+)/;
 const reFenced = /^fenced (\S+):/;
@@ -18,7 +20,11 @@ export function stories(evs) {
     const at = Date.parse(e.at);
     const m = reNodeFailed.exec(e.msg);
     if (m) {
-      const s = {node: m[1], start: at, steps: [e], fenced: 0, recovered: new Map(), pending: new Set()};
+      const node = m[1] || m[2];
+      // Found dead, then failed by the manager: one fault.
+      const same = open.find((s) => s.node === node && at - s.start <= STORY_MAX_MS);
+      if (same) { same.steps.push(e); continue; }
+      const s = {node, start: at, steps: [e], fenced: 0, recovered: new Map(), pending: new Set()};
       out.push(s);
       open.push(s);
       continue;
