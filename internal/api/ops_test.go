@@ -1081,7 +1081,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	for _, r := range api.RegisterOps(srv, api.OpsConfig{}).Routes() {
 		routes = append(routes, route{r.Method, r.Pattern})
 	}
-	re := regexp.MustCompile(`Handle(?:Func)?\(\s*"([A-Z]+)",\s*"(/api/v1/[^"]*)"`)
+	re := regexp.MustCompile(`Handle(?:Long)?(?:Func)?\(\s*"([A-Z]+)",\s*"(/api/v1/[^"]*)"`)
 	for _, dir := range []string{".", "../agent", "../ha", "../console"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 		for _, f := range files {
