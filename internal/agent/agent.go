@@ -10,6 +10,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -422,7 +423,12 @@ func (a *Agent) restart(ctx context.Context, p persisted) error {
 		return err
 	}
 	a.log.Info("restarting as existing node", "op", "start", "cluster", p.Cluster, "store_member", p.StoreMember)
-	if p.External {
+	switch {
+	case !p.External && len(a.cfg.StoreEndpoints) > 0:
+		return a.moveStore(ctx, true)
+	case p.External && len(a.cfg.StoreEndpoints) == 0 && p.PeerURL != "" && exists(a.dir.file(dirStore)):
+		return a.moveStore(ctx, false)
+	case p.External:
 		return a.connectExternal(ctx)
 	}
 	if p.StoreMember {
@@ -521,6 +527,86 @@ func (a *Agent) connectExternal(ctx context.Context) error {
 	}
 	a.st = st
 	return nil
+}
+
+// moveStore moves this host from its embedded store member to the
+// external etcd of --store-endpoints (toExternal), or back to an embedded
+// member whose data directory the operator restored into DATA_DIR/store
+// (`haven store restore --to DATA_DIR/store`). Both hold a copy of the
+// same cluster (`haven store backup`, then restore): the move is refused
+// unless the store reached holds this cluster and the cluster is on hold
+// (docs/operations.md, "Moving the store"), so that no manager acts while
+// the hosts are split between two stores.
+func (a *Agent) moveStore(ctx context.Context, toExternal bool) error {
+	p := a.state
+	var err error
+	if toExternal {
+		err = a.connectExternal(ctx)
+	} else {
+		if err = a.startMember(ctx, "", true); err == nil {
+			err = a.connect(ctx, []string{p.ClientURL})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("move the store: %w", err)
+	}
+	fail := func(format string, args ...any) error {
+		a.st.Close()
+		a.st = nil
+		if a.embedded != nil {
+			a.embedded.Close()
+			a.embedded = nil
+		}
+		return fmt.Errorf("move the store: "+format, args...)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cc, err := a.st.ClusterConfig(rctx)
+	if err != nil {
+		return fail("read the cluster from the new store: %w", err)
+	}
+	if cc.ID != p.ClusterID {
+		return fail("the new store holds cluster %q (id %s), not this host's %q (id %s): restore a backup of this cluster into it", cc.Name, cc.ID, p.Cluster, p.ClusterID)
+	}
+	resp, err := a.st.Client().Get(rctx, store.KeyPolicy)
+	if err != nil {
+		return fail("read the cluster policy from the new store: %w", err)
+	}
+	var pol struct {
+		Hold bool `json:"hold"`
+	}
+	if len(resp.Kvs) == 1 {
+		_ = json.Unmarshal(resp.Kvs[0].Value, &pol)
+	}
+	if !pol.Hold {
+		return fail("the cluster is not on hold in the new store: put it on hold (haven policy set --hold on) before the backup, so that no manager acts while hosts are on two stores")
+	}
+	if err := a.st.SetExternal(rctx, toExternal); err != nil {
+		return fail("%w", err)
+	}
+	if toExternal {
+		// The old member's data would start a stale member: set aside.
+		old := a.dir.file(dirStore)
+		if exists(old) {
+			if err := os.Rename(old, fmt.Sprintf("%s.before-move-%d", old, a.now().Unix())); err != nil {
+				return fail("set the embedded store's data aside: %w", err)
+			}
+		}
+		p.External, p.StoreMember, p.StoreEndpoints = true, false, a.cfg.StoreEndpoints
+	} else {
+		p.External, p.StoreMember, p.StoreEndpoints = false, true, []string{p.ClientURL}
+	}
+	if err := a.dir.save(p); err != nil {
+		return fail("record the move: %w", err)
+	}
+	a.state = p
+	a.log.Warn("moved to another store", "op", "start", "external", p.External, "endpoints", p.StoreEndpoints)
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // serve registers plugins, serves the API, takes the lease and starts the

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
@@ -135,6 +136,11 @@ func (s *Server) buildStatus(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	out.Manager, out.ManagerTerm = mgr, term
+	p, err := cluster.New(st).Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.Hold = p.Hold
 	if mi, err := st.ManagerInfo(ctx); err == nil && mi.Rev == term && term != 0 {
 		out.ManagerSince = mi.Since
 	}

@@ -97,6 +97,11 @@ func (o *Ops) handleMaintenance(w http.ResponseWriter, r *http.Request) {
 // has not taken in yet (it exists in the store) passes: the manager checks
 // again when it applies the command.
 func (o *Ops) checkCommand(ctx context.Context, c manager.Command) error {
+	if p, err := o.cl.Policy(ctx); err != nil {
+		return err
+	} else if p.Hold {
+		return Errorf(http.StatusConflict, "", "the cluster is on hold: the manager takes no action until `haven policy set --hold off`")
+	}
 	if c.Guest != "" {
 		g, err := o.cl.Guest(ctx, c.Guest)
 		if errors.Is(err, cluster.ErrNotFound) {

@@ -243,7 +243,7 @@ func (o *Ops) handlePolicyPut(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s, %s, %d affinity rules", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption), p.Reserve, len(p.Rules))
+	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s, %s, %d affinity rules, hold %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption), p.Reserve, len(p.Rules), onOff(p.Hold))
 	WriteJSON(w, http.StatusOK, p)
 }
 

@@ -897,6 +897,33 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+// A cluster on hold refuses the commands only a manager carries out, and
+// says so in its status; hold needs fence devices.
+func TestHold(t *testing.T) {
+	ctx := ctxT(t)
+	admin := ag.Clients["admin"]
+	_, err := admin.SetPolicy(ctx, map[string]any{"fencing": "watchdog", "hold": true})
+	wantErr(t, err, 400, "hold")
+	p, err := admin.SetPolicy(ctx, map[string]any{"hold": true})
+	if err != nil || !p.Hold {
+		t.Fatalf("hold on: %+v %v", p, err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.SetPolicy(context.Background(), map[string]any{"hold": false}); err != nil {
+			t.Errorf("hold off: %v", err)
+		}
+	})
+	st, err := ag.Clients["viewer"].Status(ctx)
+	if err != nil || !st.Hold {
+		t.Fatalf("status on hold: hold=%v %v", st != nil && st.Hold, err)
+	}
+	_, err = ag.Clients["operator"].Maintenance(ctx, "n1", true)
+	wantErr(t, err, 409, "")
+	if err == nil || !strings.Contains(err.Error(), "on hold") {
+		t.Errorf("maintenance on hold: %v, want a refusal that says the cluster is on hold", err)
+	}
+}
+
 func TestEvents(t *testing.T) {
 	ctx := ctxT(t)
 	viewer := ag.Clients["viewer"]

@@ -27,10 +27,13 @@ type Status struct {
 	// ManagerUnreachable is set when the manager's host is unreachable
 	// (see Host.Unreachable): a new manager is elected once its lease
 	// expires.
-	ManagerUnreachable bool      `json:"manager_unreachable,omitempty"`
-	Quorum             Quorum    `json:"quorum"`
-	Store              StoreInfo `json:"store"`
-	Hosts              []Host    `json:"hosts"`
+	ManagerUnreachable bool `json:"manager_unreachable,omitempty"`
+	// Hold: the cluster is on hold (policy hold): the manager takes no
+	// action until it ends.
+	Hold   bool      `json:"hold,omitempty"`
+	Quorum Quorum    `json:"quorum"`
+	Store  StoreInfo `json:"store"`
+	Hosts  []Host    `json:"hosts"`
 	// Stale is set when the store had no quorum: the answer is what the
 	// nearest store member last knew.
 	Stale bool `json:"stale,omitempty"`

@@ -31,7 +31,7 @@ func init() {
 	Register(&Command{Path: "node fence", Args: "NAME --yes", Example: "haven node fence h2 --yes", Short: "fence (power off) a host now through its fence devices", Flags: cmdNodeFence})
 	Register(&Command{Path: "node confirm-off", Args: "NAME --yes", Example: "haven node confirm-off h2 --yes", Short: "tell the manager a failed host is powered off (its fence device fails): its guests recover now", Flags: cmdNodeConfirmOff})
 	Register(&Command{Path: "policy show", Short: "show the cluster policy: fencing mode, shutdown policy, quorum loss, preemption", Flags: cmdPolicyShow})
-	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop\nhaven policy set --quorum-loss freeze --preemption on", Short: "change the cluster policy", Flags: cmdPolicySet})
+	Register(&Command{Path: "policy set", Example: "haven policy set --fencing watchdog\nhaven policy set --shutdown-policy stop\nhaven policy set --quorum-loss freeze --preemption on\nhaven policy set --hold on   # the manager takes no action until --hold off", Short: "change the cluster policy", Flags: cmdPolicySet})
 }
 
 var cmdFenceShow = getCmd((*client.Client).FenceConfig,
@@ -292,6 +292,9 @@ var cmdPolicyShow = getCmd((*client.Client).Policy,
 		} else {
 			fmt.Fprintf(w, "Rebalancing:     off\n")
 		}
+		if p.Hold {
+			fmt.Fprintf(w, "Hold:            ON: the manager takes no action until `haven policy set --hold off`\n")
+		}
 		printRules(w, p.Rules)
 		return nil
 	})
@@ -305,6 +308,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	balance := fs.String("balance", "", "rebalancing: off, manual (propose moves) or auto (live-migrate to even out memory use)")
 	threshold := fs.Int("balance-threshold", 0, "rebalance while hosts' memory use differs by more than this many percentage points (default 20)")
 	reserve := fs.String("reserve", "", "admission control: off, \"hosts N\" (room to restart every guest after losing N hosts) or \"percent P\"")
+	hold := fs.String("hold", "", "on: put the whole cluster on hold, the manager takes no action (no fence, start, stop or move) and cut-off hosts keep their guests, for work on the cluster itself such as moving its store (needs fencing agent); off: end it")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
@@ -318,6 +322,13 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		}
 		if *quorumLoss != "" {
 			body["quorum_loss"] = *quorumLoss
+		}
+		switch *hold {
+		case "":
+		case "on", "off":
+			body["hold"] = *hold == "on"
+		default:
+			return Usagef("--hold %q: give on or off", *hold)
 		}
 		switch *preemption {
 		case "":
@@ -361,7 +372,7 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 			body["reserve"] = r
 		}
 		if len(body) == 0 {
-			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption, --reserve or --balance")
+			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption, --reserve, --balance or --hold")
 		}
 		c, err := cf.client(env)
 		if err != nil {
@@ -372,7 +383,11 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 		if err != nil {
 			return err
 		}
-		return cf.printf(env, p, "policy set: fencing %s, shutdown policy %s, quorum loss %s, preemption %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
+		msg := "policy set: fencing %s, shutdown policy %s, quorum loss %s, preemption %s"
+		if p.Hold {
+			msg += "\nthe cluster is ON HOLD: the manager takes no action until `haven policy set --hold off`"
+		}
+		return cf.printf(env, p, msg, p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption))
 	}
 }
 

@@ -151,6 +151,9 @@ func managerLine(st *api.Status) string {
 	if !st.ManagerSince.IsZero() {
 		mgr += " since " + fmtTime(st.ManagerSince)
 	}
+	if st.Hold {
+		mgr += ", ON HOLD: takes no action (no fence, start, stop or move) until `haven policy set --hold off`"
+	}
 	return mgr
 }
 

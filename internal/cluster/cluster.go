@@ -99,6 +99,14 @@ type Policy struct {
 	// Capacity: vCPU overcommit and host reserves, guest overhead, CPU
 	// model (nil: model.DefaultCapacity).
 	Capacity *model.Capacity `json:"capacity,omitempty"`
+	// Hold puts the whole cluster on hold (Pacemaker's maintenance-mode):
+	// the manager takes no action at all (no fence, no start, stop or
+	// move, no recovery), hosts keep their guests running and, on losing
+	// the quorate side, behave as under quorum_loss freeze. For work on
+	// the cluster itself, such as moving its store (docs/operations.md).
+	// Needs fencing agent. When the hold ends, the manager starts afresh
+	// from the store and the hosts' reports.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // DefaultPolicy is agent fencing, migrate on shutdown, stop on quorum loss
@@ -351,6 +359,9 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 		}
 	default:
 		return fieldErr("quorum_loss", "%q is not one of stop, freeze", p.QuorumLoss)
+	}
+	if p.Hold && p.Fencing != model.FencingAgent {
+		return fieldErr("hold", "needs fencing agent (fence devices): on hold a host that loses the quorate side keeps its guests, which only fence devices make safe")
 	}
 	switch r := p.Reserve; {
 	case r.Hosts < 0 || r.Percent < 0 || r.Percent > 100:

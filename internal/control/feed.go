@@ -53,19 +53,100 @@ type Daemon struct {
 // RunManager is the manager's term in the daemon: it loads the cluster from
 // one consistent snapshot of the store, restores (or creates) the core's
 // state, then feeds every later change to the shell until leadership ends.
+//
+// While the cluster is on hold (cluster.Policy.Hold) the manager takes no
+// action: the term waits for the hold to end, and a hold set during a term
+// ends its shell at once; when the hold ends, a new shell starts from a
+// fresh snapshot, as a new manager would.
 func RunManager(ctx context.Context, d Daemon) error {
-	log := d.Logger
-	if log == nil {
-		log = slog.Default()
+	if d.Logger == nil {
+		d.Logger = slog.Default()
 	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	for {
+		if err := waitHold(ctx, d); err != nil {
+			return err
+		}
+		if err := runTerm(ctx, d); !errors.Is(err, errHeld) {
+			return err
+		}
+	}
+}
+
+// errHeld ends a shell when the cluster is put on hold.
+var errHeld = errors.New("the cluster is on hold")
+
+// holdOf tells whether a change of the policy record puts the cluster on
+// hold.
+func holdOf(ev *clientv3.Event) bool {
+	if string(ev.Kv.Key) != cluster.KeyPolicy || ev.Type == clientv3.EventTypeDelete {
+		return false
+	}
+	var p cluster.Policy
+	return json.Unmarshal(ev.Kv.Value, &p) == nil && p.Hold
+}
+
+// waitHold returns at once when the cluster is not on hold; otherwise it
+// says so in the event log and waits until the hold ends.
+func waitHold(ctx context.Context, d Daemon) error {
+	cli := d.Cluster.Raw().Client()
+	held := false
+	for {
+		resp, err := cli.Get(ctx, cluster.KeyPolicy)
+		if err != nil {
+			return fmt.Errorf("manager: read the cluster policy: %w", err)
+		}
+		p := cluster.DefaultPolicy()
+		if len(resp.Kvs) == 1 {
+			if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+				return fmt.Errorf("manager: read the cluster policy: %w", err)
+			}
+		}
+		if !p.Hold {
+			if held {
+				d.Logger.Warn("the cluster's hold ended: the manager acts again")
+				managerEvent(ctx, d, "hold ended: the manager acts again, from the store and the hosts' reports")
+			}
+			return nil
+		}
+		if !held {
+			held = true
+			d.Logger.Warn("the cluster is on hold: the manager takes no action until it ends (haven policy set --hold off)")
+			managerEvent(ctx, d, "cluster on hold: the manager takes no action (no fence, start, stop or move) until `haven policy set --hold off`")
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		wch := cli.Watch(clientv3.WithRequireLeader(wctx), cluster.KeyPolicy, clientv3.WithRev(resp.Header.Revision+1))
+		select {
+		case <-wch: // changed, or the watch ended: read again
+		case <-ctx.Done():
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func managerEvent(ctx context.Context, d Daemon, msg string) {
+	if err := d.Cluster.AddEvent(ctx, cluster.Event{Kind: "manager", Msg: msg}); err != nil && ctx.Err() == nil {
+		d.Logger.Warn("event log write failed", "err", err)
+	}
+}
+
+// runTerm runs one shell of the manager's term until the term ends or the
+// cluster is put on hold (errHeld).
+func runTerm(ctx context.Context, d Daemon) error {
+	log := d.Logger
 	cs := d.Cluster
 	cli := cs.Raw().Client()
 	snap, err := LoadSnapshot(ctx, cli)
 	if err != nil {
 		return err
+	}
+	if snap.Policy.Hold {
+		return errHeld
 	}
 	for _, e := range snap.Skipped {
 		log.Error("skipping an unreadable record", "err", e)
@@ -95,8 +176,21 @@ func RunManager(ctx context.Context, d Daemon) error {
 		if d.Leader != nil {
 			node, term = d.Leader.Node(), d.Leader.Rev()
 		}
-		path := filepath.Join(d.RecordDir, fmt.Sprintf("term-%d-%s.jsonl", term, node))
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		// A term that went through a hold has a shell, and a recording,
+		// per stretch: term-T-N.jsonl, then term-T-N.2.jsonl...
+		var f *os.File
+		var path string
+		for k := 1; ; k++ {
+			suffix := ""
+			if k > 1 {
+				suffix = fmt.Sprintf(".%d", k)
+			}
+			path = filepath.Join(d.RecordDir, fmt.Sprintf("term-%d-%s%s.jsonl", term, node, suffix))
+			f, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+			if !errors.Is(err, os.ErrExist) || k == 1000 {
+				break
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("manager: record the term: %w", err)
 		}
@@ -171,10 +265,50 @@ func RunManager(ctx context.Context, d Daemon) error {
 	}()
 	runCtx, endTerm := context.WithCancelCause(ctx)
 	defer endTerm(nil)
-	f.watch(wctx, cli, rev, inputs, endTerm)
+	// A hold ends the shell between two steps, never within one: the
+	// inputs it reads are closed after the step in progress.
+	holdCtx, hold := context.WithCancel(context.Background())
+	defer hold()
+	held := holdCtx.Done()
+	f.watch(wctx, cli, rev, inputs, func(err error) {
+		if errors.Is(err, errHeld) {
+			hold()
+			return
+		}
+		endTerm(err)
+	})
+	shellIn := make(chan Input)
+	go func() {
+		for {
+			var in Input
+			select {
+			case in = <-inputs:
+			case <-held:
+				close(shellIn)
+				return
+			case <-wctx.Done():
+				return
+			}
+			select {
+			case shellIn <- in:
+			case <-held:
+				close(shellIn)
+				return
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
 	go trimEvents(wctx, cs, log)
 	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev)
-	err = sh.Run(runCtx, sync, inputs)
+	err = sh.Run(runCtx, sync, shellIn)
+	select {
+	case <-held:
+		if ctx.Err() == nil {
+			return errHeld
+		}
+	default:
+	}
 	var inv *InvariantError
 	if errors.As(err, &inv) {
 		recordIncident(context.WithoutCancel(ctx), cs, d.Leader, inv, log)
@@ -450,6 +584,10 @@ func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out c
 					break
 				}
 				for _, ev := range wr.Events {
+					if holdOf(ev) {
+						fail(errHeld)
+						return
+					}
 					for _, in := range f.translate(ev) {
 						select {
 						case out <- in:

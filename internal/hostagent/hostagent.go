@@ -411,9 +411,11 @@ func (h *Host) readPolicy(ctx context.Context) {
 		h.log.Info("fencing mode", "mode", p.Fencing)
 	}
 	h.mode = p.Fencing
-	freeze := p.QuorumLoss == model.QuorumLossFreeze && p.Fencing == model.FencingAgent
+	// On hold (cluster.Policy.Hold) the manager acts on nothing: a host
+	// cut off keeps its guests, as under freeze.
+	freeze := (p.QuorumLoss == model.QuorumLossFreeze || p.Hold) && p.Fencing == model.FencingAgent
 	if h.freeze != freeze {
-		h.log.Info("quorum loss policy", "quorum_loss", p.QuorumLoss, "self_fences", !freeze)
+		h.log.Info("quorum loss policy", "quorum_loss", p.QuorumLoss, "hold", p.Hold, "self_fences", !freeze)
 	}
 	h.freeze = freeze
 	h.mu.Unlock()

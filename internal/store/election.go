@@ -39,9 +39,25 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 			return nil, fmt.Errorf("open election session for node %q: %w", node, err)
 		}
 		e := concurrency.NewElection(sess, KeyElection)
-		if err := e.Campaign(ctx, node); err != nil {
-			sess.Close()
-			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
+		// etcd's Campaign, when ctx ends while it waits, resigns with the
+		// client's own context: on a store without quorum that blocks
+		// until the client is closed, and an agent told to stop would
+		// wait for it forever. Return when ctx ends; the campaign ends
+		// with the client.
+		campaigned := make(chan error, 1)
+		go func() { campaigned <- e.Campaign(ctx, node) }()
+		select {
+		case err := <-campaigned:
+			if err != nil {
+				sess.Close()
+				return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
+			}
+		case <-ctx.Done():
+			go func() {
+				<-campaigned
+				sess.Close()
+			}()
+			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
 		}
 		l := &Leadership{node: node, key: e.Key(), rev: e.Rev(), since: time.Now(), session: sess, elec: e, cli: s.cli}
 		l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))

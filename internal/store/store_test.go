@@ -229,3 +229,39 @@ func TestRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestCampaignEndsWithItsContextWithoutQuorum: a candidate waiting for the
+// office returns as soon as its context ends, even when the store no
+// longer answers (etcd's own Campaign then resigns with the client's
+// context and blocks until the client closes: an agent told to stop on a
+// host cut off from the store's quorum hung in it).
+func TestCampaignEndsWithItsContextWithoutQuorum(t *testing.T) {
+	srv := storetest.Start(t)
+	a, b := srv.Store, srv.Connect(t)
+	if _, err := a.Campaign(context.Background(), "a", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Campaign(ctx, "b", 2*time.Second)
+		done <- err
+	}()
+	// b waits behind a; then the store goes away.
+	waitFor(t, "b's candidacy in the store", 10*time.Second, func() bool {
+		resp, err := a.Client().Get(context.Background(), store.KeyElection+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 2
+	})
+	a.StopMember()
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("campaign ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the campaign did not return within 5 s of its context's end on a store that does not answer")
+	}
+	t.Logf("returned %v after its context ended", time.Since(start).Round(time.Millisecond))
+}

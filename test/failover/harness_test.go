@@ -349,7 +349,13 @@ func (c *testCluster) stopAgent(n *node, sig syscall.Signal) time.Duration {
 	select {
 	case <-p.Done():
 	case <-time.After(60 * time.Second):
-		c.t.Fatalf("the agent of %s did not exit within 60 s of %v", n.name, sig)
+		// Its goroutines go to its log (the Go runtime's SIGQUIT dump).
+		p.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.Done():
+		case <-time.After(5 * time.Second):
+		}
+		c.t.Fatalf("the agent of %s did not exit within 60 s of %v; its goroutines:\n%s", n.name, sig, tail(c.logOf(n), 400))
 	}
 	return time.Since(start)
 }
