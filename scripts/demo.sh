@@ -162,7 +162,7 @@ up() {
 		                   reached through this machine's leg on the bed ($subnet.254); the
 		                   certificate is the cluster's own CA: $HAVEN_CACERT
 		  Admin token:     $HAVEN_TOKEN
-		  CLI:             . $state/env; export HAVEN_SERVER HAVEN_TOKEN HAVEN_CACERT
+		  CLI:             . $state/env; export HAVEN_SERVER HAVEN_TOKEN HAVEN_CACERT HAVEN_TESTBED
 		                   $haven status; $haven guest list; $haven events -f
 
 		web1 and web2 prefer h1 (domain "web": h1, then h2, then h3); db1 goes anywhere.
