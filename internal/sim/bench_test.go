@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"flag"
 	"fmt"
 	"testing"
 	"time"
@@ -53,3 +54,21 @@ func BenchmarkSimHostFailure64x8000(b *testing.B) { benchSim(b, 64, 125) }
 // BenchmarkSimHostFailure1000x50000 is the same at 1,000 hosts and 50,000
 // guests.
 func BenchmarkSimHostFailure1000x50000(b *testing.B) { benchSim(b, 1000, 50) }
+
+var scaleFlag = flag.Int("sim.scale", 0, "BenchmarkSimScale: this many hosts only (beyond the scenario limit of 1,000 too)")
+
+// BenchmarkSimScale runs the host-failure scenario at growing sizes (10
+// guests per host, up to the scenario limits): near-linear when ns/guest
+// stays about flat from one size to the next.
+func BenchmarkSimScale(b *testing.B) {
+	sizes := []int{125, 250, 500, 1000}
+	if *scaleFlag > 0 {
+		sizes = []int{*scaleFlag}
+	}
+	for _, hosts := range sizes {
+		b.Run(fmt.Sprintf("hosts=%d", hosts), func(b *testing.B) {
+			benchSim(b, hosts, 10)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*hosts*10), "ns/guest")
+		})
+	}
+}

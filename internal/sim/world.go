@@ -241,6 +241,7 @@ func New(sc *scenario.Scenario, opt Options) *World {
 	w := &World{sc: sc, opt: opt, tm: tm, end: sc.End(), byName: map[string]*simNode{}, guests: map[string]*guestInfo{},
 		timers: map[time.Duration]bool{}, reports: map[string]map[string]hostctl.Report{}, live: map[string]int{}, stopped: map[string]bool{}, unclean: map[string]uncleanEnd{}}
 	w.mgr = manager.New(manager.Config{Fencing: sc.Fencing, ShutdownPolicy: sc.Shutdown, QuorumLoss: sc.QuorumLoss, Preemption: sc.Preemption, Timings: tm, Reserve: sc.Reserve, Balance: sc.Balance, Capacity: sc.Capacity})
+	add := make([]manager.NodeConfig, 0, len(sc.Nodes))
 	for _, n := range sc.Nodes {
 		sn := &simNode{name: n.Name, memory: n.Memory, cpus: n.CPUs, cpuModels: n.CPUModels, witness: n.Witness, agentUp: true, vms: map[string]*vm{}, lastDone: map[string]string{}, mon: w.monitor()}
 		if n.Witness {
@@ -252,9 +253,12 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		}
 		w.nodes = append(w.nodes, sn)
 		w.byName[n.Name] = sn
-		if err := w.mgr.AddNode(n.Name, sn.memory, n.CPUs); err != nil {
-			panic(err)
-		}
+		add = append(add, manager.NodeConfig{Name: n.Name, Memory: sn.memory, CPUs: n.CPUs})
+	}
+	if err := w.mgr.AddNodes(add); err != nil {
+		panic(err)
+	}
+	for _, n := range sc.Nodes {
 		if err := w.mgr.SetWitness(n.Name, n.Witness); err != nil {
 			panic(err)
 		}
