@@ -529,6 +529,10 @@ func (a *Agent) connectExternal(ctx context.Context) error {
 	return nil
 }
 
+// livenessAttempts bounds the tries to register this host's liveness at
+// start.
+const livenessAttempts = 4
+
 // moveStore moves this host from its embedded store member to the
 // external etcd of --store-endpoints (toExternal), or back to an embedded
 // member whose data directory the operator restored into DATA_DIR/store
@@ -657,9 +661,23 @@ func (a *Agent) serve(ctx context.Context) error {
 	if a.hb != nil {
 		facts.HeartbeatAddr = a.hb.Addr()
 	}
-	a.live, err = a.st.ResumeLiveness(ctx, facts, a.cfg.LeaseTTL, a.cfg.KeepAlive, a.readLease())
-	if err != nil {
-		return err
+	// A store just joined or under load can time a write out (etcd's own
+	// 7 s request timeout): try again a few times before giving up the
+	// start. A lease granted by a failed try expires by itself; the live
+	// key goes with the lease of the last write.
+	for attempt := 1; ; attempt++ {
+		a.live, err = a.st.ResumeLiveness(ctx, facts, a.cfg.LeaseTTL, a.cfg.KeepAlive, a.readLease())
+		if err == nil {
+			break
+		}
+		if attempt == livenessAttempts || ctx.Err() != nil {
+			return fmt.Errorf("register this host's liveness (%d tries): %w", attempt, err)
+		}
+		a.log.Warn("registering this host's liveness failed; trying again", "op", "start", "attempt", attempt, "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
 	}
 	a.writeLease(a.live.Lease())
 	local := api.Local{APIURL: a.APIURL(), CAFile: a.dir.file(dirPKI, "ca.crt"), Cluster: a.state.Cluster, Node: a.cfg.Node}
