@@ -38,7 +38,6 @@ var (
 	seedFlag    = flag.Int64("failover.seed", 0, "seed of TestRandomFaults (0: from the clock; the seed used is logged)")
 	hypervisors = flag.String("failover.hypervisors", "qemu,libvirt", "the drivers each failover test runs with, comma-separated")
 	keepLogs    = flag.Bool("failover.logs", false, "print the agents' logs at the end even when the test passes")
-	outages     = flag.Bool("failover.outages", false, "TestRandomFaults also injects switch outages (every host cut off for 10 s); off by default: an open bug, see docs/operations.md")
 )
 
 // havenBin is the haven binary TestMain builds.

@@ -11,9 +11,6 @@ import (
 	"github.com/haven-ha/haven/internal/store"
 )
 
-// The isolation tests run with the first driver of -failover.hypervisors
-// only: what they check is the cluster's, not the driver's.
-
 // setQuorumLoss sets the cluster policy quorum_loss.
 func (c *testCluster) setQuorumLoss(p model.QuorumLossPolicy) {
 	c.t.Helper()
@@ -42,8 +39,9 @@ func (c *testCluster) spread() map[string]string {
 // every other for longer than the lease TTL. No side is quorate, so nothing
 // is fenced and no guest stops; when the network heals, every host is
 // online again with its guests, in the same boot.
-func TestSwitchOutageUnderFreeze(t *testing.T) {
-	hv := strings.Split(*hypervisors, ",")[0]
+func TestSwitchOutageUnderFreeze(t *testing.T) { eachHypervisor(t, switchOutageUnderFreeze) }
+
+func switchOutageUnderFreeze(t *testing.T, hv string) {
 	c := newCluster(t, options{hypervisor: hv})
 	c.setQuorumLoss(model.QuorumLossFreeze)
 	where := c.spread()
@@ -85,8 +83,9 @@ func TestSwitchOutageUnderFreeze(t *testing.T) {
 // A 2/1 partition under quorum_loss freeze: the cut-off host keeps its
 // guest (no self-fence), the majority fences it with its device and starts
 // the guest; never twice.
-func TestPartitionUnderFreeze(t *testing.T) {
-	hv := strings.Split(*hypervisors, ",")[0]
+func TestPartitionUnderFreeze(t *testing.T) { eachHypervisor(t, partitionUnderFreeze) }
+
+func partitionUnderFreeze(t *testing.T, hv string) {
 	c := newCluster(t, options{hypervisor: hv})
 	c.setQuorumLoss(model.QuorumLossFreeze)
 	c.spread()
@@ -128,8 +127,9 @@ func TestPartitionUnderFreeze(t *testing.T) {
 // Two hosts and a witness: losing either host leaves a quorate side of two,
 // whose manager fences it and runs its guests on the other host. The
 // witness never runs a guest and is never fenced.
-func TestTwoHostsAndWitness(t *testing.T) {
-	hv := strings.Split(*hypervisors, ",")[0]
+func TestTwoHostsAndWitness(t *testing.T) { eachHypervisor(t, twoHostsAndWitness) }
+
+func twoHostsAndWitness(t *testing.T, hv string) {
 	c := newCluster(t, options{hypervisor: hv, witness: "h3"})
 	c.guest("g1", "", "h1")
 	c.guest("g2", "", "h2")
