@@ -107,15 +107,7 @@ func TestNoFalseAlarmSaturated(t *testing.T) {
 func falseAlarmBed(t *testing.T) (*testCluster, func(what string, t0 time.Time)) {
 	hv := strings.Split(*hypervisors, ",")[0]
 	c := newCluster(t, options{hypervisor: hv})
-	c.guest("g1", "", "h1")
-	c.guest("g2", "", "h2")
-	c.guest("g3", "", "h3")
-	where := c.waitRunning(120*time.Second, nil)
-	start := time.Now()
-	for _, g := range c.guests {
-		c.waitStamp(g, start, 60*time.Second)
-	}
-
+	where := c.spread()
 	check := func(what string, t0 time.Time) {
 		t.Helper()
 		// Past the detection threshold and then some: a false alarm
