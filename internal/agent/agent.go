@@ -646,7 +646,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	}()
 	facts := model.NodeFacts{
 		Name: a.cfg.Node, Memory: hostMemory(), CPUs: hostCPUs(), CPUModels: hostCPUModels(), Hypervisor: a.cfg.Hypervisor,
-		AgentVersion: version.String(), BootID: bootID(), APIAddr: a.APIURL(),
+		AgentVersion: version.String(), FeatureLevel: model.FeatureLevel, BootID: bootID(), APIAddr: a.APIURL(),
 		StoreMember: a.state.StoreMember, Since: a.now().UTC(),
 		// A host without a hypervisor runs no guests: the manager takes it
 		// for a witness, never offered to placement and never fenced.

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -108,8 +107,7 @@ func (a *Agent) endOldTerm(ctx context.Context) {
 // term runs one manager term; it reports whether a manager function failed.
 func (a *Agent) term(ctx context.Context, l *store.Leadership) (failed bool) {
 	info := store.ManagerInfo{Node: a.cfg.Node, Since: a.now().UTC(), Rev: l.Rev()}
-	b, _ := json.Marshal(info)
-	if _, err := l.Do(ctx, clientv3.OpPut(store.KeyManagerInfo, string(b))); err != nil {
+	if _, err := l.Do(ctx, clientv3.OpPut(store.KeyManagerInfo, store.MustEncode(store.KeyManagerInfo, info))); err != nil {
 		a.log.Warn("record manager info", "op", "election", "err", err)
 	}
 	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}, {Name: "store-learners", WhileManager: a.tidyLearners},
@@ -291,9 +289,10 @@ func (a *Agent) tidyLearners(ctx context.Context, l *store.Leadership) error {
 }
 
 func (a *Agent) setNodeState(ctx context.Context, l *store.Leadership, node string, online bool) error {
-	b, _ := json.Marshal(store.NodeState{Online: online, Since: a.now().UTC()})
+	key := store.KeyNodeState(node)
+	val := store.MustEncode(key, store.NodeState{Online: online, Since: a.now().UTC()})
 	// Only for registered nodes: a removed node must not reappear.
-	_, err := l.DoIf(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(store.KeyNodeReg(node)), ">", 0)}, clientv3.OpPut(store.KeyNodeState(node), string(b)))
+	_, err := l.DoIf(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(store.KeyNodeReg(node)), ">", 0)}, clientv3.OpPut(key, val))
 	if errors.Is(err, store.ErrConflict) {
 		return nil
 	}

@@ -164,6 +164,14 @@ func (s *Server) buildStatus(ctx context.Context) (*Status, error) {
 		}
 	}
 	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].Name < out.Hosts[j].Name })
+	facts := make([]model.NodeFacts, 0, len(live))
+	for _, h := range out.Hosts {
+		if h.Facts != nil {
+			facts = append(facts, *h.Facts)
+		}
+	}
+	features := model.ClusterFeatures(facts)
+	out.Features = &features
 
 	out.Store = StoreInfo{External: cc.External, Members: members}
 	for _, m := range members {

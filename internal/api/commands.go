@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -236,7 +235,7 @@ func (o *Ops) handleCommandGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var c cluster.Command
-	if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
+	if err := store.Decode(string(resp.Kvs[0].Key), resp.Kvs[0].Value, &c); err != nil {
 		writeErr(w, fmt.Errorf("decode command %s: %w", id, err))
 		return
 	}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
 )
 
 // DomainInfo is a failover domain with the guests that use it.
@@ -171,7 +171,7 @@ func (o *Ops) guestsWhere(ctx context.Context, keep func(cluster.Guest) bool) ([
 	var names []string
 	for _, kv := range resp.Kvs {
 		var g cluster.Guest
-		if err := json.Unmarshal(kv.Value, &g); err != nil {
+		if err := store.Decode(string(kv.Key), kv.Value, &g); err != nil {
 			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		if keep(g) {

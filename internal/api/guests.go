@@ -231,7 +231,7 @@ func (o *Ops) guestRowsState(ctx context.Context, opts ...clientv3.OpOption) ([]
 	rows := make([]GuestRow, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var g cluster.Guest
-		if err := json.Unmarshal(kv.Value, &g); err != nil {
+		if err := store.Decode(string(kv.Key), kv.Value, &g); err != nil {
 			return nil, nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		rt := runtimeOf(st, g.Spec.Name)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/storage"
+	"github.com/haven-ha/haven/internal/store"
 )
 
 // Pool is a storage pool as package storage defines it, stored under
@@ -33,7 +33,7 @@ func (o *Ops) pool(ctx context.Context, name string) (Pool, error) {
 	if len(resp.Kvs) == 0 {
 		return p, fmt.Errorf("pool %q: %w", name, cluster.ErrNotFound)
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+	if err := store.Decode(string(resp.Kvs[0].Key), resp.Kvs[0].Value, &p); err != nil {
 		return p, fmt.Errorf("decode pool %q: %w", name, err)
 	}
 	return p, nil
@@ -47,7 +47,7 @@ func (o *Ops) pools(ctx context.Context) ([]Pool, error) {
 	out := make([]Pool, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var p Pool
-		if err := json.Unmarshal(kv.Value, &p); err != nil {
+		if err := store.Decode(string(kv.Key), kv.Value, &p); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		out = append(out, p)
@@ -92,8 +92,7 @@ func (o *Ops) handlePoolCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := cluster.PrefixPools + p.Name
-	b, _ := json.Marshal(p)
-	resp, err := o.cl.Raw().Client().Txn(r.Context()).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	resp, err := o.cl.Raw().Client().Txn(r.Context()).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, store.MustEncode(key, p))).Commit()
 	if err != nil {
 		writeErr(w, fmt.Errorf("create pool %q: %w", p.Name, err))
 		return

@@ -19,7 +19,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -389,7 +388,7 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (*store.TokenReco
 		return nil, nil, errNoSession
 	}
 	var sess sessionRecord
-	if err := json.Unmarshal(resp.Kvs[0].Value, &sess); err != nil {
+	if err := store.Decode(string(resp.Kvs[0].Key), resp.Kvs[0].Value, &sess); err != nil {
 		return nil, nil, errNoSession
 	}
 	if !s.now().Before(sess.Expires) {
@@ -432,7 +431,7 @@ func (s *Server) user(ctx context.Context, name string) (UserRecord, error) {
 	if len(resp.Kvs) == 0 {
 		return u, fmt.Errorf("user %q: %w", name, store.ErrNotFound)
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &u); err != nil {
+	if err := store.Decode(string(resp.Kvs[0].Key), resp.Kvs[0].Value, &u); err != nil {
 		return u, fmt.Errorf("decode user %q: %w", name, err)
 	}
 	return u, nil
@@ -554,8 +553,7 @@ func (s *Server) putSession(ctx context.Context, id string, sess sessionRecord) 
 	if err != nil {
 		return Errorf(http.StatusServiceUnavailable, "", "open session: store unavailable: %v", err)
 	}
-	b, _ := json.Marshal(sess)
-	if _, err := cli.Put(ctx, sessionKey(id), string(b), clientv3.WithLease(lease.ID)); err != nil {
+	if _, err := cli.Put(ctx, sessionKey(id), store.MustEncode(sessionKey(id), sess), clientv3.WithLease(lease.ID)); err != nil {
 		return Errorf(http.StatusServiceUnavailable, "", "open session: store unavailable: %v", err)
 	}
 	return nil
@@ -637,11 +635,10 @@ func (s *Server) handleUserCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now().UTC()
 	u := UserRecord{Name: req.Name, Role: req.Role, Hash: HashPassword(req.Password), Gen: randomID(12), Created: now, Updated: now}
-	b, _ := json.Marshal(u)
 	key := KeyUser(u.Name)
 	resp, err := s.cfg.Store.Client().Txn(r.Context()).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(b))).Commit()
+		Then(clientv3.OpPut(key, store.MustEncode(key, u))).Commit()
 	if err != nil {
 		WriteError(w, fmt.Errorf("create user %q: %w", u.Name, err))
 		return
@@ -678,7 +675,7 @@ func (s *Server) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var u UserRecord
-	if err := json.Unmarshal(resp.Kvs[0].Value, &u); err != nil {
+	if err := store.Decode(string(resp.Kvs[0].Key), resp.Kvs[0].Value, &u); err != nil {
 		WriteError(w, fmt.Errorf("decode user %q: %w", name, err))
 		return
 	}
@@ -690,10 +687,9 @@ func (s *Server) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 		u.Gen = randomID(12) // ends every session of the old password
 	}
 	u.Updated = s.now().UTC()
-	b, _ := json.Marshal(u)
 	tr, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpPut(key, string(b))).Commit()
+		Then(clientv3.OpPut(key, store.MustEncode(key, u))).Commit()
 	if err != nil {
 		WriteError(w, fmt.Errorf("update user %q: %w", name, err))
 		return
@@ -715,7 +711,7 @@ func (s *Server) handleUserList(w http.ResponseWriter, r *http.Request) {
 	out := make([]UserInfo, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var u UserRecord
-		if json.Unmarshal(kv.Value, &u) == nil {
+		if store.Decode(string(kv.Key), kv.Value, &u) == nil {
 			out = append(out, info(u))
 		}
 	}

@@ -34,6 +34,10 @@ type Status struct {
 	Quorum Quorum    `json:"quorum"`
 	Store  StoreInfo `json:"store"`
 	Hosts  []Host    `json:"hosts"`
+	// Features is what every online host's agent has: features that need
+	// every host wait until they all have them (model.ClusterFeatures).
+	// Absent from agents older than feature levels.
+	Features *model.Features `json:"features,omitempty"`
 	// Stale is set when the store had no quorum: the answer is what the
 	// nearest store member last knew.
 	Stale bool `json:"stale,omitempty"`

@@ -55,6 +55,26 @@ func TestAgentConfigFileErrors(t *testing.T) {
 	}
 }
 
+func TestStatusFeaturesLine(t *testing.T) {
+	h := func(name string, level int) model.NodeFacts { return model.NodeFacts{Name: name, FeatureLevel: level} }
+	for _, tc := range []struct {
+		hosts []model.NodeFacts
+		want  string
+	}{
+		{[]model.NodeFacts{h("h1", 1), h("h2", 1)}, "Features: level 1 on every host"},
+		{[]model.NodeFacts{h("h1", 1), h("h2", 0), h("h3", 1)}, "Features: level 0; waiting for h2 to upgrade: migration-tls"},
+		{[]model.NodeFacts{h("h1", 2), h("h2", 1), h("h3", 0)}, "Features: level 0; waiting for h2, h3 to upgrade: migration-tls, level 2"},
+	} {
+		f := model.ClusterFeatures(tc.hosts)
+		if got := featuresLine(&f); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.hosts, got, tc.want)
+		}
+	}
+	if got := featuresLine(nil); got != "" {
+		t.Errorf("an agent without feature levels: %q", got)
+	}
+}
+
 func TestStatusVersionsLine(t *testing.T) {
 	h := func(name, v string) api.Host { return api.Host{Name: name, Facts: &model.NodeFacts{AgentVersion: v}} }
 	if got := versionsLine([]api.Host{h("h1", "1.0.0"), h("h2", "1.0.0"), {Name: "h3"}}); got != "" {

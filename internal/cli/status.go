@@ -13,6 +13,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/model"
 )
 
 func init() {
@@ -80,6 +81,9 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 	if line := versionsLine(st.Hosts); line != "" {
 		fmt.Fprintf(env.Stdout, "\n%s\n", line)
 	}
+	if line := featuresLine(st.Features); line != "" {
+		fmt.Fprintf(env.Stdout, "%s\n", line)
+	}
 	if st.Guests != nil {
 		fmt.Fprintf(env.Stdout, "\nGuests: %d\n", st.Guests.Total)
 	}
@@ -108,6 +112,19 @@ func versionsLine(hosts []api.Host) string {
 		parts = append(parts, v+" on "+strings.Join(on[v], ", "))
 	}
 	return "Versions: MIXED (upgrade in progress): " + strings.Join(parts, "; ")
+}
+
+// featuresLine says what the cluster's feature level is, and which
+// features wait for which hosts (docs/operations.md, upgrades); "" when the
+// answering agent is older than feature levels.
+func featuresLine(f *model.Features) string {
+	if f == nil {
+		return ""
+	}
+	if len(f.Waiting) == 0 {
+		return fmt.Sprintf("Features: level %d on every host", f.Level)
+	}
+	return fmt.Sprintf("Features: level %d; waiting for %s to upgrade: %s", f.Level, strings.Join(f.Behind, ", "), strings.Join(f.Waiting, ", "))
 }
 
 type table struct {

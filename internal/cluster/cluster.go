@@ -25,7 +25,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -294,8 +293,8 @@ func getJSON(ctx context.Context, cli *clientv3.Client, key string, v any) (int6
 	if len(resp.Kvs) == 0 {
 		return 0, ErrNotFound
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", key, err)
+	if err := store.Decode(key, resp.Kvs[0].Value, v); err != nil {
+		return 0, err
 	}
 	return resp.Kvs[0].ModRevision, nil
 }
@@ -309,8 +308,8 @@ func list[T any](ctx context.Context, cli *clientv3.Client, prefix string) ([]T,
 	revs := make([]int64, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := store.Decode(string(kv.Key), kv.Value, &v); err != nil {
+			return nil, nil, err
 		}
 		out = append(out, v)
 		revs = append(revs, kv.ModRevision)
@@ -318,12 +317,32 @@ func list[T any](ctx context.Context, cli *clientv3.Client, prefix string) ([]T,
 	return out, revs, nil
 }
 
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("cluster: encode %T: %v", v, err))
+// replace puts v's record at key, unless the record there is of a newer
+// schema than this build reads (a *model.SchemaError: a newer agent wrote
+// it, and this one would lose what it does not know) or changed meanwhile
+// (then it reads again).
+func (s *Store) replace(ctx context.Context, key string, v any) error {
+	val := store.MustEncode(key, v)
+	for {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", key, err)
+		}
+		rev := int64(0)
+		if len(resp.Kvs) == 1 {
+			if err := store.CheckSchema(key, resp.Kvs[0].Value); err != nil {
+				return err
+			}
+			rev = resp.Kvs[0].ModRevision
+		}
+		t, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, val)).Commit()
+		if err != nil {
+			return fmt.Errorf("write %s: %w", key, err)
+		}
+		if t.Succeeded {
+			return nil
+		}
 	}
-	return string(b)
 }
 
 // Policy reads the cluster policy (the default when never set).
@@ -383,8 +402,7 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 	case b.Threshold < 0 || b.Threshold > 100 || b.MaxMoves < 0 || b.Cooldown < 0:
 		return fieldErr("balance", "threshold is 0..100 points, max_moves and cooldown at least 0")
 	}
-	_, err := s.cli.Put(ctx, KeyPolicy, mustJSON(p))
-	return err
+	return s.replace(ctx, KeyPolicy, p)
 }
 
 // NotifyConfig reads the notification configuration (none when never set).
@@ -402,8 +420,7 @@ func (s *Store) SetNotifyConfig(ctx context.Context, c notify.Config) error {
 	if err := c.Check(); err != nil {
 		return fieldErr("webhooks", "%v", err)
 	}
-	_, err := s.cli.Put(ctx, KeyNotify, mustJSON(c))
-	return err
+	return s.replace(ctx, KeyNotify, c)
 }
 
 // Guest reads one guest.
@@ -438,7 +455,7 @@ func (s *Store) CreateGuest(ctx context.Context, g Guest, now time.Time) error {
 	if g.Spec.Domain != "" {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(KeyDomain(g.Spec.Domain)), ">", 0))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(KeyGuest(g.Spec.Name), mustJSON(g))).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(KeyGuest(g.Spec.Name), store.MustEncode(KeyGuest(g.Spec.Name), g))).Commit()
 	if err != nil {
 		return fmt.Errorf("create guest %q: %w", g.Spec.Name, err)
 	}
@@ -473,7 +490,7 @@ func (s *Store) UpdateGuest(ctx context.Context, g Guest, now time.Time) error {
 	}
 	rev := g.Rev
 	g.Rev = 0
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, mustJSON(g))).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, store.MustEncode(key, g))).Commit()
 	if err != nil {
 		return fmt.Errorf("update guest %q: %w", g.Spec.Name, err)
 	}
@@ -533,7 +550,7 @@ func (s *Store) PutDomain(ctx context.Context, d model.Domain, create bool) erro
 	for _, m := range d.Members {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(store.KeyNodeReg(m.Node)), ">", 0))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, mustJSON(d))).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, store.MustEncode(key, d))).Commit()
 	if err != nil {
 		return fmt.Errorf("write domain %q: %w", d.Name, err)
 	}

@@ -91,7 +91,7 @@ func TestCommandsAndEvents(t *testing.T) {
 		// the store package's and is tested there).
 		rec := c
 		rec.Done, rec.Error = true, "no such guest"
-		_, _ = st.Client().Put(ctx, KeyCommand(c.ID), mustJSON(rec))
+		_, _ = st.Client().Put(ctx, KeyCommand(c.ID), store.MustEncode(KeyCommand(c.ID), rec))
 	}()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

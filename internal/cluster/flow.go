@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ func NewID() string {
 // QueueCommand stores a command for the manager and returns it with its ID.
 func (s *Store) QueueCommand(ctx context.Context, c manager.Command, who string, now time.Time) (Command, error) {
 	rec := Command{ID: NewID(), Command: c, Who: who, At: now}
-	if _, err := s.cli.Put(ctx, KeyCommand(rec.ID), mustJSON(rec)); err != nil {
+	if _, err := s.cli.Put(ctx, KeyCommand(rec.ID), store.MustEncode(KeyCommand(rec.ID), rec)); err != nil {
 		return rec, fmt.Errorf("queue command %q: %w", c, err)
 	}
 	return rec, nil
@@ -62,8 +63,8 @@ func (s *Store) WaitCommand(ctx context.Context, id string) (Command, error) {
 			return Command{}, fmt.Errorf("command %s: %w", id, ErrNotFound)
 		}
 		var c Command
-		if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
-			return c, fmt.Errorf("decode command %s: %w", id, err)
+		if err := store.Decode(key, resp.Kvs[0].Value, &c); err != nil {
+			return c, err
 		}
 		if c.Done {
 			return c, nil
@@ -91,7 +92,10 @@ func (s *Store) PendingCommands(ctx context.Context) ([]Command, int64, error) {
 	var out []Command
 	for _, kv := range resp.Kvs {
 		var c Command
-		if json.Unmarshal(kv.Value, &c) == nil && !c.Done {
+		if err := store.Decode(string(kv.Key), kv.Value, &c); err != nil {
+			return nil, 0, err
+		}
+		if !c.Done {
 			out = append(out, c)
 		}
 	}
@@ -110,7 +114,7 @@ type ManagerWriter struct {
 
 // PutOrder writes an order for node.
 func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Order) error {
-	_, err := w.L.Do(ctx, clientv3.OpPut(KeyOrder(node, o.Guest), mustJSON(o)))
+	_, err := w.L.Do(ctx, clientv3.OpPut(KeyOrder(node, o.Guest), store.MustEncode(KeyOrder(node, o.Guest), o)))
 	return err
 }
 
@@ -121,7 +125,7 @@ func (w *ManagerWriter) PutOrders(ctx context.Context, orders []NodeOrder) error
 		n := min(len(orders), ordersPerTxn)
 		ops := make([]clientv3.Op, n)
 		for i, o := range orders[:n] {
-			ops[i] = clientv3.OpPut(KeyOrder(o.Node, o.Order.Guest), mustJSON(o.Order))
+			ops[i] = clientv3.OpPut(KeyOrder(o.Node, o.Order.Guest), store.MustEncode(KeyOrder(o.Node, o.Order.Guest), o.Order))
 		}
 		if _, err := w.L.Do(ctx, ops...); err != nil {
 			return err
@@ -181,8 +185,8 @@ func (w *ManagerWriter) CommandDone(ctx context.Context, id string, cmdErr error
 		return nil
 	}
 	var c Command
-	if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
-		return fmt.Errorf("decode command %s: %w", id, err)
+	if err := store.Decode(KeyCommand(id), resp.Kvs[0].Value, &c); err != nil {
+		return err
 	}
 	c.Done = true
 	if cmdErr != nil {
@@ -196,7 +200,7 @@ func (w *ManagerWriter) CommandDone(ctx context.Context, id string, cmdErr error
 	if err != nil {
 		return fmt.Errorf("grant lease for command %s: %w", id, err)
 	}
-	_, err = w.L.Do(ctx, clientv3.OpPut(KeyCommand(id), mustJSON(c), clientv3.WithLease(lease.ID)))
+	_, err = w.L.Do(ctx, clientv3.OpPut(KeyCommand(id), store.MustEncode(KeyCommand(id), c), clientv3.WithLease(lease.ID)))
 	return err
 }
 
@@ -219,8 +223,8 @@ func (s *Store) Orders(ctx context.Context, node string) ([]hostctl.Order, int64
 	var out []hostctl.Order
 	for _, kv := range resp.Kvs {
 		var o hostctl.Order
-		if err := json.Unmarshal(kv.Value, &o); err != nil {
-			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := store.Decode(string(kv.Key), kv.Value, &o); err != nil {
+			return nil, 0, err
 		}
 		out = append(out, o)
 	}
@@ -240,8 +244,8 @@ func (s *Store) Reports(ctx context.Context) (map[string][]hostctl.Report, int64
 			continue
 		}
 		var r hostctl.Report
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := store.Decode(string(kv.Key), kv.Value, &r); err != nil {
+			return nil, 0, err
 		}
 		out[node] = append(out[node], r)
 	}
@@ -272,8 +276,8 @@ func (s *Store) FenceConfig(ctx context.Context) (fence.Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("read the fence configuration: %w", err)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("decode the fence configuration: %w", err)
+	if err := store.Decode(KeyFenceConfig, b, &c); err != nil {
+		return c, fmt.Errorf("the fence configuration: %w", err)
 	}
 	return c, nil
 }
@@ -283,7 +287,14 @@ func (s *Store) SetFenceConfig(ctx context.Context, c fence.Config) error {
 	if err := c.Check(); err != nil {
 		return err
 	}
-	return s.st.PutSealed(ctx, KeyFenceConfig, []byte(mustJSON(c)))
+	// A newer agent's configuration is not replaced by one that lacks
+	// what it does not know.
+	if old, err := s.st.GetSealed(ctx, KeyFenceConfig); err == nil {
+		if err := store.CheckSchema(KeyFenceConfig, old); err != nil {
+			return err
+		}
+	}
+	return s.st.PutSealed(ctx, KeyFenceConfig, []byte(store.MustEncode(KeyFenceConfig, c)))
 }
 
 // Event is one line of the cluster's event and audit log.
@@ -307,7 +318,7 @@ func (s *Store) AddEvent(ctx context.Context, e Event) error {
 		e.At = time.Now()
 	}
 	e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
-	_, err := s.cli.Put(ctx, PrefixEvents+e.Seq, mustJSON(e))
+	_, err := s.cli.Put(ctx, PrefixEvents+e.Seq, store.MustEncode(PrefixEvents+e.Seq, e))
 	return err
 }
 
@@ -335,7 +346,7 @@ func (s *Store) AddEvents(ctx context.Context, evs []Event) error {
 		}
 		prev = e.At
 		e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
-		ops = append(ops, clientv3.OpPut(PrefixEvents+e.Seq, mustJSON(e)))
+		ops = append(ops, clientv3.OpPut(PrefixEvents+e.Seq, store.MustEncode(PrefixEvents+e.Seq, e)))
 		if len(ops) == ordersPerTxn {
 			if err := flush(); err != nil {
 				return err
@@ -343,6 +354,16 @@ func (s *Store) AddEvents(ctx context.Context, evs []Event) error {
 		}
 	}
 	return flush()
+}
+
+// decodeEvent reads an event record; one it cannot read (a newer schema,
+// say) is shown as an event saying so, not left out.
+func decodeEvent(key, val []byte) Event {
+	var e Event
+	if err := store.Decode(string(key), val, &e); err != nil {
+		return Event{Seq: strings.TrimPrefix(string(key), PrefixEvents), Kind: "unreadable", Msg: err.Error()}
+	}
+	return e
 }
 
 // Events returns the last n events in the order the store recorded them
@@ -354,11 +375,9 @@ func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
 	}
 	out := make([]Event, 0, len(resp.Kvs))
 	for i := len(resp.Kvs) - 1; i >= 0; i-- {
-		var e Event
-		if json.Unmarshal(resp.Kvs[i].Value, &e) == nil {
-			e.Rev = resp.Kvs[i].CreateRevision
-			out = append(out, e)
-		}
+		e := decodeEvent(resp.Kvs[i].Key, resp.Kvs[i].Value)
+		e.Rev = resp.Kvs[i].CreateRevision
+		out = append(out, e)
 	}
 	// One batch (AddEvents) shares a revision: its keys keep its order.
 	sort.SliceStable(out, func(i, j int) bool {
@@ -373,10 +392,10 @@ func (s *Store) Events(ctx context.Context, n int) ([]Event, int64, error) {
 // WatchEvents delivers events appended after rev until ctx ends.
 func (s *Store) WatchEvents(ctx context.Context, rev int64) <-chan Event {
 	return watchPrefix(ctx, s.cli, PrefixEvents, rev, func(ev *clientv3.Event) (Event, bool) {
-		var e Event
-		if ev.Type != clientv3.EventTypePut || ev.IsModify() || json.Unmarshal(ev.Kv.Value, &e) != nil {
-			return e, false
+		if ev.Type != clientv3.EventTypePut || ev.IsModify() {
+			return Event{}, false
 		}
+		e := decodeEvent(ev.Kv.Key, ev.Kv.Value)
 		e.Rev = ev.Kv.CreateRevision
 		return e, true
 	})
@@ -459,11 +478,13 @@ func (s *Store) AddIncident(ctx context.Context, in Incident) (string, error) {
 		in.At = time.Now()
 	}
 	key := fmt.Sprintf("%s%020d-%s", PrefixIncidents, in.At.UnixNano(), NewID()[:6])
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	if err := json.NewEncoder(zw).Encode(in); err != nil {
+	rec, err := store.Encode(key, in)
+	if err != nil {
 		return "", fmt.Errorf("encode incident: %w", err)
 	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw.Write(rec)
 	zw.Close()
 	if _, err := s.cli.Put(ctx, key, buf.String()); err != nil {
 		return "", fmt.Errorf("store incident: %w", err)
@@ -487,9 +508,13 @@ func (s *Store) Incidents(ctx context.Context) ([]Incident, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
-		var in Incident
-		if err := json.NewDecoder(zr).Decode(&in); err != nil {
+		rec, err := io.ReadAll(zr)
+		if err != nil {
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		var in Incident
+		if err := store.Decode(string(kv.Key), rec, &in); err != nil {
+			return nil, err
 		}
 		out = append(out, in)
 	}

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -55,8 +54,8 @@ func (s *Store) PoolHealths(ctx context.Context) (map[string]map[string]PoolHeal
 			continue
 		}
 		var h PoolHealth
-		if json.Unmarshal(kv.Value, &h) != nil {
-			continue
+		if err := store.Decode(string(kv.Key), kv.Value, &h); err != nil {
+			return nil, err
 		}
 		if out[pool] == nil {
 			out[pool] = map[string]PoolHealth{}
@@ -68,10 +67,7 @@ func (s *Store) PoolHealths(ctx context.Context) (map[string]map[string]PoolHeal
 
 // PutPoolHealth stores node's check of a pool under lease.
 func (s *Store) PutPoolHealth(ctx context.Context, node string, h PoolHealth, lease clientv3.LeaseID) error {
-	b, err := json.Marshal(h)
-	if err != nil {
-		return err
-	}
-	_, err = s.cli.Put(ctx, KeyPoolHealth(node, h.Pool), string(b), clientv3.WithLease(lease))
+	key := KeyPoolHealth(node, h.Pool)
+	_, err := s.cli.Put(ctx, key, store.MustEncode(key, h), clientv3.WithLease(lease))
 	return err
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/metrics"
+	"github.com/haven-ha/haven/internal/model"
 )
 
 // Writer is every write the manager makes. The daemon's implementation makes
@@ -115,6 +116,11 @@ type Config struct {
 	// OnDone, when set, gets the shell's own news that an operation
 	// finished (a guest running, stopped, migrated) instead of OnStep.
 	OnDone func(now time.Time, guest, node, msg string)
+	// Features, when set, says what every live host's agent has
+	// (model.ClusterFeatures); nil: nothing beyond level 0. A live
+	// migration's target listens with TLS only with
+	// model.FeatureMigrationTLS.
+	Features func() model.Features
 	// Record, when set, gets every input of the term as it is stepped, and
 	// the actions each step produced (see Replay). It must encode the
 	// record before it returns: the state it carries keeps changing.
@@ -686,7 +692,8 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 			}
 			def.CPUModel = a.CPUModel // the target runs it with the model it was started with
 			s.migrations[a.Op] = &migration{guest: a.Guest, src: a.Node, dst: a.Target, since: s.now()}
-			batch = append(batch, NodeOrder{Node: a.Target, Order: hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def}})
+			tls := s.cfg.Features != nil && s.cfg.Features().Has(model.FeatureMigrationTLS)
+			batch = append(batch, NodeOrder{Node: a.Target, Order: hostctl.Order{ID: orderID(a.Op, "recv"), Guest: a.Guest, Op: hostctl.OpReceive, Def: def, MigrationTLS: tls}})
 		case manager.ActFence:
 			node, attempt := a.Node, a.Op
 			if fs, ok := s.cfg.Fencer.(FenceStarter); ok {

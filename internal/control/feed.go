@@ -205,13 +205,14 @@ func runTerm(ctx context.Context, d Daemon) error {
 	}
 	attempts := map[string]int{} // fence tries per node since it failed, for the log
 	sh := New(Config{
-		Record: record,
-		State:  st,
-		Writer: &cluster.ManagerWriter{L: d.Leader, Cli: cli},
-		Fencer: fencer,
-		Defs:   defs,
-		Logger: log,
-		Now:    d.Now,
+		Record:   record,
+		State:    st,
+		Writer:   &cluster.ManagerWriter{L: d.Leader, Cli: cli},
+		Fencer:   fencer,
+		Defs:     defs,
+		Features: f.Features,
+		Logger:   log,
+		Now:      d.Now,
 		OnStep: func(now time.Time, acts []manager.Action) {
 			var evs []cluster.Event
 			for _, a := range acts {
@@ -346,6 +347,7 @@ func prepare(snap *Snapshot, timings manager.Timings, log *slog.Logger) (*manage
 	for _, l := range snap.Live {
 		f.live[l.Name] = l.Facts
 	}
+	f.liveChanged()
 	// Bring the configuration up to date with the records.
 	for _, name := range snap.Registered {
 		if !st.HasNode(name) {
@@ -471,11 +473,35 @@ type feed struct {
 	live       map[string]model.NodeFacts
 	poolHealth map[string]map[string]cluster.PoolHealth // node -> pool -> check
 
-	// mu guards pools and defs, which the shell's goroutine reads too
-	// (Definition).
-	mu    sync.Mutex
-	pools []storage.Pool                 // the pools as of the last change seen
-	defs  map[string]guestdef.Definition // guests' definitions, to judge their disks when pools change and for orders
+	// mu guards pools, defs and features, which the shell's goroutine
+	// reads too (Definition, Features).
+	mu       sync.Mutex
+	pools    []storage.Pool                 // the pools as of the last change seen
+	defs     map[string]guestdef.Definition // guests' definitions, to judge their disks when pools change and for orders
+	features model.Features                 // of the live hosts
+
+	// newer is a record of a newer schema than this build reads, seen by
+	// translate: the term ends with it (the manager resigns).
+	newer error
+}
+
+// liveChanged recomputes the live hosts' features after f.live changed.
+func (f *feed) liveChanged() {
+	facts := make([]model.NodeFacts, 0, len(f.live))
+	for _, x := range f.live {
+		facts = append(facts, x)
+	}
+	c := model.ClusterFeatures(facts)
+	f.mu.Lock()
+	f.features = c
+	f.mu.Unlock()
+}
+
+// Features is what every live host's agent has (Config.Features).
+func (f *feed) Features() model.Features {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.features
 }
 
 func (f *feed) setDef(g cluster.Guest) {
@@ -595,6 +621,11 @@ func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out c
 							return
 						}
 					}
+					if f.newer != nil {
+						f.log.Error("a record newer than this agent reads; ending the term", "err", f.newer)
+						fail(fmt.Errorf("manager: %w", f.newer))
+						return
+					}
 					next = ev.Kv.ModRevision + 1
 				}
 			}
@@ -610,11 +641,17 @@ func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out c
 func (f *feed) translate(ev *clientv3.Event) []Input {
 	key := string(ev.Kv.Key)
 	del := ev.Type == clientv3.EventTypeDelete
+	var se *model.SchemaError
+	if !del && errors.As(store.CheckSchema(key, ev.Kv.Value), &se) {
+		f.newer = se // the term ends: see watch
+		return nil
+	}
 	switch {
 	case strings.HasPrefix(key, store.PrefixNodeLive):
 		name := strings.TrimPrefix(key, store.PrefixNodeLive)
 		if del {
 			delete(f.live, name)
+			f.liveChanged()
 			delete(f.reports, name)
 			return []Input{{NodeGone: name}}
 		}
@@ -624,6 +661,7 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 		}
 		_, was := f.live[name]
 		f.live[name] = facts
+		f.liveChanged()
 		if was && ev.IsModify() {
 			return nil // facts refreshed, or an agent restart that kept the node up
 		}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,5 +45,60 @@ func TestManagerResignsOnUnreadableState(t *testing.T) {
 	}
 	if b := resp.Kvs[0].Value; string(b) != string(newer) {
 		t.Fatalf("the unreadable state was overwritten: %s", b)
+	}
+}
+
+// Any record of a newer schema than this build reads, found in the
+// snapshot at the start of the term or seen on the watch during it, ends
+// the term with a SchemaError naming it (the manager resigns, so that a
+// newer agent takes the office); the record stays as it was.
+func TestManagerResignsOnNewerRecord(t *testing.T) {
+	st := storetest.Start(t).Connect(t)
+	cli := st.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := st.RegisterNode(ctx, store.NodeRecord{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	key := cluster.KeyGuest("web9")
+	newer := `{"schema":99,"spec":{"name":"web9"}}`
+	l, err := st.Campaign(ctx, "n1", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() error {
+		return RunManager(ctx, Daemon{Cluster: cluster.New(st), Leader: l, Timings: manager.DefaultTimings()})
+	}
+	check := func(when string, err error) {
+		t.Helper()
+		var se *manager.SchemaError
+		if !errors.As(err, &se) || se.Have != 99 || !strings.Contains(err.Error(), key) {
+			t.Fatalf("%s: RunManager returned %v, want a SchemaError naming %s", when, err, key)
+		}
+		resp, err := cli.Get(ctx, key)
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != newer {
+			t.Fatalf("%s: the newer record was changed: %v %v", when, resp.Kvs, err)
+		}
+	}
+	if _, err := cli.Put(ctx, key, newer); err != nil {
+		t.Fatal(err)
+	}
+	check("in the snapshot", run())
+
+	if _, err := cli.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run() }()
+	// Whether the term has read its snapshot yet or not, it meets the
+	// record: in the snapshot or on its watch.
+	if _, err := cli.Put(ctx, key, newer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		check("during the term", err)
+	case <-ctx.Done():
+		t.Fatal("the term went on with a record it cannot read")
 	}
 }

@@ -3,7 +3,6 @@ package control
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -115,13 +114,27 @@ func LoadSnapshot(ctx context.Context, cli *clientv3.Client) (*Snapshot, error) 
 // DecodeSnapshot builds a snapshot from the keys read, by read name (see
 // snapshotReads). An unreadable record is skipped and listed in Skipped;
 // an unreadable policy or saved manager state is an error, since acting
-// without them could undo a fence in progress.
+// without them could undo a fence in progress, and so is a record of a
+// newer schema than this build reads (a *model.SchemaError): a newer agent
+// wrote it, and this one must leave the office to it rather than manage
+// without what it cannot read.
 func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	s := &Snapshot{Rev: rev, Policy: cluster.DefaultPolicy()}
 	skip := func(key string, err error) { s.Skipped = append(s.Skipped, fmt.Errorf("%s: %w", key, err)) }
+	var newer error
+	decode := func(kv KV, v any) bool {
+		err := store.Decode(kv.Key, kv.Value, v)
+		var se *model.SchemaError
+		if errors.As(err, &se) && newer == nil {
+			newer = err
+		} else if err != nil {
+			skip(kv.Key, err)
+		}
+		return err == nil
+	}
 	for _, kv := range ranges["policy"] {
-		if err := json.Unmarshal(kv.Value, &s.Policy); err != nil {
-			return nil, fmt.Errorf("manager: decode the cluster policy %s: %w", kv.Key, err)
+		if err := store.Decode(kv.Key, kv.Value, &s.Policy); err != nil {
+			return nil, fmt.Errorf("manager: decode the cluster policy: %w", err)
 		}
 	}
 	saved := make([]savedstate.KV, len(ranges["state"]))
@@ -138,24 +151,21 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	}
 	for _, kv := range ranges["live"] {
 		var f model.NodeFacts
-		if err := json.Unmarshal(kv.Value, &f); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &f) {
 			continue
 		}
 		s.Live = append(s.Live, LiveNode{Name: strings.TrimPrefix(kv.Key, store.PrefixNodeLive), Facts: f})
 	}
 	for _, kv := range ranges["domains"] {
 		var d model.Domain
-		if err := json.Unmarshal(kv.Value, &d); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &d) {
 			continue
 		}
 		s.Domains = append(s.Domains, d)
 	}
 	for _, kv := range ranges["guests"] {
 		var g cluster.Guest
-		if err := json.Unmarshal(kv.Value, &g); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &g) {
 			continue
 		}
 		if want := strings.TrimPrefix(kv.Key, cluster.PrefixGuests); g.Spec.Name != want {
@@ -171,8 +181,7 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 			continue
 		}
 		var r hostctl.Report
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &r) {
 			continue
 		}
 		if r.Guest == "" {
@@ -185,8 +194,7 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	slices.SortStableFunc(cmds, func(a, b KV) int { return cmp.Or(cmp.Compare(a.CreateRev, b.CreateRev), cmp.Compare(a.Key, b.Key)) })
 	for _, kv := range cmds {
 		var c cluster.Command
-		if err := json.Unmarshal(kv.Value, &c); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &c) {
 			continue
 		}
 		if !c.Done {
@@ -203,8 +211,7 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	}
 	for _, kv := range ranges["pools"] {
 		var p storage.Pool
-		if err := json.Unmarshal(kv.Value, &p); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &p) {
 			continue
 		}
 		s.Pools = append(s.Pools, p)
@@ -216,11 +223,13 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 			skip(kv.Key, errors.New("not a node/pool key"))
 			continue
 		}
-		if err := json.Unmarshal(kv.Value, &h); err != nil {
-			skip(kv.Key, err)
+		if !decode(kv, &h) {
 			continue
 		}
 		s.PoolHealth = append(s.PoolHealth, PoolCheck{Node: node, Pool: pool, Health: h})
+	}
+	if newer != nil {
+		return nil, fmt.Errorf("manager: %w", newer)
 	}
 	slices.Sort(s.Registered)
 	slices.SortFunc(s.Live, func(a, b LiveNode) int { return cmp.Compare(a.Name, b.Name) })

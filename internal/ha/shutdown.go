@@ -2,7 +2,6 @@ package ha
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -61,8 +60,8 @@ func registerShutdown(srv *api.Server, st *store.Store) {
 			return
 		}
 		rec := shutdownRecord{Shutdown: control.Shutdown{Reboot: req.Reboot}, At: time.Now().UTC()}
-		b, _ := json.Marshal(rec)
-		if _, err := st.Client().Put(r.Context(), cluster.PrefixShutdown+name, string(b)); err != nil {
+		key := cluster.PrefixShutdown + name
+		if _, err := st.Client().Put(r.Context(), key, store.MustEncode(key, rec)); err != nil {
 			api.WriteError(w, fmt.Errorf("record the shutdown of %q: %w", name, err))
 			return
 		}
@@ -111,9 +110,10 @@ func shutdownStatus(ctx context.Context, st *store.Store, name string) (Shutdown
 	s := ShutdownStatus{Node: name}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 		var rec shutdownRecord
-		if json.Unmarshal(kvs[0].Value, &rec) == nil {
-			s.Shutdown, s.Reboot, s.Requested = true, rec.Reboot, rec.At
+		if err := store.Decode(string(kvs[0].Key), kvs[0].Value, &rec); err != nil {
+			return ShutdownStatus{}, err
 		}
+		s.Shutdown, s.Reboot, s.Requested = true, rec.Reboot, rec.At
 	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
 		s.Ready = true

@@ -31,6 +31,7 @@ import (
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/selffence"
 	"github.com/haven-ha/haven/internal/storage"
+	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/watchdog"
 )
 
@@ -238,8 +239,8 @@ func (h *Host) Run(ctx context.Context) error {
 					continue
 				}
 				var o hostctl.Order
-				if err := json.Unmarshal(ev.Kv.Value, &o); err != nil {
-					h.log.Error("unreadable order", "key", string(ev.Kv.Key), "err", err)
+				if err := store.Decode(string(ev.Kv.Key), ev.Kv.Value, &o); err != nil {
+					h.log.Error("unreadable order, not carried out", "key", string(ev.Kv.Key), "err", err)
 					continue
 				}
 				h.submit(ctx, o)
@@ -644,11 +645,7 @@ func (p *publisher) write(ctx context.Context, guest string, r *hostctl.Report) 
 		_, err := p.cli.Delete(ctx, key)
 		return err
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	_, err = p.cli.Put(ctx, key, string(b), clientv3.WithLease(p.live.Lease()))
+	_, err := p.cli.Put(ctx, key, store.MustEncode(key, r), clientv3.WithLease(p.live.Lease()))
 	return err
 }
 

@@ -58,7 +58,7 @@ func (d *memDriver) Status(ctx context.Context, name string) (hypervisor.Status,
 }
 func (d *memDriver) List(ctx context.Context) ([]hypervisor.Status, error) { return nil, nil }
 func (d *memDriver) Events() <-chan hypervisor.Event                       { return d.events }
-func (d *memDriver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
+func (d *memDriver) PrepareIncoming(ctx context.Context, def guestdef.Definition, _ hypervisor.IncomingOptions) (hypervisor.MigrationTarget, error) {
 	return hypervisor.MigrationTarget{}, nil
 }
 func (d *memDriver) Migrate(ctx context.Context, name string, t hypervisor.MigrationTarget, p func(hypervisor.Progress)) error {

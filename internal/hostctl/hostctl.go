@@ -47,6 +47,10 @@ type Order struct {
 	StopTimeout time.Duration              `json:"stop_timeout,omitempty"`
 	// Reason is why an OpFail kills the guest.
 	Reason string `json:"reason,omitempty"`
+	// MigrationTLS: an OpReceive may listen with TLS, every host having
+	// model.FeatureMigrationTLS (managers older than feature levels never
+	// set it: plain TCP, which every source speaks).
+	MigrationTLS bool `json:"migration_tls,omitempty"`
 }
 
 // GuestState is a guest's state on this host as reported to the manager.
@@ -379,7 +383,7 @@ func (c *Controller) execute(ctx context.Context, o Order) {
 		var target hypervisor.MigrationTarget
 		err := c.checkDef(cctx, o.Def)
 		if err == nil {
-			target, err = c.cfg.Driver.PrepareIncoming(cctx, o.Def)
+			target, err = c.cfg.Driver.PrepareIncoming(cctx, o.Def, hypervisor.IncomingOptions{TLS: o.MigrationTLS})
 		}
 		cancel()
 		if err != nil {

@@ -66,7 +66,7 @@ func (f *fakeDriver) List(ctx context.Context) ([]hypervisor.Status, error) {
 	return f.listResult, nil
 }
 func (f *fakeDriver) Events() <-chan hypervisor.Event { return f.events }
-func (f *fakeDriver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
+func (f *fakeDriver) PrepareIncoming(ctx context.Context, def guestdef.Definition, _ hypervisor.IncomingOptions) (hypervisor.MigrationTarget, error) {
 	return hypervisor.MigrationTarget{URI: "tcp:127.0.0.1:4444"}, nil
 }
 func (f *fakeDriver) Migrate(ctx context.Context, name string, t hypervisor.MigrationTarget, p func(hypervisor.Progress)) error {

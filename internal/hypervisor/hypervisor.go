@@ -64,6 +64,15 @@ type MigrationTarget struct {
 	TLS bool `json:",omitempty"`
 }
 
+// IncomingOptions are what the manager allows a migration's target.
+type IncomingOptions struct {
+	// TLS: the source can migrate over TLS (every host has
+	// model.FeatureMigrationTLS), so the target may listen with TLS if it
+	// has the credentials. Without it the target listens on plain TCP,
+	// which every source speaks.
+	TLS bool
+}
+
 // Progress is a live migration's progress.
 type Progress struct {
 	Total     int64 // bytes of guest memory
@@ -100,7 +109,7 @@ type Driver interface {
 	Events() <-chan Event
 	// PrepareIncoming readies this host to receive a live migration of def
 	// and returns the target to migrate to.
-	PrepareIncoming(ctx context.Context, def guestdef.Definition) (MigrationTarget, error)
+	PrepareIncoming(ctx context.Context, def guestdef.Definition, opts IncomingOptions) (MigrationTarget, error)
 	// Migrate live-migrates a running guest to target. On failure the guest
 	// keeps running here. progress may be nil.
 	Migrate(ctx context.Context, name string, target MigrationTarget, progress func(Progress)) error

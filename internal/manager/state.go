@@ -219,16 +219,8 @@ func Restore(data []byte) (*State, error) {
 const StateSchema = 1
 
 // SchemaError reports stored data of a format newer than this build
-// reads: a newer agent wrote it (during an upgrade, or before a
-// downgrade).
-type SchemaError struct {
-	What       string
-	Have, Know int
-}
-
-func (e *SchemaError) Error() string {
-	return fmt.Sprintf("%s has schema version %d, newer than this agent reads (up to %d): it was written by a newer Haven; upgrade this host's haven", e.What, e.Have, e.Know)
-}
+// reads (model.SchemaError).
+type SchemaError = model.SchemaError
 
 // Guest returns the guest named name, or nil.
 func (s *State) Guest(name string) *Guest {

@@ -81,10 +81,13 @@ type NodeFacts struct {
 	CPUModels    []string `json:"cpu_models,omitempty"`
 	Hypervisor   string   `json:"hypervisor"` // "qemu", "libvirt", "sim"
 	AgentVersion string   `json:"agent_version"`
-	BootID       string   `json:"boot_id"`
-	APIAddr      string   `json:"api_addr"`  // https://host:port
-	PeerAddr     string   `json:"peer_addr"` // store peer URL, when a store member
-	StoreMember  bool     `json:"store_member"`
+	// FeatureLevel is the newest cluster feature the agent's build has
+	// (FeatureLevel; 0 from agents older than feature levels).
+	FeatureLevel int    `json:"feature_level,omitempty"`
+	BootID       string `json:"boot_id"`
+	APIAddr      string `json:"api_addr"`  // https://host:port
+	PeerAddr     string `json:"peer_addr"` // store peer URL, when a store member
+	StoreMember  bool   `json:"store_member"`
 	// Witness: the host votes for quorum and never runs guests.
 	Witness bool `json:"witness,omitempty"`
 	// HeartbeatAddr is where the agent receives direct heartbeats (UDP

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -181,7 +180,7 @@ func (s *Store) GrantKey(ctx context.Context, node string, certPEM []byte) error
 			return err
 		}
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(KeyCAKey), "=", rev)).
-			Then(clientv3.OpPut(KeyKeyring(node), mustJSON(e))).Commit()
+			Then(clientv3.OpPut(KeyKeyring(node), MustEncode(KeyKeyring(node), e))).Commit()
 		if err != nil {
 			return fmt.Errorf("grant the cluster secret key to %q: %w", node, err)
 		}
@@ -241,8 +240,8 @@ func (s *Store) RotateSecretKey(ctx context.Context, without string) (string, er
 		ops = append(ops, clientv3.OpDelete(KeyKeyRequest(without)))
 		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 			var e KeyringEntry
-			if err := json.Unmarshal(kv.Value, &e); err != nil {
-				return "", fmt.Errorf("decode %s: %w", kv.Key, err)
+			if err := Decode(string(kv.Key), kv.Value, &e); err != nil {
+				return "", err
 			}
 			if e.Node == without {
 				ops = append(ops, clientv3.OpDelete(string(kv.Key)))
@@ -252,7 +251,7 @@ func (s *Store) RotateSecretKey(ctx context.Context, without string) (string, er
 			if err != nil {
 				return "", err
 			}
-			ops = append(ops, clientv3.OpPut(string(kv.Key), mustJSON(ne)))
+			ops = append(ops, clientv3.OpPut(string(kv.Key), MustEncode(string(kv.Key), ne)))
 		}
 		tr, err := s.cli.Txn(ctx).If(cmp...).Then(ops...).Commit()
 		if err != nil {
@@ -300,7 +299,7 @@ func (s *Store) SealSecrets(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	ops = append(ops, clientv3.OpPut(KeyKeyring(node), mustJSON(e)), clientv3.OpPut(KeyHeartbeat, string(ca[0].Value)))
+	ops = append(ops, clientv3.OpPut(KeyKeyring(node), MustEncode(KeyKeyring(node), e)), clientv3.OpPut(KeyHeartbeat, string(ca[0].Value)))
 	tr, err := s.cli.Txn(ctx).If(cmp...).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("seal secrets: %w", err)

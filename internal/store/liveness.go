@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/haven-ha/haven/internal/metrics"
@@ -98,7 +97,7 @@ func (l *Liveness) resume(ctx context.Context, prev clientv3.LeaseID) bool {
 	l.mu.Lock()
 	facts := l.facts
 	l.mu.Unlock()
-	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), mustJSON(facts), clientv3.WithLease(prev)); err != nil {
+	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(prev)); err != nil {
 		return false
 	}
 	l.mu.Lock()
@@ -119,7 +118,7 @@ func (l *Liveness) grant(ctx context.Context) error {
 	l.mu.Lock()
 	facts := l.facts
 	l.mu.Unlock()
-	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), mustJSON(facts), clientv3.WithLease(g.ID)); err != nil {
+	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(g.ID)); err != nil {
 		return fmt.Errorf("write liveness of node %q: %w", l.node, err)
 	}
 	l.mu.Lock()
@@ -216,7 +215,7 @@ func (l *Liveness) UpdateFacts(ctx context.Context, facts model.NodeFacts) error
 	l.facts = facts
 	id := l.lease
 	l.mu.Unlock()
-	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), mustJSON(facts), clientv3.WithLease(id)); err != nil {
+	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(id)); err != nil {
 		return fmt.Errorf("update facts of node %q: %w", l.node, err)
 	}
 	return nil
@@ -250,8 +249,8 @@ func (s *Store) LiveNodes(ctx context.Context) (map[string]model.NodeFacts, int6
 	out := make(map[string]model.NodeFacts, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var f model.NodeFacts
-		if err := json.Unmarshal(kv.Value, &f); err != nil {
-			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := Decode(string(kv.Key), kv.Value, &f); err != nil {
+			return nil, 0, err
 		}
 		out[NameFromKey(PrefixNodeLive, string(kv.Key))] = f
 	}
@@ -295,9 +294,12 @@ func (s *Store) WatchLive(ctx context.Context, rev int64) <-chan LiveEvent {
 					e := LiveEvent{Node: NameFromKey(PrefixNodeLive, string(ev.Kv.Key)), Rev: ev.Kv.ModRevision}
 					if ev.Type == mvccpb.PUT {
 						var f model.NodeFacts
-						if json.Unmarshal(ev.Kv.Value, &f) == nil {
-							e.Facts = &f
+						if err := Decode(string(ev.Kv.Key), ev.Kv.Value, &f); err != nil {
+							// Not a node down: its lease lives. Said, not dropped silently.
+							s.log.Error("unreadable node facts", "node", e.Node, "err", err)
+							continue
 						}
+						e.Facts = &f
 					}
 					next = ev.Kv.ModRevision + 1
 					select {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,7 +22,7 @@ func (s *Store) SetExternal(ctx context.Context, external bool) error {
 		}
 		kv := resp.Kvs[0]
 		var c ClusterConfig
-		if err := json.Unmarshal(kv.Value, &c); err != nil {
+		if err := Decode(string(kv.Key), kv.Value, &c); err != nil {
 			return fmt.Errorf("read the cluster's identity: %w", err)
 		}
 		if c.External == external {
@@ -31,7 +30,7 @@ func (s *Store) SetExternal(ctx context.Context, external bool) error {
 		}
 		c.External = external
 		tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(KeyClusterConfig), "=", kv.ModRevision)).
-			Then(clientv3.OpPut(KeyClusterConfig, mustJSON(c))).Commit()
+			Then(clientv3.OpPut(KeyClusterConfig, MustEncode(KeyClusterConfig, c))).Commit()
 		if err != nil {
 			return fmt.Errorf("record the store's kind: %w", err)
 		}

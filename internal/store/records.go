@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -31,14 +30,14 @@ func (s *Store) InitCluster(ctx context.Context, cfg ClusterConfig, caCert, caKe
 		return err
 	}
 	ops := []clientv3.Op{
-		clientv3.OpPut(KeyClusterConfig, mustJSON(cfg)),
+		clientv3.OpPut(KeyClusterConfig, MustEncode(KeyClusterConfig, cfg)),
 		clientv3.OpPut(KeyCACert, string(caCert)),
 		clientv3.OpPut(KeyCAKey, sealed),
-		clientv3.OpPut(KeyKeyring(node), mustJSON(e)),
+		clientv3.OpPut(KeyKeyring(node), MustEncode(KeyKeyring(node), e)),
 		clientv3.OpPut(KeyHeartbeat, hex.EncodeToString(pki.NewSecretKey().Key)),
 	}
 	for _, t := range tokens {
-		ops = append(ops, clientv3.OpPut(KeyToken(t.ID), mustJSON(t)))
+		ops = append(ops, clientv3.OpPut(KeyToken(t.ID), MustEncode(KeyToken(t.ID), t)))
 	}
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(KeyClusterConfig), "=", 0)).Then(ops...).Commit()
 	if err != nil {
@@ -85,7 +84,7 @@ func (s *Store) CA(ctx context.Context) (cert, key []byte, err error) {
 // taken. extra ops run in the same transaction.
 func (s *Store) RegisterNode(ctx context.Context, rec NodeRecord, extra ...clientv3.Op) error {
 	key := KeyNodeReg(rec.Name)
-	ops := append([]clientv3.Op{clientv3.OpPut(key, mustJSON(rec))}, extra...)
+	ops := append([]clientv3.Op{clientv3.OpPut(key, MustEncode(key, rec))}, extra...)
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("register node %q: %w", rec.Name, err)
@@ -99,7 +98,7 @@ func (s *Store) RegisterNode(ctx context.Context, rec NodeRecord, extra ...clien
 // UpdateNode overwrites an existing registration.
 func (s *Store) UpdateNode(ctx context.Context, rec NodeRecord) error {
 	key := KeyNodeReg(rec.Name)
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).Then(clientv3.OpPut(key, mustJSON(rec))).Commit()
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).Then(clientv3.OpPut(key, MustEncode(key, rec))).Commit()
 	if err != nil {
 		return fmt.Errorf("update node %q: %w", rec.Name, err)
 	}
@@ -139,7 +138,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeRecord, error) {
 
 // PutToken stores a token record.
 func (s *Store) PutToken(ctx context.Context, t TokenRecord) error {
-	if _, err := s.cli.Put(ctx, KeyToken(t.ID), mustJSON(t)); err != nil {
+	if _, err := s.cli.Put(ctx, KeyToken(t.ID), MustEncode(KeyToken(t.ID), t)); err != nil {
 		return fmt.Errorf("store token %q: %w", t.ID, err)
 	}
 	return nil
@@ -185,7 +184,7 @@ func (s *Store) UseToken(ctx context.Context, id string) error {
 		op := clientv3.OpDelete(KeyToken(id))
 		if t.Uses > 1 {
 			t.Uses--
-			op = clientv3.OpPut(KeyToken(id), mustJSON(t))
+			op = clientv3.OpPut(KeyToken(id), MustEncode(KeyToken(id), t))
 		}
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(KeyToken(id)), "=", rev)).Then(op).Commit()
 		if err != nil {
@@ -219,7 +218,7 @@ func KeyRevoked(serial string) string { return PrefixRevoked + serial }
 
 // Revoke records a host certificate as revoked.
 func (s *Store) Revoke(ctx context.Context, r Revocation) error {
-	if _, err := s.cli.Put(ctx, KeyRevoked(r.Serial), mustJSON(r)); err != nil {
+	if _, err := s.cli.Put(ctx, KeyRevoked(r.Serial), MustEncode(KeyRevoked(r.Serial), r)); err != nil {
 		return fmt.Errorf("revoke certificate %s of node %q: %w", r.Serial, r.Node, err)
 	}
 	return nil
@@ -239,9 +238,10 @@ func (s *Store) NodeStates(ctx context.Context) (map[string]NodeState, error) {
 	out := map[string]NodeState{}
 	for _, kv := range resp.Kvs {
 		var st NodeState
-		if json.Unmarshal(kv.Value, &st) == nil {
-			out[NameFromKey(PrefixNodeState, string(kv.Key))] = st
+		if err := Decode(string(kv.Key), kv.Value, &st); err != nil {
+			return nil, err
 		}
+		out[NameFromKey(PrefixNodeState, string(kv.Key))] = st
 	}
 	return out, nil
 }
@@ -262,8 +262,8 @@ func listJSON[T any](ctx context.Context, s *Store, prefix string) ([]T, error) 
 	out := make([]T, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := Decode(string(kv.Key), kv.Value, &v); err != nil {
+			return nil, err
 		}
 		out = append(out, v)
 	}

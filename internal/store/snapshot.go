@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -112,8 +111,8 @@ func VerifySnapshot(path string) (SnapshotInfo, error) {
 		}
 		if kv, ok := live[KeyClusterConfig]; ok {
 			var cc ClusterConfig
-			if err := json.Unmarshal(kv.Value, &cc); err != nil {
-				return fmt.Errorf("%s: %w", KeyClusterConfig, err)
+			if err := Decode(KeyClusterConfig, kv.Value, &cc); err != nil {
+				return err
 			}
 			info.Cluster = &cc
 		}

@@ -10,7 +10,6 @@ package store
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -414,18 +413,10 @@ func (s *Store) getJSON(ctx context.Context, key string, v any) (int64, error) {
 	if len(resp.Kvs) == 0 {
 		return 0, ErrNotFound
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", key, err)
+	if err := Decode(key, resp.Kvs[0].Value, v); err != nil {
+		return 0, err
 	}
 	return resp.Kvs[0].ModRevision, nil
-}
-
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only our own plain structs are encoded
-	}
-	return string(b)
 }
 
 type serializableKey struct{}

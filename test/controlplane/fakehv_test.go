@@ -108,7 +108,7 @@ func (h *fakeHV) List(ctx context.Context) ([]hypervisor.Status, error) {
 
 func (h *fakeHV) Events() <-chan hypervisor.Event { return h.events }
 
-func (h *fakeHV) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
+func (h *fakeHV) PrepareIncoming(ctx context.Context, def guestdef.Definition, _ hypervisor.IncomingOptions) (hypervisor.MigrationTarget, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.off {

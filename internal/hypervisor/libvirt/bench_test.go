@@ -218,7 +218,7 @@ func BenchmarkMigrate(b *testing.B) {
 		n := 0
 		for b.Loop() {
 			to := 1 - at
-			target, err := drivers[to].PrepareIncoming(ctx, def)
+			target, err := drivers[to].PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1031,14 +1031,14 @@ func (d *Driver) list(ctx context.Context, c *conn) ([]hypervisor.Status, error)
 
 // PrepareIncoming returns this host's libvirt URI: with peer-to-peer
 // migration, the target's libvirtd prepares the incoming guest itself.
-func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
+func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition, opts hypervisor.IncomingOptions) (hypervisor.MigrationTarget, error) {
 	if d.cfg.MigrationURI == "" {
 		return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: this host has no migration URI: set the libvirt driver's migration URI (e.g. qemu+tcp://ADDR/system)", def.Name)
 	}
 	if _, _, err := d.current(); err != nil {
 		return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, err)
 	}
-	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI, TLS: d.tls}, nil
+	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI, TLS: d.tls && opts.TLS}, nil
 }
 
 // Migrate live-migrates a running guest peer to peer to target.URI (a

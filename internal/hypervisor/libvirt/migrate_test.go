@@ -39,7 +39,7 @@ func TestMigrate(t *testing.T) {
 	before := waitCount(t, def, 60*time.Second, func(s testguest.Serial) bool { return s.Count >= 2 })
 	checkConfined(t, a, def.Name)
 
-	target, err := db.PrepareIncoming(ctxT(t, 5*time.Second), def)
+	target, err := db.PrepareIncoming(ctxT(t, 5*time.Second), def, hypervisor.IncomingOptions{TLS: true})
 	if err != nil || target.URI != b.URI || target.Node != "b" || !target.TLS {
 		t.Fatalf("PrepareIncoming = %+v, %v; want %s on b with TLS", target, err, b.URI)
 	}
@@ -86,7 +86,7 @@ func TestMigrate(t *testing.T) {
 
 	// libvirt's own storage check refuses the disk on a local filesystem.
 	strict := newDriverWith(t, b, "b", func(c *libvirt.Config) { c.StrictStorageCheck = true })
-	target, _ = da.PrepareIncoming(ctxT(t, 5*time.Second), def)
+	target, _ = da.PrepareIncoming(ctxT(t, 5*time.Second), def, hypervisor.IncomingOptions{TLS: true})
 	if err := strict.Migrate(ctxT(t, 60*time.Second), def.Name, target, nil); err == nil || !strings.Contains(err.Error(), "nsafe") {
 		t.Fatalf("strict migration of a disk on a local filesystem: %v, want libvirt's unsafe-migration refusal", err)
 	} else {
@@ -110,7 +110,7 @@ func TestMigrate(t *testing.T) {
 	// Cancelled while in flight: aborted, still running on the source.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	target, _ = da.PrepareIncoming(ctxT(t, 5*time.Second), def)
+	target, _ = da.PrepareIncoming(ctxT(t, 5*time.Second), def, hypervisor.IncomingOptions{TLS: true})
 	err = db.Migrate(ctx, def.Name, target, func(p hypervisor.Progress) { cancel() })
 	if err == nil {
 		t.Log("migration finished before the cancel reached it; not checking abort")

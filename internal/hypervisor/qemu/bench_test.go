@@ -189,7 +189,7 @@ func BenchmarkMigrate(b *testing.B) {
 				b.Fatal(err)
 			}
 			waitReady(b, serial)
-			target, err := dst.PrepareIncoming(context.Background(), def)
+			target, err := dst.PrepareIncoming(context.Background(), def, hypervisor.IncomingOptions{TLS: true})
 			if err != nil {
 				b.Fatal(err)
 			}

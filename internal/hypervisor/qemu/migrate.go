@@ -16,8 +16,10 @@ import (
 )
 
 // PrepareIncoming implements hypervisor.Driver: it starts QEMU with def's
-// arguments plus -incoming tcp:MigrationAddr:PORT on a free port.
-func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (hypervisor.MigrationTarget, error) {
+// arguments plus -incoming tcp:MigrationAddr:PORT on a free port, listening
+// with TLS when opts allow it and the driver has the credentials.
+func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition, opts hypervisor.IncomingOptions) (hypervisor.MigrationTarget, error) {
+	tls := opts.TLS && d.tlsDir != ""
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := freePort(d.cfg.MigrationAddr)
@@ -25,9 +27,9 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition) (
 			return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: find a free port on %s: %w", def.Name, d.cfg.MigrationAddr, err)
 		}
 		uri := "tcp:" + net.JoinHostPort(d.cfg.MigrationAddr, strconv.Itoa(port))
-		err = d.launch(ctx, def, uri)
+		err = d.launch(ctx, def, uri, tls)
 		if err == nil {
-			return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: uri, TLS: d.tlsDir != ""}, nil
+			return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: uri, TLS: tls}, nil
 		}
 		lastErr = err
 		if !strings.Contains(err.Error(), "in use") || ctx.Err() != nil {

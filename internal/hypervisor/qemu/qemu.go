@@ -276,14 +276,16 @@ func (d *Driver) guestDir(name string) string { return filepath.Join(d.cfg.RunDi
 
 // Start implements hypervisor.Driver.
 func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
-	if err := d.launch(ctx, def, ""); err != nil {
+	if err := d.launch(ctx, def, "", false); err != nil {
 		return fmt.Errorf("start guest %q: %w", def.Name, err)
 	}
 	return nil
 }
 
 // launch starts a QEMU process for def (incoming: the -incoming URI, or "").
-func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming string) error {
+// launch starts def's QEMU; with incoming, it waits for a live migration
+// there, over TLS when tls is set.
+func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming string, tls bool) error {
 	if err := def.Validate(); err != nil {
 		return err
 	}
@@ -342,7 +344,7 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 	}
 	args := d.args(def, dir)
 	if incoming != "" {
-		if d.tlsDir != "" {
+		if tls {
 			// TLS is set before listening: migrate-incoming below.
 			args = append(args, "-incoming", "defer")
 		} else {
@@ -385,7 +387,7 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 		<-g.exited
 		return fail(fmt.Errorf("connect to its QMP monitor: %w%s", err, qemuLogTail(dir)))
 	}
-	if incoming != "" && d.tlsDir != "" {
+	if incoming != "" && tls {
 		err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-creds": tlsServerID}, nil)
 		if err == nil {
 			err = mon.run(ctx, "migrate-incoming", map[string]any{"uri": incoming}, nil)

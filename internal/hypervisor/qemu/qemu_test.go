@@ -249,7 +249,7 @@ func TestLiveMigration(t *testing.T) {
 	}
 	before := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 20 })
 
-	target, err := b.PrepareIncoming(ctx, def)
+	target, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestLiveMigration(t *testing.T) {
 	}
 
 	// And straight back (failback): the name is free again on a.
-	back, err := a.PrepareIncoming(ctx, def)
+	back, err := a.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestMigrationFailureKeepsSource(t *testing.T) {
 		t.Logf("migration error: %v", err)
 	})
 	t.Run("target killed", func(t *testing.T) {
-		target, err := b.PrepareIncoming(ctx, def)
+		target, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +343,7 @@ func TestMigrationFailureKeepsSource(t *testing.T) {
 		}
 	})
 	t.Run("cancelled by deadline", func(t *testing.T) {
-		target, err := b.PrepareIncoming(ctx, def)
+		target, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -472,7 +472,7 @@ func TestStopIncomingIsImmediate(t *testing.T) {
 	f := newFixture(t)
 	d := newDriver(t, filepath.Join(f.dir, "b"), "b")
 	ctx := ctxT(t, time.Minute)
-	if _, err := d.PrepareIncoming(ctx, f.def("g1")); err != nil {
+	if _, err := d.PrepareIncoming(ctx, f.def("g1"), hypervisor.IncomingOptions{TLS: true}); err != nil {
 		t.Fatal(err)
 	}
 	// A long timeout: an incoming QEMU has no guest to power down, so

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/testguest"
@@ -39,24 +40,32 @@ func tlsDriver(t *testing.T, ca *pki.CA, runDir, node string) *Driver {
 	return d
 }
 
-// Issue 10, Low: live migration runs over TLS with the cluster's
-// certificates: the target listens with TLS, the source connects with it,
-// and the guest arrives running.
-func TestLiveMigrationTLS(t *testing.T) {
+// tlsPair is two drivers with the migration TLS credentials of nodes a and
+// b (one cluster CA), and guest g1 running on a.
+func tlsPair(t *testing.T) (a, b *Driver, def guestdef.Definition, ctx context.Context) {
+	t.Helper()
 	f := newFixture(t)
 	ca, err := pki.NewCA("test", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := tlsDriver(t, ca, filepath.Join(f.dir, "a"), "a")
-	b := tlsDriver(t, ca, filepath.Join(f.dir, "b"), "b")
-	ctx := ctxT(t, 2*time.Minute)
-	def := f.def("g1")
+	a = tlsDriver(t, ca, filepath.Join(f.dir, "a"), "a")
+	b = tlsDriver(t, ca, filepath.Join(f.dir, "b"), "b")
+	ctx = ctxT(t, 2*time.Minute)
+	def = f.def("g1")
 	if err := a.Start(ctx, def); err != nil {
 		t.Fatal(err)
 	}
 	waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 5 })
-	target, err := b.PrepareIncoming(ctx, def)
+	return a, b, def, ctx
+}
+
+// Issue 10, Low: live migration runs over TLS with the cluster's
+// certificates: the target listens with TLS, the source connects with it,
+// and the guest arrives running.
+func TestLiveMigrationTLS(t *testing.T) {
+	a, b, def, ctx := tlsPair(t)
+	target, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +90,14 @@ func TestLiveMigrationTLS(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "failed") {
 		t.Logf("wrong target name: %v", err)
 	}
-	target2, err := b.PrepareIncoming(ctx, def)
+	target2, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
 	if err != nil {
 		// The failed attempt may have ended b's incoming QEMU; start anew.
 		t.Logf("prepare again: %v", err)
 	}
 	if target2.URI == "" {
 		b.Kill(ctx, "g1")
-		if target2, err = b.PrepareIncoming(ctx, def); err != nil {
+		if target2, err = b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -98,6 +107,37 @@ func TestLiveMigrationTLS(t *testing.T) {
 	waitEvent(t, b, "g1", hypervisor.EventResumed, 10*time.Second)
 	st, err := b.Status(ctx, "g1")
 	if err != nil || st.State != hypervisor.Running {
+		t.Fatalf("target after migration: %+v %v", st, err)
+	}
+}
+
+// A target with the credentials whose manager does not allow TLS (some host
+// lacks model.FeatureMigrationTLS: an older source speaks plain TCP only)
+// listens on plain TCP, and a source with credentials follows it.
+func TestLiveMigrationTLSNotAllowed(t *testing.T) {
+	a, b, def, ctx := tlsPair(t)
+	target, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target.TLS {
+		t.Fatalf("target %+v offers TLS though its manager did not allow it", target)
+	}
+	bg, err := b.live("g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var params struct {
+		TLSCreds string `json:"tls-creds"`
+	}
+	if err := bg.mon.run(ctx, "query-migrate-parameters", nil, &params); err != nil || params.TLSCreds != "" {
+		t.Fatalf("target's migration parameters: tls-creds %q, %v; want none", params.TLSCreds, err)
+	}
+	if err := a.Migrate(ctx, "g1", target, func(hypervisor.Progress) {}); err != nil {
+		t.Fatalf("plain migration from a source with TLS credentials: %v", err)
+	}
+	waitEvent(t, b, "g1", hypervisor.EventResumed, 10*time.Second)
+	if st, err := b.Status(ctx, "g1"); err != nil || st.State != hypervisor.Running {
 		t.Fatalf("target after migration: %+v %v", st, err)
 	}
 }
