@@ -79,6 +79,9 @@ type node struct {
 	mu   sync.Mutex
 	proc *testbed.Process // guarded by mu
 	from int64            // log offset of the current start; guarded by mu
+	// prev: the agent runs the previous release (prevBin, TestRollingUpgrade),
+	// started with only the flags that release knows; guarded by mu.
+	prev bool
 }
 
 // recordDir is where n's agent records its manager terms (options.record).
@@ -118,6 +121,8 @@ type options struct {
 	// record: every agent records the manager terms it serves (--record
 	// into recordDir).
 	record bool
+	// previous: every agent starts as the previous release (node.prev).
+	previous bool
 }
 
 // newCluster builds the bed, starts h1 with --init and the others with
@@ -137,7 +142,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor, witness: o.witness, record: o.record}
 	for _, h := range bed.Hosts() {
-		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log")})
+		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log"), prev: o.previous})
 	}
 	// Cleanups run last-registered first: stop agents and print logs before
 	// the bed (registered by ForTest) is destroyed.
@@ -278,25 +283,30 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 	}
 	defer f.Close()
 	st, _ := f.Stat()
-	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(extra, " "))
+	fmt.Fprintf(f, "=== %s start %s%s\n", time.Now().Format(time.RFC3339Nano), strings.Join(extra, " "), map[bool]string{true: " (previous release)"}[n.prev])
 	addr := n.h.Addr.String()
-	fenceAgent, err := testbed.FenceAgentPath()
-	if err != nil {
-		return err
+	bin := havenBin
+	args := []string{"agent", "--node", n.name, "--data-dir", n.dir,
+		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort}
+	if n.prev {
+		bin = prevBin // which knows none of the flags below
+	} else {
+		fenceAgent, err := testbed.FenceAgentPath()
+		if err != nil {
+			return err
+		}
+		args = append(args, "--fence-agent-dir", filepath.Dir(fenceAgent), "--storage-heartbeat", filepath.Join(c.bed.SharedDir(), "heartbeat"))
+		if c.record {
+			args = append(args, "--record", n.recordDir())
+		}
 	}
-	args := []string{"agent", "--node", n.name, "--data-dir", n.dir, "--fence-agent-dir", filepath.Dir(fenceAgent),
-		"--listen", addr + ":" + apiPort, "--peer-listen", addr + ":" + peerPort,
-		"--storage-heartbeat", filepath.Join(c.bed.SharedDir(), "heartbeat")}
 	if n.name == c.witness {
 		args = append(args, "--witness")
 	} else {
 		args = append(args, "--hypervisor", c.hv, "--watchdog-device", n.h.WatchdogDevice())
 	}
-	if c.record {
-		args = append(args, "--record", n.recordDir())
-	}
 	args = append(args, extra...)
-	p, err := n.h.Start(c.ctx, testbed.Spec{Path: havenBin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
+	p, err := n.h.Start(c.ctx, testbed.Spec{Path: bin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})
 	if err != nil {
 		return fmt.Errorf("start agent on %s: %w", n.name, err)
 	}
@@ -683,15 +693,32 @@ func (c *testCluster) qemuHosts(guests []string) map[string]string {
 	return m
 }
 
-// qemuOn says on which host a QEMU process for guest runs, by looking at
-// every process of every host's network namespace: "" when none, "h1+h2"
-// when several (as during a live migration, where one waits -incoming).
-// The disk's path shows in QEMU's command line as the QEMU driver writes it
-// (-drive file=PATH,...) or as libvirt does (-blockdev {"filename":"PATH",...}).
+// qemuOn says on which host a QEMU process for guest runs: "" when none,
+// "h1+h2" when several (as during a live migration, where one waits
+// -incoming).
 func (c *testCluster) qemuOn(guest string) string {
+	var where []string
+	for _, p := range c.qemuProcs(guest) {
+		where = append(where, p.node)
+	}
+	slices.Sort(where)
+	return strings.Join(slices.Compact(where), "+")
+}
+
+// qemuProc is a QEMU process of a guest: its host and PID.
+type qemuProc struct {
+	node string
+	pid  int
+}
+
+// qemuProcs finds the guest's QEMU processes by looking at every process of
+// every host's network namespace. The disk's path shows in QEMU's command
+// line as the QEMU driver writes it (-drive file=PATH,...) or as libvirt
+// does (-blockdev {"filename":"PATH",...}).
+func (c *testCluster) qemuProcs(guest string) []qemuProc {
 	disk := filepath.Join(c.bed.SharedDir(), guest+".img")
 	asDrive, asBlockdev := []byte("file="+disk+","), []byte(`"filename":"`+disk+`"`)
-	var where []string
+	var procs []qemuProc
 	for _, n := range c.nodes {
 		pids, _ := n.h.PIDs()
 		for _, pid := range pids {
@@ -700,12 +727,11 @@ func (c *testCluster) qemuOn(guest string) string {
 				continue
 			}
 			if bytes.Contains(cmd, asDrive) || bytes.Contains(cmd, asBlockdev) {
-				where = append(where, n.name)
+				procs = append(procs, qemuProc{node: n.name, pid: pid})
 			}
 		}
 	}
-	slices.Sort(where)
-	return strings.Join(slices.Compact(where), "+")
+	return procs
 }
 
 // events returns the cluster's event log, oldest first.
