@@ -1,29 +1,20 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/haven-ha/haven/internal/api/apitest"
 	"github.com/haven-ha/haven/internal/notify"
 )
 
 // TestNotifyCLI: an admin sets a webhook (a receiver on loopback), sees
 // it, and a test notification reaches it; a broken one is reported.
 func TestNotifyCLI(t *testing.T) {
-	ag, err := apitest.Start("n1", t.TempDir())
-	if err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	defer ag.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ag, ctx := startAgent(t)
 	var mu sync.Mutex
 	var got []notify.Notification
 	var auth string

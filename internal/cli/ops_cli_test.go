@@ -510,3 +510,17 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	}
 	return p
 }
+
+// startAgent starts a one-host test agent, stopped when the test ends, and
+// a context for the test's calls to it (a minute).
+func startAgent(t *testing.T) (*apitest.Agent, context.Context) {
+	t.Helper()
+	ag, err := apitest.Start("n1", t.TempDir())
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	t.Cleanup(ag.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ag, ctx
+}

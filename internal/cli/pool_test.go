@@ -1,24 +1,14 @@
 package cli
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/haven-ha/haven/internal/api/apitest"
 )
 
 func TestPoolCommands(t *testing.T) {
-	ag, err := apitest.Start("n1", t.TempDir())
-	if err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	defer ag.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ag, ctx := startAgent(t)
 	dir := t.TempDir()
 	tests := []struct {
 		role string

@@ -1,26 +1,17 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/haven-ha/haven/internal/api"
-	"github.com/haven-ha/haven/internal/api/apitest"
 )
 
 // TestUserCLI adds, lists, changes and removes web UI users against a real
 // agent, and checks that the password works for a login.
 func TestUserCLI(t *testing.T) {
-	ag, err := apitest.Start("n1", t.TempDir())
-	if err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	defer ag.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ag, ctx := startAgent(t)
 
 	tests := []struct {
 		name     string

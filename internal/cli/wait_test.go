@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/api/apitest"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
@@ -20,13 +19,7 @@ import (
 // after a while saves the state the real manager would reach (running on
 // the target, or a failed migration with its log entry).
 func TestWaitForOutcome(t *testing.T) {
-	ag, err := apitest.Start("n1", t.TempDir())
-	if err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	defer ag.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ag, ctx := startAgent(t)
 	if err := ag.RegisterNode(ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}
