@@ -209,6 +209,8 @@ func (o *Ops) handlePolicyGet(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	c := p.EffectiveCapacity()
+	p.Capacity = &c // the defaults, when never set
 	WriteJSON(w, http.StatusOK, p)
 }
 
@@ -220,6 +222,10 @@ func (o *Ops) handlePolicyPut(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	// A capacity object in the body changes the fields it gives; the
+	// others keep their values (the defaults when never set).
+	c := p.EffectiveCapacity()
+	p.Capacity = &c
 	if err := decodeBody(w, r, &p, false); err != nil {
 		WriteError(w, err)
 		return
@@ -243,7 +249,7 @@ func (o *Ops) handlePolicyPut(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s, %s, %d affinity rules, hold %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption), p.Reserve, len(p.Rules), onOff(p.Hold))
+	o.audit(r, "", "", "set cluster policy: fencing %s, shutdown policy %s, quorum loss %s, preemption %s, %s, %d affinity rules, hold %s, %s", p.Fencing, p.ShutdownPolicy, p.QuorumLoss, onOff(p.Preemption), p.Reserve, len(p.Rules), onOff(p.Hold), p.EffectiveCapacity())
 	WriteJSON(w, http.StatusOK, p)
 }
 

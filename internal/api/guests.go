@@ -45,6 +45,9 @@ type GuestForm struct {
 	// Tags label the guest for selection (at most 16, each 1..32 of
 	// a-z 0-9 . _ -).
 	Tags []string `json:"tags,omitempty"`
+	// CPUModel overrides the cluster's CPU model: a model such as
+	// x86-64-v3, or host; empty: the cluster's (docs/manager.md).
+	CPUModel string `json:"cpu_model,omitempty"`
 	// Node is the host to place the guest on first (create only; use
 	// migrate or relocate afterwards).
 	Node      string          `json:"node,omitempty"`
@@ -85,6 +88,7 @@ type GuestPatch struct {
 	Priority       *int                `json:"priority,omitempty"`
 	After          *[]string           `json:"after,omitempty"`
 	Tags           *[]string           `json:"tags,omitempty"`
+	CPUModel       *string             `json:"cpu_model,omitempty"`
 	Node           *string             `json:"node,omitempty"`
 	Disks          *[]guestdef.Disk    `json:"disks,omitempty"`
 	NICs           *[]guestdef.NIC     `json:"nics,omitempty"`
@@ -111,8 +115,11 @@ type GuestRuntime struct {
 	Moves        int         `json:"moves"`
 	RunningSince time.Time   `json:"running_since,omitzero"`
 	// Wait says why a guest that should run waits (a start dependency, no
-	// host can take it, an affinity rule).
+	// host can take it, an affinity rule, its CPU model).
 	Wait string `json:"wait,omitempty"`
+	// CPUModel is the CPU model it runs with, or would be started with
+	// now ("" or host: the host's CPU).
+	CPUModel string `json:"cpu_model,omitempty"`
 	// Health is the last result of each health check of the guest, as
 	// its host last reported it while the guest runs there (per check:
 	// pass or fail, failures in a row, output truncated, time). Hosts
@@ -200,7 +207,7 @@ func runtimeOf(st *manager.State, name string) GuestRuntime {
 	if g == nil {
 		return GuestRuntime{State: StatePending}
 	}
-	return GuestRuntime{State: string(g.State), Node: g.Node, Running: g.Running, Op: g.Op, Restarts: g.Restarts, Moves: g.Moves, RunningSince: g.RunningSince, Wait: g.Wait}
+	return GuestRuntime{State: string(g.State), Node: g.Node, Running: g.Running, Op: g.Op, Restarts: g.Restarts, Moves: g.Moves, RunningSince: g.RunningSince, Wait: g.Wait, CPUModel: st.CPUModel(g)}
 }
 
 // GuestRows lists the guests with their runtime state, by name.
@@ -373,7 +380,7 @@ func formOf(g cluster.Guest) GuestForm {
 	return GuestForm{
 		Name: s.Name, Memory: Size(s.Memory), VCPUs: s.CPUs, State: s.State, Domain: s.Domain,
 		Recovery: s.Recovery, MaxRestarts: s.MaxRestarts, RestartWindow: Duration(s.RestartWindow),
-		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, After: s.After, Tags: s.Tags, Node: s.Node,
+		MaxRelocations: s.MaxRelocations, Migratable: s.Migratable, Priority: s.Priority, After: s.After, Tags: s.Tags, CPUModel: s.CPUModel, Node: s.Node,
 		Disks: d.Disks, NICs: d.NICs, Boot: d.Boot, SerialLog: d.SerialLog,
 		GuestAgent: d.GuestAgent, Health: d.Health, Address: d.Address, NoPanicDevice: d.NoPanicDevice, Display: d.Display,
 	}
@@ -386,7 +393,7 @@ func (f *GuestForm) guest(base cluster.Guest) cluster.Guest {
 	g.Spec = model.GuestSpec{
 		Name: f.Name, Memory: int64(f.Memory), CPUs: f.VCPUs, State: f.State, Domain: f.Domain,
 		Recovery: f.Recovery, MaxRestarts: f.MaxRestarts, RestartWindow: time.Duration(f.RestartWindow),
-		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, After: f.After, Tags: f.Tags, Node: f.Node,
+		MaxRelocations: f.MaxRelocations, Migratable: f.Migratable, Priority: f.Priority, After: f.After, Tags: f.Tags, CPUModel: f.CPUModel, Node: f.Node,
 	}
 	g.Def.Name, g.Def.VCPUs, g.Def.Memory = f.Name, f.VCPUs, int64(f.Memory)
 	g.Def.Disks, g.Def.NICs, g.Def.Boot, g.Def.SerialLog = f.Disks, f.NICs, f.Boot, f.SerialLog

@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
@@ -295,6 +296,18 @@ var cmdPolicyShow = getCmd((*client.Client).Policy,
 		if p.Hold {
 			fmt.Fprintf(w, "Hold:            ON: the manager takes no action until `haven policy set --hold off`\n")
 		}
+		c := p.EffectiveCapacity()
+		if c.CPUsOn() {
+			fmt.Fprintf(w, "vCPUs:           %v per host CPU, %d reserved per host (capacity = cpus × %v - %d)\n", c.CPUOvercommit, c.CPUReserve, c.CPUOvercommit, c.CPUReserve)
+		} else {
+			fmt.Fprintf(w, "vCPUs:           not counted\n")
+		}
+		fmt.Fprintf(w, "Host memory:     %s reserved per host, %s per guest for QEMU\n", api.FormatSize(c.MemoryReserve), api.FormatSize(c.GuestOverhead))
+		m := c.CPUModel
+		if m == "" || m == model.CPUModelAuto {
+			m = "auto (the newest x86-64 level every host offers)"
+		}
+		fmt.Fprintf(w, "CPU model:       %s\n", m)
 		printRules(w, p.Rules)
 		return nil
 	})
@@ -309,6 +322,11 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 	threshold := fs.Int("balance-threshold", 0, "rebalance while hosts' memory use differs by more than this many percentage points (default 20)")
 	reserve := fs.String("reserve", "", "admission control: off, \"hosts N\" (room to restart every guest after losing N hosts) or \"percent P\"")
 	hold := fs.String("hold", "", "on: put the whole cluster on hold, the manager takes no action (no fence, start, stop or move) and cut-off hosts keep their guests, for work on the cluster itself such as moving its store (needs fencing agent); off: end it")
+	overcommit := fs.String("cpu-overcommit", "", "guest vCPUs per host CPU, such as 4 or 1.5; off: vCPUs are not counted (default 4)")
+	cpuReserve := fs.Int("cpu-reserve", -1, "vCPUs of each host's capacity kept for the host (default 1)")
+	memReserve := fs.String("memory-reserve", "", "memory of each host kept for its OS, such as 1GiB (default 1GiB; 0 for none)")
+	overhead := fs.String("guest-overhead", "", "memory counted per guest for QEMU itself, such as 64MiB (default 64MiB; 0 for none)")
+	cpuModel := fs.String("cpu-model", "", "the cluster's CPU model: auto (the newest x86-64 level every host offers), host, or a model such as x86-64-v2")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 0, ""); err != nil {
 			return err
@@ -371,8 +389,43 @@ func cmdPolicySet(fs *pflag.FlagSet) Runner {
 			}
 			body["reserve"] = r
 		}
+		capa := map[string]any{}
+		if *overcommit != "" {
+			v := 0.0
+			if *overcommit != "off" {
+				f, err := strconv.ParseFloat(*overcommit, 64)
+				if err != nil || f <= 0 {
+					return Usagef("--cpu-overcommit %q: give a ratio such as 4 or 1.5, or off", *overcommit)
+				}
+				v = f
+			}
+			capa["cpu_overcommit"] = v
+		}
+		if *cpuReserve >= 0 {
+			capa["cpu_reserve"] = *cpuReserve
+		}
+		for flag, v := range map[string]string{"memory_reserve": *memReserve, "guest_overhead": *overhead} {
+			if v == "" {
+				continue
+			}
+			size := int64(0)
+			if v != "0" {
+				n, err := api.ParseSize(v)
+				if err != nil {
+					return Usagef("--%s %q: %v", strings.ReplaceAll(flag, "_", "-"), v, err)
+				}
+				size = n
+			}
+			capa[flag] = size
+		}
+		if *cpuModel != "" {
+			capa["cpu_model"] = *cpuModel
+		}
+		if len(capa) > 0 {
+			body["capacity"] = capa
+		}
 		if len(body) == 0 {
-			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption, --reserve, --balance or --hold")
+			return Usagef("nothing to change: give --fencing, --shutdown-policy, --quorum-loss, --preemption, --reserve, --balance, --hold or a capacity flag (--cpu-overcommit, --cpu-reserve, --memory-reserve, --guest-overhead, --cpu-model)")
 		}
 		c, err := cf.client(env)
 		if err != nil {

@@ -47,16 +47,17 @@ func init() {
 // guestFlags are the flags of guest create, import and edit. Only the
 // flags given end up in the request body.
 type guestFlags struct {
-	memory, domain, recovery, window, state, node, kernel, initrd, cmdline, serial, after string
-	vcpus, restarts, relocations, priority                                                int
-	migratable                                                                            bool
-	disks, nics, tags                                                                     listFlag
-	noDisks, noNICs, noTags                                                               bool
+	memory, domain, recovery, window, state, node, kernel, initrd, cmdline, serial, after, cpuModel string
+	vcpus, restarts, relocations, priority                                                          int
+	migratable                                                                                      bool
+	disks, nics, tags                                                                               listFlag
+	noDisks, noNICs, noTags                                                                         bool
 }
 
 func (g *guestFlags) register(fs *pflag.FlagSet, create bool) {
 	fs.StringVar(&g.memory, "memory", "", "memory, such as 512MiB or 2GiB (default 1GiB)")
 	fs.IntVar(&g.vcpus, "vcpus", 0, "virtual CPUs (default 1)")
+	fs.StringVar(&g.cpuModel, "cpu-model", "", "CPU model, overriding the cluster's: such as x86-64-v3, or host (\"\" for the cluster's)")
 	fs.StringVar(&g.domain, "domain", "", "failover domain (empty: any host)")
 	fs.StringVar(&g.recovery, "recovery", "", "after a crash: restart, relocate or disable (default restart)")
 	fs.IntVar(&g.restarts, "max-restarts", 0, "restarts on the same host within the window before relocating (default 1)")
@@ -117,7 +118,7 @@ func (g *guestFlags) patch(fs *pflag.FlagSet) (api.GuestPatch, error) {
 		w := api.Duration(d)
 		p.RestartWindow = &w
 	}
-	p.Domain, p.Node, p.SerialLog = str("domain"), str("node"), str("serial-log")
+	p.Domain, p.Node, p.SerialLog, p.CPUModel = str("domain"), str("node"), str("serial-log"), str("cpu-model")
 	if s := str("recovery"); s != nil {
 		r := model.Recovery(*s)
 		p.Recovery = &r
@@ -284,6 +285,9 @@ func printGuest(w io.Writer, g *api.GuestInfo) {
 	}
 	if len(s.After) > 0 {
 		fmt.Fprintf(w, "  Starts after: %s\n", strings.Join(s.After, ", "))
+	}
+	if s.CPUModel != "" || rt.CPUModel != "" {
+		fmt.Fprintf(w, "  CPU model:   %s\n", cpuModelLine(s.CPUModel, rt.CPUModel))
 	}
 	if rt.Wait != "" {
 		fmt.Fprintf(w, "  Waits:       %s\n", rt.Wait)
@@ -847,4 +851,16 @@ func eventLine(e cluster.Event) string {
 		line += "  by " + e.Who
 	}
 	return line
+}
+
+// cpuModelLine says which CPU model a guest has: its own or the cluster's,
+// and the one it runs with.
+func cpuModelLine(own, runs string) string {
+	switch {
+	case own == "":
+		return runs + " (the cluster's)"
+	case runs != "" && runs != own:
+		return own + " (runs with " + runs + ")"
+	}
+	return own
 }

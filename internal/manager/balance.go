@@ -145,7 +145,7 @@ func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt 
 				continue // a hard together group moves only as a unit
 			}
 		}
-		s.modelUnfit(g, &r)
+		s.newModelUnfit().apply(g, &r)
 		if placement.NewPlanner(&snap).Place(&r).Node != dst {
 			continue
 		}

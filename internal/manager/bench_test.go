@@ -3,6 +3,7 @@ package manager
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -118,7 +119,8 @@ func BenchmarkStateJSON(b *testing.B) {
 
 // withRules adds every policy to a bigState: hard apart pairs (guests on
 // different hosts), a soft together and a host rule per 50 guests, a start
-// dependency for every 10th guest, and admission control (reserve hosts 1).
+// dependency for every 10th guest, admission control (reserve hosts 1), and
+// CPU in placement (vCPUs, reserves, overhead, CPU models).
 func withRules(tb testing.TB, s *State, hosts, perHost int) {
 	var rules []model.Rule
 	n := hosts * perHost
@@ -140,6 +142,24 @@ func withRules(tb testing.TB, s *State, hosts, perHost int) {
 		}
 	}
 	s.Config.Reserve = model.Reserve{Hosts: 1}
+	// CPU in placement: vCPUs counted (4 per host CPU, 1 reserved), host
+	// memory reserve and guest overhead, and the CPU model: half the hosts
+	// offer x86-64-v3, the others v2, so the cluster's model is v2 and
+	// every tenth guest asks for v3 (half the hosts are no candidate).
+	s.Config.Capacity = model.Capacity{CPUOvercommit: 4, CPUReserve: 1, MemoryReserve: model.GiB, GuestOverhead: 64 * model.MiB, CPUModel: model.CPUModelAuto}
+	for i, nd := range s.Nodes {
+		nd.CPUModels = model.CPULevels[:2+(i+1)%2]
+	}
+	for i := 5; i < n; i += 10 {
+		g := s.Guest(fmt.Sprintf("g%06d", i))
+		if g.Node != "n0000" && slices.Contains(s.Node(g.Node).CPUModels, "x86-64-v3") {
+			spec := g.Spec
+			spec.CPUModel = "x86-64-v3"
+			if err := s.UpdateGuestSpec(spec); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
 }
 
 func benchRecoveryRules(b *testing.B, hosts, perHost int) {

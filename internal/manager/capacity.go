@@ -83,19 +83,44 @@ func (s *State) startModel(g *Guest) string {
 	return s.ClusterCPUModel()
 }
 
-// modelUnfit excludes from r the nodes that cannot offer g's CPU model.
-func (s *State) modelUnfit(g *Guest, r *placement.Request) {
-	m := s.CPUModel(g)
+// modelUnfit excludes from requests the nodes that cannot offer their
+// guest's CPU model; the cluster's model and each model's nodes are
+// computed once per step.
+type modelUnfit struct {
+	s       *State
+	cluster string
+	nodes   map[string][]int
+}
+
+func (s *State) newModelUnfit() *modelUnfit {
+	return &modelUnfit{s: s, cluster: s.ClusterCPUModel(), nodes: map[string][]int{}}
+}
+
+func (mu *modelUnfit) apply(g *Guest, r *placement.Request) {
+	m := g.Spec.CPUModel
+	if g.CPUModel != "" && (g.Running || g.Op != nil) {
+		m = g.CPUModel
+	} else if m == "" {
+		m = mu.cluster
+	}
 	if m == "" || m == model.CPUModelHost {
 		return
 	}
-	for i, n := range s.Nodes {
-		if !offers(n, m) {
-			r.NoModel = append(r.NoModel, i)
-			r.Unfit = append(r.Unfit, i)
+	bad, ok := mu.nodes[m]
+	if !ok {
+		for i, n := range mu.s.Nodes {
+			if !offers(n, m) {
+				bad = append(bad, i)
+			}
 		}
+		bad = slices.Clip(bad)
+		mu.nodes[m] = bad
 	}
-	r.CPUModel = m
+	if len(bad) > 0 {
+		r.NoModel = bad
+		r.Unfit = append(slices.Clip(r.Unfit), bad...)
+		r.CPUModel = m
+	}
 }
 
 // offers reports whether node n can run a guest with CPU model m: no model

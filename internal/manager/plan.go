@@ -184,7 +184,6 @@ func (st *stepper) place() {
 		r := placement.NewRequest(g.Spec.Name, s.guestMem(g), s.tiersOf(g))
 		r.Priority = g.Spec.Priority
 		r.CPUs = s.guestCPUs(g)
-		s.modelUnfit(g, &r)
 		if rs != nil {
 			r.Rules = rs.guest[g.Spec.Name]
 			r.Unfit = append(r.Unfit, rs.unfit[g.Spec.Name]...)
@@ -280,6 +279,10 @@ func (st *stepper) place() {
 	}
 	if len(reqs) == 0 {
 		return
+	}
+	mu := s.newModelUnfit()
+	for i := range reqs {
+		mu.apply(wants[i].g, &reqs[i])
 	}
 	planner := placement.NewPlanner(&snap)
 	planner.Requests(reqs)

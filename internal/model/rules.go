@@ -371,3 +371,15 @@ func CommonCPULevel(lists [][]string) string {
 	}
 	return best
 }
+
+func (c Capacity) String() string {
+	m := c.CPUModel
+	if m == "" {
+		m = CPUModelAuto
+	}
+	cpu := "vCPUs not counted"
+	if c.CPUsOn() {
+		cpu = fmt.Sprintf("%v vCPUs per host CPU, %d reserved", c.CPUOvercommit, c.CPUReserve)
+	}
+	return fmt.Sprintf("capacity: %s; host memory reserve %d MiB, guest overhead %d MiB; CPU model %s", cpu, c.MemoryReserve/MiB, c.GuestOverhead/MiB, m)
+}
