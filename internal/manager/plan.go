@@ -140,8 +140,10 @@ func (st *stepper) place() {
 		}
 		return -1
 	}
-	// A guest waiting out its restart delay keeps its place on its node; one
-	// for which guests are being preempted has its place where they stop.
+	// A guest waiting out its restart delay keeps its place on its node (not
+	// one that, the delay over, waits for a guest it starts after: that can
+	// last, and the room is free for others meanwhile); one for which
+	// guests are being preempted has its place where they stop.
 	for _, g := range s.Guests {
 		if g.PreemptOn != "" {
 			if i := idx(g.PreemptOn); g.State != GuestRecovering || g.Op != nil || g.Spec.State != model.DesiredStarted || i < 0 || !snap.Nodes[i].Eligible {
@@ -152,7 +154,7 @@ func (st *stepper) place() {
 				snap.Nodes[i].Guests++
 			}
 		}
-		if g.State == GuestRecovering && g.Need == NeedRestart && g.Op == nil && g.Spec.State == model.DesiredStarted {
+		if g.State == GuestRecovering && g.Need == NeedRestart && g.Op == nil && g.Spec.State == model.DesiredStarted && (st.now.Before(g.RetryAt) || st.s.depsOK(g)) {
 			if i := idx(g.Node); i >= 0 {
 				snap.Nodes[i].Used += s.guestMem(g)
 				snap.Nodes[i].CPUUsed += s.guestCPUs(g)

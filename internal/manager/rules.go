@@ -360,6 +360,12 @@ func (s *State) depsMet(g *Guest) (bool, string) {
 	return true, ""
 }
 
+// depsOK is depsMet without the reason.
+func (s *State) depsOK(g *Guest) bool {
+	ok, _ := s.depsMet(g)
+	return ok
+}
+
 // dependentRuns reports a guest that starts after g, runs (or is being
 // stopped) and is not to run any more, so g's stop waits for it: stops run
 // in the reverse of the start order. Only guests that are themselves going
