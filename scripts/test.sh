@@ -8,6 +8,11 @@ export GOFLAGS=${GOFLAGS:--mod=mod}
 
 bash scripts/deps.sh
 bash scripts/build-test-guest.sh >/dev/null
+# TestRollingUpgrade builds the previous release from git history: a
+# shallow clone gets it from its origin when it can.
+if [ "$(git rev-parse --is-shallow-repository 2>/dev/null)" = true ]; then
+  git fetch -q --unshallow 2>/dev/null || echo "test.sh: a shallow clone whose history cannot be fetched: TestRollingUpgrade will be skipped"
+fi
 
 # Logs of this run only: two runs never overwrite each other's.
 logs=$(mktemp -d "${TMPDIR:-/tmp}/haven-test.XXXXXX")

@@ -42,6 +42,12 @@ func buildPrevious(t *testing.T) string {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := exec.Command("git", "-C", strings.TrimSpace(string(root)), "cat-file", "-e", *previous+"^{commit}").Run(); err != nil {
+		if shallow, _ := exec.Command("git", "-C", strings.TrimSpace(string(root)), "rev-parse", "--is-shallow-repository").Output(); strings.TrimSpace(string(shallow)) == "true" {
+			t.Skipf("SKIPPED: the previous release %s is not in this shallow clone's history (scripts/test.sh tries git fetch --unshallow); clone with history to run the rolling upgrade", *previous)
+		}
+		t.Fatalf("the previous release %s is not in this repository's history: %v", *previous, err)
+	}
 	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", strings.TrimSpace(string(root)), *previous, src)
 	if out, err := archive.CombinedOutput(); err != nil {
 		t.Fatalf("extract the previous release %s (a shallow clone lacks it: fetch the history): %v\n%s", *previous, err, out)
