@@ -258,11 +258,13 @@ func (st *stepper) place() {
 			}
 			switch {
 			case n.Maintenance || (n.Shutdown != nil && n.Shutdown.Policy == model.ShutdownMigrate && n.Status == NodeOnline):
+				r.Optional = true
 				reqs = append(reqs, r)
 				wants = append(wants, want{g: g, purpose: PurposeEvacuate, move: true})
 			case g.ReturnTo != "":
 				if i := idx(g.ReturnTo); i >= 0 && g.ReturnTo != g.Node {
 					r.Prefer, r.PreferOnly = i, true
+					r.Optional = true
 					reqs = append(reqs, r)
 					wants = append(wants, want{g: g, purpose: PurposeReturn, move: true})
 				}
@@ -271,6 +273,7 @@ func (st *stepper) place() {
 				cur := placement.TierOf(r.Tiers, idx(g.Node))
 				if cur > 0 {
 					r.MaxTier = cur
+					r.Optional = true
 					reqs = append(reqs, r)
 					wants = append(wants, want{g: g, purpose: PurposeFailback, move: true})
 				}

@@ -55,6 +55,11 @@ type Request struct {
 	// MaxTier, when above zero, keeps only Tiers[:MaxTier] (failback looks
 	// only at tiers strictly more preferred than the current node's).
 	MaxTier int
+	// Optional marks a running guest's move (failback, return, evacuation,
+	// rebalancing): when its hard together group cannot move as one, it
+	// stays where it runs and the members that need a node are placed
+	// beside it.
+	Optional bool
 	// Tried are nodes already tried in this run of moves. When every
 	// candidate has been tried, the list is ignored except for LastFailed.
 	Tried      []int

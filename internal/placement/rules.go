@@ -207,6 +207,47 @@ func (p *Planner) unit(r *Request) Assignment {
 	} else {
 		lead = members[0]
 	}
+	a := p.unitChoose(lead, members)
+	if a.Node < 0 {
+		// A running member's move that cannot be made does not keep the
+		// others from a node: it stays where it runs, and they go beside it.
+		var need []*Request
+		for _, m := range members {
+			if !m.Optional {
+				need = append(need, m)
+			}
+		}
+		if len(need) > 0 && len(need) < len(members) {
+			if p.assigned == nil {
+				p.assigned = map[string]Assignment{}
+			}
+			for _, m := range members {
+				if m.Optional {
+					p.assigned[m.Guest] = Assignment{Guest: m.Guest, Node: -1}
+				}
+			}
+			members, lead = need, need[0]
+			a = p.unitChoose(lead, members)
+		}
+	}
+	mine := Assignment{Guest: r.Guest, Node: -1} // r stays where it runs (Optional) unless among members
+	for _, m := range members {
+		got := Assignment{Guest: m.Guest, Node: a.Node, ClearedTried: a.ClearedTried && m == lead}
+		if p.assigned == nil {
+			p.assigned = map[string]Assignment{}
+		}
+		p.assigned[m.Guest] = got
+		p.take(m, a.Node)
+		if m.Guest == r.Guest {
+			mine = got
+		}
+	}
+	return mine
+}
+
+// unitChoose picks one node for members, a hard together group's members
+// that need a node, lead first (see unit).
+func (p *Planner) unitChoose(lead *Request, members []*Request) Assignment {
 	u := *lead
 	u.Rules = &Rules{}
 	*u.Rules = *lead.Rules
@@ -243,20 +284,7 @@ func (p *Planner) unit(r *Request) Assignment {
 		}
 		u.Only = only
 	}
-	a := p.choose(p.nodes, &u)
-	var mine Assignment
-	for _, m := range members {
-		got := Assignment{Guest: m.Guest, Node: a.Node, ClearedTried: a.ClearedTried && m == lead}
-		if p.assigned == nil {
-			p.assigned = map[string]Assignment{}
-		}
-		p.assigned[m.Guest] = got
-		p.take(m, a.Node)
-		if m.Guest == r.Guest {
-			mine = got
-		}
-	}
-	return mine
+	return p.choose(p.nodes, &u)
 }
 
 // Why explains, for an operator, why no node can take the request now.

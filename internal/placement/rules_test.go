@@ -63,6 +63,27 @@ func TestHardTogetherUnit(t *testing.T) {
 	}
 }
 
+// A running member whose move (here a failback) cannot be made does not
+// keep the member that needs a node from going beside it (random test seed
+// 3161: the waiting member was left without a node for good).
+func TestHardTogetherOptionalMove(t *testing.T) {
+	grp := func(with ...string) *Rules { return &Rules{Group: "a", With: with} }
+	snap := &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 3 * G}), Where: whereOf(map[string][]int{"y": {1}})}
+	// y runs on b and would fail back to a, which its host rule forbids.
+	y := ruled("y", 3*G, grp("x"))
+	y.Tiers, y.MaxTier, y.Unfit, y.Optional, y.Priority = [][]int{{0}, {1}}, 1, []int{0}, true, 10
+	x := ruled("x", G, grp("y"))
+	got := Plan(snap, []Request{y, x})
+	if got[0].Node != -1 || got[1].Node != 1 {
+		t.Fatalf("got %+v: want y to stay (-1) and x beside it on b (1)", got)
+	}
+	// The same group with y not marked Optional moves as one or not at all.
+	y.Optional = false
+	if got = Plan(snap, []Request{y, x}); got[0].Node != -1 || got[1].Node != -1 {
+		t.Fatalf("got %+v: want the unit unplaced", got)
+	}
+}
+
 func TestSoftRules(t *testing.T) {
 	snap := &Snapshot{Nodes: nodes(Node{Name: "a", Memory: 8 * G}, Node{Name: "b", Memory: 8 * G, Used: 6 * G}), Where: whereOf(map[string][]int{"p": {0}})}
 	if got := Plan(snap, []Request{ruled("x", G, &Rules{SoftApart: []string{"p"}})}); got[0].Node != 1 {
