@@ -37,4 +37,4 @@ FUZZTIME=${FUZZTIME:-2000x} bash scripts/fuzz.sh >"$logs/fuzz.log" 2>&1 || { cat
 tail -1 "$logs/fuzz.log"
 echo "== go test -race (progress below; the whole output is in $logs/go-test.json)"
 go build -o "$logs/testprogress" ./scripts/testprogress
-go test -race -count=1 -timeout 20m -p 2 -json ./... 2>&1 | "$logs/testprogress" -log "$logs/go-test.json"
+go test -race -count=1 -timeout 40m -p 2 -json ./... 2>&1 | "$logs/testprogress" -log "$logs/go-test.json"
