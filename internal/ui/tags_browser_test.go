@@ -113,4 +113,51 @@ func TestBrowserGuestTags(t *testing.T) {
 	if g, err := c.admin.Guest(ctx, "tg-web"); err != nil || len(g.Spec.Tags) != 0 {
 		t.Fatalf("tg-web after clearing its tags: %+v, %v", g.Spec.Tags, err)
 	}
+
+	// The CPU model: a bad one is refused next to the field, a good one is
+	// saved and the page shows the model the guest would start with.
+	setField := func(what, form, name, value string) {
+		t.Helper()
+		sel := fmt.Sprintf(`%s input[name="%s"]`, form, name)
+		run(t, b, what, 10*time.Second,
+			script(fmt.Sprintf(`document.querySelector('%s').value = ''`, sel)),
+			typeText(sel, value),
+			click(form+` button[type="submit"]`))
+	}
+	goTo(t, b, c.base, "#/guest/tg-db", `button[data-action="edit"]`)
+	run(t, b, "open tg-db's editor", 10*time.Second,
+		click(`button[data-action="edit"]`),
+		chromedp.WaitVisible(css(`#guest-edit input[name="cpu_model"]`)))
+	setField("save a bad CPU model", "#guest-edit", "cpu_model", "no model!")
+	run(t, b, "the bad CPU model is refused next to the field", 10*time.Second,
+		waitText(`#guest-edit [data-error-for="cpu_model"]`, "is not a CPU model name"))
+	setField("save CPU model x86-64-v2", "#guest-edit", "cpu_model", "x86-64-v2")
+	run(t, b, "the page shows the guest's CPU model", 10*time.Second,
+		chromedp.WaitNotPresent(css(`#guest-edit`)),
+		waitText(`#guest-cpu-model`, "x86-64-v2 (set for this guest)"))
+	if g, err := c.admin.Guest(ctx, "tg-db"); err != nil || g.Spec.CPUModel != "x86-64-v2" || g.Runtime.CPUModel != "x86-64-v2" {
+		t.Fatalf("tg-db after setting its CPU model: %+v, %v", g, err)
+	}
+
+	// The cluster policy on the hosts page: the effective capacity, and an
+	// admin changes the vCPU overcommit (a bad value is refused next to it).
+	goTo(t, b, c.base, "#/hosts", "#capacity-form")
+	if s := evalString(t, b, `document.querySelector('#capacity-form input[name="memory_reserve"]').value`); s != "1GiB" {
+		t.Fatalf("the memory reserve field holds %q, want the default 1GiB", s)
+	}
+	setField("save a negative overcommit", "#capacity-form", "cpu_overcommit", "-1")
+	run(t, b, "the bad overcommit is refused next to the field", 10*time.Second,
+		waitText(`#capacity-form [data-error-for="capacity.cpu_overcommit"]`, "-1 is not 0 (off) or a ratio"))
+	setField("save overcommit 2.5", "#capacity-form", "cpu_overcommit", "2.5")
+	run(t, b, "the save is confirmed", 10*time.Second, waitText(`body`, "Capacity saved"))
+	p, err := c.admin.Policy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.EffectiveCapacity(), (model.Capacity{CPUOvercommit: 2.5, CPUReserve: 1, MemoryReserve: model.GiB, GuestOverhead: 64 * model.MiB, CPUModel: model.CPUModelAuto}); got != want {
+		t.Fatalf("capacity after the edit: %+v, want %+v", got, want)
+	}
+	if s := evalString(t, b, `document.querySelector('#capacity-form input[name="cpu_overcommit"]').value`); s != "2.5" {
+		t.Fatalf("after saving, the overcommit field holds %q, want 2.5", s)
+	}
 }

@@ -6,7 +6,7 @@ import * as api from '../api.js';
 import {state, can} from '../state.js';
 import {toast, refresh} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
-import {parseTags, TAGS_HINT} from './guests.js';
+import {parseTags, TAGS_HINT, CPU_MODEL_HINT} from './guests.js';
 
 export function newGuest(main) {
   if (!can('operator')) {
@@ -35,6 +35,7 @@ export function newGuest(main) {
     migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: true}),
     priority: inp('priority', {type: 'number', min: 0, max: 1000, value: 0}),
     tags: inp('tags', {placeholder: 'prod web (optional)', autocomplete: 'off'}),
+    cpu_model: inp('cpu_model', {placeholder: 'empty: the cluster\'s model', autocomplete: 'off'}),
     disk: inp('disks[0].path', {placeholder: '/guest_roots/web1.qcow2'}),
     diskFormat: sel('disks[0].format', ['qcow2', 'raw'], 'qcow2'),
     bridge: inp('nics[0].bridge', {placeholder: 'br0 (empty: no network)'}),
@@ -57,6 +58,7 @@ export function newGuest(main) {
     ...row('Priority', f.priority, '0..1000: placed first when hosts are short; with preemption on, may stop lower ones'),
     ...row('Desired state', f.state),
     ...row('Tags', f.tags, TAGS_HINT),
+    ...row('CPU model', f.cpu_model, CPU_MODEL_HINT),
   ];
   const formPart = h('div', {style: {display: 'contents'}},
     ...row('Memory', f.memory, 'such as 512MiB or 2GiB'),
@@ -105,6 +107,7 @@ export function newGuest(main) {
     if (f.name.value.trim()) body.name = f.name.value.trim();
     const tags = parseTags(f.tags.value);
     if (tags.length) body.tags = tags;
+    if (f.cpu_model.value.trim()) body.cpu_model = f.cpu_model.value.trim();
     if (mode.v === 'form') {
       Object.assign(body, {memory: f.memory.value.trim(), vcpus: num(f.vcpus), node: f.node.value || undefined});
       if (f.disk.value.trim()) body.disks = [{path: f.disk.value.trim(), format: f.diskFormat.value}];

@@ -194,6 +194,7 @@ export function guestPage(main, name) {
       h('dt', 'Restarts / moves'), h('dd', `${rt.restarts || 0} / ${rt.moves || 0}`),
       sp.after && sp.after.length ? [h('dt', 'Starts after'), h('dd', sp.after.join(', '))] : null,
       sp.tags && sp.tags.length ? [h('dt', 'Tags'), h('dd#guest-tags', sp.tags.map((t) => h('span.badge.tag', t)))] : null,
+      rt.cpu_model ? [h('dt', 'CPU model'), h('dd#guest-cpu-model', rt.cpu_model, h('span.muted', sp.cpu_model ? ' (set for this guest)' : ' (the cluster\'s)'))] : null,
       rt.wait ? [h('dt', 'Waits'), h('dd#guest-wait', h('span.badge.warn', 'waiting'), ' ', rt.wait)] : null));
 
     // Live migration (or any operation in flight).
@@ -231,7 +232,7 @@ export function guestPage(main, name) {
       }
       if ((rt.running && (info.definition || {}).display === 'vnc') || closeDisplay) actions.append(btn(closeDisplay ? 'Close display' : 'Display', '', toggleDisplay, 'the guest\'s graphical display (VNC through the agent; the session is in the audit log)'));
       if (rt.running || closeConsole) actions.append(btn(closeConsole ? 'Close console' : 'Console', '', toggleConsole, 'the guest\'s serial console, live (the session is in the audit log)'));
-      actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain, recovery policy and tags'));
+      actions.append(btn('Edit', '', () => { editing = !editing; drawEditor(); }, 'change memory, vCPUs, domain, recovery policy, tags and CPU model'));
       if (sp.state !== 'started' && !rt.running) actions.append(btn('Delete', '.danger', remove));
     }
 
@@ -285,6 +286,7 @@ export function guestPage(main, name) {
       migratable: h('input', {type: 'checkbox', name: 'migratable', 'data-field': 'migratable', checked: sp.migratable}),
       priority: inp('priority', sp.priority || 0, {type: 'number', min: 0, max: 1000}),
       tags: inp('tags', (sp.tags || []).join(' '), {placeholder: 'prod web (none: no tags)', autocomplete: 'off'}),
+      cpu_model: inp('cpu_model', sp.cpu_model || '', {placeholder: 'empty: the cluster\'s model', autocomplete: 'off'}),
     };
     api.get('/api/v1/domains').then((ds) => {
       for (const d of ds || []) f.domain.append(h('option', {value: d.name, selected: d.name === sp.domain}, d.name));
@@ -296,6 +298,7 @@ export function guestPage(main, name) {
       ...row('Restart window', f.restart_window), ...row('Max relocations', f.max_relocations), ...row('Live migration', f.migratable),
       ...row('Priority', f.priority, '0..1000: placed first when hosts are short; with preemption on, may stop lower ones'),
       ...row('Tags', f.tags, TAGS_HINT),
+      ...row('CPU model', f.cpu_model, CPU_MODEL_HINT),
       h('div'), h('div.actions', save, h('button', {type: 'button', onclick: () => { editing = false; drawEditor(); }}, 'Cancel')), h('div.form-error'));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -306,7 +309,7 @@ export function guestPage(main, name) {
           rev, memory: f.memory.value.trim(), vcpus: Number(f.vcpus.value), domain: f.domain.value, recovery: f.recovery.value,
           max_restarts: Number(f.max_restarts.value), restart_window: f.restart_window.value.trim(),
           max_relocations: Number(f.max_relocations.value), migratable: f.migratable.checked,
-          priority: Number(f.priority.value), tags: parseTags(f.tags.value),
+          priority: Number(f.priority.value), tags: parseTags(f.tags.value), cpu_model: f.cpu_model.value.trim(),
         });
         toast(`Saved ${name}`);
         editing = false;
@@ -383,6 +386,9 @@ export function guestPage(main, name) {
 // TAGS_HINT says how tags are typed in the guest forms.
 export const TAGS_HINT = 'separated by spaces or commas; lower-case letters, digits, . _ -; at most 16 tags';
 
+// CPU_MODEL_HINT says what the guest forms' CPU model field takes.
+export const CPU_MODEL_HINT = 'such as x86-64-v2 or host; empty: the cluster\'s model (takes effect at the next start)';
+
 // parseTags reads the tags typed in a form: words separated by spaces or
 // commas (the server checks each).
 export function parseTags(s) {
@@ -398,7 +404,7 @@ function healthText(c) {
 }
 
 // fmtSize writes bytes as the server reads them back (1GiB, 384MiB).
-function fmtSize(n) {
+export function fmtSize(n) {
   const G = 1 << 30, M = 1 << 20;
   if (n && n % G === 0) return n / G + 'GiB';
   if (n && n % M === 0) return n / M + 'MiB';

@@ -3,23 +3,28 @@
 // set-up per host with a Test button (admin): fence devices, and each
 // host's levels. Per host, "What if it fails" and "What if maintenance"
 // ask the manager's core what would happen (GET /api/v1/whatif), changing
-// nothing.
+// nothing. The cluster policy panel shows the policy and the effective
+// capacity (vCPU overcommit, host reserves, guest overhead, CPU model),
+// which admins edit (PUT /api/v1/policy with a partial capacity object).
 import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
 import * as api from '../api.js';
 import {state, can, onChange} from '../state.js';
 import {toast, refresh} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
+import {fmtSize} from './guests.js';
 
 export function hosts(main) {
   const table = h('tbody');
   const fencing = h('div#fencing');
   const whatif = h('div#whatif');
+  const policy = h('div#policy');
   const tests = new Map(); // node -> last test outcome element
   fill(main, h('h1', 'Hosts & fencing'),
     h('div.tablewrap', h('table#host-table',
       h('thead', h('tr', h('th', 'Host'), h('th', 'State'), h('th', 'Role'), h('th.num', 'Memory'), h('th.num', 'CPUs'), h('th', 'Hypervisor'), h('th', 'Agent'), h('th', 'Fencing levels'), h('th', ''))),
       table)),
     whatif,
+    policy,
     fencing);
   let fc = null; // redacted fence configuration (admin only)
 
@@ -247,11 +252,77 @@ export function hosts(main) {
     await saveConfig({...fc, devices: fc.devices.filter((x) => x.name !== d.name)});
   }
 
+  let pol = null; // the cluster policy as last drawn
+
+  async function loadPolicy() {
+    let next;
+    try { next = await api.get('/api/v1/policy'); } catch (e) { toast(e.message, true); return; }
+    if (pol && JSON.stringify(next) === JSON.stringify(pol)) return; // keep what is being typed
+    pol = next;
+    drawPolicy();
+  }
+
+  function drawPolicy() {
+    const c = pol.capacity || {};
+    const admin = can('admin');
+    const inp = (name, value, attrs) => h('input', {name, 'data-field': 'capacity.' + name, value, disabled: !admin, autocomplete: 'off', ...attrs});
+    const f = {
+      cpu_overcommit: inp('cpu_overcommit', c.cpu_overcommit || 0, {type: 'number', step: 'any'}),
+      cpu_reserve: inp('cpu_reserve', c.cpu_reserve || 0, {type: 'number'}),
+      memory_reserve: inp('memory_reserve', fmtSize(c.memory_reserve || 0)),
+      guest_overhead: inp('guest_overhead', fmtSize(c.guest_overhead || 0)),
+      cpu_model: inp('cpu_model', c.cpu_model || 'auto'),
+    };
+    const reserve = pol.reserve && pol.reserve.hosts ? `hosts ${pol.reserve.hosts}` : pol.reserve && pol.reserve.percent ? `percent ${pol.reserve.percent}` : 'off';
+    const form = h('form.grid#capacity-form',
+      h('div.muted', {style: {gridColumn: '1 / -1'}}, `Fencing ${pol.fencing || 'agent'}, shutdown policy ${pol.shutdown_policy || 'migrate'}, quorum loss ${pol.quorum_loss || 'stop'}, preemption ${pol.preemption ? 'on' : 'off'}, reserve ${reserve}${pol.hold ? ', HOLD on' : ''}. Capacity (haven policy set changes the rest):`),
+      ...row('vCPU overcommit', f.cpu_overcommit, 'guest vCPUs per host CPU, such as 4 or 1.5; 0: vCPUs are not counted'),
+      ...row('vCPUs reserved', f.cpu_reserve, 'of each host\'s vCPU capacity, kept for the host'),
+      ...row('Memory reserve', f.memory_reserve, 'of each host, kept for its OS, such as 1GiB; 0 for none'),
+      ...row('Guest overhead', f.guest_overhead, 'counted per guest for QEMU itself, such as 64MiB; 0 for none'),
+      ...row('CPU model', f.cpu_model, 'auto (the newest x86-64 level every host offers), host, or a model such as x86-64-v2'),
+      admin ? [h('div'), h('div.actions', h('button.primary', {type: 'submit'}, 'Save capacity'))] : null,
+      h('div.form-error'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearErrors(form);
+      const capacity = {cpu_overcommit: Number(f.cpu_overcommit.value), cpu_reserve: Number(f.cpu_reserve.value), cpu_model: f.cpu_model.value.trim()};
+      for (const k of ['memory_reserve', 'guest_overhead']) {
+        const n = parseSize(f[k].value);
+        if (n === null) {
+          showError(form, {field: 'capacity.' + k, message: `"${f[k].value.trim()}" is not a size: give one such as 1GiB or 64MiB, or 0`});
+          return;
+        }
+        capacity[k] = n;
+      }
+      try {
+        pol = await api.put('/api/v1/policy', {capacity});
+        toast('Capacity saved');
+        drawPolicy();
+      } catch (e) {
+        // The server names the capacity field at the start of its message.
+        const m = e.field === 'capacity' && /^capacity: (\w+):/.exec(e.message);
+        showError(form, m ? {field: 'capacity.' + m[1], message: e.message} : e);
+      }
+    });
+    fill(policy, h('h2', 'Cluster policy'), h('div.panel', form));
+  }
+
   render();
   loadFence();
+  loadPolicy();
   const off = onChange((w) => {
     if (w === 'status') render();
+    else if (w && w.event && w.event.kind === 'operator' && /cluster policy/.test(w.event.msg)) loadPolicy();
     else if (w && w.event && w.event.kind === 'operator' && /fencing configuration/.test(w.event.msg)) loadFence();
   });
   return {unmount: off};
+}
+
+// parseSize reads a size as the server writes it (1GiB, 64MiB, 512KiB, or
+// bytes); null when it is not one.
+function parseSize(s) {
+  const m = /^(\d+)\s*(|B|KiB|MiB|GiB|TiB)$/.exec(s.trim());
+  if (!m) return null;
+  return Number(m[1]) * {'': 1, B: 1, KiB: 1 << 10, MiB: 1 << 20, GiB: 1 << 30, TiB: 2 ** 40}[m[2]];
 }
