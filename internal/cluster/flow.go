@@ -109,7 +109,8 @@ type ManagerWriter struct {
 	// CommandTTL keeps handled commands this long for their callers.
 	CommandTTL time.Duration
 
-	saver *savedstate.Saver
+	saver  *savedstate.Saver
+	legacy bool // KeepLegacyState
 }
 
 // PutOrder writes an order for node.
@@ -166,8 +167,14 @@ func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
 		}
 		w.saver = savedstate.NewSaver(write, keys, uint64(w.L.Rev()))
 	}
+	w.saver.Legacy = w.legacy
 	return w.saver.Save(ctx, s)
 }
+
+// KeepLegacyState makes the following saves also write (on) or no longer
+// write (off) the state in the previous release's format
+// (savedstate.Saver.Legacy; control.LegacyStateWriter).
+func (w *ManagerWriter) KeepLegacyState(on bool) { w.legacy = on }
 
 // ShutdownReady tells node its graceful shutdown may proceed.
 func (w *ManagerWriter) ShutdownReady(ctx context.Context, node string) error {

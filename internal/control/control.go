@@ -608,6 +608,21 @@ func (s *Shell) dropAbandoned(ctx context.Context, acts []manager.Action) error 
 	return nil
 }
 
+// LegacyStateWriter is a Writer that can also save the state in the
+// previous release's format (cluster.ManagerWriter).
+type LegacyStateWriter interface {
+	// KeepLegacyState says whether the following saves also write it.
+	KeepLegacyState(on bool)
+}
+
+// mixedReleases reports whether some online host runs an older release
+// than this one (the cluster's feature level is below this build's): one
+// that reads the manager state only in the previous release's format, and
+// must find it there if it becomes manager.
+func (s *Shell) mixedReleases() bool {
+	return s.cfg.Features != nil && s.cfg.Features().Level < model.FeatureLevel
+}
+
 // execute carries out the core's actions in order. The core puts
 // ActPersist last; the state is saved before any order it implies can be
 // acted on by an agent that then reports back... so orders are written after
@@ -622,6 +637,9 @@ func (s *Shell) execute(ctx context.Context, acts []manager.Action) error {
 		s.record(Record{Decided: true, Actions: actionStrings(acts)})
 	}
 	countStates(s.cfg.State)
+	if lw, ok := s.cfg.Writer.(LegacyStateWriter); ok {
+		lw.KeepLegacyState(s.mixedReleases())
+	}
 	ts := time.Now()
 	if err := s.cfg.Writer.SaveState(ctx, s.cfg.State); err != nil {
 		return fmt.Errorf("persist manager state: %w", err)

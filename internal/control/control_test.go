@@ -239,3 +239,56 @@ func TestCrashReportRestartsGuest(t *testing.T) {
 func TestSelfFenceReportRestartsGuest(t *testing.T) {
 	newVM1Running(t).restartsAfter(t, hostctl.Report{Guest: "vm1", State: hostctl.Stopped, Reason: hostctl.ReasonSelfFence})
 }
+
+// legacyWriter is a memWriter that records what the shell told it about
+// the previous release's format (LegacyStateWriter) at each save.
+type legacyWriter struct {
+	*memWriter
+	on     bool
+	atSave []bool
+}
+
+func (w *legacyWriter) KeepLegacyState(on bool) { w.on = on }
+func (w *legacyWriter) SaveState(ctx context.Context, s *manager.State) error {
+	w.mu.Lock()
+	w.atSave = append(w.atSave, w.on)
+	w.mu.Unlock()
+	return w.memWriter.SaveState(ctx, s)
+}
+
+// The state is also saved in the previous release's format while an online
+// host is older (the cluster's feature level is below this build's), and
+// only then.
+func TestLegacyStateInMixedClusters(t *testing.T) {
+	for _, tc := range []struct {
+		level int
+		want  bool
+	}{{0, true}, {model.FeatureLevel, false}} {
+		st := manager.New(manager.Config{})
+		if err := st.AddNode("n1", 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+		spec := model.DefaultGuestSpec("vm1")
+		spec.Node = "n1"
+		if err := st.AddGuest(spec, false); err != nil {
+			t.Fatal(err)
+		}
+		w := &legacyWriter{memWriter: newMemWriter()}
+		features := func() model.Features { return model.Features{Level: tc.level, Newest: model.FeatureLevel} }
+		sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Features: features})
+		runShell(t, sh, "n1")
+		// The start order follows the step's save.
+		w.wait(t, "start order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpStart })
+		w.mu.Lock()
+		saves := w.atSave
+		w.mu.Unlock()
+		if len(saves) == 0 {
+			t.Fatalf("level %d: no save before the order", tc.level)
+		}
+		for i, on := range saves {
+			if on != tc.want {
+				t.Fatalf("level %d: save %d keeps the previous release's format: %v, want %v", tc.level, i, on, tc.want)
+			}
+		}
+	}
+}

@@ -14,9 +14,11 @@
 // base, or a delta would be too big for one request, the saver compacts: it
 // writes a new base generation in as many transactions as its size needs and
 // then, in one transaction, points the head at it and deletes the old
-// generation, its log and any format-1 value. A manager that dies half-way
-// leaves unreferenced chunks, which the next compaction deletes; readers only
-// ever see a complete generation.
+// generation, its log and any format-1 value. While Saver.Legacy is set
+// (a mixed-release cluster) the format-1 value is kept instead, and
+// rewritten after every save that changed something. A manager that dies
+// half-way leaves unreferenced chunks, which the next compaction deletes;
+// readers only ever see a complete generation.
 package savedstate
 
 import (
@@ -402,6 +404,13 @@ type Saver struct {
 	baseBytes, logBytes, entries int
 	// Stats of the last save, for benchmarks and logs.
 	Last SaveStats
+	// Legacy, when set, makes every save that changed something also write
+	// the whole state in format 1 (KeyLegacy), which compaction then keeps:
+	// set while some online host runs a release that reads only format 1,
+	// so that it finds the state if it becomes manager.
+	Legacy bool
+	// legacyCurrent: KeyLegacy holds the state of the last save.
+	legacyCurrent bool
 }
 
 // SaveStats describes one save.
@@ -409,6 +418,7 @@ type SaveStats struct {
 	Compacted     bool
 	Guests, Nodes int // records written
 	Bytes         int // bytes written
+	LegacyBytes   int // bytes written in format 1 (Saver.Legacy)
 }
 
 // NewSaver returns a Saver writing with write. keys lists the keys under a
@@ -421,6 +431,45 @@ func NewSaver(write Writer, keys func(ctx context.Context, prefix string) ([]str
 // Save writes what changed in s since the last save; the first save of a
 // Saver writes a whole new base.
 func (sv *Saver) Save(ctx context.Context, s *manager.State) error {
+	if err := sv.save(ctx, s); err != nil {
+		return err
+	}
+	if !sv.Legacy {
+		sv.legacyCurrent = false
+		return nil
+	}
+	if sv.legacyCurrent && sv.Last == (SaveStats{}) {
+		return nil // nothing changed since format 1 was written
+	}
+	gz, err := EncodeLegacy(s)
+	if err != nil {
+		return err
+	}
+	if len(gz) > chunkBytes {
+		// Too big for one request: the previous release could not have
+		// saved it either.
+		sv.legacyCurrent = false
+		return nil
+	}
+	if err := sv.write(ctx, clientv3.OpPut(KeyLegacy, string(gz))); err != nil {
+		return fmt.Errorf("save the manager state in format 1: %w", err)
+	}
+	sv.legacyCurrent = true
+	sv.Last.LegacyBytes = len(gz)
+	return nil
+}
+
+// EncodeLegacy encodes the state in format 1, as the previous release
+// (235b719, cluster.EncodeState) wrote it: the state's JSON, gzipped.
+func EncodeLegacy(s *manager.State) ([]byte, error) {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode manager state: %w", err)
+	}
+	return gzipBytes(raw), nil
+}
+
+func (sv *Saver) save(ctx context.Context, s *manager.State) error {
 	if !sv.based {
 		return sv.compact(ctx, s)
 	}
@@ -594,7 +643,9 @@ func (sv *Saver) compact(ctx context.Context, s *manager.State) error {
 	ops := []clientv3.Op{
 		clientv3.OpPut(KeyBase(gen, len(chunks)-1), chunks[len(chunks)-1]),
 		clientv3.OpPut(KeyHead, string(head)),
-		clientv3.OpDelete(KeyLegacy),
+	}
+	if !sv.Legacy {
+		ops = append(ops, clientv3.OpDelete(KeyLegacy))
 	}
 	// Delete every other generation's base and log.
 	stale, err := sv.staleGens(ctx, gen)

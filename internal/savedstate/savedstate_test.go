@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -447,5 +448,143 @@ func TestRecordName(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("recordName(%s) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// jsonSubset reports where got lacks or differs from a field of want.
+func jsonSubset(want, got any, path string) error {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: %T, want an object", path, got)
+		}
+		for k, v := range w {
+			if err := jsonSubset(v, g[k], path+"."+k); err != nil {
+				return err
+			}
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return fmt.Errorf("%s: %v, want %d items", path, got, len(w))
+		}
+		for i := range w {
+			if err := jsonSubset(w[i], g[i], fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	default:
+		if !reflect.DeepEqual(want, got) {
+			return fmt.Errorf("%s: %v, want %v", path, got, want)
+		}
+	}
+	return nil
+}
+
+// With Saver.Legacy (a host of the previous release online), every save
+// also writes format 1 as 235b719 wrote and read it (gzip JSON, its
+// cluster.EncodeState and DecodeState), compaction keeps it, and the
+// previous release's golden state (a fence in flight) comes back with every
+// field it knows unchanged. Without it, no format-1 value is written and
+// compaction deletes the one left.
+func TestLegacyFormatInMixedClusters(t *testing.T) {
+	golden, err := os.ReadFile("../manager/testdata/state-v0-235b719.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := manager.Restore(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want any
+	if err := json.Unmarshal(golden, &want); err != nil {
+		t.Fatal(err)
+	}
+	m := &memKV{kv: map[string]string{}}
+	sv := NewSaver(m.write, m.keys, 10)
+	sv.Legacy = true
+	ctx := context.Background()
+	legacy := func() (any, bool) {
+		t.Helper()
+		v, ok := m.kv[KeyLegacy]
+		if !ok {
+			return nil, false
+		}
+		if len(v) < 2 || v[0] != 0x1f || v[1] != 0x8b {
+			t.Fatalf("%s is not gzip, as 235b719 wrote it", KeyLegacy)
+		}
+		raw, err := gunzip([]byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got any
+		if err := json.Unmarshal(raw, &got); err != nil {
+			t.Fatal(err)
+		}
+		return got, true
+	}
+	check := func(what string) {
+		t.Helper()
+		got, ok := legacy()
+		if !ok {
+			t.Fatalf("%s: no %s in a mixed cluster", what, KeyLegacy)
+		}
+		if err := jsonSubset(want, got, "state"); err != nil {
+			t.Fatalf("%s: the previous release would read another state: %v", what, err)
+		}
+	}
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	check("first save")
+	if !sv.Last.Compacted || sv.Last.LegacyBytes == 0 {
+		t.Fatalf("first save: %+v", sv.Last)
+	}
+	// A delta, then a compaction: format 1 follows both.
+	g := s.Guest("db1")
+	g.Restarts = 7
+	want.(map[string]any)["guests"].([]any)[0].(map[string]any)["restarts"] = 7.0
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if sv.Last.Compacted {
+		t.Fatal("a small change compacted")
+	}
+	check("delta")
+	if err := sv.compact(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	check("compaction")
+	// Nothing changed: nothing written.
+	w := m.writes
+	if err := sv.Save(ctx, s); err != nil || m.writes != w {
+		t.Fatalf("a save with no change wrote %d times (%v)", m.writes-w, err)
+	}
+	if st := m.decode(t); st.Guest("db1").Restarts != 7 {
+		t.Fatal("format 2 lost the change")
+	}
+
+	// Every host current: no longer written, deleted at compaction.
+	sv.Legacy = false
+	g.Restarts = 8
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if sv.Last.LegacyBytes != 0 {
+		t.Fatal("format 1 written with every host current")
+	}
+	if err := sv.compact(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := legacy(); ok {
+		t.Fatalf("%s kept by compaction with every host current", KeyLegacy)
+	}
+	m2 := &memKV{kv: map[string]string{}}
+	if err := NewSaver(m2.write, m2.keys, 10).Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m2.kv[KeyLegacy]; ok {
+		t.Fatalf("%s written with every host current", KeyLegacy)
 	}
 }
