@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -10,7 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/haven-ha/haven/internal/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
@@ -136,11 +139,24 @@ func (s *Server) buildStatus(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	out.Manager, out.ManagerTerm = mgr, term
-	p, err := cluster.New(st).Policy(ctx)
-	if err != nil {
-		return nil, err
+	// Read like the others: serializable when the status falls back to
+	// this member's own data (no quorum).
+	var popts []clientv3.OpOption
+	if store.IsSerializable(ctx) {
+		popts = append(popts, clientv3.WithSerializable())
 	}
-	out.Hold = p.Hold
+	presp, err := st.Client().Get(ctx, store.KeyPolicy, popts...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", store.KeyPolicy, err)
+	}
+	if len(presp.Kvs) == 1 {
+		var p struct {
+			Hold bool `json:"hold"`
+		}
+		if err := json.Unmarshal(presp.Kvs[0].Value, &p); err == nil {
+			out.Hold = p.Hold
+		}
+	}
 	if mi, err := st.ManagerInfo(ctx); err == nil && mi.Rev == term && term != 0 {
 		out.ManagerSince = mi.Since
 	}
