@@ -466,12 +466,14 @@ func (c *Controller) onEvent(ev hypervisor.Event) {
 		r.State = Paused
 	case hypervisor.EventStarted, hypervisor.EventResumed:
 		r.State = Running
-		if g.report.State == Running {
+		if g.report.State == Running || (g.report.Result == ResultPending && (g.report.Op == OpStart || g.report.Op == OpReceive)) {
 			// Nothing new: the start order's result (published just
-			// before, or just after) already says so. Publishing this
-			// report, which names no order, could replace that result
-			// before it is stored, and the manager would wait for it
-			// forever.
+			// before, or about to be: the order is still pending here,
+			// its driver call returned but its result is not set yet)
+			// says so. Publishing this report, which names no order,
+			// could replace that result before it is stored, and the
+			// manager would wait for it forever (seen on the bed: a
+			// guest started, its QEMU running, the manager waiting).
 			c.mu.Unlock()
 			return
 		}

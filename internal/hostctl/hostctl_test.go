@@ -20,6 +20,9 @@ type fakeDriver struct {
 	failMig    error
 	events     chan hypervisor.Event
 	listResult []hypervisor.Status
+	// onStart, when set, runs inside Start once the guest runs (as a real
+	// driver's "started" event can arrive before Start returns).
+	onStart func(name string)
 }
 
 func newFake() *fakeDriver {
@@ -38,6 +41,11 @@ func (f *fakeDriver) Start(ctx context.Context, def guestdef.Definition) error {
 	}
 	f.running[def.Name] = true
 	f.starts[def.Name]++
+	if f.onStart != nil {
+		f.mu.Unlock()
+		f.onStart(def.Name)
+		f.mu.Lock()
+	}
 	return nil
 }
 func (f *fakeDriver) Stop(ctx context.Context, name string, timeout time.Duration) error {
@@ -186,5 +194,37 @@ func TestAdoptAndKillAll(t *testing.T) {
 	}
 	if drv.running["old"] {
 		t.Fatal("guest still running after KillAll")
+	}
+}
+
+// A guest's "started" event that the controller handles while the start
+// order is still pending (the driver's call has not returned yet) must not
+// be published: that report names no order, and published after the
+// order's result it replaced it in the store, so the manager waited for the
+// start's result for good (seen on the test bed).
+func TestStartedEventDuringStartOrderIsNotPublished(t *testing.T) {
+	drv, rec, c, ctx := setup(t)
+	noOrder := func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, r := range rec.all {
+			if r.Guest == "vm1" && r.OrderID == "" {
+				return true
+			}
+		}
+		return false
+	}
+	drv.onStart = func(name string) {
+		drv.events <- hypervisor.Event{Guest: name, Kind: hypervisor.EventStarted}
+		// Give the controller the time to handle it while the order is
+		// pending: until it publishes it (the bug), or half a second.
+		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline) && !noOrder(); {
+			time.Sleep(time.Millisecond) // polling interval
+		}
+	}
+	c.Submit(ctx, Order{ID: "o1", Guest: "vm1", Op: OpStart, Def: guestdef.Definition{Name: "vm1"}})
+	waitFor(t, "vm1's start result", func() bool { r := rec.get("vm1"); return r.OrderID == "o1" && r.Result == ResultOK })
+	if noOrder() {
+		t.Fatalf("a report without an order was published while the start order was pending: %+v", rec.all)
 	}
 }
