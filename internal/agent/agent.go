@@ -10,7 +10,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/model"
@@ -572,15 +572,9 @@ func (a *Agent) moveStore(ctx context.Context, toExternal bool) error {
 	if cc.ID != p.ClusterID {
 		return fail("the new store holds cluster %q (id %s), not this host's %q (id %s): restore a backup of this cluster into it", cc.Name, cc.ID, p.Cluster, p.ClusterID)
 	}
-	resp, err := a.st.Client().Get(rctx, store.KeyPolicy)
+	pol, err := cluster.New(a.st).Policy(rctx)
 	if err != nil {
 		return fail("read the cluster policy from the new store: %w", err)
-	}
-	var pol struct {
-		Hold bool `json:"hold"`
-	}
-	if len(resp.Kvs) == 1 {
-		_ = json.Unmarshal(resp.Kvs[0].Value, &pol)
 	}
 	if !pol.Hold {
 		return fail("the cluster is not on hold in the new store: put it on hold (haven policy set --hold on) before the backup, so that no manager acts while hosts are on two stores")

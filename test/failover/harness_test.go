@@ -883,3 +883,15 @@ func (c *testCluster) libvirtConfined() {
 		c.t.Error("no libvirt QEMU process found")
 	}
 }
+
+// haven runs the haven CLI on this machine and fails the test on error.
+func (c *testCluster) haven(args ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, havenBin, args...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("haven %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}

@@ -1,9 +1,6 @@
 package failover
 
 import (
-	"bytes"
-	"context"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -62,29 +59,20 @@ func TestReplayTestBedRecording(t *testing.T) {
 	summary := regexp.MustCompile(`(\d+) inputs, (\d+) decisions compared, (\d+) differ`)
 	fenced := false
 	for _, f := range files {
-		ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
-		var out bytes.Buffer
-		cmd := exec.CommandContext(ctx, havenBin, "sim", "replay", f)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		cancel()
-		if err != nil {
-			t.Errorf("haven sim replay %s: %v\n%s", f, err, tail(out.String(), 40))
-			continue
-		}
-		m := summary.FindStringSubmatch(out.String())
+		out := c.haven("sim", "replay", f) // fails the test on a non-zero exit (a decision differs)
+		m := summary.FindStringSubmatch(out)
 		if m == nil {
-			t.Errorf("haven sim replay %s printed no summary:\n%s", f, tail(out.String(), 40))
+			t.Errorf("haven sim replay %s printed no summary:\n%s", f, tail(out, 40))
 			continue
 		}
 		decisions, _ := strconv.Atoi(m[2])
 		if m[3] != "0" || decisions == 0 {
-			t.Errorf("haven sim replay %s: %s\n%s", f, m[0], tail(out.String(), 40))
+			t.Errorf("haven sim replay %s: %s\n%s", f, m[0], tail(out, 40))
 		}
 		t.Logf("%s: %s", filepath.Base(f), m[0])
 		// The power loss is in the recording: the replay fenced the
 		// victim and restarted g1, as the real term did.
-		for _, line := range strings.Split(out.String(), "\n") {
+		for _, line := range strings.Split(out, "\n") {
 			l := strings.TrimSpace(line)
 			if strings.HasPrefix(l, "fence "+victim) {
 				fenced = true

@@ -191,18 +191,6 @@ func (c *testCluster) backupStore(path string) string {
 	return path
 }
 
-// haven runs the haven CLI on this machine and fails the test on error.
-func (c *testCluster) haven(args ...string) string {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, havenBin, args...).CombinedOutput()
-	if err != nil {
-		c.t.Fatalf("haven %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // checkUntouched: every guest runs where home says, never restarted since
 // the test began (same boots), never twice, and no host was fenced since
 // t0.
