@@ -182,6 +182,30 @@ func TestBedNetworkFaults(t *testing.T) {
 	}
 	eventually(t, "h1 is reachable again", func() bool { return dial(t, h2, h1) && dial(t, h1, h3) })
 
+	// An outage of h1 and h2 together: they reach nobody while it lasts,
+	// and everyone again after it.
+	done := make(chan error, 1)
+	var took time.Duration
+	go func() {
+		var err error
+		took, err = b.NetworkOutage(t.Context(), 2*time.Second, "h1", "h2")
+		done <- err
+	}()
+	eventually(t, "h1 and h2 are cut off", func() bool { return h1.NetworkCut() && !dial(t, h3, h1) && !dial(t, h3, h2) })
+	if _, err := b.NetworkOutage(t.Context(), time.Second, "h2"); err == nil {
+		t.Error("an outage of h2, cut already, was accepted")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if took < 2*time.Second {
+		t.Errorf("NetworkOutage(2s) reports %v", took)
+	}
+	if h1.NetworkCut() || h2.NetworkCut() {
+		t.Error("hosts still marked cut after the outage")
+	}
+	eventually(t, "h1 and h2 are reachable again", func() bool { return dial(t, h3, h1) && dial(t, h1, h2) })
+
 	if err := b.Partition(t.Context(), []string{"h1", "h2"}, []string{"h3"}); err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,13 @@ func run(ctx context.Context, name string, args ...string) error {
 }
 
 func output(ctx context.Context, name string, args ...string) (string, error) {
+	return outputIn(ctx, "", name, args...)
+}
+
+// outputIn is output with stdin as the command's standard input.
+func outputIn(ctx context.Context, stdin, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var buf bytes.Buffer
 	cmd.Stdout = &buf
 	cmd.Stderr = &buf
