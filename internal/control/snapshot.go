@@ -42,11 +42,13 @@ type Snapshot struct {
 }
 
 // KV is one key read, with its create revision (commands are taken in
-// the order the store took them).
+// the order the store took them) and the revision it was last written at
+// (of the saved state's two formats, the one written last is read).
 type KV struct {
 	Key       string
 	Value     []byte
 	CreateRev int64
+	ModRev    int64
 }
 
 // LiveNode is a node's liveness record.
@@ -104,7 +106,7 @@ func LoadSnapshot(ctx context.Context, cli *clientv3.Client) (*Snapshot, error) 
 		}
 		kvs := make([]KV, len(rr.Kvs))
 		for j, kv := range rr.Kvs {
-			kvs[j] = KV{Key: string(kv.Key), Value: kv.Value, CreateRev: kv.CreateRevision}
+			kvs[j] = KV{Key: string(kv.Key), Value: kv.Value, CreateRev: kv.CreateRevision, ModRev: kv.ModRevision}
 		}
 		ranges[r.name] = kvs
 	}
@@ -139,7 +141,7 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	}
 	saved := make([]savedstate.KV, len(ranges["state"]))
 	for i, kv := range ranges["state"] {
-		saved[i] = savedstate.KV{Key: kv.Key, Value: kv.Value}
+		saved[i] = savedstate.KV{Key: kv.Key, Value: kv.Value, ModRev: kv.ModRev}
 	}
 	st, err := savedstate.Decode(saved)
 	if err != nil {

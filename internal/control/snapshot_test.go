@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
@@ -109,7 +111,8 @@ func TestDecodeSnapshotRefusesBrokenStateOrPolicy(t *testing.T) {
 	}
 }
 
-// LoadSnapshot reads a real store, saved state included.
+// LoadSnapshot reads a real store, saved state included (of its two
+// formats, the one written last).
 func TestLoadSnapshot(t *testing.T) {
 	srv := storetest.Start(t)
 	st := srv.Connect(t)
@@ -118,6 +121,20 @@ func TestLoadSnapshot(t *testing.T) {
 	defer cancel()
 	cs := cluster.New(st)
 	if err := cs.SetPolicy(ctx, cluster.Policy{Fencing: model.FencingWatchdog, ShutdownPolicy: model.ShutdownStop}); err != nil {
+		t.Fatal(err)
+	}
+	// Format 2 saved first, then format 1 (a host of the previous release
+	// managed after it): the state is the one written last.
+	stale := manager.New(manager.Config{})
+	if err := stale.AddNode("n0", model.GiB, 1); err != nil {
+		t.Fatal(err)
+	}
+	write := func(ctx context.Context, ops ...clientv3.Op) error {
+		_, err := cli.Txn(ctx).Then(ops...).Commit()
+		return err
+	}
+	noKeys := func(context.Context, string) ([]string, error) { return nil, nil }
+	if err := savedstate.NewSaver(write, noKeys, 1).Save(ctx, stale); err != nil {
 		t.Fatal(err)
 	}
 	ms := manager.New(manager.Config{})
@@ -137,7 +154,7 @@ func TestLoadSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Policy.Fencing != model.FencingWatchdog || s.State == nil || !s.State.HasNode("n1") || len(s.Guests) != 1 || len(s.Commands) != 1 || s.Rev == 0 {
+	if s.Policy.Fencing != model.FencingWatchdog || s.State == nil || !s.State.HasNode("n1") || s.State.HasNode("n0") || len(s.Guests) != 1 || len(s.Commands) != 1 || s.Rev == 0 {
 		t.Fatalf("snapshot %+v", s)
 	}
 }

@@ -8,7 +8,14 @@
 //	manager/head                 Head: format version, base generation, its chunk count
 //	manager/base/<gen>/<i>       the whole state (gzip JSON), split in chunks under etcd's request limit
 //	manager/log/<gen>/<seq>      Delta: the records one save changed, applied on top of base <gen> in seq order
-//	manager/state                format 1: the whole state in one value (read when there is no head)
+//	manager/state                format 1: the whole state in one value
+//
+// When both formats are stored, the one written last is read, by the
+// keys' store revisions (etcd's ModRevision): format 1 when it is newer
+// than the head and every key of its generation (an older release, on a
+// downgraded host, managed after this one and wrote only format 1), format
+// 2 otherwise (format 1 is then this release's copy for older hosts, or
+// stale).
 //
 // A save writes one Delta (a single put: atomic). When the log outweighs the
 // base, or a delta would be too big for one request, the saver compacts: it
@@ -104,20 +111,24 @@ func Read(ctx context.Context, cli *clientv3.Client, opts ...clientv3.OpOption) 
 	}
 	kvs := make([]KV, len(resp.Kvs))
 	for i, kv := range resp.Kvs {
-		kvs[i] = KV{Key: string(kv.Key), Value: kv.Value}
+		kvs[i] = KV{Key: string(kv.Key), Value: kv.Value, ModRev: kv.ModRevision}
 	}
 	st, err := Decode(kvs)
 	return st, resp.Header.Revision, err
 }
 
-// KV is one stored key and value.
+// KV is one stored key and value, with the store revision it was last
+// written at (etcd's ModRevision; 0 when unknown).
 type KV struct {
-	Key   string
-	Value []byte
+	Key    string
+	Value  []byte
+	ModRev int64
 }
 
 // Decode rebuilds the state from the keys under PrefixManager (in any
-// order). It returns nil, nil when there is no saved state.
+// order). It returns nil, nil when there is no saved state. When both
+// formats are there, it reads the one written last (see the package
+// comment); with equal revisions (unknown ones included), format 2.
 func Decode(kvs []KV) (*manager.State, error) {
 	d, err := decodeDoc(kvs)
 	if err != nil || d == nil {
@@ -149,9 +160,12 @@ type doc struct {
 func decodeDoc(kvs []KV) (*doc, error) {
 	var head *Head
 	var legacy []byte
+	var legacyRev int64
 	byKey := make(map[string][]byte, len(kvs))
+	revs := make(map[string]int64, len(kvs))
 	for _, kv := range kvs {
 		byKey[kv.Key] = kv.Value
+		revs[kv.Key] = kv.ModRev
 		switch kv.Key {
 		case KeyHead:
 			head = &Head{}
@@ -159,18 +173,36 @@ func decodeDoc(kvs []KV) (*doc, error) {
 				return nil, fmt.Errorf("decode %s: %w", KeyHead, err)
 			}
 		case KeyLegacy:
-			legacy = kv.Value
+			legacy, legacyRev = kv.Value, kv.ModRev
 		}
+	}
+	decodeLegacy := func(where string) (*doc, error) {
+		raw, err := gunzip(legacy)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", where, err)
+		}
+		return &doc{whole: raw, where: where}, nil
 	}
 	if head == nil {
 		if legacy == nil {
 			return nil, nil
 		}
-		raw, err := gunzip(legacy)
-		if err != nil {
-			return nil, fmt.Errorf("decode %s: %w", KeyLegacy, err)
+		return decodeLegacy(KeyLegacy)
+	}
+	if legacy != nil {
+		// The format written last: format 2's newest key is its head or
+		// a key of the head's generation (other generations' keys are
+		// left-overs, not the state).
+		newest := revs[KeyHead]
+		base, log := prefixBaseGen(head.Gen), prefixLogGen(head.Gen)
+		for k, rev := range revs {
+			if strings.HasPrefix(k, base) || strings.HasPrefix(k, log) {
+				newest = max(newest, rev)
+			}
 		}
-		return &doc{whole: raw, where: KeyLegacy}, nil
+		if legacyRev > newest {
+			return decodeLegacy(fmt.Sprintf("%s (format 1, written at revision %d, after format 2 at revision %d)", KeyLegacy, legacyRev, newest))
+		}
 	}
 	if head.Version != Version {
 		return nil, fmt.Errorf("decode %s: format version %d, this haven reads version %d", KeyHead, head.Version, Version)

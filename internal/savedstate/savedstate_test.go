@@ -588,3 +588,145 @@ func TestLegacyFormatInMixedClusters(t *testing.T) {
 		t.Fatalf("%s written with every host current", KeyLegacy)
 	}
 }
+
+// After a downgrade, a host of the previous release may manage and save
+// only format 1 (235b719 knows no other); when it is upgraded again, the
+// next manager must continue that state, not the older format 2 that is
+// still stored. Against a real store: of the two formats, Read takes the
+// one written last, by the keys' revisions, both ways.
+func TestReadTakesTheFormatWrittenLast(t *testing.T) {
+	golden, err := os.ReadFile("../manager/testdata/state-v0-235b719.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := manager.Restore(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := storetest.Start(t)
+	cli := srv.Connect(t).Client()
+	ctx := context.Background()
+	write := func(ctx context.Context, ops ...clientv3.Op) error {
+		_, err := cli.Txn(ctx).Then(ops...).Commit()
+		return err
+	}
+	keys := func(ctx context.Context, prefix string) ([]string, error) {
+		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, kv := range resp.Kvs {
+			out = append(out, string(kv.Key))
+		}
+		return out, nil
+	}
+	read := func(what string) *manager.State {
+		t.Helper()
+		got, _, err := Read(ctx, cli)
+		if err != nil || got == nil {
+			t.Fatalf("%s: %v, %v", what, got, err)
+		}
+		return got
+	}
+
+	// A current manager in a mixed cluster: both formats.
+	sv := NewSaver(write, keys, 10)
+	sv.Legacy = true
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, s, read("both formats"))
+	// Every host current again: format 2 goes on alone, the format-1
+	// value (left until the next compaction) is stale.
+	sv.Legacy = false
+	s.Guest("web1").Restarts = 3
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if sv.Last.Compacted || sv.Last.LegacyBytes != 0 {
+		t.Fatalf("save %+v, want a delta only", sv.Last)
+	}
+	sameState(t, s, read("format 1 stale"))
+
+	// A downgraded host manages: the fence of h1 succeeded and it
+	// restarted db1 on h2, saved as 235b719 saves (gzip JSON in format 1).
+	var old map[string]any
+	if err := json.Unmarshal(golden, &old); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range old["nodes"].([]any) {
+		if n := n.(map[string]any); n["name"] == "h1" {
+			n["status"] = "fenced"
+			delete(n, "fence")
+			n["fences"] = 1.0
+		}
+	}
+	db1 := old["guests"].([]any)[0].(map[string]any)
+	db1["node"], db1["state"], db1["restarts"] = "h2", "started", 1.0
+	raw, _ := json.Marshal(old)
+	if _, err := cli.Put(ctx, KeyLegacy, string(gzipBytes(raw))); err != nil {
+		t.Fatal(err)
+	}
+	want, err := manager.Restore(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := read("format 1 written last")
+	if g := got.Guest("db1"); g.Node != "h2" || g.State != manager.GuestStarted || g.Restarts != 1 {
+		t.Fatalf("after the previous release managed: db1 %+v, want started on h2 (format 2 read instead of the newer format 1?)", *g)
+	}
+	sameState(t, want, got)
+
+	// Upgraded again, the next manager's first save (every host current)
+	// is format 2 alone, from the state it read, and drops format 1.
+	sv2 := NewSaver(write, keys, 20)
+	if err := sv2.Save(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := cli.Get(ctx, KeyLegacy); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("format 1 kept with every host current: %v", err)
+	}
+	sameState(t, want, read("re-upgraded"))
+}
+
+// Decode compares format 1 with format 2's head and the keys of the
+// head's generation only: a generation left half-written by a manager
+// that died compacting is newer but not the state. A newer format 1 that
+// does not decode is an error naming it, never format 2 instead.
+func TestDecodeNewerFormatOne(t *testing.T) {
+	s2 := bigState(t, 2, 1)
+	s1 := bigState(t, 3, 1)
+	m := &memKV{kv: map[string]string{}}
+	if err := NewSaver(m.write, m.keys, 5).Save(context.Background(), s2); err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := EncodeLegacy(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvs := func(legacy []byte, legacyRev int64) []KV {
+		out := []KV{{Key: KeyLegacy, Value: legacy, ModRev: legacyRev}}
+		for k, v := range m.kv {
+			out = append(out, KV{Key: k, Value: []byte(v), ModRev: 10})
+		}
+		// A left-over chunk of generation 6, written after format 1.
+		return append(out, KV{Key: KeyBase(6, 0), Value: []byte("x"), ModRev: 30})
+	}
+	for _, tc := range []struct {
+		rev  int64
+		want *manager.State
+	}{{9, s2}, {10, s2}, {0, s2}, {11, s1}} {
+		got, err := Decode(kvs(legacy, tc.rev))
+		if err != nil {
+			t.Fatalf("format 1 at revision %d: %v", tc.rev, err)
+		}
+		sameState(t, tc.want, got)
+	}
+	if _, err := Decode(kvs([]byte("{"), 11)); err == nil || !strings.Contains(err.Error(), KeyLegacy) {
+		t.Fatalf("a broken newer format 1: %v, want an error naming %s", err, KeyLegacy)
+	}
+	if _, err := Decode(kvs([]byte("{"), 9)); err != nil {
+		t.Fatalf("a broken older format 1 is not read: %v", err)
+	}
+}
