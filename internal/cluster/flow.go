@@ -221,19 +221,25 @@ func (s *Store) ManagerState(ctx context.Context) (*manager.State, error) {
 	return st, err
 }
 
-// Orders lists the current orders for node.
-func (s *Store) Orders(ctx context.Context, node string) ([]hostctl.Order, int64, error) {
+// StoredOrder is an order and the store revision that wrote it.
+type StoredOrder struct {
+	Order hostctl.Order
+	Rev   int64
+}
+
+// Orders lists the current orders for node, and the revision read at.
+func (s *Store) Orders(ctx context.Context, node string) ([]StoredOrder, int64, error) {
 	resp, err := s.cli.Get(ctx, PrefixOrders+node+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list orders for node %q: %w", node, err)
 	}
-	var out []hostctl.Order
+	var out []StoredOrder
 	for _, kv := range resp.Kvs {
 		var o hostctl.Order
 		if err := store.Decode(string(kv.Key), kv.Value, &o); err != nil {
 			return nil, 0, err
 		}
-		out = append(out, o)
+		out = append(out, StoredOrder{Order: o, Rev: kv.ModRevision})
 	}
 	return out, resp.Header.Revision, nil
 }

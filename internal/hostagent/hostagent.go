@@ -38,6 +38,10 @@ import (
 // Lease is what the host side needs of the node's liveness.
 type Lease interface {
 	Lease() clientv3.LeaseID
+	// Since is the store revision at which this host's current life in
+	// the cluster began (store.Liveness.Since): orders written before it
+	// were for an earlier life and are not carried out.
+	Since() int64
 	LastRenewed() time.Time
 	LastSent() time.Time
 }
@@ -219,7 +223,7 @@ func (h *Host) Run(ctx context.Context) error {
 		return err
 	}
 	for _, o := range orders {
-		h.submit(ctx, o)
+		h.submit(ctx, o.Order, o.Rev)
 	}
 	wch := cs.Raw().Client().Watch(ctx, cluster.PrefixOrders+h.cfg.Node+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for {
@@ -243,7 +247,7 @@ func (h *Host) Run(ctx context.Context) error {
 					h.log.Error("unreadable order, not carried out", "key", string(ev.Kv.Key), "err", err)
 					continue
 				}
-				h.submit(ctx, o)
+				h.submit(ctx, o, ev.Kv.ModRevision)
 			}
 		}
 	}
@@ -253,11 +257,20 @@ func (h *Host) Run(ctx context.Context) error {
 // lease the host held then.
 type heldOrder struct {
 	order hostctl.Order
+	rev   int64
 	lease clientv3.LeaseID
 }
 
-// submit hands an order to the controller once: an order already submitted
-// before an agent restart is not carried out again.
+// submit hands an order, written at store revision rev, to the controller
+// once: an order already submitted before an agent restart is not carried
+// out again.
+//
+// An order written before this host's current life began (rev before
+// Live.Since) is not carried out at all: the manager wrote it for an
+// earlier life, which ended when the host went down (powered off, fenced,
+// or its lease lost), and it gave up its operations here then: the guest
+// of a start order it never received may run elsewhere by now. Orders are
+// kept in the store until replaced, so a host that comes back finds them.
 //
 // While self-fenced, the host stops and kills but starts nothing: any other
 // order is held (the latest per guest) until the lease is confirmed again.
@@ -266,14 +279,18 @@ type heldOrder struct {
 // started on paper and stopped here for good. That happens after a switch
 // outage, when the store comes back and the manager answers the self-fence
 // reports with restarts before this host's next keepalive is confirmed.
-func (h *Host) submit(ctx context.Context, o hostctl.Order) {
+func (h *Host) submit(ctx context.Context, o hostctl.Order, rev int64) {
+	if since := h.cfg.Live.Since(); rev <= since {
+		h.log.Warn("order written before this host's current life in the cluster began (it was down since): not carried out", "guest", o.Guest, "op", string(o.Op), "order", o.ID, "order_rev", rev, "life_since_rev", since)
+		return
+	}
 	h.mu.Lock()
 	if h.lastDone[o.Guest] == o.ID {
 		h.mu.Unlock()
 		return
 	}
 	if h.fenced && o.Op != hostctl.OpStop && o.Op != hostctl.OpKill {
-		h.held[o.Guest] = heldOrder{order: o, lease: h.cfg.Live.Lease()}
+		h.held[o.Guest] = heldOrder{order: o, rev: rev, lease: h.cfg.Live.Lease()}
 		h.mu.Unlock()
 		h.log.Warn("order held while self-fenced: carried out once the lease is confirmed again", "guest", o.Guest, "op", string(o.Op), "order", o.ID)
 		return
@@ -476,7 +493,7 @@ func (h *Host) releaseHeld(ctx context.Context) {
 			continue
 		}
 		h.log.Info("carrying out an order held while self-fenced", "guest", guest, "op", string(ho.order.Op), "order", ho.order.ID)
-		h.submit(ctx, ho.order)
+		h.submit(ctx, ho.order, ho.rev)
 	}
 }
 

@@ -73,13 +73,15 @@ func (d *memDriver) isRunning(name string) bool {
 
 // lease is a node lease whose renewals the test controls.
 type lease struct {
-	mu   sync.Mutex
-	id   clientv3.LeaseID
-	sent time.Time
+	mu    sync.Mutex
+	id    clientv3.LeaseID
+	sent  time.Time
+	since int64
 }
 
 func (l *lease) Lease() clientv3.LeaseID { l.mu.Lock(); defer l.mu.Unlock(); return l.id }
 func (l *lease) LastRenewed() time.Time  { return l.LastSent() }
+func (l *lease) Since() int64            { l.mu.Lock(); defer l.mu.Unlock(); return l.since }
 func (l *lease) LastSent() time.Time     { l.mu.Lock(); defer l.mu.Unlock(); return l.sent }
 func (l *lease) renew()                  { l.mu.Lock(); l.sent = time.Now(); l.mu.Unlock() }
 
@@ -161,7 +163,7 @@ func TestOrdersReportsSelfFenceAndWatchdog(t *testing.T) {
 	if err := drv.Kill(ctx, "vm1"); err != nil {
 		t.Fatal(err)
 	}
-	h.submit(ctx, order)
+	h.submit(ctx, order, 1)
 	if drv.isRunning("vm1") {
 		t.Fatal("a replayed start order started the guest again")
 	}

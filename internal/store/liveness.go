@@ -46,6 +46,9 @@ type Liveness struct {
 	// sent is when the request behind the last renewal was sent: the lease
 	// cannot expire in the store before sent + TTL.
 	sent time.Time
+	// since is the store revision at which the live key was created: the
+	// start of this host's current life in the cluster (Since).
+	since int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -97,11 +100,12 @@ func (l *Liveness) resume(ctx context.Context, prev clientv3.LeaseID) bool {
 	l.mu.Lock()
 	facts := l.facts
 	l.mu.Unlock()
-	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(prev)); err != nil {
+	put, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(prev), clientv3.WithPrevKV())
+	if err != nil {
 		return false
 	}
 	l.mu.Lock()
-	l.lease, l.renewed, l.sent = prev, time.Now(), sent
+	l.lease, l.renewed, l.sent, l.since = prev, time.Now(), sent, createdAt(put)
 	l.mu.Unlock()
 	l.log.Info("resumed the previous agent's lease: the host stayed up", "op", "liveness")
 	return true
@@ -118,13 +122,23 @@ func (l *Liveness) grant(ctx context.Context) error {
 	l.mu.Lock()
 	facts := l.facts
 	l.mu.Unlock()
-	if _, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(g.ID)); err != nil {
+	put, err := l.s.cli.Put(ctx, KeyNodeLive(l.node), MustEncode(KeyNodeLive(l.node), facts), clientv3.WithLease(g.ID), clientv3.WithPrevKV())
+	if err != nil {
 		return fmt.Errorf("write liveness of node %q: %w", l.node, err)
 	}
 	l.mu.Lock()
-	l.lease, l.renewed, l.sent = g.ID, time.Now(), sent
+	l.lease, l.renewed, l.sent, l.since = g.ID, time.Now(), sent, createdAt(put)
 	l.mu.Unlock()
 	return nil
+}
+
+// createdAt is the creation revision of the key a put (made WithPrevKV)
+// wrote: the put's own revision if the key did not exist.
+func createdAt(put *clientv3.PutResponse) int64 {
+	if put.PrevKv != nil {
+		return put.PrevKv.CreateRevision
+	}
+	return put.Header.Revision
 }
 
 func (l *Liveness) loop(ctx context.Context) {
@@ -207,6 +221,21 @@ func (l *Liveness) Lease() clientv3.LeaseID {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lease
+}
+
+// Since is the store revision at which this host's live key was created:
+// its current life in the cluster began there. The key lives as long as
+// the host is up for the manager (it goes with the lease: the host failed
+// or stopped), so anything written for the host before Since (an order it
+// never received before it went down) was written for an earlier life. An
+// agent restarted within the TTL resumes the lease and the key, and so
+// keeps its Since. A new lease granted while the previous one still lived
+// takes the key over without recreating it: the host never went down
+// then, and its Since stays that of the life that goes on.
+func (l *Liveness) Since() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.since
 }
 
 // UpdateFacts rewrites the live key with new facts under the same lease.

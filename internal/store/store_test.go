@@ -265,3 +265,45 @@ func TestCampaignEndsWithItsContextWithoutQuorum(t *testing.T) {
 	}
 	t.Logf("returned %v after its context ended", time.Since(start).Round(time.Millisecond))
 }
+
+// TestLivenessSince: a host's life in the cluster begins where its live
+// key was created. An agent that resumes its lease (a restart within the
+// TTL) keeps that start; a host whose lease ended starts a new life after
+// everything written meanwhile.
+func TestLivenessSince(t *testing.T) {
+	srv := storetest.Start(t)
+	ctx := t.Context()
+	facts := model.NodeFacts{Name: "n1"}
+	l1, err := srv.Store.StartLiveness(ctx, facts, 2*time.Second, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := l1.Since()
+	put, err := srv.Store.Client().Put(ctx, "/test/written-during-life-1", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if since == 0 || since >= put.Header.Revision {
+		t.Fatalf("Since = %d, a later write at %d", since, put.Header.Revision)
+	}
+	// A restart within the TTL: the same life.
+	l1.Release()
+	l2, err := srv.Store.ResumeLiveness(ctx, facts, 2*time.Second, 500*time.Millisecond, l1.Lease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Lease() != l1.Lease() || l2.Since() != since {
+		t.Fatalf("resumed: lease %x since %d, want %x since %d", l2.Lease(), l2.Since(), l1.Lease(), since)
+	}
+	// The lease ends (the host went down): the next registration is a new
+	// life, after the write of the earlier one.
+	l2.Stop(ctx)
+	l3, err := srv.Store.ResumeLiveness(ctx, facts, 2*time.Second, 500*time.Millisecond, l1.Lease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l3.Stop(ctx)
+	if l3.Lease() == l1.Lease() || l3.Since() <= put.Header.Revision {
+		t.Fatalf("after the lease ended: lease %x since %d, want a new lease and since > %d", l3.Lease(), l3.Since(), put.Header.Revision)
+	}
+}
