@@ -10,11 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/hostctl"
@@ -103,20 +107,84 @@ func (s *Store) PendingCommands(ctx context.Context) ([]Command, int64, error) {
 }
 
 // ManagerWriter is the manager's guarded writes (control.Writer).
+//
+// A guarded write that the store did not answer in time (it is electing a
+// leader, say just after the old manager's host, which was also its leader,
+// died) is tried again with a short backoff while the term lasts, for up to
+// RetryFor, instead of ending the term: each try carries the election
+// guard, so a retry can never write as a deposed manager, and every write
+// is idempotent (the same keys, the same values). A write refused by the
+// guard (the office is lost) ends the term at once, as before.
 type ManagerWriter struct {
 	L   *store.Leadership
 	Cli *clientv3.Client
 	// CommandTTL keeps handled commands this long for their callers.
 	CommandTTL time.Duration
+	// RetryFor bounds how long a guarded write is retried while the store
+	// does not answer (default store.DefaultLeaseTTL: by then the term's
+	// own lease would have expired in a store that answers).
+	RetryFor time.Duration
+	// Logger, when set, hears of the retries.
+	Logger *slog.Logger
 
 	saver  *savedstate.Saver
 	legacy bool // KeepLegacyState
 }
 
+// do applies ops in one guarded transaction, trying again while the store
+// does not answer in time and the term lasts, for up to RetryFor.
+func (w *ManagerWriter) do(ctx context.Context, ops ...clientv3.Op) error {
+	bound := w.RetryFor
+	if bound <= 0 {
+		bound = store.DefaultLeaseTTL
+	}
+	deadline := time.Now().Add(bound)
+	wait := firstRetry
+	for {
+		_, err := w.L.Do(ctx, ops...)
+		if err == nil || !storeBusy(ctx, err) || w.L.Context().Err() != nil || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		if w.Logger != nil && wait == firstRetry {
+			w.Logger.Warn("the store did not answer a manager write; trying again while this term lasts", "op", "manager", "err", err, "for", bound)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-w.L.Done():
+			t.Stop()
+			return err
+		}
+		wait = min(2*wait, 400*time.Millisecond)
+	}
+}
+
+const firstRetry = 25 * time.Millisecond
+
+// storeBusy reports whether err says the store did not answer in time or
+// could not be reached (etcd's "request timed out", "leader changed", "no
+// leader", a lost connection: all Unavailable), as opposed to an answer
+// (the guard failed, a request refused) or the end of ctx.
+func storeBusy(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, store.ErrNotLeader) || errors.Is(err, store.ErrConflict) {
+		return false
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
 // PutOrder writes an order for node.
 func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Order) error {
-	_, err := w.L.Do(ctx, clientv3.OpPut(KeyOrder(node, o.Guest), store.MustEncode(KeyOrder(node, o.Guest), o)))
-	return err
+	return w.do(ctx, clientv3.OpPut(KeyOrder(node, o.Guest), store.MustEncode(KeyOrder(node, o.Guest), o)))
 }
 
 // PutOrders writes many orders in as few guarded transactions as etcd's
@@ -128,7 +196,7 @@ func (w *ManagerWriter) PutOrders(ctx context.Context, orders []NodeOrder) error
 		for i, o := range orders[:n] {
 			ops[i] = clientv3.OpPut(KeyOrder(o.Node, o.Order.Guest), store.MustEncode(KeyOrder(o.Node, o.Order.Guest), o.Order))
 		}
-		if _, err := w.L.Do(ctx, ops...); err != nil {
+		if err := w.do(ctx, ops...); err != nil {
 			return err
 		}
 		orders = orders[n:]
@@ -150,10 +218,7 @@ type NodeOrder struct {
 // writes it whole, later ones what changed (package savedstate).
 func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
 	if w.saver == nil {
-		write := func(ctx context.Context, ops ...clientv3.Op) error {
-			_, err := w.L.Do(ctx, ops...)
-			return err
-		}
+		write := w.do
 		keys := func(ctx context.Context, prefix string) ([]string, error) {
 			resp, err := w.Cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 			if err != nil {
@@ -178,8 +243,7 @@ func (w *ManagerWriter) KeepLegacyState(on bool) { w.legacy = on }
 
 // ShutdownReady tells node its graceful shutdown may proceed.
 func (w *ManagerWriter) ShutdownReady(ctx context.Context, node string) error {
-	_, err := w.L.Do(ctx, clientv3.OpPut(PrefixShutdownReady+node, time.Now().UTC().Format(time.RFC3339Nano)))
-	return err
+	return w.do(ctx, clientv3.OpPut(PrefixShutdownReady+node, time.Now().UTC().Format(time.RFC3339Nano)))
 }
 
 // CommandDone records a command's outcome; the record expires later.
@@ -207,8 +271,7 @@ func (w *ManagerWriter) CommandDone(ctx context.Context, id string, cmdErr error
 	if err != nil {
 		return fmt.Errorf("grant lease for command %s: %w", id, err)
 	}
-	_, err = w.L.Do(ctx, clientv3.OpPut(KeyCommand(id), store.MustEncode(KeyCommand(id), c), clientv3.WithLease(lease.ID)))
-	return err
+	return w.do(ctx, clientv3.OpPut(KeyCommand(id), store.MustEncode(KeyCommand(id), c), clientv3.WithLease(lease.ID)))
 }
 
 // ManagerState reads the saved manager state (ErrNotFound before the first

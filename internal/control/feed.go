@@ -207,7 +207,7 @@ func runTerm(ctx context.Context, d Daemon) error {
 	sh := New(Config{
 		Record:   record,
 		State:    st,
-		Writer:   &cluster.ManagerWriter{L: d.Leader, Cli: cli},
+		Writer:   &cluster.ManagerWriter{L: d.Leader, Cli: cli, RetryFor: d.Timings.LeaseTTL, Logger: log},
 		Fencer:   fencer,
 		Defs:     defs,
 		Features: f.Features,
