@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/haven-ha/haven/internal/notify"
 )
@@ -23,34 +24,49 @@ func (o *Ops) handleNotifyGet(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, c)
+	WriteJSON(w, http.StatusOK, c.Redacted())
 }
 
-// handleNotifyPut replaces the notification configuration.
+// handleNotifyPut replaces the notification configuration. A secret sent
+// back as notify.Redacted (what a GET shows) keeps the stored one of the
+// same receiver.
 func (o *Ops) handleNotifyPut(w http.ResponseWriter, r *http.Request) {
 	var c notify.Config
 	if err := decodeBody(w, r, &c, false); err != nil {
 		WriteError(w, err)
 		return
 	}
+	old, err := o.cl.NotifyConfig(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if c, err = c.KeepSecrets(old); err != nil {
+		WriteError(w, Errorf(http.StatusBadRequest, notify.Field(err), "%v", err))
+		return
+	}
 	if err := o.cl.SetNotifyConfig(r.Context(), c); err != nil {
 		writeErr(w, err)
 		return
 	}
-	o.audit(r, "", "", "set notifications: %d webhooks", len(c.Webhooks))
-	WriteJSON(w, http.StatusOK, c)
+	mail := "no mail"
+	if c.Mail != nil {
+		mail = "mail to " + strings.Join(c.Mail.To, ", ") + " via " + c.Mail.Server
+	}
+	o.audit(r, "", "", "set notifications: %d webhooks, %s", len(c.Webhooks), mail)
+	WriteJSON(w, http.StatusOK, c.Redacted())
 }
 
-// handleNotifyTest sends a test notification to every webhook and says
-// which received it.
+// handleNotifyTest sends a test notification to every webhook and to the
+// mail receiver, and says which received it.
 func (o *Ops) handleNotifyTest(w http.ResponseWriter, r *http.Request) {
 	c, err := o.cl.NotifyConfig(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	if len(c.Webhooks) == 0 {
-		WriteError(w, Errorf(http.StatusConflict, "webhooks", "no webhook configured: set one with `haven notify set --webhook URL`"))
+	if c.Empty() {
+		WriteError(w, Errorf(http.StatusConflict, "webhooks", "no webhook or mail configured: set one with `haven notify set --webhook URL` or `--mail-server HOST:PORT`"))
 		return
 	}
 	name := ""

@@ -405,22 +405,43 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 	return s.replace(ctx, KeyPolicy, p)
 }
 
-// NotifyConfig reads the notification configuration (none when never set).
+// NotifyConfig reads the notification configuration (none when never
+// set). One that holds a secret (the mail password, a webhook's
+// Authorization header) is sealed in the store with the cluster secret
+// key, like the fence configuration: it opens only on a current host.
 func (s *Store) NotifyConfig(ctx context.Context) (notify.Config, error) {
 	var c notify.Config
-	_, err := getJSON(ctx, s.cli, KeyNotify, &c)
+	b, err := s.st.GetSealed(ctx, KeyNotify)
 	if errors.Is(err, ErrNotFound) {
 		return notify.Config{}, nil
 	}
-	return c, err
+	if err != nil {
+		return c, fmt.Errorf("read the notification configuration: %w", err)
+	}
+	if err := store.Decode(KeyNotify, b, &c); err != nil {
+		return c, fmt.Errorf("the notification configuration: %w", err)
+	}
+	return c, nil
 }
 
-// SetNotifyConfig writes the notification configuration after checking it.
+// SetNotifyConfig writes the notification configuration after checking
+// it, sealed when it holds a secret.
 func (s *Store) SetNotifyConfig(ctx context.Context, c notify.Config) error {
 	if err := c.Check(); err != nil {
-		return fieldErr("webhooks", "%v", err)
+		return fieldErr(notify.Field(err), "%v", err)
 	}
-	return s.replace(ctx, KeyNotify, c)
+	if old, err := s.st.GetSealed(ctx, KeyNotify); err == nil {
+		if err := store.CheckSchema(KeyNotify, old); err != nil {
+			return err
+		}
+	}
+	if c.HasSecret() {
+		return s.st.PutSealed(ctx, KeyNotify, []byte(store.MustEncode(KeyNotify, c)))
+	}
+	if _, err := s.cli.Put(ctx, KeyNotify, store.MustEncode(KeyNotify, c)); err != nil {
+		return fmt.Errorf("write the notification configuration: %w", err)
+	}
+	return nil
 }
 
 // Guest reads one guest.

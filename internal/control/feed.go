@@ -839,7 +839,8 @@ func (f *storeFencer) Fence(ctx context.Context, node string) error {
 }
 
 // notifyEvents sends the events that admins want to hear of at once to
-// the webhooks of the notification configuration, in the background.
+// the webhooks and the mail receiver of the notification configuration,
+// in the background.
 func notifyEvents(ctx context.Context, cs *cluster.Store, sender *notify.Sender, evs []cluster.Event) {
 	if sender == nil {
 		return
@@ -856,7 +857,7 @@ func notifyEvents(ctx context.Context, cs *cluster.Store, sender *notify.Sender,
 		if !loaded {
 			loaded = true
 			var err error
-			if cfg, err = cs.NotifyConfig(ctx); err != nil || len(cfg.Webhooks) == 0 {
+			if cfg, err = cs.NotifyConfig(ctx); err != nil || cfg.Empty() {
 				return
 			}
 			if cc, err := cs.Raw().ClusterConfig(ctx); err == nil {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/notify"
+	"github.com/haven-ha/haven/internal/notify/notifytest"
 	"github.com/haven-ha/haven/internal/store/storetest"
 )
 
@@ -54,5 +56,18 @@ func TestManagerNotifies(t *testing.T) {
 	}
 	if err := cs.SetNotifyConfig(ctx, notify.Config{Webhooks: []notify.Webhook{{URL: "gopher://x"}}}); err == nil {
 		t.Error("a gopher:// webhook was accepted")
+	}
+
+	// Mail, from the same place: the fence (and only it) reaches the relay.
+	relay := notifytest.Start(t, nil, false)
+	mc := notify.Config{Mail: &notify.Mail{Server: relay.Addr, TLS: notify.TLSNone, From: "haven@example.com", To: []string{"ops@example.com"}, Classes: []string{notify.ClassFence}}}
+	if err := cs.SetNotifyConfig(ctx, mc); err != nil {
+		t.Fatal(err)
+	}
+	notifyEvents(ctx, cs, sender, evs)
+	sender.Wait()
+	msgs := relay.Messages()
+	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "Subject: [haven ] fenced h1: level 1 (pdu), off, confirmed, in 160ms\r\n") || len(got) != 1 {
+		t.Fatalf("the relay got %d mails (%+v), the old webhook %d posts; want the one fence by mail", len(msgs), msgs, len(got))
 	}
 }

@@ -3,12 +3,13 @@ package hostagent
 // The quorum-loss notification. Without store quorum no manager runs, so
 // the agents that notice send it themselves: each agent whose node lease
 // goes unconfirmed (its store member cannot reach a quorum) posts one
-// notification of class "quorum" per incident to the webhooks of the
-// notification configuration. That configuration cannot be read without
-// quorum, so every agent caches the last one it read (with the cluster's
-// name) in its data directory. The incident ends when the lease is
-// confirmed again; the incident in progress is recorded on disk too, so an
-// agent restarted during the incident does not notify again.
+// notification of class "quorum" per incident to the webhooks and the mail
+// receiver of the notification configuration. That configuration cannot be
+// read without quorum, so every agent caches the last one it read (with the
+// cluster's name) in its data directory (mode 0600, like the host's key:
+// the cache holds the configuration's secrets). The incident ends when the
+// lease is confirmed again; the incident in progress is recorded on disk
+// too, so an agent restarted during the incident does not notify again.
 
 import (
 	"context"
@@ -103,11 +104,11 @@ func (a *quorumAlarm) observe(now, since time.Time, cut bool) bool {
 	a.saveLocked()
 	ev := notify.Event{At: now, Kind: "quorum", Node: a.node,
 		Msg: fmt.Sprintf("host %s lost the store's quorum: its lease is not confirmed since %s; no manager can act (no failover) until quorum is back", a.node, since.UTC().Format(time.RFC3339))}
-	if len(a.cache.Config.Webhooks) == 0 {
-		a.log.Warn("store quorum lost; no webhook to notify", "op", "notify")
+	if a.cache.Config.Empty() {
+		a.log.Warn("store quorum lost; no webhook or mail to notify", "op", "notify")
 		return false
 	}
-	a.log.Warn("store quorum lost: notifying", "op", "notify", "webhooks", len(a.cache.Config.Webhooks))
+	a.log.Warn("store quorum lost: notifying", "op", "notify", "webhooks", len(a.cache.Config.Webhooks), "mail", a.cache.Config.Mail != nil)
 	a.sender.SendAsync(a.cache.Config, notify.Notification{Cluster: a.cache.Cluster, Class: notify.ClassQuorum, Event: ev, Text: notify.Text(a.cache.Cluster, ev)})
 	return true
 }

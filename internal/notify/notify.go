@@ -1,7 +1,7 @@
-// Package notify owns the cluster's notifications: webhooks, configured by
-// admins, that receive the events an operator must hear of at once
-// (fences, guests that failed, admission-control warnings, quorum loss) as
-// JSON POSTs. The manager sends them as it writes those events to the log;
+// Package notify owns the cluster's notifications: webhooks and a mail
+// receiver, configured by admins, that receive the events an operator must
+// hear of at once (fences, guests that failed, admission-control warnings,
+// quorum loss) as JSON POSTs and as mail (mail.go). The manager sends them as it writes those events to the log;
 // quorum loss, when no manager runs, is sent by the agents that notice
 // (package hostagent).
 package notify
@@ -9,6 +9,7 @@ package notify
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,6 +38,17 @@ var Classes = []string{ClassFence, ClassNodeFailed, ClassGuestFailed, ClassAdmis
 // Config is the notification configuration (admin-set, in the store).
 type Config struct {
 	Webhooks []Webhook `json:"webhooks"`
+	// Mail, if set, receives the notifications by mail too.
+	Mail *Mail `json:"mail,omitempty"`
+}
+
+// Empty says whether c has no receiver at all.
+func (c Config) Empty() bool { return len(c.Webhooks) == 0 && c.Mail == nil }
+
+// HasSecret says whether c holds a secret (a webhook's Authorization
+// header, the mail password): such a configuration is sealed in the store.
+func (c Config) HasSecret() bool {
+	return (c.Mail != nil && c.Mail.Password != "") || slices.ContainsFunc(c.Webhooks, func(w Webhook) bool { return w.Header != "" })
 }
 
 // Webhook is one receiver.
@@ -46,7 +58,7 @@ type Webhook struct {
 	// Classes it wants; empty: every class.
 	Classes []string `json:"classes,omitempty"`
 	// Header, if set, is sent as "Authorization: " + Header (for a
-	// receiver that wants a token).
+	// receiver that wants a token). Sealed in the store, never shown.
 	Header string `json:"header,omitempty"`
 }
 
@@ -57,10 +69,32 @@ func (c Config) Check() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("webhooks[%d].url %q: give an http:// or https:// URL", i, w.URL)
 		}
-		for j, cl := range w.Classes {
-			if !slices.Contains(Classes, cl) {
-				return fmt.Errorf("webhooks[%d].classes[%d] %q: use %s", i, j, cl, strings.Join(Classes, ", "))
-			}
+		if strings.ContainsAny(w.Header, "\r\n") {
+			return fmt.Errorf("webhooks[%d].header: a line break is not allowed", i)
+		}
+		if err := checkClasses(fmt.Sprintf("webhooks[%d].classes", i), w.Classes); err != nil {
+			return err
+		}
+	}
+	if c.Mail != nil {
+		return c.Mail.check()
+	}
+	return nil
+}
+
+// Field names the part of the configuration an error of Check or
+// KeepSecrets is about: "mail" or "webhooks".
+func Field(err error) string {
+	if strings.HasPrefix(err.Error(), "mail") {
+		return "mail"
+	}
+	return "webhooks"
+}
+
+func checkClasses(field string, classes []string) error {
+	for j, cl := range classes {
+		if !slices.Contains(Classes, cl) {
+			return fmt.Errorf("%s[%d] %q: use %s", field, j, cl, strings.Join(Classes, ", "))
 		}
 	}
 	return nil
@@ -111,6 +145,7 @@ func guestFailure(m string) bool {
 
 // Result is the outcome of one delivery.
 type Result struct {
+	// URL is the webhook's, or mailto: and the recipients for the mail.
 	URL   string `json:"url"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
@@ -118,9 +153,10 @@ type Result struct {
 
 // Sender posts notifications. Its zero value is not usable: use New.
 type Sender struct {
-	hc  *http.Client
-	log *slog.Logger
-	wg  sync.WaitGroup
+	hc    *http.Client
+	log   *slog.Logger
+	wg    sync.WaitGroup
+	roots *x509.CertPool // the mail relay's CAs; nil: the system's (tests set theirs)
 }
 
 // Timeout bounds one delivery.
@@ -134,8 +170,8 @@ func New(log *slog.Logger) *Sender {
 	return &Sender{hc: &http.Client{Timeout: Timeout}, log: log}
 }
 
-// Send delivers n to every webhook of cfg that wants its class, in
-// parallel, and returns the results.
+// Send delivers n to every webhook of cfg, and to its mail receiver, that
+// wants its class, in parallel, and returns the results.
 func (s *Sender) Send(ctx context.Context, cfg Config, n Notification) []Result {
 	body, err := json.Marshal(n)
 	if err != nil {
@@ -144,22 +180,28 @@ func (s *Sender) Send(ctx context.Context, cfg Config, n Notification) []Result 
 	var mu sync.Mutex
 	var out []Result
 	var wg sync.WaitGroup
-	for _, w := range cfg.Webhooks {
-		if n.Class != ClassTest && len(w.Classes) > 0 && !slices.Contains(w.Classes, n.Class) {
-			continue
-		}
+	deliver := func(target string, send func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := Result{URL: w.URL, OK: true}
-			if err := s.post(ctx, w, body); err != nil {
+			r := Result{URL: target, OK: true}
+			if err := send(); err != nil {
 				r.OK, r.Error = false, err.Error()
-				s.log.Warn("notification not delivered", "url", w.URL, "class", n.Class, "err", err)
+				s.log.Warn("notification not delivered", "to", target, "class", n.Class, "err", err)
 			}
 			mu.Lock()
 			out = append(out, r)
 			mu.Unlock()
 		}()
+	}
+	if m := cfg.Mail; m != nil && m.wants(n.Class) {
+		deliver(m.Target(), func() error { return s.sendMail(ctx, m, n) })
+	}
+	for _, w := range cfg.Webhooks {
+		if n.Class != ClassTest && len(w.Classes) > 0 && !slices.Contains(w.Classes, n.Class) {
+			continue
+		}
+		deliver(w.URL, func() error { return s.post(ctx, w, body) })
 	}
 	wg.Wait()
 	slices.SortFunc(out, func(a, b Result) int { return strings.Compare(a.URL, b.URL) })
@@ -167,7 +209,7 @@ func (s *Sender) Send(ctx context.Context, cfg Config, n Notification) []Result 
 }
 
 // SendAsync is Send in the background (the manager never waits for a
-// webhook); Wait waits for those in flight.
+// webhook or a mail relay); Wait waits for those in flight.
 func (s *Sender) SendAsync(cfg Config, n Notification) {
 	s.wg.Add(1)
 	go func() {

@@ -265,8 +265,8 @@ func (s *Store) RotateSecretKey(ctx context.Context, without string) (string, er
 }
 
 // SealSecrets seals a store written before secrets were sealed: it makes
-// the cluster secret key, grants it to this host, seals the CA key and the
-// fence configuration, and keeps the old CA key's bytes as the heartbeat
+// the cluster secret key, grants it to this host, seals the CA key, the
+// fence configuration and the notification configuration, and keeps the old CA key's bytes as the heartbeat
 // key (which was the CA key). Hosts that started before ask for the key
 // (RequestKey). A store already sealed is left alone.
 func (s *Store) SealSecrets(ctx context.Context) (bool, error) {
@@ -274,22 +274,30 @@ func (s *Store) SealSecrets(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(KeyCAKey), clientv3.OpGet(KeyFenceConfig)).Commit()
+	gets := make([]clientv3.Op, len(SealedKeys))
+	for i, key := range SealedKeys {
+		gets[i] = clientv3.OpGet(key)
+	}
+	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("seal secrets: %w", err)
 	}
-	ca, fc := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	// SealedKeys[0] is the CA key.
+	ca := resp.Responses[0].GetResponseRange().Kvs
 	if len(ca) == 0 || pki.IsSealed(ca[0].Value) {
 		return false, nil
 	}
 	k := pki.NewSecretKey()
-	plain := map[string][]byte{KeyCAKey: ca[0].Value}
-	cmp := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(KeyCAKey), "=", ca[0].ModRevision)}
-	if len(fc) > 0 {
-		plain[KeyFenceConfig] = fc[0].Value
-		cmp = append(cmp, clientv3.Compare(clientv3.ModRevision(KeyFenceConfig), "=", fc[0].ModRevision))
-	} else {
-		cmp = append(cmp, clientv3.Compare(clientv3.CreateRevision(KeyFenceConfig), "=", 0))
+	plain := map[string][]byte{}
+	var cmp []clientv3.Cmp
+	for i, key := range SealedKeys {
+		kvs := resp.Responses[i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			cmp = append(cmp, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+			continue
+		}
+		plain[key] = kvs[0].Value
+		cmp = append(cmp, clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision))
 	}
 	ops, err := sealedOps(k, plain)
 	if err != nil {

@@ -54,6 +54,9 @@ func TestSecretKeyGrantAndRotate(t *testing.T) {
 	if err := n2.PutSealed(ctx, store.KeyFenceConfig, []byte(`{"devices":[]}`)); err != nil {
 		t.Fatal(err)
 	}
+	if err := n2.PutSealed(ctx, store.KeyNotify, []byte(`{"webhooks":[]}`)); err != nil {
+		t.Fatal(err)
+	}
 	n3, n3Cert, _ := host(t, srv, "n3")
 	if err := n2.GrantKey(ctx, "n3", n3Cert); err != nil {
 		t.Fatal(err)
@@ -102,7 +105,7 @@ func TestSealSecretsOfAnOldStore(t *testing.T) {
 	srv := storetest.Start(t)
 	st, ctx := srv.Store, context.Background()
 	cli := st.Client()
-	for k, v := range map[string]string{store.KeyCACert: string(srv.CA.CertPEM), store.KeyCAKey: string(srv.CA.KeyPEM), store.KeyFenceConfig: `{"devices":[]}`} {
+	for k, v := range map[string]string{store.KeyCACert: string(srv.CA.CertPEM), store.KeyCAKey: string(srv.CA.KeyPEM), store.KeyFenceConfig: `{"devices":[]}`, store.KeyNotify: `{"webhooks":[]}`} {
 		if _, err := cli.Put(ctx, k, v); err != nil {
 			t.Fatal(err)
 		}

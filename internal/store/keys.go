@@ -60,7 +60,8 @@ const (
 	PrefixGuests   = Prefix + "guests/"
 	PrefixDomains  = Prefix + "domains/"
 	KeyFenceConfig = Prefix + "fence/config"
-	// KeyNotify holds the notification webhooks (notify.Config).
+	// KeyNotify holds the notification configuration (notify.Config):
+	// sealed when it holds a secret.
 	KeyNotify           = Prefix + "notify/config"
 	PrefixPools         = Prefix + "pools/"
 	PrefixPoolHealth    = Prefix + "poolhealth/"
@@ -92,7 +93,9 @@ func KeyNodeState(node string) string { return PrefixNodeState + node }
 
 // SealedKeys are the keys whose values are sealed with the cluster secret
 // key (keyring.go).
-var SealedKeys = []string{KeyCAKey, KeyFenceConfig}
+// KeyNotify is sealed when it holds a secret (a plain one is read as it is).
+// The CA key comes first (SealSecrets).
+var SealedKeys = []string{KeyCAKey, KeyFenceConfig, KeyNotify}
 
 // KeyKeyring is the cluster secret key wrapped for node.
 func KeyKeyring(node string) string { return PrefixKeyring + node }
