@@ -19,6 +19,7 @@ import (
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/flagfile"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/prio"
 	"github.com/haven-ha/haven/internal/sdnotify"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/ui"
@@ -99,6 +100,7 @@ func agentFlags(fs *pflag.FlagSet) Runner {
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	var o agentFileOpts
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text (logfmt) or json")
+	fs.IntVar(&o.nice, "nice", DefaultAgentNice, "the agent's CPU priority (nice value, -20..19; 0 leaves it): raised so that a saturated host still renews its lease and answers heartbeats; the guests it starts run at 0")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "also serve /metrics, /healthz and /readyz over plain HTTP on HOST:PORT (they are always on the API too)")
 	fs.StringVar(&o.configFile, "config", DefaultAgentConfig, "configuration file: a YAML mapping of these flags' names to values; flags given here override it")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the settings that result from the config file and the flags, then exit")
@@ -109,7 +111,7 @@ func agentFlags(fs *pflag.FlagSet) Runner {
 		if done, err := o.apply(env, fs); done || err != nil {
 			return err
 		}
-		return runAgent(ctx, env, fs, cfg, hostOpts, endpoints, logLevel, o.logFormat)
+		return runAgent(ctx, env, fs, cfg, hostOpts, endpoints, logLevel, o)
 	}
 }
 
@@ -122,7 +124,11 @@ var agentFileSkip = []string{"config", "print-config", "help"}
 type agentFileOpts struct {
 	logFormat, configFile string
 	printConfig           bool
+	nice                  int
 }
+
+// DefaultAgentNice is the agent's default nice value (package prio).
+const DefaultAgentNice = -10
 
 // apply reads the config file into the flags the command line left unset,
 // and prints the result for --print-config (done is then true).
@@ -145,7 +151,8 @@ func (o *agentFileOpts) apply(env *Env, fs *pflag.FlagSet) (done bool, err error
 	return true, err
 }
 
-func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config, hostOpts ha.HostOptions, endpoints, logLevel, logFormat string) error {
+func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config, hostOpts ha.HostOptions, endpoints, logLevel string, o agentFileOpts) error {
+	logFormat := o.logFormat
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		return Usagef("--log-level %q: use debug, info, warn or error", logLevel)
@@ -158,6 +165,14 @@ func runAgent(ctx context.Context, env *Env, fs *pflag.FlagSet, cfg agent.Config
 		cfg.Logger = slog.New(slog.NewJSONHandler(env.Stderr, hopts))
 	default:
 		return Usagef("--log-format %q: use text or json", logFormat)
+	}
+	if o.nice < -20 || o.nice > 19 {
+		return Usagef("--nice %d: use a value from -20 to 19 (0 leaves the priority alone)", o.nice)
+	}
+	if o.nice != 0 {
+		if err := prio.Set(o.nice); err != nil {
+			cfg.Logger.Warn("CPU priority not raised: under a saturated CPU this host may miss its lease renewals", "op", "start", "nice", o.nice, "err", err)
+		}
 	}
 	if endpoints != "" {
 		cfg.StoreEndpoints = strings.Split(endpoints, ",")

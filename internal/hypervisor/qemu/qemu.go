@@ -360,6 +360,7 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 		logf.Close()
 		return fail(err)
 	}
+	prog, args = atNormalPriority(prog, args)
 	cmd := exec.Command(prog, args...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf

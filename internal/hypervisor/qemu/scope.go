@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haven-ha/haven/internal/prio"
 )
 
 // Guests must outlive the agent. Under systemd a service's processes share
@@ -80,6 +83,9 @@ func (d *Driver) scopeCommand(name, binary string, args []string) (string, []str
 		"--slice=machine.slice",
 		"--description=Haven guest " + name,
 		"--property=Before=haven-shutdown.service",
+		// The agent runs at a raised priority (package prio); its guests
+		// do not.
+		"--nice=0",
 		"--",
 		binary,
 	}
@@ -126,4 +132,20 @@ func CgroupOf(pid int) (string, error) {
 		return named, nil
 	}
 	return unified, nil
+}
+
+// atNormalPriority runs prog at nice 0 when the agent runs at another
+// priority (package prio): a child inherits its parent's nice value, and
+// a guest must not compete with the agent at the agent's priority.
+// systemd-run sets it itself (--nice=0).
+func atNormalPriority(prog string, args []string) (string, []string) {
+	n := prio.Current()
+	if n == 0 || filepath.Base(prog) == "systemd-run" {
+		return prog, args
+	}
+	nice, err := exec.LookPath("nice")
+	if err != nil {
+		return prog, args
+	}
+	return nice, append([]string{"-n", strconv.Itoa(-n), "--", prog}, args...)
 }

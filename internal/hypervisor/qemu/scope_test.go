@@ -3,10 +3,13 @@ package qemu
 import (
 	"log/slog"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/prio"
 )
 
 func TestScopeUnitNames(t *testing.T) {
@@ -69,5 +72,37 @@ func TestCgroupOfSelf(t *testing.T) {
 	cg, err := CgroupOf(os.Getpid())
 	if err != nil || !strings.HasPrefix(cg, "/") {
 		t.Fatalf("CgroupOf = %q, %v", cg, err)
+	}
+}
+
+// TestGuestAtNormalPriority: the agent runs at a raised priority (package
+// prio) and a child inherits it; a guest's QEMU must run at nice 0. Run in
+// a child process that raises its own priority first.
+func TestGuestAtNormalPriority(t *testing.T) {
+	if os.Getenv("QEMU_PRIO_CHILD") == "1" {
+		if err := prio.Set(-5); err != nil {
+			t.Skipf("cannot raise the priority here: %v", err)
+		}
+		prog, args := atNormalPriority("sh", []string{"-c", "cut -d' ' -f19 /proc/self/stat"})
+		out, err := exec.Command(prog, args...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(out)); got != "0" {
+			t.Fatalf("the guest command runs at nice %s, want 0", got)
+		}
+		if prog, args := atNormalPriority("/usr/bin/systemd-run", []string{"--nice=0"}); prog != "/usr/bin/systemd-run" || len(args) != 1 {
+			t.Fatalf("systemd-run wrapped: %s %v", prog, args)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestGuestAtNormalPriority$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "QEMU_PRIO_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "SKIP") {
+		t.Skipf("%s", out)
 	}
 }
