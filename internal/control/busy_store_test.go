@@ -87,10 +87,10 @@ func (t *busyTxn) Commit() (*clientv3.TxnResponse, error) {
 	return nil, err
 }
 
-// busyRig is a real store with hosts n1 and n2 online and a guest vm1
+// termRig is a real store with hosts n1 and n2 online and a guest vm1
 // (running on n1 when running is set), whose manager candidate n2's client
 // goes through a busyKV.
-type busyRig struct {
+type termRig struct {
 	t      *testing.T
 	ctx    context.Context
 	cli    *clientv3.Client // the manager's
@@ -100,13 +100,13 @@ type busyRig struct {
 	st     *store.Store
 }
 
-func newBusyRig(t *testing.T, running bool) *busyRig {
+func newTermRig(t *testing.T, running bool) *termRig {
 	srv := storetest.Start(t)
 	st := srv.Connect(t)
 	other := srv.Connect(t).Client()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	r := &busyRig{t: t, ctx: ctx, cli: st.Client(), other: other, leases: map[string]clientv3.LeaseID{}, st: st}
+	r := &termRig{t: t, ctx: ctx, cli: st.Client(), other: other, leases: map[string]clientv3.LeaseID{}, st: st}
 	for _, n := range []string{"n1", "n2"} {
 		if err := st.RegisterNode(ctx, store.NodeRecord{Name: n}); err != nil {
 			t.Fatal(err)
@@ -129,7 +129,7 @@ func newBusyRig(t *testing.T, running bool) *busyRig {
 }
 
 // elect elects n2 manager.
-func (r *busyRig) elect() *store.Leadership {
+func (r *termRig) elect() *store.Leadership {
 	l, err := r.st.Campaign(r.ctx, "n2", 10*time.Second)
 	if err != nil {
 		r.t.Fatal(err)
@@ -139,7 +139,7 @@ func (r *busyRig) elect() *store.Leadership {
 
 // run runs n2's manager term l with d (Cluster, Leader and Fencer filled
 // in); the term's end comes on the channel.
-func (r *busyRig) run(l *store.Leadership, d Daemon) chan error {
+func (r *termRig) run(l *store.Leadership, d Daemon) chan error {
 	d.Cluster, d.Leader = cluster.New(r.st), l
 	if d.Fencer == nil {
 		d.Fencer = &recordingFencer{}
@@ -153,7 +153,7 @@ func (r *busyRig) run(l *store.Leadership, d Daemon) chan error {
 }
 
 // orders counts the orders in the store.
-func (r *busyRig) orders() int64 {
+func (r *termRig) orders() int64 {
 	resp, err := r.other.Get(r.ctx, cluster.PrefixOrders, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		r.t.Fatal(err)
@@ -167,7 +167,7 @@ func (r *busyRig) orders() int64 {
 // saves went through before its answer was lost, so the retry writes what
 // is already there.
 func TestNewManagerRetriesSavesWhileTheStoreIsBusy(t *testing.T) {
-	r := newBusyRig(t, false)
+	r := newTermRig(t, false)
 	r.kv.hook = func(n int) (bool, error) {
 		switch n {
 		case 1:
@@ -208,7 +208,7 @@ func TestNewManagerRetriesSavesWhileTheStoreIsBusy(t *testing.T) {
 // A save refused by the election guard (the office was lost while the
 // store was busy) ends the term at once: no more retries.
 func TestSaveEndsTheTermOnceTheOfficeIsLost(t *testing.T) {
-	r := newBusyRig(t, false)
+	r := newTermRig(t, false)
 	var lease clientv3.LeaseID
 	var once sync.Once
 	r.kv.hook = func(n int) (bool, error) {
@@ -250,7 +250,7 @@ func TestSaveEndsTheTermOnceTheOfficeIsLost(t *testing.T) {
 // TTL), with the store's error: the agent then resigns and campaigns
 // again, as for any failed term.
 func TestSaveRetriesAreBounded(t *testing.T) {
-	r := newBusyRig(t, false)
+	r := newTermRig(t, false)
 	r.kv.hook = func(int) (bool, error) { return false, rpctypes.ErrTimeout }
 	tm := manager.DefaultTimings()
 	tm.LeaseTTL = time.Second

@@ -44,6 +44,12 @@ type Daemon struct {
 	FenceRunner *fence.Runner
 	// Defs, when nil, reads definitions from the guest records.
 	Defs Definitions
+	// Isolation, when set, says whether a host is cut off from the cluster
+	// network but alive (it still writes its storage heartbeat), with the
+	// evidence: the agent's heartbeat monitor. When the core finds a host
+	// down, however its lease ended (ended early by the fast detector, or
+	// expired first), the event log then says isolated, not dead.
+	Isolation func(node string) (evidence string, isolated bool)
 	// RecordDir, when set, is where every term's inputs are recorded, one
 	// file per term (term-<term>-<node>.jsonl), for Replay (haven sim
 	// replay).
@@ -216,6 +222,11 @@ func runTerm(ctx context.Context, d Daemon) error {
 		OnStep: func(now time.Time, acts []manager.Action) {
 			var evs []cluster.Event
 			for _, a := range acts {
+				if node, ok := downNode(a); ok && d.Isolation != nil {
+					if why, isolated := d.Isolation(node); isolated {
+						evs = append(evs, cluster.Event{At: now, Kind: "node", Node: node, Msg: node + " is cut off from the cluster network but alive (" + why + ")"})
+					}
+				}
 				if ev, ok := eventOf(a, now); ok {
 					if a.Kind == manager.ActFence {
 						// The core's attempt is an id; people count tries.
@@ -796,6 +807,19 @@ func shutdownInput(key string, v []byte) (Input, bool) {
 		return Input{}, false
 	}
 	return Input{Shutdown: &manager.NodeShutdown{Node: strings.TrimPrefix(key, cluster.PrefixShutdown), Reboot: s.Reboot}}, true
+}
+
+// downNode is the host a core action says it found down ("node X failed;
+// ...", "node X is offline; ...").
+func downNode(a manager.Action) (string, bool) {
+	if a.Kind != manager.ActLog {
+		return "", false
+	}
+	f := strings.Fields(a.Msg)
+	if len(f) < 3 || f[0] != "node" || !(f[2] == "failed;" || (f[2] == "is" && len(f) > 3 && f[3] == "offline;")) {
+		return "", false
+	}
+	return f[1], true
 }
 
 // eventOf turns a core action into an event log entry, for those worth

@@ -312,10 +312,13 @@ func (f *fastFail) endLiveness(ctx context.Context, name string) {
 		return
 	}
 	f.revoked[lease] = true
-	msg := name + " is dead: " + v.String() + "; failed without waiting for its lease"
 	if v.Isolated() {
-		msg = name + " is cut off from the cluster network but alive (" + v.String() + "); failed without waiting for its lease: its fence device powers it off"
+		// The manager's event log says so when it finds the host down,
+		// whichever way its lease ended (control.Daemon.Isolation).
+		f.log.Warn(name+" is cut off from the cluster network but alive ("+v.String()+"); failed without waiting for its lease: its fence device powers it off", "op", "failover", "node", name)
+		return
 	}
+	msg := name + " is dead: " + v.String() + "; failed without waiting for its lease"
 	f.log.Warn(msg, "op", "failover", "node", name)
 	if err := f.cs.AddEvent(ctx, cluster.Event{Kind: "node", Node: name, Msg: msg}); err != nil && ctx.Err() == nil {
 		f.log.Warn("event log write failed", "err", err)

@@ -201,6 +201,14 @@ func (p *plugin) whileManager(ctx context.Context, l *store.Leadership) error {
 		Logger:      a.Config().Logger,
 		RecordDir:   p.opts.RecordDir,
 		FenceRunner: a.FenceRunner(),
+		Isolation: func(node string) (string, bool) {
+			hb := a.Heartbeat()
+			if hb == nil {
+				return "", false
+			}
+			v := hb.Verdict(node)
+			return v.String(), v.Isolated()
+		},
 	})
 }
 

@@ -40,10 +40,12 @@ const (
 	DefaultProbeInterval = 200 * time.Millisecond
 	DefaultProbeTimeout  = 300 * time.Millisecond
 	// DefaultStorageInterval is how often the storage heartbeat is
-	// written and read; a peer whose counter moved within
-	// storageFresh × that is alive on the storage.
+	// written; the peers' are read storageReads times as often. A silent
+	// peer is alive on the storage if its counter moved after its network
+	// heartbeats stopped, the last time within storageFresh × that.
 	DefaultStorageInterval = 500 * time.Millisecond
 	storageFresh           = 4
+	storageReads           = 4
 	// MinFailedProbes is how many probes in a row must go unanswered
 	// before a silent peer is Gone.
 	MinFailedProbes = 3
@@ -110,22 +112,31 @@ type Verdict struct {
 	// silent, and Failed how many probes in a row went unanswered.
 	Unanswered time.Duration
 	Failed     int
-	// StorageAlive: its storage heartbeat still moves. A Gone peer that
-	// is StorageAlive is isolated (cut off from the cluster network), not
-	// dead.
+	// CutOff: no heartbeat for DeadAfter and no answer from its host
+	// since its heartbeats stopped. Unlike Gone it holds when the probes
+	// were inconclusive too (this process starved of CPU), or too few.
+	CutOff bool
+	// StorageAlive: its storage heartbeat moved after its network
+	// heartbeats had stopped (it wrote it while silent on the network),
+	// the last time recently. A counter that merely moved recently proves
+	// nothing: a host that just lost power wrote it a moment before.
 	StorageAlive bool
 }
 
 // Isolated reports a peer cut off from the network but alive on the
-// shared storage.
-func (v Verdict) Isolated() bool { return v.State == Gone && v.StorageAlive }
+// shared storage, whether or not it is Gone yet.
+func (v Verdict) Isolated() bool { return v.CutOff && v.StorageAlive }
 
 func (v Verdict) String() string {
 	switch {
+	case v.Isolated() && v.Failed == 0:
+		return fmt.Sprintf("isolated: no heartbeat for %v and no answer from its address, but it still writes its storage heartbeat", v.Silence.Round(time.Millisecond))
 	case v.Isolated():
 		return fmt.Sprintf("isolated: no heartbeat for %v and its address unanswered for %v (%d probes), but it still writes its storage heartbeat", v.Silence.Round(time.Millisecond), v.Unanswered.Round(time.Millisecond), v.Failed)
 	case v.State == Gone:
 		return fmt.Sprintf("no heartbeat for %v and its address unanswered for %v (%d probes)", v.Silence.Round(time.Millisecond), v.Unanswered.Round(time.Millisecond), v.Failed)
+	case v.State == Silent && v.CutOff:
+		return fmt.Sprintf("no heartbeat for %v and no conclusive answer from its address", v.Silence.Round(time.Millisecond))
 	case v.State == Silent:
 		return fmt.Sprintf("no heartbeat for %v but its host answers", v.Silence.Round(time.Millisecond))
 	}
@@ -145,8 +156,12 @@ type peerState struct {
 	failed  int       // probes unanswered in a row, started after lastOK
 	firstNo time.Time // start of the first of those
 
-	storage   string    // its storage heartbeat as last read
-	storageAt time.Time // when it last changed
+	storage     string    // its storage heartbeat as last read
+	storageRead time.Time // when it was last read
+	storageAt   time.Time // when it was last seen changed
+	// storageAfter: that change was written after this moment (the read
+	// before it, which still saw the old value).
+	storageAfter time.Time
 }
 
 // Monitor sends heartbeats to its peers and judges them.
@@ -391,25 +406,17 @@ func (m *Monitor) storageLoop(ctx context.Context) {
 		m.log.Warn("no storage heartbeat", "dir", m.cfg.StorageDir, "err", err)
 		return
 	}
-	t := time.NewTicker(m.cfg.StorageInterval)
+	// Read more often than written: a change is then seen soon after it
+	// was written, and the read before it bounds when it was written.
+	t := time.NewTicker(m.cfg.StorageInterval / storageReads)
 	defer t.Stop()
 	own := filepath.Join(m.cfg.StorageDir, m.cfg.Node+".hb")
 	var n uint64
 	warned := false
-	for {
-		n++
-		// The incarnation and counter: any change shows the host alive.
-		data := []byte(fmt.Sprintf("%d %d\n", m.inc, n))
-		tmp := own + ".tmp"
-		err := os.WriteFile(tmp, data, 0o644)
-		if err == nil {
-			err = os.Rename(tmp, own)
-		}
-		if err != nil && !warned {
-			warned = true
-			m.log.Warn("storage heartbeat not written", "file", own, "err", err)
-		} else if err == nil {
-			warned = false
+	for tick := 0; ; tick++ {
+		if tick%storageReads == 0 {
+			n++
+			warned = m.writeStorage(own, n, warned)
 		}
 		m.mu.Lock()
 		names := make([]string, 0, len(m.peers))
@@ -424,11 +431,14 @@ func (m *Monitor) storageLoop(ctx context.Context) {
 			}
 			now := time.Now()
 			m.mu.Lock()
-			if p := m.peers[name]; p != nil && p.storage != string(b) {
-				if p.storage != "" {
-					p.storageAt = now
+			if p := m.peers[name]; p != nil {
+				if p.storage != string(b) {
+					if p.storage != "" {
+						p.storageAt, p.storageAfter = now, p.storageRead
+					}
+					p.storage = string(b)
 				}
-				p.storage = string(b)
+				p.storageRead = now
 			}
 			m.mu.Unlock()
 		}
@@ -438,6 +448,25 @@ func (m *Monitor) storageLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// writeStorage writes this node's storage heartbeat, counter n, and says
+// whether a failure was logged (warned: one already was).
+func (m *Monitor) writeStorage(own string, n uint64, warned bool) bool {
+	// The incarnation and counter: any change shows the host alive.
+	data := []byte(fmt.Sprintf("%d %d\n", m.inc, n))
+	tmp := own + ".tmp"
+	err := os.WriteFile(tmp, data, 0o644)
+	if err == nil {
+		err = os.Rename(tmp, own)
+	}
+	if err == nil {
+		return false
+	}
+	if !warned {
+		m.log.Warn("storage heartbeat not written", "file", own, "err", err)
+	}
+	return true
 }
 
 // probe starts a probe of every peer silent for long enough that has none
@@ -513,7 +542,12 @@ func (m *Monitor) Verdict(name string) Verdict {
 
 func (m *Monitor) judge(p *peerState, now time.Time) Verdict {
 	v := Verdict{Silence: now.Sub(p.lastHB), Failed: p.failed}
-	v.StorageAlive = !p.storageAt.IsZero() && now.Sub(p.storageAt) < storageFresh*m.cfg.StorageInterval
+	// Its network heartbeats stopped when it was last heard plus the
+	// silence that still counts as alive: a host that died sent its last
+	// heartbeat less than that before. A storage write seen after a read
+	// made later than that was made while the host was silent.
+	stopped := p.lastHB.Add(m.aliveFor())
+	v.StorageAlive = !p.storageAt.IsZero() && now.Sub(p.storageAt) < storageFresh*m.cfg.StorageInterval && !p.storageAfter.Before(stopped)
 	if !p.firstNo.IsZero() {
 		heard := p.lastHB
 		if p.lastOK.After(heard) {
@@ -524,15 +558,21 @@ func (m *Monitor) judge(p *peerState, now time.Time) Verdict {
 	switch {
 	case p.leaving:
 		v.State = Leaving
-	case v.Silence < 2*m.cfg.Interval+m.cfg.Interval/2:
+	case v.Silence < m.aliveFor():
 		v.State = Alive
 	case v.Silence >= m.cfg.DeadAfter && p.failed >= MinFailedProbes && v.Unanswered >= m.cfg.DeadAfter:
 		v.State = Gone
 	default:
 		v.State = Silent
 	}
+	answered := p.lastOK.After(p.lastHB)
+	v.CutOff = (v.State == Gone || v.State == Silent) && v.Silence >= m.cfg.DeadAfter && !answered
 	return v
 }
+
+// aliveFor is the silence after which a peer's heartbeats count as stopped
+// (two lost heartbeats and a half: 250 ms with the defaults).
+func (m *Monitor) aliveFor() time.Duration { return 2*m.cfg.Interval + m.cfg.Interval/2 }
 
 // Verdicts is the view of every peer, by name.
 func (m *Monitor) Verdicts() map[string]Verdict {

@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,5 +184,100 @@ func TestIsolatedHostStillWritesItsStorageHeartbeat(t *testing.T) {
 	}
 	if v := a.Verdict("b"); v.State != Gone {
 		t.Fatalf("dead host judged %v", v)
+	}
+}
+
+// storagePair starts monitors a and b on loopback sharing a storage
+// heartbeat directory, each the other's peer; probes of b's host go
+// through probe.
+func storagePair(t *testing.T, storageInterval time.Duration, probe func(context.Context, string) error) (a, b *Monitor, stopB context.CancelFunc) {
+	t.Helper()
+	key := Key([]byte("secret"))
+	dir := t.TempDir()
+	mk := func(node string) *Monitor {
+		m, err := New(Config{Node: node, Listen: "127.0.0.1:0", Key: key, Interval: 20 * time.Millisecond,
+			DeadAfter: 300 * time.Millisecond, ProbeInterval: 30 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
+			ProbeFunc: probe, StorageDir: dir, StorageInterval: storageInterval})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b = mk("a"), mk("b")
+	a.SetPeers([]Peer{{Name: "b", Heartbeat: b.Addr(), Probe: "b-host:1"}})
+	b.SetPeers([]Peer{{Name: "a", Heartbeat: a.Addr(), Probe: "a-host:1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	bctx, stopB := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { a.Run(ctx); done <- struct{}{} }()
+	go func() { b.Run(bctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	return a, b, stopB
+}
+
+func unanswered(ctx context.Context, _ string) error { <-ctx.Done(); return ctx.Err() }
+
+// A host that loses its power stops its network and its storage heartbeats
+// at once. Its storage counter moved a moment before: recently, but not
+// after its network heartbeats stopped. It is dead, never isolated, even
+// while its last storage write still looks fresh (here for 4 × 200 ms,
+// longer than it takes to be Gone).
+func TestPoweredOffHostIsNeverIsolated(t *testing.T) {
+	a, _, stopB := storagePair(t, 200*time.Millisecond, unanswered)
+	waitState(t, a, "b", Alive, 2*time.Second)
+	// Let a see b's storage counter move a few times first.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		a.mu.Lock()
+		moved := !a.peers["b"].storageAt.IsZero()
+		a.mu.Unlock()
+		if moved {
+			break
+		}
+	}
+	stopB()
+	gone := time.Time{}
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		v := a.Verdict("b")
+		if v.Isolated() {
+			t.Fatalf("powered-off host judged %v, want dead", v)
+		}
+		if v.State == Gone && gone.IsZero() {
+			gone = time.Now()
+		}
+		if !gone.IsZero() && time.Since(gone) > time.Second {
+			return
+		}
+	}
+	t.Fatalf("powered-off host never Gone: %v", a.Verdict("b"))
+}
+
+// A host cut off from the network that still writes its storage heartbeat
+// is isolated even when this monitor cannot judge it Gone (its probes take
+// too long to count: this process is starved of CPU), so that a host whose
+// lease ends first is still reported isolated, not dead.
+func TestIsolatedBeforeGone(t *testing.T) {
+	starved := func(ctx context.Context, _ string) error {
+		time.Sleep(150 * time.Millisecond) // 3 × the probe timeout: inconclusive
+		return context.DeadlineExceeded
+	}
+	a, b, _ := storagePair(t, 20*time.Millisecond, starved)
+	waitState(t, a, "b", Alive, 2*time.Second)
+	b.SetPeers(nil) // cut off: its heartbeats no longer reach a
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		v := a.Verdict("b")
+		if v.State == Gone {
+			t.Fatalf("judged Gone on inconclusive probes: %v", v)
+		}
+		if v.Isolated() {
+			if v.State != Silent || v.Silence < 300*time.Millisecond || !strings.HasPrefix(v.String(), "isolated: ") {
+				t.Fatalf("isolated verdict %+v (%v)", v, v)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cut-off host writing its storage heartbeat judged %+v, want isolated", v)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
