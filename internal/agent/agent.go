@@ -228,6 +228,8 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	switch {
 	case !ValidNodeName(cfg.Node):
 		return nil, fmt.Errorf("node name %q is not valid: use 1 to 63 lower-case letters, digits, '-', '_' or '.'", cfg.Node)
+	case (cfg.Init || cfg.JoinAddr != "") && cfg.Node == store.RootUser:
+		return nil, fmt.Errorf("node name %q is reserved for the store's administrator: a host certificate named so would be etcd's root", cfg.Node)
 	case cfg.DataDir == "":
 		return nil, errors.New("no data dir: pass --data-dir")
 	case cfg.Init && cfg.JoinAddr != "":

@@ -47,6 +47,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"bad node", func(c *Config) { c.Node = "N 1" }, "not valid"},
 		{"no dir", func(c *Config) { c.DataDir = "" }, "--data-dir"},
+		{"root", func(c *Config) { c.Node, c.Init = "root", true }, "reserved"},
 		{"init and join", func(c *Config) { c.Init, c.JoinAddr, c.JoinToken = true, "https://x:1", "t" }, "exclude"},
 		{"join without token", func(c *Config) { c.JoinAddr = "https://x:1" }, "--token"},
 		{"store members", func(c *Config) { c.StoreMembers = 4 }, "use 3 or 5"},

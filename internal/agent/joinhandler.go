@@ -75,6 +75,10 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 	if !ValidNodeName(req.Node) {
 		return nil, api.Errorf(http.StatusBadRequest, "node", "node name %q is not valid: use 1 to 63 lower-case letters, digits, '-', '_' or '.'", req.Node)
 	}
+	if req.Node == store.RootUser {
+		// Its certificate (CN root) would be the store's administrator.
+		return nil, api.Errorf(http.StatusBadRequest, "node", "node name %q is reserved for the store's administrator", req.Node)
+	}
 	if !validURL(req.APIAddr) {
 		return nil, api.Errorf(http.StatusBadRequest, "api_addr", "api_addr %q is not an https://host:port URL", req.APIAddr)
 	}

@@ -45,54 +45,45 @@ func init() {
 	})
 	Register(&Command{
 		Path:    "store roles",
-		Args:    "CN|CERT-FILE...",
-		Short:   "print the etcdctl commands that confine Haven's hosts to Haven's keys in an external etcd (one user per store certificate CN)",
-		Example: "haven store roles h1 h2 h3 | sh -x\nhaven store roles /etc/haven/h1-store.pem",
+		Args:    "NODE[=CN|=CERT-FILE]|CERT-FILE...",
+		Short:   "print the etcdctl commands that confine Haven's hosts to Haven's keys, each writing only its own reports and liveness, in an external etcd (one user per host: the CN of its store certificate)",
+		Example: "haven store roles h1 h2 h3 | sh -x\nhaven store roles h1=/etc/haven/h1-store.pem h2=etcd-client-h2",
 		Flags:   cmdStoreRoles,
 	})
-}
-
-// storeRolesScript is the etcdctl script that gives each store user (the
-// CN of a host's --store-cert) read and write on Haven's prefix only, and
-// turns authentication on. The user names are checked as node names are.
-func storeRolesScript(users []string) string {
-	var b strings.Builder
-	b.WriteString("# Haven's hosts may read and write " + store.Prefix + " and nothing else.\n")
-	b.WriteString("# etcd must check client certificates (--client-cert-auth) and refuse\n")
-	b.WriteString("# removed hosts (--client-crl-file: any agent's DATA/pki/revoked.crl).\n")
-	b.WriteString("set -e\n")
-	b.WriteString("etcdctl role add haven\n")
-	b.WriteString("etcdctl role grant-permission haven --prefix=true readwrite " + store.Prefix + "\n")
-	for _, u := range users {
-		fmt.Fprintf(&b, "etcdctl user add %s --no-password\netcdctl user grant-role %s haven\n", u, u)
-	}
-	b.WriteString("# etcd needs a root user before authentication is on (asks for its password).\n")
-	b.WriteString("etcdctl user get root >/dev/null 2>&1 || { etcdctl user add root && etcdctl user grant-role root root; }\n")
-	b.WriteString("etcdctl auth enable\n")
-	return b.String()
 }
 
 func cmdStoreRoles(fs *pflag.FlagSet) Runner {
 	return func(ctx context.Context, env *Env, args []string) error {
 		if len(args) == 0 {
-			return fmt.Errorf("store roles: name each host's store user: the CN of its --store-cert, or the certificate file")
+			return fmt.Errorf("store roles: name each host: NODE (its store user is NODE), NODE=CN or NODE=CERT-FILE (the CN of its --store-cert), or CERT-FILE (CN = node name)")
 		}
-		var users []string
+		var hosts []store.HostUser
 		for _, a := range args {
-			u := a
-			if b, err := os.ReadFile(a); err == nil {
+			node, u, named := strings.Cut(a, "=")
+			if !named {
+				u = a
+			}
+			if b, err := os.ReadFile(u); err == nil {
 				cert, err := pki.ParseCert(b)
 				if err != nil {
-					return fmt.Errorf("store roles: %s: %w", a, err)
+					return fmt.Errorf("store roles: %s: %w", u, err)
 				}
 				u = cert.Subject.CommonName
 			}
-			if !pki.ValidHostName(u) || strings.HasPrefix(u, "-") {
-				return fmt.Errorf("store roles: %q is neither a certificate file nor a user name (letters, digits, '-', '.')", a)
+			if !named {
+				node = u
 			}
-			users = append(users, u)
+			for _, n := range []string{node, u} {
+				if !pki.ValidHostName(n) || strings.HasPrefix(n, "-") {
+					return fmt.Errorf("store roles: %q: %q is neither a certificate file nor a name (letters, digits, '-', '.')", a, n)
+				}
+				if n == store.RootUser {
+					return fmt.Errorf("store roles: %q: no host or store user may be %s, etcd's administrator", a, store.RootUser)
+				}
+			}
+			hosts = append(hosts, store.HostUser{Node: node, User: u})
 		}
-		_, err := fmt.Fprint(env.Stdout, storeRolesScript(users))
+		_, err := fmt.Fprint(env.Stdout, store.RolesScript(hosts))
 		return err
 	}
 }

@@ -85,7 +85,9 @@ func TestStoreBackupVerifyRestore(t *testing.T) {
 }
 
 // `haven store roles` prints the etcdctl script that confines each host's
-// store user (a CN given, or read from its certificate) to Haven's prefix.
+// store user (a CN given, or read from its certificate) to Haven's prefix,
+// writing only its own reports and liveness (store.RolesScript; the roles
+// themselves are tested on a real etcd in internal/store, TestHostRoles).
 func TestStoreRoles(t *testing.T) {
 	ca, err := pki.NewCA("c", time.Now())
 	if err != nil {
@@ -99,21 +101,26 @@ func TestStoreRoles(t *testing.T) {
 	if err := os.WriteFile(certFile, cert, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errs := runCLI(t, "store", "roles", "h1", certFile)
+	code, out, errs := runCLI(t, "store", "roles", "h1", certFile, "h3=etcd-user-3")
 	if code != 0 {
 		t.Fatalf("store roles: %d %s", code, errs)
 	}
 	for _, want := range []string{
-		"etcdctl role grant-permission haven --prefix=true readwrite /haven/\n",
-		"etcdctl user add h1 --no-password\netcdctl user grant-role h1 haven\n",
-		"etcdctl user add h2 --no-password\netcdctl user grant-role h2 haven\n",
+		"etcdctl role grant-permission haven-hosts readwrite /haven/ /haven/nodes/live/\n",
+		"etcdctl role grant-permission haven-hosts --prefix=true read /haven/reports/\n",
+		"etcdctl role grant-permission haven-host-h1 write /haven/reports/h1/ /haven/reports/h10\n",
+		"etcdctl role grant-permission haven-host-h2 write /haven/nodes/live/h2\n",
+		"etcdctl user add h1 --no-password\netcdctl user grant-role h1 haven-hosts\netcdctl user grant-role h1 haven-host-h1\n",
+		"etcdctl user add h2 --no-password\netcdctl user grant-role h2 haven-hosts\netcdctl user grant-role h2 haven-host-h2\n",
+		"etcdctl role grant-permission haven-host-h3 write /haven/poolhealth/h3/ /haven/poolhealth/h30\n",
+		"etcdctl user add etcd-user-3 --no-password\netcdctl user grant-role etcd-user-3 haven-hosts\netcdctl user grant-role etcd-user-3 haven-host-h3\n",
 		"etcdctl auth enable\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("script lacks %q:\n%s", want, out)
 		}
 	}
-	for _, bad := range [][]string{{"store", "roles"}, {"store", "roles", "h1; rm -rf /"}} {
+	for _, bad := range [][]string{{"store", "roles"}, {"store", "roles", "h1; rm -rf /"}, {"store", "roles", "root"}, {"store", "roles", "h1=root"}, {"store", "roles", "h1=a b"}} {
 		if code, _, _ := runCLI(t, bad...); code == 0 {
 			t.Errorf("haven %v accepted", bad)
 		}

@@ -108,15 +108,19 @@ func (s *Store) UpdateNode(ctx context.Context, rec NodeRecord) error {
 	return nil
 }
 
-// DeleteNode removes a node's registration, liveness and state keys.
+// DeleteNode removes a node's registration and state keys; it fails while
+// the node is live. Its liveness key is the node's own (roles.go): no other
+// host writes it, it goes with the node's lease.
 func (s *Store) DeleteNode(ctx context.Context, name string) error {
-	_, err := s.cli.Txn(ctx).Then(
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(KeyNodeLive(name)), "=", 0)).Then(
 		clientv3.OpDelete(KeyNodeReg(name)),
-		clientv3.OpDelete(KeyNodeLive(name)),
 		clientv3.OpDelete(KeyNodeState(name)),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("delete node %q: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("delete node %q: it is live (its agent runs): %w", name, ErrConflict)
 	}
 	return nil
 }

@@ -96,6 +96,11 @@ func TestForgedJoin(t *testing.T) {
 	if _, err := join(ctx, ag, tok.Token, forged); status(err) != 409 {
 		t.Errorf("join as n1, the existing host: %v, want 409", err)
 	}
+	// A host named root would hold the store's administrator certificate.
+	forged.Node = "root"
+	if _, err := join(ctx, ag, tok.Token, forged); status(err) != 400 {
+		t.Errorf("join as root: %v, want 400", err)
+	}
 	// Addresses it does not have are refused where they would be used.
 	bad := req
 	bad.APIAddr = "https://8.8.8.8:443"
