@@ -121,7 +121,7 @@ func New(cfg Config) *Host {
 	log = log.With("component", "host", "node", cfg.Node)
 	h := &Host{cfg: cfg, log: log, lastDone: map[string]string{}, held: map[string]heldOrder{}, unfenced: make(chan struct{}, 1)}
 	h.alarm = newQuorumAlarm(cfg.Node, cfg.DataDir, log)
-	h.pub = &publisher{cli: cfg.Cluster.Raw().Client(), node: cfg.Node, live: cfg.Live, log: log, pending: map[string]*hostctl.Report{}, wake: make(chan struct{}, 1)}
+	h.pub = newPublisher(cfg.Cluster.Raw().Client(), cfg.Node, cfg.Live, log)
 	var agentFn health.AgentFunc
 	if ga, ok := cfg.Driver.(hypervisor.GuestAgent); ok {
 		agentFn = ga.AgentCommand
@@ -569,7 +569,7 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 // publisher writes reports under the node's lease, latest per guest, in the
 // background, retrying until they are stored.
 type publisher struct {
-	cli  *clientv3.Client
+	kv   clientv3.KV
 	node string
 	live Lease
 	log  *slog.Logger
@@ -581,6 +581,10 @@ type publisher struct {
 	pending map[string]*hostctl.Report // nil value: remove; guarded by mu
 	order   []string                   // guests in arrival order; guarded by mu
 	wake    chan struct{}
+}
+
+func newPublisher(kv clientv3.KV, node string, live Lease, log *slog.Logger) *publisher {
+	return &publisher{kv: kv, node: node, live: live, log: log, pending: map[string]*hostctl.Report{}, wake: make(chan struct{}, 1)}
 }
 
 func (p *publisher) Publish(r hostctl.Report) {
@@ -613,6 +617,23 @@ func (p *publisher) Remove(guest string) {
 	}
 }
 
+// reportsPerTxn and reportBytesPerTxn keep a batch of reports under etcd's
+// default limits: 128 operations and 1.5 MiB per request.
+const (
+	reportsPerTxn     = 64
+	reportBytesPerTxn = 1 << 20
+)
+
+// pendingReport is one guest's report taken for a write; r nil: remove.
+type pendingReport struct {
+	guest string
+	r     *hostctl.Report
+}
+
+// run writes the pending reports in arrival order, up to reportsPerTxn in
+// one transaction. A guest whose report changed while it was written goes
+// to the back of the queue to be written again; a failed write is retried
+// after a pause.
 func (p *publisher) run(ctx context.Context) {
 	for {
 		select {
@@ -622,18 +643,22 @@ func (p *publisher) run(ctx context.Context) {
 		}
 		for {
 			p.mu.Lock()
-			if len(p.order) == 0 {
+			n := min(len(p.order), reportsPerTxn)
+			if n == 0 {
 				p.mu.Unlock()
 				break
 			}
-			guest := p.order[0]
-			r := p.pending[guest]
+			batch := make([]pendingReport, n)
+			for i, guest := range p.order[:n] {
+				batch[i] = pendingReport{guest, p.pending[guest]}
+			}
 			p.mu.Unlock()
-			if err := p.write(ctx, guest, r); err != nil {
+			n, err := p.write(ctx, batch)
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				p.log.Warn("report not stored; retrying", "guest", guest, "err", err)
+				p.log.Warn("reports not stored; retrying", "guests", n, "first", batch[0].guest, "err", err)
 				select {
 				case <-ctx.Done():
 					return
@@ -641,29 +666,52 @@ func (p *publisher) run(ctx context.Context) {
 				}
 				continue
 			}
+			// Only this loop takes guests off the queue's head; Publish
+			// and Remove append or replace.
 			p.mu.Lock()
-			// Drop it unless a newer report arrived meanwhile.
-			if p.pending[guest] == r {
-				delete(p.pending, guest)
-				p.order = p.order[1:]
-			} else {
-				p.order = append(p.order[1:], guest)
+			var again []string
+			for _, b := range batch[:n] {
+				// Drop it unless a newer report arrived meanwhile.
+				if p.pending[b.guest] == b.r {
+					delete(p.pending, b.guest)
+				} else {
+					again = append(again, b.guest)
+				}
 			}
+			p.order = append(p.order[n:], again...)
 			p.mu.Unlock()
 		}
 	}
 }
 
-func (p *publisher) write(ctx context.Context, guest string, r *hostctl.Report) error {
+// write stores the head of batch in one transaction: the reports (under
+// the node's lease) and removals, as many as fit in reportBytesPerTxn (at
+// least one). It returns how many it took.
+func (p *publisher) write(ctx context.Context, batch []pendingReport) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	key := cluster.KeyReport(p.node, guest)
-	if r == nil {
-		_, err := p.cli.Delete(ctx, key)
-		return err
+	lease := p.live.Lease()
+	ops := make([]clientv3.Op, 0, len(batch))
+	size := 0
+	for _, b := range batch {
+		key := cluster.KeyReport(p.node, b.guest)
+		var op clientv3.Op
+		n := len(key)
+		if b.r == nil {
+			op = clientv3.OpDelete(key)
+		} else {
+			v := store.MustEncode(key, b.r)
+			op = clientv3.OpPut(key, v, clientv3.WithLease(lease))
+			n += len(v)
+		}
+		if len(ops) > 0 && size+n > reportBytesPerTxn {
+			break
+		}
+		ops = append(ops, op)
+		size += n
 	}
-	_, err := p.cli.Put(ctx, key, store.MustEncode(key, r), clientv3.WithLease(p.live.Lease()))
-	return err
+	_, err := p.kv.Txn(ctx).Then(ops...).Commit()
+	return len(ops), err
 }
 
 // ShutdownKey is where a node announces its graceful shutdown.
