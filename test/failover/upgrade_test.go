@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,7 +109,13 @@ func versions(st *api.Status) map[string]string {
 // versions and the cluster's feature level drops, and its guest still
 // migrates live to a current host, because the current target no longer
 // listens with TLS, which the old source does not speak (the feature gate,
-// docs/operations.md).
+// docs/operations.md). Then the downgraded host becomes manager (the
+// current managers' agents restart until it is: it continues the state
+// the current manager kept in format 1) and moves that guest on to the
+// third host, which it saves in format 1 only; upgraded again, the next
+// manager, a current agent, continues that state (savedstate reads the
+// format written last): the guest stays where the old manager put it,
+// nothing restarts, nothing is fenced.
 func TestRollingUpgrade(t *testing.T) {
 	prevBin = buildPrevious(t)
 	c := newCluster(t, options{previous: true})
@@ -188,10 +195,13 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Errorf("%s booted again during the upgrade: %d boots, want %d", g, got, boots[g])
 		}
 	}
-	noneDown := func(since time.Time) {
+	// noneDown: no host went down or was fenced since, but for the clean
+	// departures of hosts in empty (a stopping agent with no guest revokes
+	// its lease: "is offline; nothing ran there, no fence needed").
+	noneDown := func(since time.Time, empty ...string) {
 		t.Helper()
 		for _, e := range c.events() {
-			if !e.At.After(since) {
+			if !e.At.After(since) || slices.ContainsFunc(empty, func(h string) bool { return e.Msg == "node "+h+" is offline; nothing ran there, no fence needed" }) {
 				continue
 			}
 			if e.Kind == "fence" || strings.Contains(e.Msg, " failed") && strings.HasPrefix(e.Msg, "node ") || strings.Contains(e.Msg, "is offline") {
@@ -252,5 +262,99 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Errorf("%s booted again on its migration from the previous release: %d boots, want %d", g, got, boots[g])
 	}
 	noneDown(t1)
+
+	// The downgraded host becomes manager: the current manager's agent
+	// restarts until it is (twice: the election takes candidates in the
+	// order they campaigned, and the downgraded agent campaigned after the
+	// third host's; more when a candidate's win goes stale and it campaigns
+	// again, as the previous release does when its store member stops).
+	var other *node
+	for _, n := range c.nodes {
+		if n != down && n.name != dst {
+			other = n
+		}
+	}
+	pids = singlePIDs(c, "after the migration of "+g)
+	tTakeover := time.Now()
+	for restarts := 0; ; restarts++ {
+		var mgr string
+		c.poll("a manager", 30*time.Second, func() bool {
+			st, err = c.status()
+			if err == nil {
+				mgr = st.Manager
+			}
+			return mgr != ""
+		})
+		if mgr == down.name {
+			t.Logf("%s (previous release) manages after %d restarts of the manager's agent", down.name, restarts)
+			break
+		}
+		if restarts == 4 {
+			t.Fatalf("%s (previous release) is not manager after %d restarts of the manager's agent (%s manages)", down.name, restarts, mgr)
+		}
+		c.restartAgent(c.node(mgr), syscall.SIGTERM)
+		c.waitHosts(60*time.Second, c.names()...)
+	}
+	samePIDs("after " + down.name + " took over")
+	// It changes the placement, saved in format 1 only: g moves on to the
+	// third host. The command goes through its own API, as the previous
+	// release's CLI would send it.
+	ocl := client.New(down.apiURL(), c.admin, c.tls)
+	defer ocl.Close()
+	mctx, cancel = context.WithTimeout(c.ctx, 60*time.Second)
+	_, err = ocl.GuestCommand(mctx, g, "migrate", other.name)
+	cancel()
+	if err != nil {
+		t.Fatalf("migrate %s to %s under the previous release's manager on %s: %v", g, other.name, down.name, err)
+	}
+	placed := func(guest, n string) bool {
+		if guest == g {
+			return n == other.name
+		}
+		return home(guest, n)
+	}
+	c.waitRunning(60*time.Second, placed)
+	pids = singlePIDs(c, "after the migration of "+g+" by the previous release")
+
+	// Upgraded again: the next manager, a current agent, continues the
+	// previous release's state (format 1, written after format 2): g stays
+	// where that manager put it, nothing restarts, nothing is fenced.
+	t2 := time.Now()
+	down.setPrev(false)
+	c.restartAgent(down, syscall.SIGTERM)
+	c.waitHosts(60*time.Second, c.names()...)
+	c.poll("a current manager after the re-upgrade", 60*time.Second, func() bool {
+		st, err = c.status()
+		return err == nil && st.Manager != "" && st.Manager != down.name && versions(st)[down.name] == current && st.Features != nil && st.Features.Level >= 1
+	})
+	t.Logf("%s upgraded again: versions %v, manager %s", down.name, versions(st), st.Manager)
+	// Past a lease TTL, as above.
+	c.waitStamp(g, time.Now().Add(store.DefaultLeaseTTL), 60*time.Second)
+	c.waitRunning(30*time.Second, placed)
+	samePIDs("after the re-upgrade of " + down.name)
+	for _, guest := range c.guests {
+		if got := len(c.segments(guest)); got != boots[guest] {
+			t.Errorf("%s booted again after the re-upgrade: %d boots, want %d", guest, got, boots[guest])
+		}
+	}
+	noneDown(t2, down.name)
 	c.noDoubleRun()
+	t.Logf("previous release's manager on %s, its migration and the re-upgrade: %v", down.name, time.Since(tTakeover).Round(100*time.Millisecond))
+}
+
+// singlePIDs waits until every guest has one QEMU process (a migration's
+// source exits shortly after it ends) and returns them.
+func singlePIDs(c *testCluster, when string) map[string]int {
+	c.t.Helper()
+	var pids map[string]int
+	c.poll("one QEMU process a guest "+when, 30*time.Second, func() bool {
+		pids = c.qemuPIDs()
+		for _, p := range pids {
+			if p == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return pids
 }
