@@ -363,13 +363,9 @@ func setOther(f reflect.Value) bool {
 	return true
 }
 
-// Against a real store: Read sees what the Saver wrote, through the
-// leader-guarded kind of write the daemon uses.
-func TestReadFromStore(t *testing.T) {
-	srv := storetest.Start(t)
-	st := srv.Connect(t)
-	cli := st.Client()
-	ctx := context.Background()
+// storeIO is a Saver's writer (one transaction a write) and key lister on
+// a real store.
+func storeIO(cli *clientv3.Client) (Writer, func(ctx context.Context, prefix string) ([]string, error)) {
 	write := func(ctx context.Context, ops ...clientv3.Op) error {
 		_, err := cli.Txn(ctx).Then(ops...).Commit()
 		return err
@@ -385,6 +381,17 @@ func TestReadFromStore(t *testing.T) {
 		}
 		return out, nil
 	}
+	return write, keys
+}
+
+// Against a real store: Read sees what the Saver wrote, through the
+// leader-guarded kind of write the daemon uses.
+func TestReadFromStore(t *testing.T) {
+	srv := storetest.Start(t)
+	st := srv.Connect(t)
+	cli := st.Client()
+	ctx := context.Background()
+	write, keys := storeIO(cli)
 	if got, _, err := Read(ctx, cli); got != nil || err != nil {
 		t.Fatalf("empty store: %v, %v", got, err)
 	}
@@ -606,21 +613,7 @@ func TestReadTakesTheFormatWrittenLast(t *testing.T) {
 	srv := storetest.Start(t)
 	cli := srv.Connect(t).Client()
 	ctx := context.Background()
-	write := func(ctx context.Context, ops ...clientv3.Op) error {
-		_, err := cli.Txn(ctx).Then(ops...).Commit()
-		return err
-	}
-	keys := func(ctx context.Context, prefix string) ([]string, error) {
-		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, kv := range resp.Kvs {
-			out = append(out, string(kv.Key))
-		}
-		return out, nil
-	}
+	write, keys := storeIO(cli)
 	read := func(what string) *manager.State {
 		t.Helper()
 		got, _, err := Read(ctx, cli)
