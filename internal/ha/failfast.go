@@ -40,6 +40,9 @@ import (
 //
 // In watchdog mode no liveness lease is touched: the lease and the
 // self-fence deadline stay the only guarantee (docs/fencing.md).
+//
+// In every mode, the store client avoids the store members of hosts that
+// are Gone or Silent for a second (avoidMembers): routing only.
 func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 	hb := a.Heartbeat()
 	if hb == nil {
@@ -47,6 +50,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 	}
 	ff := newFastFail(a.Store(), hb, log)
 	ff.a = a
+	ff.external = len(a.Config().StoreEndpoints) > 0
 	ff.leases.followAll(ctx, ff.cli)
 	t := time.NewTicker(heartbeat.DefaultInterval)
 	defer t.Stop()
@@ -56,13 +60,20 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 			return
 		case <-t.C:
 		}
+		if hb.Stopping() {
+			// This agent stops: its heartbeat view goes stale (every
+			// peer looks silent), and the stop itself points the store
+			// client where it must (Store.StopMember).
+			return
+		}
+		vs := hb.Verdicts()
+		ff.avoidMembers(ctx, unanswering(vs))
 		var gone []string
-		for name, v := range hb.Verdicts() {
+		for name, v := range vs {
 			if v.State == heartbeat.Gone {
 				gone = append(gone, name)
 			}
 		}
-		ff.avoidGone(ctx, gone)
 		if len(gone) > 0 {
 			ff.act(ctx, gone)
 		}
@@ -70,7 +81,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 }
 
 func newFastFail(st *store.Store, hb verdicts, log *slog.Logger) *fastFail {
-	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
+	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
 }
 
 // verdicts is what fastFail needs of the heartbeat monitor.
@@ -83,6 +94,7 @@ type fastFail struct {
 	hb      verdicts
 	cs      *cluster.Store
 	cli     *clientv3.Client
+	members func(context.Context) ([]store.Member, error) // the store's member list
 	log     *slog.Logger
 	policy  cluster.Policy
 	at      time.Time
@@ -90,9 +102,13 @@ type fastFail struct {
 	// leases is when this agent first saw each liveness and election
 	// lease: a lease is ended only if it was seen before its host's
 	// silence began (mayEnd).
-	leases  *leaseLog
-	spared  map[clientv3.LeaseID]bool // leases left alone, logged once
-	avoided string                    // the gone hosts whose store members the client avoids
+	leases *leaseLog
+	spared map[clientv3.LeaseID]bool // leases left alone, logged once
+	// external: the store is an external etcd, whose members are not
+	// Haven's hosts (avoidMembers does nothing).
+	external bool
+	avoided  string   // the hosts whose store members the client avoids, sorted, comma-separated
+	set      []string // the endpoints avoidMembers gave the client, sorted
 }
 
 // mayEnd reports whether lease, a lease of host name's, may be ended on
@@ -209,29 +225,61 @@ func pause(ctx context.Context) {
 	}
 }
 
-// avoidGone points this agent's store client away from the store members
-// of gone hosts, and back at every voting member once none is gone. A
-// connection to a dead member is otherwise still used until its keepalive
-// fails (seconds), and requests sent over it hang: the lease renewals, the
-// election and the new manager's first reads with them.
-func (f *fastFail) avoidGone(ctx context.Context, gone []string) {
-	if len(f.a.Config().StoreEndpoints) > 0 {
-		return // an external store: its members are not Haven's hosts
+// avoidSilentAfter is how long a host's agent must have sent no heartbeat
+// before the store client avoids the host's store member (avoidMembers),
+// even though the host still answers: a stopped (SIGSTOP) or hung agent
+// process, whose embedded member accepts connections but answers nothing.
+const avoidSilentAfter = time.Second
+
+// membersWait bounds avoidMembers' read of the member list.
+const membersWait = 300 * time.Millisecond
+
+// unanswering lists the hosts whose store members the store client should
+// avoid: those Gone, and those Silent for avoidSilentAfter. A member is
+// part of its host's agent process, so an agent that does not beat does
+// not answer store requests either. Unlike Gone, this ends nothing: the
+// client only sends its requests to the other members for a while.
+func unanswering(vs map[string]heartbeat.Verdict) []string {
+	var out []string
+	for name, v := range vs {
+		if v.State == heartbeat.Gone || (v.State == heartbeat.Silent && v.Silence >= avoidSilentAfter) {
+			out = append(out, name)
+		}
 	}
-	slices.Sort(gone)
-	key := strings.Join(gone, ",")
-	if key == f.avoided {
+	return out
+}
+
+// avoidMembers points this agent's store client away from the store
+// members of the hosts named (unanswering), and back at every voting
+// member once there are none. A connection to a member that does not
+// answer is otherwise still used: requests sent over it hang until their
+// deadline (the lease renewals, the election, the new manager's first
+// reads and haven status with them), and gRPC's keepalive does not drop it
+// while no request is in flight at its check, which short requests make
+// the rule. The endpoints are set again when something else (the client's
+// member sync) changed them while some are avoided.
+func (f *fastFail) avoidMembers(ctx context.Context, avoid []string) {
+	if f.external {
 		return
 	}
-	mctx, cancel := context.WithTimeout(ctx, time.Second)
+	slices.Sort(avoid)
+	key := strings.Join(avoid, ",")
+	if key == f.avoided && (key == "" || slices.Equal(sortedEndpoints(f.cli), f.set)) {
+		return
+	}
+	// Serializable: a member's own list, answered without a store leader
+	// (the avoided host may have been the leader). Short: a read sent
+	// over the connection to be avoided is tried again at the next tick
+	// on another.
+	mctx, cancel := context.WithTimeout(ctx, membersWait)
 	defer cancel()
-	ms, err := f.a.Store().Members(mctx)
+	ms, err := f.members(store.Serializable(mctx))
 	if err != nil {
 		return
 	}
 	var keep []string
 	for _, m := range ms {
-		if !m.Learner && !slices.Contains(gone, m.Name) {
+		if !m.Learner && !slices.Contains(avoid, m.Name) {
 			keep = append(keep, m.ClientURLs...)
 		}
 	}
@@ -239,10 +287,20 @@ func (f *fastFail) avoidGone(ctx context.Context, gone []string) {
 		return
 	}
 	f.cli.SetEndpoints(keep...)
-	if key != "" {
-		f.log.Info("store client avoids the store members of dead hosts", "op", "failover", "gone", key)
+	switch {
+	case key == f.avoided:
+	case key != "":
+		f.log.Info("store client avoids the store members of hosts that do not answer", "op", "failover", "hosts", key)
+	default:
+		f.log.Info("store client uses every store member again", "op", "failover")
 	}
-	f.avoided = key
+	f.avoided, f.set = key, sortedEndpoints(f.cli)
+}
+
+func sortedEndpoints(cli *clientv3.Client) []string {
+	eps := cli.Endpoints()
+	slices.Sort(eps)
+	return eps
 }
 
 func (f *fastFail) act(ctx context.Context, gone []string) {

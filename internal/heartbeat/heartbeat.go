@@ -300,6 +300,14 @@ func (m *Monitor) Announce() {
 	}
 }
 
+// Stopping reports whether Announce was called: this agent stops, and its
+// verdicts go stale (silences only grow).
+func (m *Monitor) Stopping() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stopping
+}
+
 const (
 	magic    = "HVHB1"
 	macLen   = 16

@@ -102,7 +102,13 @@ func TestAnnouncedStopIsLeaving(t *testing.T) {
 	var answer atomic.Bool
 	a, b, stopB := pair(t, &answer)
 	waitState(t, a, "b", Alive, 2*time.Second)
+	if b.Stopping() {
+		t.Fatal("Stopping before Announce")
+	}
 	b.Announce()
+	if !b.Stopping() {
+		t.Fatal("not Stopping after Announce")
+	}
 	waitState(t, a, "b", Leaving, time.Second)
 	stopB()
 	deadline := time.Now().Add(600 * time.Millisecond)

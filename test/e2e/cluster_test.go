@@ -272,10 +272,12 @@ func TestPausedManagerIsDeposed(t *testing.T) {
 	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	stopped := time.Now()
 	st = c.waitStatus(via, "new manager while the old one is frozen", 3*time.Second+failoverSlack, func(st *api.Status) bool {
 		return st.Manager != "" && st.Manager != old.name
 	})
 	newMgr := st.Manager
+	t.Logf("manager %s frozen; %s took over after %v", old.name, newMgr, time.Since(stopped).Round(100*time.Millisecond))
 	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}

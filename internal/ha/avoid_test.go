@@ -1,0 +1,211 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/heartbeat"
+	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/store/storetest"
+)
+
+func TestUnanswering(t *testing.T) {
+	vs := map[string]heartbeat.Verdict{
+		"alive":         {State: heartbeat.Alive},
+		"unknown":       {State: heartbeat.Unknown},
+		"leaving":       {State: heartbeat.Leaving, Silence: 5 * time.Second},
+		"silent-short":  {State: heartbeat.Silent, Silence: avoidSilentAfter - time.Millisecond},
+		"silent-frozen": {State: heartbeat.Silent, Silence: avoidSilentAfter},
+		"gone":          {State: heartbeat.Gone, Silence: 2 * time.Second, Unanswered: 2 * time.Second, Failed: heartbeat.MinFailedProbes},
+	}
+	got := unanswering(vs)
+	slices.Sort(got)
+	if want := []string{"gone", "silent-frozen"}; !slices.Equal(got, want) {
+		t.Fatalf("unanswering = %v, want %v", got, want)
+	}
+}
+
+// freezer is a TCP proxy in front of a store member that can freeze: it
+// then keeps its connections open and passes nothing, as a member whose
+// process is stopped (SIGSTOP) does, the kernel still holding its sockets.
+type freezer struct {
+	l      net.Listener
+	mu     sync.Mutex
+	frozen bool
+	thawed chan struct{} // closed when the proxy thaws
+	passed atomic.Int64  // bytes passed towards the member
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{l: l, thawed: make(chan struct{})}
+	close(f.thawed)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			m, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); m.Close() })
+			go f.pass(m, c, true)
+			go f.pass(c, m, false)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) url() string { return "https://" + f.l.Addr().String() }
+
+func (f *freezer) freeze(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if on && !f.frozen {
+		f.thawed = make(chan struct{})
+	} else if !on && f.frozen {
+		close(f.thawed)
+	}
+	f.frozen = on
+}
+
+func (f *freezer) pass(dst, src net.Conn, toMember bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			thawed := f.thawed
+			f.mu.Unlock()
+			<-thawed
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			if toMember {
+				f.passed.Add(int64(n))
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// TestAvoidMembersOfFrozenHost: a store client with two endpoints, one of
+// them a member that froze with its connection established (its agent
+// process stopped: it beats no more, its host still answers). Requests
+// sent to it hang until their deadline; once its host is Silent for
+// avoidSilentAfter the client avoids that member and every request
+// answers, and it uses both again once the host beats again. An
+// endpoint change made meanwhile by someone else (the client's member
+// sync) is undone.
+func TestAvoidMembersOfFrozenHost(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := storetest.Start(t)
+	live := srv.Endpoints[0]
+	fz := newFreezer(t, mustHost(t, live))
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	st, err := store.Connect(cctx, store.ClientConfig{Endpoints: []string{live, fz.url()}, TLS: srv.TLS}, nil, nil)
+	ccancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := newFastFail(st, &fakeVerdicts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.members = func(context.Context) ([]store.Member, error) {
+		return []store.Member{{Name: "h1", ClientURLs: []string{live}}, {Name: "h2", ClientURLs: []string{fz.url()}}}, nil
+	}
+	get := func() error {
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := f.cli.Get(rctx, "k")
+		return err
+	}
+	// Both connections in use.
+	deadline := time.Now().Add(10 * time.Second)
+	for before := fz.passed.Load(); fz.passed.Load() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("no request went through the second member")
+		}
+		if err := get(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fz.freeze(true)
+	hung := 0
+	for range 6 {
+		if errors.Is(get(), context.DeadlineExceeded) {
+			hung++
+		}
+	}
+	if hung == 0 {
+		t.Fatal("no request hung on the frozen member: the test does not reproduce a frozen member")
+	}
+
+	verdict := func(silence time.Duration) map[string]heartbeat.Verdict {
+		return map[string]heartbeat.Verdict{"h2": {State: heartbeat.Silent, Silence: silence}}
+	}
+	f.avoidMembers(ctx, unanswering(verdict(avoidSilentAfter/2)))
+	if eps := sortedEndpoints(f.cli); len(eps) != 2 {
+		t.Fatalf("endpoints %v after a short silence; want both kept", eps)
+	}
+	f.avoidMembers(ctx, unanswering(verdict(avoidSilentAfter)))
+	if eps := f.cli.Endpoints(); !slices.Equal(eps, []string{live}) {
+		t.Fatalf("endpoints %v with h2 frozen; want only %s", eps, live)
+	}
+	for i := range 10 {
+		if err := get(); err != nil {
+			t.Fatalf("request %d with the frozen member avoided: %v", i, err)
+		}
+	}
+
+	// The member sync puts the frozen member back: undone at the next tick.
+	f.cli.SetEndpoints(live, fz.url())
+	f.avoidMembers(ctx, unanswering(verdict(2*avoidSilentAfter)))
+	if eps := f.cli.Endpoints(); !slices.Equal(eps, []string{live}) {
+		t.Fatalf("endpoints %v after the member sync; want only %s", eps, live)
+	}
+
+	fz.freeze(false)
+	f.avoidMembers(ctx, unanswering(map[string]heartbeat.Verdict{"h2": {State: heartbeat.Alive}}))
+	if eps := sortedEndpoints(f.cli); !slices.Equal(eps, sortedStrings(live, fz.url())) {
+		t.Fatalf("endpoints %v with h2 beating again; want both", eps)
+	}
+	for i := range 6 {
+		if err := get(); err != nil {
+			t.Fatalf("request %d with h2 back: %v", i, err)
+		}
+	}
+}
+
+func mustHost(t *testing.T, endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		t.Fatalf("endpoint %q: %v", endpoint, err)
+	}
+	return u.Host
+}
+
+func sortedStrings(s ...string) []string {
+	slices.Sort(s)
+	return s
+}
