@@ -139,6 +139,28 @@ func TestBrowserGuestTags(t *testing.T) {
 		t.Fatalf("tg-db after setting its CPU model: %+v, %v", g, err)
 	}
 
+	// The New-guest form takes a CPU model: a bad one is refused next to the
+	// field, a good one reaches the API.
+	goTo(t, b, c.base, "#/new", "#guest-form")
+	run(t, b, "create a guest with a bad CPU model", 30*time.Second,
+		typeText(`#g-name`, "tg-cpu"),
+		chromedp.SetValue(css(`#g-memory`), "128MiB"),
+		chromedp.SetValue(css(`#g-state`), "stopped"),
+		chromedp.SetValue(css(`#g-boot-kernel`), files.Kernel),
+		chromedp.SetValue(css(`#g-boot-initrd`), files.Initrd),
+		chromedp.SetValue(css(`#g-boot-cmdline`), testguest.Cmdline),
+		typeText(`#g-cpu_model`, "no model!"),
+		click(`#guest-form button[type=submit]`),
+		waitText(`#guest-form [data-error-for="cpu_model"]`, "is not a CPU model name"))
+	run(t, b, "create it with CPU model x86-64-v2", 30*time.Second,
+		chromedp.SetValue(css(`#g-cpu_model`), "x86-64-v2"),
+		click(`#guest-form button[type=submit]`),
+		waitText(`#view h1`, "tg-cpu"),
+		waitText(`#guest-cpu-model`, "x86-64-v2 (set for this guest)"))
+	if g, err := c.admin.Guest(ctx, "tg-cpu"); err != nil || g.Spec.CPUModel != "x86-64-v2" || g.Spec.State != model.DesiredStopped {
+		t.Fatalf("tg-cpu created through the form: %+v, %v", g, err)
+	}
+
 	// The cluster policy on the hosts page: the effective capacity, and an
 	// admin changes the vCPU overcommit (a bad value is refused next to it).
 	goTo(t, b, c.base, "#/hosts", "#capacity-form")

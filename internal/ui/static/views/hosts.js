@@ -3,21 +3,24 @@
 // set-up per host with a Test button (admin): fence devices, and each
 // host's levels. Per host, "What if it fails" and "What if maintenance"
 // ask the manager's core what would happen (GET /api/v1/whatif), changing
-// nothing. The cluster policy panel shows the policy and the effective
-// capacity (vCPU overcommit, host reserves, guest overhead, CPU model),
-// which admins edit (PUT /api/v1/policy with a partial capacity object).
+// nothing. The cluster policy panel shows the policy (fencing, shutdown,
+// quorum loss, preemption, admission control, rebalancing, hold) and the
+// effective capacity (vCPU overcommit, host reserves, guest overhead, CPU
+// model), which admins edit (PUT /api/v1/policy with the fields of each
+// form); others see them read-only.
 import {h, fill, fmtBytes, fmtTime, fmtAgo} from '../dom.js';
 import * as api from '../api.js';
 import {state, can, onChange} from '../state.js';
 import {toast, refresh} from '../app.js';
 import {row, showError, clearErrors} from './form.js';
-import {fmtSize} from './guests.js';
+import {fmtSize, fmtDur} from './guests.js';
 
 export function hosts(main) {
   const table = h('tbody');
   const fencing = h('div#fencing');
   const whatif = h('div#whatif');
   const policy = h('div#policy');
+  const notifyEl = h('div#notify');
   const tests = new Map(); // node -> last test outcome element
   fill(main, h('h1', 'Hosts & fencing'),
     h('div.tablewrap', h('table#host-table',
@@ -25,6 +28,7 @@ export function hosts(main) {
       table)),
     whatif,
     policy,
+    notifyEl,
     fencing);
   let fc = null; // redacted fence configuration (admin only)
 
@@ -263,6 +267,79 @@ export function hosts(main) {
   }
 
   function drawPolicy() {
+    fill(policy, h('h2', 'Cluster policy'), h('div.panel', policyForm(), capacityForm()));
+  }
+
+  // policyForm: fencing, shutdown, quorum loss, preemption, admission
+  // control, rebalancing and hold, as `haven policy set` sets them; the
+  // server checks the values (the message goes next to the field).
+  function policyForm() {
+    const admin = can('admin');
+    const sel = (name, field, opts, value) => h('select', {name, 'data-field': field, disabled: !admin},
+      opts.map(([v, label]) => h('option', {value: v, selected: v === value}, label)));
+    const num = (name, field, value, attrs) => h('input', {name, 'data-field': field, type: 'number', value, disabled: !admin, autocomplete: 'off', ...attrs});
+    const r = pol.reserve || {};
+    const b = pol.balance || {};
+    const f = {
+      fencing: sel('fencing', 'fencing', [['agent', 'agent (fence devices)'], ['watchdog', 'watchdog (hosts self-fence)']], pol.fencing || 'agent'),
+      shutdown_policy: sel('shutdown_policy', 'shutdown_policy', [['migrate', 'migrate'], ['stop', 'stop'], ['freeze', 'freeze']], pol.shutdown_policy || 'migrate'),
+      quorum_loss: sel('quorum_loss', 'quorum_loss', [['stop', 'stop (self-fence)'], ['freeze', 'freeze (keep the guests)']], pol.quorum_loss || 'stop'),
+      preemption: sel('preemption', 'preemption', [['off', 'off'], ['on', 'on']], pol.preemption ? 'on' : 'off'),
+      reserve: sel('reserve', 'reserve', [['off', 'off'], ['hosts', 'hosts'], ['percent', 'percent']], r.hosts ? 'hosts' : r.percent ? 'percent' : 'off'),
+      reserve_n: num('reserve_n', 'reserve.n', r.hosts || r.percent || 0, {min: 0}),
+      balance: sel('balance', 'balance', [['off', 'off'], ['manual', 'manual (propose moves)'], ['auto', 'auto (live-migrate)']], b.mode || 'off'),
+      threshold: num('threshold', 'balance.threshold', b.threshold || 0, {min: 0, max: 100}),
+      max_moves: num('max_moves', 'balance.max_moves', b.max_moves || 0, {min: 0}),
+      cooldown: h('input', {name: 'cooldown', 'data-field': 'balance.cooldown', value: fmtDur(b.cooldown || 0), disabled: !admin, autocomplete: 'off'}),
+      hold: sel('hold', 'hold', [['off', 'off'], ['on', 'on: the manager takes no action']], pol.hold ? 'on' : 'off'),
+    };
+    const rules = (pol.rules || []).length;
+    const form = h('form.grid#policy-form',
+      ...row('Fencing', f.fencing, 'how a failed host is made safe before its guests run elsewhere'),
+      ...row('Shutdown policy', f.shutdown_policy, 'what a host\'s graceful shutdown does to its guests'),
+      ...row('Quorum loss', f.quorum_loss, 'what a host cut off from the quorate side does with its guests; freeze needs fencing agent'),
+      ...row('Preemption', f.preemption, 'on: a guest short of room may stop guests of lower priority'),
+      ...row('Admission control', f.reserve, 'refuse starts that would leave no room to restart every guest after losing N hosts, or P% of capacity'),
+      ...row('Reserve', f.reserve_n, 'hosts N (0..) or percent P (0..100)'),
+      ...row('Rebalancing', f.balance, 'even out hosts\' memory use'),
+      ...row('Balance threshold', f.threshold, 'percentage points of difference between hosts (0: default 20)'),
+      ...row('Balance max moves', f.max_moves, 'migrations in flight at once (0: default 1)'),
+      ...row('Balance cool-down', f.cooldown, 'a guest is not moved again within it, such as 10m (0s: default 10m)'),
+      ...row('Hold', f.hold, 'on: no fence, start, stop or move until off, for work on the cluster itself (needs fencing agent)'),
+      h('div.muted', {style: {gridColumn: '1 / -1'}}, `${rules} affinity rule${rules === 1 ? '' : 's'} (haven policy rule add).`),
+      admin ? [h('div'), h('div.actions', h('button.primary', {type: 'submit'}, 'Save policy'))] : null,
+      h('div.form-error'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearErrors(form);
+      const n = Number(f.reserve_n.value);
+      const cooldown = parseDur(f.cooldown.value);
+      if (cooldown === null) {
+        showError(form, {field: 'balance.cooldown', message: `"${f.cooldown.value.trim()}" is not a duration: give one such as 10m, 90s or 1h30m`});
+        return;
+      }
+      const body = {
+        fencing: f.fencing.value, shutdown_policy: f.shutdown_policy.value, quorum_loss: f.quorum_loss.value,
+        preemption: f.preemption.value === 'on', hold: f.hold.value === 'on',
+        reserve: {hosts: f.reserve.value === 'hosts' ? n : 0, percent: f.reserve.value === 'percent' ? n : 0},
+        balance: {mode: f.balance.value, threshold: Number(f.threshold.value), max_moves: Number(f.max_moves.value), cooldown},
+      };
+      if (f.reserve.value !== 'off' && !(n > 0)) {
+        showError(form, {field: 'reserve.n', message: `give the number of ${f.reserve.value}, at least 1 (or admission control off)`});
+        return;
+      }
+      try {
+        pol = await api.put('/api/v1/policy', body);
+        toast('Policy saved');
+        drawPolicy();
+      } catch (e) {
+        showError(form, e);
+      }
+    });
+    return form;
+  }
+
+  function capacityForm() {
     const c = pol.capacity || {};
     const admin = can('admin');
     const inp = (name, value, attrs) => h('input', {name, 'data-field': 'capacity.' + name, value, disabled: !admin, autocomplete: 'off', ...attrs});
@@ -273,9 +350,8 @@ export function hosts(main) {
       guest_overhead: inp('guest_overhead', fmtSize(c.guest_overhead || 0)),
       cpu_model: inp('cpu_model', c.cpu_model || 'auto'),
     };
-    const reserve = pol.reserve && pol.reserve.hosts ? `hosts ${pol.reserve.hosts}` : pol.reserve && pol.reserve.percent ? `percent ${pol.reserve.percent}` : 'off';
     const form = h('form.grid#capacity-form',
-      h('div.muted', {style: {gridColumn: '1 / -1'}}, `Fencing ${pol.fencing || 'agent'}, shutdown policy ${pol.shutdown_policy || 'migrate'}, quorum loss ${pol.quorum_loss || 'stop'}, preemption ${pol.preemption ? 'on' : 'off'}, reserve ${reserve}${pol.hold ? ', HOLD on' : ''}. Capacity (haven policy set changes the rest):`),
+      h('h3', {style: {gridColumn: '1 / -1', margin: '14px 0 0'}}, 'Capacity'),
       ...row('vCPU overcommit', f.cpu_overcommit, 'guest vCPUs per host CPU, such as 4 or 1.5; 0: vCPUs are not counted'),
       ...row('vCPUs reserved', f.cpu_reserve, 'of each host\'s vCPU capacity, kept for the host'),
       ...row('Memory reserve', f.memory_reserve, 'of each host, kept for its OS, such as 1GiB; 0 for none'),
@@ -305,16 +381,104 @@ export function hosts(main) {
         showError(form, m ? {field: 'capacity.' + m[1], message: e.message} : e);
       }
     });
-    fill(policy, h('h2', 'Cluster policy'), h('div.panel', form));
+    return form;
+  }
+
+  // Notifications (admins): the webhooks and the mail receiver that hear
+  // of fences, failed hosts and guests, admission warnings and quorum loss
+  // (GET/PUT /api/v1/notify; secrets come back as ******** and are kept
+  // when sent back so).
+  let nc = null;
+  async function loadNotify() {
+    if (!can('admin')) return;
+    try { nc = await api.get('/api/v1/notify'); } catch (e) { toast(e.message, true); return; }
+    drawNotify();
+  }
+
+  function drawNotify() {
+    const hooks = h('div#webhook-rows', {style: {display: 'contents'}});
+    const hookRow = (w) => {
+      const url = h('input', {name: 'webhook_url', 'data-field': 'webhooks', value: w.url || '', placeholder: 'the receiver\'s http(s) URL', autocomplete: 'off'});
+      const classes = h('input', {name: 'webhook_classes', value: (w.classes || []).join(','), placeholder: 'all', autocomplete: 'off'});
+      const auth = h('input', {name: 'webhook_auth', type: 'password', value: w.header || '', placeholder: 'Authorization header (optional)', autocomplete: 'off'});
+      const el = h('div.webhook', {style: {gridColumn: '2 / -1', display: 'flex', gap: '6px'}}, url, classes, auth,
+        h('button', {type: 'button', onclick: () => el.remove()}, 'Remove'));
+      return el;
+    };
+    for (const w of nc.webhooks || []) hooks.append(hookRow(w));
+    const m = nc.mail || {};
+    const on = h('input', {type: 'checkbox', name: 'mail_on', checked: !!nc.mail});
+    const inp = (name, value, attrs) => h('input', {name, 'data-field': 'mail', value: value || '', autocomplete: 'off', ...attrs});
+    const f = {
+      server: inp('mail_server', m.server, {placeholder: 'smtp.example.com:587'}),
+      tls: h('select', {name: 'mail_tls'}, [['starttls', 'STARTTLS (587)'], ['tls', 'TLS (465)'], ['none', 'none (a local relay)']].map(([v, l]) => h('option', {value: v, selected: v === (m.tls || 'starttls')}, l))),
+      user: inp('mail_user', m.user, {placeholder: 'optional'}),
+      password: inp('mail_password', m.password, {type: 'password', placeholder: 'with a user'}),
+      from: inp('mail_from', m.from, {placeholder: 'haven@example.com'}),
+      to: inp('mail_to', (m.to || []).join(', '), {placeholder: 'ops@example.com, oncall@example.com'}),
+      classes: inp('mail_classes', (m.classes || []).join(','), {placeholder: 'all'}),
+    };
+    const results = h('div#notify-results');
+    const classHint = 'classes, comma-separated: fence, node-failed, guest-failed, admission, quorum; empty: all';
+    const form = h('form.grid#notify-form',
+      h('label', 'Webhooks'), h('div', h('button', {type: 'button', onclick: () => hooks.append(hookRow({}))}, 'Add webhook')),
+      h('div', h('div.hint', 'URL, classes, Authorization header; ' + classHint), h('span.field-error', {'data-error-for': 'webhooks'})),
+      hooks,
+      ...row('Mail', on, 'send the notifications by mail (SMTP) too'),
+      ...row('SMTP server', f.server, 'host:port of the relay'),
+      ...row('TLS', f.tls, 'none only for a local relay, without a password'),
+      ...row('SMTP user', f.user, 'PLAIN authentication, over TLS only'),
+      ...row('SMTP password', f.password, 'sealed in the store, never shown'),
+      ...row('From', f.from, 'the sender address'),
+      ...row('To', f.to, 'the recipients, comma-separated'),
+      ...row('Mail classes', f.classes, classHint),
+      h('div'), h('div.actions', h('button.primary', {type: 'submit'}, 'Save notifications'),
+        h('button#notify-test', {type: 'button', onclick: sendTest}, 'Send a test')),
+      h('div.form-error'));
+    const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearErrors(form);
+      const body = {webhooks: [...hooks.querySelectorAll('.webhook')].map((el) => {
+        const w = {url: el.querySelector('[name=webhook_url]').value.trim(), classes: list(el.querySelector('[name=webhook_classes]').value)};
+        const a = el.querySelector('[name=webhook_auth]').value;
+        if (a) w.header = a;
+        return w;
+      })};
+      if (on.checked) {
+        body.mail = {server: f.server.value.trim(), tls: f.tls.value, user: f.user.value.trim(), password: f.password.value,
+          from: f.from.value.trim(), to: list(f.to.value), classes: list(f.classes.value)};
+      }
+      try {
+        nc = await api.put('/api/v1/notify', body);
+        toast('Notifications saved');
+        drawNotify();
+      } catch (e) {
+        showError(form, e);
+      }
+    });
+    async function sendTest() {
+      results.replaceChildren();
+      try {
+        const res = await api.post('/api/v1/notify/test');
+        results.replaceChildren(...res.results.map((r) => h('div', {'data-target': r.url},
+          h('span', {class: 'badge ' + (r.ok ? 'ok' : 'bad')}, r.ok ? 'received' : 'NOT received'), ' ', r.url, r.error ? h('span.muted', ' ' + r.error) : null)));
+      } catch (e) {
+        results.replaceChildren(h('div.form-error', e.message));
+      }
+    }
+    fill(notifyEl, h('h2', 'Notifications'), h('div.panel', form, results));
   }
 
   render();
   loadFence();
   loadPolicy();
+  loadNotify();
   const off = onChange((w) => {
     if (w === 'status') render();
     else if (w && w.event && w.event.kind === 'operator' && /cluster policy/.test(w.event.msg)) loadPolicy();
     else if (w && w.event && w.event.kind === 'operator' && /fencing configuration/.test(w.event.msg)) loadFence();
+    else if (w && w.event && w.event.kind === 'operator' && /set notifications/.test(w.event.msg)) loadNotify();
   });
   return {unmount: off};
 }
@@ -325,4 +489,14 @@ function parseSize(s) {
   const m = /^(\d+)\s*(|B|KiB|MiB|GiB|TiB)$/.exec(s.trim());
   if (!m) return null;
   return Number(m[1]) * {'': 1, B: 1, KiB: 1 << 10, MiB: 1 << 20, GiB: 1 << 30, TiB: 2 ** 40}[m[2]];
+}
+
+// parseDur reads a duration such as 10m, 90s, 1h30m or 0 into
+// nanoseconds (as the server's JSON has it); null when it is not one.
+function parseDur(s) {
+  s = s.trim();
+  if (s === '0') return 0;
+  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s);
+  if (!s || !m) return null;
+  return ((Number(m[1] || 0) * 60 + Number(m[2] || 0)) * 60 + Number(m[3] || 0)) * 1e9;
 }
