@@ -19,22 +19,18 @@ import (
 // guest (found offline, not failed) too; a host not isolated is not.
 func TestLeaseEndOfIsolatedHostIsReportedIsolated(t *testing.T) {
 	r := newTermRig(t, true)
-	l3, err := r.other.Grant(r.ctx, 60)
-	if err != nil {
-		t.Fatal(err)
+	more := map[string]clientv3.LeaseID{}
+	for _, n := range []string{"n3", "n4"} {
+		l, err := r.other.Grant(r.ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.st.RegisterNode(r.ctx, store.NodeRecord{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+		put(t, r.other, store.KeyNodeLive(n), model.NodeFacts{Name: n, Memory: 8 * model.GiB, CPUs: 4}, clientv3.WithLease(l.ID))
+		more[n] = l.ID
 	}
-	if err := r.st.RegisterNode(r.ctx, store.NodeRecord{Name: "n3"}); err != nil {
-		t.Fatal(err)
-	}
-	put(t, r.other, store.KeyNodeLive("n3"), model.NodeFacts{Name: "n3", Memory: 8 * model.GiB, CPUs: 4}, clientv3.WithLease(l3.ID))
-	l4, err := r.other.Grant(r.ctx, 60)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.st.RegisterNode(r.ctx, store.NodeRecord{Name: "n4"}); err != nil {
-		t.Fatal(err)
-	}
-	put(t, r.other, store.KeyNodeLive("n4"), model.NodeFacts{Name: "n4", Memory: 8 * model.GiB, CPUs: 4}, clientv3.WithLease(l4.ID))
 	isolated := map[string]bool{"n1": true, "n3": true}
 	done := r.run(r.elect(), Daemon{Isolation: func(node string) (string, bool) {
 		return "isolated: test evidence", isolated[node]
@@ -72,7 +68,7 @@ func TestLeaseEndOfIsolatedHostIsReportedIsolated(t *testing.T) {
 		}
 	}
 	waitEvent("node n4 is online")
-	for _, lease := range []clientv3.LeaseID{r.leases["n1"], l3.ID, l4.ID} {
+	for _, lease := range []clientv3.LeaseID{r.leases["n1"], more["n3"], more["n4"]} {
 		if _, err := r.other.Revoke(r.ctx, lease); err != nil {
 			t.Fatal(err)
 		}

@@ -150,27 +150,7 @@ func TestProbeTCP(t *testing.T) {
 }
 
 func TestIsolatedHostStillWritesItsStorageHeartbeat(t *testing.T) {
-	key := Key([]byte("secret"))
-	dir := t.TempDir()
-	mk := func(node string) *Monitor {
-		m, err := New(Config{Node: node, Listen: "127.0.0.1:0", Key: key, Interval: 20 * time.Millisecond,
-			DeadAfter: 300 * time.Millisecond, ProbeInterval: 30 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
-			ProbeFunc:  func(ctx context.Context, _ string) error { <-ctx.Done(); return ctx.Err() },
-			StorageDir: dir, StorageInterval: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	a, b := mk("a"), mk("b")
-	a.SetPeers([]Peer{{Name: "b", Heartbeat: b.Addr(), Probe: "b-host:1"}})
-	b.SetPeers([]Peer{{Name: "a", Heartbeat: a.Addr(), Probe: "a-host:1"}})
-	ctx, cancel := context.WithCancel(context.Background())
-	bctx, stopB := context.WithCancel(ctx)
-	done := make(chan struct{}, 2)
-	go func() { a.Run(ctx); done <- struct{}{} }()
-	go func() { b.Run(bctx); done <- struct{}{} }()
-	defer func() { cancel(); <-done; <-done }()
+	a, b, stopB := storagePair(t, 20*time.Millisecond, unanswered)
 	waitState(t, a, "b", Alive, 2*time.Second)
 	// b is cut off from the network (its heartbeats no longer reach a, its
 	// address does not answer) but alive: it still writes the storage.
