@@ -40,6 +40,9 @@ type homeScenario struct {
 	within time.Duration
 	// failoverMetric: the failover's latency must show in /metrics.
 	failoverMetric bool
+	// poweredOff: fail powers h1 off, so it must never be reported
+	// isolated (its storage heartbeat stopped with its network ones).
+	poweredOff bool
 }
 
 func runHome(t *testing.T, c *testCluster, s homeScenario) {
@@ -75,6 +78,13 @@ func runHome(t *testing.T, c *testCluster, s homeScenario) {
 	}
 	if got := c.fencedCount("h1", t0); got != s.fences {
 		t.Errorf("h1 fenced %d times, want %d", got, s.fences)
+	}
+	if s.poweredOff {
+		for _, e := range c.events() {
+			if e.At.After(t0) && strings.HasPrefix(e.Msg, "h1 is cut off from the cluster network") {
+				t.Errorf("powered-off h1 reported isolated: %s", e.Msg)
+			}
+		}
 	}
 	if s.failoverMetric {
 		c.waitFailoverObserved(1, 10*time.Second)
@@ -131,6 +141,7 @@ func powerLoss(t *testing.T, c *testCluster) {
 		fences:         1,
 		within:         recoverWithin,
 		failoverMetric: true,
+		poweredOff:     true,
 	})
 }
 
