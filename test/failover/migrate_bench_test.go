@@ -96,7 +96,7 @@ func liveMigration(b *testing.B, hv string) {
 		src := rows["g1"].Node
 		dst := map[string]string{"h1": "h2", "h2": "h1"}[src]
 		c.waitStamp("g1", time.Now(), 60*time.Second)
-		logStart := len(c.logOf(c.node(src)))
+		logStart, dstStart := len(c.logOf(c.node(src))), len(c.logOf(c.node(dst)))
 		b.StartTimer()
 		t0 := time.Now()
 		c.api(func(ctx context.Context, cl *client.Client) error {
@@ -125,15 +125,21 @@ func liveMigration(b *testing.B, hv string) {
 			drv = append(drv, d)
 		}
 		total = append(total, took)
-		b.Logf("round %d: %s -> %s: reported running on the target %v after the command; the driver's migration took %v (cluster overhead %v)",
-			i+1, src, dst, took.Round(time.Millisecond), d.Round(time.Millisecond), (took - d).Round(time.Millisecond))
+		dlog := c.logOf(c.node(dst))
+		if len(dlog) > dstStart {
+			dlog = dlog[dstStart:]
+		}
+		b.Logf("round %d: %s -> %s: reported running on the target %v after the command; the driver's migration took %v (cluster overhead %v); the agents' log:\n%s",
+			i+1, src, dst, took.Round(time.Millisecond), d.Round(time.Millisecond), (took - d).Round(time.Millisecond),
+			timeline(t0, "g1", map[string]string{src: log, dst: dlog}))
 		if vd != nil {
 			// The same flags as the driver's migration of this round.
 			from, to := vd.node, map[string]string{"h1": "h2", "h2": "h1"}[vd.node]
-			v := vd.migrate(to, strings.Contains(driverStartLine(log, "g1"), " tls=true"))
+			tls := strings.Contains(driverStartLine(log, "g1"), " tls=true")
+			v := vd.migrate(to, tls)
 			raw = append(raw, v)
-			b.Logf("round %d: virsh migrate --live --p2p of %s, %s -> %s: returned (the guest running on the target) after %v",
-				i+1, vd.name, from, to, v.Round(time.Millisecond))
+			b.Logf("round %d: virsh migrate --live --p2p (tls %v) of %s, %s -> %s: returned (the guest running on the target) after %v",
+				i+1, tls, vd.name, from, to, v.Round(time.Millisecond))
 		}
 		c.noDoubleRun()
 	}
@@ -159,6 +165,34 @@ func liveMigration(b *testing.B, hv string) {
 		b.Logf("cluster live migration %v vs raw virsh migrate --live --p2p %v in the same run: overhead %v (target: at most 0.2 s)",
 			med["migrate"].Round(10*time.Millisecond), med["virsh"].Round(10*time.Millisecond), over.Round(10*time.Millisecond))
 	}
+}
+
+// timeline lists the lines of the agents' logs (by node) about guest, in
+// time order, each with its time since t0: where a migration's time goes.
+func timeline(t0 time.Time, guest string, logs map[string]string) string {
+	type entry struct {
+		at   time.Time
+		line string
+	}
+	var es []entry
+	for node, log := range logs {
+		guestLog(log, guest, func(at time.Time, line string) bool {
+			if _, rest, ok := strings.Cut(line, " msg="); ok {
+				line = "msg=" + rest
+			}
+			if len(line) > 200 {
+				line = line[:200] + "..."
+			}
+			es = append(es, entry{at, fmt.Sprintf("%+8.3fs %s %s", at.Sub(t0).Seconds(), node, line)})
+			return true
+		})
+	}
+	slices.SortStableFunc(es, func(a, b entry) int { return a.at.Compare(b.at) })
+	var sb strings.Builder
+	for _, e := range es {
+		sb.WriteString("\t" + e.line + "\n")
+	}
+	return sb.String()
 }
 
 // driverStartLine is the driver's "live migration started" line of guest in
