@@ -150,3 +150,35 @@ func TestCommandsAndEvents(t *testing.T) {
 		}
 	}
 }
+
+// GuestsNamed reads many guests in requests of ordersPerTxn, leaving out
+// the ones not found.
+func TestGuestsNamed(t *testing.T) {
+	st := storetest.Start(t).Connect(t)
+	cs := New(st)
+	ctx := context.Background()
+	var names []string
+	for i := 0; i < 150; i++ {
+		spec := model.DefaultGuestSpec(fmt.Sprintf("g%03d", i))
+		if err := cs.CreateGuest(ctx, Guest{Spec: spec}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, spec.Name)
+	}
+	names = append(names, "missing")
+	gs, err := cs.GuestsNamed(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 150 {
+		t.Fatalf("%d guests read, want 150", len(gs))
+	}
+	for _, n := range names[:150] {
+		if g := gs[n]; g.Spec.Name != n || g.Def.Name != n || g.Rev == 0 {
+			t.Errorf("%s read as %+v", n, g.Spec)
+		}
+	}
+	if _, ok := gs["missing"]; ok {
+		t.Error("a guest not in the store was read")
+	}
+}

@@ -56,6 +56,8 @@ var (
 	targets    = flag.String("cp.targets", "", "fail unless the figures meet ORDERED,RUNNING[,ACTING] (durations, e.g. 1s,3s,3s)")
 	perClient  = flag.Int("cp.hosts-per-client", 16, "simulated hosts sharing one store client")
 	mgrTTL     = flag.Duration("cp.manager-ttl", 3*time.Second, "the manager's election lease TTL")
+	leaseTTL   = flag.Duration("cp.lease-ttl", manager.DefaultTimings().LeaseTTL, "the hosts' liveness lease TTL (haven agent --lease-ttl)")
+	keepalive  = flag.Duration("cp.keepalive", manager.DefaultTimings().Keepalive, "the hosts' lease renewal interval (haven agent --keepalive)")
 )
 
 const benchPrefix = "/bench/"
@@ -72,6 +74,9 @@ func TestMain(m *testing.M) {
 func managerProcess() int {
 	node := os.Getenv("HAVEN_CP_MANAGER")
 	ttl, _ := time.ParseDuration(os.Getenv("HAVEN_CP_TTL"))
+	timings := manager.DefaultTimings()
+	timings.LeaseTTL, _ = time.ParseDuration(os.Getenv("HAVEN_CP_LEASE_TTL"))
+	timings.Keepalive, _ = time.ParseDuration(os.Getenv("HAVEN_CP_KEEPALIVE"))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx := context.Background()
 	cfg, err := clientConfig(os.Getenv("HAVEN_CP_ENDPOINTS"), os.Getenv("HAVEN_CP_TLS"))
@@ -97,7 +102,7 @@ func managerProcess() int {
 			log.Warn("record win", "err", err)
 		}
 		err = control.RunManager(l.Context(), control.Daemon{
-			Cluster: cluster.New(st), Leader: l, Timings: manager.DefaultTimings(), Logger: log,
+			Cluster: cluster.New(st), Leader: l, Timings: timings, Logger: log,
 			Fencer: fencer{cli: cli},
 		})
 		log.Warn("term ended", "err", err)
@@ -298,6 +303,7 @@ func TestControlPlane(t *testing.T) {
 	hosts := make([]*host, H)
 	var st *store.Store
 	timings := manager.DefaultTimings()
+	timings.LeaseTTL, timings.Keepalive = *leaseTTL, *keepalive
 	for i := 0; i < H; i++ {
 		if i%*perClient == 0 {
 			st = connect()
@@ -333,6 +339,7 @@ func TestControlPlane(t *testing.T) {
 				resp, err := cli.Get(ctx, cluster.PrefixReports, clientv3.WithPrefix(), clientv3.WithCountOnly())
 				return err == nil && resp.Count == int64(want)
 			})
+			t.Logf("%d hosts up, their %d guests reported, %v", i+1, want, time.Since(t0).Round(time.Millisecond))
 		}
 	}
 	t.Cleanup(func() {
@@ -354,7 +361,8 @@ func TestControlPlane(t *testing.T) {
 	logDir := t.TempDir()
 	startManager := func(name string) *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "HAVEN_CP_MANAGER="+name, "HAVEN_CP_ENDPOINTS="+endpoints, "HAVEN_CP_TLS="+tlsDir, "HAVEN_CP_TTL="+mgrTTL.String())
+		cmd.Env = append(os.Environ(), "HAVEN_CP_MANAGER="+name, "HAVEN_CP_ENDPOINTS="+endpoints, "HAVEN_CP_TLS="+tlsDir, "HAVEN_CP_TTL="+mgrTTL.String(),
+			"HAVEN_CP_LEASE_TTL="+leaseTTL.String(), "HAVEN_CP_KEEPALIVE="+keepalive.String())
 		logf, err := os.Create(filepath.Join(logDir, name+".log"))
 		if err != nil {
 			t.Fatal(err)
@@ -466,7 +474,7 @@ func TestControlPlane(t *testing.T) {
 	if *shm {
 		kind += ", data in /dev/shm"
 	}
-	fmt.Printf("control plane: %d hosts x %d guests, %s (load %s)\n", H, G, kind, strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Printf("control plane: %d hosts x %d guests, %s, host lease TTL %v renewed every %v (load %s)\n", H, G, kind, *leaseTTL, *keepalive, strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Printf("  setup (records, hosts up, every guest reported)  %v\n", setup.Round(time.Millisecond))
 	fmt.Printf("  manager start -> every guest adopted and saved    %v\n", loaded.Round(time.Millisecond))
 	fmt.Printf("  host lost -> fence result                         %v\n", detect.Round(time.Millisecond))
