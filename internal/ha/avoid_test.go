@@ -130,7 +130,9 @@ func TestAvoidMembersOfFrozenHost(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	f := newFastFail(st, &fakeVerdicts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	reads := 0
 	f.members = func(context.Context) ([]store.Member, error) {
+		reads++
 		return []store.Member{{Name: "h1", ClientURLs: []string{live}}, {Name: "h2", ClientURLs: []string{fz.url()}}}, nil
 	}
 	get := func() error {
@@ -183,6 +185,17 @@ func TestAvoidMembersOfFrozenHost(t *testing.T) {
 	f.avoidMembers(ctx, unanswering(verdict(2*avoidSilentAfter)))
 	if eps := f.cli.Endpoints(); !slices.Equal(eps, []string{live}) {
 		t.Fatalf("endpoints %v after the member sync; want only %s", eps, live)
+	}
+
+	// Every member avoided (this host is the one cut off): the endpoints
+	// stay, and the member list is read once.
+	both := map[string]heartbeat.Verdict{"h1": {State: heartbeat.Gone}, "h2": {State: heartbeat.Gone}}
+	before := reads
+	for range 3 {
+		f.avoidMembers(ctx, unanswering(both))
+	}
+	if eps := f.cli.Endpoints(); !slices.Equal(eps, []string{live}) || reads != before+1 {
+		t.Fatalf("every member avoided: endpoints %v, %d member reads; want %s kept, 1 read", eps, reads-before, live)
 	}
 
 	fz.freeze(false)

@@ -284,6 +284,10 @@ func (f *fastFail) avoidMembers(ctx context.Context, avoid []string) {
 		}
 	}
 	if len(keep) == 0 {
+		// Every voter is avoided (this host, a store client, is the one
+		// cut off): the endpoints stay, and the list is not read again
+		// until the avoided hosts change.
+		f.avoided, f.set = key, sortedEndpoints(f.cli)
 		return
 	}
 	f.cli.SetEndpoints(keep...)
