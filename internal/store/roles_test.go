@@ -99,6 +99,10 @@ func TestHostRoles(t *testing.T) {
 	if _, err := ac.Revoke(ctx, lb.Lease()); !denied(err) {
 		t.Errorf("host a revoked b's lease: %v", err)
 	}
+	// Nor keep b's lease alive: a dead host cannot be made to look alive.
+	if _, err := ac.KeepAliveOnce(ctx, lb.Lease()); !denied(err) {
+		t.Errorf("host a kept b's lease alive: %v", err)
+	}
 	if resp, err := ac.Get(ctx, store.PrefixReports+"b/g1"); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "{}" {
 		t.Fatalf("b's report after a's attempts: %v %v", resp, err)
 	}
