@@ -36,6 +36,8 @@ func (a *Agent) startHeartbeat(ctx context.Context) {
 		return
 	}
 	a.hb = hb
+	// Store leadership moves only to a member whose agent beats now.
+	a.st.SetLeaderCandidates(func(name string) bool { return hb.Verdict(name).State == heartbeat.Alive })
 	a.srv.AddStatusHook(func(_ context.Context, st *api.Status) error {
 		for i := range st.Hosts {
 			st.Hosts[i].Isolated = hb.Verdict(st.Hosts[i].Name).Isolated()

@@ -53,21 +53,38 @@ func (a *Agent) electionLoop(ctx context.Context) {
 // while this agent is the manager (checked every 2 s): a host that is both
 // costs, when it dies, a store election before anyone can end its manager
 // term, so the new manager would act a second or two later.
+//
+// Leadership moves only to a member whose host beats now
+// (store.SetLeaderCandidates), never in a term's first seconds (a new
+// manager's first steps, fencing a dead host and recovering its guests,
+// come first: a transfer holds the store's writes while it lasts), and
+// after a failed transfer not again for a while.
 func (a *Agent) storeLeaderElsewhere(ctx context.Context, _ *store.Leadership) error {
 	if a.embedded == nil {
 		return nil
 	}
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
+	wait := leaderMoveSettle
 	for {
-		a.st.AvoidLeadership()
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-time.After(wait):
+		}
+		wait = 2 * time.Second
+		if _, err := a.st.AvoidLeadership(); err != nil {
+			a.log.Warn("store leader stays on the manager's host for now", "op", "election", "err", err, "retry_in", leaderMoveBackoff)
+			wait = leaderMoveBackoff
 		}
 	}
 }
+
+// A manager moves the store leader off its host no sooner than
+// leaderMoveSettle into its term, and not again for leaderMoveBackoff
+// after a transfer failed.
+const (
+	leaderMoveSettle  = 10 * time.Second
+	leaderMoveBackoff = 30 * time.Second
+)
 
 // fileTermLease keeps the election lease of this agent's term while it is
 // the manager: an agent killed while manager is restarted by its next
@@ -181,6 +198,7 @@ func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
 			sleepCtx(ctx, time.Second)
 			continue
 		}
+		recorded := true
 		for _, r := range regs {
 			_, on := live[r.Name]
 			if s, ok := states[r.Name]; !ok || s.Online != on {
@@ -188,9 +206,17 @@ func (a *Agent) trackNodes(ctx context.Context, l *store.Leadership) error {
 					if store.IsNotLeader(err) {
 						return nil
 					}
-					a.log.Warn("record node state", "op", "liveness", "peer", r.Name, "err", err)
+					a.log.Warn("record node state; reading again", "op", "liveness", "peer", r.Name, "err", err)
+					recorded = false
 				}
 			}
+		}
+		if !recorded {
+			// The watch below starts after these changes: a state left
+			// unrecorded would stay wrong (a host back online shown
+			// online since before it died).
+			sleepCtx(ctx, 200*time.Millisecond)
+			continue
 		}
 		wctx, stop := context.WithCancel(ctx)
 		for ev := range st.WatchLive(wctx, rev) {

@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -85,6 +88,9 @@ type Store struct {
 	closeMu       sync.Mutex
 	memberStopped bool
 	cliClosed     bool
+	// candidates tells which hosts' members store leadership may move to
+	// (SetLeaderCandidates); guarded by closeMu.
+	candidates func(name string) bool
 }
 
 // StartEmbedded starts this host's etcd member and waits until it is ready
@@ -297,44 +303,78 @@ func (s *Store) avoidLocalMember() bool {
 // one stops, so the others need not wait out an election timeout. It is
 // bounded: when the other members are gone too (the whole cluster is
 // stopping), it gives up after a second.
-func (s *Store) handOver() { s.moveLeadership("stop") }
+func (s *Store) handOver() { _, _ = s.moveLeadership("stop") }
+
+// SetLeaderCandidates sets which hosts' members store leadership may be
+// handed to (AvoidLeadership, and the hand-over when this member stops):
+// those whose host is known to be alive now. The agent's direct heartbeats
+// tell; without them (nil) leadership is never handed over. A transfer to
+// a member that does not answer (its host just died, or its agent is
+// frozen) blocks every write of the store while raft waits for it, an
+// election timeout per attempt: a new manager handing leadership to the
+// dead host it replaces stalled the cluster's failover for seconds.
+func (s *Store) SetLeaderCandidates(alive func(name string) bool) {
+	s.closeMu.Lock()
+	s.candidates = alive
+	s.closeMu.Unlock()
+}
 
 // AvoidLeadership moves store leadership away from this host's embedded
-// member, if it leads, to another voting member. The manager calls it, so
-// that the manager and the store leader live on different hosts: losing
-// one host then never costs both a store election and a new manager at
-// once. It reports whether leadership moved.
-func (s *Store) AvoidLeadership() bool {
+// member, if it leads, to another voting member whose host is alive
+// (SetLeaderCandidates). The manager calls it, so that the manager and the
+// store leader live on different hosts: losing one host then never costs
+// both a store election and a new manager at once. It reports whether
+// leadership moved, and an error if a transfer was tried and failed.
+func (s *Store) AvoidLeadership() (bool, error) {
 	s.closeMu.Lock()
 	stopped := s.server == nil || s.memberStopped
 	s.closeMu.Unlock()
 	if stopped {
-		return false
+		return false, nil
 	}
 	return s.moveLeadership("election")
 }
 
-func (s *Store) moveLeadership(op string) bool {
+// leaderTransferees are the members store leadership may move to: voting,
+// not self, and alive for the agent, in name order.
+func leaderTransferees(members []*membership.Member, self uint64, alive func(string) bool) []*membership.Member {
+	var out []*membership.Member
+	for _, m := range members {
+		if uint64(m.ID) == self || m.IsLearner || alive == nil || !alive(m.Name) {
+			continue
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b *membership.Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (s *Store) moveLeadership(op string) (bool, error) {
 	srv := s.server.Server
 	self := uint64(srv.MemberID())
 	if uint64(srv.Leader()) != self {
-		return false
+		return false, nil
+	}
+	s.closeMu.Lock()
+	alive := s.candidates
+	s.closeMu.Unlock()
+	to := leaderTransferees(srv.Cluster().Members(), self, alive)
+	if len(to) == 0 {
+		return false, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	for _, m := range srv.Cluster().Members() {
-		if uint64(m.ID) == self || m.IsLearner {
-			continue
-		}
-		if err := srv.MoveLeader(ctx, self, uint64(m.ID)); err == nil {
+	var err error
+	for _, m := range to {
+		if err = srv.MoveLeader(ctx, self, uint64(m.ID)); err == nil {
 			s.log.Info("handed store leadership over", "op", op, "peer", m.Name)
-			return true
+			return true, nil
 		}
 		if ctx.Err() != nil {
-			return false
+			break
 		}
 	}
-	return false
+	return false, fmt.Errorf("hand store leadership over: %w", err)
 }
 
 // Member is one etcd member.
