@@ -48,19 +48,12 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 		return printJSON(env.Stdout, st)
 	}
 	mgr := managerLine(st)
-	q := "OK"
-	if !st.Quorum.OK {
-		q = "LOST"
-	}
-	storeKind := "embedded"
-	if st.Store.External {
-		storeKind = "external"
-	}
 	fmt.Fprintf(env.Stdout, "Cluster %s (id %s)\n", st.Cluster, st.ClusterID)
 	fmt.Fprintf(env.Stdout, "Manager: %s\n", mgr)
-	fmt.Fprintf(env.Stdout, "Quorum:  %s (%s store, %d of %d voters online, %d needed)\n", q, storeKind, st.Quorum.Online, st.Quorum.Voters, st.Quorum.Needed)
-	if st.Stale {
-		fmt.Fprintf(env.Stdout, "WARNING: the store has no quorum; this is what %s last knew, and other hosts' states are unknown\n", st.Node)
+	q, warning := quorumLines(st)
+	fmt.Fprintf(env.Stdout, "Quorum:  %s\n", q)
+	if warning != "" {
+		fmt.Fprintf(env.Stdout, "WARNING: %s\n", warning)
 	}
 	fmt.Fprintln(env.Stdout)
 	tw := newTable(env.Stdout, "HOST", "STATE", "SINCE", "HA", "STORE", "ROLE", "API")
@@ -190,4 +183,33 @@ func hostState(h api.Host) string {
 		state += ", maintenance"
 	}
 	return state
+}
+
+// quorumLines is status's quorum line and, when the store did not answer,
+// the warning that says what the table then shows. Enough voters answer
+// but the store did not: it has no leader for the moment (an election,
+// right after its leader's host died), which is not a lost quorum.
+func quorumLines(st *api.Status) (line, warning string) {
+	storeKind := "embedded"
+	if st.Store.External {
+		storeKind = "external"
+	}
+	q := st.Quorum
+	state := "OK"
+	switch {
+	case q.OK:
+	case q.Online >= q.Needed && q.Needed > 0:
+		state = "NO LEADER"
+	default:
+		state = "LOST"
+	}
+	line = fmt.Sprintf("%s (%s store, %d of %d voters online, %d needed)", state, storeKind, q.Online, q.Voters, q.Needed)
+	if st.Stale {
+		why := "the store has no quorum"
+		if state == "NO LEADER" {
+			why = "the store did not answer: its voters answer but have no leader yet (an election, usually a second or two)"
+		}
+		warning = fmt.Sprintf("%s; this is what %s last knew, and other hosts' states are unknown", why, st.Node)
+	}
+	return line, warning
 }

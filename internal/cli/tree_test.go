@@ -138,6 +138,25 @@ func TestStatusLines(t *testing.T) {
 	}
 }
 
+// TestQuorumLines: a store that does not answer while enough voters do is
+// electing a leader, not without quorum (status said "LOST ... 2 of 3
+// voters online, 2 needed" right after the leader's host died).
+func TestQuorumLines(t *testing.T) {
+	for _, tt := range []struct {
+		st         api.Status
+		line, warn string
+	}{
+		{api.Status{Quorum: api.Quorum{OK: true, Online: 3, Voters: 3, Needed: 2}}, "OK (embedded store, 3 of 3 voters online, 2 needed)", ""},
+		{api.Status{Node: "h2", Stale: true, Quorum: api.Quorum{Online: 2, Voters: 3, Needed: 2}}, "NO LEADER (embedded store, 2 of 3 voters online, 2 needed)", "no leader yet"},
+		{api.Status{Node: "h2", Stale: true, Quorum: api.Quorum{Online: 1, Voters: 3, Needed: 2}}, "LOST (embedded store, 1 of 3 voters online, 2 needed)", "the store has no quorum; this is what h2 last knew"},
+	} {
+		line, warn := quorumLines(&tt.st)
+		if line != tt.line || (tt.warn == "") != (warn == "") || !strings.Contains(warn, tt.warn) {
+			t.Errorf("quorumLines(%+v) = %q, %q; want %q, %q", tt.st.Quorum, line, warn, tt.line, tt.warn)
+		}
+	}
+}
+
 // TestGuestPatch: the guest flags become a typed request holding only
 // the fields given.
 func TestGuestPatch(t *testing.T) {

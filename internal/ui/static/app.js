@@ -165,9 +165,13 @@ function renderHeader() {
     $('cluster').textContent = `${st.cluster} · via ${st.node}`;
     const q = st.quorum || {};
     const qb = $('quorum');
-    qb.textContent = q.ok ? `quorum ${q.online}/${q.voters}` : `NO QUORUM ${q.online}/${q.voters}`;
+    // Enough voters answer but the store did not: it is electing a
+    // leader (a second or two after its leader's host died).
+    const electing = !q.ok && q.needed > 0 && q.online >= q.needed;
+    qb.textContent = q.ok ? `quorum ${q.online}/${q.voters}` : electing ? `NO STORE LEADER ${q.online}/${q.voters}` : `NO QUORUM ${q.online}/${q.voters}`;
     qb.className = 'badge ' + (q.ok ? 'ok' : 'bad');
-    qb.title = q.ok ? 'the store accepts writes' : `the store needs ${q.needed} of ${q.voters} members online to accept changes`;
+    qb.title = q.ok ? 'the store accepts writes' : electing ? 'the store did not answer: its voters answer but have no leader yet (an election, usually a second or two)'
+      : `the store needs ${q.needed} of ${q.voters} members online to accept changes`;
     $('manager').textContent = !st.manager ? 'manager: none (election in progress)'
       : st.manager_unreachable ? `manager: ${st.manager} UNREACHABLE (a new one is elected when its lease expires)` : `manager: ${st.manager}`;
   }
