@@ -34,7 +34,9 @@ var (
 	reNodeFailed = regexp.MustCompile(`^(?:node (\S+) (?:failed|reports a new boot)|(\S+) is dead: )`)
 	reStart      = regexp.MustCompile(`^start (\S+) on (\S+)`)
 	reRunning    = regexp.MustCompile(`^(\S+) is running on (\S+)`)
-	reFenced     = regexp.MustCompile(`^fenced (\S+):`)
+	// The fence's own event, or the manager's (either may be missing: an
+	// event write can fail while the store elects a leader).
+	reFenced = regexp.MustCompile(`^(?:fenced (\S+):|node (\S+) is fenced$)`)
 )
 
 // stories groups events (in the log's order) into incidents. An incident
@@ -99,8 +101,10 @@ func (s *Story) take(e cluster.Event, pending map[string]bool) bool {
 	about := func(node string) bool {
 		return e.Node == node || strings.Contains(" "+e.Msg+" ", " "+node+" ") || strings.Contains(e.Msg, " "+node+":") || strings.Contains(e.Msg, " "+node+";") || strings.Contains(e.Msg, " "+node+",")
 	}
-	if m := reFenced.FindStringSubmatch(e.Msg); m != nil && m[1] == s.Node {
-		s.Fenced = e.At
+	if m := reFenced.FindStringSubmatch(e.Msg); m != nil && m[1]+m[2] == s.Node {
+		if s.Fenced.IsZero() {
+			s.Fenced = e.At
+		}
 		return true
 	}
 	if m := reStart.FindStringSubmatch(e.Msg); m != nil && m[2] != s.Node {

@@ -73,3 +73,24 @@ func TestStoryStartsAtTheFault(t *testing.T) {
 		}
 	}
 }
+
+// TestStoryEndsWithoutTheFenceEvent: the fence's own event was lost (its
+// write failed while the store elected a leader); the manager's "node h1
+// is fenced" ends the incident all the same, so that h1's next failure is
+// a story of its own, not steps of the first.
+func TestStoryEndsWithoutTheFenceEvent(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	evs := []cluster.Event{
+		{At: at(0), Kind: "node", Node: "h1", Msg: "h1 is dead: no heartbeat for 1.65s and its address unanswered for 1.65s (3 probes); failed without waiting for its lease"},
+		{At: at(16), Kind: "manager", Msg: "node h1 is fenced"},
+		{At: at(16), Kind: "manager", Guest: "web1", Node: "h2", Msg: "start web1 on h2 (place)"},
+		{At: at(24), Kind: "manager", Guest: "web1", Node: "h2", Msg: "web1 is running on h2"},
+		{At: at(270), Kind: "manager", Msg: "node h1 is online"},
+		{At: at(395), Kind: "node", Node: "h1", Msg: "h1 is dead: no heartbeat for 1.64s and its address unanswered for 1.64s (3 probes); failed without waiting for its lease"},
+	}
+	ss := stories(evs)
+	if len(ss) != 2 || len(ss[0].Steps) != 4 || ss[0].Fenced != at(16) {
+		t.Fatalf("%d stories, the first of %d steps fenced at %v; want 2, the first of 4 fenced at +16s", len(ss), len(ss[0].Steps), ss[0].Fenced)
+	}
+}

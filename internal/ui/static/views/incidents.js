@@ -10,7 +10,8 @@ const STORY_MAX_MS = 15 * 60 * 1000;
 const reNodeFailed = /^(?:node (\S+) (?:failed|reports a new boot)|(\S+) is dead: )/;
 const reStart = /^start (\S+) on (\S+)/;
 const reRunning = /^(\S+) is running on (\S+)/;
-const reFenced = /^fenced (\S+):/;
+// The fence's own event, or the manager's (either may be missing).
+const reFenced = /^(?:fenced (\S+):|node (\S+) is fenced$)/;
 
 // stories groups events (oldest first) into incidents.
 export function stories(evs) {
@@ -40,7 +41,7 @@ export function stories(evs) {
 
 function take(s, e, at) {
   const f = reFenced.exec(e.msg);
-  if (f && f[1] === s.node) { s.fenced = at; return true; }
+  if (f && (f[1] || f[2]) === s.node) { if (!s.fenced) s.fenced = at; return true; }
   const st = reStart.exec(e.msg);
   if (st && st[2] !== s.node) { s.pending.add(st[1]); return true; }
   const r = reRunning.exec(e.msg);
