@@ -437,8 +437,11 @@ func (b *Bed) Destroy(ctx context.Context) error {
 			}
 		}
 	}
+	// The leg's peer lives in the bridge's namespace: deleting that
+	// namespace deletes the pair, a moment later (the kernel cleans a
+	// namespace up asynchronously), so the leg may vanish under us.
 	if linkExists(ctx, "", b.LegDev()) {
-		if err := ip(ctx, "link", "del", b.LegDev()); err != nil {
+		if err := ip(ctx, "link", "del", b.LegDev()); err != nil && linkExists(ctx, "", b.LegDev()) {
 			errs = append(errs, err)
 		}
 	}
