@@ -489,13 +489,10 @@ func jsonSubset(want, got any, path string) error {
 	return nil
 }
 
-// With Saver.Legacy (a host of the previous release online), every save
-// also writes format 1 as 235b719 wrote and read it (gzip JSON, its
-// cluster.EncodeState and DecodeState), compaction keeps it, and the
-// previous release's golden state (a fence in flight) comes back with every
-// field it knows unchanged. Without it, no format-1 value is written and
-// compaction deletes the one left.
-func TestLegacyFormatInMixedClusters(t *testing.T) {
+// goldenV0 is the previous release's golden state (235b719, a fence in
+// flight), as stored and restored.
+func goldenV0(t *testing.T) ([]byte, *manager.State) {
+	t.Helper()
 	golden, err := os.ReadFile("../manager/testdata/state-v0-235b719.json")
 	if err != nil {
 		t.Fatal(err)
@@ -504,6 +501,17 @@ func TestLegacyFormatInMixedClusters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return golden, s
+}
+
+// With Saver.Legacy (a host of the previous release online), every save
+// also writes format 1 as 235b719 wrote and read it (gzip JSON, its
+// cluster.EncodeState and DecodeState), compaction keeps it, and the
+// previous release's golden state (a fence in flight) comes back with every
+// field it knows unchanged. Without it, no format-1 value is written and
+// compaction deletes the one left.
+func TestLegacyFormatInMixedClusters(t *testing.T) {
+	golden, s := goldenV0(t)
 	var want any
 	if err := json.Unmarshal(golden, &want); err != nil {
 		t.Fatal(err)
@@ -602,14 +610,7 @@ func TestLegacyFormatInMixedClusters(t *testing.T) {
 // still stored. Against a real store: of the two formats, Read takes the
 // one written last, by the keys' revisions, both ways.
 func TestReadTakesTheFormatWrittenLast(t *testing.T) {
-	golden, err := os.ReadFile("../manager/testdata/state-v0-235b719.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := manager.Restore(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
+	golden, s := goldenV0(t)
 	srv := storetest.Start(t)
 	cli := srv.Connect(t).Client()
 	ctx := context.Background()
