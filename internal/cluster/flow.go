@@ -17,6 +17,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -142,13 +143,14 @@ func (w *ManagerWriter) do(ctx context.Context, ops ...clientv3.Op) error {
 	wait := firstRetry
 	for {
 		_, err := w.L.Do(ctx, ops...)
-		if err == nil || !storeBusy(ctx, err) || w.L.Context().Err() != nil || time.Now().Add(wait).After(deadline) {
+		left := time.Until(deadline)
+		if err == nil || !storeBusy(ctx, err) || w.L.Context().Err() != nil || left <= 0 {
 			return err
 		}
 		if w.Logger != nil && wait == firstRetry {
 			w.Logger.Warn("the store did not answer a manager write; trying again while this term lasts", "op", "manager", "err", err, "for", bound)
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(min(wait, left))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -166,8 +168,9 @@ const firstRetry = 25 * time.Millisecond
 
 // storeBusy reports whether err says the store did not answer in time or
 // could not be reached (etcd's "request timed out", "leader changed", "no
-// leader", a lost connection: all Unavailable), as opposed to an answer
-// (the guard failed, a request refused) or the end of ctx.
+// leader", a lost connection: all Unavailable; raft's "proposal dropped"),
+// as opposed to an answer (the guard failed, a request refused) or the end
+// of ctx.
 func storeBusy(ctx context.Context, err error) bool {
 	if ctx.Err() != nil || errors.Is(err, store.ErrNotLeader) || errors.Is(err, store.ErrConflict) {
 		return false
@@ -176,8 +179,12 @@ func storeBusy(ctx context.Context, err error) bool {
 	if errors.As(err, &ee) {
 		return ee.Code() == codes.Unavailable
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		s := gs.GRPCStatus()
+		// raft's ErrProposalDropped (a leader transfer or election in
+		// progress) reaches the client as code Unknown: nothing was written.
+		return s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded || (s.Code() == codes.Unknown && s.Message() == raft.ErrProposalDropped.Error())
 	}
 	return errors.Is(err, context.DeadlineExceeded)
 }

@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/guestdef"
@@ -176,6 +178,9 @@ func TestNewManagerRetriesSavesWhileTheStoreIsBusy(t *testing.T) {
 			return true, rpctypes.ErrTimeout // committed, answer lost
 		case 3:
 			return false, rpctypes.ErrLeaderChanged
+		case 4:
+			// raft's ErrProposalDropped as the client gets it.
+			return false, status.Error(codes.Unknown, "raft proposal dropped")
 		}
 		return true, nil
 	}
@@ -193,8 +198,8 @@ func TestNewManagerRetriesSavesWhileTheStoreIsBusy(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
-	if n := r.kv.attempts(); n < 4 {
-		t.Errorf("%d save attempts, want at least 4 (3 failed, then one that went through)", n)
+	if n := r.kv.attempts(); n < 5 {
+		t.Errorf("%d save attempts, want at least 5 (4 failed, then one that went through)", n)
 	}
 	if l.Context().Err() != nil {
 		t.Error("the term ended")
