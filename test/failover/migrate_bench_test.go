@@ -320,7 +320,8 @@ func (v *rawDomain) virsh(node string, args ...string) string {
 // and the other flags the libvirt driver passes (--persistent,
 // --abort-on-error; --unsafe for uncached disks; --tls naming the target
 // when tls), and returns how long the command took: in peer-to-peer mode it
-// returns once the target runs the guest (checked with domstate). The
+// returns once the target runs the guest (checked with domstate), while the
+// cluster's API is read every 20 ms as during the cluster's rounds. The
 // source's inactive definition is then undefined, as the driver does, out of
 // the timing.
 func (v *rawDomain) migrate(node string, tls bool) time.Duration {
@@ -334,9 +335,28 @@ func (v *rawDomain) migrate(node string, tls bool) time.Duration {
 		args = append(args, "--tls", "--tls-destination", node)
 	}
 	args = append(args, v.name, v.c.node(node).h.LibvirtURI())
+	// The API is read as often as while the cluster's migration is timed,
+	// so that both bear the same observer's load.
+	stop, polled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			v.c.guestRows()
+		}
+	}()
 	t0 := time.Now()
-	v.virsh(v.node, args...)
+	_, err := v.try(v.node, args...)
 	took := time.Since(t0)
+	close(stop)
+	<-polled
+	if err != nil {
+		v.c.t.Fatal(err)
+	}
 	if st := strings.TrimSpace(v.virsh(node, "domstate", v.name)); st != "running" {
 		v.c.t.Fatalf("virsh migrate of %s to %s returned; domstate there says %q", v.name, node, st)
 	}
