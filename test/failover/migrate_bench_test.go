@@ -33,6 +33,11 @@ import (
 // not manage, migrated with the flags Haven's driver uses, interleaved with
 // the cluster's rounds so both see the same load.
 //
+// Metrics (medians over the rounds): migrate-median-s (the command until
+// reported running on the target), driver-median-s (the driver's call),
+// cluster-median-s (each round's migrate minus driver: the cluster's own
+// part), virsh-median-s, and overhead-s (migrate minus virsh medians).
+//
 //	go test ./test/failover/ -run '^$' -bench LiveMigration -benchtime 10x
 func BenchmarkLiveMigration(b *testing.B) {
 	for _, hv := range strings.Split(*hypervisors, ",") {
@@ -84,7 +89,7 @@ func liveMigration(b *testing.B, hv string) {
 	c := newCluster(b, options{hypervisor: hv})
 	c.guest("g1", "", "h1")
 	c.waitRunning(120*time.Second, func(g, n string) bool { return n == "h1" })
-	var total, drv, raw []time.Duration
+	var total, drv, own, raw []time.Duration
 	var vd *rawDomain
 	if hv == "libvirt" {
 		vd = newRawDomain(c, "g1", "h1")
@@ -123,6 +128,7 @@ func liveMigration(b *testing.B, hv string) {
 		d, ok := driverMigration(log, "g1")
 		if ok {
 			drv = append(drv, d)
+			own = append(own, took-d)
 		}
 		total = append(total, took)
 		dlog := c.logOf(c.node(dst))
@@ -150,7 +156,7 @@ func liveMigration(b *testing.B, hv string) {
 	for _, m := range []struct {
 		name string
 		ds   []time.Duration
-	}{{"migrate", total}, {"driver", drv}, {"virsh", raw}} {
+	}{{"migrate", total}, {"driver", drv}, {"cluster", own}, {"virsh", raw}} {
 		if len(m.ds) == 0 {
 			continue
 		}
