@@ -3,6 +3,7 @@ package hostctl
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +24,8 @@ type fakeDriver struct {
 	// onStart, when set, runs inside Start once the guest runs (as a real
 	// driver's "started" event can arrive before Start returns).
 	onStart func(name string)
+	// onMigrate, when set, runs inside Migrate with its progress callback.
+	onMigrate func(progress func(hypervisor.Progress))
 }
 
 func newFake() *fakeDriver {
@@ -80,6 +83,9 @@ func (f *fakeDriver) PrepareIncoming(ctx context.Context, def guestdef.Definitio
 func (f *fakeDriver) Migrate(ctx context.Context, name string, t hypervisor.MigrationTarget, p func(hypervisor.Progress)) error {
 	if f.failMig != nil {
 		return f.failMig
+	}
+	if f.onMigrate != nil {
+		f.onMigrate(p)
 	}
 	f.mu.Lock()
 	delete(f.running, name)
@@ -226,5 +232,53 @@ func TestStartedEventDuringStartOrderIsNotPublished(t *testing.T) {
 	waitFor(t, "vm1's start result", func() bool { r := rec.get("vm1"); return r.OrderID == "o1" && r.Result == ResultOK })
 	if noOrder() {
 		t.Fatalf("a report without an order was published while the start order was pending: %+v", rec.all)
+	}
+}
+
+// An outgoing migration's progress is published at most once per
+// ProgressEvery (each publication is a store write), however often the
+// driver reports it; its result at once.
+func TestMigrationProgressThrottled(t *testing.T) {
+	drv, rec := newFake(), &recorder{}
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := New(Config{Driver: drv, Publisher: rec, Now: clock})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// 25 readings 100 ms apart (2.5 s), the last one the end.
+	drv.onMigrate = func(progress func(hypervisor.Progress)) {
+		for i := 1; i <= 25; i++ {
+			mu.Lock()
+			now = now.Add(100 * time.Millisecond)
+			mu.Unlock()
+			p := hypervisor.Progress{Total: 1000, Remaining: int64(1000 - 40*i)}
+			if i == 25 {
+				p.Downtime = 30 * time.Millisecond
+			}
+			progress(p)
+		}
+	}
+	c.Submit(ctx, Order{ID: "o1", Guest: "vm1", Op: OpStart, Def: guestdef.Definition{Name: "vm1"}})
+	waitFor(t, "started", func() bool { return rec.get("vm1").Result == ResultOK })
+	c.Submit(ctx, Order{ID: "o2", Guest: "vm1", Op: OpMigrate, Target: hypervisor.MigrationTarget{Node: "n2"}})
+	waitFor(t, "migrated", func() bool { return rec.get("vm1").OrderID == "o2" && rec.get("vm1").Result == ResultOK })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var remaining []int64
+	for _, r := range rec.all {
+		if r.OrderID == "o2" && r.State == Leaving && r.Total > 0 {
+			remaining = append(remaining, r.Remaining)
+		}
+	}
+	// Published at 1.0 s and 2.0 s after the Leaving report: readings 10 and 20.
+	if want := []int64{600, 200}; !slices.Equal(remaining, want) {
+		t.Errorf("progress published with remaining %v, want %v (one a second)", remaining, want)
+	}
+	last := rec.all[len(rec.all)-1]
+	if last.OrderID != "o2" || last.State != Stopped || last.Result != ResultOK || last.Downtime != 30*time.Millisecond {
+		t.Errorf("last report %+v, want the migration's result with its downtime (30ms)", last)
 	}
 }
