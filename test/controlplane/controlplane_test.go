@@ -57,6 +57,7 @@ var (
 	perClient  = flag.Int("cp.hosts-per-client", 16, "simulated hosts sharing one store client")
 	mgrTTL     = flag.Duration("cp.manager-ttl", 3*time.Second, "the manager's election lease TTL")
 	leaseTTL   = flag.Duration("cp.lease-ttl", manager.DefaultTimings().LeaseTTL, "the hosts' liveness lease TTL (haven agent --lease-ttl)")
+	etcdTick   = flag.Duration("cp.etcd-heartbeat", 100*time.Millisecond, "the external etcd members' heartbeat interval; their election timeout is 10 times it")
 	keepalive  = flag.Duration("cp.keepalive", manager.DefaultTimings().Keepalive, "the hosts' lease renewal interval (haven agent --keepalive)")
 )
 
@@ -204,7 +205,7 @@ func startExternal(t *testing.T) string {
 			"--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
 			"--listen-client-urls", clients[i], "--advertise-client-urls", clients[i],
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new", "--initial-cluster-token", "bench",
-			"--heartbeat-interval", "100", "--election-timeout", "1000", "--quota-backend-bytes", strconv.Itoa(2<<30),
+			"--heartbeat-interval", strconv.FormatInt(etcdTick.Milliseconds(), 10), "--election-timeout", strconv.FormatInt(10*etcdTick.Milliseconds(), 10), "--quota-backend-bytes", strconv.Itoa(2<<30),
 			"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h", "--log-level", "warn")
 		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("e%d.log", i)))
 		if err != nil {
@@ -218,6 +219,10 @@ func startExternal(t *testing.T) string {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 			logf.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logf.Name())
+				t.Logf("%s:\n%s", logf.Name(), tail(string(b), 3000))
+			}
 		})
 	}
 	return strings.Join(clients, ",")
@@ -269,6 +274,14 @@ func TestControlPlane(t *testing.T) {
 	admin := connect()
 	cli := admin.Client()
 
+	// Counting the reports and reading the saved state walk every guest:
+	// at 50,000 guests, polled every 50 ms, they would load the store more
+	// than the hosts do.
+	heavyPoll := 50 * time.Millisecond
+	if G > 10000 {
+		heavyPoll = 500 * time.Millisecond
+	}
+
 	// The cluster's records: hosts registered, guests under control.
 	t0 := time.Now()
 	perHost := (G + H - 1) / H
@@ -304,43 +317,59 @@ func TestControlPlane(t *testing.T) {
 	var st *store.Store
 	timings := manager.DefaultTimings()
 	timings.LeaseTTL, timings.Keepalive = *leaseTTL, *keepalive
-	for i := 0; i < H; i++ {
-		if i%*perClient == 0 {
-			st = connect()
-		}
-		h := &host{name: hostName(i), hv: fl.add(hostName(i)), done: make(chan struct{})}
-		for j := i; j < G; j += H {
-			h.hv.guests[guestName(j)] = hypervisor.Running
-		}
-		facts := model.NodeFacts{Name: h.name, Memory: int64(perHost*3) * model.GiB, CPUs: 64, BootID: "boot-" + h.name}
-		for try := 0; ; try++ {
-			h.live, err = st.StartLiveness(ctx, facts, timings.LeaseTTL, timings.Keepalive)
-			if err == nil {
-				break
+	// The hosts start in batches of 50, each batch's at once (their
+	// leases granted in parallel, as real hosts boot), and each batch
+	// publishes its guests before the next starts: a thousand hosts
+	// adopting 50,000 guests at once only measure the store's queue.
+	const batch = 50
+	for first := 0; first < H; first += batch {
+		n := min(batch, H-first)
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := first; i < first+n; i++ {
+			if i%*perClient == 0 {
+				st = connect()
 			}
-			if try == 3 {
+			h := &host{name: hostName(i), hv: fl.add(hostName(i)), done: make(chan struct{})}
+			for j := i; j < G; j += H {
+				h.hv.guests[guestName(j)] = hypervisor.Running
+			}
+			hosts[i] = h
+			wg.Add(1)
+			go func(st *store.Store, dir string) {
+				defer wg.Done()
+				facts := model.NodeFacts{Name: h.name, Memory: int64(perHost*3) * model.GiB, CPUs: 64, BootID: "boot-" + h.name}
+				var err error
+				for try := 0; try < 4; try++ {
+					if h.live, err = st.StartLiveness(ctx, facts, timings.LeaseTTL, timings.Keepalive); err == nil {
+						break
+					}
+				}
+				if err != nil {
+					errs[i-first] = err
+					return
+				}
+				hctx, hcancel := context.WithCancel(ctx)
+				h.cancel = hcancel
+				ha := hostagent.New(hostagent.Config{Node: h.name, DataDir: dir, Cluster: cluster.New(st), Live: h.live, Driver: h.hv, LeaseTTL: timings.LeaseTTL, Logger: quiet})
+				go func() { defer close(h.done); _ = ha.Run(hctx) }()
+			}(st, t.TempDir())
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
 				t.Fatal(err)
 			}
 		}
-		hctx, hcancel := context.WithCancel(ctx)
-		h.cancel = hcancel
-		ha := hostagent.New(hostagent.Config{Node: h.name, DataDir: t.TempDir(), Cluster: cluster.New(st), Live: h.live, Driver: h.hv, LeaseTTL: timings.LeaseTTL, Logger: quiet})
-		go func() { defer close(h.done); _ = ha.Run(hctx) }()
-		hosts[i] = h
-		// Let each batch of hosts publish their guests before the next
-		// starts: a thousand hosts adopting 50,000 guests at once only
-		// measure the store's queue.
-		if (i+1)%50 == 0 || i == H-1 {
-			want := 0
-			for j := 0; j <= i; j++ {
-				want += (G - j + H - 1) / H
-			}
-			waitFor(t, fmt.Sprintf("the guests of the first %d hosts reported", i+1), 5*time.Minute, func() bool {
-				resp, err := cli.Get(ctx, cluster.PrefixReports, clientv3.WithPrefix(), clientv3.WithCountOnly())
-				return err == nil && resp.Count == int64(want)
-			})
-			t.Logf("%d hosts up, their %d guests reported, %v", i+1, want, time.Since(t0).Round(time.Millisecond))
+		want := 0
+		for j := 0; j < first+n; j++ {
+			want += (G - j + H - 1) / H
 		}
+		waitEvery(t, fmt.Sprintf("the guests of the first %d hosts reported", first+n), 5*time.Minute, heavyPoll, func() bool {
+			resp, err := cli.Get(ctx, cluster.PrefixReports, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			return err == nil && resp.Count == int64(want)
+		})
+		t.Logf("%d hosts up, their %d guests reported, %v", first+n, want, time.Since(t0).Round(time.Millisecond))
 	}
 	t.Cleanup(func() {
 		for _, h := range hosts {
@@ -351,7 +380,7 @@ func TestControlPlane(t *testing.T) {
 			h.live.Release()
 		}
 	})
-	waitFor(t, "every guest reported by its host", 5*time.Minute, func() bool {
+	waitEvery(t, "every guest reported by its host", 5*time.Minute, heavyPoll, func() bool {
 		resp, err := cli.Get(ctx, cluster.PrefixReports, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		return err == nil && resp.Count == int64(G)
 	})
@@ -385,7 +414,7 @@ func TestControlPlane(t *testing.T) {
 	t1 := time.Now()
 	mgrA := startManager("mgr-a")
 	var loaded time.Duration
-	waitFor(t, "the manager to adopt every guest", 5*time.Minute, func() bool {
+	waitEvery(t, "the manager to adopt every guest", 5*time.Minute, heavyPoll, func() bool {
 		s, _, err := savedstate.Read(ctx, cli)
 		if err != nil || s == nil || len(s.Guests) != G {
 			return false
@@ -631,12 +660,18 @@ func rss(pid int) int64 {
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
+	waitEvery(t, what, d, 50*time.Millisecond, cond)
+}
+
+// waitEvery is waitFor polling every interval.
+func waitEvery(t *testing.T, what string, d, interval time.Duration, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 
