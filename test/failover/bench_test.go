@@ -137,6 +137,9 @@ func hostLoss(b *testing.B, hv string, partition bool) {
 		}
 		b.Logf("round %d: lost %s%s: detected %v, fenced %v, start ordered %v, reported running %v, writing its disk %v", i+1, f.lost, mgrNote,
 			ms(f.detect), ms(f.fenced), ms(f.started), ms(f.reported), ms(f.running))
+		if f.reported > slowRound {
+			c.logFailover(b, t0, target)
+		}
 		all = append(all, f)
 		c.noDoubleRun()
 		if partition {
@@ -308,4 +311,52 @@ func (c *testCluster) moveTo(guest, node string) {
 		return err
 	})
 	c.waitRunning(120*time.Second, func(g, n string) bool { return n == node }, guest)
+}
+
+// slowRound is a round slower than the fast path allows (a host seen dead
+// in 1.5 s, fenced, its guest started): the survivors' log lines about
+// the failover are kept for it.
+const slowRound = 6 * time.Second
+
+// logFailover logs, from every agent but the lost one, the lines since t0
+// that say how the failover went: the fast path, the election, leases,
+// fencing and the store's warnings about leadership.
+func (c *testCluster) logFailover(tb testing.TB, t0 time.Time, lost string) {
+	tb.Helper()
+	keep := []string{"op=failover", "op=election", "op=liveness", "op=fence", "lease", "fenc", "leadership", "became manager", "manager write"}
+	for _, n := range c.nodes {
+		if n.name == lost {
+			continue
+		}
+		var lines []string
+		timedLines(c.logOf(n), func(at time.Time, line string) {
+			if at.Before(t0) {
+				return
+			}
+			for _, k := range keep {
+				if strings.Contains(line, k) {
+					lines = append(lines, line)
+					return
+				}
+			}
+		})
+		if len(lines) > 60 {
+			lines = lines[:60]
+		}
+		tb.Logf("slow round: %s's log since the fault (%d lines):\n%s", n.name, len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+// timedLines calls fn with the time and text of every timed line of an
+// agent log.
+func timedLines(log string, fn func(at time.Time, line string)) {
+	for _, line := range strings.Split(log, "\n") {
+		m := logTime.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if at, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
+			fn(at, line)
+		}
+	}
 }

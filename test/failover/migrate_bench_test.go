@@ -50,22 +50,12 @@ var logTime = regexp.MustCompile(`time=(\S+) `)
 // guestLog calls fn with the time and text of every line of an agent log
 // about guest, in order, until fn returns false.
 func guestLog(log, guest string, fn func(at time.Time, line string) bool) {
-	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, "guest="+guest+" ") {
-			continue
+	done := false
+	timedLines(log, func(at time.Time, line string) {
+		if !done && strings.Contains(line, "guest="+guest+" ") {
+			done = !fn(at, line)
 		}
-		m := logTime.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			continue
-		}
-		if !fn(at, line) {
-			return
-		}
-	}
+	})
 }
 
 // driverMigration finds, in the agent log since offset, when the driver's
