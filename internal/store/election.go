@@ -45,24 +45,19 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 		// wait for it forever. Return when ctx ends; the campaign ends
 		// with the client.
 		campaigned := make(chan error, 1)
-		cctx, ccancel := context.WithCancel(ctx)
-		go func() { campaigned <- e.Campaign(cctx, node) }()
-		err = s.awaitCampaign(ctx, node, sess, campaigned, ccancel)
-		ccancel()
-		if errors.Is(err, errCampaignStuck) {
-			sess.Close()
-			continue
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				go func() {
-					<-campaigned
-					sess.Close()
-				}()
-			} else {
+		go func() { campaigned <- e.Campaign(ctx, node) }()
+		select {
+		case err := <-campaigned:
+			if err != nil {
 				sess.Close()
+				return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
 			}
-			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
+		case <-ctx.Done():
+			go func() {
+				<-campaigned
+				sess.Close()
+			}()
+			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
 		}
 		l := &Leadership{node: node, key: e.Key(), rev: e.Rev(), since: time.Now(), session: sess, elec: e, cli: s.cli}
 		l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -81,62 +76,6 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
 		}
 		s.log.Warn("election win was stale; campaigning again", "node", node, "op", "election", "err", err)
-	}
-}
-
-// errCampaignStuck: this candidate's key leads the election but etcd's
-// Campaign has not noticed (awaitCampaign).
-var errCampaignStuck = errors.New("the campaign did not see its key lead")
-
-// campaignStall is how long a candidate's key may lead the election before
-// its campaign notices, after which the campaign is started again.
-const campaignStall = 1500 * time.Millisecond
-
-// awaitCampaign waits for etcd's Campaign (its result on campaigned). That
-// Campaign waits for the keys ahead of this candidate's to go with a watch,
-// and a watch whose stream went to a store member that died (its host lost
-// power: no reset, the connection hangs until gRPC's keepalive gives up)
-// sees nothing: a new manager took office 9 s after the old one's term was
-// ended, instead of at once. So the election is also read every 500 ms:
-// when this candidate's key (its session's lease) has led for
-// campaignStall and Campaign still waits, the campaign is cancelled
-// (etcd's Campaign then resigns: the key goes) and errCampaignStuck tells
-// the caller to campaign again, with a new session, whose new watch starts
-// on a member that answers. Losing the queue's place costs nothing then:
-// whoever leads next takes office. A win is confirmed by a guarded read
-// either way (Campaign).
-func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrency.Session, campaigned <-chan error, cancel context.CancelFunc) error {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	var leads time.Time
-	for {
-		select {
-		case err := <-campaigned:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		resp, err := s.cli.Get(rctx, KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
-		rcancel()
-		if err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) != sess.Lease() {
-			leads = time.Time{}
-			continue
-		}
-		if leads.IsZero() {
-			leads = time.Now()
-			continue
-		}
-		if time.Since(leads) < campaignStall {
-			continue
-		}
-		cancel()
-		if err := <-campaigned; err == nil {
-			return nil // it had just won
-		}
-		s.log.Warn("this agent leads the manager election but its campaign did not see it (its watch hangs on a store member that does not answer); campaigning again", "node", node, "op", "election")
-		return errCampaignStuck
 	}
 }
 
