@@ -21,7 +21,6 @@ type Leadership struct {
 	rev     int64  // its create revision
 	since   time.Time
 	session *concurrency.Session
-	elec    *concurrency.Election
 	cli     *clientv3.Client
 
 	ctx    context.Context
@@ -46,20 +45,22 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 		// with the client.
 		campaigned := make(chan error, 1)
 		go func() { campaigned <- e.Campaign(ctx, node) }()
-		select {
-		case err := <-campaigned:
-			if err != nil {
+		key, rev, err := s.awaitCampaign(ctx, node, sess, campaigned)
+		if err != nil {
+			if ctx.Err() != nil {
+				go func() {
+					<-campaigned
+					sess.Close()
+				}()
+			} else {
 				sess.Close()
-				return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
 			}
-		case <-ctx.Done():
-			go func() {
-				<-campaigned
-				sess.Close()
-			}()
-			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
+			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, err)
 		}
-		l := &Leadership{node: node, key: e.Key(), rev: e.Rev(), since: time.Now(), session: sess, elec: e, cli: s.cli}
+		if key == "" {
+			key, rev = e.Key(), e.Rev()
+		}
+		l := &Leadership{node: node, key: key, rev: rev, since: time.Now(), session: sess, cli: s.cli}
 		l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 		// Never trust a win that may be stale: confirm it with a guarded read.
 		resp, err := s.cli.Txn(ctx).If(l.Guard()).Then(clientv3.OpGet(KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))).Commit()
@@ -76,6 +77,53 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
 		}
 		s.log.Warn("election win was stale; campaigning again", "node", node, "op", "election", "err", err)
+	}
+}
+
+// campaignStall is how long a candidate's key may lead the election
+// unnoticed by etcd's Campaign before the candidate takes office itself.
+const campaignStall = 1500 * time.Millisecond
+
+// awaitCampaign waits for etcd's Campaign (its result on campaigned). That
+// Campaign waits for the keys ahead of this candidate's to go with a
+// watch, and a watch whose stream went to a store member that died (its
+// host lost power: no reset, the connection hangs until gRPC gives it up)
+// sees nothing: a new manager took office 9 s after the old one's term had
+// been ended. So the election is also read every 500 ms: when this
+// candidate's key (its session's lease) has led for campaignStall while
+// Campaign still waits, it takes office on that read, returning the key
+// and its creation revision (Campaign confirms every win with a guarded
+// read). etcd's Campaign is left to return by itself: cancelled, it would
+// resign. It returns an empty key when Campaign won.
+func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrency.Session, campaigned <-chan error) (string, int64, error) {
+	mine := fmt.Sprintf("%s/%x", KeyElection, sess.Lease())
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var leads time.Time
+	for {
+		select {
+		case err := <-campaigned:
+			return "", 0, err
+		case <-ctx.Done():
+			return "", 0, ctx.Err()
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		resp, err := s.cli.Get(rctx, KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+		cancel()
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != mine {
+			leads = time.Time{}
+			continue
+		}
+		if leads.IsZero() {
+			leads = time.Now()
+			continue
+		}
+		if time.Since(leads) >= campaignStall {
+			s.log.Warn("this agent leads the manager election but its campaign has not seen it (its watch hangs on a store member that does not answer): taking office", "node", node, "op", "election")
+			go func() { <-campaigned }()
+			return mine, resp.Kvs[0].CreateRevision, nil
+		}
 	}
 }
 
@@ -180,7 +228,7 @@ func (l *Leadership) Check(ctx context.Context) error {
 
 // Resign ends the term and hands the office to the next candidate.
 func (l *Leadership) Resign(ctx context.Context) error {
-	err := l.elec.Resign(ctx)
+	_, err := l.cli.Txn(ctx).If(l.Guard()).Then(clientv3.OpDelete(l.key)).Commit()
 	l.cancel()
 	l.session.Close()
 	if err != nil {
