@@ -329,7 +329,7 @@ func (f *fastFail) act(ctx context.Context, gone []string) {
 		}
 		return
 	}
-	resp, err := f.cli.Get(rctx, store.KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	resp, err := f.cli.Get(rctx, store.KeyElection+"/", store.LeadingCandidate()...)
 	if err != nil || len(resp.Kvs) != 1 {
 		return
 	}

@@ -15,6 +15,7 @@
 package prio
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -37,7 +38,7 @@ func Set(n int) error {
 			if err != nil {
 				continue
 			}
-			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil && err != syscall.ESRCH {
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil && !errors.Is(err, syscall.ESRCH) {
 				return fmt.Errorf("set nice %d: %w", n, err)
 			}
 		}

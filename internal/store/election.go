@@ -63,7 +63,7 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 		l := &Leadership{node: node, key: key, rev: rev, since: time.Now(), session: sess, cli: s.cli}
 		l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 		// Never trust a win that may be stale: confirm it with a guarded read.
-		resp, err := s.cli.Txn(ctx).If(l.Guard()).Then(clientv3.OpGet(KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))).Commit()
+		resp, err := s.cli.Txn(ctx).If(l.Guard()).Then(clientv3.OpGet(KeyElection+"/", LeadingCandidate()...)).Commit()
 		if err == nil && resp.Succeeded {
 			kvs := resp.Responses[0].GetResponseRange().Kvs
 			if len(kvs) == 1 && string(kvs[0].Key) == l.key {
@@ -78,6 +78,12 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 		}
 		s.log.Warn("election win was stale; campaigning again", "node", node, "op", "election", "err", err)
 	}
+}
+
+// LeadingCandidate are the options that read, under KeyElection+"/", the
+// election key that leads: the oldest, whose holder is the manager.
+func LeadingCandidate() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)}
 }
 
 // campaignStall is how long a candidate's key may lead the election
@@ -109,7 +115,7 @@ func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrenc
 		case <-t.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		resp, err := s.cli.Get(rctx, KeyElection+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+		resp, err := s.cli.Get(rctx, KeyElection+"/", LeadingCandidate()...)
 		cancel()
 		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != mine {
 			leads = time.Time{}
@@ -247,7 +253,7 @@ func (l *Leadership) Close() {
 // Manager returns the current manager's node name and election key
 // revision, or ErrNotFound when there is none.
 func (s *Store) Manager(ctx context.Context) (string, int64, error) {
-	resp, err := s.cli.Get(ctx, KeyElection+"/", readOpts(ctx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))...)
+	resp, err := s.cli.Get(ctx, KeyElection+"/", readOpts(ctx, LeadingCandidate()...)...)
 	if err != nil {
 		return "", 0, fmt.Errorf("read manager: %w", err)
 	}
