@@ -64,12 +64,25 @@ func (m *Mail) tlsMode() string {
 // Target names the mail receiver in results: mailto: and the recipients.
 func (m *Mail) Target() string { return "mailto:" + strings.Join(m.To, ",") }
 
+// Bounds of a mail configuration: a field's bytes (an address is at most
+// 254) and the recipients.
+const (
+	maxMailField = 512
+	maxMailTo    = 50
+)
+
 // check reports the first problem of m, naming the field.
 func (m *Mail) check() error {
 	for name, v := range map[string]string{"server": m.Server, "user": m.User, "password": m.Password, "from": m.From} {
 		if strings.ContainsAny(v, "\r\n") {
 			return fmt.Errorf("mail.%s: a line break is not allowed", name)
 		}
+		if len(v) > maxMailField {
+			return fmt.Errorf("mail.%s: %d bytes, at most %d", name, len(v), maxMailField)
+		}
+	}
+	if len(m.To) > maxMailTo {
+		return fmt.Errorf("mail.to: %d recipients, at most %d (use a list address)", len(m.To), maxMailTo)
 	}
 	host, port, err := net.SplitHostPort(m.Server)
 	if err != nil || host == "" {
@@ -96,6 +109,9 @@ func (m *Mail) check() error {
 		return errors.New("mail.to: give at least one recipient")
 	}
 	for i, a := range m.To {
+		if len(a) > maxMailField {
+			return fmt.Errorf("mail.to[%d]: %d bytes, at most %d", i, len(a), maxMailField)
+		}
 		if strings.ContainsAny(a, "\r\n") {
 			return fmt.Errorf("mail.to[%d]: a line break is not allowed", i)
 		}

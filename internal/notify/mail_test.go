@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime/quotedprintable"
 	"net/mail"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +167,8 @@ func TestMailCheck(t *testing.T) {
 		{func(m *Mail) { m.User, m.Password = "u", "p\nx" }, `mail.password: a line break is not allowed`},
 		{func(m *Mail) { m.To = nil }, `mail.to: give at least one recipient`},
 		{func(m *Mail) { m.To = []string{"ops@example.com", "x"} }, `mail.to[1] "x": not an address`},
+		{func(m *Mail) { m.To = slices.Repeat([]string{"ops@example.com"}, 51) }, `mail.to: 51 recipients, at most 50`},
+		{func(m *Mail) { m.User = strings.Repeat("u", 600) }, `mail.user: 600 bytes, at most 512`},
 		{func(m *Mail) { m.To = []string{"ops@example.com\nSubject: pwned"} }, `mail.to[0]: a line break is not allowed`},
 		{func(m *Mail) { m.Classes = []string{"fences"} }, `mail.classes[0] "fences": use fence, node-failed`},
 	} {
