@@ -167,7 +167,7 @@ func (o *Ops) runCommand(w http.ResponseWriter, r *http.Request, c manager.Comma
 		return
 	}
 	at := o.now()
-	rec, err := o.cl.QueueCommand(ctx, c, who(r), at)
+	rec, err := o.cl.QueueCommand(ctx, model.Command(c), who(r), at)
 	if err != nil {
 		writeErr(w, err)
 		return

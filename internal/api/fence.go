@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -59,7 +61,7 @@ func (o *Ops) registerFence() {
 // handleFenceGet returns the fence configuration with every secret
 // replaced by fence.Redacted.
 func (o *Ops) handleFenceGet(w http.ResponseWriter, r *http.Request) {
-	c, err := o.cl.FenceConfig(r.Context())
+	c, err := o.fenceConfig(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -77,7 +79,7 @@ func (o *Ops) handleFencePut(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
-	old, err := o.cl.FenceConfig(r.Context())
+	old, err := o.fenceConfig(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -126,7 +128,7 @@ func (o *Ops) handleFencePut(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := o.cl.SetFenceConfig(r.Context(), c); err != nil {
+	if err := o.cl.WriteSealed(r.Context(), cluster.KeyFenceConfig, c); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -149,7 +151,7 @@ func fenceField(err error) string {
 }
 
 func (o *Ops) fencer(r *http.Request) (*fence.Fencer, error) {
-	c, err := o.cl.FenceConfig(r.Context())
+	c, err := o.fenceConfig(r.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +165,7 @@ func (o *Ops) fencer(r *http.Request) (*fence.Fencer, error) {
 // checkFenceNode answers 404 for a node neither registered nor in the
 // fence levels, 409 for one without levels.
 func (o *Ops) checkFenceNode(r *http.Request, node, field string) error {
-	c, err := o.cl.FenceConfig(r.Context())
+	c, err := o.fenceConfig(r.Context())
 	if err != nil {
 		return err
 	}
@@ -224,7 +226,7 @@ func (o *Ops) tellFenced(r *http.Request, node string) string {
 	if err != nil || st == nil || st.Validate(c) != nil {
 		return ""
 	}
-	rec, err := o.cl.QueueCommand(ctx, c, who(r), o.now())
+	rec, err := o.cl.QueueCommand(ctx, model.Command(c), who(r), o.now())
 	if err != nil {
 		o.log.Warn("tell the manager of an operator fence", "node", node, "op", "fence", "err", err)
 		return ""
@@ -251,4 +253,10 @@ func (o *Ops) handleFenceTest(w http.ResponseWriter, r *http.Request) {
 		out.Error = terr.Error()
 	}
 	WriteJSON(w, http.StatusOK, out)
+}
+
+// fenceConfig reads the fence configuration (empty when never set), sealed
+// in the store.
+func (o *Ops) fenceConfig(ctx context.Context) (fence.Config, error) {
+	return cluster.ReadSealed[fence.Config](ctx, o.cl, cluster.KeyFenceConfig)
 }

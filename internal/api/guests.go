@@ -14,6 +14,7 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/savedstate"
@@ -192,7 +193,7 @@ func (o *Ops) registerGuests() {
 // managerState reads the manager's saved state; nil before the first
 // manager saved one.
 func (o *Ops) managerState(ctx context.Context) (*manager.State, error) {
-	st, err := o.cl.ManagerState(ctx)
+	st, err := savedstate.Load(ctx, o.cl.Raw().Client())
 	if errors.Is(err, cluster.ErrNotFound) {
 		return nil, nil
 	}
@@ -356,7 +357,7 @@ func (o *Ops) guestInfo(ctx context.Context, name string) (*GuestInfo, error) {
 	fo.Capable, fo.Reason = storage.FailoverCapable(g.Def, pools)
 	rt := runtimeOf(st, name)
 	if rt.Node != "" && rt.Running {
-		rep, err := o.cl.Report(ctx, rt.Node, name)
+		rep, _, err := cluster.Get[hostctl.Report](ctx, o.cl, cluster.KeyReport(rt.Node, name))
 		if err != nil && !errors.Is(err, cluster.ErrNotFound) {
 			return nil, err
 		}

@@ -22,10 +22,12 @@ import (
 	"github.com/haven-ha/haven/internal/api/apitest"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/fence"
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/storage"
 )
 
@@ -61,7 +63,7 @@ func TestMain(m *testing.M) {
 		if h != nil {
 			return h(c)
 		}
-		return validateSaved(ctx, c.Command)
+		return validateSaved(ctx, manager.Command(c.Command))
 	})
 	code := m.Run()
 	cancel()
@@ -99,7 +101,7 @@ func setHandler(t *testing.T, guest string, h apitest.CommandHandler) {
 // validateSaved is what the manager does first with a command: Validate
 // against its state.
 func validateSaved(ctx context.Context, c manager.Command) error {
-	st, err := ag.Cluster.ManagerState(ctx)
+	st, err := savedstate.Load(ctx, ag.Cluster.Raw().Client())
 	if err != nil {
 		return nil
 	}
@@ -454,7 +456,7 @@ func withState(t *testing.T, fn func(*manager.State)) {
 	stateMu.Lock()
 	defer stateMu.Unlock()
 	ctx := ctxT(t)
-	s, err := ag.Cluster.ManagerState(ctx)
+	s, err := savedstate.Load(ctx, ag.Cluster.Raw().Client())
 	if errors.Is(err, cluster.ErrNotFound) {
 		registerNode(t, "n2")
 		s = manager.New(manager.Config{})
@@ -721,7 +723,7 @@ func TestFence(t *testing.T) {
 	if _, err := admin.SetFenceConfig(ctx, read); err != nil {
 		t.Fatalf("set back redacted: %v", err)
 	}
-	stored, err := ag.Cluster.FenceConfig(ctx)
+	stored, err := cluster.ReadSealed[fence.Config](ctx, ag.Cluster, cluster.KeyFenceConfig)
 	if err != nil || stored.Devices[0].Params["password"] != "s3cret" || stored.Devices[0].Params["ip"] != "192.0.2.1" {
 		t.Fatalf("stored config = %+v %v", stored.Devices[0].Params, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/savedstate"
 )
 
 // TestWithRealManager runs the command endpoints against an agent with
@@ -75,7 +76,7 @@ func TestWithRealManager(t *testing.T) {
 	}
 	follow(t, ctx, op, res)
 	poll(t, "the manager to record m1 in maintenance", func() bool {
-		st, err := a.Cluster.ManagerState(ctx)
+		st, err := savedstate.Load(ctx, a.Cluster.Raw().Client())
 		return err == nil && st.Node("m1") != nil && st.Node("m1").Maintenance
 	})
 	_, err = op.Maintenance(ctx, "m1", true)

@@ -11,7 +11,7 @@
 //	policy                     Policy
 //	guests/<name>              Guest (spec + definition)
 //	domains/<name>             model.Domain
-//	fence/config               fence.Config (secrets included; never served as is)
+//	fence/config               fence.Config (sealed; secrets included; never served as is)
 //	pools/<name>               storage pool record
 //	commands/<id>              Command (operator command; result filled in by the manager)
 //	orders/<node>/<guest>      hostctl.Order (manager-guarded)
@@ -34,7 +34,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/guestdef"
-	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/notify"
 	"github.com/haven-ha/haven/internal/store"
@@ -112,24 +111,6 @@ type Policy struct {
 // and no preemption.
 func DefaultPolicy() Policy {
 	return Policy{Fencing: model.FencingAgent, ShutdownPolicy: model.ShutdownMigrate, QuorumLoss: model.QuorumLossStop}
-}
-
-// Apply sets the manager configuration's policy fields from p (empty
-// fields: the defaults).
-func (p Policy) Apply(c *manager.Config) {
-	d := DefaultPolicy()
-	c.Fencing, c.ShutdownPolicy, c.QuorumLoss, c.Preemption = p.Fencing, p.ShutdownPolicy, p.QuorumLoss, p.Preemption
-	c.Reserve, c.Balance = p.Reserve, p.Balance
-	c.Capacity = p.EffectiveCapacity()
-	if c.Fencing == "" {
-		c.Fencing = d.Fencing
-	}
-	if c.ShutdownPolicy == "" {
-		c.ShutdownPolicy = d.ShutdownPolicy
-	}
-	if c.QuorumLoss == "" {
-		c.QuorumLoss = d.QuorumLoss
-	}
 }
 
 // EffectiveCapacity is p's capacity policy, the default when unset.
@@ -273,6 +254,11 @@ func CheckDomain(d model.Domain) error {
 	return nil
 }
 
+// OpsPerTxn keeps a transaction under etcd's default limits (128
+// operations and 1.5 MiB per request) when its operations are records of
+// a few KiB: orders, guests, events.
+const OpsPerTxn = 64
+
 // Store reads and writes the cluster records.
 type Store struct {
 	st  *store.Store
@@ -299,22 +285,13 @@ func getJSON(ctx context.Context, cli *clientv3.Client, key string, v any) (int6
 	return resp.Kvs[0].ModRevision, nil
 }
 
-func list[T any](ctx context.Context, cli *clientv3.Client, prefix string) ([]T, []int64, error) {
-	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, nil, fmt.Errorf("list %s: %w", prefix, err)
+// values drops the revisions.
+func values[T any](rs []Record[T]) []T {
+	out := make([]T, len(rs))
+	for i, r := range rs {
+		out[i] = r.Value
 	}
-	out := make([]T, 0, len(resp.Kvs))
-	revs := make([]int64, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		var v T
-		if err := store.Decode(string(kv.Key), kv.Value, &v); err != nil {
-			return nil, nil, err
-		}
-		out = append(out, v)
-		revs = append(revs, kv.ModRevision)
-	}
-	return out, revs, nil
+	return out
 }
 
 // replace puts v's record at key, unless the record there is of a newer
@@ -405,20 +382,48 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 	return s.replace(ctx, KeyPolicy, p)
 }
 
+// ReadSealed reads the record sealed at key (ReadSealed's and
+// WriteSealed's records are sealed in the store with the cluster secret
+// key: they open only on a current host), the zero T when it was never
+// written. The record's type is its reader's: the fence configuration
+// (KeyFenceConfig) is a fence.Config.
+func ReadSealed[T any](ctx context.Context, s *Store, key string) (T, error) {
+	var v T
+	b, err := s.st.GetSealed(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return v, nil
+	}
+	if err != nil {
+		return v, fmt.Errorf("read %s: %w", key, err)
+	}
+	err = store.Decode(key, b, &v)
+	return v, err
+}
+
+// WriteSealed writes v sealed at key, unless the record there is of a
+// newer schema than this build reads (a newer agent wrote it, and this one
+// would lose what it does not know). The caller checks v.
+func (s *Store) WriteSealed(ctx context.Context, key string, v any) error {
+	if err := s.checkSealedSchema(ctx, key); err != nil {
+		return err
+	}
+	return s.st.PutSealed(ctx, key, []byte(store.MustEncode(key, v)))
+}
+
+func (s *Store) checkSealedSchema(ctx context.Context, key string) error {
+	if old, err := s.st.GetSealed(ctx, key); err == nil {
+		return store.CheckSchema(key, old)
+	}
+	return nil
+}
+
 // NotifyConfig reads the notification configuration (none when never
 // set). One that holds a secret (the mail password, a webhook's
 // Authorization header) is sealed in the store with the cluster secret
 // key, like the fence configuration: it opens only on a current host.
 func (s *Store) NotifyConfig(ctx context.Context) (notify.Config, error) {
-	var c notify.Config
-	b, err := s.st.GetSealed(ctx, KeyNotify)
-	if errors.Is(err, ErrNotFound) {
-		return notify.Config{}, nil
-	}
+	c, err := ReadSealed[notify.Config](ctx, s, KeyNotify)
 	if err != nil {
-		return c, fmt.Errorf("read the notification configuration: %w", err)
-	}
-	if err := store.Decode(KeyNotify, b, &c); err != nil {
 		return c, fmt.Errorf("the notification configuration: %w", err)
 	}
 	return c, nil
@@ -430,18 +435,49 @@ func (s *Store) SetNotifyConfig(ctx context.Context, c notify.Config) error {
 	if err := c.Check(); err != nil {
 		return fieldErr(notify.Field(err), "%v", err)
 	}
-	if old, err := s.st.GetSealed(ctx, KeyNotify); err == nil {
-		if err := store.CheckSchema(KeyNotify, old); err != nil {
-			return err
-		}
-	}
 	if c.HasSecret() {
-		return s.st.PutSealed(ctx, KeyNotify, []byte(store.MustEncode(KeyNotify, c)))
+		return s.WriteSealed(ctx, KeyNotify, c)
+	}
+	if err := s.checkSealedSchema(ctx, KeyNotify); err != nil {
+		return err
 	}
 	if _, err := s.cli.Put(ctx, KeyNotify, store.MustEncode(KeyNotify, c)); err != nil {
 		return fmt.Errorf("write the notification configuration: %w", err)
 	}
 	return nil
+}
+
+// Get reads the record at key as a T, and the revision that last wrote it
+// (ErrNotFound when there is none). The record's type is its reader's: a
+// guest report (KeyReport) is a hostctl.Report.
+func Get[T any](ctx context.Context, s *Store, key string) (T, int64, error) {
+	var v T
+	rev, err := getJSON(ctx, s.cli, key, &v)
+	return v, rev, err
+}
+
+// Record is a record and the store revision that last wrote it.
+type Record[T any] struct {
+	Value T
+	Rev   int64
+}
+
+// List reads every record under prefix as a T, in key order, and the
+// revision read at: the orders for a node (PrefixOrders+node+"/") are
+// hostctl.Orders.
+func List[T any](ctx context.Context, s *Store, prefix string) ([]Record[T], int64, error) {
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := make([]Record[T], len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		if err := store.Decode(string(kv.Key), kv.Value, &out[i].Value); err != nil {
+			return nil, 0, err
+		}
+		out[i].Rev = kv.ModRevision
+	}
+	return out, resp.Header.Revision, nil
 }
 
 // Guest reads one guest.
@@ -455,14 +491,14 @@ func (s *Store) Guest(ctx context.Context, name string) (Guest, error) {
 	return g, err
 }
 
-// GuestsNamed reads the named guests, up to ordersPerTxn in one request
+// GuestsNamed reads the named guests, up to OpsPerTxn in one request
 // (a host adopting its guests reads their definitions: one request per
 // guest cost 50,000 reads when 1,000 hosts started). A guest not found is
 // missing from the answer.
 func (s *Store) GuestsNamed(ctx context.Context, names []string) (map[string]Guest, error) {
 	out := make(map[string]Guest, len(names))
 	for len(names) > 0 {
-		n := min(len(names), ordersPerTxn)
+		n := min(len(names), OpsPerTxn)
 		ops := make([]clientv3.Op, n)
 		for i, name := range names[:n] {
 			ops[i] = clientv3.OpGet(KeyGuest(name))
@@ -488,9 +524,11 @@ func (s *Store) GuestsNamed(ctx context.Context, names []string) (map[string]Gue
 
 // Guests lists every guest by name.
 func (s *Store) Guests(ctx context.Context) ([]Guest, error) {
-	gs, revs, err := list[Guest](ctx, s.cli, PrefixGuests)
-	for i := range gs {
-		gs[i].Rev = revs[i]
+	rs, _, err := List[Guest](ctx, s, PrefixGuests)
+	gs := make([]Guest, len(rs))
+	for i, r := range rs {
+		gs[i] = r.Value
+		gs[i].Rev = r.Rev
 	}
 	return gs, err
 }
@@ -582,8 +620,8 @@ func (s *Store) Domain(ctx context.Context, name string) (model.Domain, error) {
 
 // Domains lists every domain by name.
 func (s *Store) Domains(ctx context.Context) ([]model.Domain, error) {
-	ds, _, err := list[model.Domain](ctx, s.cli, PrefixDomains)
-	return ds, err
+	rs, _, err := List[model.Domain](ctx, s, PrefixDomains)
+	return values(rs), err
 }
 
 // PutDomain creates (create=true, ErrExists if taken) or replaces

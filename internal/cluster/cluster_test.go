@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/manager"
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/store/storetest"
@@ -78,7 +77,7 @@ func TestCommandsAndEvents(t *testing.T) {
 	st := storetest.Start(t).Connect(t)
 	cs := New(st)
 	ctx := context.Background()
-	c, err := cs.QueueCommand(ctx, manager.Command{Kind: manager.CmdStart, Guest: "web"}, "alice", time.Now())
+	c, err := cs.QueueCommand(ctx, model.Command{Kind: model.CmdStart, Guest: "web"}, "alice", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

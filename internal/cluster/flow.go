@@ -7,35 +7,26 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"sort"
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/raft/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/haven-ha/haven/internal/fence"
-	"github.com/haven-ha/haven/internal/hostctl"
-	"github.com/haven-ha/haven/internal/manager"
-	"github.com/haven-ha/haven/internal/savedstate"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/store"
 )
 
 // Command is an operator command queued for the manager, and its outcome.
 type Command struct {
-	ID      string          `json:"id"`
-	Command manager.Command `json:"command"`
-	Who     string          `json:"who,omitempty"`
-	At      time.Time       `json:"at"`
-	Done    bool            `json:"done"`
-	Error   string          `json:"error,omitempty"`
+	ID      string        `json:"id"`
+	Command model.Command `json:"command"`
+	Who     string        `json:"who,omitempty"`
+	At      time.Time     `json:"at"`
+	Done    bool          `json:"done"`
+	Error   string        `json:"error,omitempty"`
 }
 
 // NewID returns a random identifier for a command.
@@ -48,7 +39,7 @@ func NewID() string {
 }
 
 // QueueCommand stores a command for the manager and returns it with its ID.
-func (s *Store) QueueCommand(ctx context.Context, c manager.Command, who string, now time.Time) (Command, error) {
+func (s *Store) QueueCommand(ctx context.Context, c model.Command, who string, now time.Time) (Command, error) {
 	rec := Command{ID: NewID(), Command: c, Who: who, At: now}
 	if _, err := s.cli.Put(ctx, KeyCommand(rec.ID), store.MustEncode(KeyCommand(rec.ID), rec)); err != nil {
 		return rec, fmt.Errorf("queue command %q: %w", c, err)
@@ -107,277 +98,9 @@ func (s *Store) PendingCommands(ctx context.Context) ([]Command, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
-// ManagerWriter is the manager's guarded writes (control.Writer).
-//
-// A guarded write that the store did not answer in time (it is electing a
-// leader, say just after the old manager's host, which was also its leader,
-// died) is tried again with a short backoff while the term lasts, for up to
-// RetryFor, instead of ending the term: each try carries the election
-// guard, so a retry can never write as a deposed manager, and every write
-// is idempotent (the same keys, the same values). A write refused by the
-// guard (the office is lost) ends the term at once, as before.
-type ManagerWriter struct {
-	L   *store.Leadership
-	Cli *clientv3.Client
-	// CommandTTL keeps handled commands this long for their callers.
-	CommandTTL time.Duration
-	// RetryFor bounds how long a guarded write is retried while the store
-	// does not answer (default store.DefaultLeaseTTL: by then the term's
-	// own lease would have expired in a store that answers).
-	RetryFor time.Duration
-	// Logger, when set, hears of the retries.
-	Logger *slog.Logger
-
-	saver  *savedstate.Saver
-	legacy bool // KeepLegacyState
-}
-
-// do applies ops in one guarded transaction, trying again while the store
-// does not answer in time and the term lasts, for up to RetryFor.
-func (w *ManagerWriter) do(ctx context.Context, ops ...clientv3.Op) error {
-	bound := w.RetryFor
-	if bound <= 0 {
-		bound = store.DefaultLeaseTTL
-	}
-	deadline := time.Now().Add(bound)
-	wait := firstRetry
-	for {
-		_, err := w.L.Do(ctx, ops...)
-		left := time.Until(deadline)
-		if err == nil || !storeBusy(ctx, err) || w.L.Context().Err() != nil || left <= 0 {
-			return err
-		}
-		if w.Logger != nil && wait == firstRetry {
-			w.Logger.Warn("the store did not answer a manager write; trying again while this term lasts", "op", "manager", "err", err, "for", bound)
-		}
-		t := time.NewTimer(min(wait, left))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-w.L.Done():
-			t.Stop()
-			return err
-		}
-		wait = min(2*wait, 400*time.Millisecond)
-	}
-}
-
-const firstRetry = 25 * time.Millisecond
-
-// storeBusy reports whether err says the store did not answer in time or
-// could not be reached (etcd's "request timed out", "leader changed", "no
-// leader", a lost connection: all Unavailable; raft's "proposal dropped"),
-// as opposed to an answer (the guard failed, a request refused) or the end
-// of ctx.
-func storeBusy(ctx context.Context, err error) bool {
-	if ctx.Err() != nil || errors.Is(err, store.ErrNotLeader) || errors.Is(err, store.ErrConflict) {
-		return false
-	}
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return ee.Code() == codes.Unavailable
-	}
-	var gs interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &gs) {
-		s := gs.GRPCStatus()
-		// raft's ErrProposalDropped (a leader transfer or election in
-		// progress) reaches the client as code Unknown: nothing was written.
-		return s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded || (s.Code() == codes.Unknown && s.Message() == raft.ErrProposalDropped.Error())
-	}
-	return errors.Is(err, context.DeadlineExceeded)
-}
-
-// PutOrder writes an order for node.
-func (w *ManagerWriter) PutOrder(ctx context.Context, node string, o hostctl.Order) error {
-	return w.do(ctx, clientv3.OpPut(KeyOrder(node, o.Guest), store.MustEncode(KeyOrder(node, o.Guest), o)))
-}
-
-// PutOrders writes many orders in as few guarded transactions as etcd's
-// limits allow (ordersPerTxn each).
-func (w *ManagerWriter) PutOrders(ctx context.Context, orders []NodeOrder) error {
-	for len(orders) > 0 {
-		n := min(len(orders), ordersPerTxn)
-		ops := make([]clientv3.Op, n)
-		for i, o := range orders[:n] {
-			ops[i] = clientv3.OpPut(KeyOrder(o.Node, o.Order.Guest), store.MustEncode(KeyOrder(o.Node, o.Order.Guest), o.Order))
-		}
-		if err := w.do(ctx, ops...); err != nil {
-			return err
-		}
-		orders = orders[n:]
-	}
-	return nil
-}
-
-// ordersPerTxn keeps a batch of orders under etcd's default limits: 128
-// operations and 1.5 MiB per request.
-const ordersPerTxn = 64
-
-// NodeOrder is an order and the node it is for.
-type NodeOrder struct {
-	Node  string
-	Order hostctl.Order
-}
-
-// SaveState saves the manager core's state: the first save of a term
-// writes it whole, later ones what changed (package savedstate).
-func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
-	if w.saver == nil {
-		write := w.do
-		keys := func(ctx context.Context, prefix string) ([]string, error) {
-			resp, err := w.Cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-			if err != nil {
-				return nil, err
-			}
-			out := make([]string, len(resp.Kvs))
-			for i, kv := range resp.Kvs {
-				out[i] = string(kv.Key)
-			}
-			return out, nil
-		}
-		w.saver = savedstate.NewSaver(write, keys, uint64(w.L.Rev()))
-	}
-	w.saver.Legacy = w.legacy
-	return w.saver.Save(ctx, s)
-}
-
-// KeepLegacyState makes the following saves also write (on) or no longer
-// write (off) the state in the previous release's format
-// (savedstate.Saver.Legacy; control.LegacyStateWriter).
-func (w *ManagerWriter) KeepLegacyState(on bool) { w.legacy = on }
-
-// ShutdownReady tells node its graceful shutdown may proceed.
-func (w *ManagerWriter) ShutdownReady(ctx context.Context, node string) error {
-	return w.do(ctx, clientv3.OpPut(PrefixShutdownReady+node, time.Now().UTC().Format(time.RFC3339Nano)))
-}
-
-// CommandDone records a command's outcome; the record expires later.
-func (w *ManagerWriter) CommandDone(ctx context.Context, id string, cmdErr error) error {
-	resp, err := w.Cli.Get(ctx, KeyCommand(id))
-	if err != nil {
-		return fmt.Errorf("read command %s: %w", id, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil
-	}
-	var c Command
-	if err := store.Decode(KeyCommand(id), resp.Kvs[0].Value, &c); err != nil {
-		return err
-	}
-	c.Done = true
-	if cmdErr != nil {
-		c.Error = cmdErr.Error()
-	}
-	ttl := w.CommandTTL
-	if ttl == 0 {
-		ttl = 10 * time.Minute
-	}
-	lease, err := w.Cli.Grant(ctx, int64(ttl/time.Second))
-	if err != nil {
-		return fmt.Errorf("grant lease for command %s: %w", id, err)
-	}
-	return w.do(ctx, clientv3.OpPut(KeyCommand(id), store.MustEncode(KeyCommand(id), c), clientv3.WithLease(lease.ID)))
-}
-
-// ManagerState reads the saved manager state (ErrNotFound before the first
-// manager saved one).
-func (s *Store) ManagerState(ctx context.Context) (*manager.State, error) {
-	st, _, err := savedstate.Read(ctx, s.cli)
-	if err == nil && st == nil {
-		return nil, ErrNotFound
-	}
-	return st, err
-}
-
-// StoredOrder is an order and the store revision that wrote it.
-type StoredOrder struct {
-	Order hostctl.Order
-	Rev   int64
-}
-
-// Orders lists the current orders for node, and the revision read at.
-func (s *Store) Orders(ctx context.Context, node string) ([]StoredOrder, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixOrders+node+"/", clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("list orders for node %q: %w", node, err)
-	}
-	var out []StoredOrder
-	for _, kv := range resp.Kvs {
-		var o hostctl.Order
-		if err := store.Decode(string(kv.Key), kv.Value, &o); err != nil {
-			return nil, 0, err
-		}
-		out = append(out, StoredOrder{Order: o, Rev: kv.ModRevision})
-	}
-	return out, resp.Header.Revision, nil
-}
-
-// Reports lists every agent's guest reports, by node.
-func (s *Store) Reports(ctx context.Context) (map[string][]hostctl.Report, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixReports, clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("list guest reports: %w", err)
-	}
-	out := map[string][]hostctl.Report{}
-	for _, kv := range resp.Kvs {
-		node, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), PrefixReports), "/")
-		if !ok {
-			continue
-		}
-		var r hostctl.Report
-		if err := store.Decode(string(kv.Key), kv.Value, &r); err != nil {
-			return nil, 0, err
-		}
-		out[node] = append(out[node], r)
-	}
-	return out, resp.Header.Revision, nil
-}
-
-// Report reads node's report about guest (ErrNotFound when there is none).
-func (s *Store) Report(ctx context.Context, node, guest string) (hostctl.Report, error) {
-	var r hostctl.Report
-	_, err := getJSON(ctx, s.cli, KeyReport(node, guest), &r)
-	return r, err
-}
-
 // ReportFromKey splits a report key into node and guest.
 func ReportFromKey(key string) (node, guest string, ok bool) {
 	return strings.Cut(strings.TrimPrefix(key, PrefixReports), "/")
-}
-
-// FenceConfig reads the fence configuration (empty when never set). It is
-// sealed in the store with the cluster secret key: its devices' passwords
-// open only on a current host.
-func (s *Store) FenceConfig(ctx context.Context) (fence.Config, error) {
-	var c fence.Config
-	b, err := s.st.GetSealed(ctx, KeyFenceConfig)
-	if errors.Is(err, ErrNotFound) {
-		return fence.Config{}, nil
-	}
-	if err != nil {
-		return c, fmt.Errorf("read the fence configuration: %w", err)
-	}
-	if err := store.Decode(KeyFenceConfig, b, &c); err != nil {
-		return c, fmt.Errorf("the fence configuration: %w", err)
-	}
-	return c, nil
-}
-
-// SetFenceConfig writes the fence configuration, sealed, after checking it.
-func (s *Store) SetFenceConfig(ctx context.Context, c fence.Config) error {
-	if err := c.Check(); err != nil {
-		return err
-	}
-	// A newer agent's configuration is not replaced by one that lacks
-	// what it does not know.
-	if old, err := s.st.GetSealed(ctx, KeyFenceConfig); err == nil {
-		if err := store.CheckSchema(KeyFenceConfig, old); err != nil {
-			return err
-		}
-	}
-	return s.st.PutSealed(ctx, KeyFenceConfig, []byte(store.MustEncode(KeyFenceConfig, c)))
 }
 
 // Event is one line of the cluster's event and audit log.
@@ -430,7 +153,7 @@ func (s *Store) AddEvents(ctx context.Context, evs []Event) error {
 		prev = e.At
 		e.Seq = fmt.Sprintf("%020d-%s", e.At.UnixNano(), NewID()[:6])
 		ops = append(ops, clientv3.OpPut(PrefixEvents+e.Seq, store.MustEncode(PrefixEvents+e.Seq, e)))
-		if len(ops) == ordersPerTxn {
+		if len(ops) == OpsPerTxn {
 			if err := flush(); err != nil {
 				return err
 			}

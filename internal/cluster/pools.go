@@ -37,8 +37,8 @@ func KeyPoolHealth(node, pool string) string { return PrefixPoolHealth + node + 
 
 // Pools lists the storage pools.
 func (s *Store) Pools(ctx context.Context) ([]storage.Pool, error) {
-	ps, _, err := list[storage.Pool](ctx, s.cli, PrefixPools)
-	return ps, err
+	rs, _, err := List[storage.Pool](ctx, s, PrefixPools)
+	return values(rs), err
 }
 
 // PoolHealths returns every host's checks, by pool then node.

@@ -26,6 +26,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/hypervisor"
+	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -155,7 +156,7 @@ func (h *handler) runsHere(ctx context.Context, name string) bool {
 
 // where finds the host that runs the guest and its agent's API address.
 func (h *handler) where(ctx context.Context, name string) (string, string, error) {
-	st, err := h.cfg.Cluster.ManagerState(ctx)
+	st, err := savedstate.Load(ctx, h.cfg.Cluster.Raw().Client())
 	if err != nil {
 		return "", "", api.Errorf(http.StatusServiceUnavailable, "", "where guest %q runs: %v", name, err)
 	}

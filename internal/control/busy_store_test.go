@@ -204,7 +204,7 @@ func TestNewManagerRetriesSavesWhileTheStoreIsBusy(t *testing.T) {
 	if l.Context().Err() != nil {
 		t.Error("the term ended")
 	}
-	st, err := cluster.New(r.st).ManagerState(r.ctx)
+	st, err := savedstate.Load(r.ctx, r.st.Client())
 	if err != nil || st.Guest("vm1") == nil || st.Guest("vm1").Node == "" {
 		t.Errorf("saved state after the retries: %v (vm1 %+v)", err, st.Guest("vm1"))
 	}

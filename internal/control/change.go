@@ -67,7 +67,7 @@ func (c *Change) Apply(st *manager.State) error {
 	case c.RemoveDomain != "":
 		return st.RemoveDomain(c.RemoveDomain)
 	case c.Policy != nil:
-		c.Policy.Apply(&st.Config)
+		applyPolicy(&st.Config, *c.Policy)
 		return st.PutRules(c.Policy.Rules)
 	case c.Pinned != nil:
 		// In name order, so that an error is the same on every replay.

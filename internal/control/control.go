@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/guestdef"
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/manager"
@@ -45,7 +44,10 @@ type Writer interface {
 }
 
 // NodeOrder is an order and the node it is for.
-type NodeOrder = cluster.NodeOrder
+type NodeOrder struct {
+	Node  string
+	Order hostctl.Order
+}
 
 // OrderBatcher is implemented by writers that can write many orders in a
 // few transactions: a step that recovers a lost host's guests sends all
@@ -609,7 +611,7 @@ func (s *Shell) dropAbandoned(ctx context.Context, acts []manager.Action) error 
 }
 
 // LegacyStateWriter is a Writer that can also save the state in the
-// previous release's format (cluster.ManagerWriter).
+// previous release's format (ManagerWriter).
 type LegacyStateWriter interface {
 	// KeepLegacyState says whether the following saves also write it.
 	KeepLegacyState(on bool)

@@ -29,7 +29,7 @@ import (
 )
 
 // The daemon's writer sends a step's orders in a few transactions.
-var _ OrderBatcher = (*cluster.ManagerWriter)(nil)
+var _ OrderBatcher = (*ManagerWriter)(nil)
 
 // Daemon is what RunManager needs from the agent.
 type Daemon struct {
@@ -213,7 +213,7 @@ func runTerm(ctx context.Context, d Daemon) error {
 	sh := New(Config{
 		Record:   record,
 		State:    st,
-		Writer:   &cluster.ManagerWriter{L: d.Leader, Cli: cli, RetryFor: d.Timings.LeaseTTL, Logger: log},
+		Writer:   &ManagerWriter{L: d.Leader, Cli: cli, RetryFor: d.Timings.LeaseTTL, Logger: log},
 		Fencer:   fencer,
 		Defs:     defs,
 		Features: f.Features,
@@ -260,7 +260,7 @@ func runTerm(ctx context.Context, d Daemon) error {
 	go func() {
 		// Commands queued before this term, oldest first.
 		for _, c := range snap.Commands {
-			cmd := c.Command
+			cmd := manager.Command(c.Command)
 			select {
 			case inputs <- Input{Command: &cmd, CommandID: c.ID}:
 			case <-wctx.Done():
@@ -344,7 +344,7 @@ func prepare(snap *Snapshot, timings manager.Timings, log *slog.Logger) (*manage
 	if st == nil {
 		st = manager.New(manager.Config{Timings: timings})
 	}
-	policy.Apply(&st.Config)
+	applyPolicy(&st.Config, policy)
 	st.Config.Timings = timings
 	if err := st.PutRules(policy.Rules); err != nil {
 		log.Error("affinity rules not applied", "err", err)
@@ -791,7 +791,7 @@ func commandInput(v []byte) (Input, bool) {
 	if json.Unmarshal(v, &c) != nil || c.Done {
 		return Input{}, false
 	}
-	cmd := c.Command
+	cmd := manager.Command(c.Command)
 	return Input{Command: &cmd, CommandID: c.ID}, true
 }
 
@@ -847,7 +847,7 @@ type storeFencer struct {
 }
 
 func (f *storeFencer) Fence(ctx context.Context, node string) error {
-	cfg, err := f.cs.FenceConfig(ctx)
+	cfg, err := cluster.ReadSealed[fence.Config](ctx, f.cs, cluster.KeyFenceConfig)
 	if err != nil {
 		return fmt.Errorf("fence node %q: read fence configuration: %w", node, err)
 	}

@@ -33,7 +33,7 @@ func js(t *testing.T, v any) []byte {
 func TestDecodeSnapshotSortsAndSkips(t *testing.T) {
 	g := func(name string) cluster.Guest { return cluster.Guest{Spec: model.DefaultGuestSpec(name)} }
 	cmd := func(id string) cluster.Command {
-		return cluster.Command{ID: id, Command: manager.Command{Kind: manager.CmdStart, Guest: "a"}}
+		return cluster.Command{ID: id, Command: model.Command{Kind: model.CmdStart, Guest: "a"}}
 	}
 	ranges := map[string][]KV{
 		"registered": {{Key: store.PrefixNodeReg + "n2"}, {Key: store.PrefixNodeReg + "n1"}},
@@ -147,7 +147,7 @@ func TestLoadSnapshot(t *testing.T) {
 	if _, err := cli.Put(ctx, cluster.KeyGuest("vm1"), string(js(t, cluster.Guest{Spec: model.DefaultGuestSpec("vm1")}))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.QueueCommand(ctx, manager.Command{Kind: manager.CmdStop, Guest: "vm1"}, "t", time.Now()); err != nil {
+	if _, err := cs.QueueCommand(ctx, model.Command{Kind: model.CmdStop, Guest: "vm1"}, "t", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	s, err := LoadSnapshot(ctx, cli)

@@ -231,12 +231,12 @@ func (h *Host) Run(ctx context.Context) error {
 	go h.poolLoop(ctx)
 
 	cs := h.cfg.Cluster
-	orders, rev, err := cs.Orders(ctx, h.cfg.Node)
+	orders, rev, err := cluster.List[hostctl.Order](ctx, cs, cluster.PrefixOrders+h.cfg.Node+"/")
 	if err != nil {
-		return err
+		return fmt.Errorf("read the orders for node %q: %w", h.cfg.Node, err)
 	}
 	for _, o := range orders {
-		h.submit(ctx, o.Order, o.Rev)
+		h.submit(ctx, o.Value, o.Rev)
 	}
 	wch := cs.Raw().Client().Watch(ctx, cluster.PrefixOrders+h.cfg.Node+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for {

@@ -3,6 +3,8 @@ package manager
 import (
 	"fmt"
 	"time"
+
+	"github.com/haven-ha/haven/internal/model"
 )
 
 // Event is something the manager learns: from the store (leases), from
@@ -107,46 +109,27 @@ type FenceResult struct {
 	At time.Time
 }
 
-// CommandKind is an operator command.
-type CommandKind string
+// CommandKind is an operator command (model.CommandKind: the store's
+// command records carry it).
+type CommandKind = model.CommandKind
 
+// The operator commands (model's).
 const (
-	CmdStart          CommandKind = "start"
-	CmdStop           CommandKind = "stop"
-	CmdDisable        CommandKind = "disable"
-	CmdMigrate        CommandKind = "migrate"
-	CmdRelocate       CommandKind = "relocate"
-	CmdMaintenanceOn  CommandKind = "maintenance-on"
-	CmdMaintenanceOff CommandKind = "maintenance-off"
-	// CmdConfirmOff is the operator's word that a failed node is off (its
-	// plug pulled, seen dark): its guests recover without waiting for its
-	// fence devices, as fence_ack_manual did for RHCS and stonith_admin
-	// --confirm does for Pacemaker. Only a failed node waiting for its fence
-	// can be confirmed.
-	CmdConfirmOff CommandKind = "confirm-off"
+	CmdStart          = model.CmdStart
+	CmdStop           = model.CmdStop
+	CmdDisable        = model.CmdDisable
+	CmdMigrate        = model.CmdMigrate
+	CmdRelocate       = model.CmdRelocate
+	CmdMaintenanceOn  = model.CmdMaintenanceOn
+	CmdMaintenanceOff = model.CmdMaintenanceOff
+	CmdConfirmOff     = model.CmdConfirmOff
 )
 
-// Command is an operator command. Guest is set for guest commands, Node for
-// migrate, relocate and maintenance.
-type Command struct {
-	Kind  CommandKind
-	Guest string
-	Node  string
-}
+// Command is an operator command as an event of the core: a
+// model.Command, converted both ways.
+type Command model.Command
 
-func (c Command) String() string {
-	switch c.Kind {
-	case CmdMaintenanceOn:
-		return "maintenance " + c.Node + " on"
-	case CmdMaintenanceOff:
-		return "maintenance " + c.Node + " off"
-	case CmdConfirmOff:
-		return "confirm off " + c.Node
-	case CmdMigrate, CmdRelocate:
-		return string(c.Kind) + " " + c.Guest + " " + c.Node
-	}
-	return string(c.Kind) + " " + c.Guest
-}
+func (c Command) String() string { return model.Command(c).String() }
 
 func (Tick) isEvent()         {}
 func (Sync) isEvent()         {}

@@ -117,6 +117,16 @@ func Read(ctx context.Context, cli *clientv3.Client, opts ...clientv3.OpOption) 
 	return st, resp.Header.Revision, err
 }
 
+// Load reads the saved state: store.ErrNotFound before the first manager
+// saved one.
+func Load(ctx context.Context, cli *clientv3.Client) (*manager.State, error) {
+	st, _, err := Read(ctx, cli)
+	if err == nil && st == nil {
+		return nil, store.ErrNotFound
+	}
+	return st, err
+}
+
 // KV is one stored key and value, with the store revision it was last
 // written at (etcd's ModRevision; 0 when unknown).
 type KV struct {

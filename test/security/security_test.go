@@ -284,7 +284,7 @@ func TestSecretsSealedFromRemovedHost(t *testing.T) {
 	fc := fence.Config{
 		Devices: []fence.Device{{Name: "pdu1", Agent: "fence_ipmilan", Params: map[string]string{"ip": "192.0.2.1", "password": "pdu-s3cret"}, Plugs: map[string]string{"n1": "1"}}},
 	}
-	if err := cluster.New(st).SetFenceConfig(ctx, fc); err != nil {
+	if err := cluster.New(st).WriteSealed(ctx, cluster.KeyFenceConfig, fc); err != nil {
 		t.Fatalf("set fence config: %v", err)
 	}
 	tok, err := ag.Clients["admin"].CreateToken(ctx, api.TokenRequest{Role: "join"})
@@ -361,7 +361,7 @@ func TestSecretsSealedFromRemovedHost(t *testing.T) {
 		t.Error("the removed host's secret key still opens the fence configuration")
 	}
 	// The hosts left still can, and sign joins.
-	if got, err := cluster.New(st).FenceConfig(ctx); err != nil || got.Devices[0].Params["password"] != "pdu-s3cret" {
+	if got, err := cluster.ReadSealed[fence.Config](ctx, cluster.New(st), cluster.KeyFenceConfig); err != nil || got.Devices[0].Params["password"] != "pdu-s3cret" {
 		t.Errorf("fence config after rotation: %v", err)
 	}
 	tok2, err := ag.Clients["admin"].CreateToken(ctx, api.TokenRequest{Role: "join"})

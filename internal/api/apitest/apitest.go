@@ -154,7 +154,7 @@ var ErrLeave = errors.New("leave the command pending")
 // PlayManager stands in for the manager loop's command handling, which a
 // test of the API runs without: it marks every queued command done with
 // handle's error, until ctx ends. It writes the records directly (the real
-// manager writes them through its leadership, cluster.ManagerWriter).
+// manager writes them through its leadership, control.ManagerWriter).
 // wait waits for it to end after ctx and returns the first store error it
 // met.
 func (t *Agent) PlayManager(ctx context.Context, handle CommandHandler) (wait func() error) {
