@@ -275,15 +275,9 @@ type heldOrder struct {
 }
 
 // submit hands an order, written at store revision rev, to the controller
-// once: an order already submitted before an agent restart is not carried
-// out again.
-//
-// An order written before this host's current life began (rev before
-// Live.Since) is not carried out at all: the manager wrote it for an
-// earlier life, which ended when the host went down (powered off, fenced,
-// or its lease lost), and it gave up its operations here then: the guest
-// of a start order it never received may run elsewhere by now. Orders are
-// kept in the store until replaced, so a host that comes back finds them.
+// as hostctl.Admit says: once (an order already submitted before an agent
+// restart is not carried out again), and not at all when written before
+// this host's current life began (Live.Since).
 //
 // While self-fenced, the host stops and kills but starts nothing: any other
 // order is held (the latest per guest) until the lease is confirmed again.
@@ -293,12 +287,14 @@ type heldOrder struct {
 // outage, when the store comes back and the manager answers the self-fence
 // reports with restarts before this host's next keepalive is confirmed.
 func (h *Host) submit(ctx context.Context, o hostctl.Order, rev int64) {
-	if since := h.cfg.Live.Since(); rev <= since {
+	since := h.cfg.Live.Since()
+	h.mu.Lock()
+	switch hostctl.Admit(o, rev, since, h.lastDone[o.Guest]) {
+	case hostctl.EarlierLife:
+		h.mu.Unlock()
 		h.log.Warn("order written before this host's current life in the cluster began (it was down since): not carried out", "guest", o.Guest, "op", string(o.Op), "order", o.ID, "order_rev", rev, "life_since_rev", since)
 		return
-	}
-	h.mu.Lock()
-	if h.lastDone[o.Guest] == o.ID {
+	case hostctl.Repeated:
 		h.mu.Unlock()
 		return
 	}

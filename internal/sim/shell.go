@@ -221,10 +221,14 @@ func (s simStore) PutOrder(_ context.Context, node string, o hostctl.Order) erro
 	if _, phase, _ := strings.Cut(o.ID, "-"); phase == "clean" {
 		w.logf("manager", "kill what is left of %s's incoming migration on %s", o.Guest, node)
 	}
-	if n == nil || n.power != powerOn {
-		return nil // addressed to an incarnation that is gone
+	if n == nil {
+		return nil
 	}
-	n.inbox = append(n.inbox, o)
+	// The store keeps it, whatever the node's state: a node powered off
+	// or cut off finds it when it comes back, in a new life, and refuses
+	// it (hostctl.Admit).
+	w.rev++
+	n.inbox = append(n.inbox, storedOrder{Order: o, rev: w.rev})
 	if n.reachable() {
 		w.runInbox(n)
 	}
@@ -276,12 +280,39 @@ func (simDefs) Definition(guest, node string) (guestdef.Definition, error) {
 	return guestdef.Definition{Name: guest}, nil
 }
 
+// storedOrder is an order in the store and the revision that wrote it.
+type storedOrder struct {
+	hostctl.Order
+	rev int64
+}
+
+// runInbox has n's agent take the orders in the store, once its lease is
+// live (a life in the cluster).
 func (w *World) runInbox(n *simNode) {
+	if !n.leaseLive {
+		return
+	}
 	for len(n.inbox) > 0 {
 		o := n.inbox[0]
 		n.inbox = n.inbox[1:]
-		w.agentDo(n, o)
+		w.agentTake(n, o)
 	}
+}
+
+// agentTake carries out an order as the daemon's agent does
+// (hostctl.Admit): once, and not at all when written for an earlier life
+// of the node.
+func (w *World) agentTake(n *simNode, o storedOrder) {
+	switch hostctl.Admit(o.Order, o.rev, n.since, n.lastDone[o.Guest]) {
+	case hostctl.EarlierLife:
+		w.logf("node", "agent on %s refuses order %s (%s %s): written before its current life in the cluster", n.name, o.ID, o.Op, o.Guest)
+		return
+	case hostctl.Repeated:
+		w.logf("node", "agent on %s ignores order %s (%s %s): it took it already", n.name, o.ID, o.Op, o.Guest)
+		return
+	}
+	n.lastDone[o.Guest] = o.ID
+	w.agentDo(n, o.Order)
 }
 
 func (w *World) report(n *simNode, in control.Input) { n.outbox = append(n.outbox, in) }
@@ -319,18 +350,11 @@ func (w *World) dropIncoming(n *simNode, guest string, v *vm) {
 // migrationURI names the simulated receiver of a migration on node.
 func migrationURI(node string) string { return "sim://" + node }
 
-// agentDo carries out one order on node n's hypervisor. Like the daemon's
-// agent, it takes an order once: the same order ID again (a new manager
-// repeating what the last one sent) is ignored.
+// agentDo carries out one order on node n's hypervisor.
 func (w *World) agentDo(n *simNode, o hostctl.Order) {
 	if !n.reachable() {
 		w.violate("cut"+n.name+o.Guest, "%s acted on %s %s while it is not in the quorate side", n.name, o.Op, o.Guest)
 	}
-	if n.lastDone[o.Guest] == o.ID {
-		w.logf("node", "agent on %s ignores order %s (%s %s): it took it already", n.name, o.ID, o.Op, o.Guest)
-		return
-	}
-	n.lastDone[o.Guest] = o.ID
 	if n.witness && (o.Op == hostctl.OpStart || o.Op == hostctl.OpReceive) {
 		w.violate("w"+n.name+o.Guest, "witness %s was told to run %s", n.name, o.Guest)
 	}

@@ -94,19 +94,23 @@ type simNode struct {
 	leaseGen    uint64
 	bootID      int
 	outbox      []control.Input   // reports its agent has not written to the store yet
-	inbox       []hostctl.Order   // orders in the store its agent has not taken yet
+	inbox       []storedOrder     // orders in the store its agent has not taken yet
 	lastDone    map[string]string // per guest, the ID of the last order its agent took
-	mon         *selffence.Monitor
-	sfAt        time.Duration // scheduled self-fence check
-	sfSched     bool
-	inQ         bool
-	shutdown    bool // a graceful shutdown/reboot is in progress
-	reboot      bool
-	fenceFail   bool
-	bootedAt    time.Duration
-	epoch       int // bumped by fence, self-fence, boot (checker)
-	reported    []string
-	powerGen    uint64
+	// since is the store revision at which its current life in the
+	// cluster (its lease) began: its agent does not carry out orders
+	// written no later (hostctl.Admit).
+	since     int64
+	mon       *selffence.Monitor
+	sfAt      time.Duration // scheduled self-fence check
+	sfSched   bool
+	inQ       bool
+	shutdown  bool // a graceful shutdown/reboot is in progress
+	reboot    bool
+	fenceFail bool
+	bootedAt  time.Duration
+	epoch     int // bumped by fence, self-fence, boot (checker)
+	reported  []string
+	powerGen  uint64
 }
 
 type guestInfo struct {
@@ -192,6 +196,8 @@ type Options struct {
 type World struct {
 	// Stopped is set when Options.Stop ended the run early.
 	Stopped bool
+	// rev is the store's revision: every order and lease grant moves it.
+	rev     int64
 	sc      *scenario.Scenario
 	opt     Options
 	tm      manager.Timings
@@ -507,7 +513,7 @@ func (w *World) handle(it *item) {
 		n.power = powerOn
 		n.bootID++
 		n.bootedAt = w.now
-		n.inbox, n.outbox = nil, nil
+		n.outbox = nil // the orders stay in the store: its next life refuses them
 		n.epoch++
 		n.agentUp = true
 		n.mon = w.monitor()
@@ -541,9 +547,10 @@ func (w *World) handle(it *item) {
 			return
 		}
 		n.leaseLive, n.hasExpire = false, false
-		// Its session is gone: queued actions and reports with it. When it
-		// rejoins, its inventory (in the NodeUp) says what runs there.
-		n.inbox, n.outbox = nil, nil
+		// Its session is gone: queued reports with it. When it rejoins,
+		// its inventory (in the NodeUp) says what runs there, and the
+		// orders written for this life are refused (hostctl.Admit).
+		n.outbox = nil
 		w.logf("node", "lease of %s expired", n.name)
 		w.leaseGone(n)
 	case itSelfFence:
@@ -637,7 +644,7 @@ func (w *World) powerOff(n *simNode, how string) {
 	}
 	n.power = powerOff
 	n.agentUp = true
-	n.outbox, n.inbox = nil, nil
+	n.outbox = nil
 	n.shutdown = false
 	n.powerGen++
 }
@@ -836,6 +843,8 @@ func (w *World) refresh() {
 			n.hasExpire = false // no quorum: leases neither renew nor expire
 		case renewing:
 			n.leaseLive = true
+			w.rev++
+			n.since = w.rev
 			n.hasExpire = false
 			r := w.report0(n)
 			store = append(store, mgrIn{in: control.Input{NodeUp: &r}})
