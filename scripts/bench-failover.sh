@@ -5,7 +5,8 @@
 #   - host power loss: the guest's host loses power (rounds take turns: the
 #     manager's host, the store leader's, another); detection, fencing, the
 #     start order, the guest reported running elsewhere (API) and writing its
-#     disk again (boot included); a new manager when the manager was lost;
+#     disk again (boot included); a new manager when the manager was lost
+#     (named by status, and acting: its term began);
 #   - 2/1 partition: the guest's host is cut off from the other two;
 #   - guest crash: kill -9 of the guest's QEMU until it is reported running
 #     again;
@@ -68,10 +69,11 @@ for d in ${drivers//,/ }; do
 	p=$(metric BenchmarkHostPowerLoss "$d" reported-median-s)
 	w=$(metric BenchmarkHostPowerLoss "$d" running-median-s)
 	m=$(metric BenchmarkHostPowerLoss "$d" manager-median-s)
+	a=$(metric BenchmarkHostPowerLoss "$d" acting-median-s)
 	c=$(metric BenchmarkPartition "$d" reported-median-s)
 	k=$(metric BenchmarkGuestCrash "$d" running-median-s)
 	echo "$d: power loss -> reported running elsewhere ${p:-?} s (x$(ratio "$p" "$pcmk_cut") Pacemaker host cut ${pcmk_cut:-n/a} s); writing its disk ${w:-?} s"
-	echo "$d: manager's host lost -> new manager ${m:-?} s"
+	echo "$d: manager's host lost -> new manager acting ${a:-?} s (named by status ${m:-?} s; target 2 s)"
 	echo "$d: 2/1 partition -> reported running on the majority ${c:-?} s (x$(ratio "$c" "$pcmk_cut") Pacemaker host cut)"
 	echo "$d: guest kill -9 -> reported running again ${k:-?} s (x$(ratio "$k" "$pcmk_crash") Pacemaker 1 s monitor ${pcmk_crash:-n/a} s)"
 	g=$(metric BenchmarkLiveMigration "$d" migrate-median-s)

@@ -50,6 +50,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 	}
 	ff := newFastFail(a.Store(), hb, log)
 	ff.a = a
+	ff.self = a.Config().Node
 	ff.external = len(a.Config().StoreEndpoints) > 0
 	ff.leases.followAll(ctx, ff.cli)
 	t := time.NewTicker(heartbeat.DefaultInterval)
@@ -81,7 +82,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 }
 
 func newFastFail(st *store.Store, hb verdicts, log *slog.Logger) *fastFail {
-	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
+	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, wake: st.WakeCampaign, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
 }
 
 // verdicts is what fastFail needs of the heartbeat monitor.
@@ -95,6 +96,8 @@ type fastFail struct {
 	cs      *cluster.Store
 	cli     *clientv3.Client
 	members func(context.Context) ([]store.Member, error) // the store's member list
+	self    string                                        // this agent's host
+	wake    func()                                        // wakes this agent's campaign (store.WakeCampaign)
 	log     *slog.Logger
 	policy  cluster.Policy
 	at      time.Time
@@ -329,32 +332,48 @@ func (f *fastFail) act(ctx context.Context, gone []string) {
 		}
 		return
 	}
-	resp, err := f.cli.Get(rctx, store.KeyElection+"/", store.LeadingCandidate()...)
+	f.replaceManager(rctx, gone, fences)
+}
+
+// replaceManager ends the term of a manager whose host is Gone (with fence
+// devices, its liveness too). Once the election's leading key is this
+// agent's (the term ended here or by another agent), it wakes this agent's
+// campaign: etcd's own Campaign may wait on a watch that hangs on the dead
+// host's store member, and its fallback read would come up to 500 ms later.
+func (f *fastFail) replaceManager(ctx context.Context, gone []string, fences bool) {
+	resp, err := f.cli.Get(ctx, store.KeyElection+"/", store.LeadingCandidate()...)
 	if err != nil || len(resp.Kvs) != 1 {
 		return
 	}
 	mgr, lease := string(resp.Kvs[0].Value), clientv3.LeaseID(resp.Kvs[0].Lease)
+	if mgr == f.self {
+		f.wake()
+		return
+	}
 	if !slices.Contains(gone, mgr) {
 		return
 	}
 	if fences {
-		f.endLiveness(rctx, mgr)
+		f.endLiveness(ctx, mgr)
 	}
-	f.endTerm(rctx, mgr, lease)
+	if f.endTerm(ctx, mgr, lease) {
+		f.replaceManager(ctx, gone, fences) // the next candidate may be this agent
+	}
 }
 
 // endTerm revokes lease, the election lease of the manager on host name,
-// if the host is Gone and may lose it (mayEnd).
-func (f *fastFail) endTerm(ctx context.Context, name string, lease clientv3.LeaseID) {
+// if the host is Gone and may lose it (mayEnd); it reports whether it did.
+func (f *fastFail) endTerm(ctx context.Context, name string, lease clientv3.LeaseID) bool {
 	v := f.hb.Verdict(name)
 	if !f.mayEnd(name, lease, v, time.Now()) {
-		return
+		return false
 	}
 	if _, err := f.cli.Revoke(ctx, lease); err != nil {
-		return
+		return false
 	}
 	f.revoked[lease] = true
 	f.log.Warn("the manager's host is dead: its term ended so that another agent takes over", "op", "election", "manager", name, "evidence", v.String())
+	return true
 }
 
 // endLiveness revokes the liveness lease of a Gone host, if it may

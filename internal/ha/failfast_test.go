@@ -167,3 +167,30 @@ func TestFastFailSparesTermNewerThanSilence(t *testing.T) {
 		}
 	}
 }
+
+// TestFastFailWakesNextManager: an agent that ends a dead manager's term
+// and finds its own election key leading then wakes its campaign, which
+// would otherwise see its win only at its next poll of the election (or
+// when etcd's watch, hanging on the dead host's store member, recovers).
+func TestFastFailWakesNextManager(t *testing.T) {
+	r := newLeaseRig(t)
+	old := r.register(store.KeyElection+"/1", "h1")
+	r.register(store.KeyElection+"/2", "h2")
+	r.waitSeen(old)
+	r.hb.silentSince("h1", time.Now())
+	f := r.agents[0]
+	f.self = "h2"
+	woken := 0
+	f.wake = func() { woken++ }
+	f.replaceManager(r.ctx, []string{"h1"}, false)
+	if r.alive(old) {
+		t.Fatal("the dead manager's term was not ended")
+	}
+	if woken != 1 {
+		t.Fatalf("the next candidate's campaign was woken %d times, want once", woken)
+	}
+	other := r.agents[1]
+	other.self = "h3"
+	other.wake = func() { t.Error("an agent whose key does not lead woke its campaign") }
+	other.replaceManager(r.ctx, []string{"h1"}, false)
+}

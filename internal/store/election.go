@@ -86,26 +86,42 @@ func LeadingCandidate() []clientv3.OpOption {
 	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)}
 }
 
-// campaignStall is how long a candidate's key may lead the election
-// unnoticed by etcd's Campaign before the candidate takes office itself.
-const campaignStall = 1500 * time.Millisecond
+// campaignPoll is how often a waiting candidate reads the election
+// itself (awaitCampaign), unless woken sooner (WakeCampaign).
+const campaignPoll = 500 * time.Millisecond
+
+// WakeCampaign makes this store's waiting candidate, if any, read the
+// election now instead of at its next poll: the caller saw this host's key
+// lead (the fast path ended the dead manager's term). Its next campaign
+// reads once at its start if nobody waited.
+func (s *Store) WakeCampaign() {
+	select {
+	case s.campaignWake <- struct{}{}:
+	default:
+	}
+}
 
 // awaitCampaign waits for etcd's Campaign (its result on campaigned). That
 // Campaign waits for the keys ahead of this candidate's to go with a
 // watch, and a watch whose stream went to a store member that died (its
 // host lost power: no reset, the connection hangs until gRPC gives it up)
 // sees nothing: a new manager took office 9 s after the old one's term had
-// been ended. So the election is also read every 500 ms: when this
-// candidate's key (its session's lease) has led for campaignStall while
-// Campaign still waits, it takes office on that read, returning the key
-// and its creation revision (Campaign confirms every win with a guarded
-// read). etcd's Campaign is left to return by itself: cancelled, it would
-// resign. It returns an empty key when Campaign won.
+// been ended, and 1.1 s after in a round where the watch recovered sooner.
+// So the election is also read every campaignPoll, and at once when
+// WakeCampaign is called: when this candidate's key (its session's lease)
+// leads, every older key is gone and the office is its own, so it takes
+// office on that read, returning the key and its creation revision
+// (Campaign confirms every win with a guarded read). etcd's Campaign is
+// left to return by itself: cancelled, it would resign. It returns an
+// empty key when Campaign won first.
 func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrency.Session, campaigned <-chan error) (string, int64, error) {
 	mine := fmt.Sprintf("%s/%x", KeyElection, sess.Lease())
-	t := time.NewTicker(500 * time.Millisecond)
+	poll := s.campaignPoll
+	if poll == 0 {
+		poll = campaignPoll
+	}
+	t := time.NewTicker(poll)
 	defer t.Stop()
-	var leads time.Time
 	for {
 		select {
 		case err := <-campaigned:
@@ -113,23 +129,17 @@ func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrenc
 		case <-ctx.Done():
 			return "", 0, ctx.Err()
 		case <-t.C:
+		case <-s.campaignWake:
 		}
 		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		resp, err := s.cli.Get(rctx, KeyElection+"/", LeadingCandidate()...)
 		cancel()
 		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != mine {
-			leads = time.Time{}
 			continue
 		}
-		if leads.IsZero() {
-			leads = time.Now()
-			continue
-		}
-		if time.Since(leads) >= campaignStall {
-			s.log.Warn("this agent leads the manager election but its campaign has not seen it (its watch hangs on a store member that does not answer): taking office", "node", node, "op", "election")
-			go func() { <-campaigned }()
-			return mine, resp.Kvs[0].CreateRevision, nil
-		}
+		s.log.Info("this agent leads the manager election before its campaign saw it (its watch may hang on a store member that does not answer): taking office", "node", node, "op", "election")
+		go func() { <-campaigned }()
+		return mine, resp.Kvs[0].CreateRevision, nil
 	}
 }
 

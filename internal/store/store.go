@@ -91,6 +91,12 @@ type Store struct {
 	// candidates tells which hosts' members store leadership may move to
 	// (SetLeaderCandidates); guarded by closeMu.
 	candidates func(name string) bool
+
+	// campaignWake wakes a waiting candidate's read of the election
+	// (WakeCampaign); campaignPoll, when set (tests), replaces the
+	// interval of that read.
+	campaignWake chan struct{}
+	campaignPoll time.Duration
 }
 
 // StartEmbedded starts this host's etcd member and waits until it is ready
@@ -218,7 +224,7 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 		cli.Close()
 		return nil, fmt.Errorf("reach store at %v: %w", c.Endpoints, err)
 	}
-	return &Store{cli: cli, server: server, log: log}, nil
+	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1)}, nil
 }
 
 // Client is the etcd client, for reads, watches and non-manager writes.

@@ -3,10 +3,12 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/store"
@@ -130,6 +132,59 @@ func TestLeadershipEndsWithSession(t *testing.T) {
 	}
 	if err := lb.Check(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWakeCampaign: a candidate whose etcd Campaign never sees its win
+// (its watch hangs on a dead store member) takes office as soon as it is
+// woken once its key leads, without waiting for its own poll of the
+// election.
+func TestWakeCampaign(t *testing.T) {
+	srv := storetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := srv.Connect(t)
+	s.SetCampaignPoll(time.Hour)
+	cli := s.Client()
+	old, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", store.KeyElection, old.ID), "a", clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	mine := fmt.Sprintf("%s/%x", store.KeyElection, sess.Lease())
+	put, err := cli.Put(ctx, mine, "b", clientv3.WithLease(sess.Lease()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type won struct {
+		key string
+		rev int64
+		err error
+	}
+	done := make(chan won, 1)
+	go func() {
+		key, rev, err := s.AwaitCampaign(ctx, "b", sess)
+		done <- won{key, rev, err}
+	}()
+	s.WakeCampaign() // a's key still leads, or already not: either way b's read is right
+	if _, err := cli.Revoke(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.WakeCampaign()
+	select {
+	case w := <-done:
+		if w.err != nil || w.key != mine || w.rev != put.Header.Revision {
+			t.Fatalf("took office with key %q rev %d (%v), want %q rev %d", w.key, w.rev, w.err, mine, put.Header.Revision)
+		}
+	case <-ctx.Done():
+		t.Fatal("the woken candidate did not take office once its key led")
 	}
 }
 

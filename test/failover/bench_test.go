@@ -23,6 +23,7 @@ import (
 type figures struct {
 	lost     string        // the host lost, and what it was: "h2 (manager, store leader)"
 	manager  time.Duration // status named a live manager again (rounds that lost the manager)
+	acting   time.Duration // the new manager's term began (status's manager since), same rounds
 	detect   time.Duration // the manager decided to fence
 	fenced   time.Duration // the fence device confirmed the host off
 	started  time.Duration // the manager ordered the guest started elsewhere
@@ -113,7 +114,7 @@ func hostLoss(b *testing.B, hv string, partition bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f.reported, f.manager = c.watchRecovery("g1", target, t0, target == mgr)
+		f.reported, f.manager, f.acting = c.watchRecovery("g1", target, t0, target == mgr)
 		seg := c.waitNewBoot("g1", t0, recoverWithin)
 		b.StopTimer()
 		f.running = seg.First.Sub(t0)
@@ -133,7 +134,7 @@ func hostLoss(b *testing.B, hv string, partition bool) {
 		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 		mgrNote := ""
 		if f.manager > 0 {
-			mgrNote = fmt.Sprintf(", new manager %v", ms(f.manager))
+			mgrNote = fmt.Sprintf(", new manager %v (acting %v)", ms(f.manager), ms(f.acting))
 		}
 		b.Logf("round %d: lost %s%s: detected %v, fenced %v, start ordered %v, reported running %v, writing its disk %v", i+1, f.lost, mgrNote,
 			ms(f.detect), ms(f.fenced), ms(f.started), ms(f.reported), ms(f.running))
@@ -161,6 +162,7 @@ func hostLoss(b *testing.B, hv string, partition bool) {
 		get  func(figures) time.Duration
 	}{
 		{"manager", func(f figures) time.Duration { return f.manager }},
+		{"acting", func(f figures) time.Duration { return f.acting }},
 		{"detect", func(f figures) time.Duration { return f.detect }},
 		{"fenced", func(f figures) time.Duration { return f.fenced }},
 		{"started", func(f figures) time.Duration { return f.started }},
@@ -186,8 +188,10 @@ func hostLoss(b *testing.B, hv string, partition bool) {
 
 // watchRecovery polls the API every 50 ms from t0 until guest is reported
 // running on a host other than lost; it returns when that happened and, if
-// wantManager, when status first named a live manager other than lost.
-func (c *testCluster) watchRecovery(guest, lost string, t0 time.Time, wantManager bool) (reported, manager time.Duration) {
+// wantManager, when status first named a live manager other than lost and
+// when that manager's term began (status's manager since: it acts from
+// then on).
+func (c *testCluster) watchRecovery(guest, lost string, t0 time.Time, wantManager bool) (reported, manager, acting time.Duration) {
 	c.t.Helper()
 	var wg sync.WaitGroup
 	if wantManager {
@@ -196,16 +200,22 @@ func (c *testCluster) watchRecovery(guest, lost string, t0 time.Time, wantManage
 			defer wg.Done()
 			for time.Since(t0) < recoverWithin && c.ctx.Err() == nil {
 				var name string
+				var since time.Time
 				_ = c.tryAPIExcept(lost, func(ctx context.Context, cl *client.Client) error {
 					st, err := cl.Status(ctx)
 					if err == nil && st.Quorum.OK {
-						name = st.Manager
+						name, since = st.Manager, st.ManagerSince
 					}
 					return err
 				})
 				if name != "" && name != lost {
-					manager = time.Since(t0)
-					return
+					if manager == 0 {
+						manager = time.Since(t0)
+					}
+					if since.After(t0) {
+						acting = since.Sub(t0)
+						return
+					}
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
@@ -230,7 +240,7 @@ func (c *testCluster) watchRecovery(guest, lost string, t0 time.Time, wantManage
 		return false
 	})
 	wg.Wait()
-	return reported, manager
+	return reported, manager, acting
 }
 
 // manager is the manager's name as status reports it.
