@@ -686,8 +686,9 @@ func (a *Agent) serve(ctx context.Context) error {
 	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopElection = cancel
 	// The manager election, the revocation list, other hosts' requests
-	// for the cluster secret key, and this host's certificate renewal.
-	for _, loop := range []func(context.Context){a.electionLoop, a.syncRevocations, a.grantKeys, a.renewLoop} {
+	// for the cluster secret key, the fence configuration's form for older
+	// hosts, and this host's certificate renewal.
+	for _, loop := range []func(context.Context){a.electionLoop, a.syncRevocations, a.grantKeys, a.keepFenceReadable, a.renewLoop} {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()

@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -75,7 +76,7 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 		return err
 	}
 	rec := a.nodeRecord(now)
-	if err := a.st.RegisterNode(ctx, rec); err != nil {
+	if err := a.st.RegisterNode(ctx, rec, store.OpNodeLevel(rec.Name, model.FeatureLevel)); err != nil {
 		a.undoInit(ctx, tokens)
 		return err
 	}
@@ -152,7 +153,7 @@ func (a *Agent) join(ctx context.Context) (err error) {
 	}
 	c := client.New(a.cfg.JoinAddr, tok.String(), pki.PinnedTLS(tok.CAPin))
 	defer c.Close()
-	req := api.JoinRequest{Node: a.cfg.Node, CSR: string(csrPEM), APIAddr: a.APIURL(), External: external}
+	req := api.JoinRequest{Node: a.cfg.Node, CSR: string(csrPEM), APIAddr: a.APIURL(), External: external, FeatureLevel: model.FeatureLevel}
 	if !external {
 		req.PeerAddr, req.ClientAddr = a.peerURL(), a.clientURL()
 	}

@@ -181,7 +181,7 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 			nrec.StoreMember, nrec.MemberID, nrec.PeerAddr, nrec.ClientAddr = true, id, req.PeerAddr, req.ClientAddr
 		}
 	}
-	if err := a.st.RegisterNode(ctx, nrec); err != nil {
+	if err := a.st.RegisterNode(ctx, nrec, store.OpNodeLevel(nrec.Name, req.FeatureLevel)); err != nil {
 		if resp.Member {
 			_ = a.st.RemoveMember(context.WithoutCancel(ctx), resp.MemberID)
 		}

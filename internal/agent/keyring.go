@@ -5,10 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -25,7 +28,7 @@ func (a *Agent) ensureSecretKey(ctx context.Context) {
 	if sealed, err := a.st.SealSecrets(ctx); err != nil {
 		a.log.Warn("could not seal the store's secrets; the next start retries", "op", "pki", "err", err)
 	} else if sealed {
-		a.log.Info("sealed the CA key and the fence configuration with a new cluster secret key", "op", "pki")
+		a.log.Info("sealed the CA key with a new cluster secret key (the fence configuration once every host opens sealed secrets)", "op", "pki")
 	}
 	_, err := a.st.SecretKey(ctx)
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
@@ -89,4 +92,47 @@ func (a *Agent) checkKeyRequest(node string, certPEM []byte) error {
 		return fmt.Errorf("the certificate (serial %s) is not the one the host is registered with (%s)", cert.SerialNumber.Text(16), rec.CertSerial)
 	}
 	return nil
+}
+
+// keepFenceReadable keeps the fence configuration in the form the
+// registered hosts can read (store.KeepFenceReadable): in the clear while
+// one may run a release that cannot open sealed values, sealed otherwise.
+// It runs on every change of the hosts' records or of the configuration,
+// until ctx ends, and says each change of form in the event log.
+func (a *Agent) keepFenceReadable(ctx context.Context) {
+	var lastErr string
+	keep := func() {
+		form, changed, err := a.st.KeepFenceReadable(ctx)
+		if err != nil {
+			// Said once per kind of failure: a host not granted the key
+			// yet fails the same way at every change, and another host
+			// does the work.
+			if msg := err.Error(); ctx.Err() == nil && msg != lastErr {
+				a.log.Warn("could not keep the fence configuration readable by every host", "op", "pki", "err", err)
+				lastErr = msg
+			}
+			return
+		}
+		lastErr = ""
+		if !changed {
+			return
+		}
+		e := cluster.Event{Kind: "node", Msg: "fence configuration sealed again: every registered host opens sealed secrets"}
+		if form.Clear {
+			e.Node = form.OldHosts[0]
+			e.Msg = fmt.Sprintf("fence configuration stored unsealed, readable by whoever reads the store: %s may run a release that cannot open sealed secrets (feature level below %d), and must fence if elected manager; it is sealed again once every host is upgraded or removed",
+				strings.Join(form.OldHosts, ", "), model.SealedSecretsLevel)
+		}
+		a.log.Warn(e.Msg, "op", "pki", "old_hosts", form.OldHosts)
+		if err := cluster.New(a.st).AddEvent(ctx, e); err != nil && ctx.Err() == nil {
+			a.log.Warn("could not record the fence configuration's change of form", "op", "pki", "err", err)
+		}
+	}
+	for ctx.Err() == nil {
+		keep()
+		for range a.st.FenceFormChanges(ctx) {
+			keep()
+		}
+		sleepCtx(ctx, time.Second)
+	}
 }

@@ -188,6 +188,11 @@ func (s *Server) buildStatus(ctx context.Context) (*Status, error) {
 	}
 	features := model.ClusterFeatures(facts)
 	out.Features = &features
+	form, err := st.FenceForm(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.FenceForm = &form
 
 	out.Store = StoreInfo{External: cc.External, Members: members}
 	for _, m := range members {

@@ -38,6 +38,11 @@ type Status struct {
 	// every host wait until they all have them (model.ClusterFeatures).
 	// Absent from agents older than feature levels.
 	Features *model.Features `json:"features,omitempty"`
+	// FenceForm says whether the fence configuration is stored in the
+	// clear because a registered host may run a release that cannot open
+	// sealed secrets (store/oldreleases.go), and which hosts those are.
+	// Absent from agents older than it.
+	FenceForm *store.FenceForm `json:"fence_form,omitempty"`
 	// Stale is set when the store had no quorum: the answer is what the
 	// nearest store member last knew.
 	Stale bool `json:"stale,omitempty"`
@@ -158,6 +163,10 @@ type JoinRequest struct {
 	// External is set when the joining host was given its own external
 	// store endpoints.
 	External bool `json:"external,omitempty"`
+	// FeatureLevel is the joining agent's model.FeatureLevel (0 from
+	// releases before levels): the answering host records it with the
+	// registration (store.NodeLevel).
+	FeatureLevel int `json:"feature_level,omitempty"`
 }
 
 // JoinResponse gives a joining host what it needs.

@@ -3,6 +3,7 @@ package cli
 import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,22 @@ func TestStatusFeaturesLine(t *testing.T) {
 	}
 	if got := featuresLine(nil); got != "" {
 		t.Errorf("an agent without feature levels: %q", got)
+	}
+}
+
+func TestStatusFenceFormLine(t *testing.T) {
+	for _, tc := range []struct {
+		form *store.FenceForm
+		want string
+	}{
+		{nil, ""},
+		{&store.FenceForm{}, ""},
+		{&store.FenceForm{Clear: true, OldHosts: []string{"h2"}}, "WARNING: fence passwords are stored unsealed, readable by whoever reads the store, while h2 may run a release that cannot open sealed secrets: upgrade or remove it (docs/security.md)"},
+		{&store.FenceForm{OldHosts: []string{"h2", "h3"}}, "WARNING: fence passwords would be stored (once set) unsealed, readable by whoever reads the store, while h2, h3 may run a release that cannot open sealed secrets: upgrade or remove them (docs/security.md)"},
+	} {
+		if got := fenceFormLine(tc.form); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.form, got, tc.want)
+		}
 	}
 }
 

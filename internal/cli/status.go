@@ -14,6 +14,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/model"
+	"github.com/haven-ha/haven/internal/store"
 )
 
 func init() {
@@ -77,6 +78,9 @@ func runStatus(ctx context.Context, env *Env, cf *clientFlags, c *client.Client)
 	if line := featuresLine(st.Features); line != "" {
 		fmt.Fprintf(env.Stdout, "%s\n", line)
 	}
+	if line := fenceFormLine(st.FenceForm); line != "" {
+		fmt.Fprintf(env.Stdout, "%s\n", line)
+	}
 	if st.Guests != nil {
 		fmt.Fprintf(env.Stdout, "\nGuests: %d\n", st.Guests.Total)
 	}
@@ -118,6 +122,23 @@ func featuresLine(f *model.Features) string {
 		return fmt.Sprintf("Features: level %d on every host", f.Level)
 	}
 	return fmt.Sprintf("Features: level %d; waiting for %s to upgrade: %s", f.Level, strings.Join(f.Behind, ", "), strings.Join(f.Waiting, ", "))
+}
+
+// fenceFormLine warns while the fence configuration is stored in the
+// clear for hosts that may run an older release (docs/security.md), or
+// will be as soon as one is set; "" otherwise.
+func fenceFormLine(f *store.FenceForm) string {
+	if f == nil || len(f.OldHosts) == 0 {
+		return ""
+	}
+	are, them := "are stored", "it"
+	if !f.Clear {
+		are = "would be stored (once set)"
+	}
+	if len(f.OldHosts) > 1 {
+		them = "them"
+	}
+	return fmt.Sprintf("WARNING: fence passwords %s unsealed, readable by whoever reads the store, while %s may run a release that cannot open sealed secrets: upgrade or remove %s (docs/security.md)", are, strings.Join(f.OldHosts, ", "), them)
 }
 
 type table struct {

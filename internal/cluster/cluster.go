@@ -384,8 +384,9 @@ func (s *Store) SetPolicy(ctx context.Context, p Policy) error {
 
 // ReadSealed reads the record sealed at key (ReadSealed's and
 // WriteSealed's records are sealed in the store with the cluster secret
-// key: they open only on a current host), the zero T when it was never
-// written. The record's type is its reader's: the fence configuration
+// key: they open only on a current host; the fence configuration is in
+// the clear while an older host needs it, store/oldreleases.go), the zero
+// T when it was never written. The record's type is its reader's: the fence configuration
 // (KeyFenceConfig) is a fence.Config.
 func ReadSealed[T any](ctx context.Context, s *Store, key string) (T, error) {
 	var v T
@@ -406,6 +407,11 @@ func ReadSealed[T any](ctx context.Context, s *Store, key string) (T, error) {
 func (s *Store) WriteSealed(ctx context.Context, key string, v any) error {
 	if err := s.checkSealedSchema(ctx, key); err != nil {
 		return err
+	}
+	if key == KeyFenceConfig {
+		// Sealed, or in the clear while a registered host may run a
+		// release that cannot open it.
+		return s.st.PutFenceConfig(ctx, []byte(store.MustEncode(key, v)))
 	}
 	return s.st.PutSealed(ctx, key, []byte(store.MustEncode(key, v)))
 }

@@ -21,6 +21,14 @@ const (
 	FeatureLevel = FeatureMigrationTLS
 )
 
+// SealedSecretsLevel is the lowest level whose builds open the values the
+// store keeps sealed with the cluster secret key (store/keyring.go).
+// Sealing came before feature levels, so every build that reports a level
+// has it; a host of level 0 may run a release before it (such as 235b719),
+// which reads the fence configuration only in the clear (see
+// store/oldreleases.go).
+const SealedSecretsLevel = FeatureMigrationTLS
+
 // FeatureNames names each level's feature, for status and the docs.
 var FeatureNames = map[int]string{
 	FeatureMigrationTLS: "migration-tls",

@@ -12,7 +12,8 @@ import (
 )
 
 // The cluster secret key seals the secrets the store keeps (the CA key,
-// the fence configuration) and is itself kept only wrapped for each current
+// the fence configuration: in the clear while an older host needs it, see
+// oldreleases.go) and is itself kept only wrapped for each current
 // host (KeyringEntry, under PrefixKeyring): see pki/seal.go. Every host
 // holds it, since every agent may become the manager (which fences) and
 // answers joins (which sign certificates); a removed host's entry is
@@ -224,13 +225,14 @@ func (s *Store) RotateSecretKey(ctx context.Context, without string) (string, er
 				continue
 			}
 			cmp = append(cmp, clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision))
-			v := kvs[0].Value
-			if pki.IsSealed(v) {
-				if v, err = old.Open(key, v); err != nil {
+			// A value in the clear stays so: a notification configuration
+			// without a secret, or the fence configuration while an older
+			// host needs it (oldreleases.go, which seals it again).
+			if v := kvs[0].Value; pki.IsSealed(v) {
+				if plain[key], err = old.Open(key, v); err != nil {
 					return "", fmt.Errorf("rotate the cluster secret key: %w", err)
 				}
 			}
-			plain[key] = v
 		}
 		k := pki.NewSecretKey()
 		ops, err := sealedOps(k, plain)
@@ -265,10 +267,13 @@ func (s *Store) RotateSecretKey(ctx context.Context, without string) (string, er
 }
 
 // SealSecrets seals a store written before secrets were sealed: it makes
-// the cluster secret key, grants it to this host, seals the CA key, the
-// fence configuration and the notification configuration, and keeps the old CA key's bytes as the heartbeat
-// key (which was the CA key). Hosts that started before ask for the key
-// (RequestKey). A store already sealed is left alone.
+// the cluster secret key, grants it to this host, seals the CA key and the
+// notification configuration, and keeps the old CA key's bytes as the
+// heartbeat key (which was the CA key). The fence configuration is left to
+// KeepFenceReadable, which seals it once no registered host runs a release
+// that cannot open it (the one this store was written by, say). Hosts that
+// started before ask for the key (RequestKey). A store already sealed is
+// left alone.
 func (s *Store) SealSecrets(ctx context.Context) (bool, error) {
 	node, certPEM, _, err := s.identity()
 	if err != nil {
@@ -292,6 +297,9 @@ func (s *Store) SealSecrets(ctx context.Context) (bool, error) {
 	var cmp []clientv3.Cmp
 	for i, key := range SealedKeys {
 		kvs := resp.Responses[i].GetResponseRange().Kvs
+		if key == KeyFenceConfig {
+			continue
+		}
 		if len(kvs) == 0 {
 			cmp = append(cmp, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
 			continue

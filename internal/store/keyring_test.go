@@ -123,6 +123,16 @@ func TestSealSecretsOfAnOldStore(t *testing.T) {
 	if again, err := st.SealSecrets(ctx); err != nil || again {
 		t.Fatalf("sealed twice: %v %v", again, err)
 	}
+	// The fence configuration is sealed once no registered host may run
+	// a release that cannot open it (oldreleases_test.go): here, with no
+	// host registered, at once.
+	r, _ := cli.Get(ctx, store.KeyFenceConfig)
+	if pki.IsSealed(r.Kvs[0].Value) {
+		t.Errorf("SealSecrets sealed the fence configuration itself")
+	}
+	if form, changed, err := st.KeepFenceReadable(ctx); err != nil || !changed || form.Clear {
+		t.Fatalf("seal the fence configuration: %+v %v %v", form, changed, err)
+	}
 	for _, key := range store.SealedKeys {
 		r, _ := cli.Get(ctx, key)
 		if !pki.IsSealed(r.Kvs[0].Value) {

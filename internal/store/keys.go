@@ -19,6 +19,7 @@ import (
 //	/haven/nodes/reg/<node>          NodeRecord: persistent registration
 //	/haven/nodes/live/<node>         model.NodeFacts, attached to the node's lease
 //	/haven/nodes/state/<node>        NodeState: online/offline since (leader-guarded)
+//	/haven/nodes/level/<node>        NodeLevel: the feature level a host last reported
 //	/haven/tokens/<id>               TokenRecord (secret hashed)
 //	/haven/pki/revoked/<serial>      Revocation: a removed host's certificate
 //	/haven/users/<name>              the web UI's users (package api)
@@ -47,6 +48,7 @@ const (
 	PrefixNodeReg    = Prefix + "nodes/reg/"
 	PrefixNodeLive   = Prefix + "nodes/live/"
 	PrefixNodeState  = Prefix + "nodes/state/"
+	PrefixNodeLevel  = Prefix + "nodes/level/"
 	PrefixTokens     = Prefix + "tokens/"
 	PrefixRevoked    = Prefix + "pki/revoked/"
 
@@ -87,6 +89,9 @@ func KeyNodeReg(node string) string { return PrefixNodeReg + node }
 
 // KeyNodeLive is the liveness key of a node (exists while its lease lives).
 func KeyNodeLive(node string) string { return PrefixNodeLive + node }
+
+// KeyNodeLevel is the feature level node's agent last reported.
+func KeyNodeLevel(node string) string { return PrefixNodeLevel + node }
 
 // KeyNodeState is the manager's record of a node's online/offline state.
 func KeyNodeState(node string) string { return PrefixNodeState + node }

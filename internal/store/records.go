@@ -115,6 +115,7 @@ func (s *Store) DeleteNode(ctx context.Context, name string) error {
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(KeyNodeLive(name)), "=", 0)).Then(
 		clientv3.OpDelete(KeyNodeReg(name)),
 		clientv3.OpDelete(KeyNodeState(name)),
+		clientv3.OpDelete(KeyNodeLevel(name)),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("delete node %q: %w", name, err)

@@ -48,6 +48,7 @@ var Families = []Family{
 	{PrefixNodeReg, "node registration", 1},
 	{PrefixNodeLive, "node facts", 1},
 	{PrefixNodeState, "node state", 1},
+	{PrefixNodeLevel, "node feature level", 1},
 	{PrefixTokens, "token", 1},
 	{PrefixRevoked, "certificate revocation", 1},
 	{PrefixKeyring, "cluster secret key grant", 1},

@@ -23,6 +23,7 @@ import (
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/manager"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/store"
@@ -123,7 +124,7 @@ func (t *Agent) Stop() {
 
 // RegisterNode registers an extra (offline) host, as a join would.
 func (t *Agent) RegisterNode(ctx context.Context, name string) error {
-	return t.A.Store().RegisterNode(ctx, store.NodeRecord{Name: name, Registered: time.Now().UTC()})
+	return t.A.Store().RegisterNode(ctx, store.NodeRecord{Name: name, Registered: time.Now().UTC()}, store.OpNodeLevel(name, model.FeatureLevel))
 }
 
 // SaveState writes s as the manager's saved state, as the manager does

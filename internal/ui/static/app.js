@@ -174,6 +174,16 @@ function renderHeader() {
       : `the store needs ${q.needed} of ${q.voters} members online to accept changes`;
     $('manager').textContent = !st.manager ? 'manager: none (election in progress)'
       : st.manager_unreachable ? `manager: ${st.manager} UNREACHABLE (a new one is elected when its lease expires)` : `manager: ${st.manager}`;
+    // The fence configuration kept in the clear for hosts of an older
+    // release (docs/security.md).
+    const ff = st.fence_form;
+    const ub = $('unsealed');
+    ub.hidden = !(ff && ff.clear);
+    if (!ub.hidden) {
+      const old = (ff.old_hosts || []).join(', ');
+      ub.textContent = 'FENCE SECRETS UNSEALED';
+      ub.title = `fence passwords are stored in the clear while ${old} may run a release that cannot open sealed secrets: upgrade or remove ${old}`;
+    }
   }
   if (state.me) $('who').textContent = `${state.me.user} (${state.me.role})`;
   for (const a of document.querySelectorAll('#nav a[data-role]')) a.hidden = !can(a.dataset.role);
