@@ -54,6 +54,7 @@ func DomainXML(def guestdef.Definition, domainType, uuid string) (string, error)
 	// log come from def, checked against the storage pools).
 	dom.SecLabel = nil
 	dom.QEMUCommandline, dom.QEMUCapabilities, dom.QEMUOverride = nil, nil, nil
+	dom.QEMUCapabilities = quickCPUCheck()
 	dom.BHyveCommandline, dom.XenCommandline, dom.LXCNamespace = nil, nil, nil
 	dom.OS = stripOSFiles(dom.OS)
 	if dv := dom.Devices; dv != nil {
@@ -308,6 +309,22 @@ func DisksUncached(domainXML string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// quickCPUCheck is the <qemu:capabilities> of every domain Haven defines.
+// At every start of an x86 guest (a restart after a crash, the target of a
+// live migration) libvirt reads the guest's CPU from QEMU to verify and
+// record it. With QEMU's "unavailable-features" capability, libvirt 9.0
+// does it with one QMP qom-get per property of the CPU object, about 400
+// round trips: 1.2-1.4 s of a 1.8 s domain start on a loaded 2-core
+// machine, 75% of a crashed guest's restart. Without that capability it
+// reads the same CPUID words in two (feature-words, filtered-features),
+// its x86 path for QEMUs without it, which still verifies the model's
+// required features. libvirt logs the domain as tainted
+// ("custom-hypervisor-feature"), as for any capability changed in the
+// domain XML.
+func quickCPUCheck() *libvirtxml.DomainQEMUCapabilities {
+	return &libvirtxml.DomainQEMUCapabilities{Del: []libvirtxml.DomainQEMUCapabilitiesEntry{{Name: "cpu-unavailable-features"}}}
 }
 
 // domainCPU is the <cpu> of a KVM domain for a CPU model (docs/manager.md,

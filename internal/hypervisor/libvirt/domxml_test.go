@@ -127,6 +127,27 @@ func TestRawXMLCannotEscape(t *testing.T) {
 	}
 }
 
+// TestDomainXMLQuickCPUCheck: every domain drops QEMU's
+// cpu-unavailable-features capability (libvirt then checks the CPU with two
+// QMP reads instead of one per feature), whatever the raw XML asked for.
+func TestDomainXMLQuickCPUCheck(t *testing.T) {
+	for _, raw := range []string{"", `<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>x</name><memory>1</memory>
+<qemu:capabilities><qemu:add capability='blockdev'/></qemu:capabilities></domain>`} {
+		x, err := DomainXML(guestdef.Definition{Name: "x", Memory: 1 << 30, RawXML: raw}, "qemu", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back libvirtxml.Domain
+		if err := back.Unmarshal(x); err != nil {
+			t.Fatal(err)
+		}
+		c := back.QEMUCapabilities
+		if c == nil || len(c.Add) != 0 || len(c.Del) != 1 || c.Del[0].Name != "cpu-unavailable-features" {
+			t.Errorf("raw XML %q: qemu:capabilities %+v, want only cpu-unavailable-features deleted:\n%s", raw, c, x)
+		}
+	}
+}
+
 func FuzzDomainXML(f *testing.F) {
 	f.Add(`<domain type='kvm'><name>a</name><memory>1024</memory><devices><disk type='file'/></devices></domain>`)
 	f.Add(`<domain><os><type>hvm</type><kernel>/k</kernel></os></domain>`)
