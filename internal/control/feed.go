@@ -50,6 +50,10 @@ type Daemon struct {
 	// down, however its lease ended (ended early by the fast detector, or
 	// expired first), the event log then says isolated, not dead.
 	Isolation func(node string) (evidence string, isolated bool)
+	// Beating, when set, says whether a host's agent beats now (the
+	// agent's direct heartbeats): the deletion of a beating host's live
+	// key is held a moment (livehold.go).
+	Beating func(node string) bool
 	// RecordDir, when set, is where every term's inputs are recorded, one
 	// file per term (term-<term>-<node>.jsonl), for Replay (haven sim
 	// replay).
@@ -147,6 +151,7 @@ func runTerm(ctx context.Context, d Daemon) error {
 	log := d.Logger
 	cs := d.Cluster
 	cli := cs.Raw().Client()
+	awaitBeatingHosts(ctx, cli, d.Beating, vanishGrace(d.Timings.Keepalive))
 	snap, err := LoadSnapshot(ctx, cli)
 	if err != nil {
 		return err
@@ -164,6 +169,7 @@ func runTerm(ctx context.Context, d Daemon) error {
 	if err != nil {
 		return err
 	}
+	f.beating, f.now = d.Beating, d.Now
 	rev := snap.Rev
 
 	sender := notify.New(log)
@@ -350,7 +356,7 @@ func prepare(snap *Snapshot, timings manager.Timings, log *slog.Logger) (*manage
 		log.Error("affinity rules not applied", "err", err)
 	}
 
-	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}}
+	f := &feed{log: log, reports: map[string]map[string]hostctl.Report{}, live: map[string]model.NodeFacts{}, poolHealth: map[string]map[string]cluster.PoolHealth{}, now: time.Now, grace: vanishGrace(timings.Keepalive)}
 	f.pools = slices.Clone(snap.Pools)
 	for _, r := range snap.Reports {
 		f.setReport(r.Node, r.Report.Guest, r.Report)
@@ -494,6 +500,14 @@ type feed struct {
 	// newer is a record of a newer schema than this build reads, seen by
 	// translate: the term ends with it (the manager resigns).
 	newer error
+
+	// beating says whether a host's agent beats now (Daemon.Beating);
+	// vanished are the hosts whose live key was deleted while they beat,
+	// with when, for grace (see livehold.go).
+	beating  func(node string) bool
+	vanished map[string]time.Time
+	grace    time.Duration
+	now      func() time.Time
 }
 
 // liveChanged recomputes the live hosts' features after f.live changed.
@@ -610,7 +624,30 @@ func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out c
 			// compaction past that revision ends the term (the next one
 			// starts from a fresh snapshot).
 			wch := cli.Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithPrevKV())
-			for wr := range wch {
+			for {
+				var wr clientv3.WatchResponse
+				var ok bool
+				var expire <-chan time.Time
+				if until, held := f.vanishedUntil(); held {
+					expire = time.After(time.Until(until))
+				}
+				select {
+				case wr, ok = <-wch:
+				case <-expire:
+					for _, in := range f.expireVanished(f.now()) {
+						select {
+						case out <- in:
+						case <-ctx.Done():
+							return
+						}
+					}
+					continue
+				case <-ctx.Done():
+					return
+				}
+				if !ok {
+					break
+				}
 				if err := wr.Err(); err != nil {
 					if wr.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
 						f.log.Error("manager watch compacted; ending the term", "err", err, "rev", next)
@@ -649,6 +686,14 @@ func (f *feed) watch(ctx context.Context, cli *clientv3.Client, rev int64, out c
 	}()
 }
 
+// gone is the input for a host whose live key was deleted: it is down.
+func (f *feed) gone(name string) []Input {
+	delete(f.live, name)
+	f.liveChanged()
+	delete(f.reports, name)
+	return []Input{{NodeGone: name}}
+}
+
 func (f *feed) translate(ev *clientv3.Event) []Input {
 	key := string(ev.Kv.Key)
 	del := ev.Type == clientv3.EventTypeDelete
@@ -661,23 +706,35 @@ func (f *feed) translate(ev *clientv3.Event) []Input {
 	case strings.HasPrefix(key, store.PrefixNodeLive):
 		name := strings.TrimPrefix(key, store.PrefixNodeLive)
 		if del {
-			delete(f.live, name)
-			f.liveChanged()
-			delete(f.reports, name)
-			return []Input{{NodeGone: name}}
+			if f.deferGone(name, f.now()) {
+				return nil
+			}
+			return f.gone(name)
 		}
 		var facts model.NodeFacts
 		if json.Unmarshal(ev.Kv.Value, &facts) != nil {
 			return nil
 		}
-		_, was := f.live[name]
+		prev, was := f.live[name]
+		var out []Input
+		if _, held := f.vanished[name]; held {
+			delete(f.vanished, name)
+			if prev.BootID == facts.BootID {
+				f.log.Info("a beating host registered again after its live key was deleted: it stayed up", "node", name)
+				f.live[name] = facts
+				f.liveChanged()
+				return nil
+			}
+			// Another boot: the host did go down meanwhile.
+			out, was = f.gone(name), false
+		}
 		f.live[name] = facts
 		f.liveChanged()
 		if was && ev.IsModify() {
 			return nil // facts refreshed, or an agent restart that kept the node up
 		}
 		r := f.nodeReport(name, facts)
-		return []Input{{NodeUp: &r}}
+		return append(out, Input{NodeUp: &r})
 	case strings.HasPrefix(key, store.PrefixNodeReg):
 		name := strings.TrimPrefix(key, store.PrefixNodeReg)
 		if del || ev.IsModify() {

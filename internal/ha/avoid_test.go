@@ -222,3 +222,60 @@ func sortedStrings(s ...string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// TestAvoidedMemberStreamsMove: a watch opened on a member that then
+// freezes sees nothing more over that connection (gRPC keeps a removed
+// address's streams until they end). Once the client avoids that member,
+// its connections are cut and the watch, opened again on the member kept,
+// delivers what is written after the freeze.
+func TestAvoidedMemberStreamsMove(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := storetest.Start(t)
+	live := srv.Endpoints[0]
+	fz := newFreezer(t, mustHost(t, live))
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	st, err := store.Connect(cctx, store.ClientConfig{Endpoints: []string{fz.url()}, TLS: srv.TLS}, nil, nil)
+	ccancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := newFastFail(st, &fakeVerdicts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.members = func(context.Context) ([]store.Member, error) {
+		return []store.Member{{Name: "h1", ClientURLs: []string{live}}, {Name: "h2", ClientURLs: []string{fz.url()}}}, nil
+	}
+	w := st.Client().Watch(ctx, "k")
+	put := func(v string) {
+		if _, err := srv.Store.Client().Put(ctx, "k", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func(within time.Duration) (string, bool) {
+		select {
+		case wr := <-w:
+			for _, ev := range wr.Events {
+				return string(ev.Kv.Value), true
+			}
+			return "", false
+		case <-time.After(within):
+			return "", false
+		}
+	}
+	// The watch runs through the member that will freeze.
+	put("before")
+	if v, ok := next(10 * time.Second); !ok || v != "before" {
+		t.Fatalf("watch before the freeze: %q, %v", v, ok)
+	}
+	fz.freeze(true)
+	put("frozen")
+	f.avoidMembers(ctx, unanswering(map[string]heartbeat.Verdict{"h2": {State: heartbeat.Silent, Silence: avoidSilentAfter}}))
+	if eps := f.cli.Endpoints(); !slices.Equal(eps, []string{live}) {
+		t.Fatalf("endpoints %v with h2 frozen; want only %s", eps, live)
+	}
+	// gRPC's own keepalive would drop the frozen connection after 10 s at
+	// the least; the watch must be back well before.
+	if v, ok := next(5 * time.Second); !ok || v != "frozen" {
+		t.Fatalf("watch after its member froze and was avoided: %q, %v; want the value written meanwhile", v, ok)
+	}
+}

@@ -82,7 +82,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 }
 
 func newFastFail(st *store.Store, hb verdicts, log *slog.Logger) *fastFail {
-	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, wake: st.WakeCampaign, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
+	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, wake: st.WakeCampaign, sever: st.Sever, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
 }
 
 // verdicts is what fastFail needs of the heartbeat monitor.
@@ -98,6 +98,7 @@ type fastFail struct {
 	members func(context.Context) ([]store.Member, error) // the store's member list
 	self    string                                        // this agent's host
 	wake    func()                                        // wakes this agent's campaign (store.WakeCampaign)
+	sever   func(endpoints []string) int                  // cuts the client's connections to those members (store.Sever)
 	log     *slog.Logger
 	policy  cluster.Policy
 	at      time.Time
@@ -280,9 +281,12 @@ func (f *fastFail) avoidMembers(ctx context.Context, avoid []string) {
 	if err != nil {
 		return
 	}
-	var keep []string
+	var keep, cut []string
 	for _, m := range ms {
-		if !m.Learner && !slices.Contains(avoid, m.Name) {
+		switch {
+		case slices.Contains(avoid, m.Name):
+			cut = append(cut, m.ClientURLs...)
+		case !m.Learner:
 			keep = append(keep, m.ClientURLs...)
 		}
 	}
@@ -294,6 +298,12 @@ func (f *fastFail) avoidMembers(ctx context.Context, avoid []string) {
 		return
 	}
 	f.cli.SetEndpoints(keep...)
+	// The streams already on the avoided members' connections (lease
+	// keepalives, watches) would stay there, waiting: cut them, so they
+	// are opened again on the members kept.
+	if n := f.sever(cut); n > 0 {
+		f.log.Info("store client cut its connections to the avoided members", "op", "failover", "hosts", key, "connections", n)
+	}
 	switch {
 	case key == f.avoided:
 	case key != "":

@@ -20,6 +20,7 @@ import (
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/console"
 	"github.com/haven-ha/haven/internal/control"
+	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/hostagent"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
@@ -201,6 +202,13 @@ func (p *plugin) whileManager(ctx context.Context, l *store.Leadership) error {
 		Logger:      a.Config().Logger,
 		RecordDir:   p.opts.RecordDir,
 		FenceRunner: a.FenceRunner(),
+		Beating: func(node string) bool {
+			if node == l.Node() {
+				return true // the manager's own host: this code runs there
+			}
+			hb := a.Heartbeat()
+			return hb != nil && hb.Verdict(node).State == heartbeat.Alive
+		},
 		Isolation: func(node string) (string, bool) {
 			hb := a.Heartbeat()
 			if hb == nil {

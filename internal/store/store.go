@@ -24,6 +24,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 )
 
 // Defaults for the embedded etcd, tuned for a LAN: a leader failure is seen
@@ -84,6 +85,8 @@ type Store struct {
 	server *embed.Etcd
 	log    *slog.Logger
 	id     identity // the host whose keyring entry opens sealed values
+
+	conns *conns // the client's connections, to cut (Sever)
 
 	closeMu       sync.Mutex
 	memberStopped bool
@@ -209,6 +212,8 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 		DialKeepAliveTimeout: 2 * time.Second,
 		Logger:               slogZap(log, zapcore.ErrorLevel, "etcd-client"),
 	}
+	cs := &conns{}
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(cs.dial))
 	if c.AutoSync {
 		cfg.AutoSyncInterval = 30 * time.Second
 	}
@@ -224,7 +229,19 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 		cli.Close()
 		return nil, fmt.Errorf("reach store at %v: %w", c.Endpoints, err)
 	}
-	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1)}, nil
+	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1), conns: cs}, nil
+}
+
+// Sever closes the client's connections to the given store endpoints, so
+// that the streams on them (lease keepalives, watches) fail now and are
+// opened again on the members the client still uses: call it after
+// pointing the client away from them (SetEndpoints), for members that do
+// not answer. It returns how many connections it closed.
+func (s *Store) Sever(endpoints []string) int {
+	if s.conns == nil {
+		return 0
+	}
+	return s.conns.sever(endpoints)
 }
 
 // Client is the etcd client, for reads, watches and non-manager writes.

@@ -253,8 +253,11 @@ func (c *testCluster) stopAll() {
 			select {
 			case <-n.exited:
 				c.t.Logf("agent %s stopped in %v", n.name, time.Since(t0).Round(10*time.Millisecond))
-				if os.Getenv("HAVEN_E2E_LOGS") != "" {
+				switch {
+				case os.Getenv("HAVEN_E2E_LOGS") != "":
 					c.t.Logf("agent %s log:\n%s", n.name, n.errb.String())
+				case c.t.Failed():
+					c.t.Logf("agent %s log, its last %d lines (HAVEN_E2E_LOGS=1 for all):\n%s", n.name, failedLogLines, lastLines(n.errb.String(), failedLogLines))
 				}
 			case <-time.After(15 * time.Second):
 				c.t.Logf("agent %s did not stop in 15s; killing it:\n%s", n.name, n.errb.String())
@@ -367,3 +370,15 @@ func (c *testCluster) byName(name string) *agentProc {
 }
 
 var _ = context.Background
+
+// failedLogLines is how much of each agent's log a failed test shows.
+const failedLogLines = 150
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
