@@ -70,11 +70,11 @@ func (s *State) Step(now time.Time, ev Event) []Action {
 }
 
 func (st *stepper) sync(e Sync) {
-	up := map[string]NodeReport{}
+	up := make(map[string]NodeReport, len(e.Nodes))
 	for _, r := range e.Nodes {
 		up[r.Name] = r
 	}
-	inv := map[string][]string{}
+	inv := make(map[string][]string, len(e.Nodes))
 	for _, n := range st.s.Nodes {
 		r, ok := up[n.Name]
 		switch {
@@ -336,7 +336,11 @@ func (st *stepper) inventory(inv map[string][]string) {
 	if len(inv) == 0 {
 		return
 	}
-	where := map[string]string{}
+	total := 0
+	for _, list := range inv {
+		total += len(list)
+	}
+	where := make(map[string]string, total)
 	for node, list := range inv {
 		for _, g := range list {
 			where[g] = node
