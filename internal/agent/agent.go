@@ -506,7 +506,7 @@ func (a *Agent) connect(ctx context.Context, endpoints []string) error {
 	// A renewed certificate is used from the next connection on.
 	tlsCfg.Certificates = nil
 	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.tlsPair() }
-	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: endpoints, TLS: tlsCfg, AutoSync: true}, a.embedded, a.log)
+	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: endpoints, TLS: tlsCfg, AutoSync: true, Embedded: true}, a.embedded, a.log)
 	if err != nil {
 		return err
 	}

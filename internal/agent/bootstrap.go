@@ -62,7 +62,7 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 	}
 	a.st.SetIdentity(a.cfg.Node, a.certPEM, a.keyPEM)
 	admin, join := pki.NewAPIToken(), pki.NewJoinToken(a.state.CAFingerprint)
-	cc := store.ClusterConfig{Name: a.cfg.ClusterName, ID: a.state.ClusterID, StoreMembers: a.cfg.StoreMembers, External: external, Created: now}
+	cc := store.ClusterConfig{Name: a.cfg.ClusterName, ID: a.state.ClusterID, StoreMembers: a.cfg.StoreMembers, External: external, StoreRoles: !external, Created: now}
 	tokens := []store.TokenRecord{
 		{ID: admin.ID, Hash: admin.Hash(), Role: store.RoleAdmin, Name: "init admin (" + a.cfg.Node + ")", Created: now, Node: a.cfg.Node},
 		{ID: join.ID, Hash: join.Hash(), Role: store.RoleJoin, Name: "init join", Created: now, Expires: now.Add(api.DefaultJoinTokenTTL), Uses: InitJoinUses},
@@ -79,6 +79,12 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 	if err := a.st.RegisterNode(ctx, rec, store.OpNodeLevel(rec.Name, model.FeatureLevel)); err != nil {
 		a.undoInit(ctx, tokens)
 		return err
+	}
+	if !external {
+		// A new embedded store enforces the store roles from the start.
+		if err := a.st.EnforceRoles(ctx, []string{a.cfg.Node}); err != nil {
+			return err
+		}
 	}
 	if err := writeFileAtomic(a.dir.file(fileAdminToken), []byte(admin.String()+"\n"), 0o600); err != nil {
 		a.undoInit(ctx, tokens)
@@ -214,6 +220,10 @@ func (a *Agent) join(ctx context.Context) (err error) {
 		if err := a.connect(ctx, resp.StoreEndpoints); err != nil {
 			return err
 		}
+		// The promotion is made as the store's root, whose credential
+		// needs the CA key the cluster secret key opens (granted in the
+		// join).
+		a.st.SetIdentity(a.cfg.Node, a.certPEM, a.keyPEM)
 		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		err := a.st.Promote(pctx, resp.MemberID)
 		cancel()
@@ -262,7 +272,7 @@ func (a *Agent) undoJoin(ctx context.Context, resp *api.JoinResponse) {
 	} else if !resp.External && len(resp.StoreEndpoints) > 0 && resp.Cert != "" {
 		tlsCfg, err := pki.ClientTLS([]byte(resp.CACert), []byte(resp.Cert), a.keyPEM)
 		if err == nil {
-			st, _ = store.Connect(ctx, store.ClientConfig{Endpoints: resp.StoreEndpoints, TLS: tlsCfg}, nil, a.log)
+			st, _ = store.Connect(ctx, store.ClientConfig{Endpoints: resp.StoreEndpoints, TLS: tlsCfg, Embedded: true}, nil, a.log)
 		}
 	}
 	if st == nil {
@@ -270,9 +280,19 @@ func (a *Agent) undoJoin(ctx context.Context, resp *api.JoinResponse) {
 		return
 	}
 	defer st.Close()
+	// Undone as the store's root (its membership, its store user): the
+	// cluster secret key was granted to this host's new certificate.
+	if resp.Cert != "" {
+		st.SetIdentity(a.cfg.Node, []byte(resp.Cert), a.keyPEM)
+	}
 	if resp.Member {
 		if err := st.RemoveMember(ctx, resp.MemberID); err != nil {
 			a.log.Warn("undo join: remove store member", "op", "join", "err", err)
+		}
+	}
+	if !resp.External {
+		if err := st.RevokeHost(ctx, a.cfg.Node); err != nil {
+			a.log.Warn("undo join: remove store user", "op", "join", "err", err)
 		}
 	}
 	if err := st.DeleteNode(ctx, a.cfg.Node); err != nil {

@@ -130,6 +130,14 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 	if len(dropped) > 0 {
 		a.log.Warn("join: addresses left out of the certificate", "op", "join", "joining", req.Node, "from", from, "dropped", dropped)
 	}
+	if !cc.External {
+		// Its store user and roles, before it first connects (needed once
+		// the store enforces its roles, harmless before); before the token
+		// is spent, so that a failure here can be retried with it.
+		if err := a.st.GrantHost(ctx, req.Node); err != nil {
+			return nil, api.Errorf(http.StatusServiceUnavailable, "", "give %q its store user: %v; retry", req.Node, err)
+		}
+	}
 	// Spend the token now: of two joins racing for its last use, one
 	// fails here.
 	if err := a.st.UseToken(ctx, tok.ID); err != nil {

@@ -128,7 +128,7 @@ func (a *Agent) term(ctx context.Context, l *store.Leadership) (failed bool) {
 		a.log.Warn("record manager info", "op", "election", "err", err)
 	}
 	fns := []Plugin{{Name: "node-tracker", WhileManager: a.trackNodes}, {Name: "store-learners", WhileManager: a.tidyLearners},
-		{Name: "store-leader-elsewhere", WhileManager: a.storeLeaderElsewhere}}
+		{Name: "store-leader-elsewhere", WhileManager: a.storeLeaderElsewhere}, {Name: "store-roles", WhileManager: a.enforceStoreRoles}}
 	for _, p := range a.plugins {
 		if p.WhileManager != nil {
 			fns = append(fns, p)

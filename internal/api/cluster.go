@@ -194,7 +194,7 @@ func (s *Server) buildStatus(ctx context.Context) (*Status, error) {
 	}
 	out.FenceForm = &form
 
-	out.Store = StoreInfo{External: cc.External, Members: members}
+	out.Store = StoreInfo{External: cc.External, Members: members, Roles: cc.StoreRoles}
 	for _, m := range members {
 		if !m.Learner {
 			out.Quorum.Voters++
@@ -366,6 +366,18 @@ func (s *Server) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 				WriteError(w, err)
 				return
 			}
+		}
+	}
+	// Its store user goes (the embedded store's; an external etcd's users
+	// are its operator's): even a store that has not read the revocation
+	// list yet gives its certificate nothing once the roles are enforced.
+	if cc, err := s.cfg.Store.ClusterConfig(ctx); err != nil {
+		WriteError(w, err)
+		return
+	} else if !cc.External {
+		if err := s.cfg.Store.RevokeHost(ctx, name); err != nil {
+			WriteError(w, err)
+			return
 		}
 	}
 	// The host's certificate is revoked (the store and every agent refuse

@@ -68,6 +68,9 @@ type Quorum struct {
 type StoreInfo struct {
 	External bool           `json:"external"`
 	Members  []store.Member `json:"members"`
+	// Roles: the embedded store enforces the store roles (each host
+	// writes only its own reports; docs/security.md).
+	Roles bool `json:"roles,omitempty"`
 }
 
 // Host is one node in Status.

@@ -64,7 +64,8 @@ func TestStatusFeaturesLine(t *testing.T) {
 	}{
 		{[]model.NodeFacts{h("h1", 1), h("h2", 1)}, "Features: level 1 on every host"},
 		{[]model.NodeFacts{h("h1", 1), h("h2", 0), h("h3", 1)}, "Features: level 0; waiting for h2 to upgrade: migration-tls"},
-		{[]model.NodeFacts{h("h1", 2), h("h2", 1), h("h3", 0)}, "Features: level 0; waiting for h2, h3 to upgrade: migration-tls, level 2"},
+		{[]model.NodeFacts{h("h1", 2), h("h2", 1), h("h3", 0)}, "Features: level 0; waiting for h2, h3 to upgrade: migration-tls, store-roles"},
+		{[]model.NodeFacts{h("h1", 3), h("h2", 2)}, "Features: level 2; waiting for h2 to upgrade: level 3"},
 	} {
 		f := model.ClusterFeatures(tc.hosts)
 		if got := featuresLine(&f); got != tc.want {

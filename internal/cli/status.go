@@ -211,9 +211,12 @@ func hostState(h api.Host) string {
 // but the store did not: it has no leader for the moment (an election,
 // right after its leader's host died), which is not a lost quorum.
 func quorumLines(st *api.Status) (line, warning string) {
-	storeKind := "embedded"
-	if st.Store.External {
-		storeKind = "external"
+	storeKind := "embedded store, roles off"
+	switch {
+	case st.Store.External:
+		storeKind = "external store"
+	case st.Store.Roles:
+		storeKind = "embedded store, roles enforced"
 	}
 	q := st.Quorum
 	state := "OK"
@@ -224,7 +227,7 @@ func quorumLines(st *api.Status) (line, warning string) {
 	default:
 		state = "LOST"
 	}
-	line = fmt.Sprintf("%s (%s store, %d of %d voters online, %d needed)", state, storeKind, q.Online, q.Voters, q.Needed)
+	line = fmt.Sprintf("%s (%s, %d of %d voters online, %d needed)", state, storeKind, q.Online, q.Voters, q.Needed)
 	if st.Stale {
 		why := "the store has no quorum"
 		if state == "NO LEADER" {

@@ -153,6 +153,7 @@ func cmdStoreRestore(fs *pflag.FlagSet) Runner {
 	peer := fs.String("peer-url", "", "this member's peer URL")
 	initial := fs.String("initial-cluster", "", "every member of the new cluster, NAME=PEER-URL,... (default: this member alone)")
 	token := fs.String("initial-cluster-token", "haven", "the new cluster's token")
+	noRoles := fs.Bool("no-roles", false, "turn the store roles off in the copy, for an etcd that will not authenticate the hosts by their cluster certificates (set them up there with `haven store roles`)")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if err := wantN(args, 1, "the backup file"); err != nil {
 			return err
@@ -185,6 +186,11 @@ func cmdStoreRestore(fs *pflag.FlagSet) Runner {
 		})
 		if err != nil {
 			return fmt.Errorf("store restore into %s: %w", *to, err)
+		}
+		if *noRoles {
+			if err := store.RolesOffInDataDir(*to); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(env.Stdout, "restored cluster %q (store revision %d, %d keys) into %s as member %s of %s\n",
 			info.Cluster.Name, info.Revision, info.Keys, *to, *name, *initial)

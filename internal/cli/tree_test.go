@@ -146,9 +146,11 @@ func TestQuorumLines(t *testing.T) {
 		st         api.Status
 		line, warn string
 	}{
-		{api.Status{Quorum: api.Quorum{OK: true, Online: 3, Voters: 3, Needed: 2}}, "OK (embedded store, 3 of 3 voters online, 2 needed)", ""},
-		{api.Status{Node: "h2", Stale: true, Quorum: api.Quorum{Online: 2, Voters: 3, Needed: 2}}, "NO LEADER (embedded store, 2 of 3 voters online, 2 needed)", "no leader yet"},
-		{api.Status{Node: "h2", Stale: true, Quorum: api.Quorum{Online: 1, Voters: 3, Needed: 2}}, "LOST (embedded store, 1 of 3 voters online, 2 needed)", "the store has no quorum; this is what h2 last knew"},
+		{api.Status{Quorum: api.Quorum{OK: true, Online: 3, Voters: 3, Needed: 2}}, "OK (embedded store, roles off, 3 of 3 voters online, 2 needed)", ""},
+		{api.Status{Store: api.StoreInfo{Roles: true}, Quorum: api.Quorum{OK: true, Online: 3, Voters: 3, Needed: 2}}, "OK (embedded store, roles enforced, 3 of 3 voters online, 2 needed)", ""},
+		{api.Status{Store: api.StoreInfo{External: true}, Quorum: api.Quorum{OK: true, Online: 3, Voters: 3, Needed: 2}}, "OK (external store, 3 of 3 voters online, 2 needed)", ""},
+		{api.Status{Node: "h2", Stale: true, Quorum: api.Quorum{Online: 2, Voters: 3, Needed: 2}}, "NO LEADER (embedded store, roles off, 2 of 3 voters online, 2 needed)", "no leader yet"},
+		{api.Status{Node: "h2", Stale: true, Quorum: api.Quorum{Online: 1, Voters: 3, Needed: 2}}, "LOST (embedded store, roles off, 1 of 3 voters online, 2 needed)", "the store has no quorum; this is what h2 last knew"},
 	} {
 		line, warn := quorumLines(&tt.st)
 		if line != tt.line || (tt.warn == "") != (warn == "") || !strings.Contains(warn, tt.warn) {

@@ -17,8 +17,14 @@ const (
 	// target must not listen with TLS unless the source can speak it.
 	FeatureMigrationTLS = 1
 
+	// FeatureStoreRoles: the agent administers the embedded store as its
+	// root user (joins, promotions, node removal, backups), which it must
+	// once the store enforces its roles. The manager turns them on in an
+	// existing cluster only once every online host has this level.
+	FeatureStoreRoles = 2
+
 	// FeatureLevel is this build's level: the newest feature above.
-	FeatureLevel = FeatureMigrationTLS
+	FeatureLevel = FeatureStoreRoles
 )
 
 // SealedSecretsLevel is the lowest level whose builds open the values the
@@ -32,6 +38,7 @@ const SealedSecretsLevel = FeatureMigrationTLS
 // FeatureNames names each level's feature, for status and the docs.
 var FeatureNames = map[int]string{
 	FeatureMigrationTLS: "migration-tls",
+	FeatureStoreRoles:   "store-roles",
 }
 
 // Features is the cluster's feature level: what every online host has.

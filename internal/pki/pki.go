@@ -211,6 +211,30 @@ func (ca *CA) Renew(old *x509.Certificate, now time.Time) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
+// IssueClient makes a client-only certificate named cn, valid for ttl,
+// with a fresh key, kept in memory: the store's root credential
+// (store.RootUser), signed when an agent needs it and never written to
+// disk. It names no address and cannot serve.
+func (ca *CA) IssueClient(cn string, ttl time.Duration, now time.Time) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue client certificate %q: %w", cn, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randSerial(),
+		Subject:      pkix.Name{CommonName: cn, Organization: ca.Cert.Subject.Organization},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(ttl),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue client certificate %q: %w", cn, err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
 // IssueNode makes a key and certificate for node in one step (used by the
 // host that creates the cluster).
 func (ca *CA) IssueNode(node string, hosts []string, now time.Time) (certPEM, keyPEM []byte, err error) {

@@ -116,11 +116,15 @@ func NameFromKey(prefix, key string) string { return strings.TrimPrefix(key, pre
 
 // ClusterConfig is the cluster's identity and fixed settings.
 type ClusterConfig struct {
-	Name         string    `json:"name"`
-	ID           string    `json:"id"`
-	StoreMembers int       `json:"store_members"` // voting embedded etcd members wanted (3 or 5)
-	External     bool      `json:"external"`      // the store is an external etcd
-	Created      time.Time `json:"created"`
+	Name         string `json:"name"`
+	ID           string `json:"id"`
+	StoreMembers int    `json:"store_members"` // voting embedded etcd members wanted (3 or 5)
+	External     bool   `json:"external"`      // the store is an external etcd
+	// StoreRoles: the embedded store enforces the store roles (roles.go;
+	// etcd's authentication is on), recorded by the host that turned them
+	// on.
+	StoreRoles bool      `json:"store_roles,omitempty"`
+	Created    time.Time `json:"created"`
 }
 
 // NodeRecord is a node's persistent registration: name, certificate and

@@ -8,22 +8,36 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/storage/backend"
+	"go.etcd.io/etcd/server/v3/storage/schema"
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 )
 
 // Snapshot streams a consistent snapshot of the store (etcd's backend
 // database followed by its SHA-256) from the member the client talks to.
+// It is taken as root (asRoot).
 func (s *Store) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
-	rc, err := s.cli.Snapshot(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("store snapshot: %w", err)
-	}
-	defer rc.Close()
-	n, err := io.Copy(w, rc)
+	var n int64
+	err := s.asRoot(ctx, func(cli *clientv3.Client) error {
+		rc, err := cli.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		n, err = io.Copy(w, rc)
+		if n > 0 && IsDenied(err) {
+			// Not refused at the start: not to be tried again.
+			return fmt.Errorf("interrupted: %v", err)
+		}
+		return err
+	})
 	if err != nil {
 		return n, fmt.Errorf("store snapshot: %w", err)
 	}
@@ -125,4 +139,27 @@ func VerifySnapshot(path string) (SnapshotInfo, error) {
 		return info, fmt.Errorf("verify snapshot %s: no Haven cluster configuration (%s) in it", path, KeyClusterConfig)
 	}
 	return info, nil
+}
+
+// RolesOffInDataDir turns the store roles off (etcd's authentication) in
+// the etcd data directory dir, restored from a backup and not started yet:
+// for an etcd that will not authenticate Haven's hosts by their cluster
+// certificates. Users and roles stay; `etcdctl auth enable` turns them on
+// again, and the embedded store's manager does by itself.
+func RolesOffInDataDir(dir string) error {
+	path := filepath.Join(dir, "member", "snap", "db")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("turn the store roles off in %s: %w", dir, err)
+	}
+	be := backend.NewDefaultBackend(zap.NewNop(), path)
+	ab := schema.NewAuthBackend(zap.NewNop(), be)
+	tx := ab.BatchTx()
+	tx.Lock()
+	tx.UnsafeSaveAuthEnabled(false)
+	tx.Unlock()
+	ab.ForceCommit()
+	if err := be.Close(); err != nil {
+		return fmt.Errorf("turn the store roles off in %s: %w", dir, err)
+	}
+	return nil
 }

@@ -76,6 +76,9 @@ type ClientConfig struct {
 	// AutoSync refreshes the endpoints from the member list (embedded
 	// stores only; external etcd endpoints are used as given).
 	AutoSync bool
+	// Embedded says the store is Haven's embedded etcd, which the agents
+	// administer as its root user (admin.go).
+	Embedded bool
 }
 
 // Store is a connection to the cluster store, with the embedded server
@@ -83,8 +86,11 @@ type ClientConfig struct {
 type Store struct {
 	cli    *clientv3.Client
 	server *embed.Etcd
-	log    *slog.Logger
-	id     identity // the host whose keyring entry opens sealed values
+	// tls and embedded are the ClientConfig's, for the root client.
+	tls      *tls.Config
+	embedded bool
+	log      *slog.Logger
+	id       identity // the host whose keyring entry opens sealed values
 
 	conns *conns // the client's connections, to cut (Sever)
 
@@ -229,7 +235,7 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 		cli.Close()
 		return nil, fmt.Errorf("reach store at %v: %w", c.Endpoints, err)
 	}
-	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1), conns: cs}, nil
+	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1), conns: cs, tls: c.TLS, embedded: c.Embedded}, nil
 }
 
 // Sever closes the client's connections to the given store endpoints, so
@@ -424,9 +430,13 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 
 // AddLearner adds a non-voting member with the given peer URL and returns
 // its ID and the member list including it (for the new member's
-// InitialCluster).
+// InitialCluster). Membership changes are made as root (asRoot).
 func (s *Store) AddLearner(ctx context.Context, peerURL string) (uint64, []Member, error) {
-	resp, err := s.cli.MemberAddAsLearner(ctx, []string{peerURL})
+	var resp *clientv3.MemberAddResponse
+	err := s.asRoot(ctx, func(cli *clientv3.Client) (err error) {
+		resp, err = cli.MemberAddAsLearner(ctx, []string{peerURL})
+		return err
+	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("add store learner %s: %w", peerURL, err)
 	}
@@ -439,7 +449,10 @@ func (s *Store) AddLearner(ctx context.Context, peerURL string) (uint64, []Membe
 
 // RemoveMember removes a store member.
 func (s *Store) RemoveMember(ctx context.Context, id uint64) error {
-	if _, err := s.cli.MemberRemove(ctx, id); err != nil {
+	if err := s.asRoot(ctx, func(cli *clientv3.Client) error {
+		_, err := cli.MemberRemove(ctx, id)
+		return err
+	}); err != nil {
 		return fmt.Errorf("remove store member %x: %w", id, err)
 	}
 	return nil
@@ -450,11 +463,11 @@ func (s *Store) RemoveMember(ctx context.Context, id uint64) error {
 func (s *Store) Promote(ctx context.Context, id uint64) error {
 	delay := 100 * time.Millisecond
 	for {
-		_, err := s.cli.MemberPromote(ctx, id)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, rpctypes.ErrMemberNotLearner) {
+		err := s.asRoot(ctx, func(cli *clientv3.Client) error {
+			_, err := cli.MemberPromote(ctx, id)
+			return err
+		})
+		if err == nil || errors.Is(err, rpctypes.ErrMemberNotLearner) {
 			return nil
 		}
 		s.log.Debug("store member not promoted yet", "member", fmt.Sprintf("%x", id), "err", err)

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/pki"
+	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/testbed"
 )
 
@@ -149,13 +151,35 @@ func (c *testCluster) moveStoreLeader() (from, to string) {
 		c.t.Fatal(err)
 	}
 	ep := "https://" + n.h.Addr.String() + ":7402"
+	ctx, cancel := context.WithTimeout(c.ctx, 20*time.Second)
+	defer cancel()
+	// Moving the leader is the store's root's (the store enforces its
+	// roles): a root credential as an agent makes one, from the CA key the
+	// host's keyring entry opens.
+	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: []string{ep}, TLS: tlsCfg}, nil, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	st.SetIdentity(from, read("node.crt"), read("node.key"))
+	caPEM, caKey, err := st.CA(ctx)
+	st.Close()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ca, err := pki.LoadCA(caPEM, caKey)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	root, err := ca.IssueClient(store.RootUser, time.Minute, time.Now())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tlsCfg.Certificates = []tls.Certificate{root}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: tlsCfg, DialTimeout: 5 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(c.ctx, 20*time.Second)
-	defer cancel()
 	ms, err := cli.MemberList(ctx)
 	if err != nil {
 		c.t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -176,6 +177,10 @@ func TestRemovedHostRefusedByStore(t *testing.T) {
 	if err := ag.A.Store().RegisterNode(ctx, store.NodeRecord{Name: "gone", APIAddr: "https://127.0.0.1:1", CertSerial: current.SerialNumber.Text(16), PrevSerials: []string{cert.SerialNumber.Text(16)}, Registered: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
+	// Its store user, as its join made it.
+	if err := ag.A.Store().GrantHost(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
 	adminTok := pki.NewAPIToken()
 	if err := ag.A.Store().PutToken(ctx, store.TokenRecord{ID: adminTok.ID, Hash: adminTok.Hash(), Role: store.RoleAdmin, Name: "local admin (gone)", Node: "gone", Created: time.Now()}); err != nil {
 		t.Fatal(err)
@@ -231,6 +236,88 @@ func TestRemovedHostRefusedByStore(t *testing.T) {
 		if !slices.ContainsFunc(l.RevokedCertificateEntries, func(e x509.RevocationListEntry) bool { return e.SerialNumber.Cmp(c.SerialNumber) == 0 }) {
 			t.Errorf("revocation list lacks serial %s", c.SerialNumber.Text(16))
 		}
+	}
+}
+
+// A joined host's certificate on the embedded store (which enforces the
+// store roles from --init) writes the shared keys and its own, but not the
+// other host's liveness, reports or pool checks, nor keys outside Haven's,
+// nor the store's membership, users or snapshots: a host cannot make a
+// dead host look alive, fake its guests' state, or take the store over.
+func TestHostConfinedByStoreRoles(t *testing.T) {
+	ag := startAgent(t)
+	ctx := ctxT(t)
+	st, err := ag.Clients["admin"].Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Store.Roles {
+		t.Errorf("status of a new cluster: store roles not enforced")
+	}
+	tok, err := ag.Clients["admin"].CreateToken(ctx, api.TokenRequest{Role: "join"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, csr, err := pki.NewKeyAndCSR("h2", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := join(ctx, ag, tok.Token, api.JoinRequest{Node: "h2", CSR: string(csr), APIAddr: "https://127.0.0.1:1", PeerAddr: "https://127.0.0.1:2", ClientAddr: "https://127.0.0.1:3"})
+	if err != nil {
+		t.Fatalf("join h2: %v", err)
+	}
+	tlsCfg, err := pki.ClientTLS([]byte(resp.CACert), []byte(resp.Cert), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := clientv3.New(clientv3.Config{Endpoints: ag.A.Store().Client().Endpoints(), TLS: tlsCfg, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	n1Live := store.KeyNodeLive("n1")
+	live, err := h2.Get(ctx, n1Live)
+	if err != nil || len(live.Kvs) != 1 {
+		t.Fatalf("h2 reads n1's liveness: %v %v", live, err)
+	}
+	for _, k := range []string{n1Live, cluster.KeyReport("n1", "g1"), cluster.KeyPoolHealth("n1", "default"), "/etc/x", "/havenx"} {
+		if _, err := h2.Put(ctx, k, "{}"); !store.IsDenied(err) {
+			t.Errorf("h2 wrote %s: %v, want permission denied", k, err)
+		}
+		if _, err := h2.Delete(ctx, k); !store.IsDenied(err) {
+			t.Errorf("h2 deleted %s: %v, want permission denied", k, err)
+		}
+	}
+	if _, err := h2.Delete(ctx, "", clientv3.WithFromKey()); !store.IsDenied(err) {
+		t.Errorf("h2 deleted every key: %v, want permission denied", err)
+	}
+	lease := clientv3.LeaseID(live.Kvs[0].Lease)
+	if _, err := h2.Revoke(ctx, lease); !store.IsDenied(err) {
+		t.Errorf("h2 revoked n1's lease: %v, want permission denied", err)
+	}
+	if _, err := h2.MemberAddAsLearner(ctx, []string{"https://127.0.0.1:4"}); !store.IsDenied(err) {
+		t.Errorf("h2 added a store member: %v, want permission denied", err)
+	}
+	if _, err := h2.UserAdd(ctx, "x", "pw"); !store.IsDenied(err) {
+		t.Errorf("h2 added a store user: %v, want permission denied", err)
+	}
+	if _, err := h2.AuthDisable(ctx); !store.IsDenied(err) {
+		t.Errorf("h2 turned the store roles off: %v, want permission denied", err)
+	}
+	// What it may: its own report, and the shared keys.
+	for _, k := range []string{cluster.KeyReport("h2", "g1"), store.PrefixGuests + "g9"} {
+		if _, err := h2.Put(ctx, k, "{}"); err != nil {
+			t.Errorf("h2 writes %s: %v", k, err)
+		}
+	}
+	// n1 still holds its liveness, and the agent (as root) still takes a
+	// backup.
+	if r, err := ag.A.Store().Client().Get(ctx, n1Live); err != nil || len(r.Kvs) != 1 || r.Kvs[0].Lease != int64(lease) {
+		t.Errorf("n1's liveness after h2's attempts: %v %v", r, err)
+	}
+	var n int64
+	if n, err = ag.A.Store().Snapshot(ctx, io.Discard); err != nil || n == 0 {
+		t.Errorf("backup as root: %d bytes, %v", n, err)
 	}
 }
 
