@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -228,4 +229,54 @@ func TestFenceConfigForHostsNeverSeen(t *testing.T) {
 		t.Error("the level record of a host not registered was kept")
 	}
 	b.stored("h4 joined", true, "ipmi9")
+}
+
+// FenceFormChanges signals a change of each input of the form, and closes
+// when its context ends.
+func TestFenceFormChanges(t *testing.T) {
+	b := newFenceBed(t)
+	ctx, cancel := context.WithCancel(b.ctx)
+	ch := b.st.FenceFormChanges(ctx)
+	// The watches start asynchronously: write until a signal comes.
+	for i, change := range []func(){
+		func() { b.register("h1", model.FeatureLevel) },
+		func() { b.online("h1", model.FeatureLevel) },
+		func() { b.put("ipmi1") },
+	} {
+		change()
+		deadline := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case <-ch:
+				break wait
+			case <-time.After(100 * time.Millisecond):
+				if i == 0 {
+					// Before the watches run, touch the level record again.
+					if _, err := b.st.Client().Put(b.ctx, store.KeyNodeLevel("h1"), store.MustEncode(store.KeyNodeLevel("h1"), store.NodeLevel{Level: model.FeatureLevel})); err != nil {
+						t.Fatal(err)
+					}
+				}
+			case <-deadline:
+				t.Fatalf("change %d: no signal", i)
+			}
+		}
+		// Drain a signal of the retouch, if any.
+		select {
+		case <-ch:
+		default:
+		}
+	}
+	cancel()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("not closed after its context ended")
+		}
+	}
 }
