@@ -92,19 +92,20 @@ func (n *node) apiURL() string { return "https://" + n.h.Addr.String() + ":" + a
 // testCluster is a bed with one agent per host, the test guests and the
 // double-run checker.
 type testCluster struct {
-	t       testing.TB
-	ctx     context.Context
-	bed     *testbed.Bed
-	nodes   []*node
-	files   testguest.Files
-	admin   string
-	join    string
-	tls     *tls.Config
-	checker *testbed.DoubleRunChecker
-	guests  []string
-	hv      string // the agents' --hypervisor
-	witness string // the host whose agent runs with --witness, if any
-	record  bool   // agents run with --record (options.record)
+	t        testing.TB
+	ctx      context.Context
+	bed      *testbed.Bed
+	nodes    []*node
+	files    testguest.Files
+	admin    string
+	join     string
+	tls      *tls.Config
+	checker  *testbed.DoubleRunChecker
+	guests   []string
+	hv       string        // the agents' --hypervisor
+	witness  string        // the host whose agent runs with --witness, if any
+	record   bool          // agents run with --record (options.record)
+	leaseTTL time.Duration // options.leaseTTL
 
 	stopChecker func() []testbed.Violation
 }
@@ -123,6 +124,9 @@ type options struct {
 	record bool
 	// previous: every agent starts as the previous release (node.prev).
 	previous bool
+	// leaseTTL: every agent's --lease-ttl (both releases know it); 0: the
+	// default.
+	leaseTTL time.Duration
 }
 
 // newCluster builds the bed, starts h1 with --init and the others with
@@ -140,7 +144,7 @@ func newCluster(t testing.TB, o options) *testCluster {
 	files := testguest.Build(t)
 	bed := testbed.ForTest(t, testbed.Options{Hosts: o.hosts, Leg: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor, witness: o.witness, record: o.record}
+	c := &testCluster{t: t, ctx: ctx, bed: bed, files: files, checker: testbed.NewDoubleRunChecker(), hv: o.hypervisor, witness: o.witness, record: o.record, leaseTTL: o.leaseTTL}
 	for _, h := range bed.Hosts() {
 		c.nodes = append(c.nodes, &node{name: h.Name, h: h, dir: filepath.Join(h.Dir, "haven"), log: filepath.Join(h.Dir, "agent.log"), prev: o.previous})
 	}
@@ -304,6 +308,9 @@ func (c *testCluster) startAgent(n *node, extra []string) error {
 		args = append(args, "--witness")
 	} else {
 		args = append(args, "--hypervisor", c.hv, "--watchdog-device", n.h.WatchdogDevice())
+	}
+	if c.leaseTTL > 0 {
+		args = append(args, "--lease-ttl", c.leaseTTL.String())
 	}
 	args = append(args, extra...)
 	p, err := n.h.Start(c.ctx, testbed.Spec{Path: bin, Args: args, Role: testbed.RoleAgent, Stdout: f, Stderr: f})

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/api/client"
+	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -112,13 +114,22 @@ func versions(st *api.Status) map[string]string {
 // docs/operations.md). Then the downgraded host becomes manager (the
 // current managers' agents restart until it is: it continues the state
 // the current manager kept in format 1) and moves that guest on to the
-// third host, which it saves in format 1 only; upgraded again, the next
-// manager, a current agent, continues that state (savedstate reads the
-// format written last): the guest stays where the old manager put it,
-// nothing restarts, nothing is fenced.
+// third host, which it saves in format 1 only. Then that third host loses
+// power: the previous release's manager fences it (current agents keep
+// the fence configuration in the clear while a host of the previous
+// release is registered, store/oldreleases.go, and status says so), and
+// its guests start again elsewhere only after the fence. Upgraded again,
+// the next manager, a current agent, continues that state (savedstate
+// reads the format written last): the guests stay where the old manager
+// put them, nothing restarts, nothing is fenced, and the fence
+// configuration is sealed again.
 func TestRollingUpgrade(t *testing.T) {
 	prevBin = buildPrevious(t)
-	c := newCluster(t, options{previous: true})
+	// A lease TTL above the default's 8 s: the test restarts agents about
+	// ten times, and the previous release's manager takes an agent whose
+	// restart outlasts its lease for failed (no direct heartbeats): at
+	// load 37 a 9 s restart was fenced. Twice the longest restart seen.
+	c := newCluster(t, options{previous: true, leaseTTL: upgradeLeaseTTL})
 	for _, n := range c.nodes {
 		c.guest("g"+strings.TrimPrefix(n.name, "h"), "", n.name)
 	}
@@ -187,7 +198,7 @@ func TestRollingUpgrade(t *testing.T) {
 	t.Logf("every host runs %q", current)
 	// Past a lease TTL: a lapsed lease would have shown by now. The new
 	// manager knows every guest where it runs.
-	c.waitStamp("g1", time.Now().Add(store.DefaultLeaseTTL), 60*time.Second)
+	c.waitStamp("g1", time.Now().Add(upgradeLeaseTTL), 60*time.Second)
 	c.waitRunning(30*time.Second, home)
 	samePIDs("after the upgrade")
 	for _, g := range c.guests {
@@ -237,6 +248,13 @@ func TestRollingUpgrade(t *testing.T) {
 	})
 	t.Logf("%s back on %q: versions %v, features %+v", down.name, prevVersion, versions(st), st.Features)
 	samePIDs("after the downgrade of " + down.name)
+	// A current agent stores the fence configuration in the clear for it
+	// (store/oldreleases.go), and says so in status and the event log.
+	c.poll("the fence configuration in the clear for "+down.name, 30*time.Second, func() bool {
+		f := c.fenceForm(c.node(st.Manager))
+		return f != nil && f.Clear && slices.Equal(f.OldHosts, []string{down.name})
+	})
+	c.event("fence configuration stored unsealed, readable by whoever reads the store: "+down.name+" ", t1)
 
 	// Its guest migrates live from the previous release to a current host.
 	g := "g" + strings.TrimPrefix(down.name, "h")
@@ -289,7 +307,9 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Logf("%s (previous release) manages after %d restarts of the manager's agent", down.name, restarts)
 			break
 		}
-		if restarts == 4 {
+		// 4 restarts were seen (at load 12-16): the cap was 4, and one
+		// more re-campaign would have failed the test.
+		if restarts == 8 {
 			t.Fatalf("%s (previous release) is not manager after %d restarts of the manager's agent (%s manages)", down.name, restarts, mgr)
 		}
 		c.restartAgent(c.node(mgr), syscall.SIGTERM)
@@ -315,6 +335,49 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	c.waitRunning(60*time.Second, placed)
 	pids = singlePIDs(c, "after the migration of "+g+" by the previous release")
+	noneDown(tTakeover, down.name)
+
+	// It fences: the third host loses power, and the previous release's
+	// manager, which reads the fence configuration in the clear, fences
+	// it; its guests start again on the others only after that.
+	lost := []string{g, "g" + strings.TrimPrefix(other.name, "h")}
+	tFail := time.Now()
+	if err := c.bed.PowerOff(c.ctx, other.name); err != nil {
+		t.Fatal(err)
+	}
+	where := c.waitRunning(upgradeLeaseTTL+90*time.Second, func(guest, n string) bool {
+		if slices.Contains(lost, guest) {
+			return n != other.name
+		}
+		return placed(guest, n)
+	})
+	var fenced time.Time
+	for _, e := range c.events() {
+		if e.At.After(tFail) && e.Kind == "fence" && strings.HasPrefix(e.Msg, "fenced "+other.name+":") {
+			fenced = e.At
+			break
+		}
+	}
+	if fenced.IsZero() {
+		t.Fatalf("%s's guests run again on %v, but the previous release's manager on %s did not fence %s", other.name, where, down.name, other.name)
+	}
+	for _, guest := range lost {
+		seg := c.waitNewBoot(guest, tFail, 120*time.Second) // a TCG boot
+		if !seg.First.After(fenced) {
+			t.Errorf("%s wrote its disk again at %s, before %s was fenced at %s", guest, seg.First.Format("15:04:05.000"), other.name, fenced.Format("15:04:05.000"))
+		}
+		boots[guest]++
+	}
+	t.Logf("%s powered off: fenced by the previous release's manager %v later, its guests run again on %v", other.name, fenced.Sub(tFail).Round(100*time.Millisecond), where)
+	c.noDoubleRun()
+	// Back on, empty: its agent (current) starts by itself.
+	if err := c.bed.PowerOn(c.ctx, other.name); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHosts(90*time.Second, c.names()...)
+	placed = func(guest, n string) bool { return where[guest] == n }
+	pids = singlePIDs(c, "after the failover of "+other.name+"'s guests")
+	tBack := time.Now()
 
 	// Upgraded again: the next manager, a current agent, continues the
 	// previous release's state (format 1, written after format 2): g stays
@@ -328,7 +391,7 @@ func TestRollingUpgrade(t *testing.T) {
 	})
 	t.Logf("%s upgraded again: versions %v, manager %s", down.name, versions(st), st.Manager)
 	// Past a lease TTL, as above.
-	c.waitStamp(g, time.Now().Add(store.DefaultLeaseTTL), 60*time.Second)
+	c.waitStamp(g, time.Now().Add(upgradeLeaseTTL), 60*time.Second)
 	c.waitRunning(30*time.Second, placed)
 	samePIDs("after the re-upgrade of " + down.name)
 	for _, guest := range c.guests {
@@ -336,11 +399,42 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Errorf("%s booted again after the re-upgrade: %d boots, want %d", guest, got, boots[guest])
 		}
 	}
-	// Nothing went down or was fenced from the takeover on, under either
-	// manager.
-	noneDown(tTakeover, down.name)
+	// Nothing went down or was fenced since the third host came back,
+	// under either manager; the fence configuration is sealed again.
+	noneDown(tBack, down.name)
 	c.noDoubleRun()
+	c.poll("the fence configuration sealed again", 30*time.Second, func() bool {
+		f := c.fenceForm(c.node(st.Manager))
+		return f != nil && !f.Clear && len(f.OldHosts) == 0
+	})
+	c.event("fence configuration sealed again", tBack)
 	t.Logf("previous release's manager on %s, its migration and the re-upgrade: %v", down.name, time.Since(tTakeover).Round(100*time.Millisecond))
+}
+
+// upgradeLeaseTTL is TestRollingUpgrade's lease TTL (see there).
+const upgradeLeaseTTL = 20 * time.Second
+
+// fenceForm is the fence configuration's form as n's agent (a current one)
+// reports it in its status; nil when it does not answer.
+func (c *testCluster) fenceForm(n *node) *store.FenceForm {
+	cl := client.New(n.apiURL(), c.admin, c.tls)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	return st.FenceForm
+}
+
+// event waits until the event log holds an event since t0 whose message
+// starts with prefix.
+func (c *testCluster) event(prefix string, t0 time.Time) {
+	c.t.Helper()
+	c.poll("an event "+strconv.Quote(prefix), 30*time.Second, func() bool {
+		return slices.ContainsFunc(c.events(), func(e cluster.Event) bool { return e.At.After(t0) && strings.HasPrefix(e.Msg, prefix) })
+	})
 }
 
 // singlePIDs waits until every guest has one QEMU process (a migration's

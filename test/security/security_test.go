@@ -31,6 +31,7 @@ import (
 	"github.com/haven-ha/haven/internal/api/client"
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/fence"
+	"github.com/haven-ha/haven/internal/model"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -382,7 +383,7 @@ func TestSecretsSealedFromRemovedHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := join(ctx, ag, tok.Token, api.JoinRequest{Node: "j1", CSR: string(csr), APIAddr: "https://127.0.0.1:1"})
+	resp, err := join(ctx, ag, tok.Token, api.JoinRequest{Node: "j1", CSR: string(csr), APIAddr: "https://127.0.0.1:1", FeatureLevel: model.FeatureLevel})
 	if err != nil {
 		t.Fatalf("join: %v", err)
 	}
@@ -456,7 +457,7 @@ func TestSecretsSealedFromRemovedHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, csr2, _ := pki.NewKeyAndCSR("j2", []string{"127.0.0.1"})
-	if _, err := join(ctx, ag, tok2.Token, api.JoinRequest{Node: "j2", CSR: string(csr2), APIAddr: "https://127.0.0.1:1"}); err != nil {
+	if _, err := join(ctx, ag, tok2.Token, api.JoinRequest{Node: "j2", CSR: string(csr2), APIAddr: "https://127.0.0.1:1", FeatureLevel: model.FeatureLevel}); err != nil {
 		t.Errorf("join after rotation: %v", err)
 	}
 }
