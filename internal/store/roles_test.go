@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/model"
@@ -39,8 +38,6 @@ func connectAs(t testing.TB, srv *storetest.Server, cn string) *store.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
-
-func denied(err error) bool { return errors.Is(rpctypes.Error(err), rpctypes.ErrPermissionDenied) }
 
 // TestHostRoles: with the store's roles enforced (etcd authentication by
 // certificate CN), a host writes the shared keys and its own, but not
@@ -82,25 +79,25 @@ func TestHostRoles(t *testing.T) {
 		store.PrefixReports + "b/g1", store.PrefixReports + "b/g2", store.KeyNodeLive("b"),
 		store.PrefixPoolHealth + "b/p1", "/other/x", "/havenx",
 	} {
-		if _, err := ac.Put(ctx, k, "{}"); !denied(err) {
+		if _, err := ac.Put(ctx, k, "{}"); !store.IsDenied(err) {
 			t.Errorf("host a wrote %s: %v, want permission denied", k, err)
 		}
-		if _, err := ac.Delete(ctx, k); !denied(err) {
+		if _, err := ac.Delete(ctx, k); !store.IsDenied(err) {
 			t.Errorf("host a deleted %s: %v, want permission denied", k, err)
 		}
 	}
 	// Nor in a transaction, nor by revoking b's lease (its keys go with it).
-	if _, err := ac.Txn(ctx).Then(clientv3.OpPut(store.PrefixGuests+"g1", "{}"), clientv3.OpPut(store.PrefixReports+"b/g1", "{}")).Commit(); !denied(err) {
+	if _, err := ac.Txn(ctx).Then(clientv3.OpPut(store.PrefixGuests+"g1", "{}"), clientv3.OpPut(store.PrefixReports+"b/g1", "{}")).Commit(); !store.IsDenied(err) {
 		t.Errorf("host a wrote b's report in a transaction: %v", err)
 	}
-	if _, err := ac.Delete(ctx, store.PrefixReports, clientv3.WithPrefix()); !denied(err) {
+	if _, err := ac.Delete(ctx, store.PrefixReports, clientv3.WithPrefix()); !store.IsDenied(err) {
 		t.Errorf("host a deleted every report: %v", err)
 	}
-	if _, err := ac.Revoke(ctx, lb.Lease()); !denied(err) {
+	if _, err := ac.Revoke(ctx, lb.Lease()); !store.IsDenied(err) {
 		t.Errorf("host a revoked b's lease: %v", err)
 	}
 	// Nor keep b's lease alive: a dead host cannot be made to look alive.
-	if _, err := ac.KeepAliveOnce(ctx, lb.Lease()); !denied(err) {
+	if _, err := ac.KeepAliveOnce(ctx, lb.Lease()); !store.IsDenied(err) {
 		t.Errorf("host a kept b's lease alive: %v", err)
 	}
 	if resp, err := ac.Get(ctx, store.PrefixReports+"b/g1"); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "{}" {
@@ -148,18 +145,18 @@ func TestHostRoles(t *testing.T) {
 	}
 	bc := b.Client()
 	for _, k := range []string{store.KeyClusterConfig, store.PrefixGuests + "g1", store.KeyCAKey} {
-		if _, err := bc.Get(ctx, k); !denied(err) {
+		if _, err := bc.Get(ctx, k); !store.IsDenied(err) {
 			t.Errorf("removed b read %s: %v, want permission denied", k, err)
 		}
 	}
-	if _, err := bc.Put(ctx, store.PrefixReports+"b/g1", "{}"); !denied(err) {
+	if _, err := bc.Put(ctx, store.PrefixReports+"b/g1", "{}"); !store.IsDenied(err) {
 		t.Errorf("removed b wrote its report: %v", err)
 	}
 	if w := <-bc.Watch(ctx, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(1)); w.Err() == nil {
 		t.Errorf("removed b watches the store: %d events", len(w.Events))
 	}
 	// Hosts manage no users: only root does.
-	if err := store.GrantHost(ctx, ac, "d"); !denied(err) {
+	if err := store.GrantHost(ctx, ac, "d"); !store.IsDenied(err) {
 		t.Errorf("host a made a store user: %v", err)
 	}
 	if err := store.GrantHost(ctx, root, store.RootUser); err == nil {
