@@ -267,14 +267,11 @@ func ServerTLS(caPEM, certPEM, keyPEM []byte, requireClient bool) (*tls.Config, 
 	if err != nil {
 		return nil, fmt.Errorf("load node certificate: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("load cluster CA: no certificate")
+	pool, err := Pool(caPEM)
+	if err != nil {
+		return nil, err
 	}
-	// Send the CA too, so a joining host can check it against its pin.
-	if ca, err := ParseCert(caPEM); err == nil {
-		pair.Certificate = append(pair.Certificate, ca.Raw)
-	}
+	WithIssuer(&pair, caPEM)
 	auth := tls.VerifyClientCertIfGiven
 	if requireClient {
 		auth = tls.RequireAndVerifyClientCert
@@ -291,9 +288,9 @@ func ServerTLS(caPEM, certPEM, keyPEM []byte, requireClient bool) (*tls.Config, 
 // ClientTLS is the TLS configuration to reach another node: the CA as the
 // only root, and the node certificate as client certificate when given.
 func ClientTLS(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("load cluster CA: no certificate")
+	pool, err := Pool(caPEM)
+	if err != nil {
+		return nil, err
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: AEADSuites, RootCAs: pool}
 	if certPEM != nil {

@@ -76,6 +76,9 @@ func TestSecretKeyGrantAndRotate(t *testing.T) {
 	}
 	for _, key := range store.SealedKeys {
 		r, err := st.Client().Get(ctx, key)
+		if err == nil && len(r.Kvs) == 0 && key == store.KeyCANextKey {
+			continue // only while the CA is rotated (TestCARotationStore)
+		}
 		if err != nil || len(r.Kvs) != 1 {
 			t.Fatalf("read %s: %v", key, err)
 		}
@@ -135,6 +138,9 @@ func TestSealSecretsOfAnOldStore(t *testing.T) {
 	}
 	for _, key := range store.SealedKeys {
 		r, _ := cli.Get(ctx, key)
+		if len(r.Kvs) == 0 && key == store.KeyCANextKey {
+			continue // only while the CA is rotated
+		}
 		if !pki.IsSealed(r.Kvs[0].Value) {
 			t.Errorf("%s not sealed", key)
 		}

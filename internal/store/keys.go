@@ -16,6 +16,10 @@ import (
 //	/haven/pki/keyring/<node>        KeyringEntry: the cluster secret key wrapped for a host
 //	/haven/pki/key-requests/<node>   a host's certificate, asking for the secret key
 //	/haven/pki/heartbeat.key         the key of direct heartbeats between hosts
+//	/haven/pki/ca-rotation           CARotation: the cluster CA's rotation (carotation.go)
+//	/haven/pki/ca-rotation-acks/<node>  CARotationAck: a host did its part of a phase
+//	/haven/pki/ca-rotation-restart   the host whose store member restarts now (under its lease)
+//	/haven/pki/ca-next.key           the new CA's key until it signs (sealed)
 //	/haven/nodes/reg/<node>          NodeRecord: persistent registration
 //	/haven/nodes/live/<node>         model.NodeFacts, attached to the node's lease
 //	/haven/nodes/state/<node>        NodeState: online/offline since (leader-guarded)
@@ -96,11 +100,23 @@ func KeyNodeLevel(node string) string { return PrefixNodeLevel + node }
 // KeyNodeState is the manager's record of a node's online/offline state.
 func KeyNodeState(node string) string { return PrefixNodeState + node }
 
+// Keys of the CA rotation.
+const (
+	KeyCARotation        = Prefix + "pki/ca-rotation"
+	PrefixCARotationAcks = Prefix + "pki/ca-rotation-acks/"
+	KeyCARestart         = Prefix + "pki/ca-rotation-restart"
+	// KeyCANextKey is the new CA's key (sealed) until it signs.
+	KeyCANextKey = Prefix + "pki/ca-next.key"
+)
+
+// KeyCARotationAck is node's acknowledgement.
+func KeyCARotationAck(node string) string { return PrefixCARotationAcks + node }
+
 // SealedKeys are the keys whose values are sealed with the cluster secret
 // key (keyring.go).
 // KeyNotify is sealed when it holds a secret (a plain one is read as it is).
 // The CA key comes first (SealSecrets).
-var SealedKeys = []string{KeyCAKey, KeyFenceConfig, KeyNotify}
+var SealedKeys = []string{KeyCAKey, KeyFenceConfig, KeyNotify, KeyCANextKey}
 
 // KeyKeyring is the cluster secret key wrapped for node.
 func KeyKeyring(node string) string { return PrefixKeyring + node }

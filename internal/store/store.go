@@ -79,6 +79,10 @@ type ClientConfig struct {
 	// Embedded says the store is Haven's embedded etcd, which the agents
 	// administer as its root user (admin.go).
 	Embedded bool
+	// DynamicTLS, when set, gives the TLS configuration of every new
+	// connection (TLS is then only the first): the hosts' trust bundle
+	// changes while the cluster CA is rotated.
+	DynamicTLS func() *tls.Config
 }
 
 // Store is a connection to the cluster store, with the embedded server
@@ -96,6 +100,7 @@ type Store struct {
 
 	closeMu       sync.Mutex
 	memberStopped bool
+	restartFailed bool // RestartMember stopped the member and could not start it
 	cliClosed     bool
 	// candidates tells which hosts' members store leadership may move to
 	// (SetLeaderCandidates); guarded by closeMu.
@@ -223,6 +228,10 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 	if c.AutoSync {
 		cfg.AutoSyncInterval = 30 * time.Second
 	}
+	if c.DynamicTLS != nil {
+		// After clientv3's own credentials: the later option wins.
+		cfg.DialOptions = append(cfg.DialOptions, grpc.WithTransportCredentials(DynamicTLS(c.DynamicTLS)))
+	}
 	cfg.Context = context.WithoutCancel(ctx)
 	cli, err := clientv3.New(cfg)
 	if err != nil {
@@ -254,7 +263,11 @@ func (s *Store) Sever(endpoints []string) int {
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
 // Server is this host's embedded etcd member, or nil.
-func (s *Store) Server() *embed.Etcd { return s.server }
+func (s *Store) Server() *embed.Etcd {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	return s.server
+}
 
 // Close stops the embedded member (StopMember) and closes the client.
 func (s *Store) Close() error {
@@ -300,12 +313,56 @@ func (s *Store) StopMember() {
 	s.server.Close()
 }
 
+// RestartMember stops this host's embedded member as StopMember does
+// (leadership handed over, the client on the other members) and starts it
+// again with start: etcd reads its trusted CAs only when it starts, so a
+// CA rotation restarts every member, one at a time. When start fails the
+// member stays down and RestartMember may be called again.
+func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (*embed.Etcd, error)) error {
+	s.closeMu.Lock()
+	if s.server == nil || s.cliClosed || (s.memberStopped && !s.restartFailed) {
+		s.closeMu.Unlock()
+		return errors.New("restart the store member: this host has none running")
+	}
+	stop := !s.memberStopped
+	s.memberStopped = true
+	old := s.server
+	s.closeMu.Unlock()
+	if stop {
+		s.handOver()
+		s.avoidLocalMember()
+		old.Server.HardStop()
+		old.Close()
+	}
+	e, err := start(ctx)
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if err != nil {
+		s.restartFailed = true
+		return fmt.Errorf("restart the store member: %w", err)
+	}
+	if s.cliClosed {
+		e.Close()
+		return errors.New("restart the store member: the store was closed meanwhile")
+	}
+	s.server, s.memberStopped, s.restartFailed = e, false, false
+	// The member list gives every endpoint again, this one's too.
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.cli.Sync(sctx); err != nil {
+		s.log.Warn("store endpoints not refreshed after the member's restart", "op", "store", "err", err)
+	}
+	return nil
+}
+
 // avoidLocalMember points the client at the other members' endpoints only,
 // so that its streams leave this host's member. It reports false when there
 // is no other endpoint.
 func (s *Store) avoidLocalMember() bool {
 	local := map[string]bool{}
+	s.closeMu.Lock()
 	cfg := s.server.Config()
+	s.closeMu.Unlock()
 	for _, us := range [][]url.URL{cfg.AdvertiseClientUrls, cfg.ListenClientUrls} {
 		for _, u := range us {
 			local[u.Host] = true
@@ -379,14 +436,14 @@ func leaderTransferees(members []*membership.Member, self uint64, alive func(str
 }
 
 func (s *Store) moveLeadership(op string) (bool, error) {
+	s.closeMu.Lock()
 	srv := s.server.Server
+	alive := s.candidates
+	s.closeMu.Unlock()
 	self := uint64(srv.MemberID())
 	if uint64(srv.Leader()) != self {
 		return false, nil
 	}
-	s.closeMu.Lock()
-	alive := s.candidates
-	s.closeMu.Unlock()
 	to := leaderTransferees(srv.Cluster().Members(), self, alive)
 	if len(to) == 0 {
 		return false, nil
