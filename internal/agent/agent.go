@@ -169,6 +169,10 @@ type Agent struct {
 	// (under certMu, read through tlsPair once the agent serves).
 	caPEM, certPEM, keyPEM []byte
 	certMu                 sync.Mutex
+	// memberTrust is the trust bundle the store member was started with
+	// (under certMu): a CA rotation restarts the member when it changes.
+	memberTrust []byte
+	reissueMu   sync.Mutex // one certificate re-issue at a time
 
 	plugins []Plugin
 
@@ -473,13 +477,25 @@ func (a *Agent) savePKI() error {
 
 // startMember starts the embedded store member.
 func (a *Agent) startMember(ctx context.Context, initialCluster string, existing bool) error {
-	ca, cert, key := a.TLSFiles()
-	if err := a.ensureCRL(); err != nil {
-		return err
-	}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	e, err := store.StartEmbedded(sctx, store.EmbeddedConfig{
+	e, err := a.startEmbedded(sctx, initialCluster, existing)
+	if err != nil {
+		return err
+	}
+	a.embedded = e
+	return nil
+}
+
+// startEmbedded starts the embedded store member with the trust bundle of
+// DATA/pki/ca.crt.
+func (a *Agent) startEmbedded(ctx context.Context, initialCluster string, existing bool) (*embed.Etcd, error) {
+	ca, cert, key := a.TLSFiles()
+	if err := a.ensureCRL(); err != nil {
+		return nil, err
+	}
+	trust := a.readTrustFile()
+	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{
 		Name: a.cfg.Node, Dir: a.dir.file(dirStore),
 		PeerURL: a.peerURL(), ClientURL: a.clientURL(),
 		InitialCluster: initialCluster, Existing: existing,
@@ -488,10 +504,12 @@ func (a *Agent) startMember(ctx context.Context, initialCluster string, existing
 		Logger: a.log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	a.embedded = e
-	return nil
+	a.certMu.Lock()
+	a.memberTrust = trust
+	a.certMu.Unlock()
+	return e, nil
 }
 
 func (a *Agent) peerURL() string   { return "https://" + a.cfg.PeerListen }
@@ -503,10 +521,11 @@ func (a *Agent) connect(ctx context.Context, endpoints []string) error {
 	if err != nil {
 		return err
 	}
-	// A renewed certificate is used from the next connection on.
+	// A renewed certificate, and the trust bundle of a CA rotation, are
+	// used from the next connection on.
 	tlsCfg.Certificates = nil
 	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.tlsPair() }
-	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: endpoints, TLS: tlsCfg, AutoSync: true, Embedded: true}, a.embedded, a.log)
+	st, err := store.Connect(ctx, store.ClientConfig{Endpoints: endpoints, TLS: tlsCfg, AutoSync: true, Embedded: true, DynamicTLS: a.PeerTLS}, a.embedded, a.log)
 	if err != nil {
 		return err
 	}
@@ -629,6 +648,18 @@ func (a *Agent) serve(ctx context.Context) error {
 	}
 	tlsCfg.Certificates = nil
 	tlsCfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.tlsPair() }
+	// Client certificates are checked against the trust bundle of the
+	// moment (a CA rotation changes it).
+	base := tlsCfg.Clone()
+	tlsCfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool, err := pki.Pool(a.trustPEM())
+		if err != nil {
+			return nil, err
+		}
+		c := base.Clone()
+		c.ClientCAs = pool
+		return c, nil
+	}
 	ln := a.ln
 	if a.metricsLn != nil {
 		a.serveMetricsHTTP(a.metricsLn)
@@ -687,8 +718,8 @@ func (a *Agent) serve(ctx context.Context) error {
 	a.stopElection = cancel
 	// The manager election, the revocation list, other hosts' requests
 	// for the cluster secret key, the fence configuration's form for older
-	// hosts, and this host's certificate renewal.
-	for _, loop := range []func(context.Context){a.electionLoop, a.syncRevocations, a.grantKeys, a.keepFenceReadable, a.renewLoop} {
+	// hosts, this host's certificate renewal and its part in CA rotations.
+	for _, loop := range []func(context.Context){a.electionLoop, a.syncRevocations, a.grantKeys, a.keepFenceReadable, a.renewLoop, a.caRotationLoop} {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()

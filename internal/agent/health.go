@@ -93,7 +93,7 @@ func (a *Agent) Healthy(ctx context.Context) error {
 		return errors.New("agent not started")
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(a.caPEM) {
+	if !pool.AppendCertsFromPEM(a.trustPEM()) {
 		return errors.New("no cluster CA")
 	}
 	host, port, err := net.SplitHostPort(a.cfg.Listen)

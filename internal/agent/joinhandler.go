@@ -147,7 +147,13 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 		return nil, err
 	}
 	cert, _ := pki.ParseCert(certPEM)
-	resp := &api.JoinResponse{Cluster: cc.Name, ClusterID: cc.ID, CACert: string(caPEM), Cert: string(certPEM), External: cc.External, StoreMembers: cc.StoreMembers}
+	// During a CA rotation the new host trusts what the others trust now
+	// (its agent catches up with the phases that follow).
+	trust := caPEM
+	if rot, _, err := a.st.CARotation(ctx); err == nil {
+		trust = rot.Trust()
+	}
+	resp := &api.JoinResponse{Cluster: cc.Name, ClusterID: cc.ID, CACert: string(trust), Cert: string(certPEM), External: cc.External, StoreMembers: cc.StoreMembers}
 	now := a.now().UTC()
 	nrec := store.NodeRecord{Name: req.Node, APIAddr: req.APIAddr, CertSerial: cert.SerialNumber.Text(16), Registered: now}
 

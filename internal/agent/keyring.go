@@ -76,7 +76,7 @@ func (a *Agent) checkKeyRequest(node string, certPEM []byte) error {
 		return fmt.Errorf("the certificate names %q", cert.Subject.CommonName)
 	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(a.caPEM) {
+	if !roots.AppendCertsFromPEM(a.trustPEM()) {
 		return errors.New("no cluster CA")
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {

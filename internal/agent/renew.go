@@ -28,9 +28,7 @@ func (a *Agent) tlsPair() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load node certificate: %w", err)
 	}
-	if ca, err := pki.ParseCert(caPEM); err == nil {
-		pair.Certificate = append(pair.Certificate, ca.Raw)
-	}
+	pki.WithIssuer(&pair, caPEM)
 	return &pair, nil
 }
 
@@ -49,11 +47,8 @@ func (a *Agent) renewLoop(ctx context.Context) {
 	}
 }
 
-// renewIfDue renews the host's certificate, with the same name, addresses
-// and key, when less than CertRenewBefore of it is left. The registration
-// names the new serial and keeps the old one for `haven node remove`;
-// the store, API and peers use the new certificate from their next
-// connection on (the embedded etcd reads node.crt at every handshake).
+// renewIfDue renews the host's certificate (reissue) when less than
+// CertRenewBefore of it is left.
 func (a *Agent) renewIfDue(ctx context.Context) error {
 	before := a.cfg.CertRenewBefore
 	if before <= 0 {
@@ -66,10 +61,28 @@ func (a *Agent) renewIfDue(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the host certificate: %w", err)
 	}
-	now := a.now()
-	if now.Before(old.NotAfter.Add(-before)) {
+	if a.now().Before(old.NotAfter.Add(-before)) {
 		return nil
 	}
+	return a.reissue(ctx, "renewed")
+}
+
+// reissue signs a new certificate for this host with the store's CA: the
+// same name, addresses and key. The registration names the new serial and
+// keeps the old one for `haven node remove`; the store, API and peers use
+// the new certificate from their next connection on (the embedded etcd
+// reads node.crt at every handshake).
+func (a *Agent) reissue(ctx context.Context, why string) error {
+	a.reissueMu.Lock() // renewal and CA rotation
+	defer a.reissueMu.Unlock()
+	a.certMu.Lock()
+	certPEM := a.certPEM
+	a.certMu.Unlock()
+	old, err := pki.ParseCert(certPEM)
+	if err != nil {
+		return fmt.Errorf("read the host certificate: %w", err)
+	}
+	now := a.now()
 	caPEM, caKey, err := a.st.CA(ctx)
 	if err != nil {
 		return err
@@ -104,7 +117,7 @@ func (a *Agent) renewIfDue(ctx context.Context) error {
 	a.certPEM = newPEM
 	a.certMu.Unlock()
 	a.st.SetIdentity(a.cfg.Node, newPEM, a.keyPEM)
-	a.log.Info("renewed the host certificate", "op", "pki", "old_serial", oldSerial, "serial", rec.CertSerial,
+	a.log.Info("host certificate "+why, "op", "pki", "old_serial", oldSerial, "serial", rec.CertSerial,
 		"old_expiry", old.NotAfter.UTC(), "expiry", cert.NotAfter.UTC())
 	return nil
 }

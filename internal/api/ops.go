@@ -93,6 +93,7 @@ func RegisterOps(s *Server, cfg OpsConfig) *Ops {
 	o.registerWhatIf()
 	o.registerStore()
 	o.registerNotify()
+	o.registerCA()
 	o.handle("GET", "/api/v1/openapi.json", RolePublic, o.handleOpenAPI)
 	s.AddStatusHook(o.statusHook)
 	return o

@@ -89,6 +89,7 @@ var groupShort = map[string]string{
 	"pool":        "storage pools and their volumes",
 	"pool volume": "volumes (guest disks) in a pool",
 	"token":       "API and join tokens",
+	"ca":          "the cluster CA: rotate it",
 	"user":        "users of the web UI and the API",
 	"sim":         "the deterministic cluster simulator",
 }

@@ -45,9 +45,10 @@ type Config struct {
 	// Driver is this host's hypervisor driver; nil on a host without
 	// guests (it only proxies).
 	Driver hypervisor.Driver
-	// PeerTLS dials other agents' APIs (the cluster CA and this node's
-	// certificate).
-	PeerTLS *tls.Config
+	// PeerTLS gives the configuration to dial another agent's API (the
+	// cluster's trust bundle and this node's certificate), one for each
+	// connection: both change (CA rotation, renewal).
+	PeerTLS func() *tls.Config
 	Logger  *slog.Logger
 	Now     func() time.Time
 }
@@ -267,7 +268,7 @@ func (h *handler) proxy(w http.ResponseWriter, r *http.Request, name, node, addr
 			hdr.Set(k, v)
 		}
 	}
-	d := websocket.Dialer{TLSClientConfig: h.cfg.PeerTLS, HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{TLSClientConfig: h.cfg.PeerTLS(), HandshakeTimeout: 10 * time.Second}
 	peer, resp, err := d.DialContext(r.Context(), target.String(), hdr)
 	if err != nil {
 		msg := err.Error()

@@ -8,7 +8,6 @@ package ha
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -24,7 +23,6 @@ import (
 	"github.com/haven-ha/haven/internal/hostagent"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
-	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/watchdog"
 )
@@ -174,19 +172,8 @@ func (p *plugin) setup(ctx context.Context, a *agent.Agent) error {
 // registerConsole serves the guests' serial consoles (package console):
 // attached here for guests of this host, proxied to their host otherwise.
 func registerConsole(a *agent.Agent, drv hypervisor.Driver) error {
-	caFile, certFile, keyFile := a.TLSFiles()
-	ca, err1 := os.ReadFile(caFile)
-	cert, err2 := os.ReadFile(certFile)
-	key, err3 := os.ReadFile(keyFile)
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return fmt.Errorf("console: this node's certificates: %w", err)
-	}
-	tlsCfg, err := pki.ClientTLS(ca, cert, key)
-	if err != nil {
-		return fmt.Errorf("console: %w", err)
-	}
 	console.Register(a.API(), console.Config{Node: a.Node(), Store: a.Store(), Cluster: cluster.New(a.Store()),
-		Driver: drv, PeerTLS: tlsCfg, Logger: a.Config().Logger})
+		Driver: drv, PeerTLS: a.PeerTLS, Logger: a.Config().Logger})
 	return nil
 }
 

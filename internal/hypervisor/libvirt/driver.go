@@ -199,6 +199,7 @@ func (d *recordingDialer) conn() net.Conn {
 type Driver struct {
 	cfg        Config
 	tls        bool // migrations over TLS (Config.MigrationTLSDir)
+	tlsMu      sync.Mutex // serializes refreshTLS
 	domainType string
 	log        *slog.Logger
 	events     chan hypervisor.Event
@@ -1038,7 +1039,24 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition, o
 	if _, _, err := d.current(); err != nil {
 		return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, err)
 	}
+	if d.tls && opts.TLS {
+		if err := d.refreshTLS(); err != nil {
+			return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, err)
+		}
+	}
 	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI, TLS: d.tls && opts.TLS}, nil
+}
+
+// refreshTLS writes the migration credentials again from the agent's
+// files: libvirt's QEMU reads them at each migration, and the host's
+// certificate (renewal) and the trust bundle (CA rotation) change.
+func (d *Driver) refreshTLS() error {
+	d.tlsMu.Lock()
+	defer d.tlsMu.Unlock()
+	if err := hypervisor.WriteTLSCreds(d.cfg.MigrationTLSDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, d.cfg.TLSGroup); err != nil {
+		return fmt.Errorf("migration TLS credentials %s: %w", d.cfg.MigrationTLSDir, err)
+	}
+	return nil
 }
 
 // Migrate live-migrates a running guest peer to peer to target.URI (a
@@ -1064,6 +1082,9 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 	var params []golibvirt.TypedParam
 	switch {
 	case d.tls && target.TLS:
+		if err := d.refreshTLS(); err != nil {
+			return wrap(err)
+		}
 		// QEMU checks the target's certificate against the cluster CA and
 		// this name (tls-hostname), as the QEMU driver does.
 		flags |= golibvirt.MigrateTLS
