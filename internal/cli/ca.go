@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -99,7 +100,7 @@ func caFollow(ctx context.Context, env *Env, cf *clientFlags, st *api.CARotation
 			switch {
 			case err == nil:
 				*st = next
-			case errors.As(err, &ae), wctx.Err() != nil:
+			case wctx.Err() != nil, errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable:
 				return err
 			default:
 				// The agent answering may be restarting its store member

@@ -330,7 +330,15 @@ func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (
 	s.closeMu.Unlock()
 	if stop {
 		s.handOver()
-		s.avoidLocalMember()
+		if s.avoidLocalMember() {
+			// Requests and streams on this member move to the others now,
+			// not when its listeners close.
+			var local []string
+			for _, u := range old.Config().AdvertiseClientUrls {
+				local = append(local, u.String())
+			}
+			s.Sever(local)
+		}
 		old.Server.HardStop()
 		old.Close()
 	}

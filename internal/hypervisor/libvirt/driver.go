@@ -198,7 +198,7 @@ func (d *recordingDialer) conn() net.Conn {
 // for concurrent use.
 type Driver struct {
 	cfg        Config
-	tls        bool // migrations over TLS (Config.MigrationTLSDir)
+	tls        bool       // migrations over TLS (Config.MigrationTLSDir)
 	tlsMu      sync.Mutex // serializes refreshTLS
 	domainType string
 	log        *slog.Logger
