@@ -51,6 +51,9 @@ func (s *Store) rootClient(ctx context.Context) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("act as the store's root: %w", err)
 	}
 	cfg := s.tls.Clone()
+	if s.dynTLS != nil {
+		cfg = s.dynTLS() // the trust bundle of the moment (a CA rotation)
+	}
 	cfg.Certificates = []tls.Certificate{cert}
 	cfg.GetClientCertificate = nil
 	cli, err := clientv3.New(clientv3.Config{

@@ -92,6 +92,7 @@ type Store struct {
 	server *embed.Etcd
 	// tls and embedded are the ClientConfig's, for the root client.
 	tls      *tls.Config
+	dynTLS   func() *tls.Config // ClientConfig.DynamicTLS
 	embedded bool
 	log      *slog.Logger
 	id       identity // the host whose keyring entry opens sealed values
@@ -244,7 +245,7 @@ func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.
 		cli.Close()
 		return nil, fmt.Errorf("reach store at %v: %w", c.Endpoints, err)
 	}
-	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1), conns: cs, tls: c.TLS, embedded: c.Embedded}, nil
+	return &Store{cli: cli, server: server, log: log, campaignWake: make(chan struct{}, 1), conns: cs, tls: c.TLS, dynTLS: c.DynamicTLS, embedded: c.Embedded}, nil
 }
 
 // Sever closes the client's connections to the given store endpoints, so
