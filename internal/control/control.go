@@ -241,9 +241,11 @@ func New(cfg Config) *Shell {
 // Start, Handle, HandleFence or HandleTick at the moment it arrives: the
 // simulator calls the same four at simulated moments.
 func (s *Shell) Run(ctx context.Context, sync manager.Sync, inputs <-chan Input) error {
+	t0 := time.Now()
 	if err := s.Start(ctx, s.cfg.Now(), sync); err != nil {
 		return err
 	}
+	s.log.Info("the term's first step is carried out and saved", "took", time.Since(t0).Round(time.Millisecond))
 	tick := s.cfg.State.Config.Timings.Tick
 	if tick <= 0 {
 		tick = 5 * time.Second

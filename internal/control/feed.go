@@ -152,10 +152,12 @@ func runTerm(ctx context.Context, d Daemon) error {
 	cs := d.Cluster
 	cli := cs.Raw().Client()
 	awaitBeatingHosts(ctx, cli, d.Beating, vanishGrace(d.Timings.Keepalive))
+	t0 := time.Now()
 	snap, err := LoadSnapshot(ctx, cli)
 	if err != nil {
 		return err
 	}
+	read := time.Since(t0)
 	if snap.Policy.Hold {
 		return errHeld
 	}
@@ -165,7 +167,9 @@ func runTerm(ctx context.Context, d Daemon) error {
 			log.Warn("event log write failed", "err", err)
 		}
 	}
+	t1 := time.Now()
 	st, f, sync, err := prepare(snap, d.Timings, log)
+	prepared := time.Since(t1)
 	if err != nil {
 		return err
 	}
@@ -318,7 +322,11 @@ func runTerm(ctx context.Context, d Daemon) error {
 		}
 	}()
 	go trimEvents(wctx, cs, log)
-	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev)
+	// What a takeover costs, for the operator and the control-plane
+	// benchmark: reading the store, restoring the state (the first step
+	// and its save follow, logged by the shell).
+	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev,
+		"read", read.Round(time.Millisecond), "restored", prepared.Round(time.Millisecond))
 	err = sh.Run(runCtx, sync, shellIn)
 	select {
 	case <-held:

@@ -78,7 +78,8 @@ func managerProcess() int {
 	timings := manager.DefaultTimings()
 	timings.LeaseTTL, _ = time.ParseDuration(os.Getenv("HAVEN_CP_LEASE_TTL"))
 	timings.Keepalive, _ = time.ParseDuration(os.Getenv("HAVEN_CP_KEEPALIVE"))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Warnings and errors, and the takeover's timings (logged at info).
+	log := slog.New(timingsHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})})
 	ctx := context.Background()
 	cfg, err := clientConfig(os.Getenv("HAVEN_CP_ENDPOINTS"), os.Getenv("HAVEN_CP_TLS"))
 	if err != nil {
@@ -512,6 +513,15 @@ func TestControlPlane(t *testing.T) {
 	if *doFailover {
 		fmt.Printf("  manager SIGKILL -> standby elected (TTL %v)      %v\n", *mgrTTL, killToWin.Round(time.Millisecond))
 		fmt.Printf("  standby elected -> state loaded, first step saved %v\n", winToActing.Round(time.Millisecond))
+		// Where its takeover went: the standby's log says how long it read
+		// the store, restored the state, and carried out its first step.
+		if b, err := os.ReadFile(filepath.Join(logDir, "mgr-b.log")); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "manager running") || strings.Contains(l, "first step is carried out") {
+					fmt.Printf("    standby: %s\n", l)
+				}
+			}
+		}
 	}
 	fmt.Printf("  store size %.1f MiB; manager RSS %d MiB (standby after takeover %d MiB); agents' process RSS %d MiB for %d hosts (%.1f MiB per host)\n",
 		float64(dbSize)/(1<<20), rssA>>20, rssB>>20, selfRSS>>20, H, float64(selfRSS)/float64(H)/(1<<20))
@@ -680,4 +690,24 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
+}
+
+// timingsHandler passes warnings and errors, and of the info records only
+// the manager's takeover timings: the bench's manager logs nothing per
+// guest.
+type timingsHandler struct{ slog.Handler }
+
+func (h timingsHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn && r.Message != "manager running" && !strings.HasPrefix(r.Message, "the term's first step") {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h timingsHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return timingsHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h timingsHandler) WithGroup(name string) slog.Handler {
+	return timingsHandler{h.Handler.WithGroup(name)}
 }
