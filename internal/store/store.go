@@ -193,12 +193,15 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
 	// the learner to have caught up, and Haven removes only members of
 	// hosts that are down.
 	cfg.StrictReconfigCheck = false
+	gate, gopts := gateOptions()
+	cfg.GRPCAdditionalServerOptions = append(cfg.GRPCAdditionalServerOptions, gopts...)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start store member %q: %w", c.Name, err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
+		gates.Store(e, gate)
 		return e, nil
 	case err := <-e.Err():
 		e.Close()
@@ -309,7 +312,10 @@ func (s *Store) StopMember() {
 		_ = s.closeClient()
 	}
 	// Raft is stopped now: requests still pending fail at once instead of
-	// holding up the listeners' shutdown for the request timeout.
+	// holding up the listeners' shutdown for the request timeout. Client
+	// requests are refused first: none may reach the backend once it is
+	// closed (memberGate).
+	closeGate(s.server, time.Second)
 	s.server.Server.HardStop()
 	s.server.Close()
 }

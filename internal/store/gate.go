@@ -1,0 +1,123 @@
+package store
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// memberGate lets an embedded member's client requests in until the member
+// stops. StopMember stops raft and the backend before the client
+// listeners (a graceful stop would wait for other hosts' streams), and with
+// the store roles enforced etcd reads the user from the backend to check
+// each request: one arriving after the backend closed crashed the agent
+// (a nil bbolt transaction in a watch's permission check). The gate closes
+// first: later requests and stream messages are refused as the member
+// being unavailable (clients go to another member), and the requests
+// already in (unary ones) are waited for, briefly.
+type memberGate struct {
+	mu     sync.Mutex
+	closed bool
+	active int
+	idle   chan struct{} // closed when the last active request leaves after close
+}
+
+// gates maps each running embedded member to its gate.
+var gates sync.Map // *embed.Etcd -> *memberGate
+
+var errMemberStopping = status.Error(codes.Unavailable, "store member stopping")
+
+func (g *memberGate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.active++
+	return true
+}
+
+func (g *memberGate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.active--
+	if g.active == 0 && g.idle != nil {
+		close(g.idle)
+		g.idle = nil
+	}
+}
+
+// close refuses what comes next and waits up to wait for what is in.
+func (g *memberGate) close(wait time.Duration) {
+	g.mu.Lock()
+	g.closed = true
+	if g.active == 0 {
+		g.mu.Unlock()
+		return
+	}
+	if g.idle == nil {
+		g.idle = make(chan struct{})
+	}
+	idle := g.idle
+	g.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	}
+}
+
+func (g *memberGate) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !g.enter() {
+		return nil, errMemberStopping
+	}
+	defer g.leave()
+	return handler(ctx, req)
+}
+
+func (g *memberGate) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if !g.enter() {
+		return errMemberStopping
+	}
+	g.leave()
+	return handler(srv, gatedStream{ss, g})
+}
+
+// gatedStream refuses the messages a stream receives once the gate is
+// closed (a watch's creation checks permissions).
+type gatedStream struct {
+	grpc.ServerStream
+	g *memberGate
+}
+
+func (s gatedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	s.g.mu.Lock()
+	closed := s.g.closed
+	s.g.mu.Unlock()
+	if closed {
+		return errMemberStopping
+	}
+	return nil
+}
+
+// gateOptions makes a member's gate and the gRPC options that apply it.
+func gateOptions() (*memberGate, []grpc.ServerOption) {
+	g := &memberGate{}
+	return g, []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream)}
+}
+
+// closeGate closes e's gate, if it has one (StartEmbedded made it).
+func closeGate(e *embed.Etcd, wait time.Duration) {
+	if g, ok := gates.LoadAndDelete(e); ok {
+		g.(*memberGate).close(wait)
+	}
+}
