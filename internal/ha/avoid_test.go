@@ -119,16 +119,7 @@ func (f *freezer) pass(dst, src net.Conn, toMember bool) {
 func TestAvoidMembersOfFrozenHost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv := storetest.Start(t)
-	live := srv.Endpoints[0]
-	fz := newFreezer(t, mustHost(t, live))
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	st, err := store.Connect(cctx, store.ClientConfig{Endpoints: []string{live, fz.url()}, TLS: srv.TLS}, nil, nil)
-	ccancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	_, live, fz, st := frozenSetup(t, ctx, true)
 	f := newFastFail(st, &fakeVerdicts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	reads := 0
 	f.members = func(context.Context) ([]store.Member, error) {
@@ -210,6 +201,27 @@ func TestAvoidMembersOfFrozenHost(t *testing.T) {
 	}
 }
 
+// frozenSetup starts a store member, a freezer in front of it, and a
+// client connected through the freezer (and to the member directly too,
+// withLive).
+func frozenSetup(t *testing.T, ctx context.Context, withLive bool) (*storetest.Server, string, *freezer, *store.Store) {
+	srv := storetest.Start(t)
+	live := srv.Endpoints[0]
+	fz := newFreezer(t, mustHost(t, live))
+	eps := []string{fz.url()}
+	if withLive {
+		eps = []string{live, fz.url()}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := store.Connect(cctx, store.ClientConfig{Endpoints: eps, TLS: srv.TLS}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return srv, live, fz, st
+}
+
 func mustHost(t *testing.T, endpoint string) string {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" {
@@ -231,16 +243,7 @@ func sortedStrings(s ...string) []string {
 func TestAvoidedMemberStreamsMove(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv := storetest.Start(t)
-	live := srv.Endpoints[0]
-	fz := newFreezer(t, mustHost(t, live))
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	st, err := store.Connect(cctx, store.ClientConfig{Endpoints: []string{fz.url()}, TLS: srv.TLS}, nil, nil)
-	ccancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	srv, live, fz, st := frozenSetup(t, ctx, false)
 	f := newFastFail(st, &fakeVerdicts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	f.members = func(context.Context) ([]store.Member, error) {
 		return []store.Member{{Name: "h1", ClientURLs: []string{live}}, {Name: "h2", ClientURLs: []string{fz.url()}}}, nil
