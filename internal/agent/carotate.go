@@ -99,10 +99,7 @@ func (a *Agent) caRotationStep(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("CA rotation %s: the new CA: %w", rot.ID, err)
 		}
-		a.certMu.Lock()
-		certPEM := a.certPEM
-		a.certMu.Unlock()
-		cert, err := pki.ParseCert(certPEM)
+		cert, err := a.hostCert()
 		if err != nil {
 			return err
 		}

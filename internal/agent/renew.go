@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -32,6 +33,18 @@ func (a *Agent) tlsPair() (*tls.Certificate, error) {
 	return &pair, nil
 }
 
+// hostCert is the host's current certificate.
+func (a *Agent) hostCert() (*x509.Certificate, error) {
+	a.certMu.Lock()
+	certPEM := a.certPEM
+	a.certMu.Unlock()
+	cert, err := pki.ParseCert(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("read the host certificate: %w", err)
+	}
+	return cert, nil
+}
+
 // renewLoop renews the host's certificate when it nears its expiry,
 // until ctx ends.
 func (a *Agent) renewLoop(ctx context.Context) {
@@ -54,12 +67,9 @@ func (a *Agent) renewIfDue(ctx context.Context) error {
 	if before <= 0 {
 		before = DefaultCertRenewBefore
 	}
-	a.certMu.Lock()
-	certPEM := a.certPEM
-	a.certMu.Unlock()
-	old, err := pki.ParseCert(certPEM)
+	old, err := a.hostCert()
 	if err != nil {
-		return fmt.Errorf("read the host certificate: %w", err)
+		return err
 	}
 	if a.now().Before(old.NotAfter.Add(-before)) {
 		return nil
@@ -75,12 +85,9 @@ func (a *Agent) renewIfDue(ctx context.Context) error {
 func (a *Agent) reissue(ctx context.Context, why string) error {
 	a.reissueMu.Lock() // renewal and CA rotation
 	defer a.reissueMu.Unlock()
-	a.certMu.Lock()
-	certPEM := a.certPEM
-	a.certMu.Unlock()
-	old, err := pki.ParseCert(certPEM)
+	old, err := a.hostCert()
 	if err != nil {
-		return fmt.Errorf("read the host certificate: %w", err)
+		return err
 	}
 	now := a.now()
 	caPEM, caKey, err := a.st.CA(ctx)

@@ -245,6 +245,9 @@ func (c *testCluster) stopAll() {
 			defer wg.Done()
 			select {
 			case <-n.exited:
+				if c.t.Failed() {
+					c.t.Logf("agent %s had exited (%v); its last %d lines:\n%s", n.name, n.err, failedLogLines, lastLines(n.errb.String(), failedLogLines))
+				}
 				return
 			default:
 			}
