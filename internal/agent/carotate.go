@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/heartbeat"
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
@@ -187,7 +188,19 @@ func (a *Agent) memberStartedWith() []byte {
 func (a *Agent) restartMemberForTrust(ctx context.Context, rot store.CARotation) (bool, error) {
 	// With another member down, this one's restart would cost the store
 	// its quorum: wait for it to be back (or its host removed).
-	if err := a.st.OtherMembersUp(ctx, a.cfg.Node); err != nil {
+	live, _, err := a.st.LiveNodes(ctx)
+	if err != nil {
+		return false, err
+	}
+	alive := func(node string) bool {
+		if _, ok := live[node]; !ok {
+			return false
+		}
+		// The direct heartbeats see a host die within a second, its live
+		// key only when its lease ends.
+		return a.hb == nil || a.hb.Verdict(node).State == heartbeat.Alive
+	}
+	if err := a.st.OtherMembersUp(ctx, a.cfg.Node, alive); err != nil {
 		a.log.Info("CA rotation: store member restart waits", "op", "pki", "rotation", rot.ID, "why", err)
 		return false, nil
 	}

@@ -346,7 +346,10 @@ func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (
 			}
 			s.Sever(local)
 		}
-		old.Server.HardStop()
+		// Close alone, no HardStop first: it stops the member's gRPC
+		// servers before the server, while HardStop would close the
+		// backend under requests still in flight, which etcd 3.7 (with
+		// authentication on) answers with a crash of the whole process.
 		old.Close()
 	}
 	e, err := start(ctx)
