@@ -17,7 +17,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/auth"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc/status"
 
 	"github.com/haven-ha/haven/internal/pki"
 )
@@ -29,7 +31,16 @@ const rootTTL = 10 * time.Minute
 // IsDenied reports whether err is the store refusing a request for want of
 // permission (its roles are enforced and the user may not).
 func IsDenied(err error) bool {
-	return errors.Is(rpctypes.Error(err), rpctypes.ErrPermissionDenied)
+	if err == nil {
+		return false
+	}
+	if errors.Is(rpctypes.Error(err), rpctypes.ErrPermissionDenied) {
+		return true
+	}
+	// An older etcd (3.4, Debian's) answers a snapshot with its auth
+	// store's own error rather than the gRPC one.
+	var gs interface{ GRPCStatus() *status.Status }
+	return errors.As(err, &gs) && gs.GRPCStatus().Message() == auth.ErrPermissionDenied.Error()
 }
 
 // rootClient opens a client to the store's current endpoints that

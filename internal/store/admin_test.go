@@ -3,9 +3,16 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/server/v3/auth"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
@@ -138,5 +145,25 @@ func TestAdministerAsRoot(t *testing.T) {
 	}
 	if _, err := e.Client().Put(ctx, store.PrefixGuests+"g", "{}"); err != nil {
 		t.Errorf("external host writes: %v", err)
+	}
+}
+
+// TestIsDenied: etcd's refusals for want of permission, also the auth
+// store's own error an etcd 3.4 sends for a snapshot.
+func TestIsDenied(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{rpctypes.ErrGRPCPermissionDenied, true},
+		{status.Error(codes.Unknown, auth.ErrPermissionDenied.Error()), true},
+		{fmt.Errorf("read: %w", status.Error(codes.Unknown, "auth: permission denied")), true},
+		{status.Error(codes.Unavailable, "etcdserver: request timed out"), false},
+		{errors.New("auth: permission denied"), false},
+	} {
+		if got := store.IsDenied(tc.err); got != tc.want {
+			t.Errorf("IsDenied(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -466,13 +466,15 @@ func (c *testCluster) tryAPIExcept(skip string, fn func(context.Context, *client
 func (c *testCluster) api(fn func(context.Context, *client.Client) error) {
 	c.t.Helper()
 	var last error
+	defer func() {
+		if last != nil && c.t.Failed() {
+			c.t.Logf("the agents' last answers: %v", last)
+		}
+	}()
 	c.poll("an agent answering the API", 20*time.Second, func() bool {
 		last = c.tryAPI(fn)
 		return last == nil
 	})
-	if last != nil {
-		c.t.Fatal(last)
-	}
 }
 
 // setFencing gives every node the bed's fence device.

@@ -70,7 +70,14 @@ func TestStoreMoveToExternalAndBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { log.Close() })
+		t.Cleanup(func() {
+			log.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(log.Name())
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				t.Logf("---- %s (last lines) ----\n%s", log.Name(), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+			}
+		})
 		p, err := n.h.Start(c.ctx, testbed.Spec{Path: etcdBin, Role: "etcd", Stdout: log, Stderr: log, Args: []string{
 			"--name", name, "--data-dir", data,
 			"--listen-client-urls", cu, "--advertise-client-urls", cu,
