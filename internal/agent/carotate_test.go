@@ -112,3 +112,61 @@ func TestCARotationSingleHost(t *testing.T) {
 		t.Error("the API presents a certificate of the old CA")
 	}
 }
+
+// Three hosts in one process rotate their CA: every store member restarts
+// twice, one at a time, and every host keeps its store all along and ends
+// with a certificate of the new CA.
+func TestCARotationThreeHosts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three agents")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	var agents []*Agent
+	for i, name := range []string{"h1", "h2", "h3"} {
+		cfg := Config{Node: name, DataDir: filepath.Join(dir, name), Listen: freeAddr(t), PeerListen: freeAddr(t), StoreClientListen: freeAddr(t)}
+		if i == 0 {
+			cfg.Init = true
+		} else {
+			cfg.JoinAddr, cfg.JoinToken = agents[0].APIURL(), agents[0].JoinToken()
+		}
+		a, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Start(ctx); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		defer a.Stop(context.Background())
+		agents = append(agents, a)
+	}
+	next, err := pki.NewCA("haven", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := agents[1].Store().StartCARotation(ctx, "r1", next.CertPEM, next.KeyPEM, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, _, err := agents[2].Store().CARotation(ctx)
+		if err == nil && r.Phase == store.RotationDone {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("rotation not done: %+v %v", r, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
+	}
+	t.Logf("rotation of three hosts took %v", time.Since(t0).Round(10*time.Millisecond))
+	for _, a := range agents {
+		if _, err := a.Store().Client().Get(ctx, store.KeyClusterConfig); err != nil {
+			t.Errorf("%s's store after the rotation: %v", a.cfg.Node, err)
+		}
+		leaf, err := a.hostCert()
+		if err != nil || leaf.CheckSignatureFrom(next.Cert) != nil {
+			t.Errorf("%s's certificate is not the new CA's: %v", a.cfg.Node, err)
+		}
+	}
+}

@@ -346,10 +346,11 @@ func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (
 			}
 			s.Sever(local)
 		}
-		// Close alone, no HardStop first: it stops the member's gRPC
-		// servers before the server, while HardStop would close the
-		// backend under requests still in flight, which etcd 3.7 (with
-		// authentication on) answers with a crash of the whole process.
+		// As StopMember: client requests refused first (memberGate), then
+		// raft stopped, so that the listeners close without waiting for
+		// other hosts' streams.
+		closeGate(old, time.Second)
+		old.Server.HardStop()
 		old.Close()
 	}
 	e, err := start(ctx)
