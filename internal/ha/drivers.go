@@ -46,6 +46,11 @@ type HostOptions struct {
 	// LibvirtMigrationURI is this host's libvirt URI as its peers reach it;
 	// default qemu+tcp://HOST/system with HOST from --listen.
 	LibvirtMigrationURI string
+	// LibvirtPKIDir is where the agent lays the cluster's certificates out
+	// for libvirt's TLS transport; LibvirtdConf is libvirtd.conf, which
+	// must serve TLS with them for the default migration URI to be
+	// qemu+tls.
+	LibvirtPKIDir, LibvirtdConf string
 	// LibvirtStrictStorage keeps libvirt's own filesystem-type test at
 	// migration (libvirt.Config.StrictStorageCheck).
 	LibvirtStrictStorage bool
@@ -77,7 +82,9 @@ func (o *HostOptions) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&o.HealthNetworks, "health-network", "a network (CIDR) tcp and http health checks may connect to besides the guests' own addresses as their guest agents report them, such as the subnet of guests without a guest agent; repeat or separate with commas for several")
 	fs.StringVar(&o.LibvirtTLSDir, "libvirt-tls-dir", libvirt.DefaultMigrationTLSDir, "libvirt driver: where the agent writes the cluster's certificates for libvirt's QEMU; live migrations use TLS when qemu.conf's migrate_tls_x509_cert_dir names this directory")
 	fs.StringVar(&o.LibvirtQEMUConf, "libvirt-qemu-conf", "/etc/libvirt/qemu.conf", "libvirt driver: libvirt's qemu.conf (read for migrate_tls_x509_cert_dir and QEMU's group)")
-	fs.StringVar(&o.LibvirtMigrationURI, "libvirt-migration-uri", "", "libvirt driver: this host's URI for peer-to-peer migration (default qemu+tcp://HOST/system, HOST from --listen)")
+	fs.StringVar(&o.LibvirtMigrationURI, "libvirt-migration-uri", "", "libvirt driver: this host's URI for peer-to-peer migration (default qemu+tls://HOST/system?pkipath=--libvirt-pki-dir when libvirtd.conf serves TLS with the certificates there, else qemu+tcp://HOST/system; HOST from --listen)")
+	fs.StringVar(&o.LibvirtPKIDir, "libvirt-pki-dir", libvirt.DefaultPKIDir, "libvirt driver: where the agent writes the cluster's certificates for libvirt's TLS transport (cacert.pem, servercert.pem, serverkey.pem, clientcert.pem, clientkey.pem; root only); \"\" for none")
+	fs.StringVar(&o.LibvirtdConf, "libvirtd-conf", "/etc/libvirt/libvirtd.conf", "libvirt driver: libvirtd's configuration (read for listen_tls, tls_port, ca_file, cert_file and key_file)")
 }
 
 // Driver returns the factory that opens the configured driver.
@@ -125,11 +132,8 @@ func (o HostOptions) Driver() DriverFactory {
 				Logger:        cfg.Logger,
 			})
 		case "libvirt":
-			uri := o.LibvirtMigrationURI
-			if uri == "" {
-				uri = "qemu+tcp://" + host + "/system"
-			}
-			lc := libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: uri, Node: a.Node(), StrictStorageCheck: o.LibvirtStrictStorage, Logger: cfg.Logger}
+			lc := libvirt.Config{Socket: o.LibvirtSocket, URI: o.LibvirtURI, MigrationURI: o.LibvirtMigrationURI, Node: a.Node(), StrictStorageCheck: o.LibvirtStrictStorage, Logger: cfg.Logger}
+			o.libvirtControl(a, host, &lc)
 			if !o.NoMigrationTLS {
 				o.libvirtTLS(a, &lc)
 			}
@@ -137,6 +141,38 @@ func (o HostOptions) Driver() DriverFactory {
 		}
 		return nil, fmt.Errorf("unknown --hypervisor %q: use qemu, libvirt or none", kind)
 	}
+}
+
+// libvirtControl lays the cluster's certificates out for libvirt's TLS
+// transport and picks the host's migration URI, unless given: qemu+tls
+// when libvirtd serves TLS with those certificates, else qemu+tcp (and a
+// warning saying what to set).
+func (o HostOptions) libvirtControl(a *agent.Agent, host string, lc *libvirt.Config) {
+	log := a.Config().Logger
+	lc.TLSCA, lc.TLSCert, lc.TLSKey = a.TLSFiles()
+	if o.LibvirtPKIDir != "" {
+		if err := libvirt.WritePKI(o.LibvirtPKIDir, lc.TLSCA, lc.TLSCert, lc.TLSKey); err != nil {
+			log.Warn("libvirt's TLS transport: certificates not written", "err", err)
+		} else {
+			lc.PKIDir = o.LibvirtPKIDir
+		}
+	}
+	if lc.MigrationURI != "" {
+		return
+	}
+	lc.MigrationURI = "qemu+tcp://" + host + "/system"
+	conf, err := libvirt.ReadLibvirtdConf(o.LibvirtdConf)
+	switch {
+	case lc.PKIDir == "":
+	case err != nil:
+		log.Warn("libvirtd's connections to its peers without TLS", "err", err)
+	case !conf.UsesPKI(lc.PKIDir):
+		log.Warn("libvirtd's connections to its peers without TLS (qemu+tcp): to use the cluster's certificates set listen_tls = 1, ca_file, cert_file and key_file in libvirtd.conf to the files of --libvirt-pki-dir and restart libvirtd",
+			"libvirtd.conf", o.LibvirtdConf, "libvirt-pki-dir", lc.PKIDir, "ca_file", conf.CAFile, "cert_file", conf.CertFile, "key_file", conf.KeyFile, "listen_tls", conf.ListenTLS)
+	default:
+		lc.MigrationURI = libvirt.TLSURI(host, conf.TLSPort, lc.PKIDir)
+	}
+	log.Info("libvirt migration URI", "uri", lc.MigrationURI)
 }
 
 // libvirtTLS turns on the libvirt driver's migration TLS when libvirt's
@@ -155,7 +191,6 @@ func (o HostOptions) libvirtTLS(a *agent.Agent, lc *libvirt.Config) {
 		return
 	}
 	lc.MigrationTLSDir, lc.TLSGroup = o.LibvirtTLSDir, qc.GID
-	lc.TLSCA, lc.TLSCert, lc.TLSKey = a.TLSFiles()
 }
 
 // Prefixes is a list flag of networks (CIDR), repeated or comma-separated.

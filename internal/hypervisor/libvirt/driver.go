@@ -89,6 +89,11 @@ type Config struct {
 	MigrationTLSDir        string
 	TLSCA, TLSCert, TLSKey string
 	TLSGroup               int
+	// PKIDir, when set, is where the driver lays the same certificates
+	// out for libvirt's own TLS transport (WritePKI), again before each
+	// migration: the source libvirtd reads its client certificate there
+	// when the target's MigrationURI is qemu+tls with this pkipath.
+	PKIDir string
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock used to stamp events. Default time.Now.
@@ -1074,6 +1079,11 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 	c, _, err := d.current()
 	if err != nil {
 		return wrap(err)
+	}
+	if d.cfg.PKIDir != "" {
+		if err := WritePKI(d.cfg.PKIDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey); err != nil {
+			return wrap(err)
+		}
 	}
 	expected := d.expectExit(name)
 	defer func() { expected(err != nil) }()

@@ -31,28 +31,9 @@ type QEMUConf struct {
 // ReadQEMUConf reads the settings QEMUConf describes from libvirt's
 // qemu.conf at path.
 func ReadQEMUConf(path string) (QEMUConf, error) {
-	b, err := os.ReadFile(path)
+	vals, err := readConf(path, "qemu.conf")
 	if err != nil {
-		return QEMUConf{}, fmt.Errorf("libvirt's qemu.conf: %w", err)
-	}
-	vals := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		if q, ok := strings.CutPrefix(v, `"`); ok {
-			v, _, _ = strings.Cut(q, `"`)
-		} else if i := strings.Index(v, "#"); i >= 0 {
-			v = strings.TrimSpace(v[:i])
-		}
-		vals[strings.TrimSpace(k)] = v
-	}
-	if err := sc.Err(); err != nil {
-		return QEMUConf{}, fmt.Errorf("libvirt's qemu.conf %s: %w", path, err)
+		return QEMUConf{}, err
 	}
 	c := QEMUConf{MigrateTLSDir: "/etc/pki/qemu"}
 	for _, k := range []string{"migrate_tls_x509_cert_dir", "default_tls_x509_cert_dir"} {
@@ -78,4 +59,33 @@ func ReadQEMUConf(path string) (QEMUConf, error) {
 		}
 	}
 	return c, nil
+}
+
+// readConf reads the settings (key = value, strings quoted, # comments) of
+// a libvirt configuration file.
+func readConf(path, what string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("libvirt's %s: %w", what, err)
+	}
+	vals := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if q, ok := strings.CutPrefix(v, `"`); ok {
+			v, _, _ = strings.Cut(q, `"`)
+		} else if i := strings.Index(v, "#"); i >= 0 {
+			v = strings.TrimSpace(v[:i])
+		}
+		vals[strings.TrimSpace(k)] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("libvirt's %s %s: %w", what, path, err)
+	}
+	return vals, nil
 }

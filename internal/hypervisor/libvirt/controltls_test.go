@@ -1,0 +1,70 @@
+package libvirt
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestLibvirtdConfAndPKI(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "libvirtd.conf")
+	pki := filepath.Join(dir, "pki")
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// libvirt's defaults: TLS on its own certificates, not Haven's.
+	write(conf, "# nothing set\nlisten_tcp = 1\n")
+	c, err := ReadLibvirtdConf(conf)
+	if err != nil || !c.ListenTLS || c.TLSPort != "16514" || c.CAFile != "/etc/pki/CA/cacert.pem" || c.UsesPKI(pki) {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	write(conf, `listen_tls = 1
+tls_port = "16600"   # a port of its own
+ca_file = "`+pki+`/cacert.pem"
+cert_file = "`+pki+`/servercert.pem"
+key_file = "`+pki+`//serverkey.pem"
+`)
+	if c, err = ReadLibvirtdConf(conf); err != nil || !c.UsesPKI(pki+"/") || c.TLSPort != "16600" {
+		t.Fatalf("set to Haven's certificates: %+v %v", c, err)
+	}
+	write(conf, "listen_tls = 0\nca_file = \""+pki+"/cacert.pem\"\ncert_file = \""+pki+"/servercert.pem\"\nkey_file = \""+pki+"/serverkey.pem\"\n")
+	if c, err = ReadLibvirtdConf(conf); err != nil || c.UsesPKI(pki) {
+		t.Fatalf("TLS off: %+v %v", c, err)
+	}
+	if _, err := ReadLibvirtdConf(filepath.Join(dir, "none")); err == nil {
+		t.Error("a missing libvirtd.conf read")
+	}
+
+	src := t.TempDir()
+	for name, v := range map[string]string{"ca.crt": "CA", "node.crt": "CERT", "node.key": "KEY"} {
+		write(filepath.Join(src, name), v)
+	}
+	if err := WritePKI(pki, filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"cacert.pem": "CA", "clientcert.pem": "CERT", "clientkey.pem": "KEY", "servercert.pem": "CERT", "serverkey.pem": "KEY"} {
+		p := filepath.Join(pki, name)
+		b, err := os.ReadFile(p)
+		st, _ := os.Stat(p)
+		if err != nil || string(b) != want || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %q %v %v", name, b, err, st.Mode())
+		}
+	}
+	if st, _ := os.Stat(pki); st.Mode().Perm() != 0o700 {
+		t.Errorf("pki dir mode %v, want 0700", st.Mode())
+	}
+
+	for _, tt := range []struct{ host, port, dir, want string }{
+		{"10.0.0.2", "16514", "/etc/libvirt/haven-pki/", "qemu+tls://10.0.0.2/system?pkipath=/etc/libvirt/haven-pki"},
+		{"10.0.0.2", "16600", "/etc/libvirt/haven-pki", "qemu+tls://10.0.0.2:16600/system?pkipath=/etc/libvirt/haven-pki"},
+		{"fd00::2", "", "/p", "qemu+tls://[fd00::2]/system?pkipath=/p"},
+		{"h2", "16514", "/a b", "qemu+tls://h2/system?pkipath=%2Fa+b"},
+	} {
+		if got := TLSURI(tt.host, tt.port, tt.dir); got != tt.want {
+			t.Errorf("TLSURI(%s, %s, %s) = %s, want %s", tt.host, tt.port, tt.dir, got, tt.want)
+		}
+	}
+}
