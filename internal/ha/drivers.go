@@ -149,14 +149,9 @@ func (o HostOptions) Driver() DriverFactory {
 // warning saying what to set).
 func (o HostOptions) libvirtControl(a *agent.Agent, host string, lc *libvirt.Config) {
 	log := a.Config().Logger
+	// The driver writes the files (and again before each migration).
 	lc.TLSCA, lc.TLSCert, lc.TLSKey = a.TLSFiles()
-	if o.LibvirtPKIDir != "" {
-		if err := libvirt.WritePKI(o.LibvirtPKIDir, lc.TLSCA, lc.TLSCert, lc.TLSKey); err != nil {
-			log.Warn("libvirt's TLS transport: certificates not written", "err", err)
-		} else {
-			lc.PKIDir = o.LibvirtPKIDir
-		}
-	}
+	lc.PKIDir = o.LibvirtPKIDir
 	if lc.MigrationURI != "" {
 		return
 	}

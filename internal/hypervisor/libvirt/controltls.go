@@ -1,10 +1,13 @@
 package libvirt
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -80,24 +83,53 @@ func (c LibvirtdConf) UsesPKI(dir string) bool {
 // (libvirtd.conf's ca_file, cert_file, key_file). The host's certificate
 // is valid for both. Each file is replaced atomically.
 func WritePKI(dir, ca, cert, key string) error {
+	_, err := writePKI(dir, ca, cert, key)
+	return err
+}
+
+// writePKI is WritePKI, reporting whether a file libvirtd serves with
+// (CA, server certificate or key) changed.
+func writePKI(dir, ca, cert, key string) (bool, error) {
+	changed := false
+	fail := func(err error) (bool, error) { return changed, fmt.Errorf("libvirt TLS certificates: %w", err) }
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("libvirt TLS certificates: %w", err)
+		return fail(err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
-		return fmt.Errorf("libvirt TLS certificates: %w", err)
+		return fail(err)
 	}
 	for name, src := range map[string]string{pkiCA: ca, pkiClientCert: cert, pkiClientKey: key, pkiServerCert: cert, pkiServerKey: key} {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			return fmt.Errorf("libvirt TLS certificates: %w", err)
+			return fail(err)
 		}
-		tmp := filepath.Join(dir, name+".tmp")
+		path := filepath.Join(dir, name)
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+			continue
+		}
+		if name == pkiCA || name == pkiServerCert || name == pkiServerKey {
+			changed = true
+		}
+		tmp := path + ".tmp"
 		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			return fmt.Errorf("libvirt TLS certificates: %w", err)
+			return fail(err)
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("libvirt TLS certificates: %w", err)
+		if err := os.Rename(tmp, path); err != nil {
+			return fail(err)
 		}
+	}
+	return changed, nil
+}
+
+// reloadLibvirtdTLS has the libvirtd of socket (its read-write socket; the
+// admin socket is next to it) load its TLS certificates again:
+// virt-admin server-update-tls, libvirt's way to take a renewed
+// certificate or a new CA without a restart.
+func reloadLibvirtdTLS(ctx context.Context, virtAdmin, socket string) error {
+	admin := filepath.Join(filepath.Dir(socket), "libvirt-admin-sock")
+	out, err := exec.CommandContext(ctx, virtAdmin, "-c", "libvirtd:///system?socket="+admin, "server-update-tls", "libvirtd").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("libvirtd's TLS certificates not reloaded (%s server-update-tls libvirtd): %w: %s", virtAdmin, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

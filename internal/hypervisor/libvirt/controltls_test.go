@@ -1,8 +1,11 @@
 package libvirt
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -66,5 +69,62 @@ key_file = "`+pki+`//serverkey.pem"
 		if got := TLSURI(tt.host, tt.port, tt.dir); got != tt.want {
 			t.Errorf("TLSURI(%s, %s, %s) = %s, want %s", tt.host, tt.port, tt.dir, got, tt.want)
 		}
+	}
+}
+
+// libvirtd is told to load its certificates again when they change (a
+// renewal, a CA rotation), and only then, and only when it serves
+// qemu+tls with them.
+func TestRefreshPKIReloadsLibvirtd(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	va := filepath.Join(dir, "virt-admin")
+	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	ca, cert, key := filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
+	for p, v := range map[string]string{ca: "CA", cert: "CERT", key: "KEY"} {
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &Driver{cfg: Config{PKIDir: filepath.Join(dir, "pki"), TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
+		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + filepath.Join(dir, "pki")}, log: slog.Default()}
+	ctx := context.Background()
+	count := func() int {
+		b, _ := os.ReadFile(calls)
+		return strings.Count(string(b), "\n")
+	}
+	for i, step := range []struct {
+		change string
+		want   int
+	}{{"", 1}, {"", 1}, {"NEW CA\nCA", 2}} {
+		if step.change != "" {
+			if err := os.WriteFile(ca, []byte(step.change), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.refreshPKI(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(); got != step.want {
+			t.Fatalf("step %d: virt-admin ran %d times, want %d", i, got, step.want)
+		}
+	}
+	b, _ := os.ReadFile(calls)
+	if !strings.Contains(string(b), "-c libvirtd:///system?socket=/run/libvirt/libvirt-admin-sock server-update-tls libvirtd") {
+		t.Errorf("virt-admin called with %q", b)
+	}
+	// qemu+tcp: the files are kept up to date, libvirtd is left alone.
+	d.cfg.MigrationURI = "qemu+tcp://10.0.0.2/system"
+	if err := os.WriteFile(cert, []byte("RENEWED"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.refreshPKI(ctx); err != nil || count() != 2 {
+		t.Fatalf("qemu+tcp: %v, virt-admin ran %d times", err, count())
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "pki", "clientcert.pem")); string(b) != "RENEWED" {
+		t.Errorf("client certificate %q after renewal", b)
 	}
 }

@@ -92,8 +92,13 @@ type Config struct {
 	// PKIDir, when set, is where the driver lays the same certificates
 	// out for libvirt's own TLS transport (WritePKI), again before each
 	// migration: the source libvirtd reads its client certificate there
-	// when the target's MigrationURI is qemu+tls with this pkipath.
+	// when the target's MigrationURI is qemu+tls with this pkipath. When
+	// this host's MigrationURI is qemu+tls and its libvirtd's files
+	// changed (a renewal, a CA rotation), the target has libvirtd load
+	// them again (virt-admin server-update-tls) before a migration comes.
 	PKIDir string
+	// VirtAdmin is the virt-admin program (default: found on $PATH).
+	VirtAdmin string
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock used to stamp events. Default time.Now.
@@ -294,6 +299,11 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		d.closePipe()
 		return nil, fmt.Errorf("libvirt driver: connect to libvirtd at %s: %w: is libvirtd running?", cfg.Socket, err)
+	}
+	// libvirtd may have started with older certificates than the
+	// agent's (it was down during a renewal or a CA rotation).
+	if err := d.refreshPKI(ctx); err != nil {
+		d.log.Warn("libvirt's TLS transport certificates", "err", err)
 	}
 	d.wg.Add(1)
 	go d.supervise(c)
@@ -1049,7 +1059,34 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition, o
 			return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, err)
 		}
 	}
+	if err := d.refreshPKI(ctx); err != nil {
+		return hypervisor.MigrationTarget{}, fmt.Errorf("prepare incoming migration of guest %q: %w", def.Name, err)
+	}
 	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI, TLS: d.tls && opts.TLS}, nil
+}
+
+// refreshPKI writes libvirt's TLS transport certificates again
+// (Config.PKIDir) and, when this host's libvirtd serves qemu+tls with
+// them and they changed, has it load them.
+func (d *Driver) refreshPKI(ctx context.Context) error {
+	if d.cfg.PKIDir == "" {
+		return nil
+	}
+	d.tlsMu.Lock()
+	defer d.tlsMu.Unlock()
+	changed, err := writePKI(d.cfg.PKIDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey)
+	if err != nil || !changed || !strings.HasPrefix(d.cfg.MigrationURI, "qemu+tls:") {
+		return err
+	}
+	va := d.cfg.VirtAdmin
+	if va == "" {
+		va = "virt-admin"
+	}
+	if err := reloadLibvirtdTLS(ctx, va, d.cfg.Socket); err != nil {
+		return err
+	}
+	d.log.Info("libvirtd loaded its TLS certificates again", "dir", d.cfg.PKIDir)
+	return nil
 }
 
 // refreshTLS writes the migration credentials again from the agent's
@@ -1080,10 +1117,8 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 	if err != nil {
 		return wrap(err)
 	}
-	if d.cfg.PKIDir != "" {
-		if err := WritePKI(d.cfg.PKIDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey); err != nil {
-			return wrap(err)
-		}
+	if err := d.refreshPKI(ctx); err != nil {
+		return wrap(err)
 	}
 	expected := d.expectExit(name)
 	defer func() { expected(err != nil) }()
