@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -173,6 +174,9 @@ type Agent struct {
 	// (under certMu): a CA rotation restarts the member when it changes.
 	memberTrust []byte
 	reissueMu   sync.Mutex // one certificate re-issue at a time
+	// caRestartWaits counts the times a CA rotation's member restart
+	// waited for another member's host (tests watch it).
+	caRestartWaits atomic.Int32
 
 	plugins []Plugin
 

@@ -201,6 +201,7 @@ func (a *Agent) restartMemberForTrust(ctx context.Context, rot store.CARotation)
 		return a.hb == nil || a.hb.Verdict(node).State == heartbeat.Alive
 	}
 	if err := a.st.OtherMembersUp(ctx, a.cfg.Node, alive); err != nil {
+		a.caRestartWaits.Add(1)
 		a.log.Info("CA rotation: store member restart waits", "op", "pki", "rotation", rot.ID, "why", err)
 		return false, nil
 	}

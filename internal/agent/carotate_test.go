@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,44 +114,86 @@ func TestCARotationSingleHost(t *testing.T) {
 	}
 }
 
-// Three hosts in one process rotate their CA: every store member restarts
-// twice, one at a time, and every host keeps its store all along and ends
-// with a certificate of the new CA.
+// Three hosts in one process rotate their CA, one of them (h3) down when
+// it starts: no member restarts while h3 is down and the rotation waits
+// for it; back, h3 catches up. Every store member restarts twice, one at
+// a time, every host keeps its store and ends with a certificate of the
+// new CA. A join token made before is refused after (it pins the old CA);
+// one made after admits a host.
 func TestCARotationThreeHosts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three agents")
 	}
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
-	var agents []*Agent
-	for i, name := range []string{"h1", "h2", "h3"} {
-		cfg := Config{Node: name, DataDir: filepath.Join(dir, name), Listen: freeAddr(t), PeerListen: freeAddr(t), StoreClientListen: freeAddr(t)}
-		if i == 0 {
-			cfg.Init = true
-		} else {
-			cfg.JoinAddr, cfg.JoinToken = agents[0].APIURL(), agents[0].JoinToken()
-		}
+	agents := map[string]*Agent{}
+	cfgs := map[string]Config{}
+	start := func(cfg Config) *Agent {
+		t.Helper()
 		a, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := a.Start(ctx); err != nil {
-			t.Fatalf("start %s: %v", name, err)
+			t.Fatalf("start %s: %v", cfg.Node, err)
 		}
-		defer a.Stop(context.Background())
-		agents = append(agents, a)
+		t.Cleanup(func() { a.Stop(context.Background()) })
+		agents[cfg.Node] = a
+		return a
 	}
+	for i, name := range []string{"h1", "h2", "h3"} {
+		cfg := Config{Node: name, DataDir: filepath.Join(dir, name), Listen: freeAddr(t), PeerListen: freeAddr(t), StoreClientListen: freeAddr(t)}
+		if i == 0 {
+			cfg.Init = true
+		} else {
+			cfg.JoinAddr, cfg.JoinToken = agents["h1"].APIURL(), agents["h1"].JoinToken()
+		}
+		start(cfg)
+		cfg.Init, cfg.JoinAddr, cfg.JoinToken = false, "", ""
+		cfgs[name] = cfg
+	}
+	agents["h3"].Stop(ctx)
 	next, err := pki.NewCA("haven", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
-	if _, err := agents[1].Store().StartCARotation(ctx, "r1", next.CertPEM, next.KeyPEM, "test", time.Now()); err != nil {
+	h1 := agents["h1"]
+	if _, err := agents["h2"].Store().StartCARotation(ctx, "r1", next.CertPEM, next.KeyPEM, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// h1 and h2 trust both CAs but do not restart their members.
+	for _, name := range []string{"h1", "h2"} {
+		for {
+			cas, err := pki.ParseCerts(agents[name].trustPEM())
+			if err == nil && len(cas) == 2 {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s does not trust both CAs", name)
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
+		}
+	}
+	// Each has looked and found h3 down.
+	for agents["h1"].caRestartWaits.Load() == 0 || agents["h2"].caRestartWaits.Load() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("h1 and h2 never found h3's member down")
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	if r, _, err := h1.Store().CARotation(ctx); err != nil || r.Phase != store.RotationTrust {
+		t.Fatalf("rotation with h3 down: %+v %v", r, err)
+	}
+	for _, name := range []string{"h1", "h2"} {
+		if cas, _ := pki.ParseCerts(agents[name].memberStartedWith()); len(cas) != 1 {
+			t.Errorf("%s restarted its store member while h3 was down", name)
+		}
+	}
+	t0 := time.Now()
+	start(cfgs["h3"])
 	for {
-		r, _, err := agents[2].Store().CARotation(ctx)
+		r, _, err := h1.Store().CARotation(ctx)
 		if err == nil && r.Phase == store.RotationDone {
 			break
 		}
@@ -159,14 +202,35 @@ func TestCARotationThreeHosts(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling interval
 	}
-	t.Logf("rotation of three hosts took %v", time.Since(t0).Round(10*time.Millisecond))
-	for _, a := range agents {
+	t.Logf("rotation done %v after h3 came back", time.Since(t0).Round(10*time.Millisecond))
+	for _, name := range []string{"h1", "h2", "h3"} {
+		a := agents[name]
 		if _, err := a.Store().Client().Get(ctx, store.KeyClusterConfig); err != nil {
-			t.Errorf("%s's store after the rotation: %v", a.cfg.Node, err)
+			t.Errorf("%s's store after the rotation: %v", name, err)
 		}
 		leaf, err := a.hostCert()
 		if err != nil || leaf.CheckSignatureFrom(next.Cert) != nil {
-			t.Errorf("%s's certificate is not the new CA's: %v", a.cfg.Node, err)
+			t.Errorf("%s's certificate is not the new CA's: %v", name, err)
+		}
+		if cas, _ := pki.ParseCerts(a.trustPEM()); len(cas) != 1 || pki.Fingerprint(cas[0]) != pki.Fingerprint(next.Cert) {
+			t.Errorf("%s trusts %d CAs after the rotation", name, len(cas))
 		}
 	}
+	// The init join token pins the old CA: a host given it refuses.
+	cfg := Config{Node: "h4", DataDir: filepath.Join(dir, "h4"), Listen: freeAddr(t), PeerListen: freeAddr(t), StoreClientListen: freeAddr(t),
+		JoinAddr: h1.APIURL(), JoinToken: h1.JoinToken()}
+	a4, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a4.Start(ctx); err == nil || !strings.Contains(err.Error(), "does not match the join token") {
+		a4.Stop(ctx)
+		t.Fatalf("join with a token of the old CA: %v", err)
+	}
+	tok := pki.NewJoinToken(pki.Fingerprint(next.Cert))
+	if err := h1.Store().PutToken(ctx, store.TokenRecord{ID: tok.ID, Hash: tok.Hash(), Role: store.RoleJoin, Created: time.Now(), Expires: time.Now().Add(time.Hour), Uses: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir, cfg.JoinToken = filepath.Join(dir, "h4b"), tok.String()
+	start(cfg)
 }
