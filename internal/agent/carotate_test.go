@@ -45,16 +45,7 @@ func TestCARotationSingleHost(t *testing.T) {
 	if _, err := a.Store().StartCARotation(ctx, "r1", next.CertPEM, next.KeyPEM, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		r, _, err := a.Store().CARotation(ctx)
-		if err == nil && r.Phase == store.RotationDone {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("rotation not done: %+v %v", r, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
+	waitRotationDone(ctx, t, a.Store())
 	t.Logf("rotation of one host took %v", time.Since(t0).Round(10*time.Millisecond))
 	trust, _ := os.ReadFile(caFile)
 	if cas, err := pki.ParseCerts(trust); err != nil || len(cas) != 1 || pki.Fingerprint(cas[0]) != pki.Fingerprint(next.Cert) {
@@ -192,16 +183,7 @@ func TestCARotationThreeHosts(t *testing.T) {
 	}
 	t0 := time.Now()
 	start(cfgs["h3"])
-	for {
-		r, _, err := h1.Store().CARotation(ctx)
-		if err == nil && r.Phase == store.RotationDone {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("rotation not done: %+v %v", r, err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+	waitRotationDone(ctx, t, h1.Store())
 	t.Logf("rotation done %v after h3 came back", time.Since(t0).Round(10*time.Millisecond))
 	for _, name := range []string{"h1", "h2", "h3"} {
 		a := agents[name]
@@ -233,4 +215,19 @@ func TestCARotationThreeHosts(t *testing.T) {
 	}
 	cfg.DataDir, cfg.JoinToken = filepath.Join(dir, "h4b"), tok.String()
 	start(cfg)
+}
+
+// waitRotationDone polls until the CA rotation is done or ctx ends.
+func waitRotationDone(ctx context.Context, t *testing.T, st *store.Store) {
+	t.Helper()
+	for {
+		r, _, err := st.CARotation(ctx)
+		if err == nil && r.Phase == store.RotationDone {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("rotation not done: %+v %v", r, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
 }

@@ -34,31 +34,25 @@ func init() {
 }
 
 func cmdCARotate(fs *pflag.FlagSet) Runner {
-	cf := addClientFlags(fs)
-	wait := fs.Bool("wait", false, "wait until every host trusts and presents the new CA only")
-	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (the rotation goes on)")
-	return func(ctx context.Context, env *Env, args []string) error {
-		if len(args) != 0 {
-			return Usagef("ca rotate takes no arguments")
-		}
-		var st api.CARotation
-		if err := caCall(ctx, env, cf, "POST", "/api/v1/ca/rotate", &st); err != nil {
-			return err
-		}
-		return caFollow(ctx, env, cf, &st, *wait, *timeout)
-	}
+	return cmdCA(fs, "POST", "/api/v1/ca/rotate", "ca rotate", "wait until every host trusts and presents the new CA only")
 }
 
 func cmdCAStatus(fs *pflag.FlagSet) Runner {
+	return cmdCA(fs, "GET", "/api/v1/ca/rotation", "ca status", "wait until the rotation is done")
+}
+
+// cmdCA makes one call (starting the rotation, or reading it) and prints
+// the rotation, after waiting for its end with --wait.
+func cmdCA(fs *pflag.FlagSet, method, path, name, waitHelp string) Runner {
 	cf := addClientFlags(fs)
-	wait := fs.Bool("wait", false, "wait until the rotation is done")
+	wait := fs.Bool("wait", false, waitHelp)
 	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (the rotation goes on)")
 	return func(ctx context.Context, env *Env, args []string) error {
 		if len(args) != 0 {
-			return Usagef("ca status takes no arguments")
+			return Usagef("%s takes no arguments", name)
 		}
 		var st api.CARotation
-		if err := caCall(ctx, env, cf, "GET", "/api/v1/ca/rotation", &st); err != nil {
+		if err := caCall(ctx, env, cf, method, path, &st); err != nil {
 			return err
 		}
 		return caFollow(ctx, env, cf, &st, *wait, *timeout)

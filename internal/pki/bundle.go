@@ -16,16 +16,7 @@ import (
 // holds none or one does not parse.
 func ParseCerts(bundlePEM []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
-	rest := bundlePEM
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
+	for _, b := range certBlocks(bundlePEM) {
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
 			return nil, err
@@ -38,24 +29,33 @@ func ParseCerts(bundlePEM []byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
+// certBlocks are the CERTIFICATE blocks of a PEM bundle.
+func certBlocks(bundlePEM []byte) []*pem.Block {
+	var out []*pem.Block
+	rest := bundlePEM
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return out
+		}
+		if b.Type == "CERTIFICATE" {
+			out = append(out, b)
+		}
+	}
+}
+
 // Bundle joins CA certificates (PEM) into one trust bundle, each once,
 // in the order given.
 func Bundle(certs ...[]byte) []byte {
 	var out []byte
 	seen := map[string]bool{}
 	for _, c := range certs {
-		rest := c
-		for {
-			var b *pem.Block
-			b, rest = pem.Decode(rest)
-			if b == nil {
-				break
+		for _, b := range certBlocks(c) {
+			if !seen[string(b.Bytes)] {
+				seen[string(b.Bytes)] = true
+				out = append(out, pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes})...)
 			}
-			if seen[string(b.Bytes)] {
-				continue
-			}
-			seen[string(b.Bytes)] = true
-			out = append(out, pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes})...)
 		}
 	}
 	return out
