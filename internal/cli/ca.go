@@ -94,7 +94,7 @@ func caFollow(ctx context.Context, env *Env, cf *clientFlags, st *api.CARotation
 			switch {
 			case err == nil:
 				*st = next
-			case wctx.Err() != nil, errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable:
+			case wctx.Err() != nil, errors.As(err, &ae) && ae.Status < http.StatusInternalServerError:
 				return err
 			default:
 				// The agent answering may be restarting its store member
