@@ -40,13 +40,32 @@ func (a *Agent) enforceStoreRoles(ctx context.Context, l *store.Leadership) erro
 // storeRolesStep makes one attempt; it reports whether there is nothing
 // left to do in this term.
 func (a *Agent) storeRolesStep(ctx context.Context, l *store.Leadership, waiting *bool) bool {
-	on, err := a.st.RolesEnforced(ctx)
-	if err != nil {
-		return false
-	}
 	cc, err := a.st.ClusterConfig(ctx)
 	if err != nil || cc.External {
 		return err == nil
+	}
+	if !cc.StoreRoles {
+		// Wait for the hosts first: etcd answers whether the roles are on
+		// only through raft.
+		live, _, err := a.st.LiveNodes(ctx)
+		if err != nil {
+			return false
+		}
+		facts := make([]model.NodeFacts, 0, len(live))
+		for _, f := range live {
+			facts = append(facts, f)
+		}
+		if f := model.ClusterFeatures(facts); !f.Has(model.FeatureStoreRoles) {
+			if !*waiting {
+				a.log.Info("store roles wait for every host to upgrade", "op", "store", "behind", f.Behind)
+				*waiting = true
+			}
+			return false
+		}
+	}
+	on, err := a.st.RolesEnforced(ctx)
+	if err != nil {
+		return false
 	}
 	if on {
 		if !cc.StoreRoles {
@@ -55,21 +74,6 @@ func (a *Agent) storeRolesStep(ctx context.Context, l *store.Leadership, waiting
 			}
 		}
 		return true
-	}
-	live, _, err := a.st.LiveNodes(ctx)
-	if err != nil {
-		return false
-	}
-	facts := make([]model.NodeFacts, 0, len(live))
-	for _, f := range live {
-		facts = append(facts, f)
-	}
-	if f := model.ClusterFeatures(facts); !f.Has(model.FeatureStoreRoles) {
-		if !*waiting {
-			a.log.Info("store roles wait for every host to upgrade", "op", "store", "behind", f.Behind)
-			*waiting = true
-		}
-		return false
 	}
 	regs, err := a.st.Nodes(ctx)
 	if err != nil {
