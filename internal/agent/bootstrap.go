@@ -262,14 +262,18 @@ func (a *Agent) join(ctx context.Context) (err error) {
 func (a *Agent) undoJoin(ctx context.Context, resp *api.JoinResponse) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	if a.embedded != nil {
+	st := a.st
+	if st != nil {
+		// The Store owns the member: it stops it (once; a second Close of
+		// an etcd member panics) and keeps its client on the others.
+		a.st = nil
+		st.StopMember()
+		a.embedded = nil
+	} else if a.embedded != nil {
 		a.embedded.Close()
 		a.embedded = nil
 	}
-	st := a.st
-	if st != nil {
-		a.st = nil
-	} else if !resp.External && len(resp.StoreEndpoints) > 0 && resp.Cert != "" {
+	if st == nil && !resp.External && len(resp.StoreEndpoints) > 0 && resp.Cert != "" {
 		tlsCfg, err := pki.ClientTLS([]byte(resp.CACert), []byte(resp.Cert), a.keyPEM)
 		if err == nil {
 			st, _ = store.Connect(ctx, store.ClientConfig{Endpoints: resp.StoreEndpoints, TLS: tlsCfg, Embedded: true}, nil, a.log)

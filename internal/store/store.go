@@ -540,6 +540,15 @@ func (s *Store) Promote(ctx context.Context, id uint64) error {
 	delay := 100 * time.Millisecond
 	for {
 		err := s.asRoot(ctx, func(cli *clientv3.Client) error {
+			if cli != s.cli {
+				// A root client of its own: to the leader's member. etcd
+				// forwards a promotion from a follower to the leader over
+				// its peer API without the caller's credentials, which the
+				// leader refuses once the roles are on.
+				if ep := leaderEndpoint(ctx, cli); ep != "" {
+					cli.SetEndpoints(ep)
+				}
+			}
 			_, err := cli.MemberPromote(ctx, id)
 			return err
 		})
@@ -554,6 +563,28 @@ func (s *Store) Promote(ctx context.Context, id uint64) error {
 		}
 		delay = min(delay*2, 2*time.Second)
 	}
+}
+
+// leaderEndpoint is a client URL of the store leader's member, or "".
+func leaderEndpoint(ctx context.Context, cli *clientv3.Client) string {
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, ep := range cli.Endpoints() {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cli.Status(sctx, ep)
+		cancel()
+		if err != nil || st.Leader == 0 {
+			continue
+		}
+		for _, m := range ms.Members {
+			if m.ID == st.Leader && len(m.ClientURLs) > 0 {
+				return m.ClientURLs[0]
+			}
+		}
+	}
+	return ""
 }
 
 // getJSON reads one JSON value; ErrNotFound when absent.
