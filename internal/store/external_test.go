@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/store/storetest"
 )
 
 // TestBackupOfExternalEtcdWithRoles: an external etcd (the system's, 3.4
@@ -37,7 +37,7 @@ func TestBackupOfExternalEtcdWithRoles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cu, pu := "https://"+freeAddr(t), "http://"+freeAddr(t)
+	cu, pu := "https://"+storetest.FreeAddr(t), "http://"+storetest.FreeAddr(t)
 	cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", cu, "--advertise-client-urls", cu,
 		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu, "--initial-cluster", "default="+pu,
 		"--cert-file", filepath.Join(dir, "e1.crt"), "--key-file", filepath.Join(dir, "e1.key"),
@@ -87,14 +87,4 @@ func TestBackupOfExternalEtcdWithRoles(t *testing.T) {
 	if n, err := st.Snapshot(ctx, io.Discard); err != nil || n == 0 {
 		t.Errorf("snapshot as root: %d bytes, %v", n, err)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -48,7 +48,7 @@ func Start(t testing.TB) *Server {
 			t.Fatal(err)
 		}
 	}
-	peer, client := "https://"+freeAddr(t), "https://"+freeAddr(t)
+	peer, client := "https://"+FreeAddr(t), "https://"+FreeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{
@@ -88,7 +88,8 @@ func (s *Server) Connect(t testing.TB) *store.Store {
 	return st
 }
 
-func freeAddr(t testing.TB) string {
+// FreeAddr is a free 127.0.0.1 address (host:port) for a test server.
+func FreeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
