@@ -82,7 +82,7 @@ func failFast(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 }
 
 func newFastFail(st *store.Store, hb verdicts, log *slog.Logger) *fastFail {
-	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, wake: st.WakeCampaign, sever: st.Sever, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
+	return &fastFail{hb: hb, cs: cluster.New(st), cli: st.Client(), members: st.Members, wake: st.WakeCampaign, sever: st.Sever, revoke: st.RevokeLease, log: log, revoked: map[clientv3.LeaseID]bool{}, leases: newLeaseLog()}
 }
 
 // verdicts is what fastFail needs of the heartbeat monitor.
@@ -99,6 +99,7 @@ type fastFail struct {
 	self    string                                        // this agent's host
 	wake    func()                                        // wakes this agent's campaign (store.WakeCampaign)
 	sever   func(endpoints []string) int                  // cuts the client's connections to those members (store.Sever)
+	revoke  func(context.Context, clientv3.LeaseID) error // ends another host's lease, as root if need be (store.RevokeLease)
 	log     *slog.Logger
 	policy  cluster.Policy
 	at      time.Time
@@ -378,7 +379,7 @@ func (f *fastFail) endTerm(ctx context.Context, name string, lease clientv3.Leas
 	if !f.mayEnd(name, lease, v, time.Now()) {
 		return false
 	}
-	if _, err := f.cli.Revoke(ctx, lease); err != nil {
+	if err := f.revoke(ctx, lease); err != nil {
 		return false
 	}
 	f.revoked[lease] = true
@@ -398,7 +399,7 @@ func (f *fastFail) endLiveness(ctx context.Context, name string) {
 	if !f.mayEnd(name, lease, v, time.Now()) {
 		return
 	}
-	if _, err := f.cli.Revoke(ctx, lease); err != nil {
+	if err := f.revoke(ctx, lease); err != nil {
 		f.log.Warn("could not end the lease of a dead host", "op", "failover", "node", name, "err", err)
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/auth"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -115,6 +116,24 @@ func TestAdministerAsRoot(t *testing.T) {
 	}
 	if _, err := c.Client().Put(ctx, store.PrefixReports+"a/g1", "{}"); !store.IsDenied(err) {
 		t.Errorf("c wrote a's report: %v, want permission denied", err)
+	}
+	// c's liveness lease: a may not end it with its own certificate, the
+	// Store ends it as root (the fast failure path).
+	g, err := c.Client().Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client().Put(ctx, store.KeyNodeLive("c"), "{}", clientv3.WithLease(g.ID)); err != nil {
+		t.Fatalf("c writes its liveness: %v", err)
+	}
+	if _, err := ac.Revoke(ctx, g.ID); !store.IsDenied(err) {
+		t.Errorf("host a revoked c's lease itself: %v, want permission denied", err)
+	}
+	if err := a.RevokeLease(ctx, g.ID); err != nil {
+		t.Errorf("revoke c's lease through the Store: %v", err)
+	}
+	if r, err := ac.Get(ctx, store.KeyNodeLive("c")); err != nil || len(r.Kvs) != 0 {
+		t.Errorf("c's liveness after its lease was revoked: %v, %v", r, err)
 	}
 	if err := a.RevokeHost(ctx, "c"); err != nil {
 		t.Errorf("revoke c as root: %v", err)
