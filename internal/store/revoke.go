@@ -16,7 +16,10 @@ import (
 // off, or the lease's keys are its own); refused, a root client is made
 // for the call (the CA key read and unsealed, a credential signed: a few
 // milliseconds) and closed after, so that it never holds connections to
-// members that died since.
+// members that died since. Not asRoot, which goes to root first in the
+// embedded store: the election lease's revoke, which the host's own
+// certificate may do, must not wait for a root client (tried that way, a
+// new manager took office 11.6 s after a power loss, against 1.6 s).
 func (s *Store) RevokeLease(ctx context.Context, lease clientv3.LeaseID) error {
 	_, err := s.cli.Revoke(ctx, lease)
 	if err == nil || !IsDenied(err) {
