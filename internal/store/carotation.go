@@ -263,11 +263,12 @@ func (d *dynamicTLS) Clone() credentials.TransportCredentials { return &dynamicT
 func (d *dynamicTLS) OverrideServerName(string) error { return nil }
 
 // OtherMembersUp checks that every store member but this host's has
-// started and runs on a host alive says is up: restarting this host's
-// member is safe for the quorum only then. It asks no member for its
-// status: etcd 3.7 answers a status request with a crash of the whole
-// process when its member is closing (its backend is gone), which is
-// where a rotation's restarting member is.
+// started, runs on a host alive says is up, and answers a status request
+// on its own endpoint with a leader: restarting this host's member is safe
+// for the quorum only then. (alive alone is late: a host killed a moment
+// ago still counts as up. etcd 3.7 answers a request to a closing member
+// with a crash of its process; the member gate, gate.go, refuses it
+// instead.)
 func (s *Store) OtherMembersUp(ctx context.Context, self string, alive func(node string) bool) error {
 	ms, err := s.Members(ctx)
 	if err != nil {
@@ -280,7 +281,28 @@ func (s *Store) OtherMembersUp(ctx context.Context, self string, alive func(node
 			return fmt.Errorf("store member %x has not started", m.ID)
 		case !alive(m.Name):
 			return fmt.Errorf("the host of store member %q is down", m.Name)
+		default:
+			// The host's heartbeats take a second to see it die, its
+			// lease longer: ask the member itself.
+			if err := s.memberAnswers(ctx, m); err != nil {
+				return err
+			}
 		}
+	}
+	return nil
+}
+
+// memberAnswers asks member m's own endpoint for its status, within a
+// second: it answers and follows a leader.
+func (s *Store) memberAnswers(ctx context.Context, m Member) error {
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := s.cli.Status(sctx, m.ClientURLs[0])
+	switch {
+	case err != nil:
+		return fmt.Errorf("store member %q does not answer: %w", m.Name, err)
+	case st.Leader == 0:
+		return fmt.Errorf("store member %q has no leader", m.Name)
 	}
 	return nil
 }
