@@ -25,7 +25,9 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -60,10 +62,24 @@ type Config struct {
 	// Networks are where tcp and http checks may connect besides the
 	// guest's own addresses (those its guest agent reports): networks an
 	// admin declared (agent --health-network), such as the subnet of
-	// guests without a guest agent. Any other address is refused.
+	// guests without a guest agent. Any other address is refused. A
+	// declared network opens no cluster host's address (HostAddrs) unless
+	// it is that single address (a /32 or /128).
 	Networks []netip.Prefix
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// GuestNetworks are the networks of a guest's NICs as Haven defines
+	// them: the subnets this host has on the bridges they attach to
+	// (default: read from the host's interfaces). An address the guest's
+	// agent reports is a target only inside them: a guest cannot aim the
+	// host's checks at machines on other networks.
+	GuestNetworks func(def guestdef.Definition) []netip.Prefix
+	// HostAddrs are the addresses of the cluster's hosts (this one's, every
+	// registered host's, the store's) that checks never connect to: a guest
+	// sharing a bridge with the hosts could otherwise have the host's
+	// prober reach their agents and store. Default: this host's interface
+	// addresses. Asked once per check run.
+	HostAddrs func(ctx context.Context) []netip.Addr
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Result is the last outcome of one check, for status pages.
@@ -97,6 +113,9 @@ type watched struct {
 	checks  []*check
 	addr    string // cached guest address for tcp and http; "" unknown
 	failed  bool
+	// refused are the targets a check of this run was refused (logged
+	// once each).
+	refused map[netip.Addr]bool
 }
 
 type check struct {
@@ -146,6 +165,12 @@ func New(cfg Config) *Monitor {
 	if cfg.Dial == nil {
 		var d net.Dialer
 		cfg.Dial = d.DialContext
+	}
+	if cfg.GuestNetworks == nil {
+		cfg.GuestNetworks = BridgeNetworks
+	}
+	if cfg.HostAddrs == nil {
+		cfg.HostAddrs = func(context.Context) []netip.Addr { return LocalAddrs() }
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -264,7 +289,7 @@ func (m *Monitor) Run(ctx context.Context) {
 			c := w.checks[next.idx]
 			c.running = true
 			inflight++
-			go m.probe(ctx, w.def.Name, w.addr, c.Check, next)
+			go m.probe(ctx, w.def, w.addr, c.Check, next)
 		}
 		m.mu.Unlock()
 		timer.Reset(wait)
@@ -337,9 +362,10 @@ func (m *Monitor) record(r result) {
 }
 
 // probe runs one check and hands the result to the scheduler.
-func (m *Monitor) probe(ctx context.Context, guest, addr string, c guestdef.Check, d due) {
+func (m *Monitor) probe(ctx context.Context, def guestdef.Definition, addr string, c guestdef.Check, d due) {
+	guest := def.Name
 	cctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
-	out, usedAddr, err := m.run(cctx, guest, addr, c)
+	out, usedAddr, err := m.run(cctx, def, addr, c)
 	cancel()
 	r := result{d: d, ok: err == nil, output: out, addr: usedAddr}
 	if err != nil {
@@ -359,7 +385,8 @@ func (m *Monitor) probe(ctx context.Context, guest, addr string, c guestdef.Chec
 }
 
 // run carries out one check: its output on success, or why it failed.
-func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check) (string, string, error) {
+func (m *Monitor) run(ctx context.Context, def guestdef.Definition, addr string, c guestdef.Check) (string, string, error) {
+	guest := def.Name
 	call := func(ctx context.Context, cmd []byte) (json.RawMessage, error) {
 		if m.cfg.Agent == nil {
 			return nil, errors.New("this host's hypervisor driver cannot reach guest agents")
@@ -386,7 +413,8 @@ func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check)
 		}
 		return res.Output, "", nil
 	}
-	g := &guard{networks: m.cfg.Networks, call: call}
+	g := &guard{guest: guest, networks: m.cfg.Networks, call: call, guestNets: func() []netip.Prefix { return m.cfg.GuestNetworks(def) },
+		hostAddrs: m.cfg.HostAddrs, bridges: bridges(def)}
 	if addr == "" {
 		addrs, err := g.guestAddrs(ctx)
 		if err != nil {
@@ -444,15 +472,23 @@ func (m *Monitor) run(ctx context.Context, guest, addr string, c guestdef.Check)
 type guardKey struct{}
 
 // guard decides where one run of a guest's check may connect: an address
-// its guest agent reports for one of its NICs (asked once per run), or one
-// in an admin-declared network. Never loopback, link-local, multicast or
-// unspecified addresses, unless declared.
+// its guest agent reports for one of its NICs (asked once per run) inside
+// the guest's own networks, or one in an admin-declared network. Never a
+// cluster host's address (unless declared as that single address), nor
+// loopback, link-local, multicast or unspecified addresses (unless
+// declared).
 type guard struct {
-	networks []netip.Prefix
-	call     guestagent.Caller
-	asked    bool
-	addrs    []netip.Addr
-	err      error
+	guest     string
+	networks  []netip.Prefix
+	call      guestagent.Caller
+	guestNets func() []netip.Prefix
+	hostAddrs func(context.Context) []netip.Addr
+	bridges   []string
+	asked     bool
+	addrs     []netip.Addr
+	err       error
+	hosts     []netip.Addr // hostAddrs' answer, once asked
+	askedHost bool
 }
 
 func (g *guard) guestAddrs(ctx context.Context) ([]netip.Addr, error) {
@@ -470,9 +506,33 @@ func (g *guard) guestAddrs(ctx context.Context) ([]netip.Addr, error) {
 	return g.addrs, g.err
 }
 
+// isHost reports whether ip is a cluster host's address.
+func (g *guard) isHost(ctx context.Context, ip netip.Addr) bool {
+	if !g.askedHost {
+		g.askedHost = true
+		if g.hostAddrs != nil {
+			g.hosts = g.hostAddrs(ctx)
+		}
+	}
+	for _, h := range g.hosts {
+		if h.Unmap().WithZone("") == ip {
+			return true
+		}
+	}
+	return false
+}
+
 // allow says why a check may not connect to ip, or nil.
 func (g *guard) allow(ctx context.Context, ip netip.Addr) error {
 	ip = ip.Unmap().WithZone("")
+	for _, p := range g.networks {
+		if p.IsSingleIP() && p.Addr().Unmap() == ip {
+			return nil // the admin named this very address
+		}
+	}
+	if !ip.IsLoopback() && g.isHost(ctx, ip) {
+		return fmt.Errorf("%s is an address of a cluster host (this one, another host or the store): health checks never connect there unless the host's admin declares that very address (agent --health-network %s): not connected", ip, netip.PrefixFrom(ip, ip.BitLen()))
+	}
 	for _, p := range g.networks {
 		if p.Contains(ip) {
 			return nil
@@ -485,12 +545,98 @@ func (g *guard) allow(ctx context.Context, ip netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("%s is not in a network declared for health checks (agent --health-network), and the guest agent cannot confirm it is the guest's: %w: not connected", ip, err)
 	}
-	for _, a := range addrs {
-		if a == ip {
+	if !slices.Contains(addrs, ip) {
+		return fmt.Errorf("%s is not one of the guest's addresses (its guest agent reports %v) nor in a network declared for health checks (agent --health-network): not connected", ip, addrs)
+	}
+	nets := g.guestNets()
+	for _, p := range nets {
+		if p.Contains(ip) {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is not one of the guest's addresses (its guest agent reports %v) nor in a network declared for health checks (agent --health-network): not connected", ip, addrs)
+	return fmt.Errorf("%s, which the guest's agent reports, is not in the guest's networks (%s) nor in a network declared for health checks (agent --health-network): not connected", ip, describeNets(g.bridges, nets))
+}
+
+// describeNets says what a guest's networks are, for a refusal.
+func describeNets(bridges []string, nets []netip.Prefix) string {
+	switch {
+	case len(bridges) == 0:
+		return "it has no NIC on a host bridge"
+	case len(nets) == 0:
+		return fmt.Sprintf("this host has no address on its bridges %s", strings.Join(bridges, ", "))
+	}
+	return fmt.Sprintf("%v on this host's bridges %s", nets, strings.Join(bridges, ", "))
+}
+
+// bridges lists the host bridges def's NICs attach to.
+func bridges(def guestdef.Definition) []string {
+	var out []string
+	for _, n := range def.NICs {
+		if n.Bridge != "" && !slices.Contains(out, n.Bridge) {
+			out = append(out, n.Bridge)
+		}
+	}
+	return out
+}
+
+// BridgeNetworks are def's networks as Haven defines them: the subnets of
+// this host's addresses on the bridges def's NICs attach to (a NIC with
+// user networking reaches no network of the host's).
+func BridgeNetworks(def guestdef.Definition) []netip.Prefix {
+	var out []netip.Prefix
+	for _, b := range bridges(def) {
+		ifi, err := net.InterfaceByName(b)
+		if err != nil {
+			continue
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if p, err := netip.ParsePrefix(n.String()); err == nil && !p.Addr().IsLinkLocalUnicast() {
+					out = append(out, p.Masked())
+				}
+			}
+		}
+	}
+	return out
+}
+
+// LocalAddrs are this host's interface addresses.
+func LocalAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// logRefused logs, once per target and run of the guest, that a check was
+// refused a connection (the check's result says it at every run).
+func (m *Monitor) logRefused(guest string, ip netip.Addr, why error) {
+	m.mu.Lock()
+	w := m.guests[guest]
+	first := w != nil && !w.refused[ip]
+	if first {
+		if w.refused == nil {
+			w.refused = map[netip.Addr]bool{}
+		}
+		w.refused[ip] = true
+	}
+	m.mu.Unlock()
+	if first {
+		m.log.Warn("health check target refused", "guest", guest, "target", ip.String(), "reason", why.Error())
+	}
 }
 
 // dialGuest connects a check to addr (HOST:PORT) if its guard allows the
@@ -517,6 +663,7 @@ func (m *Monitor) dialGuest(ctx context.Context, network, addr string) (net.Conn
 			if refused == nil {
 				refused = err
 			}
+			m.logRefused(g.guest, ip, err)
 			continue
 		}
 		return m.cfg.Dial(ctx, network, net.JoinHostPort(ip.WithZone("").String(), port))

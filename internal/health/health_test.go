@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,22 +403,30 @@ func TestTruncate(t *testing.T) {
 // loopback (not even when the guest reports it), whatever the definition's
 // address, the URL's host or a name resolving to it says.
 func TestCheckTargetsConfined(t *testing.T) {
-	ag := &fakeAgent{addrs: []string{"192.0.2.10", "127.0.0.1"}}
-	ag.set("g", true)
 	once := guestdef.Check{Name: "c", Interval: sec(0.1), Timeout: sec(2), Failures: 1000}
 	tcp := func(addr string, port int) guestdef.Definition {
 		c := once
 		c.TCP = port
 		d := def("g", c)
 		d.Address = addr
+		d.NICs = []guestdef.NIC{{Bridge: "br-guests"}}
 		return d
 	}
 	web := func(addr, url string) guestdef.Definition {
-		c := once
-		c.HTTP = url
-		d := def("g", c)
-		d.Address = addr
+		d := tcp(addr, 0)
+		d.Health[0].TCP, d.Health[0].HTTP = 0, url
 		return d
+	}
+	// The guests' bridge is 192.0.2.0/24 on this host, which is 192.0.2.1
+	// there; the other hosts (and the store) are 10.9.9.1 and 10.9.9.2.
+	guestNets := func(d guestdef.Definition) []netip.Prefix {
+		if len(d.NICs) == 1 && d.NICs[0].Bridge == "br-guests" {
+			return []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+		}
+		return nil
+	}
+	hostAddrs := func(context.Context) []netip.Addr {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.9.9.1"), netip.MustParseAddr("10.9.9.2")}
 	}
 	for _, tt := range []struct {
 		name     string
@@ -425,18 +434,30 @@ func TestCheckTargetsConfined(t *testing.T) {
 		def      guestdef.Definition
 		dial     string // "" refused
 		want     string
+		agent    []string // what the guest's agent reports; nil: 192.0.2.10, 127.0.0.1
 	}{
-		{"the guest's address, from its agent", "", tcp("", 22), "192.0.2.10:22", "connected"},
-		{"the definition's address, the guest's", "", tcp("192.0.2.10", 22), "192.0.2.10:22", "connected"},
-		{"the definition's address, elsewhere", "", tcp("10.9.9.9", 22), "", "10.9.9.9 is not one of the guest's addresses (its guest agent reports [192.0.2.10 127.0.0.1])"},
-		{"loopback the guest reports", "", tcp("127.0.0.1", 7400), "", "127.0.0.1 is not the guest's address (loopback"},
-		{"IPv4-mapped loopback", "", tcp("::ffff:127.0.0.1", 7400), "", "127.0.0.1 is not the guest's address"},
-		{"a URL naming another host", "", web("", "http://10.9.9.9:80/x"), "", "10.9.9.9 is not one of the guest's addresses"},
-		{"a name resolving to loopback", "", web("", "http://localhost:7400/"), "", "is not the guest's address (loopback"},
-		{"a declared network", "10.9.0.0/16", tcp("10.9.9.9", 22), "10.9.9.9:22", "connected"},
-		{"a URL in a declared network", "10.9.0.0/16", web("", "http://10.9.9.9:8080/x"), "10.9.9.9:8080", "GET http://10.9.9.9:8080/x"},
+		{"the guest's address, from its agent", "", tcp("", 22), "192.0.2.10:22", "connected", nil},
+		{"the definition's address, the guest's", "", tcp("192.0.2.10", 22), "192.0.2.10:22", "connected", nil},
+		{"the definition's address, elsewhere", "", tcp("10.9.9.9", 22), "", "10.9.9.9 is not one of the guest's addresses (its guest agent reports [192.0.2.10 127.0.0.1])", nil},
+		{"loopback the guest reports", "", tcp("127.0.0.1", 7400), "", "127.0.0.1 is not the guest's address (loopback", nil},
+		{"IPv4-mapped loopback", "", tcp("::ffff:127.0.0.1", 7400), "", "127.0.0.1 is not the guest's address", nil},
+		{"a URL naming another host", "", web("", "http://10.9.9.9:80/x"), "", "10.9.9.9 is not one of the guest's addresses", nil},
+		{"a name resolving to loopback", "", web("", "http://localhost:7400/"), "", "is not the guest's address (loopback", nil},
+		{"a declared network", "10.9.0.0/16", tcp("10.9.9.9", 22), "10.9.9.9:22", "connected", nil},
+		{"a URL in a declared network", "10.9.0.0/16", web("", "http://10.9.9.9:8080/x"), "10.9.9.9:8080", "GET http://10.9.9.9:8080/x", nil},
+		// A guest has its agent report an address that is not its own.
+		{"this host's address on the guests' bridge, reported", "", tcp("", 7400), "", "192.0.2.1 is an address of a cluster host", []string{"192.0.2.1"}},
+		{"another host's address, reported", "", tcp("", 2379), "", "10.9.9.1 is an address of a cluster host", []string{"10.9.9.1"}},
+		{"a machine outside the guest's networks, reported", "", tcp("", 22), "", "198.51.100.7, which the guest's agent reports, is not in the guest's networks ([192.0.2.0/24] on this host's bridges br-guests)", []string{"198.51.100.7"}},
+		{"a host's address in a declared network", "10.9.0.0/16", tcp("10.9.9.2", 2379), "", "10.9.9.2 is an address of a cluster host (this one, another host or the store): health checks never connect there unless the host's admin declares that very address (agent --health-network 10.9.9.2/32)", nil},
+		{"a host's address the admin declared", "10.9.9.2/32", tcp("10.9.9.2", 2379), "10.9.9.2:2379", "connected", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			ag := &fakeAgent{addrs: tt.agent}
+			if ag.addrs == nil {
+				ag.addrs = []string{"192.0.2.10", "127.0.0.1"}
+			}
+			ag.set("g", true)
 			var mu sync.Mutex
 			var dialed []string
 			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -455,7 +476,7 @@ func TestCheckTargetsConfined(t *testing.T) {
 			if tt.networks != "" {
 				nets = []netip.Prefix{netip.MustParsePrefix(tt.networks)}
 			}
-			m := New(Config{Logger: quiet, Agent: ag.call, Dial: dial, Networks: nets})
+			m := New(Config{Logger: quiet, Agent: ag.call, Dial: dial, Networks: nets, GuestNetworks: guestNets, HostAddrs: hostAddrs})
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			go m.Run(ctx)
@@ -475,5 +496,19 @@ func TestCheckTargetsConfined(t *testing.T) {
 				t.Errorf("result %+v, dialed %v; want %s dialed, output with %q", r, got, tt.dial, tt.want)
 			}
 		})
+	}
+}
+
+// A guest's networks are the subnets of the host's addresses on the bridges
+// its NICs attach to (here the loopback interface stands for a bridge); a
+// NIC with user networking or on an unknown bridge adds none.
+func TestBridgeNetworks(t *testing.T) {
+	d := guestdef.Definition{Name: "g", NICs: []guestdef.NIC{{Bridge: "lo"}, {User: true}, {Bridge: "no-such-bridge"}}}
+	got := BridgeNetworks(d)
+	if !slices.Contains(got, netip.MustParsePrefix("127.0.0.0/8")) {
+		t.Errorf("networks %v, want 127.0.0.0/8 among them", got)
+	}
+	if got := BridgeNetworks(guestdef.Definition{Name: "g", NICs: []guestdef.NIC{{User: true}}}); len(got) != 0 {
+		t.Errorf("user networking: networks %v, want none", got)
 	}
 }

@@ -127,7 +127,8 @@ func New(cfg Config) *Host {
 	if ga, ok := cfg.Driver.(hypervisor.GuestAgent); ok {
 		agentFn = ga.AgentCommand
 	}
-	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail, OnChange: h.onHealthChange, Networks: cfg.HealthNetworks})
+	hosts := &hostAddrs{st: cfg.Cluster.Raw(), now: cfg.Now}
+	h.health = health.New(health.Config{Agent: agentFn, Logger: log, OnFail: h.onHealthFail, OnChange: h.onHealthChange, Networks: cfg.HealthNetworks, HostAddrs: hosts.get})
 	h.pub.health = h.health.Results
 	h.ctl = hostctl.New(hostctl.Config{Driver: cfg.Driver, Publisher: h.pub, Health: h.health, Logger: log, Now: cfg.Now, CheckDef: h.checkDef})
 	return h
