@@ -7,6 +7,10 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
+// CloseGate closes the gate of s's embedded member (as StopMember does
+// first), waiting up to a second for the requests in progress.
+func (s *Store) CloseGate() { closeGate(s.server, time.Second) }
+
 // SetCampaignPoll sets how often a waiting candidate reads the election
 // itself.
 func (s *Store) SetCampaignPoll(d time.Duration) { s.campaignPoll = d }

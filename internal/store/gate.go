@@ -25,6 +25,7 @@ type memberGate struct {
 	closed bool
 	active int
 	idle   chan struct{} // closed when the last active request leaves after close
+	done   chan struct{} // closed by close: ends the streams in progress
 }
 
 // gates maps each running embedded member to its gate.
@@ -55,6 +56,9 @@ func (g *memberGate) leave() {
 // close refuses what comes next and waits up to wait for what is in.
 func (g *memberGate) close(wait time.Duration) {
 	g.mu.Lock()
+	if !g.closed {
+		close(g.done)
+	}
 	g.closed = true
 	if g.active == 0 {
 		g.mu.Unlock()
@@ -86,24 +90,51 @@ func (g *memberGate) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 		return errMemberStopping
 	}
 	g.leave()
-	return handler(srv, gatedStream{ss, g})
+	// The stream ends when the gate closes: etcd's watch and lease
+	// keepalive handlers return when their stream's context is done, and
+	// the member's listeners then close at once instead of waiting out
+	// etcd's request timeout (7 s) for other hosts' streams. Their
+	// clients open them again on another member.
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-g.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := handler(srv, gatedStream{ss, g, ctx})
+	if g.isClosed() {
+		// Unavailable, which clients take as "try another member" (the
+		// handler's own error would be "canceled", which ends a watch).
+		return errMemberStopping
+	}
+	return err
+}
+
+func (g *memberGate) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
 }
 
 // gatedStream refuses the messages a stream receives once the gate is
-// closed (a watch's creation checks permissions).
+// closed (a watch's creation checks permissions), and its context ends
+// when the gate closes.
 type gatedStream struct {
 	grpc.ServerStream
-	g *memberGate
+	g   *memberGate
+	ctx context.Context
 }
+
+func (s gatedStream) Context() context.Context { return s.ctx }
 
 func (s gatedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	s.g.mu.Lock()
-	closed := s.g.closed
-	s.g.mu.Unlock()
-	if closed {
+	if s.g.isClosed() {
 		return errMemberStopping
 	}
 	return nil
@@ -111,7 +142,7 @@ func (s gatedStream) RecvMsg(m any) error {
 
 // gateOptions makes a member's gate and the gRPC options that apply it.
 func gateOptions() (*memberGate, []grpc.ServerOption) {
-	g := &memberGate{}
+	g := &memberGate{done: make(chan struct{})}
 	return g, []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream)}
 }
 

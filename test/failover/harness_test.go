@@ -813,7 +813,11 @@ func (c *testCluster) waitStamp(guest string, t0 time.Time, within time.Duration
 func (c *testCluster) dumpLogs() {
 	for _, n := range c.nodes {
 		b, _ := os.ReadFile(n.log)
-		c.t.Logf("---- agent log of %s (last lines) ----\n%s", n.name, tail(string(b), 150))
+		if os.Getenv("HAVEN_E2E_LOGS") != "" {
+			c.t.Logf("---- agent log of %s ----\n%s", n.name, b)
+		} else {
+			c.t.Logf("---- agent log of %s (last lines; HAVEN_E2E_LOGS=1 for all) ----\n%s", n.name, tail(string(b), 150))
+		}
 		if c.hv == "libvirt" {
 			c.t.Logf("---- libvirt of %s ----\n%s", n.name, n.h.LibvirtLog())
 		}
