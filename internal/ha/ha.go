@@ -155,6 +155,7 @@ func (p *plugin) setup(ctx context.Context, a *agent.Agent) error {
 			Live:           a.Liveness(),
 			Driver:         drv,
 			LeaseTTL:       t.LeaseTTL,
+			Keepalive:      t.Keepalive,
 			StopTimeout:    t.StopTimeout,
 			Logger:         log,
 			HealthNetworks: o.HealthNetworks,

@@ -56,7 +56,12 @@ type Config struct {
 	// LeaseTTL is the node's lease TTL. The host kills its guests when its
 	// lease has not been confirmed for LeaseTTL - SelfFenceMargin: the lease
 	// cannot have expired in the store before that.
-	LeaseTTL        time.Duration
+	LeaseTTL time.Duration
+	// Keepalive is how often the lease is renewed (agent --keepalive;
+	// default store.DefaultKeepAlive): a renewal is overdue (the host is
+	// cut off, the quorum alarm rings) only a second after the next one
+	// was due.
+	Keepalive       time.Duration
 	SelfFenceMargin time.Duration
 	StopTimeout     time.Duration
 	// Watchdog is this host's self-fencing watchdog, used when the cluster's
@@ -108,6 +113,9 @@ type Host struct {
 func New(cfg Config) *Host {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = store.DefaultKeepAlive
 	}
 	if cfg.SelfFenceMargin == 0 {
 		cfg.SelfFenceMargin = time.Second
@@ -336,15 +344,7 @@ func (h *Host) Adopted() bool { return h.adopted.Load() }
 // Running is how many guests run here (or are starting, stopping, leaving).
 func (h *Host) Running() int { return h.running() }
 
-func (h *Host) running() int {
-	n := 0
-	for _, r := range h.ctl.Reports() {
-		if r.State != hostctl.Stopped && r.State != hostctl.Crashed {
-			n++
-		}
-	}
-	return n
-}
+func (h *Host) running() int { return h.ctl.Active() }
 
 // tendWatchdog pets the watchdog after each lease renewal while guests run
 // in watchdog mode, and disarms it once none runs. A pet refused for a stale
@@ -561,7 +561,10 @@ func (h *Host) selfFenceLoop(ctx context.Context) {
 	// expired in the store, less a margin, if it runs guests.
 	deadline := h.cfg.LeaseTTL - h.cfg.SelfFenceMargin
 	mon := selffence.New(deadline)
-	overdueAfter := min(2*time.Second, deadline/2)
+	// A renewal is sent every Keepalive: overdue a second after the next
+	// was due. (Two seconds flat, it was overdue half the time with
+	// --keepalive 4s, and every host rang the quorum alarm every cycle.)
+	overdueAfter := min(h.cfg.Keepalive+time.Second, deadline/2)
 	frozenSaid := false
 	for {
 		select {

@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/haven-ha/haven/internal/cluster"
+	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/notify"
 	"github.com/haven-ha/haven/internal/store/storetest"
@@ -143,4 +146,63 @@ func TestQuorumLossNotifiedByAgent(t *testing.T) {
 	if got := rc.notes(); len(got) != 1 || got[0].Class != notify.ClassQuorum || got[0].Event.Node != "n1" {
 		t.Fatalf("receiver got %+v", got)
 	}
+}
+
+// messages keeps every message logged.
+type messages struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (m *messages) Enabled(context.Context, slog.Level) bool { return true }
+func (m *messages) WithAttrs([]slog.Attr) slog.Handler       { return m }
+func (m *messages) WithGroup(string) slog.Handler            { return m }
+func (m *messages) Handle(_ context.Context, r slog.Record) error {
+	m.mu.Lock()
+	m.got = append(m.got, r.Message)
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *messages) count(sub string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.got {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestQuorumAlarmWithLongKeepalive: a host renewing its lease every 4 s
+// (--keepalive 4s, as large clusters run) is not cut off between two
+// renewals, and rings the quorum alarm once they stop. With the overdue
+// threshold at a flat 2 s, every host rang it every 4 s.
+func TestQuorumAlarmWithLongKeepalive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		msgs := &messages{}
+		log := slog.New(msgs)
+		lv := &lease{id: 1, sent: time.Now()}
+		h := &Host{cfg: Config{Node: "n1", Live: lv, LeaseTTL: 32 * time.Second, Keepalive: 4 * time.Second, SelfFenceMargin: time.Second, Now: time.Now},
+			log: log, alarm: newQuorumAlarm("n1", "", log)}
+		h.ctl = hostctl.New(hostctl.Config{Driver: &memDriver{running: map[string]bool{}, events: make(chan hypervisor.Event, 8)}, Logger: log, Now: time.Now})
+		ctx, cancel := context.WithCancel(t.Context())
+		go h.selfFenceLoop(ctx)
+		for range 10 { // 40 s of renewals every 4 s
+			time.Sleep(4 * time.Second)
+			lv.renew()
+		}
+		if n := msgs.count("quorum lost"); n != 0 {
+			t.Fatalf("the quorum alarm rang %d times while the lease was renewed every 4 s", n)
+		}
+		time.Sleep(6 * time.Second) // no renewal for 6 s: one was due 2 s ago
+		synctest.Wait()
+		if n := msgs.count("quorum lost"); n != 1 {
+			t.Fatalf("the quorum alarm rang %d times after renewals stopped for 6 s, want 1", n)
+		}
+		cancel()
+		synctest.Wait()
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ import (
 	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/savedstate"
 	"github.com/haven-ha/haven/internal/store"
+	"github.com/haven-ha/haven/internal/version"
 )
 
 var (
@@ -59,6 +61,7 @@ var (
 	leaseTTL   = flag.Duration("cp.lease-ttl", manager.DefaultTimings().LeaseTTL, "the hosts' liveness lease TTL (haven agent --lease-ttl)")
 	etcdTick   = flag.Duration("cp.etcd-heartbeat", 100*time.Millisecond, "the external etcd members' heartbeat interval; their election timeout is 10 times it")
 	keepalive  = flag.Duration("cp.keepalive", manager.DefaultTimings().Keepalive, "the hosts' lease renewal interval (haven agent --keepalive)")
+	profDir    = flag.String("cp.profile", "", "write CPU profiles of the manager (manager.cpu) and of the hosts' process (hosts.cpu) over the host loss, from the loss to the last guest reported running, to this directory, and print every process's CPU time over it")
 )
 
 const benchPrefix = "/bench/"
@@ -81,6 +84,9 @@ func managerProcess() int {
 	// Warnings and errors, and the takeover's timings (logged at info).
 	log := slog.New(timingsHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})})
 	ctx := context.Background()
+	if dir := os.Getenv("HAVEN_CP_PROFILE"); dir != "" {
+		go profileOnSignal(filepath.Join(dir, "manager.cpu"))
+	}
 	cfg, err := clientConfig(os.Getenv("HAVEN_CP_ENDPOINTS"), os.Getenv("HAVEN_CP_TLS"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -181,7 +187,7 @@ func startEmbedded(t *testing.T) (endpoints, tlsDir string) {
 
 // startExternal starts a three-member etcd cluster of etcd processes on
 // loopback (plain HTTP) and returns its client endpoints.
-func startExternal(t *testing.T) string {
+func startExternal(t *testing.T) (string, []int) {
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd is not installed (scripts/deps.sh installs it)")
@@ -196,6 +202,7 @@ func startExternal(t *testing.T) string {
 		dir = d
 	}
 	var peers, clients, initial []string
+	var pids []int
 	for i := 0; i < 3; i++ {
 		peers = append(peers, "http://"+freePort(t))
 		clients = append(clients, "http://"+freePort(t))
@@ -216,6 +223,7 @@ func startExternal(t *testing.T) string {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		pids = append(pids, cmd.Process.Pid)
 		t.Cleanup(func() {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
@@ -226,7 +234,7 @@ func startExternal(t *testing.T) string {
 			}
 		})
 	}
-	return strings.Join(clients, ",")
+	return strings.Join(clients, ","), pids
 }
 
 type host struct {
@@ -252,8 +260,10 @@ func TestControlPlane(t *testing.T) {
 	defer cancel()
 	var endpoints, tlsDir string
 	kind := "embedded etcd"
+	var etcdPids []int
 	if *external {
-		endpoints, kind = startExternal(t), "3 etcd processes"
+		endpoints, etcdPids = startExternal(t)
+		kind = "3 etcd processes"
 	} else {
 		endpoints, tlsDir = startEmbedded(t)
 	}
@@ -339,7 +349,11 @@ func TestControlPlane(t *testing.T) {
 			wg.Add(1)
 			go func(st *store.Store, dir string) {
 				defer wg.Done()
-				facts := model.NodeFacts{Name: h.name, Memory: int64(perHost*3) * model.GiB, CPUs: 64, BootID: "boot-" + h.name}
+				// This release's agents (their feature level: without
+				// it the manager takes them for an older release and
+				// saves the whole state in its format too, at every step).
+				facts := model.NodeFacts{Name: h.name, Memory: int64(perHost*3) * model.GiB, CPUs: 64, BootID: "boot-" + h.name,
+					AgentVersion: version.String(), FeatureLevel: model.FeatureLevel}
 				var err error
 				for try := 0; try < 4; try++ {
 					if h.live, err = st.StartLiveness(ctx, facts, timings.LeaseTTL, timings.Keepalive); err == nil {
@@ -352,7 +366,7 @@ func TestControlPlane(t *testing.T) {
 				}
 				hctx, hcancel := context.WithCancel(ctx)
 				h.cancel = hcancel
-				ha := hostagent.New(hostagent.Config{Node: h.name, DataDir: dir, Cluster: cluster.New(st), Live: h.live, Driver: h.hv, LeaseTTL: timings.LeaseTTL, Logger: quiet})
+				ha := hostagent.New(hostagent.Config{Node: h.name, DataDir: dir, Cluster: cluster.New(st), Live: h.live, Driver: h.hv, LeaseTTL: timings.LeaseTTL, Keepalive: timings.Keepalive, Logger: quiet})
 				go func() { defer close(h.done); _ = ha.Run(hctx) }()
 			}(st, t.TempDir())
 		}
@@ -392,7 +406,7 @@ func TestControlPlane(t *testing.T) {
 	startManager := func(name string) *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "HAVEN_CP_MANAGER="+name, "HAVEN_CP_ENDPOINTS="+endpoints, "HAVEN_CP_TLS="+tlsDir, "HAVEN_CP_TTL="+mgrTTL.String(),
-			"HAVEN_CP_LEASE_TTL="+leaseTTL.String(), "HAVEN_CP_KEEPALIVE="+keepalive.String())
+			"HAVEN_CP_LEASE_TTL="+leaseTTL.String(), "HAVEN_CP_KEEPALIVE="+keepalive.String(), "HAVEN_CP_PROFILE="+*profDir)
 		logf, err := os.Create(filepath.Join(logDir, name+".log"))
 		if err != nil {
 			t.Fatal(err)
@@ -442,12 +456,27 @@ func TestControlPlane(t *testing.T) {
 	}
 	rec := newRecorder(ctx, cli, lost.name, lostGuests)
 	<-rec.ready
+	var win *window
+	if *profDir != "" {
+		procs := map[string]int{"hosts": os.Getpid(), "manager": mgrA.Process.Pid}
+		for i, pid := range etcdPids {
+			procs[fmt.Sprintf("etcd%d", i)] = pid
+		}
+		var members []string
+		if *external {
+			members = strings.Split(endpoints, ",")
+		}
+		win = startWindow(t, *profDir, procs, members)
+	}
 	tLost := time.Now()
 	lost.hv.powerOff()
 	lost.cancel()
 	<-lost.done
 	lost.live.Stop(ctx)
 	waitFor(t, fmt.Sprintf("the %d guests of %s ordered and running elsewhere", len(lostGuests), lost.name), 2*time.Minute, rec.complete)
+	if win != nil {
+		win.stop()
+	}
 	fenceAt, ordered, running := rec.figures()
 	detect := fenceAt.Sub(tLost)
 	runningGuests := 0
@@ -510,6 +539,7 @@ func TestControlPlane(t *testing.T) {
 	fmt.Printf("  host lost -> fence result                         %v\n", detect.Round(time.Millisecond))
 	fmt.Printf("  fence result -> all %d guests ordered            %v\n", len(lostGuests), ordered.Round(time.Millisecond))
 	fmt.Printf("  fence result -> all %d guests reported running   %v\n", len(lostGuests), running.Round(time.Millisecond))
+	fmt.Printf("    %s\n", rec.spread())
 	if *doFailover {
 		fmt.Printf("  manager SIGKILL -> standby elected (TTL %v)      %v\n", *mgrTTL, killToWin.Round(time.Millisecond))
 		fmt.Printf("  standby elected -> state loaded, first step saved %v\n", winToActing.Round(time.Millisecond))
@@ -651,6 +681,25 @@ func (r *recorder) figures() (time.Time, time.Duration, time.Duration) {
 		return ts[len(ts)-1]
 	}
 	return r.fence, last(r.order).Sub(r.fence), last(r.run).Sub(r.fence)
+}
+
+// spread says when, after the fence result, the first, the median and
+// the last guest was ordered and reported running.
+func (r *recorder) spread() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := func(m map[string]time.Time) string {
+		var ds []time.Duration
+		for _, t := range m {
+			ds = append(ds, t.Sub(r.fence))
+		}
+		slices.Sort(ds)
+		if len(ds) == 0 {
+			return "none"
+		}
+		return fmt.Sprintf("%v / %v / %v", ds[0].Round(time.Millisecond), ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+	}
+	return "ordered (first / median / last) " + q(r.order) + "; running " + q(r.run)
 }
 
 // rss is a process's resident set size in bytes (0 if unknown).
