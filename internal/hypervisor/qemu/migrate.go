@@ -115,7 +115,12 @@ func (d *Driver) migrate(ctx context.Context, g *guest, mon *monitor, target hyp
 		if !d.hasTLS(g) {
 			return fmt.Errorf("the target listens with TLS, but this guest's QEMU has no TLS credentials (it was started without them): restart the guest, or turn migration TLS off on the target")
 		}
-		if err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-creds": tlsClientID, "tls-hostname": target.Node}, nil); err != nil {
+		// The credentials as they are now (a CA rotation may have
+		// changed them since this QEMU started).
+		if err := d.reloadTLS(ctx, mon, log); err != nil {
+			return err
+		}
+		if err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-hostname": target.Node}, nil); err != nil {
 			return fmt.Errorf("set migration TLS: %w", err)
 		}
 	} else if d.hasTLS(g) {

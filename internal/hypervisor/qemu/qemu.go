@@ -101,8 +101,11 @@ type Driver struct {
 	lock  *os.File // flock on RunDir/.lock
 	// uid and gid are cfg.User's (-1 when QEMU keeps the agent's user).
 	uid, gid int
-	// tlsDir holds QEMU's migration TLS credentials ("" without TLS).
+	// tlsDir holds QEMU's migration TLS credentials ("" without TLS),
+	// brought up to date with cfg's files before every QEMU start
+	// (tlsreload.go); tlsMu serializes that.
 	tlsDir string
+	tlsMu  sync.Mutex
 
 	events *eventQueue
 
@@ -340,6 +343,12 @@ func (d *Driver) launch(ctx context.Context, def guestdef.Definition, incoming s
 	if incoming != "" {
 		if err := os.WriteFile(filepath.Join(dir, "incoming"), []byte(incoming+"\n"), 0o640); err != nil {
 			return fail(err)
+		}
+	}
+	if d.tlsDir != "" {
+		if err := d.refreshTLS(); err != nil {
+			// The guest runs all the same; a TLS migration of it may fail.
+			d.log.Warn("migration TLS credentials not brought up to date: the guest loads the ones read before", "guest", def.Name, "op", "tls", "err", err)
 		}
 	}
 	args := d.args(def, dir)

@@ -141,3 +141,74 @@ func TestLiveMigrationTLSNotAllowed(t *testing.T) {
 		t.Fatalf("target after migration: %+v %v", st, err)
 	}
 }
+
+// setTLSFiles replaces d's credential files (what a CA rotation does to
+// DATA/pki): the CAs trusted and a certificate for d's node from issuer.
+func setTLSFiles(t *testing.T, d *Driver, issuer *pki.CA, trusted ...*pki.CA) {
+	t.Helper()
+	cert, key, err := issuer.IssueNode(d.cfg.Node, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bundle []byte
+	for _, ca := range trusted {
+		bundle = append(bundle, ca.CertPEM...)
+	}
+	for path, b := range map[string][]byte{d.cfg.TLSCA: bundle, d.cfg.TLSCert: cert, d.cfg.TLSKey: key} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Issue 10: a guest started before a CA rotation migrates with TLS after
+// it without a restart. The guest starts on a with CA A's credentials; then
+// a's files become B's (trusted and certificate, as at the rotation's end)
+// and c joins with B's. The guest migrates to c (a's running QEMU loads the
+// current files) and back (the QEMU a starts to receive it too: a's driver
+// wrote its credentials when it started, with A's).
+func TestLiveMigrationTLSAfterCARotation(t *testing.T) {
+	f := newFixture(t)
+	caA, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caB, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := tlsDriver(t, caA, filepath.Join(f.dir, "a"), "a")
+	ctx := ctxT(t, 3*time.Minute)
+	def := f.def("g1")
+	if err := a.Start(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	boot := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 3 }).BootID
+	migrate := func(from, to *Driver) {
+		t.Helper()
+		target, err := to.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := from.Migrate(ctx, "g1", target, func(hypervisor.Progress) {}); err != nil {
+			t.Fatalf("TLS migration %s -> %s: %v", from.cfg.Node, to.cfg.Node, err)
+		}
+		waitEvent(t, to, "g1", hypervisor.EventResumed, 10*time.Second)
+		if st, err := to.Status(ctx, "g1"); err != nil || st.State != hypervisor.Running {
+			t.Fatalf("on %s after migration: %+v %v", to.cfg.Node, st, err)
+		}
+	}
+	setTLSFiles(t, a, caB, caB)
+	c := tlsDriver(t, caB, filepath.Join(f.dir, "c"), "c")
+	migrate(a, c)
+	migrate(c, a)
+	// The same run of the guest goes on counting: it was never restarted.
+	before, err := testguest.ReadSerial(f.serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count > before.Count })
+	if after.BootID != boot || after.Boots != 1 {
+		t.Errorf("serial %+v: want the boot %s the guest started with, and no other", after, boot)
+	}
+}

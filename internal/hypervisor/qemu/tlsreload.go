@@ -1,0 +1,103 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/haven-ha/haven/internal/hypervisor"
+)
+
+// The migration TLS credentials change while guests run: a CA rotation
+// (haven ca rotate) changes the trusted CAs twice and re-issues the host's
+// certificate. A QEMU loads its tls-creds-x509 objects once, so the driver
+// hands every migration the files as they are now: a QEMU started for an
+// incoming migration loads RUNDIR/.tls brought up to date first
+// (refreshTLS), and before an outgoing one the running QEMU loads a fresh
+// client object (reloadTLS).
+
+// refreshTLS brings RUNDIR/.tls up to date with the configured files when
+// they changed since it was written; QEMUs started after load it.
+func (d *Driver) refreshTLS() error {
+	d.tlsMu.Lock()
+	defer d.tlsMu.Unlock()
+	same := true
+	for src, name := range map[string]string{d.cfg.TLSCA: "ca-cert.pem", d.cfg.TLSCert: "server-cert.pem", d.cfg.TLSKey: "server-key.pem"} {
+		want, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("migration TLS credentials: %w", err)
+		}
+		have, err := os.ReadFile(filepath.Join(d.tlsDir, name))
+		if err != nil || !bytes.Equal(have, want) {
+			same = false
+			break
+		}
+	}
+	if same {
+		return nil
+	}
+	if err := hypervisor.WriteTLSCreds(d.tlsDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, -1); err != nil {
+		return err
+	}
+	d.log.Info("migration TLS credentials changed: QEMUs started from now on load the new ones", "op", "tls")
+	return nil
+}
+
+// reloadTLS has g's running QEMU load the current credentials as a new
+// client object and migrates with it; the object it used before is
+// deleted. QEMU has dropped to its user by now, so
+// it reads them from a directory of that user's, made for this load and
+// removed after (QEMU keeps what it loaded).
+func (d *Driver) reloadTLS(ctx context.Context, mon *monitor, log *slog.Logger) error {
+	dir, err := os.MkdirTemp("", "haven-tls-")
+	if err != nil {
+		return fmt.Errorf("migration TLS credentials: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	creds := filepath.Join(dir, "creds")
+	if err := hypervisor.WriteTLSCreds(creds, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, -1); err != nil {
+		return err
+	}
+	if d.uid >= 0 {
+		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, d.uid, d.gid)
+		})
+		if err != nil {
+			return fmt.Errorf("migration TLS credentials: hand them to QEMU's user: %w", err)
+		}
+	}
+	var params struct {
+		TLSCreds string `json:"tls-creds"`
+	}
+	if err := mon.run(ctx, "query-migrate-parameters", nil, &params); err != nil {
+		return fmt.Errorf("query migration parameters: %w", err)
+	}
+	old := params.TLSCreds
+	if old == "" {
+		old = tlsClientID // loaded at start, not used yet
+	}
+	id := tlsClientID + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	err = mon.run(ctx, "object-add", map[string]any{"qom-type": "tls-creds-x509", "id": id, "dir": creds, "endpoint": "client", "verify-peer": true}, nil)
+	if err != nil {
+		return fmt.Errorf("load the current migration TLS credentials into the guest's QEMU: %w", err)
+	}
+	if err := mon.run(ctx, "migrate-set-parameters", map[string]any{"tls-creds": id}, nil); err != nil {
+		return fmt.Errorf("set migration TLS: %w", err)
+	}
+	if old != id {
+		if err := mon.run(ctx, "object-del", map[string]any{"id": old}, nil); err != nil {
+			log.Debug("the earlier migration TLS credentials stay loaded", "id", old, "err", err)
+		}
+	}
+	log.Info("migration TLS credentials loaded from the current files", "id", id)
+	return nil
+}
