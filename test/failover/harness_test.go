@@ -822,6 +822,13 @@ func (c *testCluster) dumpLogs() {
 			c.t.Logf("---- libvirt of %s ----\n%s", n.name, n.h.LibvirtLog())
 		}
 	}
+	// The guests' consoles (appended across boots and hosts): a guest
+	// that stopped writing, or rebooted, says why there.
+	for _, g := range c.guests {
+		if b, err := os.ReadFile(filepath.Join(c.bed.SharedDir(), g+".serial")); err == nil {
+			c.t.Logf("---- serial console of %s (last lines) ----\n%s", g, tail(string(b), 60))
+		}
+	}
 	var evs []cluster.Event
 	_ = c.tryAPI(func(ctx context.Context, cl *client.Client) error {
 		var err error
