@@ -36,7 +36,6 @@ import (
 	"github.com/haven-ha/haven/internal/store"
 	"github.com/haven-ha/haven/internal/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 )
 
 // Defaults.
@@ -157,7 +156,7 @@ type Agent struct {
 	dir      *dataDir
 	state    persisted
 	st       *store.Store
-	embedded *embed.Etcd
+	embedded *store.EmbeddedMember
 	srv      *api.Server
 	live     *store.Liveness
 	ln       net.Listener
@@ -493,7 +492,7 @@ func (a *Agent) startMember(ctx context.Context, initialCluster string, existing
 
 // startEmbedded starts the embedded store member with the trust bundle of
 // DATA/pki/ca.crt.
-func (a *Agent) startEmbedded(ctx context.Context, initialCluster string, existing bool) (*embed.Etcd, error) {
+func (a *Agent) startEmbedded(ctx context.Context, initialCluster string, existing bool) (*store.EmbeddedMember, error) {
 	ca, cert, key := a.TLSFiles()
 	if err := a.ensureCRL(); err != nil {
 		return nil, err

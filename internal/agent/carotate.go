@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/haven-ha/haven/internal/cluster"
 	"github.com/haven-ha/haven/internal/heartbeat"
@@ -214,7 +213,7 @@ func (a *Agent) restartMemberForTrust(ctx context.Context, rot store.CARotation)
 		return false, nil
 	}
 	t0 := time.Now()
-	err = a.st.RestartMember(ctx, func(ctx context.Context) (*embed.Etcd, error) {
+	err = a.st.RestartMember(ctx, func(ctx context.Context) (*store.EmbeddedMember, error) {
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
 		return a.startEmbedded(sctx, "", true)

@@ -9,7 +9,7 @@ import (
 
 // CloseGate closes the gate of s's embedded member (as StopMember does
 // first), waiting up to a second for the requests in progress.
-func (s *Store) CloseGate() { closeGate(s.server, time.Second) }
+func (s *Store) CloseGate() { s.server.closeGate(time.Second) }
 
 // SetCampaignPoll sets how often a waiting candidate reads the election
 // itself.

@@ -28,8 +28,13 @@ type memberGate struct {
 	done   chan struct{} // closed by close: ends the streams in progress
 }
 
-// gates maps each running embedded member to its gate.
-var gates sync.Map // *embed.Etcd -> *memberGate
+// EmbeddedMember is this host's running embedded etcd member, as
+// StartEmbedded started it, with its gate: the Store it is handed to
+// (Connect, RestartMember) closes the gate first when it stops the member.
+type EmbeddedMember struct {
+	*embed.Etcd
+	gate *memberGate
+}
 
 var errMemberStopping = status.Error(codes.Unavailable, "store member stopping")
 
@@ -146,9 +151,10 @@ func gateOptions() (*memberGate, []grpc.ServerOption) {
 	return g, []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream)}
 }
 
-// closeGate closes e's gate, if it has one (StartEmbedded made it).
-func closeGate(e *embed.Etcd, wait time.Duration) {
-	if g, ok := gates.LoadAndDelete(e); ok {
-		g.(*memberGate).close(wait)
+// closeGate closes the member's gate (StartEmbedded made it), refusing
+// what comes next and waiting up to wait for the requests in progress.
+func (m *EmbeddedMember) closeGate(wait time.Duration) {
+	if m.gate != nil {
+		m.gate.close(wait)
 	}
 }

@@ -89,7 +89,7 @@ type ClientConfig struct {
 // when this host runs one.
 type Store struct {
 	cli    *clientv3.Client
-	server *embed.Etcd
+	server *EmbeddedMember
 	// tls and embedded are the ClientConfig's, for the root client.
 	tls      *tls.Config
 	dynTLS   func() *tls.Config // ClientConfig.DynamicTLS
@@ -116,7 +116,7 @@ type Store struct {
 
 // StartEmbedded starts this host's etcd member and waits until it is ready
 // (or ctx ends).
-func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
+func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*EmbeddedMember, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
 	cfg.Dir = c.Dir
@@ -201,8 +201,7 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		gates.Store(e, gate)
-		return e, nil
+		return &EmbeddedMember{Etcd: e, gate: gate}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("start store member %q: %w", c.Name, err)
@@ -215,7 +214,7 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*embed.Etcd, error) {
 
 // Connect opens a client connection to the store. server, when not nil, is
 // this host's embedded member, closed with the Store.
-func Connect(ctx context.Context, c ClientConfig, server *embed.Etcd, log *slog.Logger) (*Store, error) {
+func Connect(ctx context.Context, c ClientConfig, server *EmbeddedMember, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -267,7 +266,7 @@ func (s *Store) Sever(endpoints []string) int {
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
 // Server is this host's embedded etcd member, or nil.
-func (s *Store) Server() *embed.Etcd {
+func (s *Store) Server() *EmbeddedMember {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	return s.server
@@ -315,7 +314,7 @@ func (s *Store) StopMember() {
 	// holding up the listeners' shutdown for the request timeout. Client
 	// requests are refused first: none may reach the backend once it is
 	// closed (memberGate).
-	closeGate(s.server, time.Second)
+	s.server.closeGate(time.Second)
 	s.server.Server.HardStop()
 	s.server.Close()
 }
@@ -325,7 +324,7 @@ func (s *Store) StopMember() {
 // again with start: etcd reads its trusted CAs only when it starts, so a
 // CA rotation restarts every member, one at a time. When start fails the
 // member stays down and RestartMember may be called again.
-func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (*embed.Etcd, error)) error {
+func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (*EmbeddedMember, error)) error {
 	s.closeMu.Lock()
 	if s.server == nil || s.cliClosed || (s.memberStopped && !s.restartFailed) {
 		s.closeMu.Unlock()
@@ -349,7 +348,7 @@ func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (
 		// As StopMember: client requests refused first (memberGate), then
 		// raft stopped, so that the listeners close without waiting for
 		// other hosts' streams.
-		closeGate(old, time.Second)
+		old.closeGate(time.Second)
 		old.Server.HardStop()
 		old.Close()
 	}
