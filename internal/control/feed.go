@@ -153,11 +153,16 @@ func runTerm(ctx context.Context, d Daemon) error {
 	cli := cs.Raw().Client()
 	awaitBeatingHosts(ctx, cli, d.Beating, vanishGrace(d.Timings.Keepalive))
 	t0 := time.Now()
-	snap, err := LoadSnapshot(ctx, cli)
+	rev, ranges, err := fetchSnapshot(ctx, cli)
 	if err != nil {
 		return err
 	}
 	read := time.Since(t0)
+	snap, err := DecodeSnapshot(rev, ranges)
+	if err != nil {
+		return err
+	}
+	decoded := time.Since(t0) - read
 	if snap.Policy.Hold {
 		return errHeld
 	}
@@ -174,7 +179,6 @@ func runTerm(ctx context.Context, d Daemon) error {
 		return err
 	}
 	f.beating, f.now = d.Beating, d.Now
-	rev := snap.Rev
 
 	sender := notify.New(log)
 	defer sender.Wait()
@@ -323,10 +327,10 @@ func runTerm(ctx context.Context, d Daemon) error {
 	}()
 	go trimEvents(wctx, cs, log)
 	// What a takeover costs, for the operator and the control-plane
-	// benchmark: reading the store, restoring the state (the first step
-	// and its save follow, logged by the shell).
+	// benchmark: reading the store, decoding what it read, restoring the
+	// state (the first step and its save follow, logged by the shell).
 	log.Info("manager running", "nodes", len(st.Nodes), "guests", len(st.Guests), "rev", rev,
-		"read", read.Round(time.Millisecond), "restored", prepared.Round(time.Millisecond))
+		"read", read.Round(time.Millisecond), "decoded", decoded.Round(time.Millisecond), "restored", prepared.Round(time.Millisecond))
 	err = sh.Run(runCtx, sync, shellIn)
 	select {
 	case <-held:

@@ -83,6 +83,15 @@ var snapshotReads = []struct {
 
 // LoadSnapshot reads the snapshot in one transaction.
 func LoadSnapshot(ctx context.Context, cli *clientv3.Client) (*Snapshot, error) {
+	rev, ranges, err := fetchSnapshot(ctx, cli)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeSnapshot(rev, ranges)
+}
+
+// fetchSnapshot reads the snapshot's ranges in one transaction.
+func fetchSnapshot(ctx context.Context, cli *clientv3.Client) (int64, map[string][]KV, error) {
 	ops := make([]clientv3.Op, len(snapshotReads))
 	for i, r := range snapshotReads {
 		var opts []clientv3.OpOption
@@ -93,16 +102,16 @@ func LoadSnapshot(ctx context.Context, cli *clientv3.Client) (*Snapshot, error) 
 	}
 	resp, err := cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("manager: read the cluster: %w", err)
+		return 0, nil, fmt.Errorf("manager: read the cluster: %w", err)
 	}
 	if len(resp.Responses) != len(ops) {
-		return nil, fmt.Errorf("manager: read the cluster: %d answers to %d reads", len(resp.Responses), len(ops))
+		return 0, nil, fmt.Errorf("manager: read the cluster: %d answers to %d reads", len(resp.Responses), len(ops))
 	}
 	ranges := make(map[string][]KV, len(ops))
 	for i, r := range snapshotReads {
 		rr := resp.Responses[i].GetResponseRange()
 		if rr == nil {
-			return nil, fmt.Errorf("manager: read the cluster: no range answer for %s", r.key)
+			return 0, nil, fmt.Errorf("manager: read the cluster: no range answer for %s", r.key)
 		}
 		kvs := make([]KV, len(rr.Kvs))
 		for j, kv := range rr.Kvs {
@@ -110,7 +119,29 @@ func LoadSnapshot(ctx context.Context, cli *clientv3.Client) (*Snapshot, error) 
 		}
 		ranges[r.name] = kvs
 	}
-	return DecodeSnapshot(resp.Header.Revision, ranges)
+	return resp.Header.Revision, ranges, nil
+}
+
+// recordDecoder decodes records, keeping those it skipped and the first
+// of a newer schema than this build reads.
+type recordDecoder struct {
+	skipped []error
+	newer   error
+}
+
+func (d *recordDecoder) skip(key string, err error) {
+	d.skipped = append(d.skipped, fmt.Errorf("%s: %w", key, err))
+}
+
+func (d *recordDecoder) decode(kv KV, v any) bool {
+	err := store.Decode(kv.Key, kv.Value, v)
+	var se *model.SchemaError
+	if errors.As(err, &se) && d.newer == nil {
+		d.newer = err
+	} else if err != nil {
+		d.skip(kv.Key, err)
+	}
+	return err == nil
 }
 
 // DecodeSnapshot builds a snapshot from the keys read, by read name (see
@@ -122,18 +153,11 @@ func LoadSnapshot(ctx context.Context, cli *clientv3.Client) (*Snapshot, error) 
 // without what it cannot read.
 func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	s := &Snapshot{Rev: rev, Policy: cluster.DefaultPolicy()}
-	skip := func(key string, err error) { s.Skipped = append(s.Skipped, fmt.Errorf("%s: %w", key, err)) }
-	var newer error
-	decode := func(kv KV, v any) bool {
-		err := store.Decode(kv.Key, kv.Value, v)
-		var se *model.SchemaError
-		if errors.As(err, &se) && newer == nil {
-			newer = err
-		} else if err != nil {
-			skip(kv.Key, err)
-		}
-		return err == nil
-	}
+	// Three parts decode at once, on as many cores: the saved state (and
+	// its restore), the guest records, the rest (at 50,000 guests each
+	// takes about a second). Each part keeps what it skipped; they are
+	// joined in the order of the reads.
+	var head, guests, rest recordDecoder
 	for _, kv := range ranges["policy"] {
 		if err := store.Decode(kv.Key, kv.Value, &s.Policy); err != nil {
 			return nil, fmt.Errorf("manager: decode the cluster policy: %w", err)
@@ -143,8 +167,6 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	for i, kv := range ranges["state"] {
 		saved[i] = savedstate.KV{Key: kv.Key, Value: kv.Value, ModRev: kv.ModRev}
 	}
-	// The saved state decodes (and restores) while the records do, on
-	// another core: at 50,000 guests each takes about a second.
 	type decoded struct {
 		st  *manager.State
 		err error
@@ -157,41 +179,46 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	for _, kv := range ranges["registered"] {
 		s.Registered = append(s.Registered, strings.TrimPrefix(kv.Key, store.PrefixNodeReg))
 	}
+	guestsDone := make(chan []cluster.Guest, 1)
+	go func() {
+		out := make([]cluster.Guest, 0, len(ranges["guests"]))
+		for _, kv := range ranges["guests"] {
+			var g cluster.Guest
+			if !guests.decode(kv, &g) {
+				continue
+			}
+			if want := strings.TrimPrefix(kv.Key, cluster.PrefixGuests); g.Spec.Name != want {
+				guests.skip(kv.Key, fmt.Errorf("record names guest %q", g.Spec.Name))
+				continue
+			}
+			out = append(out, g)
+		}
+		slices.SortFunc(out, func(a, b cluster.Guest) int { return cmp.Compare(a.Spec.Name, b.Spec.Name) })
+		guestsDone <- out
+	}()
 	for _, kv := range ranges["live"] {
 		var f model.NodeFacts
-		if !decode(kv, &f) {
+		if !head.decode(kv, &f) {
 			continue
 		}
 		s.Live = append(s.Live, LiveNode{Name: strings.TrimPrefix(kv.Key, store.PrefixNodeLive), Facts: f})
 	}
 	for _, kv := range ranges["domains"] {
 		var d model.Domain
-		if !decode(kv, &d) {
+		if !head.decode(kv, &d) {
 			continue
 		}
 		s.Domains = append(s.Domains, d)
-	}
-	s.Guests = make([]cluster.Guest, 0, len(ranges["guests"]))
-	for _, kv := range ranges["guests"] {
-		var g cluster.Guest
-		if !decode(kv, &g) {
-			continue
-		}
-		if want := strings.TrimPrefix(kv.Key, cluster.PrefixGuests); g.Spec.Name != want {
-			skip(kv.Key, fmt.Errorf("record names guest %q", g.Spec.Name))
-			continue
-		}
-		s.Guests = append(s.Guests, g)
 	}
 	s.Reports = make([]NodeReport, 0, len(ranges["reports"]))
 	for _, kv := range ranges["reports"] {
 		node, guest, ok := cluster.ReportFromKey(kv.Key)
 		if !ok {
-			skip(kv.Key, errors.New("not a node/guest key"))
+			rest.skip(kv.Key, errors.New("not a node/guest key"))
 			continue
 		}
 		var r hostctl.Report
-		if !decode(kv, &r) {
+		if !rest.decode(kv, &r) {
 			continue
 		}
 		if r.Guest == "" {
@@ -204,7 +231,7 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	slices.SortStableFunc(cmds, func(a, b KV) int { return cmp.Or(cmp.Compare(a.CreateRev, b.CreateRev), cmp.Compare(a.Key, b.Key)) })
 	for _, kv := range cmds {
 		var c cluster.Command
-		if !decode(kv, &c) {
+		if !rest.decode(kv, &c) {
 			continue
 		}
 		if !c.Done {
@@ -214,14 +241,14 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	for _, kv := range ranges["shutdown"] {
 		in, ok := shutdownInput(kv.Key, kv.Value)
 		if !ok {
-			skip(kv.Key, errors.New("unreadable shutdown record"))
+			rest.skip(kv.Key, errors.New("unreadable shutdown record"))
 			continue
 		}
 		s.Shutdowns = append(s.Shutdowns, *in.Shutdown)
 	}
 	for _, kv := range ranges["pools"] {
 		var p storage.Pool
-		if !decode(kv, &p) {
+		if !rest.decode(kv, &p) {
 			continue
 		}
 		s.Pools = append(s.Pools, p)
@@ -230,14 +257,17 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 		node, pool, ok := strings.Cut(strings.TrimPrefix(kv.Key, cluster.PrefixPoolHealth), "/")
 		var h cluster.PoolHealth
 		if !ok {
-			skip(kv.Key, errors.New("not a node/pool key"))
+			rest.skip(kv.Key, errors.New("not a node/pool key"))
 			continue
 		}
-		if !decode(kv, &h) {
+		if !rest.decode(kv, &h) {
 			continue
 		}
 		s.PoolHealth = append(s.PoolHealth, PoolCheck{Node: node, Pool: pool, Health: h})
 	}
+	s.Guests = <-guestsDone
+	s.Skipped = slices.Concat(head.skipped, guests.skipped, rest.skipped)
+	newer := cmp.Or(head.newer, guests.newer, rest.newer)
 	state := <-stateCh
 	if state.err != nil {
 		return nil, fmt.Errorf("manager: the saved manager state is unreadable (fix or delete %s* to start from the configuration): %w", savedstate.PrefixManager, state.err)
@@ -249,7 +279,6 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	slices.Sort(s.Registered)
 	slices.SortFunc(s.Live, func(a, b LiveNode) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(s.Domains, func(a, b model.Domain) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(s.Guests, func(a, b cluster.Guest) int { return cmp.Compare(a.Spec.Name, b.Spec.Name) })
 	slices.SortFunc(s.Reports, func(a, b NodeReport) int {
 		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Report.Guest, b.Report.Guest))
 	})
