@@ -59,4 +59,10 @@ func TestRestoreRefusesNewerSchema(t *testing.T) {
 	if !errors.As(err, &se) || se.Have != StateSchema+1 || !strings.Contains(err.Error(), "upgrade this host's haven") {
 		t.Fatalf("Restore of a newer schema: %v", err)
 	}
+	// Refused as newer too when its records do not even decode here.
+	m["guests"] = "a shape this build does not know"
+	nb, _ = json.Marshal(m)
+	if _, err := Restore(nb); !errors.As(err, &se) || se.Have != StateSchema+1 {
+		t.Fatalf("Restore of a newer schema that does not decode: %v", err)
+	}
 }
