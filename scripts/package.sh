@@ -43,8 +43,9 @@ install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/
 	"$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
 	"$root/usr/share/fish/vendor_completions.d"
 
-# The same build settings as `go build ./...`, so the build cache serves it.
-go build \
+# The same build settings as `go build ./...`, so the build cache serves it;
+# the Go of go.mod's toolchain line (a security release: docs/security.md).
+GOTOOLCHAIN=${GOTOOLCHAIN:-auto} go build \
 	-ldflags "-s -w -X github.com/haven-ha/haven/internal/version.Version=$version -X github.com/haven-ha/haven/internal/version.Commit=$sha" \
 	-o "$root/usr/bin/haven" ./cmd/haven
 haven=$root/usr/bin/haven

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need (Debian packages, Go modules, the test guest)
-# and runs every test: vet, gofmt, the race-enabled unit and integration
-# suites, and the simulator's scenario files. Used as-is by .ci/run.
+# and runs every test: vet, gofmt, govulncheck, the race-enabled unit and
+# integration suites, and the simulator's scenario files. Used as-is by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS=${GOFLAGS:--mod=mod}
+# Build and test with the Go of go.mod's toolchain line (a Go security
+# release; the proxy serves it), whatever `go env GOTOOLCHAIN` says.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 bash scripts/deps.sh
 bash scripts/build-test-guest.sh >/dev/null
@@ -25,6 +28,8 @@ echo "== go vet"
 go vet ./...
 echo "== go build"
 go build -o bin/haven ./cmd/haven
+echo "== govulncheck (pinned database, offline; docs/security.md)"
+bash scripts/vulncheck.sh
 echo "== haven sim run (shared scenarios)"
 if [ -d ../shared/scenarios ]; then ./bin/haven sim run ../shared/scenarios >"$logs/sim-shared.log" || { tail -50 "$logs/sim-shared.log"; exit 1; }; tail -1 "$logs/sim-shared.log"; fi
 echo "== haven sim run (shared scenarios, new rules)"
