@@ -33,6 +33,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -144,27 +145,31 @@ func Decode(kvs []KV) (*manager.State, error) {
 	if err != nil || d == nil {
 		return nil, err
 	}
-	if d.whole != nil {
-		// No deltas over the base: restore it as it is.
+	if len(d.patches) == 0 {
 		st, err := manager.Restore(d.whole)
 		if err != nil {
 			return nil, fmt.Errorf("decode %s: %w", d.where, err)
 		}
 		return st, nil
 	}
-	return d.restore()
+	st, err := manager.RestorePatched(d.whole, d.patches)
+	var pe *manager.PatchError
+	if errors.As(err, &pe) {
+		return nil, fmt.Errorf("decode %s: %w", d.patchKeys[pe.Index], pe.Err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", d.where, err)
+	}
+	return st, nil
 }
 
-// doc is the state as JSON pieces: the top-level fields, and the nodes
-// and guests by name, so that deltas replace single records.
+// doc is the saved state as read: the JSON of the whole state and the
+// patches of the log over it (their keys for errors), applied in order.
 type doc struct {
-	// whole is the state's JSON when no delta applies to it: it is then
-	// restored as it is, without being split.
-	whole  []byte
-	where  string // what whole was read from
-	top    map[string]json.RawMessage
-	nodes  map[string]json.RawMessage
-	guests map[string]json.RawMessage
+	whole     []byte
+	where     string // what whole was read from
+	patches   []manager.Patch
+	patchKeys []string
 }
 
 func decodeDoc(kvs []KV) (*doc, error) {
@@ -237,13 +242,7 @@ func decodeDoc(kvs []KV) (*doc, error) {
 		}
 	}
 	slices.Sort(logKeys) // zero-padded sequence numbers
-	if len(logKeys) == 0 {
-		return &doc{whole: raw, where: fmt.Sprintf("base generation %d", head.Gen)}, nil
-	}
-	d, err := splitDoc(raw, fmt.Sprintf("base generation %d", head.Gen))
-	if err != nil {
-		return nil, err
-	}
+	d := &doc{whole: raw, where: fmt.Sprintf("base generation %d", head.Gen), patchKeys: logKeys}
 	for _, k := range logKeys {
 		raw, err := gunzip(byKey[k])
 		if err != nil {
@@ -256,11 +255,21 @@ func decodeDoc(kvs []KV) (*doc, error) {
 		if dl.Version != Version {
 			return nil, fmt.Errorf("decode %s: format version %d, this haven reads version %d", k, dl.Version, Version)
 		}
-		if err := d.apply(dl, k); err != nil {
-			return nil, err
-		}
+		d.patches = append(d.patches, dl.patch())
 	}
 	return d, nil
+}
+
+// patch is the delta as the core applies it.
+func (dl Delta) patch() manager.Patch {
+	p := manager.Patch{Top: dl.Top, RemovedNodes: dl.RemovedNodes, RemovedGuests: dl.RemovedGuests}
+	for _, n := range dl.Nodes {
+		p.Nodes = append(p.Nodes, n)
+	}
+	for _, g := range dl.Guests {
+		p.Guests = append(p.Guests, g)
+	}
+	return p
 }
 
 func gunzip(b []byte) ([]byte, error) {
@@ -280,147 +289,6 @@ func gzipBytes(b []byte) []byte {
 	zw.Write(b)
 	zw.Close()
 	return buf.Bytes()
-}
-
-// recordName finds a node's or guest's name cheaply: this package writes
-// them with the name first ({"name":"x"... or {"spec":{"name":"x"...); any
-// other shape is decoded in full.
-func recordName(b []byte, guest bool) (string, bool) {
-	pfx := []byte(`{"name":"`)
-	if guest {
-		pfx = []byte(`{"spec":{"name":"`)
-	}
-	if bytes.HasPrefix(b, pfx) {
-		rest := b[len(pfx):]
-		if i := bytes.IndexByte(rest, '"'); i > 0 && bytes.IndexByte(rest[:i], '\\') < 0 {
-			return string(rest[:i]), true
-		}
-	}
-	var x named
-	if err := json.Unmarshal(b, &x); err != nil {
-		return "", false
-	}
-	if guest {
-		return x.Spec.Name, x.Spec.Name != ""
-	}
-	return x.Name, x.Name != ""
-}
-
-type named struct {
-	Name string `json:"name"`
-	Spec struct {
-		Name string `json:"name"`
-	} `json:"spec"`
-}
-
-func splitDoc(raw []byte, where string) (*doc, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &top); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", where, err)
-	}
-	d := &doc{top: top, nodes: map[string]json.RawMessage{}, guests: map[string]json.RawMessage{}}
-	var nodes, guests []json.RawMessage
-	if err := json.Unmarshal(orNull(top["nodes"]), &nodes); err != nil {
-		return nil, fmt.Errorf("decode %s: nodes: %w", where, err)
-	}
-	if err := json.Unmarshal(orNull(top["guests"]), &guests); err != nil {
-		return nil, fmt.Errorf("decode %s: guests: %w", where, err)
-	}
-	delete(top, "nodes")
-	delete(top, "guests")
-	for i, n := range nodes {
-		name, ok := recordName(n, false)
-		if !ok {
-			return nil, fmt.Errorf("decode %s: nodes[%d] has no name", where, i)
-		}
-		d.nodes[name] = n
-	}
-	for i, g := range guests {
-		name, ok := recordName(g, true)
-		if !ok {
-			return nil, fmt.Errorf("decode %s: guests[%d] has no name", where, i)
-		}
-		d.guests[name] = g
-	}
-	return d, nil
-}
-
-func orNull(b json.RawMessage) json.RawMessage {
-	if len(b) == 0 {
-		return json.RawMessage("null")
-	}
-	return b
-}
-
-func (d *doc) apply(dl Delta, where string) error {
-	if len(dl.Top) > 0 {
-		var top map[string]json.RawMessage
-		if err := json.Unmarshal(dl.Top, &top); err != nil {
-			return fmt.Errorf("decode %s: top: %w", where, err)
-		}
-		delete(top, "nodes")
-		delete(top, "guests")
-		d.top = top
-	}
-	for _, n := range dl.RemovedNodes {
-		delete(d.nodes, n)
-	}
-	for _, g := range dl.RemovedGuests {
-		delete(d.guests, g)
-	}
-	for i, n := range dl.Nodes {
-		name, ok := recordName(n, false)
-		if !ok {
-			return fmt.Errorf("decode %s: nodes[%d] has no name", where, i)
-		}
-		d.nodes[name] = n
-	}
-	for i, g := range dl.Guests {
-		name, ok := recordName(g, true)
-		if !ok {
-			return fmt.Errorf("decode %s: guests[%d] has no name", where, i)
-		}
-		d.guests[name] = g
-	}
-	return nil
-}
-
-// restore assembles the JSON of the whole state and restores it.
-func (d *doc) restore() (*manager.State, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	keys := make([]string, 0, len(d.top))
-	for k := range d.top {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		kb, _ := json.Marshal(k)
-		buf.Write(kb)
-		buf.WriteByte(':')
-		buf.Write(d.top[k])
-		buf.WriteByte(',')
-	}
-	writeList := func(name string, m map[string]json.RawMessage) {
-		buf.WriteString(`"` + name + `":[`)
-		names := make([]string, 0, len(m))
-		for n := range m {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for i, n := range names {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.Write(m[n])
-		}
-		buf.WriteByte(']')
-	}
-	writeList("nodes", d.nodes)
-	buf.WriteByte(',')
-	writeList("guests", d.guests)
-	buf.WriteByte('}')
-	return manager.Restore(buf.Bytes())
 }
 
 // Writer is how the Saver writes: one transaction of ops, guarded by the

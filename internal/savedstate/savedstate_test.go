@@ -434,30 +434,6 @@ func BenchmarkSaveHostFailure(b *testing.B) {
 	}
 }
 
-// Names are read from the records' first bytes when they are in this
-// package's shape, and by decoding them otherwise.
-func TestRecordName(t *testing.T) {
-	for _, tc := range []struct {
-		in    string
-		guest bool
-		want  string
-		ok    bool
-	}{
-		{`{"name":"n1","memory":1}`, false, "n1", true},
-		{`{"memory":1,"name":"n2"}`, false, "n2", true},
-		{`{"spec":{"name":"g1","memory":1},"state":"started"}`, true, "g1", true},
-		{`{"state":"started","spec":{"name":"g2"}}`, true, "g2", true},
-		{`{"name":"a\"b"}`, false, `a"b`, true},
-		{`{"memory":1}`, false, "", false},
-		{`{`, true, "", false},
-	} {
-		got, ok := recordName([]byte(tc.in), tc.guest)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("recordName(%s) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
 // jsonSubset reports where got lacks or differs from a field of want.
 func jsonSubset(want, got any, path string) error {
 	switch w := want.(type) {

@@ -86,9 +86,14 @@ func managerProcess() int {
 	// the moment the term's first step was carried out and saved is
 	// recorded for the measurement.
 	var cli *clientv3.Client
+	var stopProfile func()
 	acting := func(at time.Time) {
 		if cli != nil {
 			_, _ = cli.Put(ctx, benchPrefix+"acting/"+node, strconv.FormatInt(at.UnixNano(), 10))
+		}
+		if stopProfile != nil {
+			stopProfile()
+			stopProfile = nil
 		}
 	}
 	log := slog.New(timingsHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}), acting})
@@ -112,6 +117,10 @@ func managerProcess() int {
 			log.Warn("campaign", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
+		}
+		if dir := os.Getenv("HAVEN_CP_PROFILE"); dir != "" {
+			// The takeover's profile, up to the first step carried out.
+			stopProfile = profileFile(filepath.Join(dir, node+"-takeover.cpu"))
 		}
 		won, _ := json.Marshal(map[string]int64{"at": time.Now().UnixNano(), "rev": l.Rev(), "pid": int64(os.Getpid())})
 		if _, err := cli.Put(ctx, benchPrefix+"won/"+node, string(won)); err != nil {

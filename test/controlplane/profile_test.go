@@ -44,6 +44,22 @@ func profileOnSignal(path string) {
 	}
 }
 
+// profileFile starts a CPU profile to path; the function it returns ends
+// it (and does nothing if it could not start).
+func profileFile(path string) func() {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
 // cpuTime is a process's CPU time (user and system) so far, 0 if unknown.
 func cpuTime(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
