@@ -29,14 +29,21 @@ func (h *Host) LibvirtSocket() string {
 	return filepath.Join(h.libvirtRoot(), "run", libvirtd.Socket)
 }
 
-// LibvirtURI is the URI the host's peers migrate guests to it with.
-func (h *Host) LibvirtURI() string { return "qemu+tcp://" + h.Addr.String() + "/system" }
+// LibvirtURI is the URI the host's peers migrate guests to it with: TLS
+// with the certificates their agents write in their /etc/libvirt/haven-pki
+// (the only way in: the host's libvirtd does not listen on plain TCP).
+func (h *Host) LibvirtURI() string {
+	return "qemu+tls://" + h.Addr.String() + "/system?pkipath=" + libvirtd.PKIPath
+}
 
 // StartLibvirt boots the host's libvirt, as a host's init would: private
-// /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
-// /var/cache/libvirt mounted in the host (once; the mounts last as long as
-// the bed), an empty /run/libvirt, then virtlogd and libvirtd, listening
-// without authentication on the host's address for peer-to-peer migration.
+// /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt,
+// /var/cache/libvirt and /etc/pki mounted in the host (once; the mounts
+// last as long as the bed), an empty /run/libvirt, then virtlogd and libvirtd, listening
+// with TLS on the host's address for peer-to-peer migration: a client
+// must present a certificate of the CA in /etc/libvirt/haven-pki, which
+// the host's Haven agent fills with the cluster's (until then a
+// placeholder CA of the host's own: libvirtd.Config.ListenTLS).
 // It returns once libvirtd accepts connections on its socket. The daemons
 // are the host's processes (roles RoleVirtlogd and RoleLibvirtd): PowerOff
 // kills them with the guests they run, and ctx ending kills them too.
@@ -56,7 +63,7 @@ func (h *Host) StartLibvirt(ctx context.Context, detached bool) error {
 		}
 	}
 	root := h.libvirtRoot()
-	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(h.bed.cfg.ID+"-"+h.Name, time.Now().UnixNano()), ListenAddr: h.Addr.String(), MigrateTLS: true}
+	cfg := libvirtd.Config{UUID: libvirtd.HostUUID(h.bed.cfg.ID+"-"+h.Name, time.Now().UnixNano()), ListenAddr: h.Addr.String(), ListenTLS: true, MigrateTLS: true}
 	if err := libvirtd.Prepare(root, cfg); err != nil {
 		return fmt.Errorf("start libvirt on host %q: %w", h.Name, err)
 	}

@@ -54,6 +54,17 @@ func TestLibvirt(t *testing.T) {
 			t.Errorf("%s's /etc/libvirt/libvirtd.conf: %q, %v; want listen_addr %s", h.Name, out, err, h.Addr)
 		}
 	}
+	// Its peers reach it with TLS only: no plain TCP listener, and a
+	// client whose CA it does not trust (h1's placeholder, until an agent
+	// wrote the cluster's certificates) is refused at the handshake.
+	tcp, err := h1.Shell(ctx, "virsh -c qemu+tcp://"+h2.Addr.String()+"/system hostname 2>&1")
+	if err == nil || !strings.Contains(tcp, "Connection refused") {
+		t.Errorf("qemu+tcp from h1 to h2: %q, %v; want the connection refused", tcp, err)
+	}
+	tls, err := h1.Shell(ctx, "virsh -c '"+h2.LibvirtURI()+"' hostname 2>&1")
+	if err == nil || strings.Contains(tls, "Connection refused") || !strings.Contains(strings.ToLower(tls), "certificate") {
+		t.Errorf("qemu+tls from h1 to h2 with h1's placeholder CA: %q, %v; want a certificate refused", tls, err)
+	}
 
 	if err := b.LibvirtdKill(ctx, "h2"); err != nil {
 		t.Fatal(err)

@@ -849,10 +849,11 @@ func tail(s string, n int) string {
 }
 
 // libvirtConfined checks, on a libvirt cluster after live migrations, that
-// every migration went over TLS (each agent logs whether it did; that the
-// flag means TLS with the certificates checked is internal/hypervisor/
-// libvirt's TestMigrate) and that every guest's QEMU runs as libvirt's
-// unprivileged user under seccomp, not as root.
+// every migration went over TLS, the guest's memory (each agent logs
+// whether it did; that the flag means TLS with the certificates checked is
+// internal/hypervisor/libvirt's TestMigrate) and the libvirtds' control
+// connection alike (libvirtControlTLS), and that every guest's QEMU runs as
+// libvirt's unprivileged user under seccomp, not as root.
 func (c *testCluster) libvirtConfined() {
 	c.t.Helper()
 	migrations := 0
@@ -866,8 +867,12 @@ func (c *testCluster) libvirtConfined() {
 			if !strings.Contains(line, " tls=true") {
 				c.t.Errorf("%s: a live migration without TLS: %s", n.name, line)
 			}
+			if !strings.Contains(line, ` target="qemu+tls://`) && !strings.Contains(line, " target=qemu+tls://") {
+				c.t.Errorf("%s: a live migration whose libvirtd control connection is not TLS: %s", n.name, line)
+			}
 		}
 	}
+	c.libvirtControlTLS()
 	if migrations == 0 {
 		c.t.Error("no libvirt live migration in the agents' logs")
 	}
@@ -901,6 +906,44 @@ func (c *testCluster) libvirtConfined() {
 	c.t.Logf("libvirt: %d live migrations; %d guests' QEMU processes checked for user %s and seccomp", migrations, qemus, libvirtd.QEMUUser)
 	if qemus == 0 {
 		c.t.Error("no libvirt QEMU process found")
+	}
+}
+
+// libvirtControlTLS checks that the libvirtds talk to each other over TLS
+// with the cluster's certificates only: from every host, a peer's libvirtd
+// refuses plain qemu+tcp (it does not listen on it) and answers qemu+tls
+// with the certificates the host's agent wrote in /etc/libvirt/haven-pki,
+// both sides checking the other's against the cluster CA (the bed's
+// libvirtds start with a placeholder CA of their own: only the agents'
+// certificates, loaded by virt-admin server-update-tls, can pass).
+func (c *testCluster) libvirtControlTLS() {
+	c.t.Helper()
+	var hosts []*node
+	for _, n := range c.nodes {
+		if n.name != c.witness {
+			hosts = append(hosts, n)
+		}
+	}
+	pairs := 0
+	defer func() {
+		c.t.Logf("libvirt control connections: %d host pairs refuse qemu+tcp and answer qemu+tls", pairs)
+	}()
+	for _, from := range hosts {
+		for _, to := range hosts {
+			if from == to || !from.h.PoweredOn() || !to.h.PoweredOn() {
+				continue
+			}
+			pairs++
+			addr := to.h.Addr.String()
+			out, err := from.h.Shell(c.ctx, "virsh -c qemu+tcp://"+addr+"/system hostname 2>&1")
+			if err == nil || !strings.Contains(out, "Connection refused") {
+				c.t.Errorf("qemu+tcp from %s to %s: %q, %v; want the connection refused", from.name, to.name, out, err)
+			}
+			out, err = from.h.Shell(c.ctx, "virsh -c '"+to.h.LibvirtURI()+"' hostname 2>&1")
+			if err != nil || strings.TrimSpace(out) != to.name {
+				c.t.Errorf("qemu+tls from %s to %s with the cluster's certificates: %q, %v; want %s's host name", from.name, to.name, out, err, to.name)
+			}
+		}
 	}
 }
 

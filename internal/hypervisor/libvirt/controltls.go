@@ -70,11 +70,65 @@ const (
 )
 
 // UsesPKI reports whether libvirtd serves TLS with the certificates
-// WritePKI lays out in dir.
+// WritePKI lays out in dir (libvirtd.conf names them, or symlinks to them).
 func (c LibvirtdConf) UsesPKI(dir string) bool {
 	dir = filepath.Clean(dir)
-	return c.ListenTLS && c.CAFile == filepath.Join(dir, pkiCA) &&
-		c.CertFile == filepath.Join(dir, pkiServerCert) && c.KeyFile == filepath.Join(dir, pkiServerKey)
+	return c.ListenTLS && resolvesTo(c.CAFile, filepath.Join(dir, pkiCA)) &&
+		resolvesTo(c.CertFile, filepath.Join(dir, pkiServerCert)) && resolvesTo(c.KeyFile, filepath.Join(dir, pkiServerKey))
+}
+
+// resolvesTo reports whether path is target, or a symlink (or a chain of
+// them, at most 8) to it; target need not exist yet.
+func resolvesTo(path, target string) bool {
+	p := filepath.Clean(path)
+	for range 9 {
+		if p == target {
+			return true
+		}
+		l, err := os.Readlink(p)
+		if err != nil {
+			return false
+		}
+		if !filepath.IsAbs(l) {
+			l = filepath.Join(filepath.Dir(p), l)
+		}
+		p = filepath.Clean(l)
+	}
+	return false
+}
+
+// libvirt's server-update-tls (virt-admin) loads the server's certificates
+// again only from libvirt's default paths, whatever libvirtd.conf's
+// ca_file, cert_file and key_file say (libvirt 9.0,
+// virNetTLSContextReloadForServer): those are made symlinks to the
+// agent's files (linkDefaults) so that a renewal or a CA rotation reaches
+// libvirtd without a restart.
+var reloadPaths = [][2]string{{defaultCAFile, pkiCA}, {defaultCertFile, pkiServerCert}, {defaultKeyFile, pkiServerKey}}
+
+// linkDefaults makes libvirt's default server certificate paths (under
+// root, "" but in tests) symlinks to dir's files where nothing is yet; a
+// path that holds something else is left alone and named in the error.
+func linkDefaults(root, dir string) error {
+	for _, r := range reloadPaths {
+		path, target := filepath.Join(root, r[0]), filepath.Join(filepath.Clean(dir), r[1])
+		if resolvesTo(path, target) {
+			continue
+		}
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("%s is not the agent's %s (virt-admin server-update-tls reloads libvirtd's certificates only from there): make it a symlink to it, or restart libvirtd after every renewal and CA rotation", r[0], target)
+		}
+		mode := os.FileMode(0o755)
+		if filepath.Base(filepath.Dir(path)) == "private" {
+			mode = 0o700
+		}
+		if err := os.MkdirAll(filepath.Dir(path), mode); err != nil {
+			return fmt.Errorf("link libvirt's default certificate paths: %w", err)
+		}
+		if err := os.Symlink(target, path); err != nil {
+			return fmt.Errorf("link libvirt's default certificate paths: %w", err)
+		}
+	}
+	return nil
 }
 
 // WritePKI lays out the cluster's trust bundle and this host's

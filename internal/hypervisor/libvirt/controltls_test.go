@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/haven-ha/haven/internal/hypervisor/libvirt/libvirtd"
 )
 
 func TestLibvirtdConfAndPKI(t *testing.T) {
@@ -90,7 +92,7 @@ func TestRefreshPKIReloadsLibvirtd(t *testing.T) {
 		}
 	}
 	d := &Driver{cfg: Config{PKIDir: filepath.Join(dir, "pki"), TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
-		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + filepath.Join(dir, "pki")}, log: slog.Default()}
+		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + filepath.Join(dir, "pki")}, log: slog.Default(), pkiRoot: filepath.Join(dir, "root")}
 	ctx := context.Background()
 	count := func() int {
 		b, _ := os.ReadFile(calls)
@@ -126,5 +128,132 @@ func TestRefreshPKIReloadsLibvirtd(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "pki", "clientcert.pem")); string(b) != "RENEWED" {
 		t.Errorf("client certificate %q after renewal", b)
+	}
+}
+
+// A reload of libvirtd's certificates that failed is tried again at the
+// next refresh, though the files did not change meanwhile (libvirtd would
+// otherwise serve the older ones until they change again).
+func TestRefreshPKIRetriesFailedReload(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	fail := filepath.Join(dir, "fail")
+	va := filepath.Join(dir, "virt-admin")
+	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\nif [ -e "+fail+" ]; then echo 'cannot connect' >&2; exit 1; fi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	ca, cert, key := filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
+	for p, v := range map[string]string{ca: "CA", cert: "CERT", key: "KEY"} {
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &Driver{cfg: Config{PKIDir: filepath.Join(dir, "pki"), TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
+		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + filepath.Join(dir, "pki")}, log: slog.Default(), pkiRoot: filepath.Join(dir, "root")}
+	ctx := context.Background()
+	count := func() int {
+		b, _ := os.ReadFile(calls)
+		return strings.Count(string(b), "\n")
+	}
+	if err := os.WriteFile(fail, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.refreshPKI(ctx); err != nil || count() != 1 {
+		t.Fatalf("first refresh with virt-admin failing: %v (a migration goes on), virt-admin ran %d times, want 1", err, count())
+	}
+	os.Remove(fail)
+	if err := d.refreshPKI(ctx); err != nil || count() != 2 {
+		t.Fatalf("refresh after a failed reload: %v, virt-admin ran %d times, want 2", err, count())
+	}
+	if err := d.refreshPKI(ctx); err != nil || count() != 2 {
+		t.Fatalf("refresh with nothing changed: %v, virt-admin ran %d times, want 2", err, count())
+	}
+}
+
+// virt-admin server-update-tls reloads libvirtd's certificates only from
+// libvirt's default paths: the driver makes them symlinks to its files
+// (where nothing is), and does not reload when one is another file.
+func TestRefreshPKILinksLibvirtDefaults(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	va := filepath.Join(dir, "virt-admin")
+	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	ca, cert, key := filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
+	for p, v := range map[string]string{ca: "CA", cert: "CERT", key: "KEY"} {
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, pkiDir := filepath.Join(dir, "root"), filepath.Join(dir, "pki")
+	d := &Driver{cfg: Config{PKIDir: pkiDir, TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
+		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + pkiDir}, log: slog.Default(), pkiRoot: root}
+	ctx := context.Background()
+	if err := d.refreshPKI(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{"/etc/pki/CA/cacert.pem": "CA", "/etc/pki/libvirt/servercert.pem": "CERT", "/etc/pki/libvirt/private/serverkey.pem": "KEY"} {
+		l, err := os.Readlink(filepath.Join(root, path))
+		if b, _ := os.ReadFile(filepath.Join(root, path)); err != nil || !strings.HasPrefix(l, pkiDir) || string(b) != want {
+			t.Errorf("%s: link %q (%v) reads %q, want a link into %s reading %q", path, l, err, b, pkiDir, want)
+		}
+	}
+	conf := LibvirtdConf{ListenTLS: true, CAFile: filepath.Join(root, defaultCAFile), CertFile: filepath.Join(root, defaultCertFile), KeyFile: filepath.Join(root, defaultKeyFile)}
+	if !conf.UsesPKI(pkiDir) {
+		t.Errorf("libvirtd.conf with the default paths, linked: does not use %s", pkiDir)
+	}
+	// An admin's own certificate at a default path: left alone, no reload.
+	own := filepath.Join(root, defaultCertFile)
+	os.Remove(own)
+	if err := os.WriteFile(own, []byte("ADMIN'S"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if conf.UsesPKI(pkiDir) {
+		t.Errorf("libvirtd.conf whose certificate is the admin's own: uses %s", pkiDir)
+	}
+	if err := os.WriteFile(cert, []byte("RENEWED"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.refreshPKI(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(calls)
+	if n := strings.Count(string(b), "\n"); n != 1 {
+		t.Errorf("virt-admin ran %d times, want once (not with the admin's certificate in the way)", n)
+	}
+	if b, _ := os.ReadFile(own); string(b) != "ADMIN'S" {
+		t.Errorf("the admin's certificate became %q", b)
+	}
+}
+
+// The test bed's private libvirtds (libvirtd.Config.ListenTLS) serve TLS
+// with the files the agent writes in its default --libvirt-pki-dir, and do
+// not listen on plain TCP: the agent picks qemu+tls for them.
+func TestPrivateLibvirtdServesAgentPKI(t *testing.T) {
+	if libvirtd.PKIPath != DefaultPKIDir {
+		t.Fatalf("libvirtd.PKIPath %s, the agent's default --libvirt-pki-dir %s", libvirtd.PKIPath, DefaultPKIDir)
+	}
+	conf := libvirtd.Files(libvirtd.Config{UUID: "u", ListenAddr: "10.0.0.2", ListenTLS: true})["libvirtd.conf"]
+	path := filepath.Join(t.TempDir(), "libvirtd.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReadLibvirtdConf(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.UsesPKI(DefaultPKIDir) {
+		t.Errorf("libvirtd.conf %q: %+v does not serve the agent's certificates", conf, c)
+	}
+	for _, want := range []string{"listen_tcp = 0\n", "listen_tls = 1\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("libvirtd.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if strings.Contains(conf, "auth_tcp") || strings.Count(conf, "listen_tls") != 1 {
+		t.Errorf("libvirtd.conf:\n%s", conf)
 	}
 }

@@ -207,9 +207,14 @@ func (d *recordingDialer) conn() net.Conn {
 // Driver is the libvirt hypervisor.Driver. Create it with New; it is safe
 // for concurrent use.
 type Driver struct {
-	cfg        Config
-	tls        bool       // migrations over TLS (Config.MigrationTLSDir)
-	tlsMu      sync.Mutex // serializes refreshTLS
+	cfg   Config
+	tls   bool       // migrations over TLS (Config.MigrationTLSDir)
+	tlsMu sync.Mutex // serializes refreshTLS and refreshPKI
+	// pkiStale: libvirtd did not load the certificates last written in
+	// Config.PKIDir (its reload failed); guarded by tlsMu.
+	pkiStale bool
+	// pkiRoot prefixes libvirt's default certificate paths (tests).
+	pkiRoot    string
 	domainType string
 	log        *slog.Logger
 	events     chan hypervisor.Event
@@ -1075,16 +1080,27 @@ func (d *Driver) refreshPKI(ctx context.Context) error {
 	d.tlsMu.Lock()
 	defer d.tlsMu.Unlock()
 	changed, err := writePKI(d.cfg.PKIDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey)
-	if err != nil || !changed || !strings.HasPrefix(d.cfg.MigrationURI, "qemu+tls:") {
+	if err != nil || !(changed || d.pkiStale) || !strings.HasPrefix(d.cfg.MigrationURI, "qemu+tls:") {
 		return err
+	}
+	// A libvirtd that serves older certificates still answers the peers
+	// that trust them (a rotation trusts both CAs until its last phase):
+	// a failed reload is logged and tried again at the next refresh, not
+	// an error of the migration.
+	d.pkiStale = true
+	if err := linkDefaults(d.pkiRoot, d.cfg.PKIDir); err != nil {
+		d.log.Warn("libvirtd keeps serving its earlier TLS certificates", "op", "tls", "err", err)
+		return nil
 	}
 	va := d.cfg.VirtAdmin
 	if va == "" {
 		va = "virt-admin"
 	}
 	if err := reloadLibvirtdTLS(ctx, va, d.cfg.Socket); err != nil {
-		return err
+		d.log.Warn("libvirtd keeps serving its earlier TLS certificates", "op", "tls", "err", err)
+		return nil
 	}
+	d.pkiStale = false
 	d.log.Info("libvirtd loaded its TLS certificates again", "dir", d.cfg.PKIDir)
 	return nil
 }

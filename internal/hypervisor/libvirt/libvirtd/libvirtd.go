@@ -1,8 +1,8 @@
 // Package libvirtd owns what it takes to run a private libvirt daemon beside
 // the machine's own: the configuration files of a libvirtd and virtlogd that
 // run in a mount namespace of their own (private /etc/libvirt, /run/libvirt,
-// /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt bind-mounted over
-// the real ones), a cache of probed QEMU capabilities shared between such
+// /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt and /etc/pki
+// bind-mounted over the real ones), a cache of probed QEMU capabilities shared between such
 // daemons, and a subreaper for the qemu processes libvirtd orphans.
 //
 // The libvirt test harness (libvirttest) and the test bed (internal/testbed)
@@ -16,6 +16,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/haven-ha/haven/internal/pki"
 )
 
 // Dir is one directory a private libvirtd gets: Sub, a directory of the
@@ -32,6 +35,9 @@ var Dirs = []Dir{
 	{"lib", "/var/lib/libvirt"},
 	{"log", "/var/log/libvirt"},
 	{"cache", "/var/cache/libvirt"},
+	// libvirt's default TLS certificate paths, which the Haven agent links
+	// to its own files (virt-admin server-update-tls reads only these).
+	{"pki", "/etc/pki"},
 }
 
 // Socket is the read-write socket of a private libvirtd, relative to its run
@@ -63,6 +69,22 @@ const MigrateTLSSub = "haven-tls"
 // namespace) see it.
 const MigrateTLSPath = "/etc/libvirt/" + MigrateTLSSub
 
+// PKISub is the directory, in the daemon's etc, of the certificates of
+// libvirt's TLS transport (Config.ListenTLS): the Haven agent's
+// --libvirt-pki-dir, whose default is PKIPath.
+const PKISub = "haven-pki"
+
+// PKIPath is PKISub as the daemon (and processes in its mount namespace)
+// see it.
+const PKIPath = "/etc/libvirt/" + PKISub
+
+// The files of PKIPath libvirtd serves with (the agent writes these names).
+const (
+	pkiCA         = "cacert.pem"
+	pkiServerCert = "servercert.pem"
+	pkiServerKey  = "serverkey.pem"
+)
+
 // Config is what differs between private daemons.
 type Config struct {
 	// UUID is the host UUID libvirt reports; two hosts that migrate between
@@ -72,6 +94,13 @@ type Config struct {
 	// authentication (start it with --listen), and qemu take incoming
 	// migrations there: peer-to-peer migration between namespace hosts.
 	ListenAddr string
+	// ListenTLS makes libvirtd listen on ListenAddr with TLS only (port
+	// 16514, no plain TCP), with the certificates the Haven agent writes in
+	// PKIPath; a client must present one its CA signed. Until an agent
+	// wrote them, Prepare leaves a placeholder of the daemon's own there
+	// (libvirtd does not start without them) that no peer trusts; the
+	// agent has libvirtd load its own (virt-admin server-update-tls).
+	ListenTLS bool
 	// Debug logs the qemu driver at debug level.
 	Debug bool
 	// MigrateTLS makes the daemon's QEMU read live migration TLS
@@ -123,8 +152,15 @@ namespaces = [ ]
 	if c.MigrateTLS {
 		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\n", MigrateTLSPath)
 	}
-	if c.ListenAddr != "" {
+	switch {
+	case c.ListenAddr != "" && c.ListenTLS:
+		conf = strings.Replace(conf, "listen_tls = 0\n", "", 1)
+		conf += fmt.Sprintf("listen_tls = 1\nlisten_tcp = 0\nlisten_addr = %q\nauth_tls = \"none\"\nca_file = %q\ncert_file = %q\nkey_file = %q\n",
+			c.ListenAddr, filepath.Join(PKIPath, pkiCA), filepath.Join(PKIPath, pkiServerCert), filepath.Join(PKIPath, pkiServerKey))
+	case c.ListenAddr != "":
 		conf += fmt.Sprintf("listen_tcp = 1\nlisten_addr = %q\nauth_tcp = \"none\"\n", c.ListenAddr)
+	}
+	if c.ListenAddr != "" {
 		qemu += fmt.Sprintf("migration_address = %q\nmigration_host = %q\n", c.ListenAddr, c.ListenAddr)
 	}
 	return map[string]string{
@@ -167,7 +203,39 @@ func Prepare(root string, c Config) error {
 			return fmt.Errorf("prepare libvirtd: %w", err)
 		}
 	}
+	if c.ListenAddr != "" && c.ListenTLS {
+		if err := placeholderPKI(filepath.Join(root, "etc", PKISub), c.ListenAddr); err != nil {
+			return fmt.Errorf("prepare libvirtd: %w", err)
+		}
+	}
 	SeedCapabilities(filepath.Join(root, "cache"))
+	return nil
+}
+
+// placeholderPKI writes a CA of its own and a server certificate for addr
+// in dir, unless an agent's files are there already (kept from an earlier
+// boot of the host): libvirtd does not start listening with TLS without
+// them, and its agent comes after it.
+func placeholderPKI(dir, addr string) error {
+	if _, err := os.Stat(filepath.Join(dir, pkiServerKey)); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	ca, err := pki.NewCA("placeholder", time.Now())
+	if err != nil {
+		return err
+	}
+	cert, key, err := ca.IssueNode("placeholder", []string{addr}, time.Now())
+	if err != nil {
+		return err
+	}
+	for name, b := range map[string][]byte{pkiCA: ca.CertPEM, pkiServerCert: cert, pkiServerKey: key} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
