@@ -74,30 +74,52 @@ key_file = "`+pki+`//serverkey.pem"
 	}
 }
 
-// libvirtd is told to load its certificates again when they change (a
-// renewal, a CA rotation), and only then, and only when it serves
-// qemu+tls with them.
-func TestRefreshPKIReloadsLibvirtd(t *testing.T) {
+// pkiDriver is a driver whose libvirtd serves qemu+tls with the
+// certificates of its PKIDir (dir/pki), from the agent's files ca, cert
+// and key (reading "CA", "CERT", "KEY"), with a stand-in virt-admin that
+// records its calls (count) and then runs extra; libvirt's default paths
+// are under dir/root.
+type pkiDriver struct {
+	d             *Driver
+	dir           string
+	ca, cert, key string
+	calls         string
+}
+
+func newPKIDriver(t *testing.T, extra string) *pkiDriver {
+	t.Helper()
 	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
+	f := &pkiDriver{dir: dir, calls: filepath.Join(dir, "calls")}
 	va := filepath.Join(dir, "virt-admin")
-	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
+	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+f.calls+"\n"+extra), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
-	ca, cert, key := filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
-	for p, v := range map[string]string{ca: "CA", cert: "CERT", key: "KEY"} {
+	f.ca, f.cert, f.key = filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
+	for p, v := range map[string]string{f.ca: "CA", f.cert: "CERT", f.key: "KEY"} {
 		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d := &Driver{cfg: Config{PKIDir: filepath.Join(dir, "pki"), TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
-		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + filepath.Join(dir, "pki")}, log: slog.Default(), pkiRoot: filepath.Join(dir, "root")}
+	pkiDir := filepath.Join(dir, "pki")
+	f.d = &Driver{cfg: Config{PKIDir: pkiDir, TLSCA: f.ca, TLSCert: f.cert, TLSKey: f.key, VirtAdmin: va,
+		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + pkiDir}, log: slog.Default(), pkiRoot: filepath.Join(dir, "root")}
+	return f
+}
+
+// count is how many times virt-admin ran.
+func (f *pkiDriver) count() int {
+	b, _ := os.ReadFile(f.calls)
+	return strings.Count(string(b), "\n")
+}
+
+// libvirtd is told to load its certificates again when they change (a
+// renewal, a CA rotation), and only then, and only when it serves
+// qemu+tls with them.
+func TestRefreshPKIReloadsLibvirtd(t *testing.T) {
+	f := newPKIDriver(t, "")
+	d, dir, ca, cert, calls, count := f.d, f.dir, f.ca, f.cert, f.calls, f.count
 	ctx := context.Background()
-	count := func() int {
-		b, _ := os.ReadFile(calls)
-		return strings.Count(string(b), "\n")
-	}
 	for i, step := range []struct {
 		change string
 		want   int
@@ -135,27 +157,10 @@ func TestRefreshPKIReloadsLibvirtd(t *testing.T) {
 // next refresh, though the files did not change meanwhile (libvirtd would
 // otherwise serve the older ones until they change again).
 func TestRefreshPKIRetriesFailedReload(t *testing.T) {
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	fail := filepath.Join(dir, "fail")
-	va := filepath.Join(dir, "virt-admin")
-	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\nif [ -e "+fail+" ]; then echo 'cannot connect' >&2; exit 1; fi\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	ca, cert, key := filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
-	for p, v := range map[string]string{ca: "CA", cert: "CERT", key: "KEY"} {
-		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d := &Driver{cfg: Config{PKIDir: filepath.Join(dir, "pki"), TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
-		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + filepath.Join(dir, "pki")}, log: slog.Default(), pkiRoot: filepath.Join(dir, "root")}
+	fail := filepath.Join(t.TempDir(), "fail")
+	f := newPKIDriver(t, "if [ -e "+fail+" ]; then echo 'cannot connect' >&2; exit 1; fi\n")
+	d, count := f.d, f.count
 	ctx := context.Background()
-	count := func() int {
-		b, _ := os.ReadFile(calls)
-		return strings.Count(string(b), "\n")
-	}
 	if err := os.WriteFile(fail, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -175,22 +180,9 @@ func TestRefreshPKIRetriesFailedReload(t *testing.T) {
 // libvirt's default paths: the driver makes them symlinks to its files
 // (where nothing is), and does not reload when one is another file.
 func TestRefreshPKILinksLibvirtDefaults(t *testing.T) {
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	va := filepath.Join(dir, "virt-admin")
-	if err := os.WriteFile(va, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	ca, cert, key := filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")
-	for p, v := range map[string]string{ca: "CA", cert: "CERT", key: "KEY"} {
-		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	root, pkiDir := filepath.Join(dir, "root"), filepath.Join(dir, "pki")
-	d := &Driver{cfg: Config{PKIDir: pkiDir, TLSCA: ca, TLSCert: cert, TLSKey: key, VirtAdmin: va,
-		Socket: "/run/libvirt/libvirt-sock", MigrationURI: "qemu+tls://10.0.0.2/system?pkipath=" + pkiDir}, log: slog.Default(), pkiRoot: root}
+	f := newPKIDriver(t, "")
+	d, cert, calls := f.d, f.cert, f.calls
+	root, pkiDir := d.pkiRoot, d.cfg.PKIDir
 	ctx := context.Background()
 	if err := d.refreshPKI(ctx); err != nil {
 		t.Fatal(err)
