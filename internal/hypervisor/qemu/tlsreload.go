@@ -3,6 +3,8 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/hypervisor"
+	"golang.org/x/sys/unix"
 )
 
 // The migration TLS credentials change while guests run: a CA rotation
@@ -65,13 +68,7 @@ func (d *Driver) reloadTLS(ctx context.Context, mon *monitor, log *slog.Logger) 
 		return err
 	}
 	if d.uid >= 0 {
-		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, d.uid, d.gid)
-		})
-		if err != nil {
+		if err := grantRead(dir, d.uid, d.gid); err != nil {
 			return fmt.Errorf("migration TLS credentials: hand them to QEMU's user: %w", err)
 		}
 	}
@@ -100,4 +97,50 @@ func (d *Driver) reloadTLS(ctx context.Context, mon *monitor, log *slog.Logger) 
 	}
 	log.Info("migration TLS credentials loaded from the current files", "id", id)
 	return nil
+}
+
+// grantRead lets uid read the files of the directory tree at root (and
+// search its directories) while they stay root's: POSIX ACLs, so that no
+// other process of QEMU's user (another guest's) can replace them, and
+// no other user read them. Where the file system has no ACLs, the tree
+// becomes uid's (gid's) instead, mode 0700/0600.
+func grantRead(root string, uid, gid int) error {
+	return filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		owner, other := uint16(6), uint16(4) // rw-, r--
+		if e.IsDir() {
+			owner, other = 7, 1 // rwx, --x
+		}
+		err = unix.Setxattr(p, "system.posix_acl_access", aclEntries(owner, uint32(uid), other), 0)
+		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+			return os.Lchown(p, uid, gid)
+		}
+		return err
+	})
+}
+
+// aclEntries is a POSIX access ACL in the kernel's xattr form: the owner
+// with perm owner, user uid with perm user, nobody else.
+func aclEntries(owner uint16, uid uint32, user uint16) []byte {
+	const (
+		version  = 2
+		userObj  = 0x01
+		userTag  = 0x02
+		groupObj = 0x04
+		mask     = 0x10
+		otherTag = 0x20
+		undefID  = 0xffffffff
+	)
+	b := binary.LittleEndian.AppendUint32(nil, version)
+	for _, e := range []struct {
+		tag, perm uint16
+		id        uint32
+	}{{userObj, owner, undefID}, {userTag, user, uid}, {groupObj, 0, undefID}, {mask, user, undefID}, {otherTag, 0, undefID}} {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, e.id)
+	}
+	return b
 }
