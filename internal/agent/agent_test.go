@@ -168,7 +168,9 @@ func TestTidyLearners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := srv.Store.Campaign(ctx, "m", 2*time.Second)
+	// A lease long enough not to lapse under -race on a loaded machine:
+	// the loop ends with the leadership.
+	l, err := srv.Store.Campaign(ctx, "m", 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,14 +196,17 @@ func TestTidyLearners(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
-	mu.Lock()
-	now = now.Add(learnerGrace + time.Second)
-	mu.Unlock()
-	deadline = time.Now().Add(10 * time.Second)
+	// Past it, the learner goes. The clock moves on at every poll: on a
+	// loaded machine the loop may first see the learner only after the
+	// first move.
+	deadline = time.Now().Add(30 * time.Second)
 	for hasLearner() {
 		if time.Now().After(deadline) {
 			t.Fatal("stale learner not removed")
 		}
+		mu.Lock()
+		now = now.Add(learnerGrace + time.Second)
+		mu.Unlock()
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 	cancel()
