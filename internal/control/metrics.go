@@ -105,10 +105,13 @@ var (
 func countStates(st *manager.State) {
 	var guests [7]float64
 	var hosts [6]float64
-	for _, g := range st.Guests {
+	quiet := st.Unquiet(func(g *manager.Guest) {
 		if i := slices.Index(guestStates, g.State); i >= 0 {
 			guests[i]++
 		}
+	})
+	if i := slices.Index(guestStates, manager.GuestStarted); i >= 0 {
+		guests[i] += float64(quiet) // the quiet guests are all started
 	}
 	for _, n := range st.Nodes {
 		s := string(n.Status)

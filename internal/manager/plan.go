@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,7 +32,7 @@ func (st *stepper) reconcile() {
 			st.acts = append(st.acts, Action{Kind: ActFence, Node: n.Name, Op: n.Fence.Attempt})
 		}
 	}
-	for _, g := range s.Guests {
+	for _, g := range st.gs {
 		if (g.Restarts > 0 || g.Moves > 0 || len(g.Tried) > 0) && g.Running && g.State == GuestStarted &&
 			!g.RunningSince.IsZero() && now.Sub(g.RunningSince) >= g.Spec.RestartWindow {
 			g.Restarts, g.Moves, g.Tried = 0, 0, nil
@@ -122,10 +123,17 @@ type want struct {
 // at a time in name order, and issues the operations.
 func (st *stepper) place() {
 	s := st.s
+	if st.calm && !slices.ContainsFunc(st.gs, func(g *Guest) bool { return !s.quiet(g) }) {
+		return // quiet guests only: nothing to place (calm.go)
+	}
 	used := make([]int64, len(s.Nodes))
 	cnt := make([]int, len(s.Nodes))
 	cpus := make([]int64, len(s.Nodes))
-	s.count(used, cnt, cpus)
+	if st.calm {
+		s.countCalm(st.gs, used, cnt, cpus)
+	} else {
+		s.count(used, cnt, cpus)
+	}
 	snap := placement.Snapshot{Nodes: make([]placement.Node, len(s.Nodes))}
 	for i, n := range s.Nodes {
 		snap.Nodes[i] = placement.Node{
@@ -144,7 +152,7 @@ func (st *stepper) place() {
 	// one that, the delay over, waits for a guest it starts after: that can
 	// last, and the room is free for others meanwhile); one for which
 	// guests are being preempted has its place where they stop.
-	for _, g := range s.Guests {
+	for _, g := range st.gs {
 		if g.PreemptOn != "" {
 			if i := idx(g.PreemptOn); g.State != GuestRecovering || g.Op != nil || g.Spec.State != model.DesiredStarted || i < 0 || !snap.Nodes[i].Eligible {
 				g.PreemptOn, g.PreemptVictims = "", nil
@@ -175,7 +183,7 @@ func (st *stepper) place() {
 	}
 	var reqs []placement.Request
 	var wants []want
-	for _, g := range s.Guests {
+	for _, g := range st.gs {
 		if g.State != GuestRecovering {
 			g.Wait = ""
 		}
@@ -292,7 +300,7 @@ func (st *stepper) place() {
 	planner := placement.NewPlanner(&snap)
 	planner.Requests(reqs)
 	// Room that preemption stops already in flight will free.
-	for _, g := range s.Guests {
+	for _, g := range st.gs {
 		if op := g.Op; op != nil && op.Kind == OpStop && op.Purpose == PurposePreempt {
 			if i := idx(op.Node); i >= 0 {
 				planner.Releasing(i, s.guestMem(g), s.guestCPUs(g), g.Spec.Priority)
@@ -367,7 +375,10 @@ func (st *stepper) place() {
 			g.Restarts = 0
 		}
 		id := st.newID()
-		g.CPUModel = s.startModel(g)
+		g.CPUModel = g.Spec.CPUModel // startModel, with the cluster's model computed once a step
+		if g.CPUModel == "" {
+			g.CPUModel = mu.cluster
+		}
 		g.Op = &Op{ID: id, Kind: OpStart, Node: target, Purpose: w.purpose}
 		g.Node = target
 		g.State = GuestStarted

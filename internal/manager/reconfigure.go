@@ -19,6 +19,7 @@ var ErrGuestActive = errors.New("guest is running or has an operation in flight"
 // RemoveGuest forgets a guest that is not running and has no operation in
 // flight.
 func (s *State) RemoveGuest(name string) error {
+	s.forget()
 	g := s.Guest(name)
 	if g == nil {
 		return fmt.Errorf("remove guest %q: %w", name, ErrUnknownGuest)
@@ -35,6 +36,7 @@ func (s *State) RemoveGuest(name string) error {
 // budgets, migratable...). The desired state and the recorded node are the
 // manager's and change only through commands; a new domain must exist.
 func (s *State) UpdateGuestSpec(spec model.GuestSpec) error {
+	s.forget()
 	g := s.Guest(spec.Name)
 	if g == nil {
 		return fmt.Errorf("update guest %q: %w", spec.Name, ErrUnknownGuest)
@@ -55,6 +57,7 @@ func (s *State) UpdateGuestSpec(spec model.GuestSpec) error {
 
 // PutDomain adds a failover domain or replaces the one with the same name.
 func (s *State) PutDomain(d model.Domain) error {
+	s.forget()
 	for _, m := range d.Members {
 		if s.node(m.Node) == nil {
 			return fmt.Errorf("put domain %q: member %q: %w", d.Name, m.Node, ErrUnknownNode)
@@ -72,6 +75,7 @@ func (s *State) PutDomain(d model.Domain) error {
 
 // RemoveDomain forgets a failover domain that no guest uses.
 func (s *State) RemoveDomain(name string) error {
+	s.forget()
 	for _, g := range s.Guests {
 		if g.Spec.Domain == name {
 			return fmt.Errorf("remove domain %q: guest %q uses it", name, g.Spec.Name)
@@ -88,6 +92,7 @@ func (s *State) HasNode(name string) bool { return s.node(name) != nil }
 // SetNodePools records the storage pools not usable on a node (from its
 // agent's checks). Guests needing one of them are not placed there.
 func (s *State) SetNodePools(node string, missing []string) error {
+	s.forget()
 	n := s.node(node)
 	if n == nil {
 		return fmt.Errorf("set pools of node %q: %w", node, ErrUnknownNode)

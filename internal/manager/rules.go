@@ -13,6 +13,7 @@ import (
 // guests and hosts configured, no hard apart between guests that hard
 // together rules bind).
 func (s *State) SetRules(rules []model.Rule) error {
+	s.forget()
 	err := model.CheckRules(rules, func(g string) bool { return s.Guest(g) != nil }, func(h string) bool { return s.node(h) != nil })
 	if err != nil {
 		return fmt.Errorf("set rules: %w", err)
@@ -27,6 +28,7 @@ func (s *State) SetRules(rules []model.Rule) error {
 // together rules): guests and hosts that are not configured are ignored by
 // the rules until they are (the daemon's rules live apart from its guests).
 func (s *State) PutRules(rules []model.Rule) error {
+	s.forget()
 	if err := model.CheckRules(rules, nil, nil); err != nil {
 		return fmt.Errorf("put rules: %w", err)
 	}

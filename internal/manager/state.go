@@ -42,6 +42,7 @@ type State struct {
 	guestIdx map[string]int
 	tiers    map[string][][]int
 	rules    *ruleSet // the affinity rules as placement applies them
+	calm     *calm    // the guests not quiet after the last step (calm.go)
 }
 
 // New returns an empty state for a cluster with the given configuration.
@@ -79,6 +80,7 @@ type NodeConfig struct {
 // indexing once: a cluster of n nodes is configured in O(n log n), not
 // O(n²) (the simulator's large scenarios).
 func (s *State) AddNodes(nodes []NodeConfig) error {
+	s.forget()
 	seen := make(map[string]bool, len(nodes))
 	for _, c := range nodes {
 		if _, ok := s.nodeIdx[c.Name]; ok || seen[c.Name] {
@@ -98,6 +100,7 @@ func (s *State) AddNodes(nodes []NodeConfig) error {
 // never runs guests) or as an ordinary node. A NodeUp or Sync report also
 // sets it from NodeReport.Witness.
 func (s *State) SetWitness(name string, witness bool) error {
+	s.forget()
 	n := s.node(name)
 	if n == nil {
 		return fmt.Errorf("set witness %q: %w", name, ErrUnknownNode)
@@ -119,6 +122,7 @@ func (s *State) Witnesses() []string {
 
 // AddDomain configures a failover domain. Members must be configured nodes.
 func (s *State) AddDomain(d model.Domain) error {
+	s.forget()
 	for _, x := range s.Domains {
 		if x.Name == d.Name {
 			return fmt.Errorf("add domain %q: already configured", d.Name)
@@ -138,6 +142,7 @@ func (s *State) AddDomain(d model.Domain) error {
 // (adopted without a start); otherwise a guest whose desired state is
 // started is placed by the next step, on spec.Node when it can take it.
 func (s *State) AddGuest(spec model.GuestSpec, running bool) error {
+	s.forget()
 	if _, ok := s.guestIdx[spec.Name]; ok {
 		return fmt.Errorf("add guest %q: already configured", spec.Name)
 	}
@@ -384,6 +389,7 @@ func (s *State) reindex() {
 	}
 	s.tiers = nil
 	s.rules = nil
+	s.calm = nil
 }
 
 // tiersOf returns the guest's tiers of node indices (nil: one tier of all).
@@ -449,11 +455,11 @@ func (s *State) NextTimer() (time.Time, bool) {
 			}
 		}
 	}
-	for _, g := range s.Guests {
+	s.Unquiet(func(g *Guest) { // a quiet guest is started, not recovering
 		if g.State == GuestRecovering && g.Op == nil && !g.RetryAt.IsZero() {
 			take(g.RetryAt)
 		}
-	}
+	})
 	return t, ok
 }
 
@@ -473,33 +479,43 @@ func (s *State) Usage() map[string]int64 {
 // count adds up, per node index, the memory (guestMem), the guests and,
 // when cpus is not nil, the vCPUs (guestCPUs) counted there.
 func (s *State) count(used []int64, cnt []int, cpus []int64) {
-	add := func(node string, mem, c int64) {
+	s.countGuests(s.Guests, used, cnt, cpus)
+}
+
+// countGuests is count over the guests gs.
+func (s *State) countGuests(gs []*Guest, used []int64, cnt []int, cpus []int64) {
+	for _, g := range gs {
+		s.countGuest(g, 1, used, cnt, cpus)
+	}
+}
+
+// countGuest adds (sign 1) or takes away (-1) what g counts, per node index.
+func (s *State) countGuest(g *Guest, sign int, used []int64, cnt []int, cpus []int64) {
+	m, c := s.guestMem(g), s.guestCPUs(g)
+	add := func(node string) {
 		if i, ok := s.nodeIdx[node]; ok && node != "" {
-			used[i] += mem
-			cnt[i]++
+			used[i] += int64(sign) * m
+			cnt[i] += sign
 			if cpus != nil {
-				cpus[i] += c
+				cpus[i] += int64(sign) * c
 			}
 		}
 	}
-	for _, g := range s.Guests {
-		m, c := s.guestMem(g), s.guestCPUs(g)
-		switch {
-		case g.Running || g.State == GuestFrozen:
-			add(g.Node, m, c)
-		case g.Op != nil && g.Op.Kind == OpStart:
-			add(g.Op.Node, m, c)
-		}
-		if g.Op != nil && g.Op.Target != "" {
-			add(g.Op.Target, m, c)
-		}
+	switch {
+	case g.Running || g.State == GuestFrozen:
+		add(g.Node)
+	case g.Op != nil && g.Op.Kind == OpStart:
+		add(g.Op.Node)
+	}
+	if g.Op != nil && g.Op.Target != "" {
+		add(g.Op.Target)
 	}
 }
 
 // checkInvariants panics when the state contradicts itself: that is a bug
 // in this package, never an expected condition.
-func (s *State) checkInvariants() {
-	for _, g := range s.Guests {
+func (s *State) checkInvariants(gs []*Guest) {
+	for _, g := range gs {
 		bad := func(why string) {
 			panic(fmt.Sprintf("manager: guest %q: %s (state %s, node %q, running %v, op %+v)", g.Spec.Name, why, g.State, g.Node, g.Running, g.Op))
 		}

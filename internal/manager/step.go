@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +14,8 @@ import (
 type stepper struct {
 	s     *State
 	now   time.Time
+	gs    []*Guest // the guests reconcile visits: all, or those not quiet (calm)
+	calm  bool     // gs are not all guests: calm counts the others
 	acts  []Action
 	quiet bool // nodeDown logs nothing (rebooted said it)
 }
@@ -35,7 +38,25 @@ func (st *stepper) newID() uint64 {
 //
 // A Command that Validate rejects yields an ActReject and changes nothing.
 func (s *State) Step(now time.Time, ev Event) []Action {
-	st := &stepper{s: s, now: now}
+	gs := s.calmFor(ev)
+	if gs == nil || !VerifyCalm {
+		return s.stepWith(now, ev, gs)
+	}
+	before, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	acts := s.stepWith(now, ev, gs)
+	s.verifyCalm(before, now, ev, acts)
+	return acts
+}
+
+// stepWith is Step visiting the guests gs (nil: every guest; see calm).
+func (s *State) stepWith(now time.Time, ev Event, gs []*Guest) []Action {
+	st := &stepper{s: s, now: now, gs: gs, calm: gs != nil}
+	if gs == nil {
+		st.gs = s.Guests
+	}
 	switch e := ev.(type) {
 	case Tick:
 	case Sync:
@@ -64,7 +85,8 @@ func (s *State) Step(now time.Time, ev Event) []Action {
 	st.reconcile()
 	st.reportViolations()
 	st.reportAdmission()
-	s.checkInvariants()
+	s.checkInvariants(st.gs)
+	s.remember(gs)
 	st.acts = append(st.acts, Action{Kind: ActPersist})
 	return st.acts
 }

@@ -52,7 +52,7 @@ func (w *World) checkStart(g string, n *simNode) {
 func (w *World) check() {
 	var frozen, frozenCPUs map[string]int64
 	frozenN := map[string]int{}
-	for _, g := range w.mgr.Guests {
+	w.mgr.Unquiet(func(g *manager.Guest) { // a quiet guest is started
 		switch g.State {
 		case manager.GuestDisabled:
 			if w.live[g.Spec.Name] > 0 {
@@ -66,7 +66,7 @@ func (w *World) check() {
 			frozenCPUs[g.Node] += int64(g.Spec.CPUs)
 			frozenN[g.Node]++
 		}
-	}
+	})
 	for _, n := range w.nodes {
 		if n.witness && len(n.vms) > 0 {
 			w.violate("w"+n.name, "witness %s runs guests", n.name)

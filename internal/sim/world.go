@@ -793,28 +793,33 @@ func (w *World) scenarioEvent(e *scenario.Event) {
 // refresh recomputes the sides, quorum, leases, the manager's seat and
 // self-fence countdowns after any change.
 func (w *World) refresh() {
-	size := map[string]int{}
-	key := func(n *simNode) string {
+	// A side: a node cut off alone (solo), or a partition group.
+	type side struct {
+		solo  string
+		group int
+	}
+	size := map[side]int{}
+	key := func(n *simNode) side {
 		if n.netOff {
-			return "solo:" + n.name
+			return side{solo: n.name}
 		}
-		return fmt.Sprint("g", n.group)
+		return side{group: n.group}
 	}
 	for _, n := range w.nodes {
 		if n.power == powerOn {
 			size[key(n)]++
 		}
 	}
-	qkey := ""
+	var qkey side
+	w.quorate = false
 	for k, c := range size {
 		if 2*c > len(w.nodes) {
-			qkey = k
+			qkey, w.quorate = k, true
 		}
 	}
-	w.quorate = qkey != ""
 	var store []mgrIn
 	for _, n := range w.nodes {
-		n.inQ = n.power == powerOn && key(n) == qkey
+		n.inQ = n.power == powerOn && w.quorate && key(n) == qkey
 		if n.power == powerOn {
 			n.mon.Observe(w.wall(), n.inQ)
 			if d, cut := n.mon.Deadline(); cut && len(n.vms) > 0 && !n.mon.Freeze() {
