@@ -227,7 +227,7 @@ func runTerm(ctx context.Context, d Daemon) error {
 	sh := New(Config{
 		Record:   record,
 		State:    st,
-		Writer:   &ManagerWriter{L: d.Leader, Cli: cli, RetryFor: d.Timings.LeaseTTL, Logger: log},
+		Writer:   &ManagerWriter{L: d.Leader, Cli: cli, RetryFor: d.Timings.LeaseTTL, Logger: log, Resume: snap.Resume},
 		Fencer:   fencer,
 		Defs:     defs,
 		Features: f.Features,

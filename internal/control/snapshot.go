@@ -26,12 +26,15 @@ import (
 type Snapshot struct {
 	Rev        int64
 	Policy     cluster.Policy
-	Registered []string          // registered nodes
-	Live       []LiveNode        // nodes with a live lease
-	Domains    []model.Domain    // failover domains
-	Guests     []cluster.Guest   // guest records
-	Reports    []NodeReport      // agents' guest reports
-	State      *manager.State    // the saved core state; nil before the first manager saved one
+	Registered []string        // registered nodes
+	Live       []LiveNode      // nodes with a live lease
+	Domains    []model.Domain  // failover domains
+	Guests     []cluster.Guest // guest records
+	Reports    []NodeReport    // agents' guest reports
+	State      *manager.State  // the saved core state; nil before the first manager saved one
+	// Resume is where the term's saves carry on the saved state's log
+	// (nil: the first save writes the state whole).
+	Resume     *savedstate.Resume
 	Commands   []cluster.Command // operator commands not handled yet
 	Shutdowns  []manager.NodeShutdown
 	Pools      []storage.Pool
@@ -169,12 +172,13 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	}
 	type decoded struct {
 		st  *manager.State
+		r   *savedstate.Resume
 		err error
 	}
 	stateCh := make(chan decoded, 1)
 	go func() {
-		st, err := savedstate.Decode(saved)
-		stateCh <- decoded{st, err}
+		st, r, err := savedstate.DecodeResume(saved)
+		stateCh <- decoded{st, r, err}
 	}()
 	for _, kv := range ranges["registered"] {
 		s.Registered = append(s.Registered, strings.TrimPrefix(kv.Key, store.PrefixNodeReg))
@@ -272,7 +276,7 @@ func DecodeSnapshot(rev int64, ranges map[string][]KV) (*Snapshot, error) {
 	if state.err != nil {
 		return nil, fmt.Errorf("manager: the saved manager state is unreadable (fix or delete %s* to start from the configuration): %w", savedstate.PrefixManager, state.err)
 	}
-	s.State = state.st
+	s.State, s.Resume = state.st, state.r
 	if newer != nil {
 		return nil, fmt.Errorf("manager: %w", newer)
 	}

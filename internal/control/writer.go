@@ -41,6 +41,10 @@ type ManagerWriter struct {
 	RetryFor time.Duration
 	// Logger, when set, hears of the retries.
 	Logger *slog.Logger
+	// Resume, when set, is the saved state's log the term read (Snapshot):
+	// the saves carry it on, the first one writing only what the term's
+	// start changed rather than the whole state.
+	Resume *savedstate.Resume
 
 	saver  *savedstate.Saver
 	legacy bool // KeepLegacyState
@@ -125,8 +129,9 @@ func (w *ManagerWriter) PutOrders(ctx context.Context, orders []NodeOrder) error
 	return nil
 }
 
-// SaveState saves the manager core's state: the first save of a term
-// writes it whole, later ones what changed (package savedstate).
+// SaveState saves the manager core's state: what changed since the state
+// the term read (Resume) or, without one, whole first (package
+// savedstate).
 func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
 	if w.saver == nil {
 		write := w.do
@@ -142,6 +147,10 @@ func (w *ManagerWriter) SaveState(ctx context.Context, s *manager.State) error {
 			return out, nil
 		}
 		w.saver = savedstate.NewSaver(write, keys, uint64(w.L.Rev()))
+		if w.Resume != nil {
+			w.saver.Resume(w.Resume)
+			w.Resume = nil
+		}
 	}
 	w.saver.Legacy = w.legacy
 	return w.saver.Save(ctx, s)

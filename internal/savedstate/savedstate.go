@@ -145,6 +145,53 @@ func Decode(kvs []KV) (*manager.State, error) {
 	if err != nil || d == nil {
 		return nil, err
 	}
+	return d.state()
+}
+
+// Resume is where a new term's Saver carries on the saved state's log
+// (Saver.Resume) instead of writing the whole state again as a base: the
+// generation read, its next log entry, what the log weighs against the
+// base, and the records as read.
+type Resume struct {
+	gen, seq                     uint64
+	baseBytes, logBytes, entries int
+	top                          []byte
+	nodes                        map[string][]byte
+	guests                       map[string]*manager.Guest
+}
+
+// DecodeResume is Decode, and says where a Saver of the next term may
+// carry on (nil: a saved state in format 1, or none, to be saved whole).
+// The Resume holds the records as read: take it before the state changes.
+func DecodeResume(kvs []KV) (*manager.State, *Resume, error) {
+	d, err := decodeDoc(kvs)
+	if err != nil || d == nil {
+		return nil, nil, err
+	}
+	st, err := d.state()
+	if err != nil || d.resume == nil {
+		return st, nil, err
+	}
+	r := d.resume
+	if r.top, err = marshalTop(st); err != nil {
+		return nil, nil, err
+	}
+	r.nodes = make(map[string][]byte, len(st.Nodes))
+	for _, n := range st.Nodes {
+		b, err := json.Marshal(n)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode node %q: %w", n.Name, err)
+		}
+		r.nodes[n.Name] = b
+	}
+	r.guests = make(map[string]*manager.Guest, len(st.Guests))
+	for _, g := range st.Guests {
+		r.guests[g.Spec.Name] = cloneGuest(g)
+	}
+	return st, r, nil
+}
+
+func (d *doc) state() (*manager.State, error) {
 	if len(d.patches) == 0 {
 		st, err := manager.Restore(d.whole)
 		if err != nil {
@@ -170,6 +217,7 @@ type doc struct {
 	where     string // what whole was read from
 	patches   []manager.Patch
 	patchKeys []string
+	resume    *Resume // format 2: where the log goes on (records not filled in)
 }
 
 func decodeDoc(kvs []KV) (*doc, error) {
@@ -242,8 +290,15 @@ func decodeDoc(kvs []KV) (*doc, error) {
 		}
 	}
 	slices.Sort(logKeys) // zero-padded sequence numbers
-	d := &doc{whole: raw, where: fmt.Sprintf("base generation %d", head.Gen), patchKeys: logKeys}
+	d := &doc{whole: raw, where: fmt.Sprintf("base generation %d", head.Gen), patchKeys: logKeys,
+		resume: &Resume{gen: head.Gen, baseBytes: len(gz), entries: len(logKeys)}}
 	for _, k := range logKeys {
+		seq, err := strconv.ParseUint(strings.TrimPrefix(k, pfx), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: not a log entry's key", k)
+		}
+		d.resume.seq = max(d.resume.seq, seq+1)
+		d.resume.logBytes += len(byKey[k])
 		raw, err := gunzip(byKey[k])
 		if err != nil {
 			return nil, fmt.Errorf("decode %s: %w", k, err)
@@ -301,6 +356,7 @@ type Writer func(ctx context.Context, ops ...clientv3.Op) error
 type Saver struct {
 	write  Writer
 	read   func(ctx context.Context, prefix string) ([]string, error) // keys under prefix
+	term   uint64                                                     // the generation of the term's first base
 	gen    uint64
 	seq    uint64
 	based  bool // a base of this term's generation is written
@@ -335,11 +391,20 @@ type SaveStats struct {
 // prefix (to find stale generations); gen is a generation number above any
 // in use, for example the term's election revision.
 func NewSaver(write Writer, keys func(ctx context.Context, prefix string) ([]string, error), gen uint64) *Saver {
-	return &Saver{write: write, read: keys, gen: gen}
+	return &Saver{write: write, read: keys, term: gen, gen: gen}
+}
+
+// Resume makes the saver carry on the log that r was read from: its
+// saves are deltas over the records as read, and its first compaction
+// writes the term's generation. Call it before the first Save.
+func (sv *Saver) Resume(r *Resume) {
+	sv.gen, sv.seq, sv.based = r.gen, r.seq, true
+	sv.baseBytes, sv.logBytes, sv.entries = r.baseBytes, r.logBytes, r.entries
+	sv.top, sv.nodes, sv.guests, sv.order = r.top, r.nodes, r.guests, nil
 }
 
 // Save writes what changed in s since the last save; the first save of a
-// Saver writes a whole new base.
+// Saver writes a whole new base, unless it carries on a log (Resume).
 func (sv *Saver) Save(ctx context.Context, s *manager.State) error {
 	if err := sv.save(ctx, s); err != nil {
 		return err
@@ -529,7 +594,9 @@ func (sv *Saver) compact(ctx context.Context, s *manager.State) error {
 	gz := gzipBytes(raw)
 	gen := sv.gen
 	if sv.based {
-		gen++
+		// Above the generation carried on (Resume) and every other in
+		// use: the term's own, then one more at each compaction.
+		gen = max(sv.gen+1, sv.term)
 	}
 	var chunks []string
 	for off := 0; off < len(gz); off += chunkBytes {

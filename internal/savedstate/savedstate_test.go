@@ -700,3 +700,64 @@ func TestDecodeNewerFormatOne(t *testing.T) {
 		t.Fatalf("a broken older format 1 is not read: %v", err)
 	}
 }
+
+// A new term carries on the log it read (Resume): its first save writes
+// only what changed since, as the next entry of the same generation, and
+// its first compaction writes the term's own generation and drops the
+// one carried on.
+func TestResumeCarriesOnTheLog(t *testing.T) {
+	s := bigState(t, 16, 125)
+	m := &memKV{kv: map[string]string{}}
+	ctx := context.Background()
+	sv := NewSaver(m.write, m.keys, 100)
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Step(t0.Add(time.Second), manager.NodeDown{Node: "n0003"})
+	if err := sv.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	// The manager dies; the next one reads the store.
+	var kvs []KV
+	for k, v := range m.kv {
+		kvs = append(kvs, KV{Key: k, Value: []byte(v)})
+	}
+	s2, r, err := DecodeResume(kvs)
+	if err != nil || r == nil {
+		t.Fatalf("DecodeResume: %v, resume %v", err, r)
+	}
+	sameState(t, s, s2)
+	sv2 := NewSaver(m.write, m.keys, 200)
+	sv2.Resume(r)
+	w := m.writes
+	if err := sv2.Save(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	if m.writes != w {
+		t.Fatal("a resumed term's first save wrote with nothing changed")
+	}
+	n := s2.Node("n0003")
+	s2.Step(t0.Add(2*time.Second), manager.FenceResult{Node: "n0003", Attempt: n.Fence.Attempt, OK: true})
+	if err := sv2.Save(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	if sv2.Last.Compacted || sv2.Last.Guests != 125 {
+		t.Fatalf("the resumed term's save: %+v, want a delta of the 125 guests of n0003", sv2.Last)
+	}
+	if _, ok := m.kv[KeyLog(100, 1)]; !ok {
+		t.Fatalf("the resumed term's delta is not the next entry of generation 100")
+	}
+	sameState(t, s2, m.decode(t))
+	if err := sv2.compact(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	for k := range m.kv {
+		if strings.Contains(k, fmt.Sprintf("/%020d/", 100)) {
+			t.Fatalf("key %s of the generation carried on left after the term's compaction", k)
+		}
+	}
+	if _, ok := m.kv[KeyBase(200, 0)]; !ok {
+		t.Fatal("the resumed term compacted to another generation than its own")
+	}
+	sameState(t, s2, m.decode(t))
+}
