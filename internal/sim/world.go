@@ -798,30 +798,41 @@ func (w *World) refresh() {
 		solo  string
 		group int
 	}
-	size := map[side]int{}
 	key := func(n *simNode) side {
 		if n.netOff {
 			return side{solo: n.name}
 		}
 		return side{group: n.group}
 	}
+	// The nodes that are on, by side; the whole network (group 0) counted
+	// apart, without a map: refresh runs after every item.
+	whole := 0
+	var size map[side]int
 	for _, n := range w.nodes {
-		if n.power == powerOn {
+		switch {
+		case n.power != powerOn:
+		case !n.netOff && n.group == 0:
+			whole++
+		default:
+			if size == nil {
+				size = map[side]int{}
+			}
 			size[key(n)]++
 		}
 	}
 	var qkey side
-	w.quorate = false
+	w.quorate = 2*whole > len(w.nodes)
 	for k, c := range size {
 		if 2*c > len(w.nodes) {
 			qkey, w.quorate = k, true
 		}
 	}
 	var store []mgrIn
+	wall := w.wall()
 	for _, n := range w.nodes {
 		n.inQ = n.power == powerOn && w.quorate && key(n) == qkey
 		if n.power == powerOn {
-			n.mon.Observe(w.wall(), n.inQ)
+			n.mon.Observe(wall, n.inQ)
 			if d, cut := n.mon.Deadline(); cut && len(n.vms) > 0 && !n.mon.Freeze() {
 				at := d.Sub(Epoch)
 				if at < w.now {
