@@ -187,15 +187,7 @@ func (s *State) countedOn(g *Guest) []int {
 			out = append(out, i)
 		}
 	}
-	switch {
-	case g.Running || g.State == GuestFrozen:
-		add(g.Node)
-	case g.Op != nil && g.Op.Kind == OpStart:
-		add(g.Op.Node)
-	}
-	if g.Op != nil && g.Op.Target != "" {
-		add(g.Op.Target)
-	}
+	countedAt(g, add)
 	return out
 }
 
@@ -234,15 +226,7 @@ func (s *State) at(name string) [2]int {
 			k++
 		}
 	}
-	switch {
-	case g.Running || g.State == GuestFrozen:
-		add(g.Node)
-	case g.Op != nil && g.Op.Kind == OpStart:
-		add(g.Op.Node)
-	}
-	if g.Op != nil && g.Op.Target != "" {
-		add(g.Op.Target)
-	}
+	countedAt(g, add)
 	return w
 }
 

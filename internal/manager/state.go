@@ -501,6 +501,12 @@ func (s *State) countGuest(g *Guest, sign int, used []int64, cnt []int, cpus []i
 			}
 		}
 	}
+	countedAt(g, add)
+}
+
+// countedAt calls add with each node g counts on: where it runs or is
+// frozen, or is being started; and where a migration takes it.
+func countedAt(g *Guest, add func(node string)) {
 	switch {
 	case g.Running || g.State == GuestFrozen:
 		add(g.Node)
