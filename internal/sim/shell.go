@@ -159,9 +159,21 @@ func (w *World) scheduleTimer() {
 }
 
 // deliverOutboxes writes the reports of the agents that reach the store.
+// Only the nodes that queued a report since (w.pending) are looked at, in
+// name order, as if every node were.
 func (w *World) deliverOutboxes() {
-	for _, n := range w.nodes {
-		if !n.reachable() || len(n.outbox) == 0 {
+	if len(w.pending) == 0 {
+		return
+	}
+	slices.SortFunc(w.pending, func(a, b *simNode) int { return a.idx - b.idx })
+	waiting := w.pending[:0]
+	for _, n := range w.pending {
+		if len(n.outbox) > 0 && !n.reachable() {
+			waiting = append(waiting, n) // kept until it reaches the store
+			continue
+		}
+		n.queued = false
+		if len(n.outbox) == 0 {
 			continue
 		}
 		for _, in := range n.outbox {
@@ -175,6 +187,7 @@ func (w *World) deliverOutboxes() {
 		}
 		n.outbox = n.outbox[:0]
 	}
+	w.pending = waiting
 }
 
 func (n *simNode) reachable() bool { return n.power == powerOn && n.inQ && n.agentUp }
@@ -315,7 +328,13 @@ func (w *World) agentTake(n *simNode, o storedOrder) {
 	w.agentDo(n, o.Order)
 }
 
-func (w *World) report(n *simNode, in control.Input) { n.outbox = append(n.outbox, in) }
+func (w *World) report(n *simNode, in control.Input) {
+	n.outbox = append(n.outbox, in)
+	if !n.queued {
+		n.queued = true
+		w.pending = append(w.pending, n)
+	}
+}
 
 // reply is the agent's report of an order's outcome: failed when why is set.
 func (w *World) reply(n *simNode, o hostctl.Order, st hostctl.GuestState, why string) {

@@ -94,6 +94,8 @@ type simNode struct {
 	leaseGen    uint64
 	bootID      int
 	outbox      []control.Input   // reports its agent has not written to the store yet
+	queued      bool              // in World.pending
+	idx         int               // its place in World.nodes (name order)
 	inbox       []storedOrder     // orders in the store its agent has not taken yet
 	lastDone    map[string]string // per guest, the ID of the last order its agent took
 	// since is the store revision at which its current life in the
@@ -212,6 +214,7 @@ type World struct {
 	sh      *control.Shell
 	mgrNode string
 	mq      []mgrIn
+	pending []*simNode // nodes that queued reports (report), for deliverOutboxes
 	fenceQ  []manager.FenceResult
 	reports map[string]map[string]hostctl.Report // the store's latest report per node and guest
 	pre     preStep                              // the rules checker's view before a command's step
@@ -270,6 +273,9 @@ func New(sc *scenario.Scenario, opt Options) *World {
 		}
 	}
 	sort.Slice(w.nodes, func(a, b int) bool { return w.nodes[a].name < w.nodes[b].name })
+	for i, n := range w.nodes {
+		n.idx = i
+	}
 	for _, d := range sc.Domains {
 		if err := w.mgr.AddDomain(d); err != nil {
 			panic(err)
