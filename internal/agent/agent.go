@@ -179,6 +179,9 @@ type Agent struct {
 
 	plugins []Plugin
 
+	crlMu    sync.Mutex
+	crlHooks []func() // OnCACRL
+
 	// Set by init: tokens to show the operator.
 	adminToken string
 	joinToken  string

@@ -7,15 +7,18 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/pki"
 	"github.com/haven-ha/haven/internal/store"
 )
 
@@ -28,6 +31,43 @@ import (
 
 // CRLFile is where the agent keeps the revocation list its store reads.
 func (a *Agent) CRLFile() string { return a.dir.file(dirPKI, "revoked.crl") }
+
+// CACRLFile is where the agent keeps the same list signed by the cluster
+// CA (PEM), for peers that check who signed it: libvirtd (GnuTLS) ignores
+// a list its CA did not sign. It is absent until this host opened the CA
+// key once.
+func (a *Agent) CACRLFile() string { return a.dir.file(dirPKI, "ca-crl.pem") }
+
+// OnCACRL has f called (from the agent's own goroutine) after each
+// rewrite of CACRLFile.
+func (a *Agent) OnCACRL(f func()) {
+	a.crlMu.Lock()
+	defer a.crlMu.Unlock()
+	a.crlHooks = append(a.crlHooks, f)
+}
+
+// writeCACRL writes the revocation list of serials (hex), signed by ca, in
+// PEM at path.
+func writeCACRL(path string, ca *pki.CA, serials []string, now time.Time) error {
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(now.UnixNano()), ThisUpdate: now, NextUpdate: now.Add(100 * 365 * 24 * time.Hour),
+		RevokedCertificateEntries: crlEntries(serials, now),
+	}, ca.Cert, ca.Key)
+	if err != nil {
+		return fmt.Errorf("sign the revocation list with the cluster CA: %w", err)
+	}
+	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl}), 0o644)
+}
+
+func crlEntries(serials []string, now time.Time) []x509.RevocationListEntry {
+	var entries []x509.RevocationListEntry
+	for _, s := range serials {
+		if n, ok := new(big.Int).SetString(s, 16); ok {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: now})
+		}
+	}
+	return entries
+}
 
 // writeCRL writes the revocation list of serials (hex). etcd reads only the
 // serials from the file and does not check who signed it, so the list is
@@ -54,17 +94,9 @@ func writeCRL(path string, serials []string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	var entries []x509.RevocationListEntry
-	for _, s := range serials {
-		n, ok := new(big.Int).SetString(s, 16)
-		if !ok {
-			continue
-		}
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: now})
-	}
 	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number: big.NewInt(now.UnixNano()), ThisUpdate: now, NextUpdate: now.Add(100 * 365 * 24 * time.Hour),
-		RevokedCertificateEntries: entries,
+		RevokedCertificateEntries: crlEntries(serials, now),
 	}, issuer, key)
 	if err != nil {
 		return err
@@ -101,10 +133,15 @@ func readCRLSerials(path string) ([]string, error) {
 	return out, nil
 }
 
-// syncRevocations keeps the revocation list in step with the store until
-// ctx ends.
+// syncRevocations keeps the revocation lists in step with the store until
+// ctx ends: revoked.crl at every change of the list, ca-crl.pem also when
+// the cluster CA changed (a rotation; it is checked every 30 s). Signing
+// fails for a moment while a host's removal rotates the cluster secret key
+// (this host's copy is wrapped again): it is tried again every second, and
+// said after 10 s.
 func (a *Agent) syncRevocations(ctx context.Context) {
-	last := ""
+	last, lastCA, caErr := "", "", ""
+	caFails := 0
 	sync := func() {
 		revs, err := a.st.Revocations(ctx)
 		if err != nil {
@@ -118,7 +155,8 @@ func (a *Agent) syncRevocations(ctx context.Context) {
 			serials = append(serials, r.Serial)
 		}
 		sort.Strings(serials)
-		if key := strings.Join(serials, ","); key != last {
+		key := strings.Join(serials, ",")
+		if key != last {
 			if err := writeCRL(a.CRLFile(), serials, a.now()); err != nil {
 				a.log.Error("write revocation list", "op", "pki", "err", err)
 				return
@@ -126,17 +164,63 @@ func (a *Agent) syncRevocations(ctx context.Context) {
 			last = key
 			a.log.Info("revocation list updated", "op", "pki", "revoked", len(serials))
 		}
+		caPEM, err := a.st.CACert(ctx)
+		if err != nil {
+			return
+		}
+		if caKey := key + "\n" + string(caPEM); caKey != lastCA {
+			if err := a.writeCACRL(ctx, serials); err != nil {
+				if caFails++; caFails <= 10 {
+					return
+				}
+				if msg := err.Error(); ctx.Err() == nil && msg != caErr {
+					a.log.Warn("no revocation list signed by the cluster CA for libvirtd: a removed host's certificate still opens this host's libvirtd (qemu+tls) until the CA is rotated", "op", "pki", "file", a.CACRLFile(), "err", err)
+					caErr = msg
+				}
+				return
+			}
+			lastCA, caErr, caFails = caKey, "", 0
+			a.crlMu.Lock()
+			hooks := slices.Clone(a.crlHooks)
+			a.crlMu.Unlock()
+			for _, f := range hooks {
+				f()
+			}
+		}
 	}
-	sync()
 	for ctx.Err() == nil {
+		// Watch first, then read: a revocation in between is not missed.
 		wch := a.st.Client().Watch(clientv3.WithRequireLeader(ctx), store.PrefixRevoked, clientv3.WithPrefix())
-		for range wch {
+		sync()
+	watch:
+		for {
+			every := 30 * time.Second
+			if caFails > 0 {
+				every = time.Second
+			}
+			select {
+			case _, ok := <-wch:
+				if !ok {
+					break watch
+				}
+			case <-time.After(every):
+			}
 			sync()
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-			sync()
-		}
+		sleepCtx(ctx, time.Second)
 	}
+}
+
+// writeCACRL signs the list of serials with the cluster CA (which every
+// host holding the cluster secret key opens) into CACRLFile.
+func (a *Agent) writeCACRL(ctx context.Context, serials []string) error {
+	caPEM, caKey, err := a.st.CA(ctx)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadCA(caPEM, caKey)
+	if err != nil {
+		return err
+	}
+	return writeCACRL(a.CACRLFile(), ca, serials, a.now())
 }

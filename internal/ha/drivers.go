@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/hypervisor"
@@ -137,7 +138,21 @@ func (o HostOptions) Driver() DriverFactory {
 			if !o.NoMigrationTLS {
 				o.libvirtTLS(a, &lc)
 			}
-			return libvirt.New(ctx, lc)
+			d, err := libvirt.New(ctx, lc)
+			if err != nil {
+				return nil, err
+			}
+			if lc.PKIDir != "" {
+				// A host removed: libvirtd loads the new revocation list.
+				a.OnCACRL(func() {
+					rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					if err := d.RefreshPKI(rctx); err != nil {
+						cfg.Logger.Warn("libvirt's TLS transport certificates", "err", err)
+					}
+				})
+			}
+			return d, nil
 		}
 		return nil, fmt.Errorf("unknown --hypervisor %q: use qemu, libvirt or none", kind)
 	}
@@ -152,6 +167,7 @@ func (o HostOptions) libvirtControl(a *agent.Agent, host string, lc *libvirt.Con
 	// The driver writes the files (and again before each migration).
 	lc.TLSCA, lc.TLSCert, lc.TLSKey = a.TLSFiles()
 	lc.PKIDir = o.LibvirtPKIDir
+	lc.TLSCRL = a.CACRLFile()
 	if lc.MigrationURI != "" {
 		return
 	}
@@ -166,6 +182,10 @@ func (o HostOptions) libvirtControl(a *agent.Agent, host string, lc *libvirt.Con
 			"libvirtd.conf", o.LibvirtdConf, "libvirt-pki-dir", lc.PKIDir, "ca_file", conf.CAFile, "cert_file", conf.CertFile, "key_file", conf.KeyFile, "listen_tls", conf.ListenTLS)
 	default:
 		lc.MigrationURI = libvirt.TLSURI(host, conf.TLSPort, lc.PKIDir)
+		if !conf.ReadsCRL(lc.PKIDir) {
+			log.Warn("libvirtd reads the revocation list of removed hosts only once the agent has it reload its certificates: set crl_file in libvirtd.conf to cacrl.pem of --libvirt-pki-dir, so that it reads it at its start too",
+				"libvirtd.conf", o.LibvirtdConf, "crl_file", conf.CRLFile, "libvirt-pki-dir", lc.PKIDir)
+		}
 	}
 	log.Info("libvirt migration URI", "uri", lc.MigrationURI)
 }

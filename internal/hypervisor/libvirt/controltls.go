@@ -3,7 +3,9 @@ package libvirt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -26,6 +28,7 @@ const DefaultPKIDir = "/etc/libvirt/haven-pki"
 const (
 	defaultTLSPort  = "16514"
 	defaultCAFile   = "/etc/pki/CA/cacert.pem"
+	defaultCRLFile  = "/etc/pki/CA/cacrl.pem"
 	defaultCertFile = "/etc/pki/libvirt/servercert.pem"
 	defaultKeyFile  = "/etc/pki/libvirt/private/serverkey.pem"
 )
@@ -36,6 +39,9 @@ type LibvirtdConf struct {
 	ListenTLS                 bool // listen_tls (default on; libvirtd started with --listen)
 	TLSPort                   string
 	CAFile, CertFile, KeyFile string
+	// CRLFile is crl_file: libvirtd reads it at its start when ca_file,
+	// cert_file or key_file is set (else the default path).
+	CRLFile string
 }
 
 // ReadLibvirtdConf reads libvirtd.conf at path.
@@ -56,6 +62,7 @@ func ReadLibvirtdConf(path string) (LibvirtdConf, error) {
 		CAFile:    filepath.Clean(or("ca_file", defaultCAFile)),
 		CertFile:  filepath.Clean(or("cert_file", defaultCertFile)),
 		KeyFile:   filepath.Clean(or("key_file", defaultKeyFile)),
+		CRLFile:   cleanOrEmpty(vals["crl_file"]),
 	}, nil
 }
 
@@ -67,7 +74,21 @@ const (
 	pkiClientKey  = "clientkey.pem"
 	pkiServerCert = "servercert.pem"
 	pkiServerKey  = "serverkey.pem"
+	pkiCRL        = "cacrl.pem"
 )
+
+func cleanOrEmpty(p string) string {
+	if p == "" {
+		return ""
+	}
+	return filepath.Clean(p)
+}
+
+// ReadsCRL reports whether libvirtd reads, at its start, the revocation
+// list WritePKI lays out in dir (crl_file names it, or a symlink to it).
+func (c LibvirtdConf) ReadsCRL(dir string) bool {
+	return c.CRLFile != "" && resolvesTo(c.CRLFile, filepath.Join(filepath.Clean(dir), pkiCRL))
+}
 
 // UsesPKI reports whether libvirtd serves TLS with the certificates
 // WritePKI lays out in dir (libvirtd.conf names them, or symlinks to them).
@@ -98,12 +119,12 @@ func resolvesTo(path, target string) bool {
 }
 
 // libvirt's server-update-tls (virt-admin) loads the server's certificates
-// again only from libvirt's default paths, whatever libvirtd.conf's
-// ca_file, cert_file and key_file say (libvirt 9.0,
+// and revocation list again only from libvirt's default paths, whatever
+// libvirtd.conf's ca_file, crl_file, cert_file and key_file say (libvirt 9.0,
 // virNetTLSContextReloadForServer): those are made symlinks to the
 // agent's files (linkDefaults) so that a renewal or a CA rotation reaches
 // libvirtd without a restart.
-var reloadPaths = [][2]string{{defaultCAFile, pkiCA}, {defaultCertFile, pkiServerCert}, {defaultKeyFile, pkiServerKey}}
+var reloadPaths = [][2]string{{defaultCAFile, pkiCA}, {defaultCRLFile, pkiCRL}, {defaultCertFile, pkiServerCert}, {defaultKeyFile, pkiServerKey}}
 
 // linkDefaults makes libvirt's default server certificate paths (under
 // root, "" but in tests) symlinks to dir's files where nothing is yet; a
@@ -135,15 +156,18 @@ func linkDefaults(root, dir string) error {
 // certificate and key (ca, cert and key are files) in dir, root's only, for
 // libvirt's TLS transport: as client (the URI's pkipath) and as server
 // (libvirtd.conf's ca_file, cert_file, key_file). The host's certificate
-// is valid for both. Each file is replaced atomically.
-func WritePKI(dir, ca, cert, key string) error {
-	_, err := writePKI(dir, ca, cert, key)
+// is valid for both. crl, when set and the file exists, is the list of
+// revoked certificates signed by the cluster CA (PEM): cacrl.pem, which
+// libvirtd reads as crl_file (a client reads it in the pkipath too). Each
+// file is replaced atomically.
+func WritePKI(dir, ca, cert, key, crl string) error {
+	_, err := writePKI(dir, ca, cert, key, crl)
 	return err
 }
 
 // writePKI is WritePKI, reporting whether a file libvirtd serves with
-// (CA, server certificate or key) changed.
-func writePKI(dir, ca, cert, key string) (bool, error) {
+// (CA, revocation list, server certificate or key) changed.
+func writePKI(dir, ca, cert, key, crl string) (bool, error) {
 	changed := false
 	fail := func(err error) (bool, error) { return changed, fmt.Errorf("libvirt TLS certificates: %w", err) }
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -152,8 +176,15 @@ func writePKI(dir, ca, cert, key string) (bool, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fail(err)
 	}
-	for name, src := range map[string]string{pkiCA: ca, pkiClientCert: cert, pkiClientKey: key, pkiServerCert: cert, pkiServerKey: key} {
+	files := map[string]string{pkiCA: ca, pkiClientCert: cert, pkiClientKey: key, pkiServerCert: cert, pkiServerKey: key}
+	if crl != "" {
+		files[pkiCRL] = crl
+	}
+	for name, src := range files {
 		b, err := os.ReadFile(src)
+		if name == pkiCRL && errors.Is(err, fs.ErrNotExist) {
+			continue // not signed yet: the agent has not opened the CA key
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -161,7 +192,7 @@ func writePKI(dir, ca, cert, key string) (bool, error) {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
 			continue
 		}
-		if name == pkiCA || name == pkiServerCert || name == pkiServerKey {
+		if name != pkiClientCert && name != pkiClientKey {
 			changed = true
 		}
 		tmp := path + ".tmp"

@@ -47,7 +47,7 @@ key_file = "`+pki+`//serverkey.pem"
 	for name, v := range map[string]string{"ca.crt": "CA", "node.crt": "CERT", "node.key": "KEY"} {
 		write(filepath.Join(src, name), v)
 	}
-	if err := WritePKI(pki, filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key")); err != nil {
+	if err := WritePKI(pki, filepath.Join(src, "ca.crt"), filepath.Join(src, "node.crt"), filepath.Join(src, "node.key"), filepath.Join(src, "none.crl")); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"cacert.pem": "CA", "clientcert.pem": "CERT", "clientkey.pem": "KEY", "servercert.pem": "CERT", "serverkey.pem": "KEY"} {
@@ -237,8 +237,8 @@ func TestPrivateLibvirtdServesAgentPKI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.UsesPKI(DefaultPKIDir) {
-		t.Errorf("libvirtd.conf %q: %+v does not serve the agent's certificates", conf, c)
+	if !c.UsesPKI(DefaultPKIDir) || !c.ReadsCRL(DefaultPKIDir) {
+		t.Errorf("libvirtd.conf %q: %+v does not serve the agent's certificates and revocation list", conf, c)
 	}
 	for _, want := range []string{"listen_tcp = 0\n", "listen_tls = 1\n"} {
 		if !strings.Contains(conf, want) {
@@ -247,5 +247,42 @@ func TestPrivateLibvirtdServesAgentPKI(t *testing.T) {
 	}
 	if strings.Contains(conf, "auth_tcp") || strings.Count(conf, "listen_tls") != 1 {
 		t.Errorf("libvirtd.conf:\n%s", conf)
+	}
+}
+
+// The revocation list the agent signs with the cluster CA reaches libvirtd:
+// copied as cacrl.pem once there is one, linked from libvirt's default
+// path (the one server-update-tls reads), and libvirtd reloads when it
+// changes (a host removed).
+func TestRefreshPKIRevocationList(t *testing.T) {
+	f := newPKIDriver(t, "")
+	d, count := f.d, f.count
+	crl := filepath.Join(t.TempDir(), "ca-crl.pem")
+	d.cfg.TLSCRL = crl
+	ctx := context.Background()
+	// None signed yet (the agent has not opened the CA key): no file.
+	if err := d.RefreshPKI(ctx); err != nil || count() != 1 {
+		t.Fatalf("first refresh: %v, virt-admin ran %d times, want 1", err, count())
+	}
+	if _, err := os.Stat(filepath.Join(d.cfg.PKIDir, "cacrl.pem")); err == nil {
+		t.Error("cacrl.pem written with no revocation list signed")
+	}
+	for i, v := range []string{"CRL 1", "CRL 2"} {
+		if err := os.WriteFile(crl, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.RefreshPKI(ctx); err != nil || count() != 2+i {
+			t.Fatalf("refresh with %s: %v, virt-admin ran %d times, want %d", v, err, count(), 2+i)
+		}
+		if b, err := os.ReadFile(filepath.Join(d.pkiRoot, defaultCRLFile)); err != nil || string(b) != v {
+			t.Errorf("libvirt's default CRL path reads %q, %v; want %q", b, err, v)
+		}
+	}
+	if err := d.RefreshPKI(ctx); err != nil || count() != 3 {
+		t.Fatalf("refresh with nothing changed: %v, virt-admin ran %d times, want 3", err, count())
+	}
+	conf := LibvirtdConf{CRLFile: filepath.Join(d.pkiRoot, defaultCRLFile)}
+	if !conf.ReadsCRL(d.cfg.PKIDir) || (LibvirtdConf{}).ReadsCRL(d.cfg.PKIDir) {
+		t.Error("ReadsCRL: crl_file linked to cacrl.pem, or unset")
 	}
 }

@@ -97,6 +97,11 @@ type Config struct {
 	// changed (a renewal, a CA rotation), the target has libvirtd load
 	// them again (virt-admin server-update-tls) before a migration comes.
 	PKIDir string
+	// TLSCRL, when set, is the agent's list of revoked host certificates
+	// signed by the cluster CA (PEM): the driver copies it into PKIDir as
+	// libvirt's cacrl.pem, and RefreshPKI has libvirtd load it when it
+	// changed, so that a removed host's certificate no longer opens it.
+	TLSCRL string
 	// VirtAdmin is the virt-admin program (default: found on $PATH).
 	VirtAdmin string
 	// Logger receives the driver's logs. Default slog.Default().
@@ -1070,6 +1075,11 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition, o
 	return hypervisor.MigrationTarget{Node: d.cfg.Node, URI: d.cfg.MigrationURI, TLS: d.tls && opts.TLS}, nil
 }
 
+// RefreshPKI writes libvirt's TLS transport certificates and revocation
+// list again and has libvirtd load them when they changed (the agent calls
+// it when a host's certificate was revoked). A failed reload is logged.
+func (d *Driver) RefreshPKI(ctx context.Context) error { return d.refreshPKI(ctx) }
+
 // refreshPKI writes libvirt's TLS transport certificates again
 // (Config.PKIDir) and, when this host's libvirtd serves qemu+tls with
 // them and they changed, has it load them.
@@ -1079,7 +1089,7 @@ func (d *Driver) refreshPKI(ctx context.Context) error {
 	}
 	d.tlsMu.Lock()
 	defer d.tlsMu.Unlock()
-	changed, err := writePKI(d.cfg.PKIDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey)
+	changed, err := writePKI(d.cfg.PKIDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, d.cfg.TLSCRL)
 	if err != nil || !(changed || d.pkiStale) || !strings.HasPrefix(d.cfg.MigrationURI, "qemu+tls:") {
 		return err
 	}

@@ -83,6 +83,7 @@ const (
 	pkiCA         = "cacert.pem"
 	pkiServerCert = "servercert.pem"
 	pkiServerKey  = "serverkey.pem"
+	pkiCRL        = "cacrl.pem" // written once the agent signed one
 )
 
 // Config is what differs between private daemons.
@@ -155,8 +156,8 @@ namespaces = [ ]
 	switch {
 	case c.ListenAddr != "" && c.ListenTLS:
 		conf = strings.Replace(conf, "listen_tls = 0\n", "", 1)
-		conf += fmt.Sprintf("listen_tls = 1\nlisten_tcp = 0\nlisten_addr = %q\nauth_tls = \"none\"\nca_file = %q\ncert_file = %q\nkey_file = %q\n",
-			c.ListenAddr, filepath.Join(PKIPath, pkiCA), filepath.Join(PKIPath, pkiServerCert), filepath.Join(PKIPath, pkiServerKey))
+		conf += fmt.Sprintf("listen_tls = 1\nlisten_tcp = 0\nlisten_addr = %q\nauth_tls = \"none\"\nca_file = %q\ncrl_file = %q\ncert_file = %q\nkey_file = %q\n",
+			c.ListenAddr, filepath.Join(PKIPath, pkiCA), filepath.Join(PKIPath, pkiCRL), filepath.Join(PKIPath, pkiServerCert), filepath.Join(PKIPath, pkiServerKey))
 	case c.ListenAddr != "":
 		conf += fmt.Sprintf("listen_tcp = 1\nlisten_addr = %q\nauth_tcp = \"none\"\n", c.ListenAddr)
 	}
