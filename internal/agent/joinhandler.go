@@ -97,11 +97,7 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	caPEM, caKey, err := a.st.CA(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := pki.LoadCA(caPEM, caKey)
+	ca, err := a.clusterCA(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +145,7 @@ func (a *Agent) admit(ctx context.Context, req api.JoinRequest, tok store.TokenR
 	cert, _ := pki.ParseCert(certPEM)
 	// During a CA rotation the new host trusts what the others trust now
 	// (its agent catches up with the phases that follow).
-	trust := caPEM
+	trust := ca.CertPEM
 	if rot, _, err := a.st.CARotation(ctx); err == nil {
 		trust = rot.Trust()
 	}

@@ -90,11 +90,7 @@ func (a *Agent) reissue(ctx context.Context, why string) error {
 		return err
 	}
 	now := a.now()
-	caPEM, caKey, err := a.st.CA(ctx)
-	if err != nil {
-		return err
-	}
-	ca, err := pki.LoadCA(caPEM, caKey)
+	ca, err := a.clusterCA(ctx)
 	if err != nil {
 		return err
 	}

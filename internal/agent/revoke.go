@@ -211,14 +211,20 @@ func (a *Agent) syncRevocations(ctx context.Context) {
 	}
 }
 
+// clusterCA opens the cluster CA's key (sealed in the store) with this
+// host's copy of the cluster secret key.
+func (a *Agent) clusterCA(ctx context.Context) (*pki.CA, error) {
+	caPEM, caKey, err := a.st.CA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pki.LoadCA(caPEM, caKey)
+}
+
 // writeCACRL signs the list of serials with the cluster CA (which every
 // host holding the cluster secret key opens) into CACRLFile.
 func (a *Agent) writeCACRL(ctx context.Context, serials []string) error {
-	caPEM, caKey, err := a.st.CA(ctx)
-	if err != nil {
-		return err
-	}
-	ca, err := pki.LoadCA(caPEM, caKey)
+	ca, err := a.clusterCA(ctx)
 	if err != nil {
 		return err
 	}
