@@ -115,9 +115,10 @@ func (o HostOptions) Driver() DriverFactory {
 			if err != nil {
 				return nil, err
 			}
-			var tlsCA, tlsCert, tlsKey string
+			var tlsCA, tlsCert, tlsKey, tlsCRL string
 			if !o.NoMigrationTLS {
 				tlsCA, tlsCert, tlsKey = a.TLSFiles()
+				tlsCRL = a.CACRLFile()
 			}
 			return qemu.New(ctx, qemu.Config{
 				RunDir:        filepath.Join(a.DataDir(), "qemu"),
@@ -130,6 +131,7 @@ func (o HostOptions) Driver() DriverFactory {
 				TLSCA:         tlsCA,
 				TLSCert:       tlsCert,
 				TLSKey:        tlsKey,
+				TLSCRL:        tlsCRL,
 				Logger:        cfg.Logger,
 			})
 		case "libvirt":

@@ -26,10 +26,14 @@ ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 // in dir under the names QEMU's tls-creds-x509 reads (ca-cert.pem,
 // server-cert.pem, server-key.pem, client-cert.pem, client-key.pem: the
 // host's certificate serves both ends, it is valid for server and client
-// use), and the DH parameters dh-params.pem (ffdhe2048). Each file is replaced atomically. With gid < 0 only root reads
-// them (dir 0700, files 0600); otherwise root and group gid do (dir 0750,
-// files 0640), for a QEMU that reads them as that group.
-func WriteTLSCreds(dir, ca, cert, key string, gid int) error {
+// use), and the DH parameters dh-params.pem (ffdhe2048). With crl set,
+// the revocation list signed by the cluster CA (the removed hosts'
+// certificates) goes to ca-crl.pem, which QEMU checks the peer's
+// certificate against; while crl does not exist yet, there is none. Each
+// file is replaced atomically. With gid < 0 only root reads them (dir
+// 0700, files 0600); otherwise root and group gid do (dir 0750, files
+// 0640), for a QEMU that reads them as that group.
+func WriteTLSCreds(dir, ca, cert, key, crl string, gid int) error {
 	dirMode, fileMode := os.FileMode(0o700), os.FileMode(0o600)
 	if gid >= 0 {
 		dirMode, fileMode = 0o750, 0o640
@@ -41,6 +45,13 @@ func WriteTLSCreds(dir, ca, cert, key string, gid int) error {
 		return err
 	}
 	files := map[string]string{"ca-cert.pem": ca, "server-cert.pem": cert, "server-key.pem": key, "client-cert.pem": cert, "client-key.pem": key, "dh-params.pem": ""}
+	if crl != "" {
+		if _, err := os.Stat(crl); err == nil {
+			files["ca-crl.pem"] = crl
+		} else if err := os.Remove(filepath.Join(dir, "ca-crl.pem")); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("migration TLS credentials: %w", err)
+		}
+	}
 	for name, src := range files {
 		b := []byte(ffdhe2048)
 		if src != "" {

@@ -100,7 +100,9 @@ type Config struct {
 	// TLSCRL, when set, is the agent's list of revoked host certificates
 	// signed by the cluster CA (PEM): the driver copies it into PKIDir as
 	// libvirt's cacrl.pem, and RefreshPKI has libvirtd load it when it
-	// changed, so that a removed host's certificate no longer opens it.
+	// changed, so that a removed host's certificate no longer opens it;
+	// it also goes to MigrationTLSDir as ca-crl.pem, which the QEMUs of
+	// migrations check peers against.
 	TLSCRL string
 	// VirtAdmin is the virt-admin program (default: found on $PATH).
 	VirtAdmin string
@@ -279,7 +281,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 	tls := cfg.MigrationTLSDir != "" && cfg.TLSCA != "" && cfg.TLSCert != "" && cfg.TLSKey != ""
 	if tls {
-		if err := hypervisor.WriteTLSCreds(cfg.MigrationTLSDir, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSGroup); err != nil {
+		if err := hypervisor.WriteTLSCreds(cfg.MigrationTLSDir, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCRL, cfg.TLSGroup); err != nil {
 			return nil, fmt.Errorf("libvirt driver: %s: %w", cfg.MigrationTLSDir, err)
 		}
 	}
@@ -1121,7 +1123,7 @@ func (d *Driver) refreshPKI(ctx context.Context) error {
 func (d *Driver) refreshTLS() error {
 	d.tlsMu.Lock()
 	defer d.tlsMu.Unlock()
-	if err := hypervisor.WriteTLSCreds(d.cfg.MigrationTLSDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, d.cfg.TLSGroup); err != nil {
+	if err := hypervisor.WriteTLSCreds(d.cfg.MigrationTLSDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, d.cfg.TLSCRL, d.cfg.TLSGroup); err != nil {
 		return fmt.Errorf("migration TLS credentials %s: %w", d.cfg.MigrationTLSDir, err)
 	}
 	return nil

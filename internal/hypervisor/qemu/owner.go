@@ -76,7 +76,7 @@ const (
 // writeTLSDir lays out the migration TLS credentials in RUNDIR/.tls
 // (hypervisor.WriteTLSCreds). Only root reads the directory: QEMU loads it
 // before dropping to its user.
-func writeTLSDir(runDir, ca, cert, key string) (string, error) {
+func writeTLSDir(runDir, ca, cert, key, crl string) (string, error) {
 	dir := filepath.Join(runDir, ".tls")
-	return dir, hypervisor.WriteTLSCreds(dir, ca, cert, key, -1)
+	return dir, hypervisor.WriteTLSCreds(dir, ca, cert, key, crl, -1)
 }

@@ -20,7 +20,7 @@ func TestTLSDirHasDHParams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dir, err := writeTLSDir(t.TempDir(), filepath.Join(src, "ca.pem"), filepath.Join(src, "cert.pem"), filepath.Join(src, "key.pem"))
+	dir, err := writeTLSDir(t.TempDir(), filepath.Join(src, "ca.pem"), filepath.Join(src, "cert.pem"), filepath.Join(src, "key.pem"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

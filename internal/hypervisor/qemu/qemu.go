@@ -78,6 +78,11 @@ type Config struct {
 	// over TLS, each end checking the other's certificate against the CA
 	// and the source checking that the target's names the target node.
 	TLSCA, TLSCert, TLSKey string
+	// TLSCRL, when set, is the agent's list of revoked host certificates
+	// signed by the cluster CA (PEM): QEMUs started after it changed, and
+	// every outgoing migration, check the peer's certificate against it,
+	// so that a removed host's certificate opens no migration port.
+	TLSCRL string
 	// AdoptTimeout bounds connecting to each running guest when the driver
 	// opens; default 5 s.
 	AdoptTimeout time.Duration
@@ -222,7 +227,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		d.accel = hypervisor.DetectAccelCached(ctx, cfg.Binary)
 	}
 	if cfg.TLSCA != "" && cfg.TLSCert != "" && cfg.TLSKey != "" {
-		dir, err := writeTLSDir(cfg.RunDir, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey)
+		dir, err := writeTLSDir(cfg.RunDir, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCRL)
 		if err != nil {
 			lock.Close()
 			return nil, fmt.Errorf("qemu driver: migration TLS: %w", err)

@@ -2,6 +2,10 @@ package qemu
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,4 +215,79 @@ func TestLiveMigrationTLSAfterCARotation(t *testing.T) {
 	if after.BootID != boot || after.Boots != 1 {
 		t.Errorf("serial %+v: want the boot %s the guest started with, and no other", after, boot)
 	}
+}
+
+// Issue 10: a removed host's certificate opens no migration port. The
+// target's list of revoked certificates (signed by the cluster CA, as the
+// agent writes it) names the source's: the target's QEMU refuses the
+// source and the guest stays where it runs. Once the list no longer names
+// it, the same migration goes through.
+func TestLiveMigrationTLSRevokedPeer(t *testing.T) {
+	f := newFixture(t)
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := tlsDriver(t, ca, filepath.Join(f.dir, "a"), "a")
+	b := tlsDriver(t, ca, filepath.Join(f.dir, "b"), "b")
+	ctx := ctxT(t, 2*time.Minute)
+	def := f.def("g1")
+	if err := a.Start(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, f.serial, func(s testguest.Serial) bool { return s.Count >= 5 })
+	certA, err := pki.ParseCert(mustRead(t, a.cfg.TLSCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := func(serials ...*big.Int) []byte {
+		var entries []x509.RevocationListEntry
+		for _, s := range serials {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, ca.Cert, ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	}
+	b.cfg.TLSCRL = filepath.Join(f.dir, "ca-crl.pem")
+	if err := os.WriteFile(b.cfg.TLSCRL, crl(certA.SerialNumber), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target, err := b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Migrate(ctx, "g1", target, func(hypervisor.Progress) {}); err == nil {
+		t.Fatal("a revoked certificate migrated a guest in")
+	} else {
+		t.Logf("revoked source refused: %v", err)
+	}
+	if st, err := a.Status(ctx, "g1"); err != nil || st.State != hypervisor.Running {
+		t.Fatalf("source after the refused migration: %+v %v", st, err)
+	}
+
+	// A list without it: the next incoming QEMU loads it and takes a.
+	if err := os.WriteFile(b.cfg.TLSCRL, crl(big.NewInt(12345)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Kill(ctx, "g1")
+	target, err = b.PrepareIncoming(ctx, def, hypervisor.IncomingOptions{TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Migrate(ctx, "g1", target, func(hypervisor.Progress) {}); err != nil {
+		t.Fatalf("migration once the list no longer names the source: %v", err)
+	}
+	waitEvent(t, b, "g1", hypervisor.EventResumed, 10*time.Second)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

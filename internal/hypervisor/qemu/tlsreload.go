@@ -31,8 +31,14 @@ func (d *Driver) refreshTLS() error {
 	d.tlsMu.Lock()
 	defer d.tlsMu.Unlock()
 	same := true
-	for src, name := range map[string]string{d.cfg.TLSCA: "ca-cert.pem", d.cfg.TLSCert: "server-cert.pem", d.cfg.TLSKey: "server-key.pem"} {
+	for src, name := range map[string]string{d.cfg.TLSCA: "ca-cert.pem", d.cfg.TLSCert: "server-cert.pem", d.cfg.TLSKey: "server-key.pem", d.cfg.TLSCRL: "ca-crl.pem"} {
+		if src == "" {
+			continue
+		}
 		want, err := os.ReadFile(src)
+		if os.IsNotExist(err) && name == "ca-crl.pem" {
+			continue // none yet (hypervisor.WriteTLSCreds)
+		}
 		if err != nil {
 			return fmt.Errorf("migration TLS credentials: %w", err)
 		}
@@ -45,7 +51,7 @@ func (d *Driver) refreshTLS() error {
 	if same {
 		return nil
 	}
-	if err := hypervisor.WriteTLSCreds(d.tlsDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, -1); err != nil {
+	if err := hypervisor.WriteTLSCreds(d.tlsDir, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, d.cfg.TLSCRL, -1); err != nil {
 		return err
 	}
 	d.log.Info("migration TLS credentials changed: QEMUs started from now on load the new ones", "op", "tls")
@@ -64,7 +70,7 @@ func (d *Driver) reloadTLS(ctx context.Context, mon *monitor, log *slog.Logger) 
 	}
 	defer os.RemoveAll(dir)
 	creds := filepath.Join(dir, "creds")
-	if err := hypervisor.WriteTLSCreds(creds, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, -1); err != nil {
+	if err := hypervisor.WriteTLSCreds(creds, d.cfg.TLSCA, d.cfg.TLSCert, d.cfg.TLSKey, d.cfg.TLSCRL, -1); err != nil {
 		return err
 	}
 	if d.uid >= 0 {
