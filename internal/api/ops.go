@@ -19,9 +19,14 @@ import (
 	"github.com/haven-ha/haven/internal/store"
 )
 
-// Defaults of OpsConfig.
+// Defaults of OpsConfig. A command endpoint answers within CommandWait
+// plus its checks and queueing, and a client gives up on a call after
+// client.RequestTimeout: the wait stays well below it, so that a slow
+// manager gets a 202 (with the command to follow) and not a client
+// timeout that says nothing (a previous release waited 15 s, as long as
+// the client did).
 const (
-	DefaultCommandWait = 15 * time.Second
+	DefaultCommandWait = 10 * time.Second
 	DefaultHeartbeat   = 15 * time.Second
 )
 

@@ -49,7 +49,10 @@ type Client struct {
 // streams have none: their context bounds them).
 const (
 	ConnectTimeout = time.Second
-	RequestTimeout = 15 * time.Second
+	// RequestTimeout leaves a command endpoint its wait for the manager
+	// (api.DefaultCommandWait, 10 s; 15 s in earlier releases) and the
+	// checks before it.
+	RequestTimeout = 20 * time.Second
 )
 
 // PeersHeader is the answer header that lists the API URLs of the
