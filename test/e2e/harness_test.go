@@ -160,6 +160,26 @@ func (c *testCluster) start(n *agentProc) error {
 	}
 }
 
+// startNew starts a node for the first time. freePort's ports are free
+// when it picks them, not necessarily when the agent binds them (tests of
+// other packages run beside this one): an agent that finds one taken
+// starts again from an empty data directory on new ports.
+func (c *testCluster) startNew(n *agentProc) error {
+	c.t.Helper()
+	for try := 1; ; try++ {
+		err := c.start(n)
+		if err == nil || try == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
+		c.t.Logf("agent %s found a port taken (%v); again on new ports", n.name, strings.SplitN(err.Error(), "\n", 2)[0])
+		if err := os.RemoveAll(n.dir); err != nil {
+			return err
+		}
+		ip, _, _ := net.SplitHostPort(n.listen)
+		n.listen, n.peer, n.client = freePort(c.t, ip), freePort(c.t, ip), freePort(c.t, ip)
+	}
+}
+
 var (
 	joinRE  = regexp.MustCompile(`--token (hvj\.\S+)`)
 	adminRE = regexp.MustCompile(`(?m)^\s+(hvt\.\S+)$`)
@@ -170,7 +190,7 @@ func (c *testCluster) initNode(name string, extra ...string) *agentProc {
 	c.t.Helper()
 	n := c.addNode(name)
 	n.args = append([]string{"--init"}, extra...)
-	if err := c.start(n); err != nil {
+	if err := c.startNew(n); err != nil {
 		c.t.Fatal(err)
 	}
 	// The join command is printed right after ready.
@@ -197,7 +217,7 @@ func (c *testCluster) joinNode(name string) *agentProc {
 	}
 	n := c.addNode(name)
 	n.args = []string{"--join", "https://" + prev.listen, "--token", c.join}
-	if err := c.start(n); err != nil {
+	if err := c.startNew(n); err != nil {
 		c.t.Fatal(err)
 	}
 	return n
