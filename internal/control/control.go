@@ -161,6 +161,12 @@ type migration struct {
 	target          string    // the receiver's migration URI, once ready
 	sent            bool      // the source has its migrate order
 	since           time.Time // when the target was ordered to receive (or this term took it over)
+	// The source's end failed and its copy of the guest is gone
+	// (sourceLost): lost is why; the target's copy is being reaped, and
+	// reaped (or reapErr) is what the target said of it.
+	lost    string
+	reaped  bool
+	reapErr string
 }
 
 // TakeOver prepares a new term to carry on the operations the previous
@@ -521,6 +527,9 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 		return s.cfg.Writer.PutOrder(ctx, m.src, hostctl.Order{ID: orderID(op, "send"), Guest: m.guest, Op: hostctl.OpMigrate, Def: def, Target: r.Target})
 	case phase == "send" && node == m.src:
 		if r.Result != hostctl.ResultOK {
+			if r.State == hostctl.Stopped || r.State == hostctl.Crashed {
+				return s.sourceLost(ctx, op, m, r.Error)
+			}
 			return fail(r.Error)
 		}
 		delete(s.migrations, op)
@@ -529,8 +538,48 @@ func (s *Shell) migrationReport(ctx context.Context, op uint64, m *migration, no
 		}
 		s.done(m.guest, m.dst, migratedMsg(m, s.now(), r.Downtime))
 		return nil
+	case phase == "reap" && node == m.dst:
+		m.reaped, m.reapErr = r.Result == hostctl.ResultOK, r.Error
+		if m.lost != "" {
+			return s.reapDone(ctx, op, m)
+		}
 	}
 	return nil
+}
+
+// sourceLost: the source's end of a migration failed and its copy of the
+// guest is gone (killed by its host's self-fence, crashed). Taking the
+// guest for running there, as a failed migration does, would leave it
+// down for good; restarting it at once could run it twice, if the
+// migration completed on the target after all. The target's copy is
+// killed first ("reap"); then the guest is recovered as a crash on its
+// source (reapDone). Its operation stays in flight meanwhile.
+func (s *Shell) sourceLost(ctx context.Context, op uint64, m *migration, why string) error {
+	if m.lost != "" {
+		return nil // the same result, reported again
+	}
+	m.lost = why
+	if m.reaped || m.reapErr != "" {
+		return s.reapDone(ctx, op, m) // a new term fed the reap's result first
+	}
+	s.log.Warn("migration failed and the guest is gone from its source; killing the target's copy before recovering it", "guest", m.guest, "node", m.src, "target", m.dst, "op", "migrate", "err", why)
+	return s.cfg.Writer.PutOrder(ctx, m.dst, hostctl.Order{ID: orderID(op, "reap"), Guest: m.guest, Op: hostctl.OpKill})
+}
+
+// reapDone ends a migration whose source lost the guest, once the target
+// said what became of its copy.
+func (s *Shell) reapDone(ctx context.Context, op uint64, m *migration) error {
+	delete(s.migrations, op)
+	if err := s.step(ctx, manager.GuestResult{Guest: m.guest, Node: m.src, Op: op, Result: manager.ResultMigrateFailed, Err: m.lost}); err != nil {
+		return err
+	}
+	if !m.reaped {
+		// The target's copy may run the guest: it stays as a failed
+		// migration leaves it, so that no second copy starts.
+		s.log.Error("migration failed, the guest is gone from its source and its copy on the target could not be killed; not recovered", "guest", m.guest, "node", m.src, "target", m.dst, "op", "migrate", "err", m.reapErr)
+		return nil
+	}
+	return s.step(ctx, manager.GuestCrashed{Guest: m.guest, Node: m.src, Reason: "lost on its source during a failed migration (" + m.lost + ")"})
 }
 
 func (s *Shell) step(ctx context.Context, ev manager.Event) error {
