@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
@@ -146,12 +147,30 @@ func (o HostOptions) Driver() DriverFactory {
 			}
 			if lc.PKIDir != "" {
 				// A host removed: libvirtd loads the new revocation list.
-				a.OnCACRL(func() {
+				// A reload that failed (libvirtd dropped virt-admin's
+				// connection, seen on the test bed) is tried again within
+				// seconds, not at the next change: until it takes, the
+				// removed host's certificate still opens this libvirtd.
+				refresh := func() {
 					rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
 					if err := d.RefreshPKI(rctx); err != nil {
 						cfg.Logger.Warn("libvirt's TLS transport certificates", "err", err)
 					}
+				}
+				var retrying atomic.Bool
+				a.OnCACRL(func() {
+					refresh()
+					if !d.PKIStale() || !retrying.CompareAndSwap(false, true) {
+						return
+					}
+					go func() {
+						defer retrying.Store(false)
+						for wait := time.Second; wait <= 16*time.Second && d.PKIStale(); wait *= 2 {
+							time.Sleep(wait)
+							refresh()
+						}
+					}()
 				})
 			}
 			return d, nil

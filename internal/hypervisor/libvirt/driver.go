@@ -1082,6 +1082,14 @@ func (d *Driver) PrepareIncoming(ctx context.Context, def guestdef.Definition, o
 // it when a host's certificate was revoked). A failed reload is logged.
 func (d *Driver) RefreshPKI(ctx context.Context) error { return d.refreshPKI(ctx) }
 
+// PKIStale reports whether libvirtd has not loaded the files RefreshPKI
+// last wrote (its reload failed): a RefreshPKI tries it again.
+func (d *Driver) PKIStale() bool {
+	d.tlsMu.Lock()
+	defer d.tlsMu.Unlock()
+	return d.pkiStale
+}
+
 // refreshPKI writes libvirt's TLS transport certificates again
 // (Config.PKIDir) and, when this host's libvirtd serves qemu+tls with
 // them and they changed, has it load them.
