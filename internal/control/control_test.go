@@ -174,6 +174,24 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	}
 }
 
+// vm1OnN1 is a core with nodes of 8 GiB and 4 CPUs and vm1, placed on
+// n1, not started yet.
+func vm1OnN1(t *testing.T, cfg manager.Config, nodes ...string) *manager.State {
+	t.Helper()
+	st := manager.New(cfg)
+	for _, n := range nodes {
+		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := model.DefaultGuestSpec("vm1")
+	spec.Node = "n1"
+	if err := st.AddGuest(spec, false); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // vm1Running is a shell whose core has vm1 running on n1 (its only node),
 // on a clock that advance moves.
 type vm1Running struct {

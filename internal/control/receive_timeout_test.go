@@ -17,17 +17,7 @@ import (
 // operation forever: after ReceiveTimeout the migration fails, the target's
 // copy is killed and the guest stays started on the source.
 func TestMigrationGivesUpOnASilentTarget(t *testing.T) {
-	st := manager.New(manager.Config{})
-	for _, n := range []string{"n1", "n2"} {
-		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, false); err != nil {
-		t.Fatal(err)
-	}
+	st := vm1OnN1(t, manager.Config{}, "n1", "n2")
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var offset atomic.Int64
 	now := func() time.Time { return base.Add(time.Duration(offset.Load())) }
@@ -58,17 +48,7 @@ func TestMigrationGivesUpOnASilentTarget(t *testing.T) {
 // (the guest is now fenced and recovered by placement) and the target's
 // copy is killed at once, before any recovery start.
 func TestSourceFailureKillsTheTargetCopy(t *testing.T) {
-	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
-	for _, n := range []string{"n1", "n2", "n3"} {
-		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, false); err != nil {
-		t.Fatal(err)
-	}
+	st := vm1OnN1(t, manager.Config{Timings: manager.DefaultTimings()}, "n1", "n2", "n3")
 	w := newMemWriter()
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
 	in := runShell(t, sh, "n1", "n2", "n3")

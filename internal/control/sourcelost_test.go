@@ -6,7 +6,6 @@ import (
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
-	"github.com/haven-ha/haven/internal/model"
 )
 
 // The source of a live migration loses the guest while it sends (its
@@ -18,17 +17,7 @@ import (
 // completed there). Once the target reports its copy killed, the guest is
 // recovered as a crash on its source.
 func TestSourceLostDuringMigrationIsRecovered(t *testing.T) {
-	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
-	for _, n := range []string{"n1", "n2"} {
-		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, false); err != nil {
-		t.Fatal(err)
-	}
+	st := vm1OnN1(t, manager.Config{Timings: manager.DefaultTimings()}, "n1", "n2")
 	w := newMemWriter()
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
 	in := runShell(t, sh, "n1", "n2")
