@@ -105,17 +105,7 @@ type noFence struct{}
 func (noFence) Fence(ctx context.Context, node string) error { return nil }
 
 func TestStartAndMigrateThroughOrders(t *testing.T) {
-	st := manager.New(manager.Config{})
-	for _, n := range []string{"n1", "n2"} {
-		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, false); err != nil {
-		t.Fatal(err)
-	}
+	st := vm1OnN1(t, manager.Config{}, "n1", "n2")
 	w := newMemWriter()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var clockMu sync.Mutex

@@ -61,17 +61,7 @@ func TestRecoveryLatencyMetrics(t *testing.T) {
 // started on n2 and haven_recovery_seconds{kind=failover} records both
 // phases.
 func TestFailoverLatencyMetrics(t *testing.T) {
-	st := manager.New(manager.Config{Timings: manager.DefaultTimings()})
-	for _, n := range []string{"n1", "n2"} {
-		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, false); err != nil {
-		t.Fatal(err)
-	}
+	st := vm1OnN1(t, manager.Config{Timings: manager.DefaultTimings()}, "n1", "n2")
 	w := newMemWriter()
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}})
 	in := runShell(t, sh, "n1", "n2")

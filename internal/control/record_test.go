@@ -10,7 +10,6 @@ import (
 	"github.com/haven-ha/haven/internal/hostctl"
 	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
-	"github.com/haven-ha/haven/internal/model"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the shell's goroutine and the test.
@@ -30,17 +29,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 // the delay (a timer), a two-phase live migration and a host failure with
 // its fence.
 func TestRecordReplay(t *testing.T) {
-	st := manager.New(manager.Config{})
-	for _, n := range []string{"n1", "n2"} {
-		if err := st.AddNode(n, 8*model.GiB, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := model.DefaultGuestSpec("vm1")
-	spec.Node = "n1"
-	if err := st.AddGuest(spec, false); err != nil {
-		t.Fatal(err)
-	}
+	st := vm1OnN1(t, manager.Config{}, "n1", "n2")
 	buf := &lockedBuffer{}
 	rec := NewRecorder(buf)
 	w := newMemWriter()
