@@ -30,6 +30,10 @@ drivers=${2:-qemu,libvirt}
 [ "$(id -u)" = 0 ] || { echo "bench-failover.sh: needs root (the test bed): run it with sudo" >&2; exit 1; }
 cd "$repo"
 out=$(mktemp -d /tmp/haven-bench.XXXXXX)
+# mktemp makes it 0700: Pacemaker's daemons that run as hacluster (the
+# controller, the CIB) could not reach their log file under it, and the
+# Pacemaker crash measurement, which reads the controller's log, found nothing.
+chmod 0755 "$out"
 echo "load before: $(uptime)"
 
 pcmk_cut="" pcmk_crash="" pcmk_migrate=""
