@@ -118,8 +118,8 @@ func (st *stepper) balanceFrom(b model.Balance, src, dst int, used []int64, cnt 
 		if !g.BalancedAt.IsZero() && st.now.Sub(g.BalancedAt) < b.Cooldown {
 			continue
 		}
-		if !g.MoveFailedAt.IsZero() && !st.now.After(g.MoveFailedAt) {
-			continue
+		if st.now.Before(g.MoveRetryAt()) {
+			continue // its migrations failed: it waits out their backoff
 		}
 		if !s.allowed(g, s.Nodes[dst].Name) || !s.hasPools(g, s.Nodes[dst]) {
 			continue

@@ -53,8 +53,8 @@ func (s *State) forget() { s.calm = nil }
 // calm): the conditions under which reconcile and place do nothing to g.
 func (s *State) quiet(g *Guest) bool {
 	if g.State != GuestStarted || g.Restarts != 0 || g.Moves != 0 || len(g.Tried) != 0 ||
-		g.PreemptOn != "" || len(g.PreemptVictims) != 0 || g.ReturnTo != "" || g.Wait != "" {
-		return false
+		g.PreemptOn != "" || len(g.PreemptVictims) != 0 || g.ReturnTo != "" || g.Wait != "" || !g.MoveFailedAt.IsZero() {
+		return false // (a migration backoff: the step at its end clears MoveFailedAt)
 	}
 	if g.Op != nil {
 		return true // in flight: touched by the step of its result

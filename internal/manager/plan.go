@@ -187,6 +187,10 @@ func (st *stepper) place() {
 		if g.State != GuestRecovering {
 			g.Wait = ""
 		}
+		backoff := st.now.Before(g.MoveRetryAt())
+		if !backoff {
+			g.MoveFailedAt = time.Time{} // its backoff is over (MoveFails stays)
+		}
 		if g.Op != nil || (g.Spec.State != model.DesiredStarted && g.Spec.State != "") {
 			g.ReturnTo = ""
 			continue
@@ -260,16 +264,20 @@ func (st *stepper) place() {
 			if n == nil {
 				continue
 			}
-			if !g.MoveFailedAt.IsZero() && !st.now.After(g.MoveFailedAt) {
-				g.ReturnTo = ""
-				continue // a migration just failed: try again at the next change
-			}
 			switch {
 			case n.Maintenance || (n.Shutdown != nil && n.Shutdown.Policy == model.ShutdownMigrate && n.Status == NodeOnline):
+				if backoff {
+					st.backoffWait(g)
+					continue
+				}
 				r.Optional = true
 				reqs = append(reqs, r)
 				wants = append(wants, want{g: g, purpose: PurposeEvacuate, move: true})
 			case g.ReturnTo != "":
+				if backoff {
+					st.backoffWait(g) // ReturnTo is kept: it returns once the backoff is over
+					continue
+				}
 				if i := idx(g.ReturnTo); i >= 0 && g.ReturnTo != g.Node {
 					r.Prefer, r.PreferOnly = i, true
 					r.Optional = true
@@ -280,6 +288,10 @@ func (st *stepper) place() {
 			case r.Tiers != nil && !g.OperatorPlaced && !(g.FailbackBlocked && g.BlockedSeq == s.UpSeq) && !s.domain(g.Spec.Domain).NoFailback:
 				cur := placement.TierOf(r.Tiers, idx(g.Node))
 				if cur > 0 {
+					if backoff {
+						st.backoffWait(g)
+						continue
+					}
 					r.MaxTier = cur
 					r.Optional = true
 					reqs = append(reqs, r)
@@ -465,6 +477,41 @@ func (st *stepper) depsReady(g *Guest) bool {
 		st.setWait(g, why, true)
 	}
 	return ok
+}
+
+// Migration backoff: after n migrations of a guest failed in a row, the
+// manager starts none of its own (evacuation, return, failback, rebalancing)
+// before the last failure plus moveBackoff(n); an operator's migrate goes at
+// once. docs/manager.md states the rule.
+const moveBackoffFirst = time.Second
+
+// moveBackoff is the wait after n failed migrations in a row: 1 s, doubled
+// for each further one, at most 32 s (restartDelay's growth); 0 for n = 0 (a
+// state saved before the backoff existed: MoveFailedAt without MoveFails).
+func moveBackoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return restartDelay(moveBackoffFirst, n)
+}
+
+// MoveRetryAt is the moment from which the manager may migrate g of its own
+// accord again after failed migrations; zero when it does not wait.
+func (g *Guest) MoveRetryAt() time.Time {
+	if g.MoveFailedAt.IsZero() {
+		return time.Time{}
+	}
+	return g.MoveFailedAt.Add(moveBackoff(g.MoveFails))
+}
+
+// backoffWait says, in g's Wait, that a move of g waits out its backoff.
+func (st *stepper) backoffWait(g *Guest) {
+	what := "its last migration failed"
+	if g.MoveFails > 1 {
+		what = fmt.Sprintf("its last %d migrations failed", g.MoveFails)
+	}
+	at := g.MoveRetryAt()
+	st.setWait(g, fmt.Sprintf("%s; next try in %s (at %s UTC)", what, at.Sub(st.now), at.UTC().Format(time.TimeOnly)), false)
 }
 
 // move moves a running guest: live if migratable, else stop then start.

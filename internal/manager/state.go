@@ -435,7 +435,8 @@ func (s *State) allowed(g *Guest, node string) bool {
 }
 
 // NextTimer returns the earliest moment at which a step would do something
-// because time passed (fence retry, watchdog deadline, restart delay), and
+// because time passed (fence retry, watchdog deadline, restart delay, end of
+// a migration backoff), and
 // false when nothing waits on time. Callers step at that moment as well as at
 // every Tick.
 func (s *State) NextTimer() (time.Time, bool) {
@@ -458,6 +459,9 @@ func (s *State) NextTimer() (time.Time, bool) {
 	s.Unquiet(func(g *Guest) { // a quiet guest is started, not recovering
 		if g.State == GuestRecovering && g.Op == nil && !g.RetryAt.IsZero() {
 			take(g.RetryAt)
+		}
+		if !g.MoveFailedAt.IsZero() {
+			take(g.MoveRetryAt()) // the end of a migration backoff (plan.go)
 		}
 	})
 	return t, ok

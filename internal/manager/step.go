@@ -537,6 +537,7 @@ func (st *stepper) result(e GuestResult) {
 		g.Node = op.Node
 		g.State = GuestStarted
 		g.RunningSince = st.now
+		g.MoveFails, g.MoveFailedAt = 0, time.Time{}
 		st.moved(g, op)
 	case ResultStartFailed:
 		g.Op = nil
@@ -545,6 +546,7 @@ func (st *stepper) result(e GuestResult) {
 	case ResultStopped:
 		g.Op = nil
 		g.Running = false
+		g.MoveFails, g.MoveFailedAt = 0, time.Time{}
 		st.stopped(g, op)
 	case ResultStopFailed:
 		g.Op = nil
@@ -558,6 +560,7 @@ func (st *stepper) result(e GuestResult) {
 		g.Running = true
 		g.Node = op.Target
 		g.State = GuestStarted
+		g.MoveFails, g.MoveFailedAt = 0, time.Time{}
 		st.moved(g, op)
 		if t := st.s.node(op.Target); t.Status != NodeOnline || t.BootID != op.TargetBoot {
 			st.lateArrival(g, t, op.TargetBoot)
@@ -569,17 +572,16 @@ func (st *stepper) result(e GuestResult) {
 		g.Op = nil
 		g.AlsoOn = ""
 		g.MoveFailedAt = st.now
+		g.MoveFails++
 		g.Running = true
 		g.Node = op.Node
-		switch op.Purpose {
-		case PurposeFailback:
+		wait := fmt.Sprintf("the manager moves it no sooner than %s from now (failed migrations in a row: %d)", moveBackoff(g.MoveFails), g.MoveFails)
+		if op.Purpose == PurposeFailback {
 			g.FailbackBlocked = true
 			g.BlockedSeq = st.s.UpSeq
-			st.logf("failback of %s to %s failed (%s); it stays on %s until a node comes up or leaves maintenance", g.Spec.Name, op.Target, e.Err, op.Node)
-		case PurposeOperator:
-			st.logf("migration of %s to %s failed (%s); it keeps running on %s", g.Spec.Name, op.Target, e.Err, op.Node)
-		default:
-			st.logf("migration of %s to %s failed (%s); it keeps running on %s", g.Spec.Name, op.Target, e.Err, op.Node)
+			st.logf("failback of %s to %s failed (%s); it stays on %s until a node comes up or leaves maintenance, and %s", g.Spec.Name, op.Target, e.Err, op.Node, wait)
+		} else {
+			st.logf("migration of %s to %s failed (%s); it keeps running on %s; %s", g.Spec.Name, op.Target, e.Err, op.Node, wait)
 		}
 	default:
 		panic(fmt.Sprintf("manager: unknown result %q", e.Result))

@@ -277,9 +277,12 @@ type Guest struct {
 	// up or leaves maintenance.
 	FailbackBlocked bool   `json:"failback_blocked,omitempty"`
 	BlockedSeq      uint64 `json:"blocked_seq,omitempty"` // State.UpSeq when it was blocked
-	// MoveFailedAt is when its last migration failed; the manager does not
-	// try again in a step at that same moment.
+	// MoveFailedAt is when its last migration failed, kept until the
+	// manager may migrate it again (MoveRetryAt; zero once that moment is
+	// reached). MoveFails counts its migrations that failed in a row; a
+	// migration that succeeds, a start and a stop set it to zero.
 	MoveFailedAt time.Time `json:"move_failed_at"`
+	MoveFails    int       `json:"move_fails,omitempty"`
 	// PreemptOn is the node where guests of lower priority are being
 	// stopped to make room for this recovering guest; it starts there once
 	// PreemptVictims have stopped (its memory is reserved there meanwhile).

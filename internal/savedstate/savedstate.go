@@ -718,7 +718,7 @@ func guestEqual(a, b *manager.Guest) bool {
 		a.RetryAt.Equal(b.RetryAt) && a.Restarts == b.Restarts && a.Moves == b.Moves &&
 		slices.Equal(a.Tried, b.Tried) && a.RunningSince.Equal(b.RunningSince) &&
 		a.AlsoOn == b.AlsoOn && a.EvacuatedFrom == b.EvacuatedFrom && a.ReturnTo == b.ReturnTo && a.OperatorPlaced == b.OperatorPlaced &&
-		a.FailbackBlocked == b.FailbackBlocked && a.BlockedSeq == b.BlockedSeq && a.MoveFailedAt.Equal(b.MoveFailedAt) &&
+		a.FailbackBlocked == b.FailbackBlocked && a.BlockedSeq == b.BlockedSeq && a.MoveFailedAt.Equal(b.MoveFailedAt) && a.MoveFails == b.MoveFails &&
 		a.PreemptOn == b.PreemptOn && slices.Equal(a.PreemptVictims, b.PreemptVictims) && a.PreemptedBy == b.PreemptedBy &&
 		a.Preempted == b.Preempted && a.Wait == b.Wait && a.BalancedAt.Equal(b.BalancedAt) && a.CPUModel == b.CPUModel
 }
