@@ -118,3 +118,51 @@ func TestAbandonedMigrationDoesNotKillANewStartOnTheTarget(t *testing.T) {
 		t.Fatalf("vm1's operation: %+v, want a start on n2", g.Op)
 	}
 }
+
+// An evacuation whose migration failed is tried again when its backoff
+// ends (1 s after the first failure): the shell's NextTimer is that moment,
+// not its next tick, and no step before it sends the target an order.
+func TestFailedEvacuationRetriedWhenItsBackoffEnds(t *testing.T) {
+	st := vm1OnN1(t, manager.Config{}, "n1", "n2")
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := newMemWriter()
+	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	step := func(d time.Duration) {
+		t.Helper()
+		now = now.Add(d)
+		if err := sh.HandleTick(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync := manager.Sync{Nodes: []manager.NodeReport{{Name: "n1", BootID: "1", Running: []string{"vm1"}}, {Name: "n2", BootID: "1"}}}
+	if err := sh.Start(ctx, now, sync); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	if err := sh.Handle(ctx, now, Input{Command: &manager.Command{Kind: manager.CmdMaintenanceOn, Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if o := w.order("n2", "vm1"); o.Op != hostctl.OpReceive {
+		t.Fatalf("n2's order after maintenance on n1: %+v, want receive", o)
+	}
+	// The target never gets ready: the migration fails at ReceiveTimeout.
+	step(ReceiveTimeout + time.Millisecond)
+	if o := w.order("n2", "vm1"); o.Op != hostctl.OpKill {
+		t.Fatalf("n2's order after its receive timed out: %+v, want kill", o)
+	}
+	retry := now.Add(time.Second)
+	if at, ok := sh.NextTimer(); !ok || !at.Equal(retry) {
+		t.Fatalf("shell's next timer %v %v, want the end of the backoff %v", at, ok, retry)
+	}
+	for range 9 {
+		step(100 * time.Millisecond)
+		if o := w.order("n2", "vm1"); o.Op != hostctl.OpKill {
+			t.Fatalf("n2's order %v after the failure: %+v, want no new one before %v", now.Sub(retry.Add(-time.Second)), o, retry)
+		}
+	}
+	step(retry.Sub(now))
+	if o := w.order("n2", "vm1"); o.Op != hostctl.OpReceive {
+		t.Fatalf("n2's order when the backoff ended: %+v, want receive", o)
+	}
+}
