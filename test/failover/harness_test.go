@@ -810,6 +810,55 @@ func (c *testCluster) waitStamp(guest string, t0 time.Time, within time.Duration
 	return seg
 }
 
+// bootSettle is how long a guest's current boot has written its disk
+// before waitBooted counts its kernel's start-up as over (the test guest's
+// kernel runs its last start-up work, such as its crypto self-tests, about
+// 2.5 s after it boots; its init writes the disk from about 1.5 s).
+const bootSettle = 4 * time.Second
+
+// waitBooted waits until guest's current boot has been writing its disk
+// for bootSettle.
+func (c *testCluster) waitBooted(guest string, within time.Duration) {
+	c.t.Helper()
+	c.poll(guest+" booted", within, func() bool {
+		s := c.segments(guest)
+		return len(s) > 0 && s[len(s)-1].Last.Sub(s[len(s)-1].First) >= bootSettle
+	})
+}
+
+// waitSettled waits until the manager sees every host that it knows back
+// online, and every guest runs, started, with no operation in flight, where
+// its only QEMU runs. It returns where each guest runs.
+func (c *testCluster) waitSettled(within time.Duration) map[string]string {
+	c.t.Helper()
+	var on map[string]string
+	c.poll("cluster settled", within, func() bool {
+		st, err := c.status()
+		if err != nil {
+			return false
+		}
+		for _, h := range st.Hosts {
+			if h.HA != "" && h.HA != "online" {
+				return false
+			}
+		}
+		rows, err := c.guestRows()
+		if err != nil {
+			return false
+		}
+		on = map[string]string{}
+		for _, g := range c.guests {
+			r, ok := rows[g]
+			if !ok || r.State != "started" || !r.Running || r.Op != nil || c.qemuOn(g) != r.Node {
+				return false
+			}
+			on[g] = r.Node
+		}
+		return true
+	})
+	return on
+}
+
 // serialSize is how much guest's serial console (appended across its boots
 // and hosts) holds so far: guestOops reads what comes after.
 func (c *testCluster) serialSize(guest string) int64 {
