@@ -219,6 +219,10 @@ func (st *stepper) place() {
 			if st.now.Before(g.RetryAt) {
 				continue
 			}
+			// Its restart delay is over: from here it waits for a change
+			// (room, a dependency), not for time, and NextTimer must not
+			// offer that passed moment again.
+			g.RetryAt = time.Time{}
 			if !st.depsReady(g) {
 				continue
 			}
