@@ -816,13 +816,18 @@ func (c *testCluster) waitStamp(guest string, t0 time.Time, within time.Duration
 // 2.5 s after it boots; its init writes the disk from about 1.5 s).
 const bootSettle = 4 * time.Second
 
-// waitBooted waits until guest's current boot has been writing its disk
-// for bootSettle.
-func (c *testCluster) waitBooted(guest string, within time.Duration) {
+// waitBooted waits until guest's current boot, the one that writes its disk
+// after t0 (the guest's only QEMU runs then), has been writing it for
+// bootSettle.
+func (c *testCluster) waitBooted(guest string, t0 time.Time, within time.Duration) {
 	c.t.Helper()
 	c.poll(guest+" booted", within, func() bool {
 		s := c.segments(guest)
-		return len(s) > 0 && s[len(s)-1].Last.Sub(s[len(s)-1].First) >= bootSettle
+		if len(s) == 0 {
+			return false
+		}
+		last := s[len(s)-1]
+		return last.Last.After(t0) && last.Last.Sub(last.First) >= bootSettle
 	})
 }
 

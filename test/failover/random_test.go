@@ -321,7 +321,7 @@ func randomFaults(t *testing.T, hv string) {
 		// is the emulator's fault, not Haven's. A host that died takes
 		// minutes to come back anyway.
 		for _, g := range ran {
-			c.waitBooted(g, 60*time.Second)
+			c.waitBooted(g, time.Now(), 60*time.Second)
 		}
 		f.undo(c, victim)
 		c.waitHosts(120*time.Second, c.names()...)
