@@ -444,13 +444,14 @@ func (s *Shell) report(ctx context.Context, node string, r hostctl.Report) error
 		// Killed by its host's self-fence while the host's lease held (a
 		// keepalive late past the deadline, or a store without quorum,
 		// where leases do not expire): the node stays up here, and this
-		// report is the only news that the guest is gone. Handled as the
-		// inventory of a new term would: a crash, unless a migration's
-		// result decides.
+		// report is the only news that the guest is gone. It died with
+		// its node's self-fence, as the inventory of a new term would
+		// say too (NodeReport.SelfFenced): recovered as after a node
+		// failure, unless a migration's result decides.
 		if g := s.cfg.State.Guest(r.Guest); g != nil && g.Op != nil && g.Op.Kind == manager.OpMigrate {
 			return nil
 		}
-		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node, Reason: "killed by its host's self-fence"})
+		return s.step(ctx, manager.GuestCrashed{Guest: r.Guest, Node: node, SelfFence: true})
 	}
 	if op == 0 || r.Result == hostctl.ResultPending || r.Result == "" {
 		return nil

@@ -616,11 +616,15 @@ func isRunning(s hostctl.GuestState) bool {
 func (f *feed) nodeReport(name string, facts model.NodeFacts) manager.NodeReport {
 	r := manager.NodeReport{Name: name, Memory: facts.Memory, CPUs: facts.CPUs, CPUModels: facts.CPUModels, BootID: facts.BootID, Witness: facts.Witness}
 	for guest, rep := range f.reports[name] {
-		if isRunning(rep.State) {
+		switch {
+		case isRunning(rep.State):
 			r.Running = append(r.Running, guest)
+		case rep.State == hostctl.Stopped && rep.OrderID == "" && rep.Reason == hostctl.ReasonSelfFence:
+			r.SelfFenced = append(r.SelfFenced, guest)
 		}
 	}
 	slices.Sort(r.Running)
+	slices.Sort(r.SelfFenced)
 	return r
 }
 

@@ -35,6 +35,10 @@ type NodeReport struct {
 	BootedAt time.Time `json:"booted_at,omitempty"`
 	// Witness: the node's agent runs as a witness (votes, runs no guest).
 	Witness bool `json:"witness,omitempty"`
+	// SelfFenced are guests its agent killed in a self-fence and that have
+	// not run there since: if recorded running there, they died with the
+	// node (GuestCrashed.SelfFence), not on their own.
+	SelfFenced []string `json:"self_fenced,omitempty"`
 }
 
 // Sync gives a newly elected manager (and the first step) the full picture:
@@ -95,6 +99,10 @@ type GuestCrashed struct {
 	// Reason is how it died as its host saw it (e.g. "guest panicked", or
 	// the health check that failed and its last output); for the log.
 	Reason string
+	// SelfFence: its host killed it when it lost the quorate side (its
+	// self-fence). It died with its node, not on its own: it is recovered
+	// as after a node failure (placed, no restart or move counted).
+	SelfFence bool
 }
 
 // FenceResult is a fence device's answer to attempt Attempt.

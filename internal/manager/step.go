@@ -70,7 +70,7 @@ func (s *State) stepWith(now time.Time, ev Event, gs []*Guest) []Action {
 	case NodeShutdown:
 		st.nodeShutdown(e)
 	case Inventory:
-		st.inventory(map[string][]string{e.Node: e.Running})
+		st.inventory(map[string][]string{e.Node: e.Running}, nil)
 	case GuestResult:
 		st.result(e)
 	case GuestCrashed:
@@ -97,6 +97,7 @@ func (st *stepper) sync(e Sync) {
 		up[r.Name] = r
 	}
 	inv := make(map[string][]string, len(e.Nodes))
+	fenced := map[string][]string{}
 	for _, n := range st.s.Nodes {
 		r, ok := up[n.Name]
 		switch {
@@ -115,9 +116,10 @@ func (st *stepper) sync(e Sync) {
 		}
 		if ok && !r.Stale && n.Status == NodeOnline {
 			inv[n.Name] = r.Running
+			fenced[n.Name] = r.SelfFenced
 		}
 	}
-	st.inventory(inv)
+	st.inventory(inv, fenced)
 }
 
 func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
@@ -189,7 +191,7 @@ func (st *stepper) nodeUp(r NodeReport, withInventory bool) {
 	}
 	n.BootID = r.BootID
 	if !r.Stale && withInventory {
-		st.inventory(map[string][]string{n.Name: r.Running})
+		st.inventory(map[string][]string{n.Name: r.Running}, map[string][]string{n.Name: r.SelfFenced})
 	}
 	st.s.UpSeq++ // failed failbacks may be tried again
 	if sd := n.Shutdown; sd != nil && prev != NodeOnline {
@@ -346,7 +348,10 @@ func (st *stepper) nodeShutdown(e NodeShutdown) {
 
 // inventory reconciles the manager's view with agents' lists of running
 // guests, for the online nodes in inv (node -> guests running there).
-func (st *stepper) inventory(inv map[string][]string) {
+// inventory reconciles the guests recorded on the nodes of inv with what
+// those nodes run; selfFenced lists, per node, the guests its self-fence
+// killed (NodeReport.SelfFenced).
+func (st *stepper) inventory(inv, selfFenced map[string][]string) {
 	for node, list := range inv {
 		if n := st.s.node(node); n == nil || n.Status != NodeOnline {
 			delete(inv, node)
@@ -385,7 +390,7 @@ func (st *stepper) inventory(inv map[string][]string) {
 			}
 			if !reported {
 				st.logf("%s is no longer running on %s", name, g.Node)
-				st.crashed(GuestCrashed{Guest: name, Node: g.Node})
+				st.crashed(GuestCrashed{Guest: name, Node: g.Node, SelfFence: slices.Contains(selfFenced[g.Node], name)})
 				continue
 			}
 		}
@@ -696,9 +701,12 @@ func (st *stepper) crashed(e GuestCrashed) {
 	op := g.Op
 	g.Running = false
 	g.Op = nil
-	if e.Reason != "" {
+	switch {
+	case e.SelfFence:
+		st.logf("%s was killed by %s's self-fence (it lost the quorate side): recovered as after a node failure, no restart counted", g.Spec.Name, e.Node)
+	case e.Reason != "":
 		st.logf("%s crashed on %s: %s", g.Spec.Name, e.Node, e.Reason)
-	} else {
+	default:
 		st.logf("%s crashed on %s", g.Spec.Name, e.Node)
 	}
 	if op != nil && op.Kind == OpStop && op.Purpose == PurposeFreeze && g.Spec.State == model.DesiredStarted {
@@ -709,6 +717,11 @@ func (st *stepper) crashed(e GuestCrashed) {
 		if g.Spec.State != model.DesiredStarted {
 			st.settleDesired(g)
 		}
+		return
+	}
+	if e.SelfFence {
+		g.Node = e.Node
+		st.afterFence(g)
 		return
 	}
 	st.trouble(g, e.Node)
