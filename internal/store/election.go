@@ -63,7 +63,7 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 		l := &Leadership{node: node, key: key, rev: rev, since: time.Now(), session: sess, cli: s.cli}
 		l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 		// Never trust a win that may be stale: confirm it with a guarded read.
-		resp, err := s.cli.Txn(ctx).If(l.Guard()).Then(clientv3.OpGet(KeyElection+"/", LeadingCandidate()...)).Commit()
+		resp, err := s.confirmWin(ctx, l)
 		if err == nil && resp.Succeeded {
 			kvs := resp.Responses[0].GetResponseRange().Kvs
 			if len(kvs) == 1 && string(kvs[0].Key) == l.key {
@@ -77,6 +77,35 @@ func (s *Store) Campaign(ctx context.Context, node string, ttl time.Duration) (*
 			return nil, fmt.Errorf("campaign for manager as node %q: %w", node, ctx.Err())
 		}
 		s.log.Warn("election win was stale; campaigning again", "node", node, "op", "election", "err", err)
+	}
+}
+
+// confirmTry bounds one try of a win's confirmation (confirmWin).
+const confirmTry = time.Second
+
+// confirmWin reads the election guarded by l's key. Each try is bounded by
+// confirmTry and a failed one is tried again while l's session lives: a
+// request on a connection to a store member whose host just died hangs
+// until gRPC's keepalive gives it up, about 10 s, and a new manager waited
+// that long before it acted (its session's lease expired meanwhile, and the
+// office went to the next candidate). A try again goes to a member that
+// answers once the agent's failure detector has cut that connection.
+func (s *Store) confirmWin(ctx context.Context, l *Leadership) (*clientv3.TxnResponse, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, confirmTry)
+		resp, err := s.cli.Txn(tctx).If(l.Guard()).Then(clientv3.OpGet(KeyElection+"/", LeadingCandidate()...)).Commit()
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return resp, err
+		}
+		select {
+		case <-l.session.Done():
+			return nil, fmt.Errorf("confirm the win: %w (and the session ended)", err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		s.log.Warn("could not confirm the election win yet; trying again", "node", l.node, "op", "election", "err", err)
 	}
 }
 
@@ -122,6 +151,15 @@ func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrenc
 	}
 	t := time.NewTicker(poll)
 	defer t.Stop()
+	// What the reads saw last (the leading key, or the error), logged when
+	// it changes: a candidate that takes office late says why.
+	var seen string
+	note := func(what string, args ...any) {
+		if what != seen {
+			seen = what
+			s.log.Info("manager election: waiting candidate's read", append([]any{"node", node, "op", "election", "saw", what}, args...)...)
+		}
+	}
 	for {
 		select {
 		case err := <-campaigned:
@@ -134,7 +172,32 @@ func (s *Store) awaitCampaign(ctx context.Context, node string, sess *concurrenc
 		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		resp, err := s.cli.Get(rctx, KeyElection+"/", LeadingCandidate()...)
 		cancel()
-		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != mine {
+		switch {
+		case err != nil:
+			note("error", "err", err)
+			continue
+		case len(resp.Kvs) != 1:
+			note("no candidate")
+			continue
+		case string(resp.Kvs[0].Key) != mine && string(resp.Kvs[0].Value) == node:
+			// A key of this node's name that is not this session's: a
+			// previous process's (its host powered off and back before
+			// its session's lease expired, or a session Close that
+			// failed). Nobody ends it, since this host is alive, and it
+			// would hold the office until its lease expired (a new
+			// manager acted 9 s late in benchmark rounds). Its holder is
+			// gone: end it, and read again.
+			stale := clientv3.LeaseID(resp.Kvs[0].Lease)
+			rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			_, err := s.cli.Revoke(rctx, stale)
+			cancel()
+			note("leading: this node's previous session", "key", string(resp.Kvs[0].Key), "revoked", err == nil, "err", err)
+			if err == nil {
+				s.WakeCampaign()
+			}
+			continue
+		case string(resp.Kvs[0].Key) != mine:
+			note("leading "+string(resp.Kvs[0].Value), "key", string(resp.Kvs[0].Key))
 			continue
 		}
 		s.log.Info("this agent leads the manager election before its campaign saw it (its watch may hang on a store member that does not answer): taking office", "node", node, "op", "election")

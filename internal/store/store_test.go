@@ -362,3 +362,34 @@ func TestLivenessSince(t *testing.T) {
 		t.Fatalf("after the lease ended: lease %x since %d, want a new lease and since > %d", l3.Lease(), l3.Since(), put.Header.Revision)
 	}
 }
+
+// TestCampaignEndsOwnStaleKey: a key of the candidate's own node name from
+// an earlier session (its previous process's, still within its lease)
+// leads the election; the candidate ends it and takes office at its next
+// read, instead of waiting out that lease (30 s here).
+func TestCampaignEndsOwnStaleKey(t *testing.T) {
+	srv := storetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := srv.Connect(t)
+	s.SetCampaignPoll(50 * time.Millisecond)
+	cli := s.Client()
+	old, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", store.KeyElection, old.ID), "b", clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Campaign(ctx, "b", 30*time.Second)
+	if err != nil {
+		t.Fatalf("campaign behind its own stale key: %v", err)
+	}
+	defer l.Close()
+	if l.Lease() == old.ID {
+		t.Fatal("took office with the stale key")
+	}
+	if ttl, err := cli.TimeToLive(ctx, old.ID); err != nil || ttl.TTL > 0 {
+		t.Errorf("stale lease still alive: ttl %v, %v", ttl, err)
+	}
+}
