@@ -133,6 +133,9 @@ type Config struct {
 	// on QEMU, 200 ms on libvirt). Default 1s. The migration's result is
 	// published at once.
 	ProgressEvery time.Duration
+	// RecheckEvery is how often the hypervisor is asked again about guests
+	// whose state it did not give after a failed order. Default 2s.
+	RecheckEvery time.Duration
 	// CheckDef, when set, vets a definition just before the hypervisor
 	// starts it or gets ready to receive it (every file inside a storage
 	// pool, after resolving symlinks); an error fails the order.
@@ -163,6 +166,10 @@ type guest struct {
 	def     guestdef.Definition
 	hasDef  bool
 	watched bool // Health watches it; guarded by Controller.mu
+	// unsure: its report says running only because the hypervisor did not
+	// answer after a failed order (probe); Run asks again every
+	// RecheckEvery until it answers. Guarded by Controller.mu.
+	unsure bool
 }
 
 // New returns a Controller. Call Adopt, then Run.
@@ -178,6 +185,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.ProgressEvery == 0 {
 		cfg.ProgressEvery = time.Second
+	}
+	if cfg.RecheckEvery == 0 {
+		cfg.RecheckEvery = 2 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -210,13 +220,57 @@ func (c *Controller) Adopt(ctx context.Context) ([]Report, error) {
 func (c *Controller) Run(ctx context.Context) {
 	defer c.wg.Wait()
 	events := c.cfg.Driver.Events()
+	recheck := time.NewTicker(c.cfg.RecheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-events:
 			c.onEvent(ev)
+		case <-recheck.C:
+			c.recheck(ctx)
 		}
+	}
+}
+
+// recheck asks the hypervisor again about the guests reported running only
+// because it did not answer after a failed order (unsure), once no order of
+// theirs is queued. A guest it does not have is reported crashed (no
+// order): the manager restarts it if it counted it running here. Kept
+// "running", a failback target whose libvirtd refused connections held its
+// guest as running for good, after the source that really ran it was
+// fenced.
+func (c *Controller) recheck(ctx context.Context) {
+	c.mu.Lock()
+	var names []string
+	for name, g := range c.guests {
+		if g.unsure && !g.busy && len(g.queue) == 0 {
+			names = append(names, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range names {
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		st, err := c.cfg.Driver.Status(cctx, name)
+		cancel()
+		if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+			continue // still no answer
+		}
+		c.mu.Lock()
+		g := c.guestLocked(name)
+		if !g.unsure || g.busy || len(g.queue) > 0 {
+			c.mu.Unlock()
+			continue // an order came meanwhile: its result decides
+		}
+		g.unsure = false
+		c.mu.Unlock()
+		r := Report{Guest: name, State: Crashed, Reason: "not running here: checked again once the hypervisor answered (its state was unknown after a failed order)", At: c.cfg.Now()}
+		if err == nil {
+			r.State, r.Reason = fromHypervisor(st.State), "checked again once the hypervisor answered"
+		}
+		c.log.Info("guest state checked again", "guest", name, "state", r.State)
+		c.set(r)
 	}
 }
 
@@ -329,6 +383,9 @@ func (c *Controller) work(ctx context.Context, name string) {
 func (c *Controller) execute(ctx context.Context, o Order) {
 	log := c.log.With("guest", o.Guest, "op", string(o.Op), "order", o.ID)
 	base := Report{Guest: o.Guest, OrderID: o.ID, Op: o.Op, Result: ResultPending}
+	c.mu.Lock()
+	c.guestLocked(o.Guest).unsure = false // this order's result decides now
+	c.mu.Unlock()
 	pending := func(st GuestState) {
 		r := base
 		r.State, r.At = st, c.cfg.Now()
@@ -453,12 +510,15 @@ func (c *Controller) probe(ctx context.Context, name string) GuestState {
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
 	st, err := c.cfg.Driver.Status(cctx, name)
+	c.mu.Lock()
+	c.guestLocked(name).unsure = err != nil && !errors.Is(err, hypervisor.ErrNotFound)
+	c.mu.Unlock()
 	if errors.Is(err, hypervisor.ErrNotFound) {
 		return Stopped
 	}
 	if err != nil {
 		// Unknown: say it still runs, the safe answer (never start a copy
-		// elsewhere on a guess).
+		// elsewhere on a guess); recheck asks again.
 		return Running
 	}
 	return fromHypervisor(st.State)
@@ -473,6 +533,7 @@ func (c *Controller) expectStop(name string, v bool) {
 func (c *Controller) onEvent(ev hypervisor.Event) {
 	c.mu.Lock()
 	g := c.guestLocked(ev.Guest)
+	g.unsure = false // the hypervisor told
 	// An event is not the result of an order: the report carries no order.
 	r := Report{Guest: ev.Guest, At: ev.At, Reason: ev.Reason}
 	if r.At.IsZero() {
