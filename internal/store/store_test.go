@@ -135,6 +135,20 @@ func TestLeadershipEndsWithSession(t *testing.T) {
 	}
 }
 
+// electionKey puts an election key for node under a lease of its own (30 s)
+// and returns that lease, as a candidate's session would.
+func electionKey(ctx context.Context, t *testing.T, cli *clientv3.Client, node string) *clientv3.LeaseGrantResponse {
+	t.Helper()
+	old, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", store.KeyElection, old.ID), node, clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	return old
+}
+
 // TestWakeCampaign: a candidate whose etcd Campaign never sees its win
 // (its watch hangs on a dead store member) takes office as soon as it is
 // woken once its key leads, without waiting for its own poll of the
@@ -146,13 +160,7 @@ func TestWakeCampaign(t *testing.T) {
 	s := srv.Connect(t)
 	s.SetCampaignPoll(time.Hour)
 	cli := s.Client()
-	old, err := cli.Grant(ctx, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", store.KeyElection, old.ID), "a", clientv3.WithLease(old.ID)); err != nil {
-		t.Fatal(err)
-	}
+	old := electionKey(ctx, t, cli, "a")
 	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(30))
 	if err != nil {
 		t.Fatal(err)
@@ -374,13 +382,7 @@ func TestCampaignEndsOwnStaleKey(t *testing.T) {
 	s := srv.Connect(t)
 	s.SetCampaignPoll(50 * time.Millisecond)
 	cli := s.Client()
-	old, err := cli.Grant(ctx, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", store.KeyElection, old.ID), "b", clientv3.WithLease(old.ID)); err != nil {
-		t.Fatal(err)
-	}
+	old := electionKey(ctx, t, cli, "b")
 	l, err := s.Campaign(ctx, "b", 30*time.Second)
 	if err != nil {
 		t.Fatalf("campaign behind its own stale key: %v", err)
