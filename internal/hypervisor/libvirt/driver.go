@@ -792,6 +792,20 @@ func (d *Driver) Start(ctx context.Context, def guestdef.Definition) error {
 	}
 }
 
+// handshakeTries is how many times a migration whose peer-to-peer
+// connection failed its TLS handshake is tried (handshakeFailed).
+const handshakeTries = 3
+
+// handshakeFailed says whether a migration call failed in the TLS
+// handshake of libvirt's connection to the target's libvirtd, before any of
+// the guest was sent (a failback to a host whose agent had just started,
+// and made its libvirtd reload its certificates, failed so, and a failed
+// failback waits for the next host to come up).
+func handshakeFailed(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Unable to read TLS confirmation") || strings.Contains(msg, "TLS handshake failed")
+}
+
 // errCatchingUp says libvirt still reports as active a guest whose qemu
 // process the driver saw exit.
 var errCatchingUp = errors.New("libvirt has not caught up with the guest's exit")
@@ -1210,7 +1224,22 @@ func (d *Driver) Migrate(ctx context.Context, name string, target hypervisor.Mig
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.l.DomainMigratePerform3Params(dom, golibvirt.OptString{target.URI}, params, nil, flags)
+		var err error
+		for try := 1; ; try++ {
+			_, err = c.l.DomainMigratePerform3Params(dom, golibvirt.OptString{target.URI}, params, nil, flags)
+			if err == nil || try == handshakeTries || !handshakeFailed(err) || ctx.Err() != nil {
+				break
+			}
+			// The target's libvirtd refused the TLS handshake of the
+			// peer-to-peer connection before anything was sent (it was
+			// reloading its certificates: its host's agent had just
+			// started). The guest still runs here; try again shortly.
+			d.log.Warn("the target's libvirtd failed the TLS handshake; trying the migration again", "guest", name, "op", "migrate", "target", target.URI, "try", try, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
 		done <- err
 	}()
 	d.log.Info("live migration started", "guest", name, "op", "migrate", "target", target.URI, "tls", flags&golibvirt.MigrateTLS != 0)

@@ -479,3 +479,16 @@ func TestStopForced(t *testing.T) {
 		t.Errorf("the guest powered off by itself: %+v", s)
 	}
 }
+
+func TestHandshakeFailed(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"Unable to read TLS confirmation: Input/output error":                   true,
+		"TLS handshake failed: The TLS connection was non-properly terminated.": true,
+		"operation failed: migration out job: unexpectedly failed":              false,
+		"Requested operation is not valid: domain is not running":               false,
+	} {
+		if got := libvirt.HandshakeFailed(errors.New(msg)); got != want {
+			t.Errorf("handshakeFailed(%q) = %v, want %v", msg, got, want)
+		}
+	}
+}
