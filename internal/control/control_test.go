@@ -94,6 +94,18 @@ func startVM1(t *testing.T, w *memWriter, in chan Input) {
 	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
 }
 
+// migrateVM1ToN2 asks for vm1's migration from n1 to n2, has n2 report
+// ready to receive at uri, and returns the send order n1 then gets.
+func migrateVM1ToN2(t *testing.T, w *memWriter, in chan Input, uri string) hostctl.Order {
+	t.Helper()
+	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
+	w.wait(t, "receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
+	recv := w.order("n2", "vm1")
+	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Incoming, OrderID: recv.ID, Op: hostctl.OpReceive, Result: hostctl.ResultOK, Target: hypervisor.MigrationTarget{Node: "n2", URI: uri}}}}
+	w.wait(t, "migrate order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpMigrate })
+	return w.order("n1", "vm1")
+}
+
 type defs struct{}
 
 func (defs) Definition(guest, node string) (guestdef.Definition, error) {
@@ -123,7 +135,6 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	}
 	sh := New(Config{State: st, Writer: w, Fencer: noFence{}, Defs: defs{}, Now: clock, OnStep: onStep})
 	in := runShell(t, sh, "n1", "n2")
-	wait := func(what string, cond func() bool) { t.Helper(); w.wait(t, what, cond) }
 	startVM1(t, w, in)
 	// n1 writes its report again, unchanged but for the health of vm1's
 	// checks: that is no new start, and the log must not say so twice.
@@ -131,12 +142,7 @@ func TestStartAndMigrateThroughOrders(t *testing.T) {
 	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: start.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK,
 		Health: []health.Result{{Check: "web", Kind: "tcp", OK: false, Failures: 1}}}}}
 
-	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
-	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
-	recv := w.order("n2", "vm1")
-	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Incoming, OrderID: recv.ID, Op: hostctl.OpReceive, Result: hostctl.ResultOK, Target: hypervisor.MigrationTarget{Node: "n2", URI: "tcp:10.0.0.2:49152"}}}}
-	wait("migrate order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpMigrate })
-	mig := w.order("n1", "vm1")
+	mig := migrateVM1ToN2(t, w, in, "tcp:10.0.0.2:49152")
 	if mig.Target.URI != "tcp:10.0.0.2:49152" {
 		t.Fatalf("migrate order target = %+v, want the receiver's address", mig.Target)
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/haven-ha/haven/internal/hostctl"
-	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
 )
 
@@ -46,12 +45,7 @@ func TestRecordReplay(t *testing.T) {
 	wait("restart order on n1", func() bool { o := w.order("n1", "vm1"); return o.Op == hostctl.OpStart && o.ID != "1" })
 	o := w.order("n1", "vm1")
 	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Running, OrderID: o.ID, Op: hostctl.OpStart, Result: hostctl.ResultOK}}}
-	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
-	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
-	recv := w.order("n2", "vm1")
-	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Incoming, OrderID: recv.ID, Op: hostctl.OpReceive, Result: hostctl.ResultOK, Target: hypervisor.MigrationTarget{Node: "n2", URI: "tcp:10.0.0.2:1"}}}}
-	wait("migrate order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpMigrate })
-	mig := w.order("n1", "vm1")
+	mig := migrateVM1ToN2(t, w, in, "tcp:10.0.0.2:1")
 	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Stopped, OrderID: mig.ID, Op: hostctl.OpMigrate, Result: hostctl.ResultOK}}}
 	in <- Input{NodeGone: "n2"}
 	wait("vm1 back on n1 after n2's fence", func() bool { o := w.order("n1", "vm1"); return o.Op == hostctl.OpStart && o.ID != mig.ID })

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/haven-ha/haven/internal/hostctl"
-	"github.com/haven-ha/haven/internal/hypervisor"
 	"github.com/haven-ha/haven/internal/manager"
 )
 
@@ -23,12 +22,7 @@ func TestSourceLostDuringMigrationIsRecovered(t *testing.T) {
 	in := runShell(t, sh, "n1", "n2")
 	wait := func(what string, cond func() bool) { t.Helper(); w.wait(t, what, cond) }
 	startVM1(t, w, in)
-	in <- Input{Command: &manager.Command{Kind: manager.CmdMigrate, Guest: "vm1", Node: "n2"}, CommandID: "c1"}
-	wait("receive order on n2", func() bool { return w.order("n2", "vm1").Op == hostctl.OpReceive })
-	recv := w.order("n2", "vm1")
-	in <- Input{Report: &NodeReport{Node: "n2", Report: hostctl.Report{Guest: "vm1", State: hostctl.Incoming, OrderID: recv.ID, Op: hostctl.OpReceive, Result: hostctl.ResultOK, Target: hypervisor.MigrationTarget{Node: "n2", URI: "tcp:10.0.0.2:49152"}}}}
-	wait("migrate order on n1", func() bool { return w.order("n1", "vm1").Op == hostctl.OpMigrate })
-	mig := w.order("n1", "vm1")
+	mig := migrateVM1ToN2(t, w, in, "tcp:10.0.0.2:49152")
 
 	// n1 self-fences: the guest is killed, then the send fails.
 	in <- Input{Report: &NodeReport{Node: "n1", Report: hostctl.Report{Guest: "vm1", State: hostctl.Stopped, Reason: hostctl.ReasonSelfFence}}}
