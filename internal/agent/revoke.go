@@ -47,8 +47,15 @@ func (a *Agent) OnCACRL(f func()) {
 }
 
 // writeCACRL writes the revocation list of serials (hex), signed by ca, in
-// PEM at path.
+// PEM at path, unless the list there already is one ca signed of the same
+// serials: then it is left as it is. An agent signs the list again at
+// every start, and a rewritten list (a new number and date) has libvirtd
+// reload its certificates, which fails the TLS handshakes it answers
+// meanwhile: a failback to a host whose agent had just started failed so.
 func writeCACRL(path string, ca *pki.CA, serials []string, now time.Time) error {
+	if sameCACRL(path, ca.Cert, serials) {
+		return nil
+	}
 	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number: big.NewInt(now.UnixNano()), ThisUpdate: now, NextUpdate: now.Add(100 * 365 * 24 * time.Hour),
 		RevokedCertificateEntries: crlEntries(serials, now),
@@ -57,6 +64,43 @@ func writeCACRL(path string, ca *pki.CA, serials []string, now time.Time) error 
 		return fmt.Errorf("sign the revocation list with the cluster CA: %w", err)
 	}
 	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl}), 0o644)
+}
+
+// sameCACRL says whether path holds a revocation list (PEM) that ca signed
+// of exactly serials (hex, sorted).
+func sameCACRL(path string, ca *x509.Certificate, serials []string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "X509 CRL" {
+		return false
+	}
+	l, err := x509.ParseRevocationList(blk.Bytes)
+	if err != nil || l.CheckSignatureFrom(ca) != nil {
+		return false
+	}
+	var have []string
+	for _, e := range l.RevokedCertificateEntries {
+		have = append(have, e.SerialNumber.Text(16))
+	}
+	sort.Strings(have)
+	return slices.Equal(have, normalSerials(serials))
+}
+
+// normalSerials is serials (hex) as a revocation list gives them back
+// (no leading zeros, lower case), sorted; those that are not hex are left
+// out, as crlEntries leaves them out.
+func normalSerials(serials []string) []string {
+	var out []string
+	for _, s := range serials {
+		if n, ok := new(big.Int).SetString(s, 16); ok {
+			out = append(out, n.Text(16))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func crlEntries(serials []string, now time.Time) []x509.RevocationListEntry {

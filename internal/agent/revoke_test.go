@@ -83,3 +83,45 @@ func TestCARevocationList(t *testing.T) {
 		t.Fatal("the OnCACRL hook did not run")
 	}
 }
+
+// The CA-signed list is signed again only when the serials or the CA
+// changed: an agent's start rewrote it with a new number, and libvirtd,
+// made to reload it, failed the TLS handshakes it answered meanwhile.
+func TestCARevocationListKeptWhenSame(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ca-crl.pem")
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := writeCACRL(path, ca, []string{"0AB", "12"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(path)
+	if err := writeCACRL(path, ca, []string{"12", "ab"}, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(path); string(again) != string(first) {
+		t.Error("the same serials signed by the same CA: the list was written again")
+	}
+	other, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what    string
+		ca      *pki.CA
+		serials []string
+	}{{"a serial more", ca, []string{"12", "ab", "cd"}}, {"a serial less", ca, []string{"12"}}, {"another CA", other, []string{"12"}}} {
+		before, _ := os.ReadFile(path)
+		if err := writeCACRL(path, c.ca, c.serials, t0.Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := os.ReadFile(path); string(after) == string(before) {
+			t.Errorf("%s: the list was not written again", c.what)
+		}
+		if !sameCACRL(path, c.ca.Cert, normalSerials(c.serials)) {
+			t.Errorf("%s: the list written is not the one asked for", c.what)
+		}
+	}
+}

@@ -4,6 +4,10 @@
 // failed test. The raw JSON goes to the file named by -log. It exits 1 if
 // any test or package failed (or the stream ended without a result).
 //
+// Its last lines say why each failed test failed: a CI page often shows
+// only the end of the output, and a failed end-to-end test's own output
+// ends with hundreds of lines of logs dumped for the reader.
+//
 //	go test -json ./... | go run ./scripts/testprogress -log /tmp/x.json
 package main
 
@@ -73,7 +77,11 @@ type printer struct {
 	slow    time.Duration
 	pass    int
 	failed  []string
+	why     []string // per failed test or package: its reason lines, for the summary
 }
+
+// maxOutput bounds the lines kept (and printed) of one test's output.
+const maxOutput = 5000
 
 func (p *printer) event(e event) {
 	p.mu.Lock()
@@ -90,7 +98,7 @@ func (p *printer) event(e event) {
 			p.running[e.Package][e.Test] = time.Now()
 		}
 	case "output":
-		if len(p.out[key]) < 400 {
+		if len(p.out[key]) < maxOutput {
 			p.out[key] = append(p.out[key], e.Output)
 		}
 	case "pass", "fail", "skip":
@@ -102,6 +110,7 @@ func (p *printer) event(e event) {
 				p.failed = append(p.failed, e.Package)
 				if len(p.out[key]) > 0 {
 					fmt.Print(indent(p.out[key]))
+					p.addWhy(e.Package, p.out[key], true)
 				}
 			}
 			return
@@ -113,6 +122,7 @@ func (p *printer) event(e event) {
 		case e.Action == "fail":
 			p.failed = append(p.failed, e.Package+"."+e.Test)
 			fmt.Printf("--- FAIL %s %s (%.1fs)\n%s", e.Package, e.Test, e.Elapsed, indent(p.out[key]))
+			p.addWhy(e.Package+"."+e.Test, p.out[key], false)
 		case e.Action == "pass" && !strings.Contains(e.Test, "/"):
 			p.pass++
 			if time.Duration(e.Elapsed*float64(time.Second)) >= p.slow {
@@ -151,6 +161,9 @@ func (p *printer) summary() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.failed) > 0 {
+		for _, w := range p.why {
+			fmt.Print(w)
+		}
 		fmt.Printf("FAILED after %s: %s\n", p.clock(), strings.Join(p.failed, ", "))
 		return 1
 	}
@@ -160,6 +173,67 @@ func (p *printer) summary() int {
 	}
 	fmt.Printf("all tests passed (%d top-level tests) in %s\n", p.pass, p.clock())
 	return 0
+}
+
+// whyLines is how many lines of a failed test's output the summary repeats.
+const whyLines = 6
+
+// addWhy keeps, for the summary, the lines of a failed test's output that
+// say why it failed: the last lines the test logged (t.Error, t.Fatal and
+// its own t.Log lines, "name_test.go:N: ..." each) before the logs it
+// dumps once failed (lines starting "---- ", and "event ..." lines), each
+// cut to 300 characters. A test whose output has none (a parent of failed
+// subtests) adds nothing. For a package (pkg true: a panic, a timeout, a
+// build failure), the last lines of its output.
+func (p *printer) addWhy(name string, out []string, pkg bool) {
+	var lines []string
+	for _, l := range out {
+		m := strings.TrimLeft(l, " ")
+		if pkg {
+			if m != "" && !strings.HasPrefix(m, "FAIL") {
+				lines = append(lines, m)
+			}
+			continue
+		}
+		_, msg, ok := testLine(m)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(msg, "---- ") || strings.HasPrefix(msg, "event ") {
+			break
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) == 0 {
+		return
+	}
+	if len(lines) > whyLines {
+		lines = lines[len(lines)-whyLines:]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "why %s:\n", name)
+	for _, l := range lines {
+		l = strings.TrimRight(l, "\n")
+		if len(l) > 300 {
+			l = l[:300] + " ..."
+		}
+		b.WriteString("    " + l + "\n")
+	}
+	p.why = append(p.why, b.String())
+}
+
+// testLine splits a line a test logged, "file_test.go:12: message", into
+// its place and message.
+func testLine(l string) (place, msg string, ok bool) {
+	place, msg, ok = strings.Cut(l, ": ")
+	if !ok {
+		return "", "", false
+	}
+	file, line, ok := strings.Cut(place, ":")
+	if !ok || !strings.HasSuffix(file, ".go") || strings.ContainsAny(file, " \t") || line == "" || strings.Trim(line, "0123456789") != "" {
+		return "", "", false
+	}
+	return place, msg, true
 }
 
 func keys(m map[string]map[string]time.Time) []string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -18,11 +19,13 @@ func capture(t *testing.T, f func()) string {
 	}
 	old := os.Stdout
 	os.Stdout = w
+	var b bytes.Buffer
+	done := make(chan struct{})
+	go func() { io.Copy(&b, r); close(done) }() // read while f prints: a pipe holds 64 KiB
 	f()
 	os.Stdout = old
 	w.Close()
-	var b bytes.Buffer
-	io.Copy(&b, r)
+	<-done
 	return b.String()
 }
 
@@ -51,5 +54,47 @@ func TestPrinter(t *testing.T) {
 	}
 	if code != 1 {
 		t.Errorf("exit code %d; want 1", code)
+	}
+}
+
+// The summary ends with why each test failed: its last own lines before
+// the logs it dumped, however long those are.
+func TestSummarySaysWhy(t *testing.T) {
+	p := &printer{start: time.Now(), running: map[string]map[string]time.Time{}, out: map[string][]string{}}
+	out := capture(t, func() {
+		p.event(event{Action: "run", Package: "a", Test: "TestE2E"})
+		p.event(event{Action: "run", Package: "a", Test: "TestE2E/libvirt"})
+		for _, l := range []string{
+			"=== RUN   TestE2E/libvirt\n",
+			"    e2e_test.go:10: step one took 2s\n",
+			"    e2e_test.go:20: g1 not running on h1 after 90s: on h2\n",
+			"        (second line of the error)\n",
+			"    harness_test.go:930: ---- agent log of h1 ----\n",
+		} {
+			p.event(event{Action: "output", Package: "a", Test: "TestE2E/libvirt", Output: l})
+		}
+		for i := range 3000 {
+			p.event(event{Action: "output", Package: "a", Test: "TestE2E/libvirt", Output: fmt.Sprintf("        log line %d: x\n", i)})
+		}
+		p.event(event{Action: "output", Package: "a", Test: "TestE2E/libvirt", Output: "    harness_test.go:950: event 21:00:00.000 manager h1 g1 started\n"})
+		p.event(event{Action: "fail", Package: "a", Test: "TestE2E/libvirt"})
+		p.event(event{Action: "output", Package: "a", Test: "TestE2E", Output: "--- FAIL: TestE2E (1s)\n"})
+		p.event(event{Action: "fail", Package: "a", Test: "TestE2E"})
+		p.event(event{Action: "output", Package: "b", Output: "panic: test timed out after 40m0s\n"})
+		p.event(event{Action: "fail", Package: "b"})
+		p.summary()
+	})
+	_, end, _ := strings.Cut(out, "event 21:00:00.000")
+	want := "why a.TestE2E/libvirt:\n" +
+		"    e2e_test.go:10: step one took 2s\n" +
+		"    e2e_test.go:20: g1 not running on h1 after 90s: on h2\n" +
+		"why b:\n" +
+		"    panic: test timed out after 40m0s\n" +
+		"FAILED after"
+	if !strings.Contains(end, want) {
+		t.Errorf("the output after the dumped logs lacks\n%s\nit is:\n%s", want, end)
+	}
+	if !strings.Contains(out, "log line 2999") {
+		t.Error("a failed test's long output was cut")
 	}
 }
