@@ -347,10 +347,9 @@ func (st *stepper) nodeShutdown(e NodeShutdown) {
 }
 
 // inventory reconciles the manager's view with agents' lists of running
-// guests, for the online nodes in inv (node -> guests running there).
-// inventory reconciles the guests recorded on the nodes of inv with what
-// those nodes run; selfFenced lists, per node, the guests its self-fence
-// killed (NodeReport.SelfFenced).
+// guests, for the online nodes in inv (node -> guests running there);
+// selfFenced lists, per node, the guests its self-fence killed
+// (NodeReport.SelfFenced).
 func (st *stepper) inventory(inv, selfFenced map[string][]string) {
 	for node, list := range inv {
 		if n := st.s.node(node); n == nil || n.Status != NodeOnline {

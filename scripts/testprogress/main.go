@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 type event struct {
@@ -181,16 +182,27 @@ const whyLines = 6
 // addWhy keeps, for the summary, the lines of a failed test's output that
 // say why it failed: the last lines the test logged (t.Error, t.Fatal and
 // its own t.Log lines, "name_test.go:N: ..." each) before the logs it
-// dumps once failed (lines starting "---- ", and "event ..." lines), each
-// cut to 300 characters. A test whose output has none (a parent of failed
-// subtests) adds nothing. For a package (pkg true: a panic, a timeout, a
-// build failure), the last lines of its output.
+// dumps once failed (lines starting "---- ", and "event ..." lines). A
+// panic (or a Go runtime's fatal error) says more than they do: its first
+// lines are kept instead, not the stack frames that end it. For a package
+// (pkg true: a timeout, a build failure), its panic, or else the last lines
+// of its output. Each line is cut to 300 bytes. A test whose output has
+// none of these (a parent of failed subtests) adds nothing.
 func (p *printer) addWhy(name string, out []string, pkg bool) {
 	var lines []string
-	for _, l := range out {
+	for i, l := range out {
 		m := strings.TrimLeft(l, " ")
+		if strings.HasPrefix(m, "panic: ") || strings.HasPrefix(m, "fatal error: ") {
+			lines = nil
+			for _, l := range out[i:] {
+				if l = strings.TrimLeft(l, " "); strings.TrimSpace(l) != "" && len(lines) < whyLines {
+					lines = append(lines, l)
+				}
+			}
+			break
+		}
 		if pkg {
-			if m != "" && !strings.HasPrefix(m, "FAIL") {
+			if strings.TrimSpace(m) != "" && !strings.HasPrefix(m, "FAIL") {
 				lines = append(lines, m)
 			}
 			continue
@@ -215,7 +227,11 @@ func (p *printer) addWhy(name string, out []string, pkg bool) {
 	for _, l := range lines {
 		l = strings.TrimRight(l, "\n")
 		if len(l) > 300 {
-			l = l[:300] + " ..."
+			n := 300
+			for n > 0 && !utf8.RuneStart(l[n]) {
+				n-- // not inside a character
+			}
+			l = l[:n] + " ..."
 		}
 		b.WriteString("    " + l + "\n")
 	}

@@ -80,8 +80,19 @@ func TestSummarySaysWhy(t *testing.T) {
 		p.event(event{Action: "fail", Package: "a", Test: "TestE2E/libvirt"})
 		p.event(event{Action: "output", Package: "a", Test: "TestE2E", Output: "--- FAIL: TestE2E (1s)\n"})
 		p.event(event{Action: "fail", Package: "a", Test: "TestE2E"})
-		p.event(event{Action: "output", Package: "b", Output: "panic: test timed out after 40m0s\n"})
+		for _, l := range []string{"panic: test timed out after 40m0s\n", "\trunning tests:\n", "\t\tTestSlow (40m0s)\n", "\n", "goroutine 1 [chan receive]:\n"} {
+			p.event(event{Action: "output", Package: "b", Output: l})
+		}
+		for i := range 50 {
+			p.event(event{Action: "output", Package: "b", Output: fmt.Sprintf("testing.(*T).Run(frame %d)\n", i)})
+		}
+		p.event(event{Action: "output", Package: "b", Output: "FAIL\tb\t2400.1s\n"})
 		p.event(event{Action: "fail", Package: "b"})
+		p.event(event{Action: "run", Package: "c", Test: "TestPanics"})
+		for _, l := range []string{"    c_test.go:5: before\n", "panic: runtime error: index out of range [3] with length 3\n", "\n", "goroutine 7 [running]:\n", "c.TestPanics(0xc000)\n"} {
+			p.event(event{Action: "output", Package: "c", Test: "TestPanics", Output: l})
+		}
+		p.event(event{Action: "fail", Package: "c", Test: "TestPanics"})
 		p.summary()
 	})
 	_, end, _ := strings.Cut(out, "event 21:00:00.000")
@@ -90,6 +101,15 @@ func TestSummarySaysWhy(t *testing.T) {
 		"    e2e_test.go:20: g1 not running on h1 after 90s: on h2\n" +
 		"why b:\n" +
 		"    panic: test timed out after 40m0s\n" +
+		"    \trunning tests:\n" +
+		"    \t\tTestSlow (40m0s)\n" +
+		"    goroutine 1 [chan receive]:\n" +
+		"    testing.(*T).Run(frame 0)\n" +
+		"    testing.(*T).Run(frame 1)\n" +
+		"why c.TestPanics:\n" +
+		"    panic: runtime error: index out of range [3] with length 3\n" +
+		"    goroutine 7 [running]:\n" +
+		"    c.TestPanics(0xc000)\n" +
 		"FAILED after"
 	if !strings.Contains(end, want) {
 		t.Errorf("the output after the dumped logs lacks\n%s\nit is:\n%s", want, end)
